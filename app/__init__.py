@@ -1,0 +1,1 @@
+"""fitboard web side: settings, schemas, datasets and domain functions (no torch, no fastai)."""

@@ -1,0 +1,37 @@
+"""One typed settings object shared by web, worker and CLI (environment prefix FITBOARD_)."""
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Configuration read from FITBOARD_* environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix="FITBOARD_", extra="ignore")
+
+    home: Path = Path("~/.fitboard")
+    data_root: Path | None = None
+    num_workers: int | None = None  # DataLoader worker processes; None lets fastai choose
+
+    @model_validator(mode="after")
+    def _resolve_paths(self) -> "Settings":
+        """Expand ~ and default the data root to $FITBOARD_HOME/datasets."""
+        self.home = self.home.expanduser().resolve()
+        root = self.data_root if self.data_root is not None else self.home / "datasets"
+        self.data_root = root.expanduser().resolve()
+        return self
+
+    @property
+    def artifacts_dir(self) -> Path:
+        """Where each run's exported model and reports are kept."""
+        return self.home / "artifacts"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """Settings for this process, read once from the environment."""
+    return Settings()

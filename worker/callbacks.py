@@ -1,0 +1,90 @@
+"""fastai callbacks that report a run's progress and epochs, poll for cancel, and keep the best weights."""
+from __future__ import annotations
+
+import time
+
+from fastai.callback.core import Callback, CancelFitException
+from fastai.callback.tracker import TrackerCallback
+from fastai.learner import Recorder
+
+from worker.reporting import Reporter
+
+PROGRESS_INTERVAL = 0.5  # at most 2 progress events a second
+CANCEL_INTERVAL = 0.5  # how often the reporter (maybe a database) is asked about cancel
+
+
+def _in_side_loop(learn) -> bool:
+    """True while fastai runs lr_find or get_preds, which are not epochs of the run."""
+    return hasattr(learn, "lr_finder") or hasattr(learn, "gather_preds")
+
+
+class ReportCallback(Callback):
+    """Sends progress (throttled) and one row per epoch to a Reporter; stops the fit when cancel is asked."""
+
+    order = Recorder.order + 1  # after Recorder so the epoch's log is complete
+
+    def __init__(self, reporter: Reporter):
+        self.reporter, self.stage, self.cancelled = reporter, 0, False
+        self.epoch_seconds: list[float] = []
+        self._last_progress = self._last_cancel_check = 0.0
+
+    def before_fit(self):
+        self.run = not _in_side_loop(self.learn)
+
+    def before_epoch(self):
+        self._epoch_start = time.perf_counter()
+
+    def before_train(self):
+        self._train_start = time.perf_counter()
+
+    def after_batch(self):
+        if not self.training:
+            return
+        now = time.perf_counter()
+        if now - self._last_cancel_check >= CANCEL_INTERVAL:
+            self._last_cancel_check = now
+            if self.reporter.should_cancel():
+                self.cancelled = True
+                raise CancelFitException()
+        if now - self._last_progress >= PROGRESS_INTERVAL:
+            self._last_progress = now
+            self._emit_progress(now)
+
+    def _emit_progress(self, now: float) -> None:
+        batch, total = self.iter + 1, self.n_iter
+        elapsed = now - self._train_start
+        smooth = self.recorder.smooth_loss.value
+        self.reporter.emit({"event": "progress", "stage": self.stage, "epoch": self.epoch, "batch": batch,
+                            "total": total, "elapsed": elapsed, "eta": elapsed / batch * (total - batch),
+                            "smooth_loss": None if smooth is None else float(smooth)})
+
+    def after_epoch(self):
+        seconds = time.perf_counter() - self._epoch_start
+        self.epoch_seconds.append(seconds)
+        row = dict(zip(self.recorder.metric_names, self.recorder.log))
+        metrics = {k: float(v) for k, v in row.items() if k not in ("epoch", "train_loss", "valid_loss", "time")}
+        self.reporter.emit({"event": "epoch", "stage": self.stage, "epoch": int(row["epoch"]),
+                            "train_loss": _num(row.get("train_loss")), "valid_loss": _num(row.get("valid_loss")),
+                            "metrics": metrics, "seconds": seconds})
+
+    def after_fit(self):
+        self.run = True
+
+
+def _num(v) -> float | None:
+    """A loss as a float; fastai logs None when a pass was skipped."""
+    return None if v is None else float(v)
+
+
+class KeepBestCallback(TrackerCallback):
+    """Saves the weights whenever the monitored metric improves, across all stages of a run."""
+
+    def __init__(self, monitor: str, fname: str = "best"):
+        super().__init__(monitor=monitor, reset_on_fit=False)  # one best over every stage
+        self.fname, self.stage, self.best_at = fname, 0, None
+
+    def after_epoch(self):
+        super().after_epoch()
+        if self.new_best:
+            self.best_at = {"stage": self.stage, "epoch": self.epoch, "metric": self.monitor, "value": float(self.best)}
+            self.learn.save(self.fname, with_opt=False)

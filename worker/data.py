@@ -1,0 +1,58 @@
+"""Turn a validated dataset and a stage into fastai DataLoaders (presize, augment, normalize)."""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pandas as pd
+from fastai.vision.all import (CategoryBlock, ColReader, ColSplitter, DataBlock, ImageBlock, Normalize, Resize,
+                               aug_transforms, imagenet_stats)
+from PIL import Image
+
+from app.datasets import ResolvedDataset
+from app.schemas import StageSpec
+
+STATS_SAMPLE = 256  # training images read to estimate the dataset's channel statistics
+
+
+def items_frame(ds: ResolvedDataset) -> pd.DataFrame:
+    """One row per image: id, absolute path, class name, validation flag."""
+    return pd.DataFrame({"image_id": [it.image_id for it in ds.items], "path": [str(it.path) for it in ds.items],
+                         "label": [it.label for it in ds.items], "is_valid": [it.is_valid for it in ds.items]})
+
+
+def dataset_stats(ds: ResolvedDataset, seed: int) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of a seeded sample of training images, on the 0..1 scale fastai feeds Normalize."""
+    train = [it.path for it in ds.items if not it.is_valid]
+    sample = random.Random(seed).sample(train, min(STATS_SAMPLE, len(train)))
+    total, total_sq, count = np.zeros(3), np.zeros(3), 0
+    for path in sample:
+        with Image.open(path) as im:
+            px = np.asarray(im.convert("RGB"), dtype=np.float64).reshape(-1, 3) / 255.0
+        total += px.sum(0)
+        total_sq += (px ** 2).sum(0)
+        count += len(px)
+    mean = total / count
+    std = np.sqrt(np.maximum(total_sq / count - mean ** 2, 1e-12))
+    return mean.tolist(), std.tolist()
+
+
+def norm_stats(normalize: str, ds: ResolvedDataset, seed: int):
+    """The (mean, std) a recipe's normalize setting asks for, or None for no normalization."""
+    if normalize == "imagenet":
+        return [float(x) for x in imagenet_stats[0]], [float(x) for x in imagenet_stats[1]]
+    if normalize == "dataset":
+        return dataset_stats(ds, seed)
+    return None
+
+
+def make_dls(frame: pd.DataFrame, classes: list[str], stage: StageSpec, stats, num_workers: int | None = None):
+    """DataLoaders for one stage: items presized with Resize, then batch augmentation to size, then Normalize."""
+    batch_tfms = [*aug_transforms(size=stage.size, min_scale=0.75)]
+    if stats is not None:
+        batch_tfms.append(Normalize.from_stats(*stats))
+    block = DataBlock(blocks=(ImageBlock, CategoryBlock(vocab=classes)),
+                      get_x=ColReader("path"), get_y=ColReader("label"), splitter=ColSplitter("is_valid"),
+                      item_tfms=[Resize(stage.presize)], batch_tfms=batch_tfms)
+    kwargs = {} if num_workers is None else {"num_workers": num_workers}
+    return block.dataloaders(frame, bs=stage.bs, **kwargs)

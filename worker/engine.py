@@ -1,0 +1,180 @@
+"""The recipe engine: a RunSpec becomes DataLoaders, a vision_learner and one fit_one_cycle per stage."""
+from __future__ import annotations
+
+import csv
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision.models
+from fastai.callback.mixup import MixUp
+from fastai.callback.progress import ProgressCallback
+from fastai.losses import CrossEntropyLossFlat, LabelSmoothingCrossEntropy
+from fastai.metrics import accuracy, error_rate
+from fastai.torch_core import set_seed
+from fastai.vision.all import noop, valley, vision_learner
+
+from app.datasets import ResolvedDataset, resolve_dataset
+from app.schemas import RunSpec, StageSpec
+from worker.callbacks import KeepBestCallback, ReportCallback
+from worker.data import items_frame, make_dls, norm_stats
+from worker.reporting import Reporter
+from worker.weights import ensure_cached
+
+TOP_LOSSES = 16
+LR_CURVE_POINTS = 200
+
+
+class RunCancelled(Exception):
+    """The user cancelled the run; epochs already reported stay."""
+
+
+def _device_notes(spec: RunSpec) -> list[str]:
+    """Explain a precision the hardware cannot give (mixed precision needs a CUDA device)."""
+    if spec.precision != "fp32" and not torch.cuda.is_available():
+        return [f"precision {spec.precision} needs a CUDA GPU; none here, so this run trained in fp32"]
+    if spec.precision == "bf16" and not torch.cuda.is_bf16_supported():
+        return ["precision bf16 is not supported by this GPU; this run trained in fp32"]
+    return []
+
+
+def _build_learner(spec: RunSpec, dls, out_dir: Path, cbs: list):
+    """vision_learner with our loss, metrics and callbacks; fastai's console bars and logger off."""
+    if spec.pretrained:
+        ensure_cached(spec.arch)
+    loss = LabelSmoothingCrossEntropy(eps=spec.label_smoothing) if spec.label_smoothing else CrossEntropyLossFlat()
+    # normalize=False: the recipe decides normalization, not fastai's pretrained default.
+    learn = vision_learner(dls, getattr(torchvision.models, spec.arch), normalize=False, pretrained=spec.pretrained,
+                           loss_func=loss, metrics=[accuracy, error_rate], path=out_dir, model_dir=".", cbs=cbs)
+    learn.remove_cb(ProgressCallback)
+    learn.logger = noop
+    if not _device_notes(spec):
+        if spec.precision == "fp16":
+            learn.to_fp16()
+        elif spec.precision == "bf16":
+            learn.to_bf16()
+    return learn
+
+
+def _lr_find(learn, stage_idx: int, num_it: int, reporter: Reporter) -> float:
+    """Run the LR finder, report its curve and valley suggestion, and return the suggestion."""
+    suggestion = float(learn.lr_find(num_it=num_it, show_plot=False, suggest_funcs=(valley,)).valley)
+    lrs, losses = np.array(learn.recorder.lrs, dtype=float), np.array([float(x) for x in learn.recorder.losses])
+    keep = np.unique(np.linspace(0, len(lrs) - 1, min(LR_CURVE_POINTS, len(lrs))).astype(int)) if len(lrs) else []
+    if not np.isfinite(suggestion) or suggestion <= 0:
+        reporter.emit({"event": "note", "message": f"stage {stage_idx}: lr_find gave no usable suggestion; using 1e-3"})
+        suggestion = 1e-3
+    reporter.emit({"event": "lr_find", "stage": stage_idx, "suggestion": suggestion, "method": "valley",
+                   "lrs": lrs[keep].tolist(), "losses": [x if np.isfinite(x) else None for x in losses[keep].tolist()]})
+    return suggestion
+
+
+def _param_summary(learn) -> dict:
+    """Trainable parameters and per-group learning rates: evidence of freeze and discriminative rates."""
+    total = sum(p.numel() for p in learn.model.parameters())
+    trainable = sum(p.numel() for p in learn.model.parameters() if p.requires_grad)
+    group_lrs = [float(h["lr"]) for h in learn.opt.hypers] if learn.opt is not None else []
+    return {"params": total, "trainable_params": trainable, "group_lrs": group_lrs}
+
+
+def _run_stage(learn, idx: int, stage: StageSpec, reporter: Reporter, report_cb: ReportCallback, keep) -> None:
+    """Freeze or unfreeze, pick the learning rate, then one fit_one_cycle (with MixUp if asked)."""
+    learn.freeze() if stage.freeze else learn.unfreeze()
+    lr = _lr_find(learn, idx, stage.lr_find_iters, reporter) if stage.lr == "find" else stage.lr
+    report_cb.stage = idx
+    if keep is not None:
+        keep.stage = idx
+    reporter.emit({"event": "stage", "stage": idx, "epochs": stage.epochs, "size": stage.size,
+                   "presize": stage.presize, "bs": stage.bs, "frozen": stage.freeze, "lr": lr, "mixup": stage.mixup})
+    cbs = [MixUp(stage.mixup)] if stage.mixup else []
+    learn.fit_one_cycle(stage.epochs, slice(*lr) if isinstance(lr, list) else lr, cbs=cbs)
+    reporter.emit({"event": "stage_end", "stage": idx, **_param_summary(learn)})
+    if report_cb.cancelled:
+        raise RunCancelled(f"cancelled during stage {idx}")
+
+
+def _metrics(preds, targs, losses) -> dict:
+    """Loss, accuracy and error rate from gathered predictions."""
+    acc = float((preds.argmax(1) == targs).float().mean())
+    return {"valid_loss": float(losses.mean()) if losses is not None else None, "accuracy": acc, "error_rate": 1 - acc}
+
+
+def _evaluate(learn, ds: ResolvedDataset, spec: RunSpec, out_dir: Path) -> dict:
+    """Final validation metrics, TTA, confusion matrix, top losses and a per-image predictions file."""
+    preds, targs, losses = learn.get_preds(dl=learn.dls.valid, with_loss=True)
+    vocab = list(learn.dls.vocab)
+    result = {"metrics": _metrics(preds, targs, losses), "tta": None}
+    if spec.tta:
+        tp, tt = learn.tta(dl=learn.dls.valid, n=spec.tta.n, use_max=spec.tta.use_max)
+        m = _metrics(tp, tt, None)
+        result["tta"] = {"n": spec.tta.n, "use_max": spec.tta.use_max, "accuracy": m["accuracy"], "error_rate": m["error_rate"]}
+    decoded = preds.argmax(1)
+    n = len(vocab)
+    cm = np.bincount(targs.numpy() * n + decoded.numpy(), minlength=n * n).reshape(n, n)
+    result["confusion"] = {"labels": vocab, "matrix": cm.tolist()}
+    valid_ids = learn.dls.valid.items["image_id"].tolist()
+    order = torch.argsort(losses, descending=True)[:TOP_LOSSES].tolist()
+    result["top_losses"] = [{"image_id": valid_ids[i], "actual": vocab[int(targs[i])], "predicted": vocab[int(decoded[i])],
+                             "loss": float(losses[i]), "probability": float(preds[i, decoded[i]])} for i in order]
+    pred_file = out_dir / "predictions.csv"
+    with pred_file.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["image_id", "actual", "predicted", "correct", "loss"])
+        for i, image_id in enumerate(valid_ids):
+            w.writerow([image_id, vocab[int(targs[i])], vocab[int(decoded[i])], int(targs[i] == decoded[i]), f"{float(losses[i]):.6f}"])
+    result["predictions_path"] = str(pred_file)
+    return result
+
+
+def _images_per_second(n_train: int, epoch_seconds: list[float]) -> float | None:
+    """Training throughput over the whole run (validation passes included in the epoch time)."""
+    return n_train * len(epoch_seconds) / sum(epoch_seconds) if epoch_seconds else None
+
+
+def prepare(spec: RunSpec, data_root: Path, registry=None) -> ResolvedDataset:
+    """Validate the dataset before any training (raises RecipeError)."""
+    return resolve_dataset(spec.dataset, data_root, seed=spec.seed, registry=registry)
+
+
+def run_recipe(spec: RunSpec, reporter: Reporter, data_root: Path, out_dir: Path, *, dataset: ResolvedDataset | None = None,
+               registry=None, num_workers: int | None = None, extra_cbs: tuple = ()) -> dict:
+    """Train a recipe end to end, reporting every event; returns the result (also emitted as 'result')."""
+    started = time.perf_counter()
+    ds = dataset or prepare(spec, data_root, registry)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    notes = _device_notes(spec) + ds.warnings
+    n_train = sum(not it.is_valid for it in ds.items)
+    reporter.emit({"event": "start", "name": spec.name, "dataset": ds.report(), "techniques": spec.techniques(),
+                   "device": "cuda" if torch.cuda.is_available() else "cpu", "notes": notes})
+    for note in notes:
+        reporter.emit({"event": "note", "message": note})
+    set_seed(spec.seed, reproducible=True)  # before the split shuffle, the init and the first batches
+    frame = items_frame(ds)
+    stats = norm_stats(spec.normalize, ds, spec.seed)
+    if num_workers is None and not torch.cuda.is_available():
+        num_workers = 0  # on a CPU-only host loader processes would steal the cores the model trains on
+    dls = make_dls(frame, ds.classes, spec.stages[0], stats, num_workers)
+    report_cb = ReportCallback(reporter)
+    keep = KeepBestCallback(spec.keep_best) if spec.keep_best else None
+    learn = _build_learner(spec, dls, out_dir, [report_cb, *([keep] if keep else []), *extra_cbs])
+    stage_dls = [dls]
+    for idx, stage in enumerate(spec.stages):
+        if idx > 0:
+            learn.dls = make_dls(frame, ds.classes, stage, stats, num_workers)  # progressive resizing
+            stage_dls.append(learn.dls)
+        _run_stage(learn, idx, stage, reporter, report_cb, keep)
+    if keep is not None and keep.best_at is not None:
+        learn.load(keep.fname, with_opt=False)
+        # Evaluate the best weights at the image size they were trained and scored at.
+        learn.dls = stage_dls[keep.best_at["stage"]]
+    result = _evaluate(learn, ds, spec, out_dir)
+    learn.remove_cbs([report_cb, *([keep] if keep else []), *extra_cbs])  # they hold reporters, not picklable
+    model_path = out_dir / "model.pkl"
+    learn.export(model_path)
+    result.update({"best": keep.best_at if keep else None, "model_path": str(model_path), "notes": notes,
+                   "normalize_stats": stats, "seconds": time.perf_counter() - started,
+                   "images_per_second": _images_per_second(n_train, report_cb.epoch_seconds)})
+    reporter.emit({"event": "result", **result})
+    return result
