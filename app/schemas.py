@@ -15,6 +15,7 @@ ARCHITECTURES = (
 KEEP_BEST_METRICS = ("accuracy", "error_rate", "valid_loss")
 
 PositiveInt = Annotated[int, Field(strict=True, gt=0)]
+INT_FIELDS = ("epochs", "size", "presize", "bs")
 
 
 class RecipeError(ValueError):
@@ -31,24 +32,32 @@ class RecipeError(ValueError):
 
 
 def _loc(parts: tuple) -> str:
-    """Render a pydantic location as a field path such as stages[1].lr."""
+    """Render a pydantic location as a field path such as stages[1].lr (union member tags dropped)."""
     out = ""
     for part in parts:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in ("function-after[_check_lr()]",) or str(part).startswith(("function-", "float", "list[", "tuple[")):
-            continue
+        elif not str(part).isidentifier() or str(part)[:1].isupper():
+            continue  # 'constrained-str', 'DatasetSpec', 'function-after[...]': pydantic's union tags
         else:
             out += ("." if out else "") + str(part)
     return out
+
+
+def _message(err: dict) -> str:
+    """A readable message; positive-integer fields say so instead of pydantic's wording."""
+    if err["type"] in ("greater_than", "int_type", "int_from_float", "int_parsing") and err["loc"][-1] in INT_FIELDS:
+        return f"must be a positive integer; got {err['input']!r}"
+    return err["msg"].removeprefix("Value error, ")
 
 
 def problems_from(exc: ValidationError) -> list[dict]:
     """Turn a pydantic ValidationError into [{'loc', 'msg'}] with readable field paths."""
     problems = []
     for err in exc.errors():
-        msg = err["msg"].removeprefix("Value error, ")
-        problems.append({"loc": _loc(err["loc"]), "msg": msg})
+        if err["type"] == "string_type" and isinstance(err["input"], dict):
+            continue  # an inline dataset object: its own field errors say what is wrong
+        problems.append({"loc": _loc(err["loc"]), "msg": _message(err)})
     return problems
 
 
@@ -107,13 +116,20 @@ class StageSpec(BaseModel):
             raise ValueError(f"mixup alpha must be in (0, 1]; got {v}")
         return v
 
+    @field_validator("presize")
+    @classmethod
+    def _check_presize(cls, v, info):
+        """The item presize may never be smaller than the batch size it is cropped to."""
+        size = info.data.get("size")
+        if v is not None and size is not None and v < size:
+            raise ValueError(f"presize ({v}) must not be smaller than size ({size})")
+        return v
+
     @model_validator(mode="after")
-    def _check_presize(self) -> "StageSpec":
-        """The item presize defaults to size and may never be smaller than it."""
+    def _default_presize(self) -> "StageSpec":
+        """Without a presize, items are resized straight to size."""
         if self.presize is None:
             self.presize = self.size
-        elif self.presize < self.size:
-            raise ValueError(f"presize ({self.presize}) must not be smaller than size ({self.size})")
         return self
 
 

@@ -1,6 +1,7 @@
 """fastai callbacks that report a run's progress and epochs, poll for cancel, and keep the best weights."""
 from __future__ import annotations
 
+import math
 import time
 
 from fastai.callback.core import Callback, CancelFitException
@@ -62,7 +63,7 @@ class ReportCallback(Callback):
         seconds = time.perf_counter() - self._epoch_start
         self.epoch_seconds.append(seconds)
         row = dict(zip(self.recorder.metric_names, self.recorder.log))
-        metrics = {k: float(v) for k, v in row.items() if k not in ("epoch", "train_loss", "valid_loss", "time")}
+        metrics = {k: _num(v) for k, v in row.items() if k not in ("epoch", "train_loss", "valid_loss", "time")}
         self.reporter.emit({"event": "epoch", "stage": self.stage, "epoch": int(row["epoch"]),
                             "train_loss": _num(row.get("train_loss")), "valid_loss": _num(row.get("valid_loss")),
                             "metrics": metrics, "seconds": seconds})
@@ -72,8 +73,8 @@ class ReportCallback(Callback):
 
 
 def _num(v) -> float | None:
-    """A loss as a float; fastai logs None when a pass was skipped."""
-    return None if v is None else float(v)
+    """A loss as a float; None when fastai skipped the pass or training diverged (NaN is not JSON)."""
+    return float(v) if v is not None and math.isfinite(float(v)) else None
 
 
 class KeepBestCallback(TrackerCallback):

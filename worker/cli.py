@@ -21,6 +21,7 @@ def _settings(args):
 
 def cmd_train(args) -> int:
     """Run a recipe here and now, printing the epoch table (or JSON lines)."""
+    from app.datasets import resolve_dataset
     from app.recipes import load_recipe
     from worker.reporting import ConsoleReporter, JsonReporter
 
@@ -28,12 +29,12 @@ def cmd_train(args) -> int:
     reporter = JsonReporter() if args.json else ConsoleReporter()
     try:
         spec = load_recipe(args.recipe)
-        from worker.engine import prepare, run_recipe  # fastai import only once the recipe is known good
-
-        dataset = prepare(spec, settings.data_root)
+        dataset = resolve_dataset(spec.dataset, settings.data_root, seed=spec.seed)
     except RecipeError as exc:
         reporter.emit({"event": "error", "message": str(exc), "problems": exc.problems})
         return EXIT_INVALID
+    from worker.engine import run_recipe  # fastai loads only once recipe and dataset are known good
+
     out_dir = Path(args.out) if args.out else settings.home / "cli-runs" / spec.name
     try:
         run_recipe(spec, reporter, settings.data_root, out_dir, dataset=dataset, num_workers=settings.num_workers)

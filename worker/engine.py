@@ -19,7 +19,7 @@ from app.datasets import ResolvedDataset, resolve_dataset
 from app.schemas import RunSpec, StageSpec
 from worker.callbacks import KeepBestCallback, ReportCallback
 from worker.data import items_frame, make_dls, norm_stats
-from worker.reporting import Reporter
+from worker.reporting import Reporter, SafeReporter, json_safe
 from worker.weights import ensure_cached
 
 TOP_LOSSES = 16
@@ -66,7 +66,7 @@ def _lr_find(learn, stage_idx: int, num_it: int, reporter: Reporter) -> float:
         reporter.emit({"event": "note", "message": f"stage {stage_idx}: lr_find gave no usable suggestion; using 1e-3"})
         suggestion = 1e-3
     reporter.emit({"event": "lr_find", "stage": stage_idx, "suggestion": suggestion, "method": "valley",
-                   "lrs": lrs[keep].tolist(), "losses": [x if np.isfinite(x) else None for x in losses[keep].tolist()]})
+                   "lrs": lrs[keep].tolist(), "losses": losses[keep].tolist()})
     return suggestion
 
 
@@ -132,16 +132,12 @@ def _images_per_second(n_train: int, epoch_seconds: list[float]) -> float | None
     return n_train * len(epoch_seconds) / sum(epoch_seconds) if epoch_seconds else None
 
 
-def prepare(spec: RunSpec, data_root: Path, registry=None) -> ResolvedDataset:
-    """Validate the dataset before any training (raises RecipeError)."""
-    return resolve_dataset(spec.dataset, data_root, seed=spec.seed, registry=registry)
-
-
 def run_recipe(spec: RunSpec, reporter: Reporter, data_root: Path, out_dir: Path, *, dataset: ResolvedDataset | None = None,
                registry=None, num_workers: int | None = None, extra_cbs: tuple = ()) -> dict:
     """Train a recipe end to end, reporting every event; returns the result (also emitted as 'result')."""
     started = time.perf_counter()
-    ds = dataset or prepare(spec, data_root, registry)
+    reporter = SafeReporter(reporter)
+    ds = dataset or resolve_dataset(spec.dataset, data_root, seed=spec.seed, registry=registry)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     notes = _device_notes(spec) + ds.warnings
@@ -176,5 +172,6 @@ def run_recipe(spec: RunSpec, reporter: Reporter, data_root: Path, out_dir: Path
     result.update({"best": keep.best_at if keep else None, "model_path": str(model_path), "notes": notes,
                    "normalize_stats": stats, "seconds": time.perf_counter() - started,
                    "images_per_second": _images_per_second(n_train, report_cb.epoch_seconds)})
+    result = json_safe(result)
     reporter.emit({"event": "result", **result})
     return result

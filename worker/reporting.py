@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from typing import TextIO
 
@@ -15,6 +16,30 @@ class Reporter:
     def should_cancel(self) -> bool:
         """True when the user asked this run to stop; polled by the training callback."""
         return False
+
+
+def json_safe(value):
+    """Replace NaN and infinities (a diverged run) by None, recursively, so every event is valid JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+class SafeReporter(Reporter):
+    """Wraps a reporter so that every event it receives is JSON-safe."""
+
+    def __init__(self, inner: Reporter):
+        self.inner = inner
+
+    def emit(self, event: dict) -> None:
+        self.inner.emit(json_safe(event))
+
+    def should_cancel(self) -> bool:
+        return self.inner.should_cancel()
 
 
 class ListReporter(Reporter):

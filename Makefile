@@ -1,0 +1,33 @@
+# Set-up lives here so that a fresh machine needs only `make up` or `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# torch and torchvision first, pinned: pip takes these builds from the local disk instead of downloading.
+TORCH := torch==2.14.1 torchvision==0.29.1
+
+.PHONY: setup up test bench services clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q -e '.[train,test]'
+	touch $(STAMP)
+
+services:
+	bash scripts/services.sh
+
+up: setup
+	$(VENV)/bin/fitboard demo-data
+	$(VENV)/bin/fitboard train recipes/demo.yaml
+
+test: setup services
+	$(PY) -m pytest -q -p no:cacheprovider
+
+bench: setup
+	$(PY) bench/engine_overhead.py
+
+clean:
+	rm -rf $(VENV)

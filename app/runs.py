@@ -1,0 +1,235 @@
+"""Domain functions for runs: create, claim, record, finish, cancel, list, heartbeat and reap.
+
+Each takes the session first and leaves the commit to the caller (session_scope), so a route or task
+can combine several steps in one transaction. State changes are single conditional UPDATEs, so two
+processes racing on one run (a redelivered message, a cancel during a claim) cannot both win.
+"""
+from __future__ import annotations
+
+import math
+from datetime import timedelta
+
+from sqlalchemy import exists, func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlmodel import Session
+
+from app.models import FINISHED, Artifact, EpochRow, LRFind, Run, RunStatus, Worker, utcnow
+
+ORDERABLE = ("id", "name", "dataset", "status", "created_at", "started_at", "finished_at",
+             "best_accuracy", "tta_accuracy")
+LIVE = (RunStatus.queued, RunStatus.running)
+
+
+class RunNotFound(LookupError):
+    """No run has this id."""
+
+    def __init__(self, run_id: int):
+        self.run_id = run_id
+        super().__init__(f"run {run_id} not found")
+
+
+class RunFinished(RuntimeError):
+    """The run already ended, so it can no longer change state (the API answers 409)."""
+
+    def __init__(self, run_id: int, status: str):
+        self.run_id, self.status = run_id, status
+        super().__init__(f"run {run_id} already finished ({status})")
+
+
+class RunNotRunning(RuntimeError):
+    """A worker reported a result for a run it does not hold (still queued)."""
+
+
+def _float(v) -> float | None:
+    """A number as a float, with NaN/inf (a diverged loss) as None so both backends store the same."""
+    return None if v is None or not math.isfinite(float(v)) else float(v)
+
+
+def _upsert(session: Session, model, values: dict, keys: tuple[str, ...], keep: tuple[str, ...] = ()) -> None:
+    """INSERT values, or UPDATE the row with the same keys (all columns except keys and keep)."""
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    stmt = insert(model).values(**values)
+    changed = {k: stmt.excluded[k] for k in values if k not in keys and k not in keep}
+    session.exec(stmt.on_conflict_do_update(index_elements=list(keys), set_=changed))
+
+
+def _update(session: Session, run_id: int, *where, **values) -> bool:
+    """UPDATE one run if it matches where; True when it did."""
+    stmt = update(Run).where(Run.id == run_id, *where).values(**values)
+    return session.exec(stmt.execution_options(synchronize_session=False)).rowcount == 1
+
+
+def _status(session: Session, run_id: int) -> str:
+    """The run's status (one column), or RunNotFound."""
+    status = session.exec(select(Run.status).where(Run.id == run_id)).scalar_one_or_none()
+    if status is None:
+        raise RunNotFound(run_id)
+    return status
+
+
+def get_run(session: Session, run_id: int) -> Run:
+    """The run with this id, freshly read; RunNotFound if none."""
+    run = session.get(Run, run_id, populate_existing=True)
+    if run is None:
+        raise RunNotFound(run_id)
+    return run
+
+
+def create_run(session: Session, spec: dict, name: str | None = None, dataset: str | None = None,
+               techniques: list[str] | None = None) -> Run:
+    """Add a queued run for spec (name and dataset default to the spec's); enqueue it only after the commit."""
+    if dataset is None:
+        ds = spec["dataset"]
+        dataset = ds if isinstance(ds, str) else ds["path"]
+    run = Run(name=name or spec["name"], dataset=dataset, spec=spec, techniques=list(techniques or []))
+    session.add(run)
+    session.flush()  # assigns run.id
+    return run
+
+
+def claim_run(session: Session, run_id: int, worker: str) -> Run | None:
+    """Move a queued, uncancelled run to running for worker; None when another claim (or a cancel) won."""
+    won = _update(session, run_id, Run.status == RunStatus.queued, Run.cancel_requested.is_(False),
+                  status=RunStatus.running, started_at=utcnow(), worker=worker, attempt=Run.attempt + 1)
+    return get_run(session, run_id) if won else None
+
+
+def record_epoch(session: Session, run_id: int, row: dict) -> None:
+    """Store one epoch row; a repeat of the same (stage, epoch) overwrites it, so redelivery never duplicates."""
+    _status(session, run_id)
+    values = {"run_id": run_id, "stage": int(row["stage"]), "epoch": int(row["epoch"]),
+              "train_loss": _float(row.get("train_loss")), "valid_loss": _float(row.get("valid_loss")),
+              "metrics": dict(row.get("metrics") or {}), "seconds": _float(row.get("seconds")), "created_at": utcnow()}
+    _upsert(session, EpochRow, values, keys=("run_id", "stage", "epoch"), keep=("created_at",))
+
+
+def record_progress(session: Session, run_id: int, progress: dict) -> None:
+    """Replace the run's live batch progress (one UPDATE, no read)."""
+    if not _update(session, run_id, progress=progress):
+        raise RunNotFound(run_id)
+
+
+def record_lr_find(session: Session, run_id: int, stage: int, suggestion: float | None,
+                   lrs: list[float], losses: list[float]) -> None:
+    """Store a stage's LR-finder curve and suggestion; a repeat overwrites it."""
+    _status(session, run_id)
+    values = {"run_id": run_id, "stage": int(stage), "suggestion": _float(suggestion),
+              "lrs": [float(x) for x in lrs], "losses": [float(x) for x in losses]}
+    _upsert(session, LRFind, values, keys=("run_id", "stage"))
+
+
+def _artifacts(result: dict) -> dict[str, str]:
+    """Files named in a result: every "<kind>_path" key (model_path, predictions_path)."""
+    return {k.removesuffix("_path"): str(v) for k, v in result.items() if k.endswith("_path") and v}
+
+
+def finish_run(session: Session, run_id: int, result: dict) -> Run:
+    """Mark a running run succeeded with its result, headline metrics, model path and artifacts."""
+    tta = result.get("tta") or {}
+    done = _update(session, run_id, Run.status == RunStatus.running, status=RunStatus.succeeded,
+                   finished_at=utcnow(), result=result, progress=None,
+                   best_accuracy=_float((result.get("metrics") or {}).get("accuracy")),
+                   tta_accuracy=_float(tta.get("accuracy")), model_path=result.get("model_path"))
+    if not done:
+        status = _status(session, run_id)
+        if status in FINISHED:
+            raise RunFinished(run_id, status)
+        raise RunNotRunning(f"run {run_id} is {status}; only a running run can succeed")
+    for kind, path in _artifacts(result).items():
+        _upsert(session, Artifact, {"run_id": run_id, "kind": kind, "path": path}, keys=("run_id", "kind"))
+    return get_run(session, run_id)
+
+
+def fail_run(session: Session, run_id: int, error: str, traceback: str | None = None) -> Run:
+    """Mark a queued or running run failed with its error; a finished run is returned unchanged."""
+    # No raise on a finished run: error handlers and the reaper call this and must not fail themselves.
+    _update(session, run_id, Run.status.in_(LIVE), status=RunStatus.failed, finished_at=utcnow(),
+            error=error, traceback=traceback)
+    return get_run(session, run_id)
+
+
+def mark_cancelled(session: Session, run_id: int) -> Run:
+    """Mark a queued or running run cancelled (the worker stopped it); a finished run is returned unchanged."""
+    _update(session, run_id, Run.status.in_(LIVE), status=RunStatus.cancelled, finished_at=utcnow(),
+            cancel_requested=True)
+    return get_run(session, run_id)
+
+
+def request_cancel(session: Session, run_id: int) -> str:
+    """Cancel a queued run now or ask a running one to stop; returns the status; RunFinished if it ended."""
+    if _update(session, run_id, Run.status == RunStatus.queued, status=RunStatus.cancelled,
+               cancel_requested=True, finished_at=utcnow()):
+        return RunStatus.cancelled.value
+    if _update(session, run_id, Run.status == RunStatus.running, cancel_requested=True):
+        return RunStatus.running.value  # the worker's callback notices and stops at the next batch
+    raise RunFinished(run_id, _status(session, run_id))
+
+
+def is_cancel_requested(session: Session, run_id: int) -> bool:
+    """Whether someone asked this run to stop (one column, cheap enough to poll from a training loop)."""
+    flag = session.exec(select(Run.cancel_requested).where(Run.id == run_id)).scalar_one_or_none()
+    if flag is None:
+        raise RunNotFound(run_id)
+    return bool(flag)
+
+
+def list_runs(session: Session, status: str | list[str] | None = None, dataset: str | None = None,
+              name_contains: str | None = None, limit: int = 50, offset: int = 0,
+              order: str = "-created_at") -> tuple[list[Run], int]:
+    """A page of runs matching the filters, and how many match in all; order is a column, "-" for descending."""
+    where = []
+    if status is not None:
+        where.append(Run.status.in_([status] if isinstance(status, str) else list(status)))
+    if dataset is not None:
+        where.append(Run.dataset == dataset)
+    if name_contains:
+        where.append(Run.name.icontains(name_contains, autoescape=True))
+    field = order.lstrip("-")
+    if field not in ORDERABLE:
+        raise ValueError(f"cannot order runs by {field!r}; choose one of {', '.join(ORDERABLE)}")
+    column = getattr(Run, field)
+    desc = order.startswith("-")
+    # Runs without a value (no accuracy yet) go last either way; id breaks ties so pages are stable.
+    sort = (column.desc() if desc else column.asc()).nulls_last()
+    stmt = select(Run).where(*where).order_by(sort, Run.id.desc() if desc else Run.id.asc())
+    items = list(session.exec(stmt.limit(limit).offset(offset)).scalars().all())
+    total = session.exec(select(func.count()).select_from(Run).where(*where)).scalar_one()
+    return items, total
+
+
+def list_epochs(session: Session, run_id: int) -> list[EpochRow]:
+    """A run's epoch table in training order."""
+    stmt = select(EpochRow).where(EpochRow.run_id == run_id).order_by(EpochRow.stage, EpochRow.epoch)
+    return list(session.exec(stmt).scalars().all())
+
+
+def list_lr_finds(session: Session, run_id: int) -> list[LRFind]:
+    """A run's LR-finder curves by stage."""
+    return list(session.exec(select(LRFind).where(LRFind.run_id == run_id).order_by(LRFind.stage)).scalars().all())
+
+
+def list_artifacts(session: Session, run_id: int) -> dict[str, str]:
+    """A run's files by kind."""
+    return {a.kind: a.path for a in session.exec(select(Artifact).where(Artifact.run_id == run_id)).scalars()}
+
+
+def heartbeat(session: Session, worker_name: str, host: str, pid: int, gpu: str | None = None,
+              gpu_memory: int | None = None, current_run_id: int | None = None) -> None:
+    """Record that a worker is alive and what it is running (gpu_memory in bytes)."""
+    now = utcnow()
+    values = {"name": worker_name, "host": host, "pid": pid, "gpu": gpu, "gpu_memory": gpu_memory,
+              "current_run_id": current_run_id, "started_at": now, "last_seen": now}
+    _upsert(session, Worker, values, keys=("name",), keep=("started_at",))
+
+
+def reap_lost_workers(session: Session, silent_after: float = 60.0) -> list[int]:
+    """Fail running runs whose worker stopped heartbeating silent_after seconds ago; returns their ids."""
+    cutoff = utcnow() - timedelta(seconds=silent_after)
+    silent = exists().where(Worker.name == Run.worker, Worker.last_seen < cutoff)
+    # A worker that died before its first heartbeat has no row; give it the same grace from the claim.
+    missing = ~exists().where(Worker.name == Run.worker) & (Run.started_at < cutoff)
+    stmt = (update(Run).where(Run.status == RunStatus.running, silent | missing)
+            .values(status=RunStatus.failed, error="worker lost", finished_at=utcnow())
+            .returning(Run.id).execution_options(synchronize_session=False))
+    return sorted(session.exec(stmt).scalars().all())

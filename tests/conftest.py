@@ -1,0 +1,30 @@
+"""Shared fixtures: a small digits dataset under a temporary data root, and recipe builders."""
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import pytest
+
+from app.demo_data import write_digits
+
+warnings.filterwarnings("ignore", category=FutureWarning)  # torch.jit deprecation noise from torchvision
+
+TINY_IMAGES = 300  # enough for every class in both splits, small enough to train in a second an epoch
+
+
+@pytest.fixture(scope="session")
+def fitboard_home(tmp_path_factory) -> Path:
+    """FITBOARD_HOME for the whole session, so nothing is written to the user's home."""
+    home = tmp_path_factory.mktemp("fitboard-home")
+    os.environ["FITBOARD_HOME"] = str(home)
+    return home
+
+
+@pytest.fixture(scope="session")
+def data_root(fitboard_home) -> Path:
+    """A data root holding 'digits': 300 of scikit-learn's digits as JPEGs in the Cassava layout."""
+    root = fitboard_home / "datasets"
+    write_digits(root / "digits", limit=TINY_IMAGES)
+    return root

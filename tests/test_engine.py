@@ -1,0 +1,204 @@
+"""The engine: every chapter-7 technique really acts, shown on real training of the digits data."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from fastai.callback.core import Callback
+from fastai.learner import load_learner
+from fastai.vision.all import Normalize, Resize, imagenet_stats
+
+from app.datasets import resolve_dataset
+from app.schemas import parse_spec
+from worker.data import items_frame, make_dls, norm_stats
+from worker.engine import run_recipe
+from worker.reporting import ListReporter
+from worker.weights import WeightsMissing
+from tests.helpers import tiny_recipe
+
+
+class Probe(Callback):
+    """Records, per fit, what the training loop actually saw: batch shapes, lrs per group, loss, MixUp."""
+
+    order = 90  # after MixUp has mixed the batch
+
+    def __init__(self):
+        self.all_fits = []
+
+    @property
+    def fits(self):
+        """Fits that trained (TTA also fires before_fit, with no training batch)."""
+        return [f for f in self.all_fits if f["shapes"]]
+
+    def before_fit(self):
+        if hasattr(self.learn, "lr_finder") or hasattr(self.learn, "gather_preds"):
+            return
+        self.all_fits.append({"shapes": set(), "group_lrs": [0.0] * len(self.opt.hypers) if self.opt else [],
+                          "loss": self.learn.loss_func, "mixup_lams": []})
+
+    def before_batch(self):
+        if not self.training or hasattr(self.learn, "lr_finder") or not self.all_fits:
+            return
+        fit = self.all_fits[-1]
+        fit["shapes"].add(tuple(self.xb[0].shape[1:]))
+        fit["group_lrs"] = [max(a, h["lr"]) for a, h in zip(fit["group_lrs"] or [0.0] * len(self.opt.hypers), self.opt.hypers)]
+        if hasattr(self.learn, "mix_up"):
+            fit["mixup_lams"].append(float(self.learn.mix_up.lam.mean()))
+
+
+FULL = tiny_recipe(
+    name="full", label_smoothing=0.1, keep_best="accuracy", tta={"n": 2, "use_max": False},
+    stages=[
+        {"epochs": 2, "size": 32, "presize": 40, "bs": 32, "freeze": True, "lr": "find", "lr_find_iters": 20},
+        {"epochs": 1, "size": 40, "presize": 48, "bs": 32, "freeze": False, "lr": [1e-4, 1e-2], "mixup": 0.4},
+        # A learning rate far too high wrecks the weights, so keep-best must bring earlier ones back.
+        {"epochs": 1, "size": 40, "presize": 48, "bs": 32, "freeze": False, "lr": 30.0},
+    ])
+
+
+@pytest.fixture(scope="module")
+def full_run(data_root, tmp_path_factory):
+    """One run with every technique on, and what the probe saw."""
+    reporter, probe = ListReporter(), Probe()
+    out = tmp_path_factory.mktemp("full-run")
+    result = run_recipe(parse_spec(FULL), reporter, data_root, out, extra_cbs=(probe,))
+    return reporter, probe, result, out
+
+
+def test_progressive_resizing_changes_batch_size_per_stage(full_run):
+    _, probe, _, _ = full_run
+    assert [fit["shapes"] for fit in probe.fits] == [{(3, 32, 32)}, {(3, 40, 40)}, {(3, 40, 40)}]
+
+
+def test_lr_find_runs_first_and_its_valley_is_used(full_run):
+    reporter, probe, _, _ = full_run
+    finds = reporter.of("lr_find")
+    assert [f["stage"] for f in finds] == [0]
+    assert len(finds[0]["lrs"]) == 20 and finds[0]["suggestion"] > 0
+    stage0 = reporter.of("stage")[0]
+    assert stage0["lr"] == finds[0]["suggestion"]
+    assert max(probe.fits[0]["group_lrs"]) == pytest.approx(finds[0]["suggestion"], rel=0.05)  # the one-cycle peak, sampled per batch
+
+
+def test_discriminative_rates_give_each_group_its_own_lr(full_run):
+    _, probe, _, _ = full_run
+    lrs = probe.fits[1]["group_lrs"]
+    assert lrs[0] == pytest.approx(1e-4, rel=0.05) and lrs[-1] == pytest.approx(1e-2, rel=0.05)
+    assert lrs == sorted(lrs) and len(set(lrs)) == len(lrs)
+    assert len(set(probe.fits[0]["group_lrs"])) == 1  # a plain number: one rate for all groups
+
+
+def test_freeze_then_unfreeze(full_run):
+    reporter, _, _, _ = full_run
+    ends = reporter.of("stage_end")
+    assert ends[0]["trainable_params"] < ends[0]["params"]
+    assert ends[1]["trainable_params"] == ends[1]["params"]
+
+
+def test_mixup_acts_only_in_its_stage(full_run):
+    _, probe, _, _ = full_run
+    lams = probe.fits[1]["mixup_lams"]
+    assert lams and all(0.5 <= lam < 1 for lam in lams)  # fastai keeps the larger share of each pair
+    assert not probe.fits[0]["mixup_lams"] and not probe.fits[2]["mixup_lams"]
+
+
+def test_label_smoothing_loss(full_run):
+    _, probe, _, _ = full_run
+    loss = probe.fits[0]["loss"]
+    assert type(loss).__name__ == "LabelSmoothingCrossEntropy" and loss.eps == 0.1
+
+
+def test_keep_best_reloads_the_best_weights(full_run):
+    reporter, _, result, _ = full_run
+    rows = reporter.of("epoch")
+    assert [(r["stage"], r["epoch"]) for r in rows] == [(0, 0), (0, 1), (1, 0), (2, 0)]
+    best = max(rows, key=lambda r: r["metrics"]["accuracy"])
+    assert result["best"]["value"] == pytest.approx(best["metrics"]["accuracy"])
+    assert (result["best"]["stage"], result["best"]["epoch"]) == (best["stage"], best["epoch"])
+    assert result["metrics"]["accuracy"] == pytest.approx(best["metrics"]["accuracy"], abs=1e-6)
+    assert result["metrics"]["accuracy"] > rows[-1]["metrics"]["accuracy"]  # the wrecked last epoch
+
+
+def test_tta_is_reported_beside_plain_metrics(full_run):
+    _, _, result, _ = full_run
+    assert result["tta"]["n"] == 2 and result["tta"]["use_max"] is False
+    assert 0 <= result["tta"]["accuracy"] <= 1
+    assert result["tta"]["error_rate"] == pytest.approx(1 - result["tta"]["accuracy"])
+
+
+def test_confusion_matrix_top_losses_and_exported_model(full_run, data_root):
+    reporter, _, result, out = full_run
+    n_valid = reporter.of("start")[0]["dataset"]["n_valid"]
+    confusion = result["confusion"]
+    assert confusion["labels"][0] == "eight" and sum(map(sum, confusion["matrix"])) == n_valid
+    losses = [t["loss"] for t in result["top_losses"]]
+    assert losses == sorted(losses, reverse=True) and result["top_losses"][0]["image_id"].endswith(".jpg")
+    learn = load_learner(out / "model.pkl")  # our own export, written by this test's run
+    ds = resolve_dataset("digits", data_root)
+    label, _, _ = learn.predict(str(ds.items[0].path))
+    assert label in confusion["labels"]
+    assert (out / "predictions.csv").read_text().count("\n") == n_valid + 1
+
+
+def test_epoch_rows_and_throttled_progress(full_run):
+    reporter, _, _, _ = full_run
+    for row in reporter.of("epoch")[:-1]:
+        assert set(row["metrics"]) == {"accuracy", "error_rate"} and row["seconds"] > 0
+        assert row["train_loss"] > 0 and row["valid_loss"] > 0
+    wrecked = reporter.of("epoch")[-1]  # lr 30 diverges: a NaN loss is reported as null, never as bare NaN
+    assert wrecked["train_loss"] is None or wrecked["train_loss"] > 0
+    for event in reporter.events:
+        json.dumps(event, allow_nan=False)
+    progress = reporter.of("progress")
+    assert progress and all(p["batch"] <= p["total"] and p["eta"] >= 0 for p in progress)
+    for a, b in zip(progress, progress[1:]):
+        if (a["stage"], a["epoch"]) == (b["stage"], b["epoch"]):
+            assert b["elapsed"] - a["elapsed"] >= 0.45  # at most two progress events a second
+
+
+def dls_for(data_root, normalize):
+    """DataLoaders for the tiny recipe's first stage under a normalize setting."""
+    spec = parse_spec(tiny_recipe(normalize=normalize))
+    ds = resolve_dataset("digits", data_root)
+    return make_dls(items_frame(ds), ds.classes, spec.stages[0], norm_stats(normalize, ds, spec.seed), num_workers=0)
+
+
+def test_normalization_settings(data_root):
+    raw = dls_for(data_root, "none").one_batch()[0]
+    assert raw.min() >= 0 and raw.max() <= 1
+    imagenet = dls_for(data_root, "imagenet")
+    norm = [t for t in imagenet.after_batch.fs if isinstance(t, Normalize)]
+    assert torch.allclose(norm[0].mean.flatten().cpu(), torch.tensor(imagenet_stats[0]))
+    x = dls_for(data_root, "dataset").valid.one_batch()[0]
+    means, stds = x.mean(dim=(0, 2, 3)), x.std(dim=(0, 2, 3))
+    assert means.abs().max() < 0.25 and ((stds > 0.75) & (stds < 1.25)).all()
+
+
+def test_presize_is_the_item_resize(data_root):
+    dls = dls_for(data_root, "none")
+    resize = [t for t in dls.train.after_item.fs if isinstance(t, Resize)]
+    assert resize[0].size == (40, 40) and dls.one_batch()[0].shape[-2:] == (32, 32)
+
+
+def test_seed_reproduces_first_epoch_and_fp16_falls_back_on_cpu(data_root, tmp_path):
+    def first_epoch(seed):
+        reporter = ListReporter()
+        run_recipe(parse_spec(tiny_recipe(seed=seed, precision="fp16")), reporter, data_root, tmp_path / str(seed))
+        return reporter
+    a, b, c = first_epoch(3), first_epoch(3), first_epoch(4)
+    loss = lambda r: r.of("epoch")[0]["train_loss"]
+    assert loss(a) == pytest.approx(loss(b), abs=1e-6) and loss(a) != pytest.approx(loss(c), abs=1e-6)
+    if not torch.cuda.is_available():
+        assert any("fp16" in n["message"] and "fp32" in n["message"] for n in a.of("note"))
+        assert any("fp16" in n for n in a.of("result")[0]["notes"])
+
+
+def test_missing_pretrained_weights_fail_at_once_with_directions(data_root, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))
+    reporter = ListReporter()
+    with pytest.raises(WeightsMissing) as info:
+        run_recipe(parse_spec(tiny_recipe(pretrained=True)), reporter, data_root, tmp_path / "out")
+    assert str(tmp_path / "empty-torch-home" / "hub" / "checkpoints") in str(info.value)
+    assert "pretrained: false" in str(info.value)
+    assert not reporter.of("epoch")

@@ -1,0 +1,422 @@
+"""The store: migrations, run lifecycle, idempotent rows, cancel, reaping and concurrent access (SQLite and Postgres)."""
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+import subprocess
+import sys
+import threading
+import traceback
+from datetime import timedelta, timezone
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import delete, inspect, select, text, update
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import SQLModel
+
+from app import registry, runs
+from app.db import alembic_config, default_database_url, make_engine, session_scope, upgrade
+from app.models import Artifact, EpochRow, LRFind, Run, Worker, utcnow
+from tests.store_fixtures import *  # noqa: F401,F403  (conftest may import them too; same objects)
+
+ROOT = Path(__file__).resolve().parent.parent
+TABLES = {"alembic_version", "dataset", "run", "epoch", "lr_find", "artifact", "worker"}
+SPEC = {"name": "cassava-normalize", "dataset": "cassava", "arch": "resnet34",
+        "stages": [{"epochs": 2, "size": 64, "lr": "find"}]}
+
+
+def _new_run(engine, name: str = "cassava-normalize", dataset: str = "cassava", claim_by: str | None = None) -> int:
+    """Create a run (claimed by claim_by when given) and return its id."""
+    with session_scope(engine) as s:
+        run_id = runs.create_run(s, {**SPEC, "name": name, "dataset": dataset}, techniques=["lr finder"]).id
+    if claim_by:
+        with session_scope(engine) as s:
+            assert runs.claim_run(s, run_id, claim_by) is not None
+    return run_id
+
+
+def _epoch(stage: int, epoch: int, loss: float = 0.5, acc: float = 0.8) -> dict:
+    """An epoch row as the training callback reports it."""
+    return {"stage": stage, "epoch": epoch, "train_loss": loss, "valid_loss": loss + 0.1,
+            "metrics": {"accuracy": acc, "error_rate": 1 - acc}, "seconds": 1.5}
+
+
+# --- migrations -------------------------------------------------------------------------------------------
+
+
+def test_migrations_create_every_table_and_match_the_models(db_url, db_engine):
+    insp = inspect(db_engine)
+    assert set(insp.get_table_names()) == TABLES
+    assert {"ix_run_status", "ix_run_created_at"} <= {ix["name"] for ix in insp.get_indexes("run")}
+    assert insp.get_pk_constraint("epoch")["constrained_columns"] == ["run_id", "stage", "epoch"]
+    with db_engine.connect() as conn:
+        ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+        assert compare_metadata(ctx, SQLModel.metadata) == []  # the head revision builds exactly the models
+        head = ScriptDirectory.from_config(alembic_config(db_url)).get_current_head()
+        assert ctx.get_current_revision() == head
+    upgrade(db_url)  # a second upgrade (every process start) is a no-op
+
+
+def test_sqlite_connections_get_wal_busy_timeout_and_foreign_keys(sqlite_engine):
+    with sqlite_engine.connect() as conn:
+        pragma = lambda name: conn.exec_driver_sql(f"PRAGMA {name}").scalar()  # noqa: E731
+        assert pragma("journal_mode") == "wal"
+        assert pragma("busy_timeout") == 30000
+        assert pragma("foreign_keys") == 1
+        assert pragma("synchronous") == 1  # NORMAL
+
+
+def _upgrade_in_processes(url: str, cwd: Path, n: int = 3) -> list[subprocess.CompletedProcess]:
+    """Run upgrade(url) in n fresh interpreters at once, from a directory that is not the repository."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    code = f"from app.db import upgrade; upgrade({url!r})"
+    procs = [subprocess.Popen([sys.executable, "-c", code], cwd=cwd, env=env, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(n)]
+    return [subprocess.CompletedProcess(p.args, p.wait(timeout=60), *p.communicate()) for p in procs]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_upgrade_from_three_processes_at_once_succeeds_in_all(backend, tmp_path, request):
+    url = f"sqlite:///{tmp_path / 'new' / 'fitboard.db'}" if backend == "sqlite" else request.getfixturevalue("postgres_empty_url")
+    results = _upgrade_in_processes(url, cwd=tmp_path)
+    assert [r.returncode for r in results] == [0, 0, 0], "\n".join(r.stderr for r in results)
+    engine = make_engine(url)
+    try:
+        assert set(inspect(engine).get_table_names()) == TABLES
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM alembic_version")).scalar() == 1
+    finally:
+        engine.dispose()
+
+
+def test_default_database_url_is_a_sqlite_file_in_home_unless_configured(tmp_path):
+    assert default_database_url(SimpleNamespace(home=tmp_path)) == f"sqlite:///{tmp_path}/fitboard.db"
+    pg = "postgresql+psycopg2://fitboard@db/fitboard"
+    assert default_database_url(SimpleNamespace(home=tmp_path, database_url=pg)) == pg
+
+
+# --- lifecycle --------------------------------------------------------------------------------------------
+
+
+def test_create_run_is_queued_with_spec_and_utc_timestamps(db_engine):
+    run_id = _new_run(db_engine)
+    with session_scope(db_engine) as s:
+        run = runs.get_run(s, run_id)
+        assert (run.status, run.name, run.dataset, run.attempt) == ("queued", "cassava-normalize", "cassava", 0)
+        assert run.spec["stages"][0]["lr"] == "find" and run.techniques == ["lr finder"]
+        assert run.created_at.tzinfo == timezone.utc and abs(utcnow() - run.created_at) < timedelta(minutes=1)
+        assert run.started_at is None and not run.cancel_requested
+
+
+def test_claim_run_has_exactly_one_winner_among_racing_workers(db_engine):
+    run_id = _new_run(db_engine)
+    n = 8
+    barrier, won, errors = threading.Barrier(n), [], []
+
+    def claim(i):
+        try:
+            with session_scope(db_engine) as s:
+                barrier.wait()
+                run = runs.claim_run(s, run_id, f"host:{i}")
+                if run is not None:
+                    won.append(run.worker)
+        except Exception:
+            errors.append(traceback.format_exc())
+
+    threads = [threading.Thread(target=claim, args=(i,)) for i in range(n)]
+    [t.start() for t in threads]
+    [t.join(30) for t in threads]
+    assert errors == [] and len(won) == 1
+    with session_scope(db_engine) as s:
+        run = runs.get_run(s, run_id)
+        assert (run.status, run.worker, run.attempt) == ("running", won[0], 1)
+        assert run.started_at is not None
+        assert runs.claim_run(s, run_id, "host:redelivered") is None  # a redelivered message does nothing
+        assert runs.get_run(s, run_id).attempt == 1
+
+
+def test_a_cancelled_queued_run_is_never_claimed(db_engine):
+    run_id = _new_run(db_engine)
+    with session_scope(db_engine) as s:
+        assert runs.request_cancel(s, run_id) == "cancelled"
+    with session_scope(db_engine) as s:
+        assert runs.claim_run(s, run_id, "host:1") is None
+        run = runs.get_run(s, run_id)
+        assert run.status == "cancelled" and run.started_at is None and run.finished_at is not None
+
+
+def test_request_cancel_running_asks_the_worker_and_finished_runs_refuse(db_engine):
+    run_id = _new_run(db_engine, claim_by="host:1")
+    with session_scope(db_engine) as s:
+        assert runs.is_cancel_requested(s, run_id) is False
+        assert runs.request_cancel(s, run_id) == "running"
+    with session_scope(db_engine) as s:
+        assert runs.is_cancel_requested(s, run_id) is True
+        assert runs.get_run(s, run_id).status == "running"  # still running until the worker stops
+        assert runs.mark_cancelled(s, run_id).status == "cancelled"
+    with session_scope(db_engine) as s, pytest.raises(runs.RunFinished, match="cancelled"):
+        runs.request_cancel(s, run_id)
+    done = _new_run(db_engine, claim_by="host:1")
+    with session_scope(db_engine) as s:
+        runs.finish_run(s, done, {"metrics": {"accuracy": 0.9}})
+    with session_scope(db_engine) as s, pytest.raises(runs.RunFinished, match="succeeded"):
+        runs.request_cancel(s, done)
+
+
+def test_finish_run_stores_result_headline_metrics_and_artifacts(db_engine):
+    run_id = _new_run(db_engine, claim_by="host:1")
+    result = {"metrics": {"accuracy": 0.91, "error_rate": 0.09, "valid_loss": 0.3},
+              "tta": {"n": 4, "use_max": False, "accuracy": 0.93, "error_rate": 0.07},
+              "best": {"stage": 1, "epoch": 3, "metric": "accuracy", "value": 0.91},
+              "model_path": "/art/1/model.pkl", "predictions_path": "/art/1/predictions.csv", "seconds": 12.5}
+    with session_scope(db_engine) as s:
+        runs.record_progress(s, run_id, {"batch": 3, "total": 10})
+        run = runs.finish_run(s, run_id, result)
+    assert (run.status, run.best_accuracy, run.tta_accuracy) == ("succeeded", 0.91, 0.93)
+    assert run.model_path == "/art/1/model.pkl" and run.result["best"]["epoch"] == 3
+    assert run.progress is None  # the progress bar goes away when the run ends
+    assert run.finished_at.tzinfo == timezone.utc and run.finished_at >= run.started_at
+    with session_scope(db_engine) as s:
+        assert runs.list_artifacts(s, run_id) == {"model": "/art/1/model.pkl", "predictions": "/art/1/predictions.csv"}
+        with pytest.raises(runs.RunFinished):
+            runs.finish_run(s, run_id, result)  # a second result for the same run is a conflict
+    no_tta = _new_run(db_engine, claim_by="host:1")
+    with session_scope(db_engine) as s:
+        assert runs.finish_run(s, no_tta, {"metrics": {"accuracy": 0.5}, "tta": None}).tta_accuracy is None
+    queued = _new_run(db_engine)
+    with session_scope(db_engine) as s, pytest.raises(runs.RunNotRunning):
+        runs.finish_run(s, queued, result)
+
+
+def test_fail_run_records_error_and_never_overwrites_a_finished_run(db_engine):
+    run_id = _new_run(db_engine, claim_by="host:1")
+    with session_scope(db_engine) as s:
+        run = runs.fail_run(s, run_id, "CUDA out of memory", traceback="Traceback ...\nRuntimeError")
+    assert (run.status, run.error, run.traceback) == ("failed", "CUDA out of memory", "Traceback ...\nRuntimeError")
+    assert run.finished_at is not None
+    queued = _new_run(db_engine)
+    with session_scope(db_engine) as s:
+        assert runs.fail_run(s, queued, "dataset folder not found").status == "failed"
+    done = _new_run(db_engine, claim_by="host:1")
+    with session_scope(db_engine) as s:
+        runs.finish_run(s, done, {"metrics": {"accuracy": 0.8}})
+        run = runs.fail_run(s, done, "late error")
+    assert (run.status, run.error) == ("succeeded", None)
+
+
+def test_status_check_constraint_rejects_unknown_status_in_the_database(db_engine):
+    run_id = _new_run(db_engine)
+    with pytest.raises(IntegrityError, match="(?i)check"):
+        with session_scope(db_engine) as s:
+            s.exec(text("UPDATE run SET status = 'paused' WHERE id = :id").bindparams(id=run_id))
+    with session_scope(db_engine) as s:
+        assert runs.get_run(s, run_id).status == "queued"
+
+
+def test_unknown_run_ids_raise_run_not_found(db_engine):
+    with session_scope(db_engine) as s:
+        for call in (lambda: runs.get_run(s, 999), lambda: runs.record_epoch(s, 999, _epoch(0, 0)),
+                     lambda: runs.record_progress(s, 999, {}), lambda: runs.is_cancel_requested(s, 999),
+                     lambda: runs.request_cancel(s, 999), lambda: runs.record_lr_find(s, 999, 0, 1e-3, [], [])):
+            with pytest.raises(runs.RunNotFound, match="run 999 not found"):
+                call()
+
+
+def test_session_scope_rolls_back_when_the_block_raises(db_engine):
+    with pytest.raises(ZeroDivisionError), session_scope(db_engine) as s:
+        runs.create_run(s, SPEC)
+        1 / 0
+    with session_scope(db_engine) as s:
+        assert runs.list_runs(s) == ([], 0)
+
+
+# --- rows recorded while training -------------------------------------------------------------------------
+
+
+def test_record_epoch_twice_keeps_one_row_with_the_last_values(db_engine):
+    run_id = _new_run(db_engine, claim_by="host:1")
+    with session_scope(db_engine) as s:
+        runs.record_epoch(s, run_id, _epoch(0, 0, loss=0.9, acc=0.5))
+    with session_scope(db_engine) as s:
+        runs.record_epoch(s, run_id, _epoch(0, 0, loss=0.4, acc=0.7))  # a redelivery with newer values
+        runs.record_epoch(s, run_id, _epoch(1, 0, loss=0.3, acc=0.8))
+    with session_scope(db_engine) as s:
+        rows = runs.list_epochs(s, run_id)
+    assert [(r.stage, r.epoch) for r in rows] == [(0, 0), (1, 0)]
+    assert (rows[0].train_loss, rows[0].metrics["accuracy"]) == (0.4, 0.7)
+
+
+def test_epochs_list_in_training_order_and_diverged_losses_read_back_as_null(db_engine):
+    run_id = _new_run(db_engine, claim_by="host:1")
+    with session_scope(db_engine) as s:
+        for stage, epoch in [(1, 1), (0, 1), (1, 0), (0, 0)]:
+            runs.record_epoch(s, run_id, _epoch(stage, epoch))
+        runs.record_epoch(s, run_id, {**_epoch(2, 0), "valid_loss": math.nan, "metrics": {"accuracy": math.inf}})
+    with session_scope(db_engine) as s:
+        rows = runs.list_epochs(s, run_id)
+    assert [(r.stage, r.epoch) for r in rows] == [(0, 0), (0, 1), (1, 0), (1, 1), (2, 0)]
+    assert rows[-1].valid_loss is None and rows[-1].metrics == {"accuracy": None}
+
+
+def test_record_lr_find_and_progress(db_engine):
+    run_id = _new_run(db_engine, claim_by="host:1")
+    with session_scope(db_engine) as s:
+        runs.record_lr_find(s, run_id, 0, 1e-3, [1e-5, 1e-4], [2.0, 1.5])
+        runs.record_lr_find(s, run_id, 0, 2e-3, [1e-5, 1e-4, 1e-3], [2.0, 1.4, 1.9])
+        runs.record_progress(s, run_id, {"stage": 0, "epoch": 0, "batch": 5, "total": 20})
+    with session_scope(db_engine) as s:
+        (found,) = runs.list_lr_finds(s, run_id)
+        assert (found.suggestion, found.lrs, found.losses) == (2e-3, [1e-5, 1e-4, 1e-3], [2.0, 1.4, 1.9])
+        assert runs.get_run(s, run_id).progress == {"stage": 0, "epoch": 0, "batch": 5, "total": 20}
+
+
+def test_deleting_a_run_removes_its_rows_and_frees_its_worker(db_engine):
+    run_id = _new_run(db_engine, claim_by="host:1")
+    with session_scope(db_engine) as s:
+        runs.record_epoch(s, run_id, _epoch(0, 0))
+        runs.record_lr_find(s, run_id, 0, 1e-3, [1e-4], [1.0])
+        runs.finish_run(s, run_id, {"metrics": {"accuracy": 0.9}, "model_path": "/m.pkl"})
+        runs.heartbeat(s, "host:1", "host", 1, current_run_id=run_id)
+    with session_scope(db_engine) as s:
+        s.exec(delete(Run).where(Run.id == run_id))
+    with session_scope(db_engine) as s:
+        for model in (EpochRow, LRFind, Artifact):
+            assert s.exec(select(model).where(model.run_id == run_id)).first() is None
+        assert s.get(Worker, "host:1").current_run_id is None
+
+
+# --- listing ----------------------------------------------------------------------------------------------
+
+
+def test_list_runs_filters_pages_and_orders(db_engine):
+    ids = {name: _new_run(db_engine, name=name, dataset=ds) for name, ds in
+           [("Cassava-base", "cassava"), ("cassava-mixup", "cassava"), ("pets-100%", "pets"), ("pets-tta", "pets")]}
+    with session_scope(db_engine) as s:
+        for name, acc in [("Cassava-base", 0.7), ("cassava-mixup", 0.9)]:
+            runs.claim_run(s, ids[name], "host:1")
+            runs.finish_run(s, ids[name], {"metrics": {"accuracy": acc}})
+        items, total = runs.list_runs(s, limit=2)
+        assert total == 4 and [r.name for r in items] == ["pets-tta", "pets-100%"]  # newest first
+        assert [r.name for r in runs.list_runs(s, limit=2, offset=2)[0]] == ["cassava-mixup", "Cassava-base"]
+        assert [r.name for r in runs.list_runs(s, name_contains="CASSAVA", order="name")[0]] == ["Cassava-base", "cassava-mixup"]
+        assert [r.name for r in runs.list_runs(s, name_contains="100%")[0]] == ["pets-100%"]  # % is literal
+        assert runs.list_runs(s, dataset="pets")[1] == 2
+        assert runs.list_runs(s, status=["queued", "running"])[1] == 2
+        best = [r.best_accuracy for r in runs.list_runs(s, order="-best_accuracy")[0]]
+        assert best == [0.9, 0.7, None, None]  # unscored runs last on both backends
+        with pytest.raises(ValueError, match="cannot order runs by 'password'"):
+            runs.list_runs(s, order="-password")
+
+
+# --- workers ----------------------------------------------------------------------------------------------
+
+
+def test_heartbeat_keeps_one_row_per_worker_and_tracks_its_run(db_engine):
+    run_id = _new_run(db_engine, claim_by="gpu0:11")
+    with session_scope(db_engine) as s:
+        runs.heartbeat(s, "gpu0:11", "gpu0", 11, gpu="NVIDIA H200", gpu_memory=141 * 2**30)
+    with session_scope(db_engine) as s:
+        first = s.get(Worker, "gpu0:11")
+        started, seen = first.started_at, first.last_seen
+        runs.heartbeat(s, "gpu0:11", "gpu0", 11, gpu="NVIDIA H200", gpu_memory=141 * 2**30, current_run_id=run_id)
+    with session_scope(db_engine) as s:
+        rows = s.exec(select(Worker)).scalars().all()
+    assert len(rows) == 1 and rows[0].current_run_id == run_id and rows[0].gpu_memory == 141 * 2**30
+    assert rows[0].started_at == started and rows[0].last_seen >= seen
+
+
+def test_reap_lost_workers_fails_only_runs_whose_worker_went_silent(db_engine):
+    alive = _new_run(db_engine, claim_by="alive:1")
+    silent = _new_run(db_engine, claim_by="silent:1")
+    ghost = _new_run(db_engine, claim_by="ghost:1")  # died before its first heartbeat
+    fresh_ghost = _new_run(db_engine, claim_by="ghost:2")  # just claimed, heartbeat not in yet
+    queued = _new_run(db_engine)
+    long_ago = utcnow() - timedelta(minutes=5)
+    with session_scope(db_engine) as s:
+        runs.heartbeat(s, "alive:1", "alive", 1, current_run_id=alive)
+        runs.heartbeat(s, "silent:1", "silent", 1, current_run_id=silent)
+        s.exec(update(Worker).where(Worker.name == "silent:1").values(last_seen=long_ago))
+        s.exec(update(Run).where(Run.id.in_([alive, silent, ghost])).values(started_at=long_ago))
+    with session_scope(db_engine) as s:
+        assert runs.reap_lost_workers(s, silent_after=60) == sorted([silent, ghost])
+    with session_scope(db_engine) as s:
+        status = {i: runs.get_run(s, i).status for i in (alive, silent, ghost, fresh_ghost, queued)}
+        assert status == {alive: "running", silent: "failed", ghost: "failed", fresh_ghost: "running", queued: "queued"}
+        assert runs.get_run(s, silent).error == "worker lost"
+        assert runs.reap_lost_workers(s, silent_after=60) == []  # reaping twice changes nothing
+
+
+# --- registry ---------------------------------------------------------------------------------------------
+
+
+def test_registry_refuses_duplicate_names_and_returns_specs(db_engine):
+    spec = {"layout": "csv", "path": "cassava", "csv": "train.csv", "images": "train_images"}
+    with session_scope(db_engine) as s:
+        registry.register_dataset(s, "cassava", spec, {"n_train": 80, "n_valid": 20})
+        registry.register_dataset(s, "beans", {"layout": "folder", "path": "beans"}, {})
+    with session_scope(db_engine) as s:
+        with pytest.raises(ValueError, match="'cassava' is already registered"):
+            registry.register_dataset(s, "cassava", spec, {})
+        assert registry.get_dataset_spec(s, "cassava") == spec
+        assert registry.get_dataset_spec(s, "imagenette") is None
+        assert [d.name for d in registry.list_datasets(s)] == ["beans", "cassava"]
+        assert registry.get_dataset(s, "cassava").report["n_valid"] == 20
+
+
+# --- concurrency on SQLite --------------------------------------------------------------------------------
+
+
+def _write_epochs(url: str, run_id: int, n: int, start, errors) -> None:
+    """A worker process: n epoch rows and n progress updates, each in its own transaction."""
+    engine = make_engine(url)
+    try:
+        start.wait(30)
+        for i in range(n):
+            with session_scope(engine) as s:
+                runs.record_epoch(s, run_id, _epoch(i // 50, i % 50, loss=1 / (i + 1)))
+            with session_scope(engine) as s:
+                runs.record_progress(s, run_id, {"batch": i + 1, "total": n})
+    except Exception:
+        errors.put(traceback.format_exc())
+    finally:
+        engine.dispose()
+
+
+def test_concurrent_writers_and_a_reader_on_sqlite_never_hit_database_is_locked(sqlite_url, sqlite_engine):
+    n_writers, n_rows = 4, 200
+    run_ids = [_new_run(sqlite_engine, name=f"w{i}", claim_by=f"host:{i}") for i in range(n_writers)]
+    sqlite_engine.dispose()  # no pooled connections cross the fork
+    ctx = multiprocessing.get_context("fork")
+    start, errors = ctx.Barrier(n_writers + 1), ctx.Queue()
+    procs = [ctx.Process(target=_write_epochs, args=(sqlite_url, rid, n_rows, start, errors)) for rid in run_ids]
+    [p.start() for p in procs]
+    reads, read_errors = [0], []
+
+    def read():
+        start.wait(30)
+        try:
+            while any(p.is_alive() for p in procs):
+                with session_scope(sqlite_engine) as s:
+                    items, total = runs.list_runs(s, status="running")
+                    runs.list_epochs(s, items[0].id)
+                reads[0] += 1
+        except Exception:
+            read_errors.append(traceback.format_exc())
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    [p.join(60) for p in procs]
+    reader.join(60)
+    failures = [errors.get() for _ in range(errors.qsize())] + read_errors
+    assert failures == [] and [p.exitcode for p in procs] == [0] * n_writers, "\n".join(failures)
+    assert reads[0] > 0
+    with session_scope(sqlite_engine) as s:
+        for rid in run_ids:
+            assert len(runs.list_epochs(s, rid)) == n_rows
+            assert runs.get_run(s, rid).progress == {"batch": n_rows, "total": n_rows}
