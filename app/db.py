@@ -67,9 +67,10 @@ def _sqlite_events(engine: Engine) -> None:
 
     @event.listens_for(engine, "before_cursor_execute")
     def _begin_for_writes(conn, cursor, statement, params, context, executemany):
-        # Reads run in autocommit (each sees the latest commit, as Postgres' READ COMMITTED does). The first
-        # write opens BEGIN IMMEDIATE, which waits busy_timeout for the lock; a deferred transaction that
-        # read first would fail at once with "database is locked" when another writer got in between.
+        # Reads outside a transaction run in autocommit (each sees the latest commit, like Postgres' READ
+        # COMMITTED). The first write opens BEGIN IMMEDIATE, which waits up to busy_timeout for the write
+        # lock. Unlike the sqlite3 module's implicit BEGIN (before DML only), DDL and SAVEPOINT are covered
+        # too, so a migration that stops halfway leaves no half-built schema.
         dbapi_conn = conn.connection.dbapi_connection
         if not dbapi_conn.in_transaction and not statement.lstrip().upper().startswith(_READS):
             cursor.execute("BEGIN IMMEDIATE")

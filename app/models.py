@@ -63,7 +63,8 @@ def _json(nullable: bool = True) -> Any:
 
 def _run_fk(ondelete: str = "CASCADE", primary_key: bool = False, nullable: bool = False) -> Any:
     """A column referencing run.id."""
-    return sa.Column(sa.Integer(), sa.ForeignKey("run.id", ondelete=ondelete), primary_key=primary_key, nullable=nullable)
+    return sa.Column(sa.Integer(), sa.ForeignKey("run.id", ondelete=ondelete),
+                     primary_key=primary_key, nullable=nullable)
 
 
 class Dataset(SQLModel, table=True):

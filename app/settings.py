@@ -15,7 +15,12 @@ class Settings(BaseSettings):
 
     home: Path = Path("~/.fitboard")
     data_root: Path | None = None
-    num_workers: int | None = None  # DataLoader worker processes; None lets fastai choose
+    num_workers: int | None = None  # DataLoader worker processes; None: fastai's default on GPU, 0 on CPU
+    database_url: str | None = None  # default: SQLite at $FITBOARD_HOME/fitboard.db
+    broker_url: str | None = None  # default: an embedded broker (SQLite file under $FITBOARD_HOME)
+    visibility_timeout: int = 48 * 3600  # Redis redelivers an unacked task after this; longer than any run
+    heartbeat_interval: float = 5.0  # seconds between worker heartbeats
+    worker_lost_after: float = 60.0  # a running run whose worker is silent this long is failed
 
     @model_validator(mode="after")
     def _resolve_paths(self) -> "Settings":

@@ -95,7 +95,8 @@ def postgres_server() -> str:
     try:
         _admin().close()
     except psycopg2.OperationalError as exc:
-        reason = f"PostgreSQL at {make_url(POSTGRES_URL).render_as_string()} does not answer: {str(exc).strip()}"
+        where = make_url(POSTGRES_URL).render_as_string()
+        reason = f"PostgreSQL at {where} does not answer: {' '.join(str(exc).split())}"
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(reason)
         pytest.skip(reason)

@@ -1,4 +1,4 @@
-"""The store: migrations, run lifecycle, idempotent rows, cancel, reaping and concurrent access (SQLite and Postgres)."""
+"""The store on SQLite and Postgres: migrations, run lifecycle, idempotent rows, cancel, reaping, concurrency."""
 from __future__ import annotations
 
 import math
@@ -83,7 +83,10 @@ def _upgrade_in_processes(url: str, cwd: Path, n: int = 3) -> list[subprocess.Co
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_upgrade_from_three_processes_at_once_succeeds_in_all(backend, tmp_path, request):
-    url = f"sqlite:///{tmp_path / 'new' / 'fitboard.db'}" if backend == "sqlite" else request.getfixturevalue("postgres_empty_url")
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path / 'new' / 'fitboard.db'}"  # its folder does not exist yet either
+    else:
+        url = request.getfixturevalue("postgres_empty_url")
     results = _upgrade_in_processes(url, cwd=tmp_path)
     assert [r.returncode for r in results] == [0, 0, 0], "\n".join(r.stderr for r in results)
     engine = make_engine(url)
@@ -304,7 +307,8 @@ def test_list_runs_filters_pages_and_orders(db_engine):
         items, total = runs.list_runs(s, limit=2)
         assert total == 4 and [r.name for r in items] == ["pets-tta", "pets-100%"]  # newest first
         assert [r.name for r in runs.list_runs(s, limit=2, offset=2)[0]] == ["cassava-mixup", "Cassava-base"]
-        assert [r.name for r in runs.list_runs(s, name_contains="CASSAVA", order="name")[0]] == ["Cassava-base", "cassava-mixup"]
+        by_name = runs.list_runs(s, name_contains="CASSAVA", order="name")[0]
+        assert [r.name for r in by_name] == ["Cassava-base", "cassava-mixup"]  # case-insensitive
         assert [r.name for r in runs.list_runs(s, name_contains="100%")[0]] == ["pets-100%"]  # % is literal
         assert runs.list_runs(s, dataset="pets")[1] == 2
         assert runs.list_runs(s, status=["queued", "running"])[1] == 2

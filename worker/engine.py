@@ -78,20 +78,23 @@ def _param_summary(learn) -> dict:
     return {"params": total, "trainable_params": trainable, "group_lrs": group_lrs}
 
 
-def _run_stage(learn, idx: int, stage: StageSpec, reporter: Reporter, report_cb: ReportCallback, keep) -> None:
-    """Freeze or unfreeze, pick the learning rate, then one fit_one_cycle (with MixUp if asked)."""
+def _run_stage(learn, idx: int, stage: StageSpec, reporter: Reporter, report_cb: ReportCallback, keep) -> dict:
+    """Freeze or unfreeze, pick the learning rate, then one fit_one_cycle (with MixUp if asked); returns its summary."""
     learn.freeze() if stage.freeze else learn.unfreeze()
     lr = _lr_find(learn, idx, stage.lr_find_iters, reporter) if stage.lr == "find" else stage.lr
     report_cb.stage = idx
     if keep is not None:
         keep.stage = idx
-    reporter.emit({"event": "stage", "stage": idx, "epochs": stage.epochs, "size": stage.size,
-                   "presize": stage.presize, "bs": stage.bs, "frozen": stage.freeze, "lr": lr, "mixup": stage.mixup})
+    plan = {"stage": idx, "epochs": stage.epochs, "size": stage.size, "presize": stage.presize, "bs": stage.bs,
+            "frozen": stage.freeze, "lr": lr, "mixup": stage.mixup}
+    reporter.emit({"event": "stage", **plan})
     cbs = [MixUp(stage.mixup)] if stage.mixup else []
     learn.fit_one_cycle(stage.epochs, slice(*lr) if isinstance(lr, list) else lr, cbs=cbs)
-    reporter.emit({"event": "stage_end", "stage": idx, **_param_summary(learn)})
+    summary = _param_summary(learn)
+    reporter.emit({"event": "stage_end", "stage": idx, **summary})
     if report_cb.cancelled:
         raise RunCancelled(f"cancelled during stage {idx}")
+    return {**plan, **summary}
 
 
 def _metrics(preds, targs, losses) -> dict:
@@ -155,12 +158,12 @@ def run_recipe(spec: RunSpec, reporter: Reporter, data_root: Path, out_dir: Path
     report_cb = ReportCallback(reporter)
     keep = KeepBestCallback(spec.keep_best) if spec.keep_best else None
     learn = _build_learner(spec, dls, out_dir, [report_cb, *([keep] if keep else []), *extra_cbs])
-    stage_dls = [dls]
+    stage_dls, stages_done = [dls], []
     for idx, stage in enumerate(spec.stages):
         if idx > 0:
             learn.dls = make_dls(frame, ds.classes, stage, stats, num_workers)  # progressive resizing
             stage_dls.append(learn.dls)
-        _run_stage(learn, idx, stage, reporter, report_cb, keep)
+        stages_done.append(_run_stage(learn, idx, stage, reporter, report_cb, keep))
     if keep is not None and keep.best_at is not None:
         learn.load(keep.fname, with_opt=False)
         # Evaluate the best weights at the image size they were trained and scored at.
@@ -170,6 +173,7 @@ def run_recipe(spec: RunSpec, reporter: Reporter, data_root: Path, out_dir: Path
     model_path = out_dir / "model.pkl"
     learn.export(model_path)
     result.update({"best": keep.best_at if keep else None, "model_path": str(model_path), "notes": notes,
+                   "stages": stages_done, "dataset": ds.report(),
                    "normalize_stats": stats, "seconds": time.perf_counter() - started,
                    "images_per_second": _images_per_second(n_train, report_cb.epoch_seconds)})
     result = json_safe(result)

@@ -1,0 +1,165 @@
+"""Runs behind a real broker and real worker processes, on real migrated databases, training the digits data."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from app.db import session_scope
+from app.queue import enqueue_run, make_celery
+from app.runs import list_epochs, list_lr_finds, request_cancel
+from app.models import Run
+from app.schemas import RecipeError
+from app.submit import submit_run
+from tests.helpers import tiny_recipe
+from tests.store_fixtures import *  # noqa: F401,F403  sqlite_template, sqlite_url, ...
+from tests.workers import Workers, redis_url
+
+
+@pytest.fixture
+def make_workers(tmp_path, sqlite_url, data_root):
+    """Build a Workers group on a fresh copy of the migrated database; kills every process afterwards."""
+    groups = []
+
+    def make(broker: str | None = None, **settings) -> Workers:
+        group = Workers(tmp_path, sqlite_url, data_root, broker, **settings)
+        groups.append(group)
+        return group
+
+    yield make
+    for group in groups:
+        group.stop()
+
+
+def enqueue(workers: Workers, recipe: dict) -> int:
+    """Store and queue a recipe as the API and CLI do: commit first, then send."""
+    settings = workers.settings()
+    with session_scope(workers.engine) as session:
+        run = submit_run(session, recipe, workers.env["FITBOARD_DATA_ROOT"])
+    enqueue_run(make_celery(settings), run.id, queue=workers.queue)
+    return run.id
+
+
+def epochs(workers: Workers, run_id: int) -> list[tuple[int, int]]:
+    with session_scope(workers.engine) as session:
+        return [(e.stage, e.epoch) for e in list_epochs(session, run_id)]
+
+
+def long_recipe(epochs_: int = 6, **kw) -> dict:
+    """A run long enough to interrupt: several epochs of the tiny recipe."""
+    recipe = tiny_recipe(**kw)
+    recipe["stages"][0]["epochs"] = epochs_
+    return recipe
+
+
+@pytest.mark.parametrize("broker", ["embedded", "redis"])
+def test_queued_run_succeeds_with_every_epoch_stored_once(make_workers, broker):
+    workers = make_workers(None if broker == "embedded" else redis_url())
+    workers.start(1)
+    recipe = tiny_recipe(keep_best="accuracy", tta={"n": 1})
+    recipe["stages"] = [{"epochs": 2, "size": 32, "presize": 40, "bs": 32, "lr": "find", "lr_find_iters": 10},
+                        {"epochs": 1, "size": 40, "presize": 48, "bs": 32, "lr": [1e-4, 1e-3]}]
+    run_id = enqueue(workers, recipe)
+    run = workers.wait_status(run_id, "succeeded", "failed")
+    assert run.status == "succeeded", run.error
+    assert epochs(workers, run_id) == [(0, 0), (0, 1), (1, 0)]
+    assert run.attempt == 1 and run.best_accuracy == pytest.approx(run.result["metrics"]["accuracy"])
+    assert run.result["tta"]["n"] == 1 and run.result["best"]["metric"] == "accuracy"
+    assert os.path.isfile(run.model_path) and str(run_id) in run.model_path
+    assert [s["stage"] for s in run.result["stages"]] == [0, 1] and run.result["stages"][1]["lr"] == [1e-4, 1e-3]
+    with session_scope(workers.engine) as session:
+        finds = list_lr_finds(session, run_id)
+    assert [f.stage for f in finds] == [0] and finds[0].suggestion > 0
+
+
+def test_two_workers_six_runs_each_executed_once(make_workers):
+    workers = make_workers(redis_url())
+    workers.start(2)
+    ids = [enqueue(workers, tiny_recipe(name=f"run-{i}", seed=i)) for i in range(6)]
+    runs = [workers.wait_status(i, "succeeded", "failed", timeout=300) for i in ids]
+    assert [r.status for r in runs] == ["succeeded"] * 6
+    assert all(r.attempt == 1 for r in runs)
+    assert all(epochs(workers, i) == [(0, 0)] for i in ids)
+    assert len({r.worker for r in runs}) == 2  # both workers took work
+    assert workers.logs().count("Task fitboard.train_run") - workers.logs().count("skipping") >= 6
+
+
+def test_killed_worker_fails_its_run_and_another_worker_goes_on(make_workers):
+    workers = make_workers(None, worker_lost_after=5)
+    victim = workers.start(1)[0]
+    run_id = enqueue(workers, long_recipe(8))
+    # Kill in the middle of an epoch: after the first row, while the next epoch's batches run.
+    workers.wait(run_id, lambda r: (r.progress or {}).get("batch", {}).get("epoch", 0) >= 1, timeout=120)
+    victim.kill()
+    victim.wait()
+    rows_at_kill = epochs(workers, run_id)
+    workers.start(1)
+    failed = workers.wait_status(run_id, "failed", "succeeded", timeout=90)
+    assert failed.status == "failed" and failed.error == "worker lost"
+    assert epochs(workers, run_id) == rows_at_kill and rows_at_kill[0] == (0, 0)
+    assert len(rows_at_kill) == len(set(rows_at_kill))
+    next_id = enqueue(workers, tiny_recipe(name="after-the-kill"))
+    assert workers.wait_status(next_id, "succeeded", "failed").status == "succeeded"
+
+
+def test_cancel_queued_and_running(make_workers):
+    workers = make_workers(redis_url())
+    queued = enqueue(workers, tiny_recipe(name="never-runs"))
+    with session_scope(workers.engine) as session:
+        assert request_cancel(session, queued) == "cancelled"
+    running = enqueue(workers, long_recipe(20, name="stopped-mid-way"))
+    workers.start(1)
+    workers.wait(running, lambda r: (r.progress or {}).get("batch", {}).get("epoch", 0) >= 1, timeout=120)
+    with session_scope(workers.engine) as session:
+        assert request_cancel(session, running) == "running"  # the worker's callback will notice
+    run = workers.wait_status(running, "cancelled", "failed", "succeeded", timeout=30)
+    assert run.status == "cancelled"
+    kept = epochs(workers, running)
+    assert kept and kept[0] == (0, 0) and len(kept) < 20
+    never = workers.run(queued)
+    assert never.status == "cancelled" and never.started_at is None and epochs(workers, queued) == []
+
+
+def test_run_longer_than_visibility_timeout_is_not_executed_twice(make_workers):
+    workers = make_workers(redis_url(), visibility_timeout=2)
+    workers.start(2)
+    run_id = enqueue(workers, long_recipe(6))
+    run = workers.wait_status(run_id, "succeeded", "failed", timeout=240)
+    assert run.status == "succeeded" and run.attempt == 1
+    assert epochs(workers, run_id) == [(0, e) for e in range(6)]
+
+
+def test_bad_recipe_or_dataset_refused_at_enqueue_and_nothing_stored(make_workers, tmp_path):
+    workers = make_workers(None)
+    with pytest.raises(RecipeError, match="unknown dataset"):
+        enqueue(workers, tiny_recipe(dataset="no-such-data"))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(tiny_recipe(arch="resnet5")))
+    proc = subprocess.run([sys.executable, "-m", "worker.cli", "enqueue", str(bad), "--queue", workers.queue],
+                          env=workers.env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "arch: unknown architecture 'resnet5'" in proc.stderr
+    with session_scope(workers.engine) as session:
+        assert session.query(Run).count() == 0
+
+
+def test_operator_cli_enqueue_runs_show_cancel(make_workers, tmp_path):
+    workers = make_workers(None)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump(tiny_recipe(name="from-cli")))
+    cli = lambda *a: subprocess.run([sys.executable, "-m", "worker.cli", *a], env=workers.env, capture_output=True,
+                                    text=True, timeout=120)
+    enq = cli("enqueue", str(recipe), "--queue", workers.queue)
+    assert enq.returncode == 0, enq.stderr
+    run_id = int(enq.stdout.strip())
+    listing = cli("runs")
+    assert "from-cli" in listing.stdout and "queued" in listing.stdout
+    workers.start(1)
+    workers.wait_status(run_id, "succeeded", "failed")
+    shown = json.loads(cli("show", str(run_id), "--json").stdout)
+    assert shown["status"] == "succeeded" and [e["epoch"] for e in shown["epochs"]] == [0]
+    again = cli("cancel", str(run_id))
+    assert again.returncode == 1 and "finished" in again.stderr

@@ -1,0 +1,89 @@
+"""Real worker processes for the queue tests: start, wait for, kill; and a Redis check."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from app.db import make_engine, session_scope
+from app.models import Run
+
+
+def redis_url() -> str:
+    """A Redis URL on the local server, or skip (fail under CI=true) when none answers."""
+    try:
+        socket.create_connection(("127.0.0.1", 6379), timeout=1).close()
+    except OSError:
+        if os.environ.get("CI") == "true":
+            pytest.fail("Redis is not answering on 127.0.0.1:6379 and CI=true requires it")
+        pytest.skip("Redis is not answering on 127.0.0.1:6379 (start it with scripts/services.sh)")
+    return "redis://127.0.0.1:6379/0"
+
+
+class Workers:
+    """Starts fitboard worker processes that share one database, broker, data root and queue."""
+
+    def __init__(self, home: Path, db_url: str, data_root: Path, broker: str | None, **settings):
+        self.home, self.db_url = home, db_url
+        self.queue = f"test-{uuid.uuid4().hex[:8]}"  # a fresh queue: no message from another test
+        self.env = {**os.environ, "FITBOARD_HOME": str(home), "FITBOARD_DATABASE_URL": db_url,
+                    "FITBOARD_DATA_ROOT": str(data_root), "OMP_NUM_THREADS": "1",  # two workers share 2 cores
+                    "FITBOARD_HEARTBEAT_INTERVAL": "1", **{f"FITBOARD_{k.upper()}": str(v) for k, v in settings.items()}}
+        if broker:
+            self.env["FITBOARD_BROKER_URL"] = broker
+        else:
+            self.env.pop("FITBOARD_BROKER_URL", None)
+        self.procs: list[subprocess.Popen] = []
+        self.engine = make_engine(db_url)
+
+    def settings(self):
+        """Settings as the workers see them (for enqueueing from the test)."""
+        from app.settings import Settings
+
+        return Settings(home=self.home, database_url=self.db_url, broker_url=self.env.get("FITBOARD_BROKER_URL"),
+                        visibility_timeout=int(self.env.get("FITBOARD_VISIBILITY_TIMEOUT", 48 * 3600)))
+
+    def start(self, n: int = 1) -> list[subprocess.Popen]:
+        """Start n workers; each logs to its own file under home."""
+        started = []
+        for _ in range(n):
+            log = open(self.home / f"worker-{len(self.procs)}.log", "w")
+            proc = subprocess.Popen([sys.executable, "-m", "worker.cli", "worker", "--queue", self.queue],
+                                    env=self.env, stdout=log, stderr=subprocess.STDOUT)
+            self.procs.append(proc)
+            started.append(proc)
+        return started
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=30)
+        self.engine.dispose()
+
+    def logs(self) -> str:
+        return "\n".join(p.read_text() for p in sorted(self.home.glob("worker-*.log")))
+
+    def run(self, run_id: int) -> Run:
+        with session_scope(self.engine) as session:
+            return session.get(Run, run_id)
+
+    def wait(self, run_id: int, until, timeout: float = 180) -> Run:
+        """Poll the run's row until until(run) holds."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            run = self.run(run_id)
+            if until(run):
+                return run
+            time.sleep(0.3)
+        raise AssertionError(f"run {run_id} stuck as {self.run(run_id).status}; worker logs:\n{self.logs()[-4000:]}")
+
+    def wait_status(self, run_id: int, *statuses: str, timeout: float = 180) -> Run:
+        return self.wait(run_id, lambda r: r.status in statuses, timeout)

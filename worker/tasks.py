@@ -1,0 +1,90 @@
+"""The Celery task that trains one stored run, and the worker process that hosts it."""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import traceback
+
+from celery import signals
+
+from app.db import default_database_url, make_engine, session_scope, upgrade
+from app.datasets import DatasetSpec
+from app.queue import TRAIN_TASK, make_celery
+from app.registry import get_dataset_spec
+from app.runs import claim_run, fail_run, finish_run, mark_cancelled
+from app.schemas import RunSpec
+from app.settings import get_settings
+
+log = logging.getLogger(__name__)
+settings = get_settings()
+celery = make_celery(settings)
+engine = make_engine(default_database_url(settings))
+WORKER_NAME = os.environ.get("FITBOARD_WORKER_NAME") or f"{socket.gethostname()}:{os.getpid()}"
+_heartbeat = None
+
+
+def registry_lookup(name: str) -> DatasetSpec | None:
+    """Find a registered dataset by name (the engine falls back to a folder under the data root)."""
+    with session_scope(engine) as session:
+        spec = get_dataset_spec(session, name)
+    return DatasetSpec.model_validate(spec) if spec else None
+
+
+def _tail(tb: str, lines: int = 30) -> str:
+    """The last lines of a traceback: where it broke, without pages of fastai internals."""
+    return "".join(tb.splitlines(True)[-lines:])
+
+
+@celery.task(name=TRAIN_TASK)
+def train_run(run_id: int) -> str:
+    """Claim a queued run and train it; a duplicate or redelivered message finds it claimed and does nothing."""
+    from worker.db_reporter import DatabaseReporter
+    from worker.engine import RunCancelled, run_recipe
+
+    with session_scope(engine) as session:
+        run = claim_run(session, run_id, WORKER_NAME)
+    if run is None:
+        log.info("run %s is not queued (already claimed, cancelled or gone); skipping", run_id)
+        return "skipped"
+    if _heartbeat is not None:
+        _heartbeat.current_run = run_id
+    try:
+        spec = RunSpec.model_validate(run.spec)
+        result = run_recipe(spec, DatabaseReporter(engine, run_id), settings.data_root,
+                            settings.artifacts_dir / str(run_id), registry=registry_lookup,
+                            num_workers=settings.num_workers)
+        with session_scope(engine) as session:
+            finish_run(session, run_id, result)
+        return "succeeded"
+    except RunCancelled:
+        with session_scope(engine) as session:
+            mark_cancelled(session, run_id)
+        return "cancelled"
+    except Exception as exc:  # every failure (a dataset gone bad, weights missing, a crash) is stored with its message, never lost
+        with session_scope(engine) as session:
+            fail_run(session, run_id, f"{type(exc).__name__}: {exc}", _tail(traceback.format_exc()))
+        return "failed"
+    finally:
+        if _heartbeat is not None:
+            _heartbeat.current_run = None
+
+
+@signals.worker_ready.connect
+def _start_heartbeat(**_) -> None:
+    """Begin heartbeating once the worker consumes, so a dead worker's runs can be reaped by the living."""
+    global _heartbeat
+    from worker.heartbeat import Heartbeat
+
+    _heartbeat = Heartbeat(engine, WORKER_NAME, settings.heartbeat_interval, settings.worker_lost_after)
+    _heartbeat.start()
+
+
+def run_worker(queue: str) -> None:
+    """Migrate, warm fastai, then consume one task at a time in this process (solo pool)."""
+    upgrade(default_database_url(settings))
+    import worker.engine  # noqa: F401  fastai and torch load before the first task, not during it
+
+    celery.worker_main(["worker", "--pool", "solo", "--concurrency", "1", "--queues", queue,
+                        "--hostname", f"fitboard-{os.getpid()}@%h", "--loglevel", "INFO",
+                        "--without-gossip", "--without-mingle", "--without-heartbeat"])
