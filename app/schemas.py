@@ -31,7 +31,7 @@ class RecipeError(ValueError):
         return cls([{"loc": loc, "msg": msg}])
 
 
-def _loc(parts: tuple) -> str:
+def field_path(parts: tuple) -> str:
     """Render a pydantic location as a field path such as stages[1].lr (union member tags dropped)."""
     out = ""
     for part in parts:
@@ -57,7 +57,7 @@ def problems_from(exc: ValidationError) -> list[dict]:
     for err in exc.errors():
         if err["type"] == "string_type" and isinstance(err["input"], dict):
             continue  # an inline dataset object: its own field errors say what is wrong
-        problems.append({"loc": _loc(err["loc"]), "msg": _message(err)})
+        problems.append({"loc": field_path(err["loc"]), "msg": _message(err)})
     return problems
 
 

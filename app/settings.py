@@ -21,6 +21,7 @@ class Settings(BaseSettings):
     visibility_timeout: int = 48 * 3600  # Redis redelivers an unacked task after this; longer than any run
     heartbeat_interval: float = 5.0  # seconds between worker heartbeats
     worker_lost_after: float = 60.0  # a running run whose worker is silent this long is failed
+    api_token: str | None = None  # set: the API needs "Authorization: Bearer <token>", pages need a login
 
     @model_validator(mode="after")
     def _resolve_paths(self) -> "Settings":
