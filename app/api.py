@@ -6,7 +6,7 @@ from typing import Literal
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
-from sqlmodel import select
+from sqlalchemy import select
 
 from app.datasets import resolve_dataset
 from app.deps import SessionDep, SettingsDep

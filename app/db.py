@@ -76,8 +76,14 @@ def _sqlite_events(engine: Engine) -> None:
             cursor.execute("BEGIN IMMEDIATE")
 
 
+def driver_url(url: str) -> str:
+    """A bare postgresql:// means psycopg2 here, the driver fitboard ships (SQLAlchemy 2.1 would pick psycopg 3)."""
+    return "postgresql+psycopg2://" + url.split("://", 1)[1] if url.startswith(("postgresql://", "postgres://")) else url
+
+
 def make_engine(url: str, **kwargs) -> Engine:
     """An engine for url; SQLite gets WAL, busy_timeout, foreign keys and lock-queuing write transactions."""
+    url = driver_url(url)
     kwargs.setdefault("json_serializer", json_dumps)
     if make_url(url).get_backend_name() != "sqlite":
         kwargs.setdefault("pool_pre_ping", True)  # workers hold engines for days; servers restart
@@ -141,7 +147,7 @@ def upgrade(url: str | None = None, revision: str = "head") -> None:
     """Migrate the database at url (default: the configured one) to revision; safe to call from many processes."""
     from alembic import command
 
-    url = url or default_database_url()
+    url = driver_url(url or default_database_url())
     engine = make_engine(url)
     try:
         with _migrate_lock(url, engine):

@@ -39,3 +39,19 @@ def write_digits(target: Path, size: int = 32, valid_pct: float = 0.2, limit: in
     label_map = {str(i): name for i, name in enumerate(DIGIT_NAMES)}
     (Path(target) / "label_num_to_disease_map.json").write_text(json.dumps(label_map, indent=1))
     return Path(target)
+
+
+def ensure_demo_dataset(session, data_root: Path, name: str = "digits") -> str | None:
+    """When no dataset is registered, write (if needed) and register the digits demo; returns its name if it did."""
+    from app.datasets import detect_spec, resolve_dataset
+    from app.registry import list_datasets, register_dataset
+
+    if list_datasets(session):
+        return None
+    folder = Path(data_root) / name
+    if not (folder / "train.csv").is_file():
+        write_digits(folder)
+    spec = detect_spec(folder.resolve(), Path(data_root).resolve())
+    report = resolve_dataset(spec, data_root).report()
+    register_dataset(session, name, spec.model_dump(mode="json"), report)
+    return name

@@ -7,7 +7,8 @@ import time
 from dataclasses import dataclass
 
 from fastapi import Request
-from sqlmodel import Session, select
+from sqlalchemy import select
+from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
 from app.models import FINISHED, EpochRow, Run

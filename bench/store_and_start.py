@@ -249,8 +249,8 @@ def run_state(engine, run_id: int) -> tuple[str, dict | None, str | None]:
     return row[0], row[1], row[2]
 
 
-def warm_once(engine, celery, settings, recipe: dict, queue: str, timeout: float = 180) -> float:
-    """Seconds from just before submit until the run's progress holds a "batch" entry; then stop the run."""
+def warm_once(engine, celery, settings, recipe: dict, queue: str, timeout: float = 180) -> tuple[float, float]:
+    """Seconds from just before submit until the worker claims the run, and until its progress holds a "batch"."""
     from app.queue import enqueue_run
     from app.runs import request_cancel
     from app.submit import submit_run
@@ -259,8 +259,11 @@ def warm_once(engine, celery, settings, recipe: dict, queue: str, timeout: float
     with session_scope(engine) as session:
         run = submit_run(session, recipe, settings.data_root)
     enqueue_run(celery, run.id, queue=queue)
+    claimed = None
     while True:
         status, progress, error = run_state(engine, run.id)
+        if claimed is None and status != "queued":
+            claimed = time.perf_counter() - t0  # the broker delivered and the task claimed the row
         if progress and "batch" in progress:
             elapsed = time.perf_counter() - t0
             break
@@ -272,7 +275,7 @@ def warm_once(engine, celery, settings, recipe: dict, queue: str, timeout: float
     with session_scope(engine) as session:
         request_cancel(session, run.id)  # cooperative: the callback stops the fit at its next check
     wait_finished(engine, run.id)
-    return elapsed
+    return elapsed, claimed if claimed is not None else elapsed
 
 
 def wait_finished(engine, run_id: int, timeout: float = 180) -> str:
@@ -352,8 +355,9 @@ def bench_start(args, work: Path) -> list[str]:
         ready_s = wait_worker_ready(engine, worker, worker_log)
         print(f"start: worker ready after {ready_s:.1f} s", flush=True)
         for rep in range(1, args.reps + 1):
-            warm.append(warm_once(engine, celery, settings, {**recipe, "name": f"bench-warm-{rep}"}, queue))
-            print(f"  rep {rep}: warm {warm[-1]:.2f} s", flush=True)
+            step_s, claim_s = warm_once(engine, celery, settings, {**recipe, "name": f"bench-warm-{rep}"}, queue)
+            warm.append(step_s)
+            print(f"  rep {rep}: warm {step_s:.2f} s (claimed after {claim_s:.2f} s)", flush=True)
             cold.append(cold_once(env, recipe_path, data_root, work / f"cold-{rep}", home / f"cold-{rep}.log"))
             print(f"  rep {rep}: cold {cold[-1]:.2f} s", flush=True)
     finally:

@@ -1,6 +1,8 @@
 """A Reporter that writes a run's events into the database, one short transaction each."""
 from __future__ import annotations
 
+import threading
+
 from sqlalchemy.engine import Engine
 
 from app.db import session_scope
@@ -11,8 +13,8 @@ from worker.reporting import Reporter
 class DatabaseReporter(Reporter):
     """Epoch rows, LR-finder curves and live progress (with stage plans and notes) go to the run's rows."""
 
-    def __init__(self, engine: Engine, run_id: int):
-        self.engine, self.run_id = engine, run_id
+    def __init__(self, engine: Engine, run_id: int, stop: threading.Event | None = None):
+        self.engine, self.run_id, self.stop = engine, run_id, stop or threading.Event()
         self.state: dict = {"stages": [], "notes": []}  # the run's progress document, rewritten as it grows
 
     def _save_state(self, session) -> None:
@@ -48,5 +50,7 @@ class DatabaseReporter(Reporter):
             stages.append(fields)
 
     def should_cancel(self) -> bool:
+        if self.stop.is_set():  # the worker is shutting down
+            return True
         with session_scope(self.engine) as session:
             return is_cancel_requested(session, self.run_id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import traceback
 
 from celery import signals
@@ -12,7 +13,7 @@ from app.db import default_database_url, make_engine, session_scope, upgrade
 from app.datasets import DatasetSpec
 from app.queue import TRAIN_TASK, make_celery
 from app.registry import get_dataset_spec
-from app.runs import claim_run, fail_run, finish_run, mark_cancelled
+from app.runs import claim_run, fail_run, finish_run, is_cancel_requested, mark_cancelled
 from app.schemas import RunSpec
 from app.settings import get_settings
 
@@ -22,6 +23,7 @@ celery = make_celery(settings)
 engine = make_engine(default_database_url(settings))
 WORKER_NAME = os.environ.get("FITBOARD_WORKER_NAME") or f"{socket.gethostname()}:{os.getpid()}"
 _heartbeat = None
+SHUTTING_DOWN = threading.Event()  # set on SIGTERM/Ctrl-C: the current run stops at its next batch
 
 
 def registry_lookup(name: str) -> DatasetSpec | None:
@@ -51,7 +53,7 @@ def train_run(run_id: int) -> str:
         _heartbeat.current_run = run_id
     try:
         spec = RunSpec.model_validate(run.spec)
-        result = run_recipe(spec, DatabaseReporter(engine, run_id), settings.data_root,
+        result = run_recipe(spec, DatabaseReporter(engine, run_id, SHUTTING_DOWN), settings.data_root,
                             settings.artifacts_dir / str(run_id), registry=registry_lookup,
                             num_workers=settings.num_workers)
         with session_scope(engine) as session:
@@ -59,8 +61,11 @@ def train_run(run_id: int) -> str:
         return "succeeded"
     except RunCancelled:
         with session_scope(engine) as session:
-            mark_cancelled(session, run_id)
-        return "cancelled"
+            if is_cancel_requested(session, run_id):
+                mark_cancelled(session, run_id)
+                return "cancelled"
+            fail_run(session, run_id, "worker stopped during the run (it was shut down); clone the run to retry")
+        return "failed"
     except Exception as exc:  # every failure (a dataset gone bad, weights missing, a crash) is stored with its message, never lost
         with session_scope(engine) as session:
             fail_run(session, run_id, f"{type(exc).__name__}: {exc}", _tail(traceback.format_exc()))
@@ -68,6 +73,12 @@ def train_run(run_id: int) -> str:
     finally:
         if _heartbeat is not None:
             _heartbeat.current_run = None
+
+
+@signals.worker_shutting_down.connect
+def _stop_current_run(**_) -> None:
+    """Warm shutdown would wait for the whole run; stop it cooperatively instead, within a batch."""
+    SHUTTING_DOWN.set()
 
 
 @signals.worker_ready.connect

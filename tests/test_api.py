@@ -1,0 +1,225 @@
+"""The REST API on a real migrated database: every endpoint, every error code, SSE resume, the safe defaults."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.db import make_engine, session_scope
+from app.models import Run
+from app.runs import claim_run, create_run, finish_run, heartbeat, record_epoch, record_lr_find, record_progress
+from app.settings import Settings
+from app.web import create_app
+from tests.helpers import tiny_recipe
+from tests.store_fixtures import *  # noqa: F401,F403
+
+
+@pytest.fixture
+def settings(tmp_path, sqlite_url, data_root) -> Settings:
+    return Settings(home=tmp_path, database_url=sqlite_url, data_root=data_root)
+
+
+@pytest.fixture
+def client(settings):
+    with TestClient(create_app(settings)) as c:
+        yield c
+
+
+@pytest.fixture
+def engine(sqlite_url):
+    eng = make_engine(sqlite_url)
+    yield eng
+    eng.dispose()
+
+
+def row(stage: int, epoch: int, acc: float = 0.5) -> dict:
+    return {"stage": stage, "epoch": epoch, "train_loss": 1.0, "valid_loss": 0.9,
+            "metrics": {"accuracy": acc, "error_rate": 1 - acc}, "seconds": 1.5}
+
+
+def stored_run(engine, status: str = "queued", epochs: int = 0, name: str = "stored") -> int:
+    """A run put straight into the store in a given state, with some epoch rows."""
+    with session_scope(engine) as s:
+        run_id = create_run(s, tiny_recipe(name=name), techniques=["normalize:dataset"]).id
+    if status == "queued":
+        return run_id
+    with session_scope(engine) as s:
+        claim_run(s, run_id, "test-worker")
+        for e in range(epochs):
+            record_epoch(s, run_id, row(0, e, 0.5 + e / 10))
+        record_lr_find(s, run_id, 0, 1e-3, [1e-5, 1e-4, 1e-3], [2.0, 1.5, 1.0])
+    if status == "succeeded":
+        with session_scope(engine) as s:
+            finish_run(s, run_id, {"metrics": {"valid_loss": 0.8, "accuracy": 0.7, "error_rate": 0.3},
+                                   "tta": {"n": 2, "use_max": False, "accuracy": 0.72, "error_rate": 0.28},
+                                   "best": {"stage": 0, "epoch": 1, "metric": "accuracy", "value": 0.7}})
+    return run_id
+
+
+def test_create_run_201_and_get_it(client, engine):
+    response = client.post("/api/v1/runs", json=tiny_recipe(name="api-run"))
+    assert response.status_code == 201
+    run = response.json()
+    assert run["status"] == "queued" and run["name"] == "api-run" and "normalize:dataset" in run["techniques"]
+    got = client.get(f"/api/v1/runs/{run['id']}").json()
+    assert got["spec"]["stages"][0]["size"] == 32 and got["result"] is None and got["progress"] is None
+
+
+def test_invalid_run_422_names_every_field_and_stores_nothing(client, engine):
+    recipe = tiny_recipe(arch="resnet5", label_smoothing=2)
+    recipe["stages"][0]["lr"] = [1e-2, 1e-4]
+    response = client.post("/api/v1/runs", json=recipe)
+    assert response.status_code == 422
+    locs = {p["loc"] for p in response.json()["detail"]}
+    assert locs == {"arch", "label_smoothing", "stages[0].lr"}
+    bad_data = client.post("/api/v1/runs", json=tiny_recipe(dataset="missing"))
+    assert bad_data.status_code == 422 and bad_data.json()["detail"][0]["loc"] == "dataset"
+    with session_scope(engine) as s:
+        assert s.query(Run).count() == 0
+
+
+def test_list_runs_filters_and_pages(client, engine):
+    for i in range(5):
+        stored_run(engine, "succeeded" if i % 2 else "queued", epochs=1, name=f"run-{i}")
+    page = client.get("/api/v1/runs", params={"limit": 2, "offset": 0}).json()
+    assert page["total"] == 5 and [r["name"] for r in page["items"]] == ["run-4", "run-3"]
+    done = client.get("/api/v1/runs", params={"status": "succeeded"}).json()
+    assert done["total"] == 2 and all(r["status"] == "succeeded" for r in done["items"])
+    assert client.get("/api/v1/runs", params={"name": "run-3"}).json()["total"] == 1
+    by_acc = client.get("/api/v1/runs", params={"order": "-best_accuracy", "limit": 1}).json()
+    assert by_acc["items"][0]["best_accuracy"] == 0.7
+    assert client.get("/api/v1/runs", params={"status": "exploded"}).status_code == 422
+    assert client.get("/api/v1/runs", params={"limit": 0}).status_code == 422
+
+
+def test_run_detail_result_epochs_csv_lr_finds(client, engine):
+    run_id = stored_run(engine, "succeeded", epochs=2)
+    run = client.get(f"/api/v1/runs/{run_id}").json()
+    assert run["result"]["metrics"]["accuracy"] == 0.7 and run["result"]["tta"]["accuracy"] == 0.72
+    assert run["result"]["best"] == {"stage": 0, "epoch": 1, "metric": "accuracy", "value": 0.7}
+    epochs = client.get(f"/api/v1/runs/{run_id}/epochs").json()
+    assert [(e["stage"], e["epoch"]) for e in epochs] == [(0, 0), (0, 1)]
+    assert epochs[1]["metrics"]["accuracy"] == pytest.approx(0.6) and epochs[0]["event"] == "epoch"
+    csv_text = client.get(f"/api/v1/runs/{run_id}/epochs", params={"format": "csv"}).text
+    assert csv_text.splitlines()[0] == "stage,epoch,train_loss,valid_loss,accuracy,error_rate,seconds"
+    assert len(csv_text.splitlines()) == 3
+    assert client.get(f"/api/v1/runs/{run_id}/lr_finds").json()[0]["suggestion"] == 1e-3
+
+
+def test_unknown_ids_404(client):
+    for path in ("/api/v1/runs/999", "/api/v1/runs/999/epochs", "/api/v1/runs/999/events", "/api/v1/runs/999/model",
+                 "/api/v1/datasets/none"):
+        assert client.get(path).status_code == 404, path
+    assert client.post("/api/v1/runs/999/cancel").status_code == 404
+
+
+def test_cancel_queued_running_and_409_for_finished(client, engine):
+    queued, running, done = stored_run(engine), stored_run(engine, "running"), stored_run(engine, "succeeded")
+    assert client.post(f"/api/v1/runs/{queued}/cancel").json()["status"] == "cancelled"
+    assert client.post(f"/api/v1/runs/{running}/cancel").json()["status"] == "running"
+    assert client.get(f"/api/v1/runs/{running}").json()["cancel_requested"] is True
+    finished = client.post(f"/api/v1/runs/{done}/cancel")
+    assert finished.status_code == 409 and "succeeded" in finished.json()["detail"]
+
+
+def read_sse(response, stop_after_status: bool = True) -> list[tuple[str | None, str, dict]]:
+    """(id, event, data) for every event of a stream."""
+    events, event_id, event, data = [], None, None, None
+    for line in response.iter_lines():
+        if line.startswith("id:"):
+            event_id = line[3:].strip()
+        elif line.startswith("event:"):
+            event = line[6:].strip()
+        elif line.startswith("data:"):
+            data = json.loads(line[5:])
+        elif line == "" and event:
+            events.append((event_id, event, data))
+            event_id = event = data = None
+    return events
+
+
+def test_sse_sends_stored_rows_then_status_and_resumes_by_last_event_id(client, engine):
+    run_id = stored_run(engine, "succeeded", epochs=3)
+    with client.stream("GET", f"/api/v1/runs/{run_id}/events") as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        events = read_sse(response)
+    assert [(i, e) for i, e, _ in events] == [("1", "epoch"), ("2", "epoch"), ("3", "epoch"), (None, "status")]
+    assert events[-1][2]["status"] == "succeeded" and events[-1][2]["result"]["metrics"]["accuracy"] == 0.7
+    with client.stream("GET", f"/api/v1/runs/{run_id}/events", headers={"Last-Event-ID": "2"}) as response:
+        resumed = read_sse(response)
+    assert [(i, e, d.get("epoch")) for i, e, d in resumed] == [("3", "epoch", 2), (None, "status", None)]
+
+
+def test_sse_streams_new_rows_and_progress_live(client, engine):
+    run_id = stored_run(engine, "running", epochs=1)
+
+    def train():
+        time.sleep(0.5)
+        with session_scope(engine) as s:
+            record_progress(s, run_id, {"batch": {"stage": 0, "epoch": 1, "batch": 3, "total": 8, "elapsed": 1.0,
+                                                  "eta": 2.0, "smooth_loss": 0.4}})
+        time.sleep(0.5)
+        with session_scope(engine) as s:
+            record_epoch(s, run_id, row(0, 1))
+        with session_scope(engine) as s:
+            finish_run(s, run_id, {"metrics": {"valid_loss": 0.5, "accuracy": 0.8, "error_rate": 0.2}})
+
+    threading.Thread(target=train).start()
+    with client.stream("GET", f"/api/v1/runs/{run_id}/events") as response:
+        events = read_sse(response)
+    kinds = [e for _, e, _ in events]
+    assert kinds[0] == "epoch" and kinds[1] == "status" and "progress" in kinds
+    assert [d["epoch"] for _, e, d in events if e == "epoch"] == [0, 1]
+    assert kinds[-1] == "status" and events[-1][2]["status"] == "succeeded"
+    assert next(d for _, e, d in events if e == "progress")["batch"] == 3
+
+
+def test_datasets_register_list_and_path_escapes_refused(client, data_root, tmp_path):
+    spec = {"layout": "csv", "path": "digits", "csv": "train.csv", "images": "train_images",
+            "label_map": "label_num_to_disease_map.json"}
+    created = client.post("/api/v1/datasets", json={"name": "digits-copy", "spec": spec})
+    assert created.status_code == 201 and created.json()["report"]["n_valid"] == 60
+    assert client.post("/api/v1/datasets", json={"name": "digits-copy", "spec": spec}).status_code == 409
+    assert [d["name"] for d in client.get("/api/v1/datasets").json()] == ["digits-copy"]
+    assert client.get("/api/v1/datasets/digits-copy").json()["spec"]["csv"] == "train.csv"
+    sibling = data_root.parent / (data_root.name + "2")
+    sibling.mkdir(exist_ok=True)
+    (data_root / "escape").unlink(missing_ok=True)
+    (data_root / "escape").symlink_to(tmp_path)
+    for path in ("../elsewhere", "/etc", str(sibling), "escape"):
+        bad = client.post("/api/v1/datasets", json={"name": "bad", "spec": {"layout": "folder", "path": path}})
+        assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == "spec.path", path
+    (data_root / "escape").unlink()
+    assert client.post("/api/v1/runs", json=tiny_recipe(dataset="digits-copy")).status_code == 201
+
+
+def test_workers_and_healthz(client, engine):
+    with session_scope(engine) as s:
+        heartbeat(s, "gpu-host:42", "gpu-host", 42, "NVIDIA H200", 141 * 2**30, None)
+    workers = client.get("/api/v1/workers").json()
+    assert workers[0]["host"] == "gpu-host" and workers[0]["gpu"] == "NVIDIA H200"
+    assert client.get("/healthz").json() == {"status": "ok"}
+    spec = client.get("/openapi.json").json()
+    assert "/api/v1/runs/{run_id}/events" in spec["paths"] and "/api/v1/sweeps" not in spec["paths"]
+
+
+def test_bodies_over_1mb_get_413(client):
+    big = tiny_recipe(name="x" * (1024 * 1024 + 10))
+    assert client.post("/api/v1/runs", json=big).status_code == 413
+
+
+def test_token_required_when_configured(settings):
+    with TestClient(create_app(settings.model_copy(update={"api_token": "s3cret"}))) as c:
+        assert c.get("/api/v1/runs").status_code == 401
+        assert c.get("/api/v1/runs", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert c.get("/api/v1/runs", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        assert c.get("/healthz").status_code == 200
+
+
+def test_escaped_name_round_trips_as_data(client):
+    name = "<script>alert(1)</script>"
+    run = client.post("/api/v1/runs", json=tiny_recipe(name=name)).json()
+    assert client.get(f"/api/v1/runs/{run['id']}").json()["name"] == name  # JSON carries it; pages escape it
