@@ -1,0 +1,60 @@
+"""`fitboard up` in a subprocess on a free port, for end-to-end tests."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Served:
+    """A running `fitboard up`: its URL, environment and log."""
+
+    def __init__(self, home: Path):
+        self.home, self.port = home, free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {**os.environ, "FITBOARD_HOME": str(home), "FITBOARD_DATA_ROOT": str(home / "datasets")}
+        for key in ("FITBOARD_DATABASE_URL", "FITBOARD_BROKER_URL", "FITBOARD_API_TOKEN"):
+            self.env.pop(key, None)
+        self.log_path = home / "up.log"
+        self.proc = subprocess.Popen([sys.executable, "-m", "worker.cli", "up", "--port", str(self.port)],
+                                     env=self.env, stdout=self.log_path.open("w"), stderr=subprocess.STDOUT)
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def wait_ready(self, timeout: float = 120) -> None:
+        """Until /healthz answers and the worker has said it is ready."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"fitboard up exited early:\n{self.log()}")
+            try:
+                urllib.request.urlopen(f"{self.url}/healthz", timeout=2)
+                if " ready." in self.log():
+                    return
+            except OSError:
+                pass
+            time.sleep(0.3)
+        raise AssertionError(f"fitboard up not ready in {timeout}s:\n{self.log()}")
+
+    def stop(self) -> int:
+        """SIGTERM, as a service manager stops it; returns the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
