@@ -18,16 +18,18 @@ $(STAMP): pyproject.toml
 
 services:
 	bash scripts/services.sh
+	bash scripts/ensure_chromium.sh
 
 up: setup
-	$(VENV)/bin/fitboard demo-data
-	$(VENV)/bin/fitboard train recipes/demo.yaml
+	$(VENV)/bin/fitboard up
 
 test: setup services
 	$(PY) -m pytest -q -p no:cacheprovider
 
 bench: setup
 	$(PY) bench/engine_overhead.py
+	$(PY) bench/store_and_start.py
+	$(PY) bench/web.py
 
 clean:
 	rm -rf $(VENV)
