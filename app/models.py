@@ -104,6 +104,24 @@ class Run(SQLModel, table=True):
     best_accuracy: float | None = Field(default=None, sa_column=sa.Column(sa.Float(), nullable=True))
     tta_accuracy: float | None = Field(default=None, sa_column=sa.Column(sa.Float(), nullable=True))
     model_path: str | None = Field(default=None, sa_column=sa.Column(sa.Text(), nullable=True))
+    sweep_id: int | None = Field(default=None, sa_column=sa.Column(
+        sa.Integer(), sa.ForeignKey("sweep.id", ondelete="SET NULL"), nullable=True, index=True))
+    variant: str | None = Field(default=None, sa_column=sa.Column(sa.String(500), nullable=True))  # sweep variant key
+
+
+class Sweep(SQLModel, table=True):
+    """An ablation: a base recipe, the fields varied, the seeds; one run per variant and seed."""
+
+    __tablename__ = "sweep"
+    __table_args__ = (sa.CheckConstraint("mode IN ('grid', 'one_at_a_time')", name="mode"),)
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(sa_column=sa.Column(sa.String(200), nullable=False))
+    base: dict = Field(default_factory=dict, sa_column=_json(nullable=False))  # the base RunSpec as a dict
+    vary: dict = Field(default_factory=dict, sa_column=_json(nullable=False))  # field path -> values
+    mode: str = Field(sa_column=sa.Column(sa.String(16), nullable=False))
+    seeds: list = Field(default_factory=list, sa_column=_json(nullable=False))
+    variants: list = Field(default_factory=list, sa_column=_json(nullable=False))  # [{"key", "label", "overrides"}]
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_when(nullable=False, index=True))
 
 
 class EpochRow(SQLModel, table=True):

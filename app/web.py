@@ -9,10 +9,11 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.middleware.sessions import SessionMiddleware
 
-from app import api, pages
+from app import api, api_compare, pages
 from app.db import default_database_url, make_engine, upgrade
 from app.queue import make_celery
 from app.runs import RunFinished, RunNotFound
+from app.sweeps import SweepNotFound
 from app.schemas import RecipeError, field_path
 from app.security import BodyLimit, session_secret
 from app.settings import Settings, get_settings
@@ -41,7 +42,8 @@ def _errors(app: FastAPI) -> None:
         return JSONResponse({"detail": problems}, status_code=422)
 
     @app.exception_handler(RunNotFound)
-    def not_found(request: Request, exc: RunNotFound):
+    @app.exception_handler(SweepNotFound)
+    def not_found(request: Request, exc: LookupError):
         return JSONResponse({"detail": str(exc)}, status_code=404)
 
     @app.exception_handler(RunFinished)
@@ -62,6 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimit)
     _errors(app)
     app.include_router(api.router)
+    app.include_router(api_compare.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 

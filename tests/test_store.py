@@ -26,7 +26,7 @@ from app.models import Artifact, EpochRow, LRFind, Run, Worker, utcnow
 from tests.store_fixtures import *  # noqa: F401,F403  (conftest may import them too; same objects)
 
 ROOT = Path(__file__).resolve().parent.parent
-TABLES = {"alembic_version", "dataset", "run", "epoch", "lr_find", "artifact", "worker"}
+TABLES = {"alembic_version", "dataset", "run", "epoch", "lr_find", "artifact", "worker", "sweep"}
 SPEC = {"name": "cassava-normalize", "dataset": "cassava", "arch": "resnet34",
         "stages": [{"epochs": 2, "size": 64, "lr": "find"}]}
 

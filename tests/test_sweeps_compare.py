@@ -1,0 +1,150 @@
+"""Sweeps and the compare API on a real migrated database (runs finished by hand, no training)."""
+from __future__ import annotations
+
+import csv
+import json
+from statistics import mean, stdev
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.db import make_engine, session_scope
+from app.models import Run, Sweep
+from app.runs import claim_run, finish_run, record_epoch
+from app.schemas import parse_spec
+from app.settings import Settings
+from app.stats import t_ppf
+from app.sweeps import plan_variants, set_path
+from app.web import create_app
+from tests.helpers import tiny_recipe
+from tests.store_fixtures import *  # noqa: F401,F403
+
+
+@pytest.fixture
+def client(tmp_path, sqlite_url, data_root):
+    with TestClient(create_app(Settings(home=tmp_path, database_url=sqlite_url, data_root=data_root))) as c:
+        yield c
+
+
+@pytest.fixture
+def engine(sqlite_url):
+    eng = make_engine(sqlite_url)
+    yield eng
+    eng.dispose()
+
+
+def two_stage_recipe() -> dict:
+    recipe = tiny_recipe(name="abl", tta={"n": 1})
+    recipe["stages"].append({"epochs": 1, "size": 40, "presize": 48, "bs": 32, "lr": [1e-4, 1e-3], "mixup": 0.2})
+    return recipe
+
+
+def finish(engine, run_id: int, acc: float, tta: float | None = None, epochs: int = 2, predictions=None, tmp=None):
+    """Put a run through claim -> epochs -> succeeded with the given final accuracy."""
+    with session_scope(engine) as s:
+        claim_run(s, run_id, "w")
+        for e in range(epochs):
+            record_epoch(s, run_id, {"stage": e // 2, "epoch": e % 2, "train_loss": 1.0 - e / 10, "valid_loss": 0.9,
+                                     "metrics": {"accuracy": acc - 0.01 * (epochs - 1 - e), "error_rate": 1 - acc},
+                                     "seconds": 2.0})
+    result = {"metrics": {"valid_loss": 0.5, "accuracy": acc, "error_rate": 1 - acc},
+              "tta": {"n": 1, "use_max": False, "accuracy": tta, "error_rate": 1 - tta} if tta is not None else None,
+              "best": {"stage": 0, "epoch": 1, "metric": "accuracy", "value": acc}, "images_per_second": 100.0 * acc,
+              "confusion": {"labels": ["a", "b"], "matrix": [[3, 1], [0, 4]]}}
+    if predictions is not None:
+        path = tmp / f"pred-{run_id}.csv"
+        with path.open("w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["image_id", "actual", "predicted", "correct", "loss"])
+            for image_id, actual, predicted in predictions:
+                w.writerow([image_id, actual, predicted, int(actual == predicted), "0.1"])
+        result["predictions_path"] = str(path)
+    with session_scope(engine) as s:
+        finish_run(s, run_id, result)
+
+
+def test_plan_variants_one_at_a_time_and_grid():
+    base = parse_spec(two_stage_recipe()).model_dump(mode="json")  # as stored: every field present
+    one = plan_variants(base, {"label_smoothing": [None, 0.1], "stages[1].mixup": [None]}, "one_at_a_time")
+    assert [v["overrides"] for v in one] == [{}, {"label_smoothing": 0.1}, {"stages[1].mixup": None}]
+    grid = plan_variants(base, {"label_smoothing": [None, 0.1], "normalize": ["dataset", "none"]}, "grid")
+    assert len(grid) == 4 and grid[0]["label"] == "base"
+    assert set_path(base, "stages[1].mixup", None)["stages"][1]["mixup"] is None and base["stages"][1]["mixup"] == 0.2
+
+
+def test_sweep_queues_variant_times_seed_and_reports_paired_stats(client, engine):
+    body = {"base": two_stage_recipe(), "vary": {"label_smoothing": [0.1], "stages[1].mixup": [None]},
+            "seeds": [1, 2, 3], "mode": "one_at_a_time"}
+    created = client.post("/api/v1/sweeps", json=body)
+    assert created.status_code == 201, created.text
+    sweep = created.json()
+    assert len(sweep["queued"]) == 9 and [v["label"] for v in sweep["variants"]] == [
+        "base", "label_smoothing=0.1", "stages[1].mixup=null"]
+    with session_scope(engine) as s:
+        runs = s.query(Run).filter(Run.sweep_id == sweep["id"]).all()
+        assert {(r.variant, r.spec["seed"]) for r in runs} == {(v["key"], seed) for v in sweep["variants"]
+                                                               for seed in (1, 2, 3)}
+        ls_run = next(r for r in runs if r.variant == '{"label_smoothing": 0.1}')
+        assert ls_run.spec["label_smoothing"] == 0.1 and "label smoothing" in ls_run.techniques
+        ids = {(r.variant, r.spec["seed"]): r.id for r in runs}
+    base_acc = {1: 0.80, 2: 0.82, 3: 0.85}
+    ls_acc = {1: 0.83, 2: 0.82, 3: 0.88}
+    for seed in (1, 2, 3):
+        finish(engine, ids[("{}", seed)], base_acc[seed], tta=base_acc[seed] + 0.01)
+        finish(engine, ids[('{"label_smoothing": 0.1}', seed)], ls_acc[seed], tta=ls_acc[seed])
+    finish(engine, ids[('{"stages[1].mixup": null}', 1)], 0.81)  # one seed only so far
+    report = client.get(f"/api/v1/sweeps/{sweep['id']}").json()
+    base, ls, mix = report["variants"]
+    assert base["accuracy"]["mean"] == pytest.approx(mean(base_acc.values()))
+    assert ls["accuracy"]["std"] == pytest.approx(stdev(ls_acc.values()))
+    diffs = [ls_acc[s] - base_acc[s] for s in (1, 2, 3)]
+    half = t_ppf(0.975, 2) * stdev(diffs) / 3 ** 0.5
+    assert ls["diff_accuracy"]["mean"] == pytest.approx(mean(diffs))
+    assert ls["diff_accuracy"]["low"] == pytest.approx(mean(diffs) - half)
+    assert ls["verdict"].startswith("label_smoothing=0.1: +2.0 points, 95% CI")
+    assert ls["verdict"].endswith("not distinguishable from noise")
+    assert ls["diff_tta_accuracy"]["mean"] == pytest.approx(mean(diffs) - 0.01)
+    assert mix["diff_accuracy"]["n"] == 1 and "add seeds" in mix["verdict"]  # paired by seed: only seed 1 has both
+    assert report["curves"]["{}"]["n"] == 3 and len(report["curves"]["{}"]["mean"]) == 2
+    more = client.post(f"/api/v1/sweeps/{sweep['id']}/seeds", json={"seeds": [4]})
+    assert more.status_code == 201 and len(more.json()["queued"]) == 3 and more.json()["seeds"] == [1, 2, 3, 4]
+    again = client.post(f"/api/v1/sweeps/{sweep['id']}/seeds", json={"seeds": [4]})
+    assert again.status_code == 422 and again.json()["detail"][0]["loc"] == "seeds"
+
+
+def test_bad_sweeps_are_refused_and_store_nothing(client, engine):
+    base = two_stage_recipe()
+    bad_path = client.post("/api/v1/sweeps", json={"base": base, "vary": {"stages[5].mixup": [0.1]}, "seeds": [1]})
+    assert bad_path.status_code == 422 and bad_path.json()["detail"][0]["loc"] == "vary.stages[5].mixup"
+    bad_value = client.post("/api/v1/sweeps", json={"base": base, "vary": {"label_smoothing": [2.0]}, "seeds": [1]})
+    assert bad_value.status_code == 422 and "label_smoothing" in json.dumps(bad_value.json())
+    bad_seeds = client.post("/api/v1/sweeps", json={"base": base, "vary": {"label_smoothing": [0.1]}, "seeds": [1, 1]})
+    assert bad_seeds.status_code == 422
+    assert client.get("/api/v1/sweeps/99").status_code == 404
+    with session_scope(engine) as s:
+        assert s.query(Run).count() == 0 and s.query(Sweep).count() == 0
+
+
+def test_compare_api_table_diff_curves_and_disagreements(client, engine, tmp_path):
+    a = client.post("/api/v1/runs", json=tiny_recipe(name="plain")).json()["id"]
+    b = client.post("/api/v1/runs", json=tiny_recipe(name="smoothed", label_smoothing=0.1)).json()["id"]
+    finish(engine, a, 0.80, tta=0.81, epochs=3, tmp=tmp_path,
+           predictions=[("1.jpg", "a", "a"), ("2.jpg", "b", "a"), ("3.jpg", "b", "b"), ("4.jpg", "a", "a")])
+    finish(engine, b, 0.85, tta=0.86, epochs=3, tmp=tmp_path,
+           predictions=[("1.jpg", "a", "b"), ("2.jpg", "b", "b"), ("3.jpg", "b", "b"), ("4.jpg", "a", "a")])
+    data = client.get("/api/v1/compare", params={"ids": f"{a},{b}", "baseline": a}).json()
+    assert data["baseline"] == a and [r["id"] for r in data["runs"]] == [a, b]
+    ra, rb = data["runs"]
+    assert rb["diff"]["accuracy"] == pytest.approx(0.05) and ra["diff"]["accuracy"] == 0
+    assert rb["diff"]["images_per_second"] == pytest.approx(5.0) and rb["best_epoch"] == "0.1"
+    assert ra["curves"]["x"] == [0, 1, 2] and ra["curves"]["stage_starts"] == [0, 2]
+    assert set(data["config_diff"]) == {"name", "label_smoothing"}
+    assert data["config_diff"]["label_smoothing"] == {str(a): None, str(b): 0.1}
+    d = data["disagreements"]
+    assert [x["image_id"] for x in d["a_right_b_wrong"]] == ["1.jpg"]
+    assert [x["image_id"] for x in d["b_right_a_wrong"]] == ["2.jpg"]
+    assert ra["confusion"]["labels"] == ["a", "b"]
+    table = client.get("/api/v1/compare", params={"ids": f"{a},{b}", "format": "csv"}).text.splitlines()
+    assert table[0].startswith("id,name,baseline,accuracy") and len(table) == 3
+    assert client.get("/api/v1/compare", params={"ids": f"{a},999"}).status_code == 404
+    assert client.get("/api/v1/compare", params={"ids": "x,y"}).status_code == 422
