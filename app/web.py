@@ -5,9 +5,11 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.middleware.sessions import SessionMiddleware
+from swagger_ui_bundle import swagger_ui_path
 
 from app import api, api_compare, pages
 from app.db import default_database_url, make_engine, upgrade
@@ -56,7 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     url = default_database_url(settings)
     upgrade(url)
-    app = FastAPI(title="fitboard", version="0.1.0",
+    app = FastAPI(title="fitboard", version="0.1.0", docs_url=None, redoc_url=None,
                   description="Launch fastai training runs built from chapter-7 techniques and compare them.")
     app.state.settings, app.state.engine, app.state.celery = settings, make_engine(url), make_celery(settings)
     app.add_middleware(SessionMiddleware, secret_key=session_secret(settings), session_cookie="fitboard_session",
@@ -67,6 +69,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(api_compare.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    app.mount("/vendor/swagger", StaticFiles(directory=swagger_ui_path), name="swagger")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs():
+        """Swagger UI from the installed swagger-ui-bundle package (FastAPI's default loads it from a CDN)."""
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="fitboard API",
+                                   swagger_js_url="/vendor/swagger/swagger-ui-bundle.js",
+                                   swagger_css_url="/vendor/swagger/swagger-ui.css",
+                                   swagger_favicon_url="/vendor/swagger/favicon-32x32.png")
 
     @app.get("/vendor/plotly.min.js", include_in_schema=False)
     def vendor_plotly():

@@ -203,7 +203,7 @@ def test_workers_and_healthz(client, engine):
     assert workers[0]["host"] == "gpu-host" and workers[0]["gpu"] == "NVIDIA H200"
     assert client.get("/healthz").json() == {"status": "ok"}
     spec = client.get("/openapi.json").json()
-    assert "/api/v1/runs/{run_id}/events" in spec["paths"] and "/api/v1/sweeps" not in spec["paths"]
+    assert "/api/v1/runs/{run_id}/events" in spec["paths"] and "/api/v1/sweeps" in spec["paths"]
 
 
 def test_bodies_over_1mb_get_413(client):
@@ -223,3 +223,11 @@ def test_escaped_name_round_trips_as_data(client):
     name = "<script>alert(1)</script>"
     run = client.post("/api/v1/runs", json=tiny_recipe(name=name)).json()
     assert client.get(f"/api/v1/runs/{run['id']}").json()["name"] == name  # JSON carries it; pages escape it
+
+
+def test_docs_and_chart_library_are_served_locally(client):
+    page = client.get("/docs").text
+    assert "/vendor/swagger/swagger-ui-bundle.js" in page and "cdn" not in page.lower()
+    assert client.get("/vendor/swagger/swagger-ui-bundle.js").status_code == 200
+    plotly = client.get("/vendor/plotly.min.js")
+    assert plotly.status_code == 200 and b"plotly" in plotly.content[:2000].lower()
