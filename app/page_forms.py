@@ -6,21 +6,39 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlencode
 
 from PIL import Image
 from pydantic import ValidationError
 
 from app.datasets import ResolvedDataset, resolve_dataset
-from app.schemas import DatasetSpec, RecipeError, problems_from
+from app.schemas import DatasetSpec, RecipeError
 
 STAGE_FIELDS = ("epochs", "size", "presize", "bs", "lr", "lr_find_iters", "freeze", "mixup")
 RUN_FIELDS = ("name", "dataset", "arch", "pretrained", "normalize", "label_smoothing", "seed", "precision",
               "keep_best", "tta", "tta_n", "tta_use_max", "stages")
 DATASET_FIELDS = ("name", "layout", "path", "csv", "images", "label_map", "valid_pct", "image_col", "label_col",
                   "valid_col")
-DATASET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # the API's rule for registered names
+DATASET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")  # the API's rule for registered names
 STAGE_KEY = re.compile(r"^stages-(\d+)-(\w+)$")
 CACHE_SECONDS = 60.0  # resolving re-reads the CSV and decodes images; pages ask again on every load
+
+
+# ---- the runs list ------------------------------------------------------------------------------------------
+
+def query(params: dict, **changes) -> str:
+    """A query string for the runs list with some parameters changed (empty ones dropped)."""
+    merged = {k: v for k, v in {**params, **changes}.items() if v not in (None, "", [])}
+    return "?" + urlencode(merged, doseq=True) if merged else "?"
+
+
+def next_order(column: str, order: str) -> str:
+    """A header click sorts by that column, a second click reverses; text starts at A, numbers and dates high."""
+    if order == column:
+        return f"-{column}"
+    if order == f"-{column}":
+        return column
+    return column if column in ("name", "dataset", "status") else f"-{column}"
 
 
 # ---- the run form -------------------------------------------------------------------------------------------
@@ -129,6 +147,13 @@ def run_field(loc: str) -> str:
     return loc if loc in RUN_FIELDS else "dataset"  # the dataset resolver names files and rows, not fields
 
 
+def field_label(key: str) -> str:
+    """A form key as people say it: stages-1-lr -> 'stage 2 lr', tta_n -> 'tta n'."""
+    if m := re.fullmatch(r"stages-(\d+)(?:-(\w+))?", key):
+        return f"stage {int(m[1]) + 1}" + (f" {m[2].replace('_', ' ')}" if m[2] else "")
+    return key.replace("_", " ")
+
+
 def field_errors(problems: list[dict], field=run_field) -> dict[str, list[str]]:
     """Recipe problems grouped by the form field they belong to."""
     errors: dict[str, list[str]] = {}
@@ -187,6 +212,19 @@ def dataset_infos(registered: list, data_root: Path) -> list[DatasetInfo]:
     root = Path(data_root)
     folders = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) if root.is_dir() else []
     return infos + [dataset_info(f, data_root) for f in folders if f not in taken]
+
+
+def dataset_choices(infos: list[DatasetInfo]) -> list[dict]:
+    """Usable datasets for the run form, with a one-line summary and the presets sized for their images."""
+    out = []
+    for info in infos:
+        if info.resolved is None:
+            continue
+        r = info.report
+        out.append({"name": info.name, "registered": info.registered, "presets": presets(info.name, info.image_side),
+                    "summary": f"{r['n_train'] + r['n_valid']} images, {len(r['classes'])} classes, "
+                               f"{info.image_side} px, {'registered' if info.registered else 'folder'}"})
+    return out
 
 
 def sample_indices(resolved: ResolvedDataset, per_class: int = 2, limit: int = 12) -> list[int]:
@@ -288,6 +326,12 @@ def describe_stage(idx: int, stage: dict, suggestion: float | None = None) -> st
     if stage.get("mixup"):
         parts.append(f"MixUp α={stage['mixup']:g}")
     return ", ".join(parts)
+
+
+def heat(matrix: list[list[int]]) -> list[list[tuple[int, float, bool]]]:
+    """Confusion cells as (count, share of the actual class, on the diagonal)."""
+    # Shading by the row's share makes a rare class's mistakes as visible as a common class's.
+    return [[(n, n / max(sum(row), 1), i == j) for j, n in enumerate(row)] for i, row in enumerate(matrix)]
 
 
 def describe_techniques(spec: dict) -> list[str]:

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import FileResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
-from sqlmodel import select
+from sqlalchemy import select
 
 from app import page_forms as pf
 from app.api import create_and_enqueue
@@ -38,7 +38,8 @@ def _context(request: Request) -> dict:
 
 env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES_DIR), autoescape=True,
                          trim_blocks=True, lstrip_blocks=True)
-env.filters.update(lr=pf.fmt_lr, f4=lambda v: "–" if v is None else f"{v:.4f}",
+env.filters.update(lr=pf.fmt_lr, field_label=pf.field_label, heat_cells=pf.heat,
+                   f4=lambda v: "–" if v is None else f"{v:.4f}",
                    pct=lambda v: "–" if v is None else f"{100 * v:.1f}%")
 templates = Jinja2Templates(env=env, context_processors=[_context])
 
@@ -109,21 +110,6 @@ def logout(request: Request, settings: SettingsDep, data: FormData):
 
 # ---- runs ---------------------------------------------------------------------------------------------------
 
-def _query(params: dict, **changes) -> str:
-    """A query string for the runs list with some parameters changed (empty ones dropped)."""
-    merged = {k: v for k, v in {**params, **changes}.items() if v not in (None, "", [])}
-    return "?" + urlencode(merged, doseq=True) if merged else "?"
-
-
-def _next_order(column: str, order: str) -> str:
-    """A header click sorts by that column, a second click reverses; text starts at A, numbers and dates high."""
-    if order == column:
-        return f"-{column}"
-    if order == f"-{column}":
-        return column
-    return column if column in ("name", "dataset", "status") else f"-{column}"
-
-
 @pages.get("/")
 @pages.get("/runs")
 def runs_page(request: Request, session: SessionDep, status: list[str] = Query([]), dataset: str = "",
@@ -136,16 +122,16 @@ def runs_page(request: Request, session: SessionDep, status: list[str] = Query([
                             limit=limit, offset=offset, order=order)
     params = {"status": status, "dataset": dataset, "name": name, "order": order,
               "limit": limit if limit != PAGE_SIZE else None}
-    sort = {c: _query(params, order=_next_order(c, order), offset=None) for c in SORTABLE}
+    sort = {c: pf.query(params, order=pf.next_order(c, order), offset=None) for c in SORTABLE}
     n_pages, current = max(1, math.ceil(total / limit)), offset // limit
-    page_links = [(p + 1, _query(params, offset=p * limit or None), p == current)
+    page_links = [(p + 1, pf.query(params, offset=p * limit or None), p == current)
                   for p in range(n_pages) if p in (0, n_pages - 1) or abs(p - current) <= 2]
     datasets = sorted(set(session.exec(select(Run.dataset).distinct()).scalars()) | {d.name for d in list_datasets(session)})
     return render(request, "runs.html", runs=runs, total=total, params=params, sort=sort, order=order,
                   page_links=page_links, offset=offset, limit=limit, statuses=list(RunStatus.__members__),
                   datasets=datasets, duration=duration,
-                  prev=_query(params, offset=(offset - limit) or None) if offset > 0 else None,
-                  next=_query(params, offset=offset + limit) if offset + limit < total else None)
+                  prev=pf.query(params, offset=(offset - limit) or None) if offset > 0 else None,
+                  next=pf.query(params, offset=offset + limit) if offset + limit < total else None)
 
 
 def _run_page(request: Request, session, run_id: int, message: str | None = None, status_code: int = 200):
@@ -159,52 +145,36 @@ def _run_page(request: Request, session, run_id: int, message: str | None = None
     valley = {f.stage: f.suggestion for f in finds}
     stages = [pf.describe_stage(i, s, valley.get(i)) for i, s in enumerate(spec.get("stages") or [])]
     confusion = result.get("confusion")
-    heat = None
-    if confusion:  # each cell shaded by its share of the actual class, so rare classes read as clearly as common ones
-        heat = [[(n, n / max(sum(row), 1), i == j) for j, n in enumerate(row)]
-                for i, row in enumerate(confusion["matrix"])]
     tail = "\n".join((run.traceback or "").rstrip().splitlines()[-TRACEBACK_LINES:])
     data = {"id": run.id, "status": str(run.status), "live": run.status not in FINISHED, "stages": stages,
             "epochs": [epoch_json(e) for e in epochs], "lr_finds": [lr_find_json(f) for f in finds],
             "best": result.get("best"), "batch": progress.get("batch")}
     return render(request, "run.html", status_code, run=run, spec=spec, result=result, progress=progress,
                   stages=stages, techniques=pf.describe_techniques(spec) if spec else [], epochs=epochs,
-                  finds=finds, heat=heat, confusion=confusion, tail=tail, data=data, message=message,
+                  finds=finds, confusion=confusion, tail=tail, data=data, message=message,
                   live=data["live"], artifacts=list_artifacts(session, run_id), duration=duration(run),
                   stage_summaries=result.get("stages") or progress.get("stages") or [])
 
 
 # ---- the run form -------------------------------------------------------------------------------------------
 
-def _dataset_choices(session, data_root) -> list[dict]:
-    """Usable datasets with a one-line summary and the presets sized for their images."""
-    out = []
-    for info in pf.dataset_infos(list_datasets(session), data_root):
-        if info.resolved is None:
-            continue
-        r = info.report
-        out.append({"name": info.name, "registered": info.registered, "presets": pf.presets(info.name, info.image_side),
-                    "summary": f"{r['n_train'] + r['n_valid']} images, {len(r['classes'])} classes, "
-                               f"{info.image_side} px, {'registered' if info.registered else 'folder'}"})
-    return out
-
-
 def _form_page(request: Request, session, settings, form: dict | None = None, errors: dict | None = None,
-               status_code: int = 200, clone_of: Run | None = None):
-    """The new-run form, prefilled with the first preset of the default dataset unless a form is given."""
-    choices = _dataset_choices(session, settings.data_root)
+               status_code: int = 200, clone_of: Run | None = None, dataset: str = "digits"):
+    """The new-run form, prefilled with the first preset of the dataset (digits by default) unless a form is given."""
+    choices = pf.dataset_choices(pf.dataset_infos(list_datasets(session), settings.data_root))
+    active = 0 if form is None else None
     if form is None:
-        pick = next((c for c in choices if c["name"] == "digits"), choices[0] if choices else None)
+        pick = next((c for c in choices if c["name"] == dataset), choices[0] if choices else None)
         form = pick["presets"][0]["form"] if pick else pf.form_from_spec({"stages": [{"epochs": 1, "size": 32}]})
     return render(request, "run_form.html", status_code, form=form, errors=errors or {}, choices=choices,
-                  architectures=ARCHITECTURES, clone_of=clone_of,
+                  architectures=ARCHITECTURES, clone_of=clone_of, active=active,
                   presets={c["name"]: {"summary": c["summary"], "presets": c["presets"]} for c in choices})
 
 
 @pages.get("/runs/new")
-def new_run_page(request: Request, session: SessionDep, settings: SettingsDep):
-    """The run form with the seed notebook's presets."""
-    return _form_page(request, session, settings)
+def new_run_page(request: Request, session: SessionDep, settings: SettingsDep, dataset: str = "digits"):
+    """The run form with the seed notebook's presets (for ?dataset=name when given)."""
+    return _form_page(request, session, settings, dataset=dataset)
 
 
 @pages.post("/runs/new")
@@ -278,7 +248,7 @@ def register_dataset_form(request: Request, session: SessionDep, settings: Setti
     form = pf.dataset_form(data)
     problems = []
     if not pf.DATASET_NAME.match(form["name"]):
-        problems.append({"loc": "name", "msg": "use letters, digits, '.', '_' or '-', starting with a letter or digit"})
+        problems.append({"loc": "name", "msg": "up to 200 letters, digits, '.', '_' or '-', starting with a letter or digit"})
     elif get_dataset(session, form["name"]) is not None:
         problems.append({"loc": "name", "msg": f"a dataset named {form['name']!r} is already registered"})
     try:
@@ -333,7 +303,7 @@ def workers_page(request: Request, session: SessionDep, settings: SettingsDep):
     """Workers with their GPU, last heartbeat and current run; silent ones marked stale."""
     now, rows = utcnow(), []
     for w in session.exec(select(Worker).order_by(Worker.last_seen.desc())).scalars():
-        ago = (now - w.last_seen).total_seconds()
+        ago = max(0.0, (now - w.last_seen).total_seconds())  # hosts' clocks may disagree a little
         run = session.get(Run, w.current_run_id) if w.current_run_id else None
         rows.append({"w": w, "ago": ago, "stale": ago > settings.worker_lost_after, "run": run})
     return render(request, "workers.html", rows=rows, lost_after=settings.worker_lost_after)

@@ -1,0 +1,33 @@
+// Small behaviours shared by every page: confirm dialogs and the "Compare selected" button.
+"use strict";
+
+// The CSRF token for fetch() writes to the API (sent as X-CSRF-Token).
+window.fitboardCsrf = () => document.querySelector('meta[name="csrf-token"]').content;
+
+document.addEventListener("submit", (event) => {
+  const form = event.target;
+  if (form.dataset.confirm && !window.confirm(form.dataset.confirm)) event.preventDefault();
+});
+
+document.addEventListener("DOMContentLoaded", () => {
+  const form = document.getElementById("compare-form");
+  if (!form) return;
+  const button = document.getElementById("compare-button");
+  const hint = document.getElementById("compare-hint");
+  const picked = () => [...form.querySelectorAll('input[name="ids"]:checked')].map((box) => box.value);
+  const update = () => {
+    const n = picked().length;
+    if (!button) return;
+    button.disabled = n < 2;
+    button.textContent = n >= 2 ? `Compare selected (${n})` : "Compare selected";
+    if (hint) hint.hidden = n >= 2;
+  };
+  form.addEventListener("change", update);
+  // The compare page takes ids=1,2,3 (one parameter), not the form's repeated ids=1&ids=2.
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const ids = picked();
+    if (ids.length) window.location.href = "/compare?ids=" + ids.join(",");
+  });
+  update();
+});
