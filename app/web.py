@@ -11,7 +11,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.middleware.sessions import SessionMiddleware
 from swagger_ui_bundle import swagger_ui_path
 
-from app import api, api_compare, pages
+from app import api, api_compare, pages, pages_compare
 from app.db import default_database_url, make_engine, upgrade
 from app.queue import make_celery
 from app.runs import RunFinished, RunNotFound
@@ -68,6 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(api.router)
     app.include_router(api_compare.router)
     app.include_router(pages.router)
+    app.include_router(pages_compare.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     app.mount("/vendor/swagger", StaticFiles(directory=swagger_ui_path), name="swagger")

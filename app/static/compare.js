@@ -1,0 +1,75 @@
+// The compare page's charts: one trace per run on each metric, stage starts dashed, LR finders on a log axis.
+"use strict";
+
+(() => {
+  const METRICS = ["train_loss", "valid_loss", "accuracy", "error_rate"];
+  // Plotly reads <b>, <br> and entities in names; escape them so a run name is shown as typed, never as markup.
+  const plain = (s) => String(s).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
+  const base = { paper_bgcolor: "rgba(0,0,0,0)", plot_bgcolor: "rgba(0,0,0,0)", hovermode: "closest",
+    legend: { orientation: "h", x: 0, y: 1.02, yanchor: "bottom" }, margin: { l: 55, r: 15, t: 10, b: 45 } };
+  const config = { displaylogo: false, responsive: true };
+
+  function drawMetric(data, metric, el) {
+    const traces = [], shapes = [];
+    data.runs.forEach((run, i) => {
+      const color = data.colors[i % data.colors.length];
+      const c = run.curves;
+      traces.push({ type: "scatter", mode: "lines+markers", name: plain(`#${run.id} ${run.name}`), legendgroup: String(run.id),
+        x: c.x.map((x) => x + 1), y: c[metric], connectgaps: false, line: { color, width: 2 }, marker: { size: 4 },
+        hovertemplate: `epoch %{x}<br>${metric} %{y:.4f}`, showlegend: true });
+      // A dashed line in the run's color where each of its later stages starts.
+      c.stage_starts.filter((s) => s > 0).forEach((s) => shapes.push({ type: "line", xref: "x", yref: "paper",
+        x0: s + 0.5, x1: s + 0.5, y0: 0, y1: 1, line: { color, dash: "dash", width: 1 }, opacity: 0.7 }));
+    });
+    const layout = Object.assign({}, base, { height: 320, shapes,
+      xaxis: { title: { text: "epoch (all stages)" }, rangemode: "tozero" },
+      yaxis: { title: { text: metric }, rangemode: metric.endsWith("loss") ? "tozero" : "normal" } });
+    window.Plotly.newPlot(el, traces, layout, config);
+  }
+
+  function nearest(lrs, target) {
+    let best = 0;
+    lrs.forEach((lr, i) => { if (Math.abs(Math.log(lr / target)) < Math.abs(Math.log(lrs[best] / target))) best = i; });
+    return best;
+  }
+
+  function drawLr(data, el) {
+    const traces = [];
+    data.runs.forEach((run, i) => {
+      const color = data.colors[i % data.colors.length];
+      const dashes = ["solid", "dot", "dash", "dashdot"];
+      const marks = { x: [], y: [], text: [] };
+      run.lr_finds.forEach((f, k) => {
+        traces.push({ type: "scatter", mode: "lines", name: plain(`#${run.id} ${run.name} · stage ${f.stage + 1}`),
+          legendgroup: String(run.id), x: f.lrs, y: f.losses, line: { color, dash: dashes[k % dashes.length] },
+          hovertemplate: "lr %{x:.2e}<br>loss %{y:.4f}" });
+        if (f.suggestion) {
+          const j = nearest(f.lrs, f.suggestion);
+          marks.x.push(f.suggestion); marks.y.push(f.losses[j]); marks.text.push(`stage ${f.stage + 1}`);
+        }
+      });
+      if (marks.x.length) {
+        traces.push({ type: "scatter", mode: "markers", name: plain(`#${run.id} valley`), legendgroup: String(run.id),
+          showlegend: false, x: marks.x, y: marks.y, text: marks.text,
+          marker: { size: 13, color, symbol: "circle-open", line: { width: 3, color } },
+          hovertemplate: "%{text}: valley %{x:.2e}" });
+      }
+    });
+    const layout = Object.assign({}, base, { height: 360,
+      xaxis: { type: "log", dtick: 1, title: { text: "learning rate" }, exponentformat: "e" }, yaxis: { title: { text: "loss" } } });
+    window.Plotly.newPlot(el, traces, layout, config);
+  }
+
+  window.addEventListener("DOMContentLoaded", () => {
+    const node = document.getElementById("compare-data");
+    if (!node) return;
+    // Picking another baseline reloads the page with &baseline=.
+    const form = document.getElementById("baseline-form");
+    if (form) form.addEventListener("change", () => form.submit());
+    if (typeof window.Plotly === "undefined") return;
+    const data = JSON.parse(node.textContent);
+    METRICS.forEach((m) => { const el = document.getElementById(`chart-${m}`); if (el) drawMetric(data, m, el); });
+    const lr = document.getElementById("chart-lr");
+    if (lr) drawLr(data, lr);
+  });
+})();

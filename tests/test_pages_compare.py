@@ -1,0 +1,210 @@
+"""The compare, ablate and sweep pages on a real migrated SQLite database (runs finished by hand, no training)."""
+from __future__ import annotations
+
+import csv
+import html
+import json
+import re
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from app import pages_compare
+from app.db import session_scope
+from app.models import Run, Sweep
+from app.runs import claim_run, create_run, finish_run, record_epoch, record_lr_find
+from app.schemas import parse_spec
+from app.settings import Settings
+from app.web import create_app
+from tests.helpers import tiny_recipe
+from tests.store_fixtures import *  # noqa: F401,F403
+
+XSS = "<script>alert(1)</script>"
+
+
+@pytest.fixture
+def client(tmp_path, sqlite_url, data_root):
+    app = create_app(Settings(home=tmp_path / "home", database_url=sqlite_url, data_root=data_root))
+    if not any(getattr(r, "path", "") == "/compare" for r in app.routes):  # until app/web.py includes the router
+        app.include_router(pages_compare.router)
+    with TestClient(app) as c:
+        yield c
+
+
+def engine(client):
+    return client.app.state.engine
+
+
+def csrf(client: TestClient, url: str = "/sweeps") -> str:
+    return re.search(r'<meta name="csrf-token" content="([^"]+)"', client.get(url).text)[1]
+
+
+def two_stage_recipe(**overrides) -> dict:
+    recipe = tiny_recipe(name="abl", tta={"n": 1}, **overrides)
+    recipe["stages"] = [{"epochs": 1, "size": 24, "presize": 32, "bs": 32, "lr": "find"},
+                        {"epochs": 1, "size": 32, "presize": 40, "bs": 32, "lr": [1e-4, 1e-3], "mixup": 0.2}]
+    return recipe
+
+
+def add_run(client, recipe: dict) -> int:
+    spec = parse_spec(recipe)
+    with session_scope(engine(client)) as s:
+        return create_run(s, spec.model_dump(mode="json"), techniques=spec.techniques()).id
+
+
+def finish(client, run_id: int, acc: float, tta: float | None = None, epochs: int = 2, predictions=None, tmp=None):
+    """Put a run through claim -> LR finder -> epochs -> succeeded with the given final accuracy."""
+    with session_scope(engine(client)) as s:
+        claim_run(s, run_id, "w")
+        record_lr_find(s, run_id, 0, 1e-3, [1e-5, 1e-4, 1e-3, 1e-2], [2.3, 2.0, 1.2, 3.5])
+        for e in range(epochs):
+            record_epoch(s, run_id, {"stage": e // 2, "epoch": e % 2, "train_loss": 1.0 - e / 10, "valid_loss": 0.9,
+                                     "metrics": {"accuracy": acc - 0.01 * (epochs - 1 - e), "error_rate": 1 - acc},
+                                     "seconds": 2.0})
+    result = {"metrics": {"valid_loss": 0.5, "accuracy": acc, "error_rate": 1 - acc},
+              "tta": {"n": 1, "use_max": False, "accuracy": tta, "error_rate": 1 - tta} if tta is not None else None,
+              "best": {"stage": 0, "epoch": 1, "metric": "accuracy", "value": acc}, "images_per_second": 100.0 * acc,
+              "confusion": {"labels": ["cat<1>", "dog"], "matrix": [[3, 1], [0, 4]]}}
+    if predictions is not None:
+        path = tmp / f"pred-{run_id}.csv"
+        with path.open("w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["image_id", "actual", "predicted", "correct", "loss"])
+            for image_id, actual, predicted in predictions:
+                w.writerow([image_id, actual, predicted, int(actual == predicted), "0.1"])
+        result["predictions_path"] = str(path)
+    with session_scope(engine(client)) as s:
+        finish_run(s, run_id, result)
+
+
+def embedded(page: str, node_id: str) -> dict:
+    return json.loads(re.search(rf'<script type="application/json" id="{node_id}">(.*?)</script>', page, re.S)[1])
+
+
+def test_compare_page_shows_table_diffs_recipe_diff_confusions_and_disagreements(client, tmp_path):
+    a = add_run(client, tiny_recipe(name=XSS))
+    b = add_run(client, tiny_recipe(name="smoothed", label_smoothing=0.1))
+    finish(client, a, 0.80, tta=0.81, epochs=3, tmp=tmp_path,
+           predictions=[("1.jpg", "cat<1>", "cat<1>"), ("2.jpg", "dog", "cat<1>"), ("3.jpg", "dog", "dog")])
+    finish(client, b, 0.85, tta=0.86, epochs=3, tmp=tmp_path,
+           predictions=[("1.jpg", "cat<1>", "dog"), ("2.jpg", "dog", "dog"), ("3.jpg", "dog", "dog")])
+    r = client.get(f"/compare?ids={a},{b}&baseline={a}")
+    page = r.text
+    assert r.status_code == 200
+    assert XSS not in page and html.escape(XSS, quote=False) in page and "smoothed" in page
+    assert "+5.00 pts" in page and "80.00%" in page and "86.00%" in page  # accuracy diff to the baseline
+    assert page.count(">baseline</span>") == 4  # the baseline row's four Δ cells
+    assert "<code>label_smoothing</code>" in page and "<code>arch</code>" not in page  # only differing fields
+    assert page.count('class="confusion"') == 2 and "cat&lt;1&gt;" in page
+    assert page.count("--heat: 0.750") == 2  # 3 of 4 cats right, shaded in each run's matrix
+    assert "/api/v1/compare?ids=" in page and "format=csv" in page and "/vendor/plotly.min.js" in page
+    dis = page[page.index('id="disagreements"'):]
+    assert "<strong>1</strong> image #" in dis and "1.jpg" in dis and "2.jpg" in dis and "3.jpg" not in dis
+    data = embedded(page, "compare-data")  # what compare.js draws: the JSON survives the <script> name intact
+    assert [x["name"] for x in data["runs"]] == [XSS, "smoothed"]
+    assert data["runs"][0]["curves"]["stage_starts"] == [0, 2]
+    assert data["runs"][1]["lr_finds"][0]["suggestion"] == 1e-3
+
+    other = client.get(f"/compare?ids={a}&ids={b}&baseline={b}").text  # the runs list's checkboxes, without JS
+    assert "-5.00 pts" in other and embedded(other, "compare-data")["baseline"] == b
+
+
+def test_compare_page_without_ids_with_bad_ids_and_unknown_ids(client):
+    assert "Pick two or more runs" in client.get("/compare").text
+    bad = client.get("/compare?ids=x,y")
+    assert bad.status_code == 422 and "comma-separated run ids" in bad.text
+    a = add_run(client, tiny_recipe())
+    missing = client.get(f"/compare?ids={a},999")
+    assert missing.status_code == 404 and "run 999" in missing.text
+    alone = client.get(f"/compare?ids={a}").text  # a queued run: no curves, no confusion, still a page
+    assert "identical" in alone and "Where they disagree" not in alone
+
+
+def test_ablate_form_starts_a_sweep_with_the_ticked_variants(client):
+    run_id = add_run(client, two_stage_recipe(keep_best="accuracy"))
+    page = client.get(f"/runs/{run_id}/ablate").text
+    for key in ("normalize", "label_smoothing", "stages[0].mixup", "stages[1].mixup", "tta", "keep_best",
+                "stages[0].size"):
+        assert f'name="vary:{key}"' in page, key
+    assert "Label smoothing: off → 0.1" in page and "MixUp in stage 2: α=0.2 → off" in page
+    token = csrf(client, f"/runs/{run_id}/ablate")
+    form = {"csrf_token": token, "vary:label_smoothing": "1", "vary:stages[1].mixup": "1", "vary:tta": "1",
+            "seeds": "2", "mode": "one_at_a_time", "name": "abl-sweep"}
+    no_token = {k: v for k, v in form.items() if k != "csrf_token"}
+    assert client.post(f"/runs/{run_id}/ablate", data=no_token).status_code == 403
+    r = client.post(f"/runs/{run_id}/ablate", data=form, follow_redirects=False)
+    assert r.status_code == 303 and re.fullmatch(r"/sweeps/\d+", r.headers["location"])
+    with session_scope(engine(client)) as s:
+        sweep = s.exec(select(Sweep)).scalars().one()
+        assert [v["label"] for v in sweep.variants] == ["base", "label_smoothing=0.1", "stages[1].mixup=null",
+                                                        "tta=null"]
+        assert sweep.seeds == [0, 1] and sweep.base["keep_best"] == "accuracy"
+        runs = s.exec(select(Run).where(Run.sweep_id == sweep.id)).scalars().all()
+        assert len(runs) == 8 and {r.spec["seed"] for r in runs} == {0, 1}
+    shown = client.get(r.headers["location"]).text
+    assert "Sweep 1 queued: 8 runs (4 variants × 2 seeds)." in shown and "0 of 8 runs finished" in shown
+
+    grid = client.post(f"/runs/{run_id}/ablate", data={**form, "mode": "grid", "vary:stages[1].mixup": "",
+                                                       "vary:stages[0].size": "1"}, follow_redirects=False)
+    with session_scope(engine(client)) as s:
+        sweep = s.get(Sweep, int(grid.headers["location"].rsplit("/", 1)[1]))
+        assert len(sweep.variants) == 8 and {"stages[0].size": 32} in [v["overrides"] for v in sweep.variants]
+
+
+def test_ablate_form_errors_are_shown_and_nothing_is_stored(client):
+    run_id = add_run(client, two_stage_recipe())
+    token = csrf(client, f"/runs/{run_id}/ablate")
+    r = client.post(f"/runs/{run_id}/ablate", data={"csrf_token": token, "seeds": "0", "mode": "one_at_a_time"})
+    assert r.status_code == 422 and "Tick at least one technique" in r.text and "from 1 to 10" in r.text
+    long = client.post(f"/runs/{run_id}/ablate", data={"csrf_token": token, "seeds": "1", "vary:tta": "1",
+                                                        "name": "n" * 199, "mode": "one_at_a_time"})
+    assert long.status_code == 422 and "name:" in long.text  # the runs' names would pass 200 characters
+    assert client.get("/runs/999/ablate").status_code == 404
+    with session_scope(engine(client)) as s:
+        assert s.exec(select(Sweep)).first() is None and len(s.exec(select(Run)).all()) == 1
+
+
+def test_sweep_page_shows_verdicts_table_curves_and_adds_seeds(client):
+    body = {"base": two_stage_recipe(), "vary": {"label_smoothing": [0.1], "stages[1].mixup": [None]},
+            "seeds": [1, 2, 3], "mode": "one_at_a_time"}
+    sweep = client.post("/api/v1/sweeps", json=body).json()
+    with session_scope(engine(client)) as s:
+        ids = {(r.variant, r.spec["seed"]): r.id for r in s.exec(select(Run)).scalars()}
+    base_acc, ls_acc = {1: 0.80, 2: 0.82, 3: 0.85}, {1: 0.83, 2: 0.82, 3: 0.88}
+    for seed in (1, 2, 3):
+        finish(client, ids[("{}", seed)], base_acc[seed], tta=base_acc[seed] + 0.01)
+        finish(client, ids[('{"label_smoothing": 0.1}', seed)], ls_acc[seed], tta=ls_acc[seed])
+    finish(client, ids[('{"stages[1].mixup": null}', 1)], 0.81)
+    page = client.get(f"/sweeps/{sweep['id']}").text
+    assert re.search(r"label_smoothing=0.1: \+2.0 points, 95% CI -?\d+\.\d to \+\d+\.\d over 3 seeds: "
+                     r"not distinguishable from noise", page)
+    assert "stages[1].mixup=null: +1.0 points over 1 seed: add seeds to tell it from noise" in page
+    assert "82.33% ± 2.52" in page and "+2.00 pts" in page and "7 of 9 runs finished" in page
+    assert page.count(">1: succeeded</a>") == 3 and ">2: queued</a>" in page  # every run linked with its status
+    data = embedded(page, "sweep-data")
+    assert data["live"] and [s["n"] for s in data["series"]] == [3, 3, 1] and len(data["series"][0]["mean"]) == 2
+    assert f"/compare?ids={ids[('{}', 1)]}%2C" in page  # compare all its runs, base first
+    assert "/static/sweep.js" in page and 'action="/sweeps/%d/seeds"' % sweep["id"] in page
+
+    listing = client.get("/sweeps").text
+    assert f'href="/sweeps/{sweep["id"]}">abl</a>' in listing and "7 / 9" in listing
+
+    url = f"/sweeps/{sweep['id']}/seeds"
+    assert client.post(url, data={"count": "2"}).status_code == 403
+    r = client.post(url, data={"count": "2", "csrf_token": csrf(client)}, follow_redirects=False)
+    assert r.status_code == 303
+    after = client.get(f"/sweeps/{sweep['id']}").text
+    assert "Queued 6 more runs: seeds 4 to 5." in after and "7 of 15 runs finished" in after
+    assert client.post(url, data={"count": "0", "csrf_token": csrf(client)}).status_code == 422
+    assert client.get("/sweeps/999").status_code == 404
+
+
+def test_pages_ask_for_a_login_when_a_token_is_configured(tmp_path, sqlite_url, data_root):
+    app = create_app(Settings(home=tmp_path / "home", database_url=sqlite_url, data_root=data_root, api_token="s3cret"))
+    if not any(getattr(r, "path", "") == "/compare" for r in app.routes):
+        app.include_router(pages_compare.router)
+    with TestClient(app) as c:
+        for url in ("/compare?ids=1,2", "/sweeps", "/sweeps/1", "/runs/1/ablate"):
+            r = c.get(url, follow_redirects=False)
+            assert r.status_code == 303 and r.headers["location"].startswith("/login?next="), url
