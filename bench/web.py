@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import multiprocessing as mp
 import os
 import random
@@ -430,6 +431,41 @@ def profile_process(pid: int, run_load, seconds: int, work: Path) -> list[str]:
             *profile_summary(raw)]
 
 
+def hop_name(func) -> str:
+    """A readable name for a callable handed to the thread pool (partials unwrapped, endpoints named)."""
+    while isinstance(func, functools.partial):
+        func = func.keywords.get("function", func.func)
+    return getattr(func, "__qualname__", type(func).__name__)
+
+
+def thread_hops(settings: Settings, paths: list[str]) -> list[str]:
+    """Count the thread-pool round trips (anyio.to_thread.run_sync) one request to each path makes, in-process."""
+    import anyio.to_thread
+    from fastapi.testclient import TestClient
+
+    from app.web import create_app
+
+    calls, original = [], anyio.to_thread.run_sync
+
+    async def counting(func, *args, **kwargs):
+        """anyio.to_thread.run_sync that records what it runs."""
+        calls.append(hop_name(func))
+        return await original(func, *args, **kwargs)
+
+    lines = ["  thread-pool round trips per request (each wakes a worker thread and hands the GIL over twice):"]
+    anyio.to_thread.run_sync = counting
+    try:
+        with TestClient(create_app(settings)) as client:
+            for path in paths:
+                client.get(path)  # warm
+                calls.clear()
+                client.get(path)
+                lines.append(f"    GET {path}: {len(calls)} ({', '.join(calls)})")
+    finally:
+        anyio.to_thread.run_sync = original
+    return lines
+
+
 def load_function(args, url: str):
     """A no-argument callable running one load window against url (wrk when asked or found, else httpx)."""
     if args.load == "wrk" or (args.load == "auto" and shutil.which("wrk")):
@@ -481,7 +517,8 @@ def bench_api(args, engine, settings: Settings, env: dict, base: str, server: su
         if args.profile == "always" or (args.profile == "auto" and not ok):
             print("api: profiling the server with py-spy during a second window while training", flush=True)
             lines += ["server profile (py-spy on the web process, second window while training):",
-                      *profile_process(server.pid, load, args.load_seconds, work)]
+                      *profile_process(server.pid, load, args.load_seconds, work),
+                      *thread_hops(settings, [f"/api/v1/runs/{run_id}", "/healthz"])]
         with session_scope(engine) as session:
             if run_state(engine, run_id)[0] not in FINISHED:
                 request_cancel(session, run_id)
