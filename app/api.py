@@ -36,7 +36,7 @@ def create_and_enqueue(request: Request, session, data: dict | RunSpec):
 
 @router.post("/runs", status_code=201, tags=["runs"],
              openapi_extra={"requestBody": {"content": {"application/json": {"schema": RunSpec.model_json_schema()}}}})
-def create_run_route(request: Request, session: SessionDep, payload: dict = Body(...)) -> dict:
+def create_run_route(request: Request, session: SessionDep, payload: dict = Body(...)):
     """Submit a RunSpec: validated with its dataset, stored and queued; 422 names every bad field."""
     return run_json(create_and_enqueue(request, session, payload))
 
@@ -44,7 +44,7 @@ def create_run_route(request: Request, session: SessionDep, payload: dict = Body
 @router.get("/runs", tags=["runs"])
 def list_runs_route(session: SessionDep, status: list[Status] | None = Query(None), dataset: str | None = None,
                     name: str | None = None, order: Order = "-created_at", limit: int = Query(50, ge=1, le=500),
-                    offset: int = Query(0, ge=0)) -> dict:
+                    offset: int = Query(0, ge=0)):
     """Runs, newest first, filtered by status (repeatable), dataset and name; paginated."""
     items, total = list_runs(session, status=status, dataset=dataset, name_contains=name, limit=limit,
                              offset=offset, order=order)
@@ -52,7 +52,7 @@ def list_runs_route(session: SessionDep, status: list[Status] | None = Query(Non
 
 
 @router.get("/runs/{run_id}", tags=["runs"])
-def get_run_route(run_id: int, session: SessionDep) -> dict:
+def get_run_route(run_id: int, session: SessionDep):
     """One run: status, spec, live progress, result (metrics, tta, best) and error."""
     return run_json(get_run(session, run_id))
 
@@ -69,7 +69,7 @@ def epochs_route(run_id: int, session: SessionDep, format: Literal["json", "csv"
 
 
 @router.get("/runs/{run_id}/lr_finds", tags=["runs"])
-def lr_finds_route(run_id: int, session: SessionDep) -> list[dict]:
+def lr_finds_route(run_id: int, session: SessionDep):
     """Each LR-finder curve of the run, with its valley suggestion."""
     get_run(session, run_id)
     return [lr_find_json(r) for r in list_lr_finds(session, run_id)]
@@ -86,7 +86,7 @@ def model_route(run_id: int, session: SessionDep):
 
 
 @router.post("/runs/{run_id}/cancel", tags=["runs"])
-def cancel_route(run_id: int, session: SessionDep) -> dict:
+def cancel_route(run_id: int, session: SessionDep):
     """Cancel a queued run, or ask a running one to stop at its next batch; 409 when it already ended."""
     status = request_cancel(session, run_id)
     return {"id": run_id, "status": status, "cancel_requested": True}
@@ -104,7 +104,7 @@ def events_route(run_id: int, request: Request, session: SessionDep):
 
 @router.post("/datasets", status_code=201, tags=["datasets"])
 def register_dataset_route(session: SessionDep, settings: SettingsDep, name: str = Body(..., min_length=1, max_length=200,
-                           pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$"), spec: DatasetSpec = Body(...)) -> dict:
+                           pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$"), spec: DatasetSpec = Body(...)):
     """Register a dataset under a name after validating it (paths must stay inside FITBOARD_DATA_ROOT)."""
     if get_dataset(session, name) is not None:
         raise HTTPException(409, f"a dataset named {name!r} is already registered")
@@ -116,13 +116,13 @@ def register_dataset_route(session: SessionDep, settings: SettingsDep, name: str
 
 
 @router.get("/datasets", tags=["datasets"])
-def list_datasets_route(session: SessionDep) -> list[dict]:
+def list_datasets_route(session: SessionDep):
     """Registered datasets with their validation reports."""
     return [dataset_json(d) for d in list_datasets(session)]
 
 
 @router.get("/datasets/{name}", tags=["datasets"])
-def get_dataset_route(name: str, session: SessionDep) -> dict:
+def get_dataset_route(name: str, session: SessionDep):
     """One registered dataset."""
     ds = get_dataset(session, name)
     if ds is None:
@@ -131,7 +131,7 @@ def get_dataset_route(name: str, session: SessionDep) -> dict:
 
 
 @router.get("/workers", tags=["workers"])
-def workers_route(session: SessionDep) -> list[dict]:
+def workers_route(session: SessionDep):
     """Workers with their host, GPU, last heartbeat and current run."""
     return [worker_json(w) for w in session.exec(select(Worker).order_by(Worker.last_seen.desc())).scalars()]
 

@@ -55,7 +55,7 @@ def create_sweep_route(request: Request, session: SessionDep, base: dict = Body(
 
 
 @router.get("/sweeps/{sweep_id}", tags=["sweeps"])
-def get_sweep_route(sweep_id: int, session: SessionDep) -> dict:
+def get_sweep_route(sweep_id: int, session: SessionDep):
     """Each variant's runs, mean and std of accuracy and TTA accuracy, and its seed-paired difference to base."""
     return sweep_report(session, sweep_id)
 

@@ -48,8 +48,9 @@ def logged_in(request: Request) -> bool:
     return not request.app.state.settings.api_token or bool(request.session.get("auth"))
 
 
-def require_api_auth(request: Request) -> None:
+async def require_api_auth(request: Request) -> None:
     """API guard: a Bearer token, or a logged-in browser session whose writes carry the CSRF header."""
+    # async although it awaits nothing: a sync dependency would cost every API call a thread-pool round trip.
     token = request.app.state.settings.api_token
     header = request.headers.get("authorization", "")
     if header.lower().startswith("bearer "):
