@@ -19,3 +19,35 @@ def tiny_recipe(**overrides) -> dict:
     recipe = copy.deepcopy(TINY_RECIPE)
     recipe.update(copy.deepcopy(overrides))
     return recipe
+
+
+def finish_by_hand(engine, run_id: int, acc: float, tta: float | None = None, epochs: int = 2, predictions=None,
+                   tmp=None, labels=("a", "b"), lr_find: bool = False) -> None:
+    """Put a stored run through claim -> (LR finder) -> epochs -> succeeded with a given accuracy, without training."""
+    import csv
+
+    from app.db import session_scope
+    from app.runs import claim_run, finish_run, record_epoch, record_lr_find
+
+    with session_scope(engine) as s:
+        claim_run(s, run_id, "w")
+        if lr_find:
+            record_lr_find(s, run_id, 0, 1e-3, [1e-5, 1e-4, 1e-3, 1e-2], [2.3, 2.0, 1.2, 3.5])
+        for e in range(epochs):
+            record_epoch(s, run_id, {"stage": e // 2, "epoch": e % 2, "train_loss": 1.0 - e / 10, "valid_loss": 0.9,
+                                     "metrics": {"accuracy": acc - 0.01 * (epochs - 1 - e), "error_rate": 1 - acc},
+                                     "seconds": 2.0})
+    result = {"metrics": {"valid_loss": 0.5, "accuracy": acc, "error_rate": 1 - acc},
+              "tta": {"n": 1, "use_max": False, "accuracy": tta, "error_rate": 1 - tta} if tta is not None else None,
+              "best": {"stage": 0, "epoch": 1, "metric": "accuracy", "value": acc}, "images_per_second": 100.0 * acc,
+              "confusion": {"labels": list(labels), "matrix": [[3, 1], [0, 4]]}}
+    if predictions is not None:
+        path = tmp / f"pred-{run_id}.csv"
+        with path.open("w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["image_id", "actual", "predicted", "correct", "loss"])
+            for image_id, actual, predicted in predictions:
+                w.writerow([image_id, actual, predicted, int(actual == predicted), "0.1"])
+        result["predictions_path"] = str(path)
+    with session_scope(engine) as s:
+        finish_run(s, run_id, result)

@@ -1,7 +1,6 @@
 """The compare, ablate and sweep pages on a real migrated SQLite database (runs finished by hand, no training)."""
 from __future__ import annotations
 
-import csv
 import html
 import json
 import re
@@ -13,11 +12,11 @@ from sqlalchemy import select
 from app import pages_compare
 from app.db import session_scope
 from app.models import Run, Sweep
-from app.runs import claim_run, create_run, finish_run, record_epoch, record_lr_find
+from app.runs import create_run
 from app.schemas import parse_spec
 from app.settings import Settings
 from app.web import create_app
-from tests.helpers import tiny_recipe
+from tests.helpers import finish_by_hand, tiny_recipe
 from tests.store_fixtures import *  # noqa: F401,F403
 
 XSS = "<script>alert(1)</script>"
@@ -55,27 +54,7 @@ def add_run(client, recipe: dict) -> int:
 
 def finish(client, run_id: int, acc: float, tta: float | None = None, epochs: int = 2, predictions=None, tmp=None):
     """Put a run through claim -> LR finder -> epochs -> succeeded with the given final accuracy."""
-    with session_scope(engine(client)) as s:
-        claim_run(s, run_id, "w")
-        record_lr_find(s, run_id, 0, 1e-3, [1e-5, 1e-4, 1e-3, 1e-2], [2.3, 2.0, 1.2, 3.5])
-        for e in range(epochs):
-            record_epoch(s, run_id, {"stage": e // 2, "epoch": e % 2, "train_loss": 1.0 - e / 10, "valid_loss": 0.9,
-                                     "metrics": {"accuracy": acc - 0.01 * (epochs - 1 - e), "error_rate": 1 - acc},
-                                     "seconds": 2.0})
-    result = {"metrics": {"valid_loss": 0.5, "accuracy": acc, "error_rate": 1 - acc},
-              "tta": {"n": 1, "use_max": False, "accuracy": tta, "error_rate": 1 - tta} if tta is not None else None,
-              "best": {"stage": 0, "epoch": 1, "metric": "accuracy", "value": acc}, "images_per_second": 100.0 * acc,
-              "confusion": {"labels": ["cat<1>", "dog"], "matrix": [[3, 1], [0, 4]]}}
-    if predictions is not None:
-        path = tmp / f"pred-{run_id}.csv"
-        with path.open("w", newline="") as fh:
-            w = csv.writer(fh)
-            w.writerow(["image_id", "actual", "predicted", "correct", "loss"])
-            for image_id, actual, predicted in predictions:
-                w.writerow([image_id, actual, predicted, int(actual == predicted), "0.1"])
-        result["predictions_path"] = str(path)
-    with session_scope(engine(client)) as s:
-        finish_run(s, run_id, result)
+    finish_by_hand(engine(client), run_id, acc, tta, epochs, predictions, tmp, labels=("cat<1>", "dog"), lr_find=True)
 
 
 def embedded(page: str, node_id: str) -> dict:

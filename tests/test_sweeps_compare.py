@@ -1,7 +1,6 @@
 """Sweeps and the compare API on a real migrated database (runs finished by hand, no training)."""
 from __future__ import annotations
 
-import csv
 import json
 from statistics import mean, stdev
 
@@ -10,13 +9,12 @@ from fastapi.testclient import TestClient
 
 from app.db import make_engine, session_scope
 from app.models import Run, Sweep
-from app.runs import claim_run, finish_run, record_epoch
 from app.schemas import parse_spec
 from app.settings import Settings
 from app.stats import t_ppf
 from app.sweeps import plan_variants, set_path
 from app.web import create_app
-from tests.helpers import tiny_recipe
+from tests.helpers import finish_by_hand, tiny_recipe
 from tests.store_fixtures import *  # noqa: F401,F403
 
 
@@ -41,26 +39,7 @@ def two_stage_recipe() -> dict:
 
 def finish(engine, run_id: int, acc: float, tta: float | None = None, epochs: int = 2, predictions=None, tmp=None):
     """Put a run through claim -> epochs -> succeeded with the given final accuracy."""
-    with session_scope(engine) as s:
-        claim_run(s, run_id, "w")
-        for e in range(epochs):
-            record_epoch(s, run_id, {"stage": e // 2, "epoch": e % 2, "train_loss": 1.0 - e / 10, "valid_loss": 0.9,
-                                     "metrics": {"accuracy": acc - 0.01 * (epochs - 1 - e), "error_rate": 1 - acc},
-                                     "seconds": 2.0})
-    result = {"metrics": {"valid_loss": 0.5, "accuracy": acc, "error_rate": 1 - acc},
-              "tta": {"n": 1, "use_max": False, "accuracy": tta, "error_rate": 1 - tta} if tta is not None else None,
-              "best": {"stage": 0, "epoch": 1, "metric": "accuracy", "value": acc}, "images_per_second": 100.0 * acc,
-              "confusion": {"labels": ["a", "b"], "matrix": [[3, 1], [0, 4]]}}
-    if predictions is not None:
-        path = tmp / f"pred-{run_id}.csv"
-        with path.open("w", newline="") as fh:
-            w = csv.writer(fh)
-            w.writerow(["image_id", "actual", "predicted", "correct", "loss"])
-            for image_id, actual, predicted in predictions:
-                w.writerow([image_id, actual, predicted, int(actual == predicted), "0.1"])
-        result["predictions_path"] = str(path)
-    with session_scope(engine) as s:
-        finish_run(s, run_id, result)
+    finish_by_hand(engine, run_id, acc, tta, epochs, predictions, tmp)
 
 
 def test_plan_variants_one_at_a_time_and_grid():

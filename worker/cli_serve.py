@@ -1,6 +1,7 @@
 """Long-running processes: a training worker, the web server, and `up` (web + worker + demo data)."""
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -32,12 +33,13 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def refuse_open_network(settings, host: str, insecure: bool) -> str | None:
-    """Without an API token the server is open: only loopback, unless the operator insists."""
+def refuse_open_network(settings, host: str, insecure: bool) -> bool:
+    """Without an API token the server is open: only loopback, unless the operator insists (says why on stderr)."""
     if settings.api_token or insecure or is_loopback(host):
-        return None
-    return (f"refusing to listen on {host} without FITBOARD_API_TOKEN: anyone who reaches it could run code on "
-            "your workers. Set FITBOARD_API_TOKEN, or pass --insecure if the network is trusted.")
+        return False
+    print(f"refusing to listen on {host} without FITBOARD_API_TOKEN: anyone who reaches it could run code on "
+          "your workers. Set FITBOARD_API_TOKEN, or pass --insecure if the network is trusted.", file=sys.stderr)
+    return True
 
 
 def serve(settings, host: str, port: int) -> None:
@@ -55,9 +57,7 @@ def cmd_web(args) -> int:
     from worker.cli_common import EXIT_INVALID, settings_from
 
     settings = settings_from(args)
-    problem = refuse_open_network(settings, args.host, args.insecure)
-    if problem:
-        print(problem, file=sys.stderr)
+    if refuse_open_network(settings, args.host, args.insecure):
         return EXIT_INVALID
     print(f"fitboard web on http://{args.host}:{args.port}", flush=True)
     serve(settings, args.host, args.port)
@@ -87,9 +87,7 @@ def cmd_up(args) -> int:
     from worker.cli_common import EXIT_INVALID, settings_from
 
     settings = settings_from(args)
-    problem = refuse_open_network(settings, args.host, args.insecure)
-    if problem:
-        print(problem, file=sys.stderr)
+    if refuse_open_network(settings, args.host, args.insecure):
         return EXIT_INVALID
     url = default_database_url(settings)
     upgrade(url)
@@ -102,7 +100,8 @@ def cmd_up(args) -> int:
     # uvicorn re-raises the SIGTERM it caught once it has shut down: make that an exception, so the
     # finally below still stops the worker instead of the process dying with the worker orphaned.
     signal.signal(signal.SIGTERM, _raise_exit)
-    worker = subprocess.Popen([sys.executable, "-m", "worker.cli", "worker", "--queue", args.queue])
+    env = {**os.environ, "FITBOARD_DATA_ROOT": str(settings.data_root)}  # --data-root reaches the worker too
+    worker = subprocess.Popen([sys.executable, "-m", "worker.cli", "worker", "--queue", args.queue], env=env)
     print(f"fitboard is up: http://{args.host}:{args.port}  (Ctrl-C stops web and worker)", flush=True)
     try:
         serve(settings, args.host, args.port)
