@@ -30,6 +30,7 @@ bench: setup
 	$(PY) bench/engine_overhead.py
 	$(PY) bench/store_and_start.py
 	$(PY) bench/web.py
+	$(PY) bench/compare.py
 
 clean:
 	rm -rf $(VENV)
