@@ -9,6 +9,7 @@ from fastapi.responses import FileResponse, StreamingResponse
 from sqlalchemy import select
 
 from app.datasets import resolve_dataset
+from app.db import session_scope
 from app.deps import SessionDep, SettingsDep
 from app.events import run_events
 from app.models import Worker
@@ -86,16 +87,19 @@ def model_route(run_id: int, session: SessionDep):
 
 
 @router.post("/runs/{run_id}/cancel", tags=["runs"])
-def cancel_route(run_id: int, session: SessionDep):
+def cancel_route(run_id: int, request: Request, session: SessionDep):
     """Cancel a queued run, or ask a running one to stop at its next batch; 409 when it already ended."""
     status = request_cancel(session, run_id)
+    session.commit()
+    request.app.state.run_cache.invalidate(run_id)  # the next GET must show the cancel
     return {"id": run_id, "status": status, "cancel_requested": True}
 
 
 @router.get("/runs/{run_id}/events", tags=["runs"])
-def events_route(run_id: int, request: Request, session: SessionDep):
+def events_route(run_id: int, request: Request):
     """Server-sent events: stored epoch rows, then new rows, progress and the status change; resumes by Last-Event-ID."""
-    get_run(session, run_id)
+    with session_scope(request.app.state.engine) as session:  # not a request-long session: streams last for hours
+        get_run(session, run_id)
     last = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
     after = int(last) if last and last.isdigit() else 0
     return StreamingResponse(run_events(request, run_id, after), media_type="text/event-stream",

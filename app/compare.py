@@ -41,21 +41,26 @@ def config_diff(runs: list[Run]) -> dict[str, dict[int, object]]:
             if len({repr(f.get(p, missing)) for f in flat.values()}) > 1}
 
 
-def _curves(rows: list[EpochRow]) -> dict:
-    """One run's series against the cumulative epoch, and where each new stage starts."""
-    out = {"x": [], "train_loss": [], "valid_loss": [], "accuracy": [], "error_rate": [], "stage_starts": []}
-    last_stage = None
-    for i, r in enumerate(rows):
-        if r.stage != last_stage:
-            out["stage_starts"].append(i)
-            last_stage = r.stage
-        m = r.metrics or {}
-        out["x"].append(i)
-        out["train_loss"].append(r.train_loss)
-        out["valid_loss"].append(r.valid_loss)
-        out["accuracy"].append(m.get("accuracy"))
-        out["error_rate"].append(m.get("error_rate"))
-    return out
+CURVES = ("train_loss", "valid_loss", "accuracy", "error_rate")
+LR_POINTS = 60  # per overlaid LR-finder curve: enough to see the valley, light enough for 100 runs on one chart
+
+
+def _thin(values: list) -> list:
+    """Every k-th point (and the last) so a curve has at most LR_POINTS points; the run page keeps all of them."""
+    if len(values) <= LR_POINTS:
+        return values
+    step = -(-len(values) // LR_POINTS)
+    return values[::step] + ([values[-1]] if (len(values) - 1) % step else [])
+
+
+def _curves(rows: list[tuple]) -> dict:
+    """One run's series against the cumulative epoch, and where each new stage starts.
+
+    rows are (stage, train_loss, valid_loss, accuracy, error_rate) tuples in epoch order."""
+    columns = list(zip(*rows)) or [()] * 5
+    stages = columns[0]
+    return {"x": list(range(len(rows))), "stage_starts": [i for i, s in enumerate(stages) if i == 0 or s != stages[i - 1]],
+            **{name: list(col) for name, col in zip(CURVES, columns[1:])}}
 
 
 def _row(run: Run) -> dict:
@@ -98,8 +103,9 @@ def disagreements(a: Run, b: Run, paths: dict[int, str]) -> dict | None:
             "b_right_a_wrong": b_only[:MAX_DISAGREEMENTS], "b_right_a_wrong_count": len(b_only)}
 
 
-def compare_runs(session: Session, ids: list[int], baseline: int | None = None) -> dict:
-    """Everything the compare page shows, in one pass of three queries."""
+def compare_runs(session: Session, ids: list[int], baseline: int | None = None, curves: bool = True) -> dict:
+    """Everything the compare page shows, in three queries; curves=False leaves out the chart series (and
+    says only which runs have LR-finder curves), for the HTML page whose charts fetch the JSON API."""
     runs_by_id = {r.id: r for r in session.exec(select(Run).where(Run.id.in_(ids))).scalars()}
     missing = [i for i in ids if i not in runs_by_id]
     if missing:
@@ -107,16 +113,33 @@ def compare_runs(session: Session, ids: list[int], baseline: int | None = None) 
     runs = [runs_by_id[i] for i in ids]
     baseline = baseline if baseline in runs_by_id else ids[0]
     epochs, finds = defaultdict(list), defaultdict(list)
-    for r in session.exec(select(EpochRow).where(EpochRow.run_id.in_(ids)).order_by(
-            EpochRow.run_id, EpochRow.stage, EpochRow.epoch)).scalars():
-        epochs[r.run_id].append(r)
-    for f in session.exec(select(LRFind).where(LRFind.run_id.in_(ids)).order_by(LRFind.run_id, LRFind.stage)).scalars():
-        finds[f.run_id].append({"stage": f.stage, "suggestion": f.suggestion, "lrs": f.lrs, "losses": f.losses})
+    if not curves:
+        with_finds = set(session.exec(select(LRFind.run_id).where(LRFind.run_id.in_(ids)).distinct()).scalars())
+        return _assemble(session, runs, baseline, {}, {i: [{"stage": None}] for i in with_finds}, curves=False)
+    # Plain column rows, not ORM objects: 100 runs x 50 epochs would spend most of the time building instances.
+    # The two metrics come out of the JSON column in SQL (json_extract / ->>), not through 5,000 json.loads.
+    for r in session.exec(select(EpochRow.run_id, EpochRow.stage, EpochRow.train_loss, EpochRow.valid_loss,
+                                 EpochRow.metrics["accuracy"].as_float().label("accuracy"),
+                                 EpochRow.metrics["error_rate"].as_float().label("error_rate"))
+                          .where(EpochRow.run_id.in_(ids)).order_by(
+            EpochRow.run_id, EpochRow.stage, EpochRow.epoch)).tuples():
+        epochs[r[0]].append(r[1:])
+    for f in session.exec(select(LRFind.run_id, LRFind.stage, LRFind.suggestion, LRFind.lrs, LRFind.losses)
+                          .where(LRFind.run_id.in_(ids)).order_by(LRFind.run_id, LRFind.stage)):
+        lrs, losses = _thin(f.lrs or []), _thin(f.losses or [])
+        finds[f.run_id].append({"stage": f.stage, "suggestion": f.suggestion, "lrs": lrs, "losses": losses})
+    return _assemble(session, runs, baseline, epochs, finds)
+
+
+def _assemble(session: Session, runs: list[Run], baseline: int, epochs: dict, finds: dict, curves: bool = True) -> dict:
+    """The compare document from loaded runs, epoch tuples and LR-finder curves."""
+    ids = [r.id for r in runs]
     rows = _with_diffs({r.id: _row(r) for r in runs}, baseline)
     out = {"ids": ids, "baseline": baseline, "config_diff": config_diff(runs),
            "runs": [{"id": r.id, "name": r.name, "status": str(r.status), "dataset": r.dataset,
-                     "techniques": r.techniques or [], **rows[r.id], "curves": _curves(epochs[r.id]),
-                     "lr_finds": finds[r.id], "confusion": (r.result or {}).get("confusion")} for r in runs],
+                     "techniques": r.techniques or [], **rows[r.id], "lr_finds": finds.get(r.id, []),
+                     **({"curves": _curves(epochs.get(r.id, []))} if curves else {}),
+                     "confusion": (r.result or {}).get("confusion")} for r in runs],
            "disagreements": None}
     if len(runs) == 2:
         paths = {a.run_id: a.path for a in session.exec(select(Artifact).where(

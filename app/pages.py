@@ -219,6 +219,8 @@ def cancel_run(request: Request, session: SessionDep, run_id: int, data: FormDat
         return render(request, "not_found.html", 404, what=f"run {run_id}")
     except RunFinished as exc:
         return _run_page(request, session, run_id, f"Nothing to cancel: run {run_id} already {exc.status}.", 409)
+    session.commit()
+    request.app.state.run_cache.invalidate(run_id)  # API readers see the cancel at once
     request.session["notice"] = ("Run cancelled before it started." if status == "cancelled"
                                  else "Asked the worker to stop at the next batch.")
     return redirect(f"/runs/{run_id}")

@@ -75,6 +75,9 @@ def show(v) -> str:
 
 # ---- compare ------------------------------------------------------------------------------------------------
 
+MAX_CONFUSIONS = 12
+
+
 @router.get("/compare")
 def compare_page(request: Request, session: SessionDep, ids: list[str] = Query([]), baseline: str = ""):
     """Runs side by side: curves, LR finders, final table against a baseline, recipe diff, confusions, disagreements."""
@@ -86,16 +89,20 @@ def compare_page(request: Request, session: SessionDep, ids: list[str] = Query([
     except HTTPException as exc:
         return render(request, "compare.html", 422, data=None, message=exc.detail[0]["msg"])
     try:
-        data = compare_runs(session, id_list, int(baseline) if baseline.strip().isdigit() else None)
+        # No chart series here: compare.js fetches them from the API, so this page stays small and quick.
+        data = compare_runs(session, id_list, int(baseline) if baseline.strip().isdigit() else None, curves=False)
     except RunNotFound as exc:
         return render(request, "not_found.html", 404, what=f"run {exc.run_id}")
     names = {r["id"]: r["name"] for r in data["runs"]}
     diff = [(path, [(show(vals[i]), show(vals[i]) != show(vals[data["baseline"]])) for i in id_list])
             for path, vals in data["config_diff"].items()]
+    # Side by side only works for a handful: past MAX_CONFUSIONS the page would be megabytes of tables.
     confusions = [(r, COLORS[i % len(COLORS)]) for i, r in enumerate(data["runs"]) if r["confusion"]]
+    shown = confusions[:MAX_CONFUSIONS]
     ids_text = ",".join(map(str, id_list))
-    return render(request, "compare.html", data={**data, "colors": COLORS}, rows=table_rows(data), diff=diff,
-                  confusions=confusions, names=names, ids_text=ids_text, message=None,
+    chart_data = {"colors": COLORS, "api": "/api/v1/compare?" + urlencode({"ids": ids_text, "baseline": data["baseline"]})}
+    return render(request, "compare.html", data=data, chart=chart_data, rows=table_rows(data), diff=diff,
+                  confusions=shown, confusions_total=len(confusions), names=names, ids_text=ids_text, message=None,
                   csv_url="/api/v1/compare?" + urlencode({"ids": ids_text, "baseline": data["baseline"],
                                                           "format": "csv"}))
 

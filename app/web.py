@@ -13,6 +13,7 @@ from swagger_ui_bundle import swagger_ui_path
 
 from app import api, api_compare, pages, pages_compare
 from app.db import default_database_url, make_engine, upgrade
+from app.fastpath import RunCache, RunFastPath
 from app.queue import make_celery
 from app.runs import RunFinished, RunNotFound
 from app.sweeps import SweepNotFound
@@ -64,6 +65,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(SessionMiddleware, secret_key=session_secret(settings), session_cookie="fitboard_session",
                        same_site="strict", https_only=False, max_age=14 * 24 * 3600)
     app.add_middleware(BodyLimit)
+    app.state.run_cache = RunCache()
+    app.add_middleware(RunFastPath, outer=app)  # outermost: a cache hit skips every other layer
     _errors(app)
     app.include_router(api.router)
     app.include_router(api_compare.router)

@@ -231,3 +231,24 @@ def test_docs_and_chart_library_are_served_locally(client):
     assert client.get("/vendor/swagger/swagger-ui-bundle.js").status_code == 200
     plotly = client.get("/vendor/plotly.min.js")
     assert plotly.status_code == 200 and b"plotly" in plotly.content[:2000].lower()
+
+
+def test_polled_run_detail_is_fresh_after_cancel_and_within_a_quarter_second_of_worker_writes(client, engine):
+    run_id = stored_run(engine, "running")
+    assert client.get(f"/api/v1/runs/{run_id}").json()["progress"] is None
+    with session_scope(engine) as s:  # a worker writes progress from another process
+        record_progress(s, run_id, {"batch": {"stage": 0, "epoch": 0, "batch": 1, "total": 4}})
+    time.sleep(0.3)
+    assert client.get(f"/api/v1/runs/{run_id}").json()["progress"]["batch"]["batch"] == 1
+    client.post(f"/api/v1/runs/{run_id}/cancel")
+    assert client.get(f"/api/v1/runs/{run_id}").json()["cancel_requested"] is True  # no stale read after a cancel
+
+
+def test_token_applies_to_the_polled_run_detail(settings, engine):
+    run_id = stored_run(engine)
+    with TestClient(create_app(settings.model_copy(update={"api_token": "s3cret"}))) as c:
+        assert c.get(f"/api/v1/runs/{run_id}").status_code == 401
+        assert c.get(f"/api/v1/runs/{run_id}", headers={"Authorization": "Bearer nope"}).status_code == 401
+        ok = c.get(f"/api/v1/runs/{run_id}", headers={"Authorization": "Bearer s3cret"})
+        assert ok.status_code == 200 and ok.json()["id"] == run_id
+        assert c.get("/api/v1/runs/424242", headers={"Authorization": "Bearer s3cret"}).status_code == 404

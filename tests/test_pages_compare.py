@@ -80,13 +80,14 @@ def test_compare_page_shows_table_diffs_recipe_diff_confusions_and_disagreements
     assert "/api/v1/compare?ids=" in page and "format=csv" in page and "/vendor/plotly.min.js" in page
     dis = page[page.index('id="disagreements"'):]
     assert "<strong>1</strong> image #" in dis and "1.jpg" in dis and "2.jpg" in dis and "3.jpg" not in dis
-    data = embedded(page, "compare-data")  # what compare.js draws: the JSON survives the <script> name intact
-    assert [x["name"] for x in data["runs"]] == [XSS, "smoothed"]
+    meta = embedded(page, "compare-data")  # compare.js fetches the series it draws from this API URL
+    data = client.get(meta["api"]).json()  # the JSON survives the <script> name intact
+    assert [x["name"] for x in data["runs"]] == [XSS, "smoothed"] and data["baseline"] == a
     assert data["runs"][0]["curves"]["stage_starts"] == [0, 2]
     assert data["runs"][1]["lr_finds"][0]["suggestion"] == 1e-3
 
     other = client.get(f"/compare?ids={a}&ids={b}&baseline={b}").text  # the runs list's checkboxes, without JS
-    assert "-5.00 pts" in other and embedded(other, "compare-data")["baseline"] == b
+    assert "-5.00 pts" in other and client.get(embedded(other, "compare-data")["api"]).json()["baseline"] == b
 
 
 def test_compare_page_without_ids_with_bad_ids_and_unknown_ids(client):

@@ -67,9 +67,18 @@
     const form = document.getElementById("baseline-form");
     if (form) form.addEventListener("change", () => form.submit());
     if (typeof window.Plotly === "undefined") return;
-    const data = JSON.parse(node.textContent);
-    METRICS.forEach((m) => { const el = document.getElementById(`chart-${m}`); if (el) drawMetric(data, m, el); });
-    const lr = document.getElementById("chart-lr");
-    if (lr) drawLr(data, lr);
+    const meta = JSON.parse(node.textContent);
+    // The series come from the JSON API (same session cookie): the HTML page stays small for 100 runs.
+    fetch(meta.api, { credentials: "same-origin", headers: { Accept: "application/json" } })
+      .then((r) => { if (!r.ok) throw new Error(`compare data: HTTP ${r.status}`); return r.json(); })
+      .then((data) => {
+        data.colors = meta.colors;
+        METRICS.forEach((m) => { const el = document.getElementById(`chart-${m}`); if (el) drawMetric(data, m, el); });
+        const lr = document.getElementById("chart-lr");
+        if (lr) drawLr(data, lr);
+      })
+      .catch((err) => {
+        document.querySelectorAll(".chart").forEach((el) => { el.textContent = `Charts unavailable: ${err.message}`; });
+      });
   });
 })();
