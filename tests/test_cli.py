@@ -72,3 +72,23 @@ def test_failure_during_training_exits_1(data_root, tmp_path):
 def test_demo_data_command(tmp_path):
     proc = fitboard("demo-data", str(tmp_path / "digits"), "--limit", "50")
     assert proc.returncode == 0 and (tmp_path / "digits" / "train.csv").read_text().count("\n") == 51
+
+
+def test_train_finds_registered_datasets(data_root, tmp_path):
+    from app.db import make_engine, session_scope, upgrade
+    from app.registry import register_dataset
+
+    url = f"sqlite:///{tmp_path / 'fitboard.db'}"
+    upgrade(url)
+    engine = make_engine(url)
+    with session_scope(engine) as s:  # registered under another name, with a CSV that points at missing images
+        (data_root / "digits" / "broken.csv").write_text("image_id,label,is_val\nnope.jpg,0,False\nnope2.jpg,1,True\n")
+        register_dataset(s, "registered-digits", {"layout": "csv", "path": "digits", "csv": "broken.csv",
+                                                  "images": "train_images"}, {})
+    engine.dispose()
+    recipe = write(tmp_path, tiny_recipe(dataset="registered-digits"))
+    try:
+        proc = fitboard("train", recipe, "--json", env={"FITBOARD_HOME": str(tmp_path), "FITBOARD_DATA_ROOT": str(data_root)})
+    finally:
+        (data_root / "digits" / "broken.csv").unlink()  # the shared digits folder goes back to one CSV
+    assert proc.returncode == 2 and "2 of 2 image files are missing" in proc.stdout  # found via the registry

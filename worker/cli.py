@@ -7,14 +7,31 @@ import traceback
 from pathlib import Path
 
 from app.schemas import RecipeError
-
 from worker.cli_common import EXIT_FAILED, EXIT_INVALID, EXIT_OK, DEFAULT_QUEUE, settings_from
 from worker import cli_serve, cli_store, cli_submit
 
 
+def _resolve_with_registry(spec, settings):
+    """The recipe's dataset, looking up registered names when this machine has a fitboard database."""
+    from app.datasets import resolve_dataset
+
+    if settings.database_url is None and not (settings.home / "fitboard.db").exists():
+        return resolve_dataset(spec.dataset, settings.data_root, seed=spec.seed)  # no store: folders only
+    from app.db import default_database_url, make_engine, session_scope, upgrade
+    from app.submit import registry_for
+
+    url = default_database_url(settings)
+    upgrade(url)
+    engine = make_engine(url)
+    try:
+        with session_scope(engine) as session:
+            return resolve_dataset(spec.dataset, settings.data_root, seed=spec.seed, registry=registry_for(session))
+    finally:
+        engine.dispose()
+
+
 def cmd_train(args) -> int:
     """Run a recipe here and now, printing the epoch table (or JSON lines)."""
-    from app.datasets import resolve_dataset
     from app.recipes import load_recipe
     from worker.reporting import ConsoleReporter, JsonReporter
 
@@ -22,7 +39,7 @@ def cmd_train(args) -> int:
     reporter = JsonReporter() if args.json else ConsoleReporter()
     try:
         spec = load_recipe(args.recipe)
-        dataset = resolve_dataset(spec.dataset, settings.data_root, seed=spec.seed)
+        dataset = _resolve_with_registry(spec, settings)
     except RecipeError as exc:
         reporter.emit({"event": "error", "message": str(exc), "problems": exc.problems})
         return EXIT_INVALID
