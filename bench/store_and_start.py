@@ -32,11 +32,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sqlalchemy import make_url, select  # noqa: E402
+from sqlalchemy import make_url  # noqa: E402
 
 from app.db import make_engine, session_scope, upgrade  # noqa: E402
-from app.models import FINISHED, Run, Worker  # noqa: E402
+from app.models import FINISHED  # noqa: E402
 from app.runs import claim_run, create_run, get_run, list_epochs, list_runs, record_epoch, record_progress  # noqa: E402
+from bench_common import run_state, wait_worker_ready  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 WRITE_TARGET_MS = 5.0
@@ -227,26 +228,6 @@ def start_worker(env: dict, queue: str, log_path: Path) -> subprocess.Popen:
     log = open(log_path, "w")
     return subprocess.Popen([sys.executable, "-m", "worker.cli", "worker", "--queue", queue], cwd=ROOT, env=env,
                             stdout=log, stderr=subprocess.STDOUT)
-
-
-def wait_worker_ready(engine, proc: subprocess.Popen, log_path: Path, timeout: float = 120) -> float:
-    """Wait for the worker's first heartbeat (sent on worker_ready); returns the seconds waited."""
-    t0 = time.perf_counter()
-    while time.perf_counter() - t0 < timeout:
-        if proc.poll() is not None:
-            raise RuntimeError(f"worker exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
-        with session_scope(engine) as session:
-            if session.exec(select(Worker.name)).first() is not None:
-                return time.perf_counter() - t0
-        time.sleep(0.2)
-    raise RuntimeError(f"worker not ready after {timeout:.0f} s:\n{log_path.read_text()[-3000:]}")
-
-
-def run_state(engine, run_id: int) -> tuple[str, dict | None, str | None]:
-    """The run's status, progress document and error, freshly read."""
-    with session_scope(engine) as session:
-        row = session.exec(select(Run.status, Run.progress, Run.error).where(Run.id == run_id)).one()
-    return row[0], row[1], row[2]
 
 
 def warm_once(engine, celery, settings, recipe: dict, queue: str, timeout: float = 180) -> tuple[float, float]:

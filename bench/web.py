@@ -43,12 +43,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sqlalchemy import insert, select  # noqa: E402
+from sqlalchemy import insert  # noqa: E402
 
 from app.db import make_engine, session_scope, upgrade  # noqa: E402
-from app.models import FINISHED, Run, Worker, utcnow  # noqa: E402
+from app.models import FINISHED, Run, utcnow  # noqa: E402
 from app.runs import claim_run, create_run, finish_run, record_epoch, request_cancel  # noqa: E402
 from app.settings import Settings  # noqa: E402
+from bench_common import run_state, wait_worker_ready  # noqa: E402
 
 SSE_TARGET_MS = 250.0
 RPS_TARGET, P99_TARGET_MS = 1000.0, 50.0
@@ -257,25 +258,6 @@ def bench_sse(engine, base: str, n: int, gap_s: float) -> list[str]:
 # ---------------------------------------------------------------------------------------------------------------
 # Part 2: API throughput while a worker trains
 # ---------------------------------------------------------------------------------------------------------------
-
-def wait_worker_ready(engine, proc: subprocess.Popen, log_path: Path, timeout: float = 180) -> float:
-    """Wait for the worker's first heartbeat (sent once it consumes); returns the seconds waited."""
-    t0 = time.perf_counter()
-    while time.perf_counter() - t0 < timeout:
-        if proc.poll() is not None:
-            raise RuntimeError(f"worker exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
-        with session_scope(engine) as session:
-            if session.exec(select(Worker.name)).first() is not None:
-                return time.perf_counter() - t0
-        time.sleep(0.2)
-    raise RuntimeError(f"worker not ready after {timeout:.0f} s")
-
-
-def run_state(engine, run_id: int) -> tuple[str, dict | None, str | None]:
-    """The run's status, progress document and error, freshly read."""
-    with session_scope(engine) as session:
-        return tuple(session.exec(select(Run.status, Run.progress, Run.error).where(Run.id == run_id)).one())
-
 
 def submit_training(engine, settings: Settings, queue: str, epochs: int) -> int:
     """Store the demo recipe (first stage stretched to `epochs`) and enqueue it; returns the run id."""
@@ -505,7 +487,7 @@ def bench_api(args, engine, settings: Settings, env: dict, base: str, server: su
     print(f"api: starting a worker on queue {queue} (log {log})", flush=True)
     worker = spawn(["worker", "--queue", queue], env, log)
     try:
-        print(f"api: worker ready after {wait_worker_ready(engine, worker, log):.1f} s; "
+        print(f"api: worker ready after {wait_worker_ready(engine, worker, log, timeout=180):.1f} s; "
               f"first optimizer step after {wait_training(engine, run_id):.1f} s more", flush=True)
         r, cores = measure_cpu({"server": server.pid, "worker": worker.pid}, load)
         status, progress, _ = run_state(engine, run_id)
