@@ -27,11 +27,17 @@ Order = Literal["created_at", "-created_at", "name", "-name", "best_accuracy", "
                 "tta_accuracy", "-tta_accuracy", "status", "-status", "finished_at", "-finished_at", "id", "-id"]
 
 
-def create_and_enqueue(request: Request, session, data: dict | RunSpec):
-    """Store a run, commit, then queue it (a worker must never see a run id before its row exists)."""
-    run = submit_run(session, data, request.app.state.settings.data_root)
+def commit_and_enqueue(request: Request, session, runs: list) -> None:
+    """Commit, then queue each run (a worker must never see a run id before its row exists)."""
     session.commit()
-    enqueue_run(request.app.state.celery, run.id)
+    for run in runs:
+        enqueue_run(request.app.state.celery, run.id)
+
+
+def create_and_enqueue(request: Request, session, data: dict | RunSpec):
+    """Store a run from a recipe and queue it."""
+    run = submit_run(session, data, request.app.state.settings.data_root)
+    commit_and_enqueue(request, session, [run])
     return run
 
 

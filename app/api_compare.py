@@ -8,7 +8,7 @@ from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, Res
 
 from app.compare import compare_csv, compare_runs
 from app.deps import SessionDep
-from app.queue import enqueue_run
+from app.api import commit_and_enqueue
 from app.security import require_api_auth
 from app.sweeps import add_seeds, create_sweep, sweep_report
 from app.views import run_json
@@ -40,19 +40,12 @@ def compare_route(session: SessionDep, ids: str = Query(..., description="comma-
     return Response(json.dumps(data), media_type="application/json")
 
 
-def _enqueue_all(request: Request, session, runs) -> None:
-    """Commit, then queue every run of the sweep."""
-    session.commit()
-    for run in runs:
-        enqueue_run(request.app.state.celery, run.id)
-
-
 @router.post("/sweeps", status_code=201, tags=["sweeps"])
 def create_sweep_route(request: Request, session: SessionDep, base: dict = Body(...), vary: dict = Body(...),
                        seeds: list = Body([0, 1, 2]), mode: Literal["grid", "one_at_a_time"] = Body("one_at_a_time")):
     """Store a sweep and queue one run per variant and seed; 422 names the bad field."""
     sweep, runs = create_sweep(session, base, vary, seeds, mode, request.app.state.settings.data_root)
-    _enqueue_all(request, session, runs)
+    commit_and_enqueue(request, session, runs)
     return {**sweep_report(session, sweep.id), "queued": [run_json(r, full=False) for r in runs]}
 
 
@@ -66,7 +59,7 @@ def get_sweep_route(sweep_id: int, session: SessionDep):
 def add_seeds_route(sweep_id: int, request: Request, session: SessionDep, seeds: list = Body(..., embed=True)):
     """Run every variant for more seeds."""
     runs = add_seeds(session, sweep_id, seeds)
-    _enqueue_all(request, session, runs)
+    commit_and_enqueue(request, session, runs)
     return {**sweep_report(session, sweep_id), "queued": [run_json(r, full=False) for r in runs]}
 
 

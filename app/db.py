@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import math
 import zlib
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,6 +10,8 @@ from typing import Iterator
 
 from sqlalchemy import Engine, create_engine, event, make_url, text
 from sqlmodel import Session
+
+from app.jsonsafe import json_safe
 
 ROOT = Path(__file__).resolve().parent.parent
 ALEMBIC_INI = ROOT / "alembic.ini"
@@ -29,20 +30,9 @@ def default_database_url(settings=None) -> str:
     return getattr(settings, "database_url", None) or f"sqlite:///{Path(settings.home) / 'fitboard.db'}"
 
 
-def _finite(obj):
-    """Replace NaN/inf (a diverged loss) with None: Postgres rejects them in JSON."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj
-
-
 def json_dumps(obj) -> str:
     """JSON for the database: strict, with non-finite floats stored as null."""
-    return json.dumps(_finite(obj), allow_nan=False)
+    return json.dumps(json_safe(obj), allow_nan=False)
 
 
 def _sqlite_path(url: str) -> Path | None:

@@ -7,7 +7,8 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from sqlalchemy import func, select
 
-from app.api_compare import MAX_COMPARE, _enqueue_all, parse_ids
+from app.api import commit_and_enqueue
+from app.api_compare import MAX_COMPARE, parse_ids
 from app.compare import compare_runs
 from app.deps import SessionDep, SettingsDep
 from app.models import FINISHED, Run, Sweep
@@ -207,7 +208,7 @@ def ablate(request: Request, session: SessionDep, settings: SettingsDep, run_id:
         session.rollback()  # a sweep refused half-way stores nothing
         return _ablate_page(request, run, form, [f"{p['loc']}: {p['msg']}" if p.get("loc") else p["msg"]
                                                  for p in exc.problems], 422)
-    _enqueue_all(request, session, runs)
+    commit_and_enqueue(request, session, runs)
     request.session["notice"] = (f"Sweep {sweep.id} queued: {len(runs)} runs "
                                  f"({len(sweep.variants)} variants × {n} seeds).")
     return redirect(f"/sweeps/{sweep.id}")
@@ -298,7 +299,7 @@ def add_seeds_form(request: Request, session: SessionDep, sweep_id: int, data: F
     except RecipeError as exc:
         session.rollback()
         return _sweep_page(request, report, [p["msg"] for p in exc.problems], 422)
-    _enqueue_all(request, session, runs)
+    commit_and_enqueue(request, session, runs)
     seeds = f"seed {start}" if n == 1 else f"seeds {start} to {start + n - 1}"
     request.session["notice"] = f"Queued {len(runs)} more runs: {seeds}."
     return redirect(f"/sweeps/{sweep_id}")

@@ -8,7 +8,7 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 
-from app.db import make_engine, session_scope
+from app.db import session_scope
 from app.models import Run
 from app.runs import claim_run, create_run, finish_run, heartbeat, record_epoch, record_lr_find, record_progress
 from app.settings import Settings
@@ -29,10 +29,9 @@ def client(settings):
 
 
 @pytest.fixture
-def engine(sqlite_url):
-    eng = make_engine(sqlite_url)
-    yield eng
-    eng.dispose()
+def engine(sqlite_engine):
+    """The test's migrated SQLite copy (store_fixtures), under a short name."""
+    return sqlite_engine
 
 
 def row(stage: int, epoch: int, acc: float = 0.5) -> dict:

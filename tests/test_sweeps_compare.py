@@ -7,7 +7,7 @@ from statistics import mean, stdev
 import pytest
 from fastapi.testclient import TestClient
 
-from app.db import make_engine, session_scope
+from app.db import session_scope
 from app.models import Run, Sweep
 from app.schemas import parse_spec
 from app.settings import Settings
@@ -25,10 +25,9 @@ def client(tmp_path, sqlite_url, data_root):
 
 
 @pytest.fixture
-def engine(sqlite_url):
-    eng = make_engine(sqlite_url)
-    yield eng
-    eng.dispose()
+def engine(sqlite_engine):
+    """The test's migrated SQLite copy (store_fixtures), under a short name."""
+    return sqlite_engine
 
 
 def two_stage_recipe() -> dict:

@@ -1,7 +1,6 @@
 """fastai callbacks that report a run's progress and epochs, poll for cancel, and keep the best weights."""
 from __future__ import annotations
 
-import math
 import time
 
 from fastai.callback.core import Callback, CancelFitException
@@ -73,8 +72,8 @@ class ReportCallback(Callback):
 
 
 def _num(v) -> float | None:
-    """A loss as a float; None when fastai skipped the pass or training diverged (NaN is not JSON)."""
-    return float(v) if v is not None and math.isfinite(float(v)) else None
+    """A logged value as a plain float (None when fastai skipped the pass; NaN is nulled by SafeReporter)."""
+    return None if v is None else float(v)
 
 
 class KeepBestCallback(TrackerCallback):

@@ -7,7 +7,7 @@ import traceback
 from pathlib import Path
 
 from app.schemas import RecipeError
-from worker.cli_common import EXIT_FAILED, EXIT_INVALID, EXIT_OK, DEFAULT_QUEUE, settings_from
+from worker.cli_common import EXIT_FAILED, EXIT_INVALID, EXIT_OK, DEFAULT_QUEUE, settings_from, store_engine
 from worker import cli_serve, cli_store, cli_submit
 
 
@@ -17,12 +17,10 @@ def _resolve_with_registry(spec, settings):
 
     if settings.database_url is None and not (settings.home / "fitboard.db").exists():
         return resolve_dataset(spec.dataset, settings.data_root, seed=spec.seed)  # no store: folders only
-    from app.db import default_database_url, make_engine, session_scope, upgrade
+    from app.db import session_scope
     from app.submit import registry_for
 
-    url = default_database_url(settings)
-    upgrade(url)
-    engine = make_engine(url)
+    engine = store_engine(settings)
     try:
         with session_scope(engine) as session:
             return resolve_dataset(spec.dataset, settings.data_root, seed=spec.seed, registry=registry_for(session))

@@ -13,3 +13,12 @@ def settings_from(args):
 
     overrides = {"data_root": Path(args.data_root)} if getattr(args, "data_root", None) else {}
     return Settings(**overrides)
+
+
+def store_engine(settings):
+    """The database engine, schema brought up to date first."""
+    from app.db import default_database_url, make_engine, upgrade
+
+    url = default_database_url(settings)
+    upgrade(url)
+    return make_engine(url)

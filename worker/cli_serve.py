@@ -82,16 +82,14 @@ def _raise_exit(signum, frame) -> None:
 
 def cmd_up(args) -> int:
     """Everything on one machine: schema, demo dataset, web server and one worker on the embedded broker."""
-    from app.db import default_database_url, make_engine, session_scope, upgrade
+    from app.db import session_scope
     from app.demo_data import ensure_demo_dataset
-    from worker.cli_common import EXIT_INVALID, settings_from
+    from worker.cli_common import EXIT_INVALID, settings_from, store_engine
 
     settings = settings_from(args)
     if refuse_open_network(settings, args.host, args.insecure):
         return EXIT_INVALID
-    url = default_database_url(settings)
-    upgrade(url)
-    engine = make_engine(url)
+    engine = store_engine(settings)
     with session_scope(engine) as session:
         registered = ensure_demo_dataset(session, settings.data_root)
     engine.dispose()

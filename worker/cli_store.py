@@ -4,16 +4,7 @@ from __future__ import annotations
 import sys
 
 from app.schemas import RecipeError
-from worker.cli_common import EXIT_FAILED, EXIT_INVALID, EXIT_OK, settings_from
-
-
-def _engine(settings):
-    """The database engine, schema brought up to date first."""
-    from app.db import default_database_url, make_engine, upgrade
-
-    url = default_database_url(settings)
-    upgrade(url)
-    return make_engine(url)
+from worker.cli_common import EXIT_FAILED, EXIT_INVALID, EXIT_OK, settings_from, store_engine
 
 
 def cmd_db_upgrade(args) -> int:
@@ -34,7 +25,7 @@ def cmd_enqueue(args) -> int:
     from app.submit import submit_run
 
     settings = settings_from(args)
-    engine = _engine(settings)
+    engine = store_engine(settings)
     try:
         with session_scope(engine) as session:
             run = submit_run(session, read_recipe_file(args.recipe), settings.data_root)
@@ -55,7 +46,7 @@ def cmd_runs(args) -> int:
     from app.db import session_scope
     from app.runs import list_runs
 
-    with session_scope(_engine(settings_from(args))) as session:
+    with session_scope(store_engine(settings_from(args))) as session:
         runs, total = list_runs(session, status=args.status, limit=args.limit)
         print(f"{'id':>5}  {'status':<10} {'name':<32} {'dataset':<16} {'accuracy':>8} {'tta':>8}  created")
         for r in runs:
@@ -71,30 +62,28 @@ def cmd_show(args) -> int:
 
     from app.db import session_scope
     from app.runs import RunNotFound, get_run, list_epochs
+    from app.views import epoch_json, run_json
 
-    with session_scope(_engine(settings_from(args))) as session:
+    with session_scope(store_engine(settings_from(args))) as session:
         try:
             run = get_run(session, args.run)
         except RunNotFound as exc:
             print(exc, file=sys.stderr)
             return EXIT_FAILED
-        epochs = [{"stage": e.stage, "epoch": e.epoch, "train_loss": e.train_loss, "valid_loss": e.valid_loss,
-                   "metrics": e.metrics, "seconds": e.seconds} for e in list_epochs(session, run.id)]
-        data = {"id": run.id, "name": run.name, "status": run.status, "dataset": run.dataset, "worker": run.worker,
-                "attempt": run.attempt, "spec": run.spec, "progress": run.progress, "epochs": epochs,
-                "result": run.result, "error": run.error, "traceback": run.traceback}
+        data = {**run_json(run), "epochs": [epoch_json(e) for e in list_epochs(session, run.id)]}
+        result = run.result
     if args.json:
         print(json.dumps(data, default=str))
         return EXIT_OK
     print(f"run {data['id']} {data['name']!r}: {data['status']} (dataset {data['dataset']}, worker {data['worker']})")
-    for e in epochs:
-        m = e["metrics"] or {}
+    for e in data["epochs"]:
+        m = e["metrics"]
         print(f"  stage {e['stage']} epoch {e['epoch']}: train_loss {_fmt_float(e['train_loss'])} valid_loss "
               f"{_fmt_float(e['valid_loss'])} accuracy {_fmt_float(m.get('accuracy'))} ({e['seconds']:.1f}s)")
-    if data["result"]:
+    if result:
         from worker.reporting import result_summary
 
-        print(result_summary(data["result"]))
+        print(result_summary(result))
     if data["error"]:
         print(f"error: {data['error']}")
     return EXIT_OK
@@ -105,7 +94,7 @@ def cmd_cancel(args) -> int:
     from app.db import session_scope
     from app.runs import RunFinished, RunNotFound, request_cancel
 
-    with session_scope(_engine(settings_from(args))) as session:
+    with session_scope(store_engine(settings_from(args))) as session:
         try:
             status = request_cancel(session, args.run)
         except (RunNotFound, RunFinished) as exc:

@@ -16,10 +16,11 @@ from fastai.torch_core import set_seed
 from fastai.vision.all import noop, valley, vision_learner
 
 from app.datasets import ResolvedDataset, resolve_dataset
+from app.jsonsafe import json_safe
 from app.schemas import RunSpec, StageSpec
 from worker.callbacks import KeepBestCallback, ReportCallback
 from worker.data import items_frame, make_dls, norm_stats
-from worker.reporting import Reporter, SafeReporter, json_safe
+from worker.reporting import Reporter, SafeReporter
 from worker.weights import ensure_cached
 
 TOP_LOSSES = 16

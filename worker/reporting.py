@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import json
-import math
 import sys
 from typing import TextIO
+
+from app.jsonsafe import json_safe
 
 
 class Reporter:
@@ -16,17 +17,6 @@ class Reporter:
     def should_cancel(self) -> bool:
         """True when the user asked this run to stop; polled by the training callback."""
         return False
-
-
-def json_safe(value):
-    """Replace NaN and infinities (a diverged run) by None, recursively, so every event is valid JSON."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    return value
 
 
 class SafeReporter(Reporter):

@@ -12,10 +12,10 @@ from celery import signals
 from app.db import default_database_url, make_engine, session_scope, upgrade
 from app.datasets import DatasetSpec
 from app.queue import TRAIN_TASK, make_celery
-from app.registry import get_dataset_spec
 from app.runs import claim_run, fail_run, finish_run, is_cancel_requested, mark_cancelled
 from app.schemas import RunSpec
 from app.settings import get_settings
+from app.submit import registry_for
 
 log = logging.getLogger(__name__)
 settings = get_settings()
@@ -29,8 +29,7 @@ SHUTTING_DOWN = threading.Event()  # set on SIGTERM/Ctrl-C: the current run stop
 def registry_lookup(name: str) -> DatasetSpec | None:
     """Find a registered dataset by name (the engine falls back to a folder under the data root)."""
     with session_scope(engine) as session:
-        spec = get_dataset_spec(session, name)
-    return DatasetSpec.model_validate(spec) if spec else None
+        return registry_for(session)(name)
 
 
 def _tail(tb: str, lines: int = 30) -> str:
