@@ -7,8 +7,8 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from app.db import session_scope
-from app.models import Run, Worker
+from app.store.db import session_scope
+from app.store.models import Run, Worker
 
 
 def wait_worker_ready(engine, proc: subprocess.Popen, log_path: Path, timeout: float = 120) -> float:

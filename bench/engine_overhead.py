@@ -24,12 +24,12 @@ from fastai.vision.all import (CategoryBlock, ColReader, ColSplitter, CrossEntro
                                SaveModelCallback, accuracy, aug_transforms, error_rate, set_seed, vision_learner)
 from fastai.callback.core import Callback  # noqa: E402
 
-from app.datasets import resolve_dataset  # noqa: E402
-from app.demo_data import write_digits  # noqa: E402
-from app.recipes import load_recipe  # noqa: E402
+from app.core.datasets import resolve_dataset  # noqa: E402
+from app.core.demo_data import write_digits  # noqa: E402
+from app.core.recipes import load_recipe  # noqa: E402
 from worker.data import dataset_stats, items_frame  # noqa: E402
 from worker.engine import run_recipe  # noqa: E402
-from worker.reporting import JsonReporter  # noqa: E402
+from worker.reporters import JsonReporter  # noqa: E402
 
 
 class EpochTimer(Callback):

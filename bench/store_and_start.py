@@ -34,9 +34,9 @@ sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import make_url  # noqa: E402
 
-from app.db import make_engine, session_scope, upgrade  # noqa: E402
-from app.models import FINISHED  # noqa: E402
-from app.runs import claim_run, create_run, get_run, list_epochs, list_runs, record_epoch, record_progress  # noqa: E402
+from app.store.db import make_engine, session_scope, upgrade  # noqa: E402
+from app.store.models import FINISHED  # noqa: E402
+from app.store.runs import claim_run, create_run, get_run, list_epochs, list_runs, record_epoch, record_progress  # noqa: E402
 from bench_common import run_state, wait_worker_ready  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -208,7 +208,7 @@ def bench_writes(args, spec: dict, work: Path) -> list[str]:
 
 def short_recipe() -> dict:
     """recipes/demo.yaml with only its first stage, cut to 1 epoch."""
-    from app.recipes import read_recipe_file
+    from app.core.recipes import read_recipe_file
 
     recipe = read_recipe_file(ROOT / "recipes" / "demo.yaml")
     recipe["stages"] = [{**recipe["stages"][0], "epochs": 1}]
@@ -232,9 +232,9 @@ def start_worker(env: dict, queue: str, log_path: Path) -> subprocess.Popen:
 
 def warm_once(engine, celery, settings, recipe: dict, queue: str, timeout: float = 180) -> tuple[float, float]:
     """Seconds from just before submit until the worker claims the run, and until its progress holds a "batch"."""
-    from app.queue import enqueue_run
-    from app.runs import request_cancel
-    from app.submit import submit_run
+    from app.services.queue import enqueue_run
+    from app.store.runs import request_cancel
+    from app.services.runs import submit_run
 
     t0 = time.perf_counter()
     with session_scope(engine) as session:
@@ -311,9 +311,9 @@ def stop_process(proc: subprocess.Popen) -> None:
 
 def bench_start(args, work: Path) -> list[str]:
     """Part 2: warm and cold alternately, args.reps times each; returns summary lines."""
-    from app.demo_data import write_digits
-    from app.queue import make_celery
-    from app.settings import Settings
+    from app.core.demo_data import write_digits
+    from app.services.queue import make_celery
+    from app.core.settings import Settings
 
     home, data_root = work / "home", work / "datasets"
     home.mkdir()

@@ -45,10 +45,10 @@ sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import insert  # noqa: E402
 
-from app.db import make_engine, session_scope, upgrade  # noqa: E402
-from app.models import FINISHED, Run, utcnow  # noqa: E402
-from app.runs import claim_run, create_run, finish_run, record_epoch, request_cancel  # noqa: E402
-from app.settings import Settings  # noqa: E402
+from app.store.db import make_engine, session_scope, upgrade  # noqa: E402
+from app.store.models import FINISHED, Run, utcnow  # noqa: E402
+from app.store.runs import claim_run, create_run, finish_run, record_epoch, request_cancel  # noqa: E402
+from app.core.settings import Settings  # noqa: E402
 from bench_common import run_state, wait_worker_ready  # noqa: E402
 
 SSE_TARGET_MS = 250.0
@@ -171,7 +171,7 @@ def measure_cpu(pids: dict[str, int], window) -> tuple[dict, dict[str, tuple[flo
 
 def demo_recipe(epochs: int) -> dict:
     """recipes/demo.yaml with its first stage stretched to `epochs` epochs."""
-    from app.recipes import read_recipe_file
+    from app.core.recipes import read_recipe_file
 
     recipe = read_recipe_file(ROOT / "recipes" / "demo.yaml")
     recipe["stages"][0] = {**recipe["stages"][0], "epochs": epochs}
@@ -244,7 +244,7 @@ def bench_sse(engine, base: str, n: int, gap_s: float) -> list[str]:
         client.join(10)
         if client.is_alive():
             client.kill()
-    from app.events import POLL_SECONDS
+    from app.web.sse import POLL_SECONDS
 
     ms = [(arrivals[k] - t) * 1000 for k, t in committed.items() if k in arrivals]
     p95 = percentile(ms, 95)
@@ -261,8 +261,8 @@ def bench_sse(engine, base: str, n: int, gap_s: float) -> list[str]:
 
 def submit_training(engine, settings: Settings, queue: str, epochs: int) -> int:
     """Store the demo recipe (first stage stretched to `epochs`) and enqueue it; returns the run id."""
-    from app.queue import enqueue_run, make_celery
-    from app.submit import submit_run
+    from app.services.queue import enqueue_run, make_celery
+    from app.services.runs import submit_run
 
     with session_scope(engine) as session:
         run = submit_run(session, {**demo_recipe(epochs), "name": "bench-train"}, settings.data_root)
@@ -425,7 +425,7 @@ def thread_hops(settings: Settings, paths: list[str]) -> list[str]:
     import anyio.to_thread
     from fastapi.testclient import TestClient
 
-    from app.web import create_app
+    from app.web.app import create_app
 
     calls, original = [], anyio.to_thread.run_sync
 
@@ -521,7 +521,7 @@ ARCHS = ("resnet18", "resnet34", "resnet50", "densenet121")
 
 def fake_spec(rng: random.Random, name: str, dataset: str) -> dict:
     """A validated RunSpec dict with a random mix of chapter-7 techniques, and its technique chips."""
-    from app.schemas import RunSpec
+    from app.core.schemas import RunSpec
 
     grow = rng.random() < 0.5
     stages = [{"epochs": rng.randint(2, 15), "size": 224, "presize": 460 if rng.random() < 0.6 else 224, "bs": 64,
@@ -606,7 +606,7 @@ def bench_page(args, work: Path) -> list[str]:
     """Bulk-insert args.runs runs, then time GET / and GET /api/v1/runs?limit=50 in-process."""
     from fastapi.testclient import TestClient
 
-    from app.web import create_app
+    from app.web.app import create_app
 
     home = work / "page-home"
     url = f"sqlite:///{home / 'fitboard.db'}"
@@ -660,7 +660,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def serve_parts(args, work: Path) -> list[str]:
     """Parts 1 and 2 against one `worker.cli web` server; returns summary lines."""
-    from app.demo_data import write_digits
+    from app.core.demo_data import write_digits
 
     home, data_root = work / "home", work / "datasets"
     write_digits(data_root / "digits")

@@ -7,8 +7,8 @@ from alembic import context
 from sqlalchemy import make_url
 from sqlmodel import SQLModel
 
-from app.models import UTCDateTime  # importing app.models registers the tables on SQLModel.metadata
-from app.db import default_database_url, make_engine
+from app.store.models import UTCDateTime  # importing app.models registers the tables on SQLModel.metadata
+from app.store.db import default_database_url, make_engine
 
 config = context.config
 target_metadata = SQLModel.metadata

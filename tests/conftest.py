@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from app.demo_data import write_digits
+from app.core.demo_data import write_digits
 
 warnings.filterwarnings("ignore", category=FutureWarning)  # torch.jit deprecation noise from torchvision
 

@@ -26,17 +26,19 @@ def finish_by_hand(engine, run_id: int, acc: float, tta: float | None = None, ep
     """Put a stored run through claim -> (LR finder) -> epochs -> succeeded with a given accuracy, without training."""
     import csv
 
-    from app.db import session_scope
-    from app.runs import claim_run, finish_run, record_epoch, record_lr_find
+    from app.store.db import session_scope
+    from app.core.events import EpochEvent, LRFindEvent, ResultEvent
+    from app.store.runs import claim_run, finish_run, record_epoch, record_lr_find
 
     with session_scope(engine) as s:
         claim_run(s, run_id, "w")
         if lr_find:
-            record_lr_find(s, run_id, 0, 1e-3, [1e-5, 1e-4, 1e-3, 1e-2], [2.3, 2.0, 1.2, 3.5])
+            record_lr_find(s, run_id, LRFindEvent(stage=0, suggestion=1e-3, lrs=[1e-5, 1e-4, 1e-3, 1e-2],
+                                                   losses=[2.3, 2.0, 1.2, 3.5]))
         for e in range(epochs):
-            record_epoch(s, run_id, {"stage": e // 2, "epoch": e % 2, "train_loss": 1.0 - e / 10, "valid_loss": 0.9,
-                                     "metrics": {"accuracy": acc - 0.01 * (epochs - 1 - e), "error_rate": 1 - acc},
-                                     "seconds": 2.0})
+            record_epoch(s, run_id, EpochEvent(stage=e // 2, epoch=e % 2, train_loss=1.0 - e / 10, valid_loss=0.9,
+                                               metrics={"accuracy": acc - 0.01 * (epochs - 1 - e), "error_rate": 1 - acc},
+                                               seconds=2.0))
     result = {"metrics": {"valid_loss": 0.5, "accuracy": acc, "error_rate": 1 - acc},
               "tta": {"n": 1, "use_max": False, "accuracy": tta, "error_rate": 1 - tta} if tta is not None else None,
               "best": {"stage": 0, "epoch": 1, "metric": "accuracy", "value": acc}, "images_per_second": 100.0 * acc,
@@ -50,4 +52,4 @@ def finish_by_hand(engine, run_id: int, acc: float, tta: float | None = None, ep
                 w.writerow([image_id, actual, predicted, int(actual == predicted), "0.1"])
         result["predictions_path"] = str(path)
     with session_scope(engine) as s:
-        finish_run(s, run_id, result)
+        finish_run(s, run_id, ResultEvent(**result))

@@ -8,11 +8,13 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 
-from app.db import session_scope
-from app.models import Run
-from app.runs import claim_run, create_run, finish_run, heartbeat, record_epoch, record_lr_find, record_progress
-from app.settings import Settings
-from app.web import create_app
+from app.store.db import session_scope
+from app.store.models import Run
+from app.core.events import EpochEvent, LRFindEvent, ResultEvent
+from app.store.runs import claim_run, create_run, finish_run, record_epoch, record_lr_find, record_progress
+from app.store.workers import record_heartbeat
+from app.core.settings import Settings
+from app.web.app import create_app
 from tests.helpers import tiny_recipe
 from tests.store_fixtures import *  # noqa: F401,F403
 
@@ -34,9 +36,9 @@ def engine(sqlite_engine):
     return sqlite_engine
 
 
-def row(stage: int, epoch: int, acc: float = 0.5) -> dict:
-    return {"stage": stage, "epoch": epoch, "train_loss": 1.0, "valid_loss": 0.9,
-            "metrics": {"accuracy": acc, "error_rate": 1 - acc}, "seconds": 1.5}
+def row(stage: int, epoch: int, acc: float = 0.5) -> EpochEvent:
+    return EpochEvent(stage=stage, epoch=epoch, train_loss=1.0, valid_loss=0.9,
+                      metrics={"accuracy": acc, "error_rate": 1 - acc}, seconds=1.5)
 
 
 def stored_run(engine, status: str = "queued", epochs: int = 0, name: str = "stored") -> int:
@@ -49,12 +51,12 @@ def stored_run(engine, status: str = "queued", epochs: int = 0, name: str = "sto
         claim_run(s, run_id, "test-worker")
         for e in range(epochs):
             record_epoch(s, run_id, row(0, e, 0.5 + e / 10))
-        record_lr_find(s, run_id, 0, 1e-3, [1e-5, 1e-4, 1e-3], [2.0, 1.5, 1.0])
+        record_lr_find(s, run_id, LRFindEvent(stage=0, suggestion=1e-3, lrs=[1e-5, 1e-4, 1e-3], losses=[2.0, 1.5, 1.0]))
     if status == "succeeded":
         with session_scope(engine) as s:
-            finish_run(s, run_id, {"metrics": {"valid_loss": 0.8, "accuracy": 0.7, "error_rate": 0.3},
-                                   "tta": {"n": 2, "use_max": False, "accuracy": 0.72, "error_rate": 0.28},
-                                   "best": {"stage": 0, "epoch": 1, "metric": "accuracy", "value": 0.7}})
+            finish_run(s, run_id, ResultEvent(metrics={"valid_loss": 0.8, "accuracy": 0.7, "error_rate": 0.3},
+                                              tta={"n": 2, "use_max": False, "accuracy": 0.72, "error_rate": 0.28},
+                                              best={"stage": 0, "epoch": 1, "metric": "accuracy", "value": 0.7}))
     return run_id
 
 
@@ -164,7 +166,7 @@ def test_sse_streams_new_rows_and_progress_live(client, engine):
         with session_scope(engine) as s:
             record_epoch(s, run_id, row(0, 1))
         with session_scope(engine) as s:
-            finish_run(s, run_id, {"metrics": {"valid_loss": 0.5, "accuracy": 0.8, "error_rate": 0.2}})
+            finish_run(s, run_id, ResultEvent(metrics={"valid_loss": 0.5, "accuracy": 0.8, "error_rate": 0.2}))
 
     threading.Thread(target=train).start()
     with client.stream("GET", f"/api/v1/runs/{run_id}/events") as response:
@@ -197,7 +199,7 @@ def test_datasets_register_list_and_path_escapes_refused(client, data_root, tmp_
 
 def test_workers_and_healthz(client, engine):
     with session_scope(engine) as s:
-        heartbeat(s, "gpu-host:42", "gpu-host", 42, "NVIDIA H200", 141 * 2**30, None)
+        record_heartbeat(s, "gpu-host:42", "gpu-host", 42, "NVIDIA H200", 141 * 2**30, None)
     workers = client.get("/api/v1/workers").json()
     assert workers[0]["host"] == "gpu-host" and workers[0]["gpu"] == "NVIDIA H200"
     assert client.get("/healthz").json() == {"status": "ok"}

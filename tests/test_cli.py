@@ -75,8 +75,8 @@ def test_demo_data_command(tmp_path):
 
 
 def test_train_finds_registered_datasets(data_root, tmp_path):
-    from app.db import make_engine, session_scope, upgrade
-    from app.registry import register_dataset
+    from app.store.db import make_engine, session_scope, upgrade
+    from app.store.registry import register_dataset
 
     url = f"sqlite:///{tmp_path / 'fitboard.db'}"
     upgrade(url)

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from app.datasets import resolve_dataset
-from app.demo_data import DIGIT_NAMES, write_digits
-from app.schemas import DatasetSpec, RecipeError
+from app.core.datasets import resolve_dataset
+from app.core.demo_data import DIGIT_NAMES, write_digits
+from app.core.schemas import DatasetSpec, RecipeError
 
 
 @pytest.fixture

@@ -9,11 +9,11 @@ from fastai.callback.core import Callback
 from fastai.learner import load_learner
 from fastai.vision.all import Normalize, Resize, imagenet_stats
 
-from app.datasets import resolve_dataset
-from app.schemas import parse_spec
+from app.core.datasets import resolve_dataset
+from app.core.schemas import parse_spec
 from worker.data import items_frame, make_dls, norm_stats
 from worker.engine import run_recipe
-from worker.reporting import ListReporter
+from worker.reporters import ListReporter
 from worker.weights import WeightsMissing
 from tests.helpers import tiny_recipe
 
@@ -74,11 +74,11 @@ def test_progressive_resizing_changes_batch_size_per_stage(full_run):
 def test_lr_find_runs_first_and_its_valley_is_used(full_run):
     reporter, probe, _, _ = full_run
     finds = reporter.of("lr_find")
-    assert [f["stage"] for f in finds] == [0]
-    assert len(finds[0]["lrs"]) == 20 and finds[0]["suggestion"] > 0
+    assert [f.stage for f in finds] == [0]
+    assert len(finds[0].lrs) == 20 and finds[0].suggestion > 0
     stage0 = reporter.of("stage")[0]
-    assert stage0["lr"] == finds[0]["suggestion"]
-    assert max(probe.fits[0]["group_lrs"]) == pytest.approx(finds[0]["suggestion"], rel=0.05)  # the one-cycle peak, sampled per batch
+    assert stage0.lr == finds[0].suggestion
+    assert max(probe.fits[0]["group_lrs"]) == pytest.approx(finds[0].suggestion, rel=0.05)  # the one-cycle peak, sampled per batch
 
 
 def test_discriminative_rates_give_each_group_its_own_lr(full_run):
@@ -92,8 +92,8 @@ def test_discriminative_rates_give_each_group_its_own_lr(full_run):
 def test_freeze_then_unfreeze(full_run):
     reporter, _, _, _ = full_run
     ends = reporter.of("stage_end")
-    assert ends[0]["trainable_params"] < ends[0]["params"]
-    assert ends[1]["trainable_params"] == ends[1]["params"]
+    assert ends[0].trainable_params < ends[0].params
+    assert ends[1].trainable_params == ends[1].params
 
 
 def test_mixup_acts_only_in_its_stage(full_run):
@@ -112,49 +112,49 @@ def test_label_smoothing_loss(full_run):
 def test_keep_best_reloads_the_best_weights(full_run):
     reporter, _, result, _ = full_run
     rows = reporter.of("epoch")
-    assert [(r["stage"], r["epoch"]) for r in rows] == [(0, 0), (0, 1), (1, 0), (2, 0)]
-    best = max(rows, key=lambda r: r["metrics"]["accuracy"])
-    assert result["best"]["value"] == pytest.approx(best["metrics"]["accuracy"])
-    assert (result["best"]["stage"], result["best"]["epoch"]) == (best["stage"], best["epoch"])
-    assert result["metrics"]["accuracy"] == pytest.approx(best["metrics"]["accuracy"], abs=1e-6)
-    assert result["metrics"]["accuracy"] > rows[-1]["metrics"]["accuracy"]  # the wrecked last epoch
+    assert [(r.stage, r.epoch) for r in rows] == [(0, 0), (0, 1), (1, 0), (2, 0)]
+    best = max(rows, key=lambda r: r.metrics["accuracy"])
+    assert result.best.value == pytest.approx(best.metrics["accuracy"])
+    assert (result.best.stage, result.best.epoch) == (best.stage, best.epoch)
+    assert result.metrics.accuracy == pytest.approx(best.metrics["accuracy"], abs=1e-6)
+    assert result.metrics.accuracy > rows[-1].metrics["accuracy"]  # the wrecked last epoch
 
 
 def test_tta_is_reported_beside_plain_metrics(full_run):
     _, _, result, _ = full_run
-    assert result["tta"]["n"] == 2 and result["tta"]["use_max"] is False
-    assert 0 <= result["tta"]["accuracy"] <= 1
-    assert result["tta"]["error_rate"] == pytest.approx(1 - result["tta"]["accuracy"])
+    assert result.tta.n == 2 and result.tta.use_max is False
+    assert 0 <= result.tta.accuracy <= 1
+    assert result.tta.error_rate == pytest.approx(1 - result.tta.accuracy)
 
 
 def test_confusion_matrix_top_losses_and_exported_model(full_run, data_root):
     reporter, _, result, out = full_run
-    n_valid = reporter.of("start")[0]["dataset"]["n_valid"]
-    confusion = result["confusion"]
-    assert confusion["labels"][0] == "eight" and sum(map(sum, confusion["matrix"])) == n_valid
-    losses = [t["loss"] for t in result["top_losses"]]
-    assert losses == sorted(losses, reverse=True) and result["top_losses"][0]["image_id"].endswith(".jpg")
+    n_valid = reporter.of("start")[0].dataset["n_valid"]
+    confusion = result.confusion
+    assert confusion.labels[0] == "eight" and sum(map(sum, confusion.matrix)) == n_valid
+    losses = [t.loss for t in result.top_losses]
+    assert losses == sorted(losses, reverse=True) and result.top_losses[0].image_id.endswith(".jpg")
     learn = load_learner(out / "model.pkl")  # our own export, written by this test's run
     ds = resolve_dataset("digits", data_root)
     label, _, _ = learn.predict(str(ds.items[0].path))
-    assert label in confusion["labels"]
+    assert label in confusion.labels
     assert (out / "predictions.csv").read_text().count("\n") == n_valid + 1
 
 
 def test_epoch_rows_and_throttled_progress(full_run):
     reporter, _, _, _ = full_run
     for row in reporter.of("epoch")[:-1]:
-        assert set(row["metrics"]) == {"accuracy", "error_rate"} and row["seconds"] > 0
-        assert row["train_loss"] > 0 and row["valid_loss"] > 0
+        assert set(row.metrics) == {"accuracy", "error_rate"} and row.seconds > 0
+        assert row.train_loss > 0 and row.valid_loss > 0
     wrecked = reporter.of("epoch")[-1]  # lr 30 diverges: a NaN loss is reported as null, never as bare NaN
-    assert wrecked["train_loss"] is None or wrecked["train_loss"] > 0
+    assert wrecked.train_loss is None or wrecked.train_loss > 0
     for event in reporter.events:
-        json.dumps(event, allow_nan=False)
+        json.dumps(event.to_json(), allow_nan=False)
     progress = reporter.of("progress")
-    assert progress and all(p["batch"] <= p["total"] and p["eta"] >= 0 for p in progress)
+    assert progress and all(p.batch <= p.total and p.eta >= 0 for p in progress)
     for a, b in zip(progress, progress[1:]):
-        if (a["stage"], a["epoch"]) == (b["stage"], b["epoch"]):
-            assert b["elapsed"] - a["elapsed"] >= 0.45  # at most two progress events a second
+        if (a.stage, a.epoch) == (b.stage, b.epoch):
+            assert b.elapsed - a.elapsed >= 0.45  # at most two progress events a second
 
 
 def dls_for(data_root, normalize):
@@ -187,11 +187,11 @@ def test_seed_reproduces_first_epoch_and_fp16_falls_back_on_cpu(data_root, tmp_p
         run_recipe(parse_spec(tiny_recipe(seed=seed, precision="fp16")), reporter, data_root, tmp_path / str(seed))
         return reporter
     a, b, c = first_epoch(3), first_epoch(3), first_epoch(4)
-    loss = lambda r: r.of("epoch")[0]["train_loss"]
+    loss = lambda r: r.of("epoch")[0].train_loss
     assert loss(a) == pytest.approx(loss(b), abs=1e-6) and loss(a) != pytest.approx(loss(c), abs=1e-6)
     if not torch.cuda.is_available():
-        assert any("fp16" in n["message"] and "fp32" in n["message"] for n in a.of("note"))
-        assert any("fp16" in n for n in a.of("result")[0]["notes"])
+        assert any("fp16" in n.message and "fp32" in n.message for n in a.of("note"))
+        assert any("fp16" in n for n in a.of("result")[0].notes)
 
 
 def test_missing_pretrained_weights_fail_at_once_with_directions(data_root, tmp_path, monkeypatch):

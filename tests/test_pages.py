@@ -10,14 +10,16 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
 
-from app.db import session_scope
-from app.models import Dataset, Run, Worker, utcnow
-from app.page_forms import presets, recipe_from_form
-from app.runs import (claim_run, create_run, fail_run, finish_run, heartbeat, record_epoch, record_lr_find,
-                      record_progress)
-from app.schemas import parse_spec
-from app.settings import Settings
-from app.web import create_app
+from app.store.db import session_scope
+from app.store.models import Dataset, Run, Worker, utcnow
+from app.pages.forms import recipe_from_form
+from app.pages.presets import presets
+from app.core.events import EpochEvent, LRFindEvent, ResultEvent
+from app.store.runs import claim_run, create_run, fail_run, finish_run, record_epoch, record_lr_find, record_progress
+from app.store.workers import record_heartbeat
+from app.core.schemas import parse_spec
+from app.core.settings import Settings
+from app.web.app import create_app
 from tests.store_fixtures import *  # noqa: F401,F403  sqlite_template, sqlite_url, ...
 
 XSS = "<script>alert(1)</script>"
@@ -61,12 +63,13 @@ def add_run(client: TestClient, status: str = "queued", name: str = "digits-run"
         if status == "queued":
             return run_id
         claim_run(session, run_id, "gpu-host:4242")
-        record_lr_find(session, run_id, 0, 1.2e-3, [1e-6, 1e-5, 1e-4, 1e-3, 1e-2], [2.3, 2.2, 1.9, 1.2, 4.0])
+        record_lr_find(session, run_id, LRFindEvent(stage=0, suggestion=1.2e-3, lrs=[1e-6, 1e-5, 1e-4, 1e-3, 1e-2],
+                                                    losses=[2.3, 2.2, 1.9, 1.2, 4.0]))
         for stage, n in ((0, 2), (1, 2) if status != "running" else (1, 1)):
             for epoch in range(n):
-                record_epoch(session, run_id, {"stage": stage, "epoch": epoch, "train_loss": 1.5 - 0.3 * epoch,
-                                               "valid_loss": 1.2 - 0.2 * epoch, "seconds": 1.5,
-                                               "metrics": {"accuracy": 0.6 + 0.1 * epoch, "error_rate": 0.4 - 0.1 * epoch}})
+                record_epoch(session, run_id, EpochEvent(
+                    stage=stage, epoch=epoch, train_loss=1.5 - 0.3 * epoch, valid_loss=1.2 - 0.2 * epoch, seconds=1.5,
+                    metrics={"accuracy": 0.6 + 0.1 * epoch, "error_rate": 0.4 - 0.1 * epoch}))
         if status == "running":
             record_progress(session, run_id, {"stages": [], "notes": [], "device": "cuda", "batch": {
                 "stage": 1, "epoch": 1, "batch": 3, "total": 4, "elapsed": 2.0, "eta": 0.7, "smooth_loss": 0.61}})
@@ -80,17 +83,21 @@ def add_run(client: TestClient, status: str = "queued", name: str = "digits-run"
     return run_id
 
 
-def succeeded_result(accuracy: float, model: Path) -> dict:
-    """A result shaped like the engine's."""
-    return {"metrics": {"valid_loss": 0.2345, "accuracy": accuracy, "error_rate": 1 - accuracy},
+def succeeded_result(accuracy: float, model: Path) -> ResultEvent:
+    """A result as the engine reports it."""
+    return ResultEvent(**{"metrics": {"valid_loss": 0.2345, "accuracy": accuracy, "error_rate": 1 - accuracy},
             "tta": {"n": 4, "use_max": False, "accuracy": 0.95, "error_rate": 0.05},
             "best": {"stage": 1, "epoch": 1, "metric": "accuracy", "value": 0.94},
             "confusion": {"labels": LABELS, "matrix": [[18, 1, 1], [0, 20, 0], [2, 0, 18]]},
             "top_losses": [{"image_id": "0042.jpg", "actual": "two", "predicted": "zero", "loss": 3.21, "probability": 0.88}],
-            "stages": [{"stage": 0, "lr": 1.2e-3, "params": 11000, "trainable_params": 500, "group_lrs": [1.2e-3]},
-                       {"stage": 1, "lr": [1e-4, 1e-3], "params": 11000, "trainable_params": 11000,
+            "stages": [{**STAGE_PLAN, "stage": 0, "lr": 1.2e-3, "frozen": True, "params": 11000, "trainable_params": 500,
+                        "group_lrs": [1.2e-3]},
+                       {**STAGE_PLAN, "stage": 1, "lr": [1e-4, 1e-3], "params": 11000, "trainable_params": 11000,
                         "group_lrs": [1e-4, 3e-4, 1e-3]}],
-            "notes": [], "seconds": 12.0, "images_per_second": 240.0, "model_path": str(model)}
+            "notes": [], "seconds": 12.0, "images_per_second": 240.0, "model_path": str(model)})
+
+
+STAGE_PLAN = {"epochs": 2, "size": 32, "presize": 32, "bs": 64, "frozen": False}
 
 
 def errors_of(page: str) -> dict[str, str]:
@@ -112,8 +119,8 @@ def test_every_page_renders_what_a_user_looks_for(client):
     ok = add_run(client, "succeeded", name="normalize-progressive")
     add_run(client, "queued", name="waiting-run")
     with session_scope(engine(client)) as session:
-        heartbeat(session, "gpu-host:4242", "gpu-host", 4242, gpu="NVIDIA H200", gpu_memory=141 * 2**30, current_run_id=ok)
-        heartbeat(session, "old-host:1", "old-host", 1)
+        record_heartbeat(session, "gpu-host:4242", "gpu-host", 4242, gpu="NVIDIA H200", gpu_memory=141 * 2**30, current_run_id=ok)
+        record_heartbeat(session, "old-host:1", "old-host", 1)
         session.exec(update(Worker).where(Worker.name == "old-host:1").values(last_seen=utcnow() - timedelta(minutes=10)))
 
     runs = client.get("/").text
@@ -193,7 +200,7 @@ def test_failed_run_shows_error_and_traceback(client):
 def test_user_text_is_escaped_everywhere(client):
     run_id = add_run(client, "succeeded", name=XSS)
     with session_scope(engine(client)) as session:
-        heartbeat(session, "w:1", "w", 1, current_run_id=run_id)
+        record_heartbeat(session, "w:1", "w", 1, current_run_id=run_id)
     escaped = html.escape(XSS, quote=False)
     for url in ("/", f"/runs/{run_id}", f"/runs/{run_id}/clone", "/workers"):
         page = client.get(url).text

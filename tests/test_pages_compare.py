@@ -9,13 +9,12 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from app import pages_compare
-from app.db import session_scope
-from app.models import Run, Sweep
-from app.runs import create_run
-from app.schemas import parse_spec
-from app.settings import Settings
-from app.web import create_app
+from app.store.db import session_scope
+from app.store.models import Run, Sweep
+from app.store.runs import create_run
+from app.core.schemas import parse_spec
+from app.core.settings import Settings
+from app.web.app import create_app
 from tests.helpers import finish_by_hand, tiny_recipe
 from tests.store_fixtures import *  # noqa: F401,F403
 
@@ -25,8 +24,6 @@ XSS = "<script>alert(1)</script>"
 @pytest.fixture
 def client(tmp_path, sqlite_url, data_root):
     app = create_app(Settings(home=tmp_path / "home", database_url=sqlite_url, data_root=data_root))
-    if not any(getattr(r, "path", "") == "/compare" for r in app.routes):  # until app/web.py includes the router
-        app.include_router(pages_compare.router)
     with TestClient(app) as c:
         yield c
 
@@ -182,8 +179,6 @@ def test_sweep_page_shows_verdicts_table_curves_and_adds_seeds(client):
 
 def test_pages_ask_for_a_login_when_a_token_is_configured(tmp_path, sqlite_url, data_root):
     app = create_app(Settings(home=tmp_path / "home", database_url=sqlite_url, data_root=data_root, api_token="s3cret"))
-    if not any(getattr(r, "path", "") == "/compare" for r in app.routes):
-        app.include_router(pages_compare.router)
     with TestClient(app) as c:
         for url in ("/compare?ids=1,2", "/sweeps", "/sweeps/1", "/runs/1/ablate"):
             r = c.get(url, follow_redirects=False)

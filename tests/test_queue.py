@@ -9,12 +9,12 @@ import sys
 import pytest
 import yaml
 
-from app.db import session_scope
-from app.queue import enqueue_run, make_celery
-from app.runs import list_epochs, list_lr_finds, request_cancel
-from app.models import Run
-from app.schemas import RecipeError
-from app.submit import submit_run
+from app.core.errors import RecipeError
+from app.services import runs
+from app.services.queue import Publisher, make_celery
+from app.store.db import session_scope
+from app.store.models import Run
+from app.store.runs import list_epochs, list_lr_finds, request_cancel
 from tests.helpers import tiny_recipe
 from tests.store_fixtures import *  # noqa: F401,F403  sqlite_template, sqlite_url, ...
 from tests.workers import Workers, redis_url
@@ -37,11 +37,9 @@ def make_workers(tmp_path, sqlite_url, data_root):
 
 def enqueue(workers: Workers, recipe: dict) -> int:
     """Store and queue a recipe as the API and CLI do: commit first, then send."""
-    settings = workers.settings()
+    publisher = Publisher(make_celery(workers.settings()), queue=workers.queue)
     with session_scope(workers.engine) as session:
-        run = submit_run(session, recipe, workers.env["FITBOARD_DATA_ROOT"])
-    enqueue_run(make_celery(settings), run.id, queue=workers.queue)
-    return run.id
+        return runs.submit(session, publisher, recipe, workers.env["FITBOARD_DATA_ROOT"]).id
 
 
 def epochs(workers: Workers, run_id: int) -> list[tuple[int, int]]:

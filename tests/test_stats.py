@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from scipy import stats as sp
 
-from app.stats import betainc, paired_difference, summary, t_cdf, t_ppf, verdict
+from app.core.stats import betainc, paired_difference, summary, t_cdf, t_ppf, verdict
 
 
 @pytest.mark.parametrize("df", [1, 2, 3, 4, 7, 10, 30, 120])

@@ -10,7 +10,6 @@ import threading
 import traceback
 from datetime import timedelta, timezone
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -20,9 +19,12 @@ from sqlalchemy import delete, inspect, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import SQLModel
 
-from app import registry, runs
-from app.db import alembic_config, default_database_url, make_engine, session_scope, upgrade
-from app.models import Artifact, EpochRow, LRFind, Run, Worker, utcnow
+from app.core import errors
+from app.core.settings import Settings
+from app.core.events import EpochEvent, LRFindEvent, ResultEvent
+from app.store import registry, runs, workers
+from app.store.db import alembic_config, default_database_url, make_engine, session_scope, upgrade
+from app.store.models import Artifact, EpochRow, LRFind, Run, Worker, utcnow
 from tests.store_fixtures import *  # noqa: F401,F403  (conftest may import them too; same objects)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,10 +43,20 @@ def _new_run(engine, name: str = "cassava-normalize", dataset: str = "cassava", 
     return run_id
 
 
-def _epoch(stage: int, epoch: int, loss: float = 0.5, acc: float = 0.8) -> dict:
+def _epoch(stage: int, epoch: int, loss: float = 0.5, acc: float = 0.8, **changes) -> EpochEvent:
     """An epoch row as the training callback reports it."""
-    return {"stage": stage, "epoch": epoch, "train_loss": loss, "valid_loss": loss + 0.1,
-            "metrics": {"accuracy": acc, "error_rate": 1 - acc}, "seconds": 1.5}
+    return EpochEvent(**{"stage": stage, "epoch": epoch, "train_loss": loss, "valid_loss": loss + 0.1,
+                         "metrics": {"accuracy": acc, "error_rate": 1 - acc}, "seconds": 1.5, **changes})
+
+
+def _lr_find(stage: int, suggestion: float, lrs: list[float], losses: list[float]) -> LRFindEvent:
+    """An LR-finder curve as the engine reports it."""
+    return LRFindEvent(stage=stage, suggestion=suggestion, lrs=lrs, losses=losses)
+
+
+def _finish(s, run_id: int, result: dict):
+    """Finish a run with a result given as its JSON (the engine sends a typed ResultEvent)."""
+    return runs.finish_run(s, run_id, ResultEvent(**result))
 
 
 # --- migrations -------------------------------------------------------------------------------------------
@@ -75,7 +87,7 @@ def test_sqlite_connections_get_wal_busy_timeout_and_foreign_keys(sqlite_engine)
 def _upgrade_in_processes(url: str, cwd: Path, n: int = 3) -> list[subprocess.CompletedProcess]:
     """Run upgrade(url) in n fresh interpreters at once, from a directory that is not the repository."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    code = f"from app.db import upgrade; upgrade({url!r})"
+    code = f"from app.store.db import upgrade; upgrade({url!r})"
     procs = [subprocess.Popen([sys.executable, "-c", code], cwd=cwd, env=env, text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(n)]
     return [subprocess.CompletedProcess(p.args, p.wait(timeout=60), *p.communicate()) for p in procs]
@@ -99,9 +111,9 @@ def test_upgrade_from_three_processes_at_once_succeeds_in_all(backend, tmp_path,
 
 
 def test_default_database_url_is_a_sqlite_file_in_home_unless_configured(tmp_path):
-    assert default_database_url(SimpleNamespace(home=tmp_path)) == f"sqlite:///{tmp_path}/fitboard.db"
+    assert default_database_url(Settings(home=tmp_path)) == f"sqlite:///{tmp_path}/fitboard.db"
     pg = "postgresql+psycopg2://fitboard@db/fitboard"
-    assert default_database_url(SimpleNamespace(home=tmp_path, database_url=pg)) == pg
+    assert default_database_url(Settings(home=tmp_path, database_url=pg)) == pg
 
 
 # --- lifecycle --------------------------------------------------------------------------------------------
@@ -163,12 +175,12 @@ def test_request_cancel_running_asks_the_worker_and_finished_runs_refuse(db_engi
         assert runs.is_cancel_requested(s, run_id) is True
         assert runs.get_run(s, run_id).status == "running"  # still running until the worker stops
         assert runs.mark_cancelled(s, run_id).status == "cancelled"
-    with session_scope(db_engine) as s, pytest.raises(runs.RunFinished, match="cancelled"):
+    with session_scope(db_engine) as s, pytest.raises(errors.RunFinished, match="cancelled"):
         runs.request_cancel(s, run_id)
     done = _new_run(db_engine, claim_by="host:1")
     with session_scope(db_engine) as s:
-        runs.finish_run(s, done, {"metrics": {"accuracy": 0.9}})
-    with session_scope(db_engine) as s, pytest.raises(runs.RunFinished, match="succeeded"):
+        _finish(s, done, {"metrics": {"accuracy": 0.9}})
+    with session_scope(db_engine) as s, pytest.raises(errors.RunFinished, match="succeeded"):
         runs.request_cancel(s, done)
 
 
@@ -180,21 +192,21 @@ def test_finish_run_stores_result_headline_metrics_and_artifacts(db_engine):
               "model_path": "/art/1/model.pkl", "predictions_path": "/art/1/predictions.csv", "seconds": 12.5}
     with session_scope(db_engine) as s:
         runs.record_progress(s, run_id, {"batch": 3, "total": 10})
-        run = runs.finish_run(s, run_id, result)
+        run = _finish(s, run_id, result)
     assert (run.status, run.best_accuracy, run.tta_accuracy) == ("succeeded", 0.91, 0.93)
     assert run.model_path == "/art/1/model.pkl" and run.result["best"]["epoch"] == 3
     assert run.progress is None  # the progress bar goes away when the run ends
     assert run.finished_at.tzinfo == timezone.utc and run.finished_at >= run.started_at
     with session_scope(db_engine) as s:
         assert runs.list_artifacts(s, run_id) == {"model": "/art/1/model.pkl", "predictions": "/art/1/predictions.csv"}
-        with pytest.raises(runs.RunFinished):
-            runs.finish_run(s, run_id, result)  # a second result for the same run is a conflict
+        with pytest.raises(errors.RunFinished):
+            _finish(s, run_id, result)  # a second result for the same run is a conflict
     no_tta = _new_run(db_engine, claim_by="host:1")
     with session_scope(db_engine) as s:
-        assert runs.finish_run(s, no_tta, {"metrics": {"accuracy": 0.5}, "tta": None}).tta_accuracy is None
+        assert _finish(s, no_tta, {"metrics": {"accuracy": 0.5}, "tta": None}).tta_accuracy is None
     queued = _new_run(db_engine)
     with session_scope(db_engine) as s, pytest.raises(runs.RunNotRunning):
-        runs.finish_run(s, queued, result)
+        _finish(s, queued, result)
 
 
 def test_fail_run_records_error_and_never_overwrites_a_finished_run(db_engine):
@@ -208,7 +220,7 @@ def test_fail_run_records_error_and_never_overwrites_a_finished_run(db_engine):
         assert runs.fail_run(s, queued, "dataset folder not found").status == "failed"
     done = _new_run(db_engine, claim_by="host:1")
     with session_scope(db_engine) as s:
-        runs.finish_run(s, done, {"metrics": {"accuracy": 0.8}})
+        _finish(s, done, {"metrics": {"accuracy": 0.8}})
         run = runs.fail_run(s, done, "late error")
     assert (run.status, run.error) == ("succeeded", None)
 
@@ -226,8 +238,8 @@ def test_unknown_run_ids_raise_run_not_found(db_engine):
     with session_scope(db_engine) as s:
         for call in (lambda: runs.get_run(s, 999), lambda: runs.record_epoch(s, 999, _epoch(0, 0)),
                      lambda: runs.record_progress(s, 999, {}), lambda: runs.is_cancel_requested(s, 999),
-                     lambda: runs.request_cancel(s, 999), lambda: runs.record_lr_find(s, 999, 0, 1e-3, [], [])):
-            with pytest.raises(runs.RunNotFound, match="run 999 not found"):
+                     lambda: runs.request_cancel(s, 999), lambda: runs.record_lr_find(s, 999, _lr_find(0, 1e-3, [], []))):
+            with pytest.raises(errors.RunNotFound, match="run 999 not found"):
                 call()
 
 
@@ -260,7 +272,7 @@ def test_epochs_list_in_training_order_and_diverged_losses_read_back_as_null(db_
     with session_scope(db_engine) as s:
         for stage, epoch in [(1, 1), (0, 1), (1, 0), (0, 0)]:
             runs.record_epoch(s, run_id, _epoch(stage, epoch))
-        runs.record_epoch(s, run_id, {**_epoch(2, 0), "valid_loss": math.nan, "metrics": {"accuracy": math.inf}})
+        runs.record_epoch(s, run_id, _epoch(2, 0, valid_loss=math.nan, metrics={"accuracy": math.inf}))
     with session_scope(db_engine) as s:
         rows = runs.list_epochs(s, run_id)
     assert [(r.stage, r.epoch) for r in rows] == [(0, 0), (0, 1), (1, 0), (1, 1), (2, 0)]
@@ -270,8 +282,8 @@ def test_epochs_list_in_training_order_and_diverged_losses_read_back_as_null(db_
 def test_record_lr_find_and_progress(db_engine):
     run_id = _new_run(db_engine, claim_by="host:1")
     with session_scope(db_engine) as s:
-        runs.record_lr_find(s, run_id, 0, 1e-3, [1e-5, 1e-4], [2.0, 1.5])
-        runs.record_lr_find(s, run_id, 0, 2e-3, [1e-5, 1e-4, 1e-3], [2.0, 1.4, 1.9])
+        runs.record_lr_find(s, run_id, _lr_find(0, 1e-3, [1e-5, 1e-4], [2.0, 1.5]))
+        runs.record_lr_find(s, run_id, _lr_find(0, 2e-3, [1e-5, 1e-4, 1e-3], [2.0, 1.4, 1.9]))
         runs.record_progress(s, run_id, {"stage": 0, "epoch": 0, "batch": 5, "total": 20})
     with session_scope(db_engine) as s:
         (found,) = runs.list_lr_finds(s, run_id)
@@ -283,9 +295,9 @@ def test_deleting_a_run_removes_its_rows_and_frees_its_worker(db_engine):
     run_id = _new_run(db_engine, claim_by="host:1")
     with session_scope(db_engine) as s:
         runs.record_epoch(s, run_id, _epoch(0, 0))
-        runs.record_lr_find(s, run_id, 0, 1e-3, [1e-4], [1.0])
-        runs.finish_run(s, run_id, {"metrics": {"accuracy": 0.9}, "model_path": "/m.pkl"})
-        runs.heartbeat(s, "host:1", "host", 1, current_run_id=run_id)
+        runs.record_lr_find(s, run_id, _lr_find(0, 1e-3, [1e-4], [1.0]))
+        _finish(s, run_id, {"metrics": {"accuracy": 0.9}, "model_path": "/m.pkl"})
+        workers.record_heartbeat(s, "host:1", "host", 1, current_run_id=run_id)
     with session_scope(db_engine) as s:
         s.exec(delete(Run).where(Run.id == run_id))
     with session_scope(db_engine) as s:
@@ -303,7 +315,7 @@ def test_list_runs_filters_pages_and_orders(db_engine):
     with session_scope(db_engine) as s:
         for name, acc in [("Cassava-base", 0.7), ("cassava-mixup", 0.9)]:
             runs.claim_run(s, ids[name], "host:1")
-            runs.finish_run(s, ids[name], {"metrics": {"accuracy": acc}})
+            _finish(s, ids[name], {"metrics": {"accuracy": acc}})
         items, total = runs.list_runs(s, limit=2)
         assert total == 4 and [r.name for r in items] == ["pets-tta", "pets-100%"]  # newest first
         assert [r.name for r in runs.list_runs(s, limit=2, offset=2)[0]] == ["cassava-mixup", "Cassava-base"]
@@ -324,11 +336,11 @@ def test_list_runs_filters_pages_and_orders(db_engine):
 def test_heartbeat_keeps_one_row_per_worker_and_tracks_its_run(db_engine):
     run_id = _new_run(db_engine, claim_by="gpu0:11")
     with session_scope(db_engine) as s:
-        runs.heartbeat(s, "gpu0:11", "gpu0", 11, gpu="NVIDIA H200", gpu_memory=141 * 2**30)
+        workers.record_heartbeat(s, "gpu0:11", "gpu0", 11, gpu="NVIDIA H200", gpu_memory=141 * 2**30)
     with session_scope(db_engine) as s:
         first = s.get(Worker, "gpu0:11")
         started, seen = first.started_at, first.last_seen
-        runs.heartbeat(s, "gpu0:11", "gpu0", 11, gpu="NVIDIA H200", gpu_memory=141 * 2**30, current_run_id=run_id)
+        workers.record_heartbeat(s, "gpu0:11", "gpu0", 11, gpu="NVIDIA H200", gpu_memory=141 * 2**30, current_run_id=run_id)
     with session_scope(db_engine) as s:
         rows = s.exec(select(Worker)).scalars().all()
     assert len(rows) == 1 and rows[0].current_run_id == run_id and rows[0].gpu_memory == 141 * 2**30
@@ -343,17 +355,17 @@ def test_reap_lost_workers_fails_only_runs_whose_worker_went_silent(db_engine):
     queued = _new_run(db_engine)
     long_ago = utcnow() - timedelta(minutes=5)
     with session_scope(db_engine) as s:
-        runs.heartbeat(s, "alive:1", "alive", 1, current_run_id=alive)
-        runs.heartbeat(s, "silent:1", "silent", 1, current_run_id=silent)
+        workers.record_heartbeat(s, "alive:1", "alive", 1, current_run_id=alive)
+        workers.record_heartbeat(s, "silent:1", "silent", 1, current_run_id=silent)
         s.exec(update(Worker).where(Worker.name == "silent:1").values(last_seen=long_ago))
         s.exec(update(Run).where(Run.id.in_([alive, silent, ghost])).values(started_at=long_ago))
     with session_scope(db_engine) as s:
-        assert runs.reap_lost_workers(s, silent_after=60) == sorted([silent, ghost])
+        assert workers.reap_lost_workers(s, silent_after=60) == sorted([silent, ghost])
     with session_scope(db_engine) as s:
         status = {i: runs.get_run(s, i).status for i in (alive, silent, ghost, fresh_ghost, queued)}
         assert status == {alive: "running", silent: "failed", ghost: "failed", fresh_ghost: "running", queued: "queued"}
         assert runs.get_run(s, silent).error == "worker lost"
-        assert runs.reap_lost_workers(s, silent_after=60) == []  # reaping twice changes nothing
+        assert workers.reap_lost_workers(s, silent_after=60) == []  # reaping twice changes nothing
 
 
 # --- registry ---------------------------------------------------------------------------------------------

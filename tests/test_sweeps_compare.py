@@ -7,13 +7,13 @@ from statistics import mean, stdev
 import pytest
 from fastapi.testclient import TestClient
 
-from app.db import session_scope
-from app.models import Run, Sweep
-from app.schemas import parse_spec
-from app.settings import Settings
-from app.stats import t_ppf
-from app.sweeps import plan_variants, set_path
-from app.web import create_app
+from app.store.db import session_scope
+from app.store.models import Run, Sweep
+from app.core.schemas import parse_spec
+from app.core.settings import Settings
+from app.core.stats import t_ppf
+from app.core.sweep_plan import plan_variants, set_path
+from app.web.app import create_app
 from tests.helpers import finish_by_hand, tiny_recipe
 from tests.store_fixtures import *  # noqa: F401,F403
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from app.db import make_engine, session_scope
-from app.models import Run
+from app.store.db import make_engine, session_scope
+from app.store.models import Run
 
 
 def redis_url() -> str:
@@ -45,7 +45,7 @@ class Workers:
 
     def settings(self):
         """Settings as the workers see them (for enqueueing from the test)."""
-        from app.settings import Settings
+        from app.core.settings import Settings
 
         return Settings(home=self.home, database_url=self.db_url, broker_url=self.env.get("FITBOARD_BROKER_URL"),
                         visibility_timeout=int(self.env.get("FITBOARD_VISIBILITY_TIMEOUT", 48 * 3600)))

@@ -7,7 +7,8 @@ from fastai.callback.core import Callback, CancelFitException
 from fastai.callback.tracker import TrackerCallback
 from fastai.learner import Recorder
 
-from worker.reporting import Reporter
+from app.core.events import BestEpoch, EpochEvent, ProgressEvent
+from worker.reporters import Reporter
 
 PROGRESS_INTERVAL = 0.5  # at most 2 progress events a second
 CANCEL_INTERVAL = 0.5  # how often the reporter (maybe a database) is asked about cancel
@@ -54,25 +55,24 @@ class ReportCallback(Callback):
         batch, total = self.iter + 1, self.n_iter
         elapsed = now - self._train_start
         smooth = self.recorder.smooth_loss.value
-        self.reporter.emit({"event": "progress", "stage": self.stage, "epoch": self.epoch, "batch": batch,
-                            "total": total, "elapsed": elapsed, "eta": elapsed / batch * (total - batch),
-                            "smooth_loss": None if smooth is None else float(smooth)})
+        self.reporter.emit(ProgressEvent(stage=self.stage, epoch=self.epoch, batch=batch, total=total, elapsed=elapsed,
+                                         eta=elapsed / batch * (total - batch),
+                                         smooth_loss=None if smooth is None else float(smooth)))
 
     def after_epoch(self):
         seconds = time.perf_counter() - self._epoch_start
         self.epoch_seconds.append(seconds)
         row = dict(zip(self.recorder.metric_names, self.recorder.log))
         metrics = {k: _num(v) for k, v in row.items() if k not in ("epoch", "train_loss", "valid_loss", "time")}
-        self.reporter.emit({"event": "epoch", "stage": self.stage, "epoch": int(row["epoch"]),
-                            "train_loss": _num(row.get("train_loss")), "valid_loss": _num(row.get("valid_loss")),
-                            "metrics": metrics, "seconds": seconds})
+        self.reporter.emit(EpochEvent(stage=self.stage, epoch=int(row["epoch"]), train_loss=_num(row.get("train_loss")),
+                                      valid_loss=_num(row.get("valid_loss")), metrics=metrics, seconds=seconds))
 
     def after_fit(self):
         self.run = True
 
 
 def _num(v) -> float | None:
-    """A logged value as a plain float (None when fastai skipped the pass; NaN is nulled by SafeReporter)."""
+    """A logged value as a plain float (None when fastai skipped the pass; the event nulls a NaN)."""
     return None if v is None else float(v)
 
 
@@ -81,10 +81,11 @@ class KeepBestCallback(TrackerCallback):
 
     def __init__(self, monitor: str, fname: str = "best"):
         super().__init__(monitor=monitor, reset_on_fit=False)  # one best over every stage
-        self.fname, self.stage, self.best_at = fname, 0, None
+        self.fname, self.stage = fname, 0
+        self.best_at: BestEpoch | None = None
 
     def after_epoch(self):
         super().after_epoch()
         if self.new_best:
-            self.best_at = {"stage": self.stage, "epoch": self.epoch, "metric": self.monitor, "value": float(self.best)}
+            self.best_at = BestEpoch(stage=self.stage, epoch=self.epoch, metric=self.monitor, value=float(self.best))
             self.learn.save(self.fname, with_opt=False)

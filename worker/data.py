@@ -9,8 +9,8 @@ from fastai.vision.all import (CategoryBlock, ColReader, ColSplitter, DataBlock,
                                aug_transforms, imagenet_stats)
 from PIL import Image
 
-from app.datasets import ResolvedDataset
-from app.schemas import StageSpec
+from app.core.datasets import ResolvedDataset
+from app.core.schemas import StageSpec
 
 STATS_SAMPLE = 256  # training images read to estimate the dataset's channel statistics
 

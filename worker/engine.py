@@ -15,12 +15,13 @@ from fastai.metrics import accuracy, error_rate
 from fastai.torch_core import set_seed
 from fastai.vision.all import noop, valley, vision_learner
 
-from app.datasets import ResolvedDataset, resolve_dataset
-from app.jsonsafe import json_safe
-from app.schemas import RunSpec, StageSpec
+from app.core.datasets import ResolvedDataset, resolve_dataset
+from app.core.events import (Confusion, FinalMetrics, LRFindEvent, NoteEvent, ParamSummary, ResultEvent,
+                             StageEndEvent, StageEvent, StagePlan, StageSummary, StartEvent, TopLoss, TTAMetrics)
+from app.core.schemas import RunSpec, StageSpec
 from worker.callbacks import KeepBestCallback, ReportCallback
 from worker.data import items_frame, make_dls, norm_stats
-from worker.reporting import Reporter, SafeReporter
+from worker.reporters import Reporter
 from worker.weights import ensure_cached
 
 TOP_LOSSES = 16
@@ -64,44 +65,44 @@ def _lr_find(learn, stage_idx: int, num_it: int, reporter: Reporter) -> float:
     lrs, losses = np.array(learn.recorder.lrs, dtype=float), np.array([float(x) for x in learn.recorder.losses])
     keep = np.unique(np.linspace(0, len(lrs) - 1, min(LR_CURVE_POINTS, len(lrs))).astype(int)) if len(lrs) else []
     if not np.isfinite(suggestion) or suggestion <= 0:
-        reporter.emit({"event": "note", "message": f"stage {stage_idx}: lr_find gave no usable suggestion; using 1e-3"})
+        reporter.emit(NoteEvent(message=f"stage {stage_idx}: lr_find gave no usable suggestion; using 1e-3"))
         suggestion = 1e-3
-    reporter.emit({"event": "lr_find", "stage": stage_idx, "suggestion": suggestion, "method": "valley",
-                   "lrs": lrs[keep].tolist(), "losses": losses[keep].tolist()})
+    reporter.emit(LRFindEvent(stage=stage_idx, suggestion=suggestion, method="valley", lrs=lrs[keep].tolist(),
+                              losses=losses[keep].tolist()))
     return suggestion
 
 
-def _param_summary(learn) -> dict:
+def _param_summary(learn) -> ParamSummary:
     """Trainable parameters and per-group learning rates: evidence of freeze and discriminative rates."""
     total = sum(p.numel() for p in learn.model.parameters())
     trainable = sum(p.numel() for p in learn.model.parameters() if p.requires_grad)
     group_lrs = [float(h["lr"]) for h in learn.opt.hypers] if learn.opt is not None else []
-    return {"params": total, "trainable_params": trainable, "group_lrs": group_lrs}
+    return ParamSummary(params=total, trainable_params=trainable, group_lrs=group_lrs)
 
 
-def _run_stage(learn, idx: int, stage: StageSpec, reporter: Reporter, report_cb: ReportCallback, keep) -> dict:
+def _run_stage(learn, idx: int, stage: StageSpec, reporter: Reporter, report_cb: ReportCallback, keep) -> StageSummary:
     """Freeze or unfreeze, pick the learning rate, then one fit_one_cycle (with MixUp if asked); returns its summary."""
     learn.freeze() if stage.freeze else learn.unfreeze()
     lr = _lr_find(learn, idx, stage.lr_find_iters, reporter) if stage.lr == "find" else stage.lr
     report_cb.stage = idx
     if keep is not None:
         keep.stage = idx
-    plan = {"stage": idx, "epochs": stage.epochs, "size": stage.size, "presize": stage.presize, "bs": stage.bs,
-            "frozen": stage.freeze, "lr": lr, "mixup": stage.mixup}
-    reporter.emit({"event": "stage", **plan})
+    plan = StagePlan(stage=idx, epochs=stage.epochs, size=stage.size, presize=stage.presize, bs=stage.bs,
+                     frozen=stage.freeze, lr=lr, mixup=stage.mixup)
+    reporter.emit(StageEvent(**plan.model_dump()))
     cbs = [MixUp(stage.mixup)] if stage.mixup else []
     learn.fit_one_cycle(stage.epochs, slice(*lr) if isinstance(lr, list) else lr, cbs=cbs)
     summary = _param_summary(learn)
-    reporter.emit({"event": "stage_end", "stage": idx, **summary})
+    reporter.emit(StageEndEvent(stage=idx, **summary.model_dump()))
     if report_cb.cancelled:
         raise RunCancelled(f"cancelled during stage {idx}")
-    return {**plan, **summary}
+    return StageSummary(**plan.model_dump(), **summary.model_dump())
 
 
-def _metrics(preds, targs, losses) -> dict:
+def _metrics(preds, targs, losses) -> FinalMetrics:
     """Loss, accuracy and error rate from gathered predictions."""
     acc = float((preds.argmax(1) == targs).float().mean())
-    return {"valid_loss": float(losses.mean()) if losses is not None else None, "accuracy": acc, "error_rate": 1 - acc}
+    return FinalMetrics(valid_loss=float(losses.mean()) if losses is not None else None, accuracy=acc, error_rate=1 - acc)
 
 
 def _evaluate(learn, ds: ResolvedDataset, spec: RunSpec, out_dir: Path) -> dict:
@@ -112,15 +113,15 @@ def _evaluate(learn, ds: ResolvedDataset, spec: RunSpec, out_dir: Path) -> dict:
     if spec.tta:
         tp, tt = learn.tta(dl=learn.dls.valid, n=spec.tta.n, use_max=spec.tta.use_max)
         m = _metrics(tp, tt, None)
-        result["tta"] = {"n": spec.tta.n, "use_max": spec.tta.use_max, "accuracy": m["accuracy"], "error_rate": m["error_rate"]}
+        result["tta"] = TTAMetrics(n=spec.tta.n, use_max=spec.tta.use_max, accuracy=m.accuracy, error_rate=m.error_rate)
     decoded = preds.argmax(1)
     n = len(vocab)
     cm = np.bincount(targs.numpy() * n + decoded.numpy(), minlength=n * n).reshape(n, n)
-    result["confusion"] = {"labels": vocab, "matrix": cm.tolist()}
+    result["confusion"] = Confusion(labels=vocab, matrix=cm.tolist())
     valid_ids = learn.dls.valid.items["image_id"].tolist()
     order = torch.argsort(losses, descending=True)[:TOP_LOSSES].tolist()
-    result["top_losses"] = [{"image_id": valid_ids[i], "actual": vocab[int(targs[i])], "predicted": vocab[int(decoded[i])],
-                             "loss": float(losses[i]), "probability": float(preds[i, decoded[i]])} for i in order]
+    result["top_losses"] = [TopLoss(image_id=valid_ids[i], actual=vocab[int(targs[i])], predicted=vocab[int(decoded[i])],
+                                    loss=float(losses[i]), probability=float(preds[i, decoded[i]])) for i in order]
     pred_file = out_dir / "predictions.csv"
     with pred_file.open("w", newline="") as fh:
         w = csv.writer(fh)
@@ -137,19 +138,18 @@ def _images_per_second(n_train: int, epoch_seconds: list[float]) -> float | None
 
 
 def run_recipe(spec: RunSpec, reporter: Reporter, data_root: Path, out_dir: Path, *, dataset: ResolvedDataset | None = None,
-               registry=None, num_workers: int | None = None, extra_cbs: tuple = ()) -> dict:
+               registry=None, num_workers: int | None = None, extra_cbs: tuple = ()) -> ResultEvent:
     """Train a recipe end to end, reporting every event; returns the result (also emitted as 'result')."""
     started = time.perf_counter()
-    reporter = SafeReporter(reporter)
     ds = dataset or resolve_dataset(spec.dataset, data_root, seed=spec.seed, registry=registry)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     notes = _device_notes(spec) + ds.warnings
     n_train = sum(not it.is_valid for it in ds.items)
-    reporter.emit({"event": "start", "name": spec.name, "dataset": ds.report(), "techniques": spec.techniques(),
-                   "device": "cuda" if torch.cuda.is_available() else "cpu", "notes": notes})
+    reporter.emit(StartEvent(name=spec.name, dataset=ds.report(), techniques=spec.techniques(),
+                             device="cuda" if torch.cuda.is_available() else "cpu", notes=notes))
     for note in notes:
-        reporter.emit({"event": "note", "message": note})
+        reporter.emit(NoteEvent(message=note))
     set_seed(spec.seed, reproducible=True)  # before the split shuffle, the init and the first batches
     frame = items_frame(ds)
     stats = norm_stats(spec.normalize, ds, spec.seed)
@@ -168,15 +168,14 @@ def run_recipe(spec: RunSpec, reporter: Reporter, data_root: Path, out_dir: Path
     if keep is not None and keep.best_at is not None:
         learn.load(keep.fname, with_opt=False)
         # Evaluate the best weights at the image size they were trained and scored at.
-        learn.dls = stage_dls[keep.best_at["stage"]]
-    result = _evaluate(learn, ds, spec, out_dir)
+        learn.dls = stage_dls[keep.best_at.stage]
+    evaluation = _evaluate(learn, ds, spec, out_dir)
     learn.remove_cbs([report_cb, *([keep] if keep else []), *extra_cbs])  # they hold reporters, not picklable
     model_path = out_dir / "model.pkl"
     learn.export(model_path)
-    result.update({"best": keep.best_at if keep else None, "model_path": str(model_path), "notes": notes,
-                   "stages": stages_done, "dataset": ds.report(),
-                   "normalize_stats": stats, "seconds": time.perf_counter() - started,
-                   "images_per_second": _images_per_second(n_train, report_cb.epoch_seconds)})
-    result = json_safe(result)
-    reporter.emit({"event": "result", **result})
+    result = ResultEvent(**evaluation, best=keep.best_at if keep else None, model_path=str(model_path), notes=notes,
+                         stages=stages_done, dataset=ds.report(), normalize_stats=stats,
+                         seconds=time.perf_counter() - started,
+                         images_per_second=_images_per_second(n_train, report_cb.epoch_seconds))
+    reporter.emit(result)
     return result

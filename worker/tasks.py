@@ -9,13 +9,15 @@ import traceback
 
 from celery import signals
 
-from app.db import default_database_url, make_engine, session_scope, upgrade
-from app.datasets import DatasetSpec
-from app.queue import TRAIN_TASK, make_celery
-from app.runs import claim_run, fail_run, finish_run, is_cancel_requested, mark_cancelled
-from app.schemas import RunSpec
-from app.settings import get_settings
-from app.submit import registry_for
+from app.core.schemas import DatasetSpec, RunSpec
+from app.core.settings import get_settings
+from app.services.queue import TRAIN_TASK, make_celery
+from app.services.runs import registry_for
+from app.store.db import default_database_url, make_engine, session_scope, upgrade
+from app.store.runs import claim_run, fail_run, finish_run, is_cancel_requested, mark_cancelled
+from worker.engine import RunCancelled, run_recipe  # fastai and torch load with the worker, not during a task
+from worker.liveness import HeartbeatThread
+from worker.reporters import DatabaseReporter
 
 log = logging.getLogger(__name__)
 settings = get_settings()
@@ -40,9 +42,6 @@ def _tail(tb: str, lines: int = 30) -> str:
 @celery.task(name=TRAIN_TASK)
 def train_run(run_id: int) -> str:
     """Claim a queued run and train it; a duplicate or redelivered message finds it claimed and does nothing."""
-    from worker.db_reporter import DatabaseReporter
-    from worker.engine import RunCancelled, run_recipe
-
     with session_scope(engine) as session:
         run = claim_run(session, run_id, WORKER_NAME)
     if run is None:
@@ -84,17 +83,13 @@ def _stop_current_run(**_) -> None:
 def _start_heartbeat(**_) -> None:
     """Begin heartbeating once the worker consumes, so a dead worker's runs can be reaped by the living."""
     global _heartbeat
-    from worker.heartbeat import Heartbeat
-
-    _heartbeat = Heartbeat(engine, WORKER_NAME, settings.heartbeat_interval, settings.worker_lost_after)
+    _heartbeat = HeartbeatThread(engine, WORKER_NAME, settings.heartbeat_interval, settings.worker_lost_after)
     _heartbeat.start()
 
 
 def run_worker(queue: str) -> None:
-    """Migrate, warm fastai, then consume one task at a time in this process (solo pool)."""
+    """Migrate, then consume one task at a time in this process (solo pool)."""
     upgrade(default_database_url(settings))
-    import worker.engine  # noqa: F401  fastai and torch load before the first task, not during it
-
     celery.worker_main(["worker", "--pool", "solo", "--concurrency", "1", "--queues", queue,
                         "--hostname", f"fitboard-{os.getpid()}@%h", "--loglevel", "INFO",
                         "--without-gossip", "--without-mingle", "--without-heartbeat"])

@@ -3,7 +3,7 @@
 
 (() => {
   const data = JSON.parse(document.getElementById("run-data").textContent);
-  const FINISHED = ["succeeded", "failed", "cancelled"];
+  const FINISHED = data.finished_statuses; // from app.core.status, via the page
   const epochs = data.epochs.slice();
   const tbody = document.getElementById("epoch-rows");
   const f4 = (v) => (v === null || v === undefined ? "–" : Number(v).toFixed(4));

@@ -1,0 +1,33 @@
+"""/api/v1/datasets: register a dataset after validation, list them, read one."""
+from __future__ import annotations
+
+from fastapi import Body
+
+from app.api import api_router
+from app.core.schemas import DatasetSpec
+from app.services import datasets
+from app.services.serializers import serialize_dataset
+from app.web.deps import SessionDep, SettingsDep
+
+router = api_router("datasets")
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+
+
+@router.post("/datasets", status_code=201)
+def post_datasets(session: SessionDep, settings: SettingsDep,
+                  name: str = Body(..., min_length=1, max_length=200, pattern=NAME_PATTERN),
+                  spec: DatasetSpec = Body(...)):
+    """Register a dataset under a name after validating it (paths must stay inside FITBOARD_DATA_ROOT)."""
+    return serialize_dataset(datasets.register(session, name, spec, settings.data_root, loc_prefix="spec"))
+
+
+@router.get("/datasets")
+def get_datasets(session: SessionDep):
+    """Registered datasets with their validation reports."""
+    return [serialize_dataset(d) for d in datasets.registered(session)]
+
+
+@router.get("/datasets/{name}")
+def get_dataset(name: str, session: SessionDep):
+    """One registered dataset."""
+    return serialize_dataset(datasets.get(session, name))

@@ -1,0 +1,15 @@
+"""/api/v1/workers: every worker with its host, GPU, last heartbeat and current run."""
+from __future__ import annotations
+
+from app.api import api_router
+from app.services import workers
+from app.services.serializers import serialize_worker
+from app.web.deps import SessionDep, SettingsDep
+
+router = api_router("workers")
+
+
+@router.get("/workers")
+def get_workers(session: SessionDep, settings: SettingsDep):
+    """Workers with their host, GPU, last heartbeat and current run."""
+    return [serialize_worker(s.worker) for s in workers.states(session, settings.worker_lost_after)]

@@ -1,0 +1,1 @@
+"""What every layer shares: settings, the recipe contract, typed events, run statuses, domain errors."""

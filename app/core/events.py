@@ -1,0 +1,205 @@
+"""Typed events of a training run: the engine emits them; reporters, the store, the SSE stream and the API read them.
+
+Field names here are the contract the JS, `fitboard train --json` and the REST API share. Stages and epochs are
+0-based, as stored. Every number is finite or null: a diverged loss (NaN) arrives as null everywhere.
+"""
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+
+from app.core.jsonsafe import json_safe
+
+
+class EngineEvent(BaseModel):
+    """Base of every event: strict fields, non-finite floats nulled on the way in."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _finite(cls, data):
+        """NaN and infinities become None, so JSON readers and Postgres accept every event."""
+        return json_safe(data) if isinstance(data, dict) else data
+
+    def to_json(self) -> dict:
+        """The event as a plain JSON-ready dict (what `--json`, SSE and the API send)."""
+        return self.model_dump(mode="json")
+
+
+class StartEvent(EngineEvent):
+    """The dataset resolved and the device chosen; training is about to begin."""
+
+    event: Literal["start"] = "start"
+    name: str
+    dataset: dict[str, Any]
+    techniques: list[str]
+    device: str
+    notes: list[str] = []
+
+
+class NoteEvent(EngineEvent):
+    """Something the user should know (a fallback, a dataset warning)."""
+
+    event: Literal["note"] = "note"
+    message: str
+
+
+class LRFindEvent(EngineEvent):
+    """A stage's LR-finder curve and its suggestion."""
+
+    event: Literal["lr_find"] = "lr_find"
+    stage: int
+    suggestion: float | None
+    method: str = "valley"
+    lrs: list[float | None]
+    losses: list[float | None]
+
+
+class StagePlan(EngineEvent):
+    """How a stage trains: what the recipe asked, with `lr: find` replaced by the rate found."""
+
+    stage: int
+    epochs: int
+    size: int
+    presize: int
+    bs: int
+    frozen: bool
+    lr: float | list[float]
+    mixup: float | None = None
+
+
+class StageEvent(StagePlan):
+    """A stage begins."""
+
+    event: Literal["stage"] = "stage"
+
+
+class ParamSummary(EngineEvent):
+    """Trainable parameters and per-group learning rates after a stage: evidence of freeze and discriminative rates."""
+
+    params: int
+    trainable_params: int
+    group_lrs: list[float]
+
+
+class StageEndEvent(ParamSummary):
+    """A stage ended."""
+
+    event: Literal["stage_end"] = "stage_end"
+    stage: int
+
+
+class StageSummary(StagePlan, ParamSummary):
+    """A finished stage as the result lists it: its plan and its parameter summary."""
+
+
+class ProgressEvent(EngineEvent):
+    """Batch progress within an epoch (at most two a second)."""
+
+    event: Literal["progress"] = "progress"
+    stage: int
+    epoch: int
+    batch: int
+    total: int
+    elapsed: float
+    eta: float
+    smooth_loss: float | None = None
+
+
+class EpochEvent(EngineEvent):
+    """One row of the epoch table; (stage, epoch) is its key."""
+
+    event: Literal["epoch"] = "epoch"
+    stage: int
+    epoch: int
+    train_loss: float | None = None
+    valid_loss: float | None = None
+    metrics: dict[str, float | None] = {}
+    seconds: float | None = None
+
+
+class FinalMetrics(EngineEvent):
+    """Validation metrics of the final (or best) weights."""
+
+    valid_loss: float | None = None
+    accuracy: float | None = None
+    error_rate: float | None = None
+
+
+class TTAMetrics(EngineEvent):
+    """Test-time augmentation's metrics and how they were taken."""
+
+    n: int
+    use_max: bool
+    accuracy: float | None = None
+    error_rate: float | None = None
+
+
+class BestEpoch(EngineEvent):
+    """Where the keep-best tracker found its best value."""
+
+    stage: int
+    epoch: int
+    metric: str
+    value: float | None = None
+
+
+class Confusion(EngineEvent):
+    """The confusion matrix: rows are actual classes, columns predicted, in label order."""
+
+    labels: list[str]
+    matrix: list[list[int]]
+
+
+class TopLoss(EngineEvent):
+    """A validation image the model got most wrong."""
+
+    image_id: str
+    actual: str
+    predicted: str
+    loss: float | None = None
+    probability: float | None = None
+
+
+class ResultEvent(EngineEvent):
+    """How a run ended: metrics, TTA, best epoch, confusion, top losses, files and speed."""
+
+    event: Literal["result"] = "result"
+    metrics: FinalMetrics
+    tta: TTAMetrics | None = None
+    best: BestEpoch | None = None
+    confusion: Confusion | None = None
+    top_losses: list[TopLoss] = []
+    model_path: str | None = None
+    predictions_path: str | None = None
+    notes: list[str] = []
+    stages: list[StageSummary] = []
+    dataset: dict[str, Any] | None = None
+    normalize_stats: list[list[float]] | None = None
+    seconds: float | None = None
+    images_per_second: float | None = None
+
+    def stored(self) -> dict:
+        """The result as a run row keeps it (the event name dropped)."""
+        return self.model_dump(mode="json", exclude={"event"})
+
+
+class ErrorEvent(EngineEvent):
+    """The run (or the recipe, before it ran) failed."""
+
+    event: Literal["error"] = "error"
+    message: str
+    problems: list[dict[str, str]] | None = None
+    traceback: str | None = None
+
+
+Event = Annotated[Union[StartEvent, NoteEvent, LRFindEvent, StageEvent, StageEndEvent, ProgressEvent, EpochEvent,
+                        ResultEvent, ErrorEvent], Field(discriminator="event")]
+EVENT = TypeAdapter(Event)
+
+
+def parse_event(data: dict) -> Event:
+    """An event from its JSON form (a `--json` line, an SSE frame)."""
+    return EVENT.validate_python(data)

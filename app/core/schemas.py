@@ -1,0 +1,215 @@
+"""The recipe contract (RunSpec): pure pydantic, shared by the API, the form, recipe files and the worker."""
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from app.core.errors import RecipeError
+
+# Architectures fastai knows how to split (body/head) for freeze and discriminative rates.
+ARCHITECTURES = (
+    "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
+    "densenet121", "densenet161", "densenet169", "densenet201",
+    "vgg11_bn", "vgg13_bn", "vgg16_bn", "vgg19_bn",
+    "squeezenet1_0", "squeezenet1_1", "alexnet",
+)
+
+PositiveInt = Annotated[int, Field(strict=True, gt=0)]
+INT_FIELDS = ("epochs", "size", "presize", "bs")
+
+
+def field_path(parts: tuple) -> str:
+    """Render a pydantic location as a field path such as stages[1].lr (union member tags dropped)."""
+    out = ""
+    for part in parts:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif not str(part).isidentifier() or str(part)[:1].isupper():
+            continue  # 'constrained-str', 'DatasetSpec', 'function-after[...]': pydantic's union tags
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _message(err: dict) -> str:
+    """A readable message; positive-integer fields say so instead of pydantic's wording."""
+    if err["type"] in ("greater_than", "int_type", "int_from_float", "int_parsing") and err["loc"][-1] in INT_FIELDS:
+        return f"must be a positive integer; got {err['input']!r}"
+    return err["msg"].removeprefix("Value error, ")
+
+
+def problems_from(exc: ValidationError) -> list[dict]:
+    """Turn a pydantic ValidationError into [{'loc', 'msg'}] with readable field paths."""
+    problems = []
+    for err in exc.errors():
+        if err["type"] == "string_type" and isinstance(err["input"], dict):
+            continue  # an inline dataset object: its own field errors say what is wrong
+        problems.append({"loc": field_path(err["loc"]), "msg": _message(err)})
+    return problems
+
+
+class TTASpec(BaseModel):
+    """Test-time augmentation: n augmented passes averaged (or max-ed) with the plain prediction."""
+
+    model_config = ConfigDict(extra="forbid")
+    n: Annotated[int, Field(strict=True, ge=1, description="augmented passes")] = 4
+    use_max: bool = False
+
+
+class StageSpec(BaseModel):
+    """One fit_one_cycle: epochs at an image size, with its batch size, learning rate and callbacks."""
+
+    model_config = ConfigDict(extra="forbid")
+    epochs: PositiveInt
+    size: PositiveInt
+    presize: PositiveInt | None = None
+    bs: PositiveInt = 64
+    freeze: bool = False
+    lr: Union[float, Literal["find"], list[float]] = "find"
+    lr_find_iters: Annotated[int, Field(strict=True, ge=10, le=1000)] = 100  # mock-training steps of lr: find
+    mixup: float | None = None
+
+    @field_validator("lr", mode="before")
+    @classmethod
+    def _check_lr(cls, v):
+        """lr is a positive number, 'find', or an increasing [low, high] pair of positive numbers."""
+        if isinstance(v, bool):
+            raise ValueError("lr must be a positive number, 'find', or [low, high]")
+        if isinstance(v, str):
+            if v == "find":
+                return v
+            try:
+                v = float(v)
+            except ValueError:
+                raise ValueError(f"lr must be a positive number, 'find', or [low, high]; got {v!r}") from None
+        if isinstance(v, (int, float)):
+            if not v > 0:
+                raise ValueError(f"lr must be positive; got {v}")
+            return float(v)
+        if isinstance(v, (list, tuple)):
+            if len(v) != 2 or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
+                raise ValueError("lr as a list must be two numbers [low, high]")
+            low, high = float(v[0]), float(v[1])
+            if not (0 < low < high):
+                raise ValueError(f"lr [low, high] must satisfy 0 < low < high; got [{low}, {high}]")
+            return [low, high]
+        raise ValueError("lr must be a positive number, 'find', or [low, high]")
+
+    @field_validator("mixup")
+    @classmethod
+    def _check_mixup(cls, v):
+        """MixUp's Beta alpha must lie in (0, 1]."""
+        if v is not None and not (0 < v <= 1):
+            raise ValueError(f"mixup alpha must be in (0, 1]; got {v}")
+        return v
+
+    @field_validator("presize")
+    @classmethod
+    def _check_presize(cls, v, info):
+        """The item presize may never be smaller than the batch size it is cropped to."""
+        size = info.data.get("size")
+        if v is not None and size is not None and v < size:
+            raise ValueError(f"presize ({v}) must not be smaller than size ({size})")
+        return v
+
+    @model_validator(mode="after")
+    def _default_presize(self) -> "StageSpec":
+        """Without a presize, items are resized straight to size."""
+        if self.presize is None:
+            self.presize = self.size
+        return self
+
+
+class DatasetSpec(BaseModel):
+    """An inline dataset: csv or train/val folder layout; csv, images and label_map are relative to path."""
+
+    model_config = ConfigDict(extra="forbid")
+    layout: Literal["csv", "folder"]
+    path: str
+    csv: str | None = None
+    images: str | None = None
+    image_col: str | None = None
+    label_col: str | None = None
+    valid_col: str | None = None
+    valid_pct: Annotated[float, Field(gt=0, lt=1)] = 0.2
+    label_map: str | dict[str, str] | None = None
+
+
+class RunSpec(BaseModel):
+    """A training recipe: the dataset, the model and the chapter-7 techniques, stage by stage."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    dataset: Union[Annotated[str, Field(min_length=1)], DatasetSpec]
+    arch: str = "resnet34"
+    pretrained: bool = True
+    normalize: Literal["none", "imagenet", "dataset"] = "imagenet"
+    label_smoothing: float | None = None
+    seed: int = 42
+    precision: Literal["fp32", "fp16", "bf16"] = "fp32"
+    keep_best: Literal["accuracy", "error_rate", "valid_loss"] | None = None
+    tta: TTASpec | None = None
+    stages: list[StageSpec]
+
+    @field_validator("arch")
+    @classmethod
+    def _check_arch(cls, v: str) -> str:
+        """Only architectures fastai can split into body and head."""
+        if v not in ARCHITECTURES:
+            raise ValueError(f"unknown architecture {v!r}; choose one of {', '.join(ARCHITECTURES)}")
+        return v
+
+    @field_validator("label_smoothing")
+    @classmethod
+    def _check_eps(cls, v):
+        """Label smoothing eps must lie in (0, 1)."""
+        if v is not None and not (0 < v < 1):
+            raise ValueError(f"label_smoothing must be in (0, 1); got {v}")
+        return v
+
+    @field_validator("stages")
+    @classmethod
+    def _check_stages(cls, v):
+        """A recipe trains at least once."""
+        if not v:
+            raise ValueError("a recipe needs at least one stage")
+        return v
+
+    def techniques(self) -> list[str]:
+        """Short names of the chapter-7 techniques this recipe uses (for chips and summaries)."""
+        chips = []
+        if self.normalize != "none":
+            chips.append(f"normalize:{self.normalize}")
+        sizes = [s.size for s in self.stages]
+        if len(set(sizes)) > 1:
+            chips.append("progressive resizing")
+        if any(s.presize > s.size for s in self.stages):
+            chips.append("presizing")
+        if any(s.lr == "find" for s in self.stages):
+            chips.append("lr finder")
+        if any(isinstance(s.lr, list) for s in self.stages):
+            chips.append("discriminative lr")
+        if any(s.freeze for s in self.stages) and any(not s.freeze for s in self.stages):
+            chips.append("freeze/unfreeze")
+        if any(s.mixup for s in self.stages):
+            chips.append("mixup")
+        if self.label_smoothing:
+            chips.append("label smoothing")
+        if self.keep_best:
+            chips.append("keep best")
+        if self.tta:
+            chips.append("tta")
+        if self.precision != "fp32":
+            chips.append(self.precision)
+        return chips
+
+
+def parse_spec(data: dict) -> RunSpec:
+    """Validate a recipe dict, raising RecipeError with one problem per bad field."""
+    if not isinstance(data, dict):
+        raise RecipeError.one("", "a recipe must be a mapping of fields")
+    try:
+        return RunSpec.model_validate(data)
+    except ValidationError as exc:
+        raise RecipeError(problems_from(exc)) from None

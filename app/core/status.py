@@ -1,0 +1,19 @@
+"""A run's lifecycle states, spelled once: the database constraint, the API, the CLI and the pages all read them here."""
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class RunStatus(StrEnum):
+    """Where a run is in its lifecycle: queued -> running -> succeeded | failed | cancelled."""
+
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+LIVE = (RunStatus.queued, RunStatus.running)
+FINISHED = (RunStatus.succeeded, RunStatus.failed, RunStatus.cancelled)
+STATUSES = tuple(s.value for s in RunStatus)

@@ -1,0 +1,66 @@
+"""The compare page: runs side by side against a baseline (charts fetch their series from the API)."""
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Query, Request
+
+from app.core.errors import RecipeError
+from app.pages.render import render
+from app.pages.wording import COLORS, is_number, secs, show
+from app.services.compare import compare
+from app.web.deps import SessionDep
+
+router = APIRouter()
+MAX_CONFUSIONS = 12
+
+# The final table's columns: value format, difference format, whether higher is better, and the difference that
+# still reads as none (wall time is measured in whole seconds, speed to a tenth).
+COLUMNS = (("accuracy", lambda v: f"{100 * v:.2f}%", lambda d: f"{100 * d:+.2f} pts", True, 1e-9),
+           ("tta_accuracy", lambda v: f"{100 * v:.2f}%", lambda d: f"{100 * d:+.2f} pts", True, 1e-9),
+           ("wall_seconds", secs, lambda d: ("+" if d > 0 else "−") + secs(d), False, 0.5),
+           ("images_per_second", lambda v: f"{v:.1f}", lambda d: f"{d:+.1f}", True, 0.05))
+
+
+def _delta(d, fmt, higher_is_better: bool, tol: float) -> dict:
+    """A difference to the baseline with a class saying whether it is an improvement."""
+    if not is_number(d):
+        return {"text": "–", "cls": "muted"}
+    if abs(d) < tol:
+        return {"text": "±0", "cls": "muted"}
+    return {"text": fmt(d), "cls": "better" if (d > 0) == higher_is_better else "worse"}
+
+
+def table_rows(data: dict) -> list[dict]:
+    """The final table: each run's values and its differences to the baseline run, as display text."""
+    return [{"id": r["id"], "name": r["name"], "status": r["status"], "color": COLORS[i % len(COLORS)],
+             "baseline": r["id"] == data["baseline"], "best_epoch": r["best_epoch"] or "–",
+             "cells": [(fmt(r[key]) if is_number(r[key]) else "–", _delta(r["diff"][key], dfmt, up, tol))
+                       for key, fmt, dfmt, up, tol in COLUMNS]}
+            for i, r in enumerate(data["runs"])]
+
+
+@router.get("/compare")
+def get_compare(request: Request, session: SessionDep, ids: list[str] = Query([]), baseline: str = ""):
+    """Runs side by side: curves, LR finders, final table against a baseline, recipe diff, confusions, disagreements."""
+    joined = ",".join(ids)  # ids=3,5,8 from links, ids=3&ids=5 from the runs list's checkboxes without JS
+    if not joined.replace(",", "").strip():
+        return render(request, "compare.html", data=None, message="Pick two or more runs on the runs list to compare.")
+    try:
+        # No chart series here: compare.js fetches them from the API, so this page stays small and quick.
+        data = compare(session, joined, int(baseline) if baseline.strip().isdigit() else None, curves=False)
+    except RecipeError as exc:
+        return render(request, "compare.html", 422, data=None, message=exc.problems[0]["msg"])
+    id_list = data["ids"]
+    names = {r["id"]: r["name"] for r in data["runs"]}
+    diff = [(path, [(show(vals[i]), show(vals[i]) != show(vals[data["baseline"]])) for i in id_list])
+            for path, vals in data["config_diff"].items()]
+    # Side by side only works for a handful: past MAX_CONFUSIONS the page would be megabytes of tables.
+    confusions = [(r, COLORS[i % len(COLORS)]) for i, r in enumerate(data["runs"]) if r["confusion"]]
+    shown = confusions[:MAX_CONFUSIONS]
+    ids_text = ",".join(map(str, id_list))
+    chart_data = {"colors": COLORS, "api": "/api/v1/compare?" + urlencode({"ids": ids_text, "baseline": data["baseline"]})}
+    return render(request, "compare.html", data=data, chart=chart_data, rows=table_rows(data), diff=diff,
+                  confusions=shown, confusions_total=len(confusions), names=names, ids_text=ids_text, message=None,
+                  csv_url="/api/v1/compare?" + urlencode({"ids": ids_text, "baseline": data["baseline"],
+                                                          "format": "csv"}))

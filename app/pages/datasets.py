@@ -1,0 +1,80 @@
+"""The dataset pages: the list with the register form, one dataset's report and sample images."""
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse
+from pydantic import ValidationError
+
+from app.core.errors import DatasetExists, RecipeError
+from app.core.schemas import DatasetSpec, problems_from
+from app.pages import forms
+from app.pages.render import FormData, redirect, render
+from app.core.datasets import ResolvedDataset
+from app.services import datasets
+from app.web.deps import SessionDep, SettingsDep
+
+router = APIRouter()
+
+
+def _datasets_page(request: Request, session, settings, form: dict | None = None, errors: dict | None = None,
+                   status_code: int = 200):
+    """Registered datasets and bare folders with their reports, and the register form."""
+    infos = datasets.dataset_infos(session, settings.data_root)
+    form = form or {f: "" for f in forms.DATASET_FIELDS} | {"layout": "csv"}
+    return render(request, "datasets.html", status_code, infos=infos, form=form, errors=errors or {},
+                  data_root=settings.data_root)
+
+
+@router.get("/datasets")
+def get_datasets(request: Request, session: SessionDep, settings: SettingsDep):
+    """The dataset list and register form."""
+    return _datasets_page(request, session, settings)
+
+
+@router.post("/datasets")
+def post_datasets(request: Request, session: SessionDep, settings: SettingsDep, data: FormData):
+    """Validate a dataset (paths inside the data root) and register it under a new name."""
+    form = forms.dataset_form(data)
+    problems = []
+    if not forms.DATASET_NAME.match(form["name"]):
+        problems.append({"loc": "name", "msg": "up to 200 letters, digits, '.', '_' or '-', starting with a letter or digit"})
+    elif datasets.is_registered(session, form["name"]):
+        problems.append({"loc": "name", "msg": str(DatasetExists(form["name"]))})
+    try:
+        spec = DatasetSpec.model_validate(forms.dataset_spec_from_form(form))
+        resolved = datasets.validate(spec, settings.data_root)
+    except ValidationError as exc:
+        problems += problems_from(exc)
+    except RecipeError as exc:
+        problems += exc.problems
+    if problems:
+        return _datasets_page(request, session, settings, form, forms.field_errors(problems, forms.dataset_field), 422)
+    datasets.store(session, form["name"], spec, resolved)
+    request.session["notice"] = f"Dataset {form['name']} registered."
+    return redirect(f"/datasets/{form['name']}")
+
+
+@router.get("/datasets/{name}")
+def get_dataset(request: Request, session: SessionDep, settings: SettingsDep, name: str):
+    """One dataset: its report and a few sample images."""
+    info = datasets.find(session, name, settings.data_root)
+    samples = [(k, info.resolved.items[k]) for k in sample_indices(info.resolved)] if info.resolved else []
+    return render(request, "dataset.html", info=info, samples=samples)
+
+
+@router.get("/datasets/{name}/images/{k}")
+def get_dataset_image(session: SessionDep, settings: SettingsDep, name: str, k: int):
+    """The k-th image of a validated dataset (its path was checked to lie inside the data root)."""
+    path = datasets.image_path(session, name, k, settings.data_root)
+    return FileResponse(path, headers={"Cache-Control": "private, max-age=300"})
+
+
+def sample_indices(resolved: ResolvedDataset, per_class: int = 2, limit: int = 12) -> list[int]:
+    """Indices of a few images, spread over the classes, for the dataset page."""
+    seen: dict[str, int] = {}
+    picked = []
+    for i, item in enumerate(resolved.items):
+        if seen.get(item.label, 0) < per_class and len(picked) < limit:
+            seen[item.label] = seen.get(item.label, 0) + 1
+            picked.append(i)
+    return picked

@@ -1,0 +1,57 @@
+"""What every page shares: the Jinja2 environment, render and redirect, the login guard, the posted form."""
+from __future__ import annotations
+
+from typing import Annotated
+from urllib.parse import urlencode
+
+import jinja2
+from fastapi import Depends, HTTPException, Request
+from fastapi.responses import RedirectResponse
+from fastapi.templating import Jinja2Templates
+
+from app.core.resources import templates_dir
+from app.pages.forms import field_label
+from app.pages.wording import fmt_lr, heat
+from app.web.security import check_csrf, csrf_token, logged_in
+
+
+def _context(request: Request) -> dict:
+    """What every page needs: the CSRF token, the login state and a one-time notice."""
+    return {"csrf": csrf_token(request), "auth_on": bool(request.app.state.settings.api_token),
+            "authed": logged_in(request), "notice": request.session.pop("notice", None)}
+
+
+env = jinja2.Environment(loader=jinja2.FileSystemLoader(templates_dir()), autoescape=True,
+                         trim_blocks=True, lstrip_blocks=True)
+env.filters.update(lr=fmt_lr, field_label=field_label, heat_cells=heat,
+                   f4=lambda v: "–" if v is None else f"{v:.4f}",
+                   pct=lambda v: "–" if v is None else f"{100 * v:.1f}%")
+templates = Jinja2Templates(env=env, context_processors=[_context])
+
+
+def render(request: Request, name: str, status_code: int = 200, **context):
+    """A page from templates/, with the shared context."""
+    return templates.TemplateResponse(request, name, context, status_code=status_code)
+
+
+def redirect(url: str) -> RedirectResponse:
+    """See other: after a POST the browser GETs the result, so a reload does not resubmit."""
+    return RedirectResponse(url, status_code=303)
+
+
+def require_login(request: Request) -> None:
+    """Send a browser that has not logged in (when a token is configured) to the login page."""
+    if not logged_in(request):
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        raise HTTPException(303, "log in first", headers={"Location": "/login?" + urlencode({"next": target})})
+
+
+async def form_data(request: Request) -> dict[str, str]:
+    """The submitted form fields, CSRF-checked (the one await, so the routes stay plain def)."""
+    form = await request.form()
+    data = {k: v for k, v in form.multi_items() if isinstance(v, str)}
+    check_csrf(request, data.get("csrf_token"))
+    return data
+
+
+FormData = Annotated[dict, Depends(form_data)]

@@ -1,0 +1,97 @@
+"""The runs list and one run's page (live while it trains), with cancel."""
+from __future__ import annotations
+
+import math
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Query, Request
+
+from app.core.errors import RunFinished
+from app.core.status import FINISHED, STATUSES
+from app.pages.render import FormData, redirect, render
+from app.pages.wording import describe_stage, describe_techniques
+from app.services import datasets, runs
+from app.services.serializers import serialize_epoch, serialize_lr_find
+from app.web.deps import SessionDep
+
+router = APIRouter()
+SORTABLE = ("name", "status", "dataset", "best_accuracy", "tta_accuracy", "created_at")
+PAGE_SIZE = 25
+TRACEBACK_LINES = 40
+
+
+def query(params: dict, **changes) -> str:
+    """A query string for the runs list with some parameters changed (empty ones dropped)."""
+    merged = {k: v for k, v in {**params, **changes}.items() if v not in (None, "", [])}
+    return "?" + urlencode(merged, doseq=True) if merged else "?"
+
+
+def next_order(column: str, order: str) -> str:
+    """A header click sorts by that column, a second click reverses; text starts at A, numbers and dates high."""
+    if order == column:
+        return f"-{column}"
+    if order == f"-{column}":
+        return column
+    return column if column in ("name", "dataset", "status") else f"-{column}"
+
+
+@router.get("/")
+@router.get("/runs")
+def get_runs(request: Request, session: SessionDep, status: list[str] = Query([]), dataset: str = "",
+             name: str = "", order: str = "-created_at", limit: int = PAGE_SIZE, offset: int = 0):
+    """Every run with its techniques and headline metrics; filter, sort, page, pick runs to compare."""
+    status = [s for s in status if s in STATUSES]
+    order = order if order.lstrip("-") in SORTABLE else "-created_at"
+    limit, offset = min(max(limit, 1), 200), max(offset, 0)
+    items, total = runs.page(session, status=status or None, dataset=dataset or None, name_contains=name or None,
+                             limit=limit, offset=offset, order=order)
+    params = {"status": status, "dataset": dataset, "name": name, "order": order,
+              "limit": limit if limit != PAGE_SIZE else None}
+    sort = {c: query(params, order=next_order(c, order), offset=None) for c in SORTABLE}
+    n_pages, current = max(1, math.ceil(total / limit)), offset // limit
+    page_links = [(p + 1, query(params, offset=p * limit or None), p == current)
+                  for p in range(n_pages) if p in (0, n_pages - 1) or abs(p - current) <= 2]
+    names = sorted(set(runs.dataset_names(session)) | {d.name for d in datasets.registered(session)})
+    return render(request, "runs.html", runs=items, total=total, params=params, sort=sort, order=order,
+                  page_links=page_links, offset=offset, limit=limit, statuses=list(STATUSES), datasets=names,
+                  prev=query(params, offset=(offset - limit) or None) if offset > 0 else None,
+                  next=query(params, offset=offset + limit) if offset + limit < total else None)
+
+
+def _run_page(request: Request, session, run_id: int, message: str | None = None, status_code: int = 200):
+    """The run page: recipe in words, live progress and epochs, charts, results or the error."""
+    run = runs.get(session, run_id)
+    spec, result, progress = run.spec or {}, run.result or {}, run.progress or {}
+    epochs, finds = runs.epochs(session, run_id), runs.lr_finds(session, run_id)
+    valley = {f.stage: f.suggestion for f in finds}
+    stages = [describe_stage(i, s, valley.get(i)) for i, s in enumerate(spec.get("stages") or [])]
+    confusion = result.get("confusion")
+    tail = "\n".join((run.traceback or "").rstrip().splitlines()[-TRACEBACK_LINES:])
+    data = {"id": run.id, "status": str(run.status), "live": run.status not in FINISHED, "stages": stages,
+            "epochs": [serialize_epoch(e) for e in epochs], "lr_finds": [serialize_lr_find(f) for f in finds],
+            "best": result.get("best"), "batch": progress.get("batch"),
+            "finished_statuses": [str(s) for s in FINISHED]}
+    return render(request, "run.html", status_code, run=run, spec=spec, result=result, progress=progress,
+                  stages=stages, techniques=describe_techniques(spec) if spec else [], epochs=epochs,
+                  finds=finds, confusion=confusion, tail=tail, data=data, message=message,
+                  live=data["live"], artifacts=runs.artifacts(session, run_id), duration=run.duration,
+                  stage_summaries=result.get("stages") or progress.get("stages") or [])
+
+
+@router.get("/runs/{run_id}")
+def get_run(request: Request, session: SessionDep, run_id: int):
+    """One run, live while it trains."""
+    return _run_page(request, session, run_id)
+
+
+@router.post("/runs/{run_id}/cancel")
+def post_run_cancel(request: Request, session: SessionDep, run_id: int, data: FormData):
+    """Cancel a queued run, or ask a running one to stop at its next batch."""
+    try:
+        status = runs.cancel(session, run_id)
+    except RunFinished as exc:
+        return _run_page(request, session, run_id, f"Nothing to cancel: run {run_id} already {exc.status}.", 409)
+    request.app.state.run_cache.invalidate(run_id)  # API readers see the cancel at once
+    request.session["notice"] = ("Run cancelled before it started." if status == "cancelled"
+                                 else "Asked the worker to stop at the next batch.")
+    return redirect(f"/runs/{run_id}")

@@ -1,0 +1,17 @@
+"""The workers page: each worker's GPU, last heartbeat and current run; silent ones marked stale."""
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+from app.pages.render import render
+from app.services import workers
+from app.web.deps import SessionDep, SettingsDep
+
+router = APIRouter()
+
+
+@router.get("/workers")
+def get_workers(request: Request, session: SessionDep, settings: SettingsDep):
+    """Workers with their GPU, last heartbeat and current run; silent ones marked stale."""
+    return render(request, "workers.html", rows=workers.states(session, settings.worker_lost_after),
+                  lost_after=settings.worker_lost_after)

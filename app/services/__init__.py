@@ -1,0 +1,1 @@
+"""The service layer the API, the pages and the CLI all call: validate, store, commit, then publish."""

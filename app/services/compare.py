@@ -1,0 +1,26 @@
+"""Comparing runs as the API and the pages use it: parse and bound the ids, then read the compare document."""
+from __future__ import annotations
+
+from sqlmodel import Session
+
+from app.core.errors import RecipeError
+from app.store.compare import compare_runs
+
+MAX_COMPARE = 200
+
+
+def parse_ids(ids: str) -> list[int]:
+    """'3,5,8' -> [3, 5, 8], distinct, in the order given; RecipeError naming `ids` otherwise."""
+    try:
+        out = list(dict.fromkeys(int(x) for x in ids.split(",") if x.strip()))
+    except ValueError:
+        raise RecipeError.one("ids", "ids must be comma-separated run ids, e.g. 3,5,8") from None
+    if not 1 <= len(out) <= MAX_COMPARE:
+        raise RecipeError.one("ids", f"compare between 1 and {MAX_COMPARE} runs")
+    return out
+
+
+def compare(session: Session, ids: str, baseline: int | None = None, curves: bool = True) -> dict:
+    """Curves, the final table against a baseline, the recipe diff, confusions and disagreements; RunNotFound for an
+    unknown id."""
+    return compare_runs(session, parse_ids(ids), baseline, curves=curves)

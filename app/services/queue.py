@@ -1,0 +1,43 @@
+"""The Celery app as the web side sees it: configured from Settings, publishes runs by task name only."""
+from __future__ import annotations
+
+from celery import Celery
+
+from app.core.settings import Settings
+
+TRAIN_TASK = "fitboard.train_run"
+DEFAULT_QUEUE = "fitboard"
+
+
+def broker_url(settings: Settings) -> str:
+    """FITBOARD_BROKER_URL, else the embedded broker: kombu's SQLAlchemy transport on a SQLite file."""
+    return settings.broker_url or f"sqla+sqlite:///{settings.home / 'broker.sqlite'}"
+
+
+def make_celery(settings: Settings) -> Celery:
+    """A Celery app with fitboard's delivery guarantees: JSON only, late acks, one task at a time."""
+    settings.home.mkdir(parents=True, exist_ok=True)
+    url = broker_url(settings)
+    transport = {"visibility_timeout": settings.visibility_timeout}
+    if url.startswith("sqla+sqlite"):
+        transport = {"connect_args": {"timeout": 30}}  # SQLite busy timeout: several workers poll one file
+    app = Celery("fitboard", broker=url, set_as_current=False)
+    app.conf.update(
+        task_serializer="json", accept_content=["json"], result_serializer="json",
+        task_ignore_result=True, task_acks_late=True, task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1, task_default_queue=DEFAULT_QUEUE,
+        broker_transport_options=transport, broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False, worker_send_task_events=False,
+    )
+    return app
+
+
+class Publisher:
+    """Sends stored runs to the workers' queue (call only after the runs' rows are committed)."""
+
+    def __init__(self, celery: Celery, queue: str = DEFAULT_QUEUE):
+        self.celery, self.queue = celery, queue
+
+    def publish(self, run_id: int) -> None:
+        """Queue one run for a worker."""
+        self.celery.send_task(TRAIN_TASK, args=[run_id], queue=self.queue)

@@ -1,0 +1,97 @@
+"""Runs as the API, the pages and the CLI use them: submit (validate, store, commit, publish), read, list, cancel."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlmodel import Session
+
+from app.core.datasets import ResolvedDataset, resolve_dataset
+from app.core.errors import NotFound
+from app.core.schemas import DatasetSpec, RunSpec, parse_spec
+from app.services.queue import Publisher
+from app.store import runs as store
+from app.store.models import EpochRow, LRFind, Run
+from app.store.registry import get_dataset_spec
+
+
+def registry_for(session: Session):
+    """A dataset lookup by registered name, for resolve_dataset."""
+    def lookup(name: str) -> DatasetSpec | None:
+        spec = get_dataset_spec(session, name)
+        return DatasetSpec.model_validate(spec) if spec else None
+    return lookup
+
+
+def validate_recipe(session: Session, data: dict | RunSpec, data_root: Path) -> tuple[RunSpec, ResolvedDataset]:
+    """The recipe and its dataset, validated; RecipeError names every problem."""
+    spec = data if isinstance(data, RunSpec) else parse_spec(data)
+    return spec, resolve_dataset(spec.dataset, data_root, seed=spec.seed, registry=registry_for(session))
+
+
+def store_run(session: Session, data: dict | RunSpec, data_root: Path) -> Run:
+    """Validate and add a queued run (not yet committed); nothing is stored when the recipe or dataset is refused."""
+    spec, dataset = validate_recipe(session, data, data_root)
+    return store.create_run(session, spec.model_dump(mode="json"), name=spec.name, dataset=dataset.name,
+                            techniques=spec.techniques())
+
+
+def publish_committed(session: Session, publisher: Publisher, runs: list[Run]) -> None:
+    """Commit, then publish each run: a worker must never see a run id before its row exists."""
+    session.commit()
+    for run in runs:
+        publisher.publish(run.id)
+
+
+def submit(session: Session, publisher: Publisher, data: dict | RunSpec, data_root: Path) -> Run:
+    """Validate, store, commit and publish one run."""
+    run = store_run(session, data, data_root)
+    publish_committed(session, publisher, [run])
+    return run
+
+
+def get(session: Session, run_id: int) -> Run:
+    """One run; RunNotFound if none."""
+    return store.get_run(session, run_id)
+
+
+def page(session: Session, **filters) -> tuple[list[Run], int]:
+    """A page of runs matching the filters (see store.list_runs), and how many match in all."""
+    return store.list_runs(session, **filters)
+
+
+def dataset_names(session: Session) -> list[str]:
+    """Every dataset name some run used (for the runs list's filter)."""
+    return store.dataset_names(session)
+
+
+def epochs(session: Session, run_id: int) -> list[EpochRow]:
+    """A run's epoch table; RunNotFound for an unknown run."""
+    store.get_run(session, run_id)
+    return store.list_epochs(session, run_id)
+
+
+def lr_finds(session: Session, run_id: int) -> list[LRFind]:
+    """A run's LR-finder curves; RunNotFound for an unknown run."""
+    store.get_run(session, run_id)
+    return store.list_lr_finds(session, run_id)
+
+
+def artifacts(session: Session, run_id: int) -> dict[str, str]:
+    """A run's files by kind."""
+    return store.list_artifacts(session, run_id)
+
+
+def model_file(session: Session, run_id: int) -> Path:
+    """The run's exported model file; NotFound when it has none (not finished, failed, or the file is gone)."""
+    store.get_run(session, run_id)
+    path = store.list_artifacts(session, run_id).get("model")
+    if not path or not Path(path).is_file():
+        raise NotFound(f"an exported model for run {run_id}")
+    return Path(path)
+
+
+def cancel(session: Session, run_id: int) -> str:
+    """Cancel a queued run now or ask a running one to stop, committed; the new status. RunFinished if it ended."""
+    status = store.request_cancel(session, run_id)
+    session.commit()
+    return status

@@ -1,0 +1,1 @@
+"""Persistence: the database, its tables and the domain functions that read and change them."""

@@ -1,0 +1,145 @@
+"""Engines, sessions and migrations for SQLite (one host) and Postgres (a fleet)."""
+from __future__ import annotations
+
+import fcntl
+import json
+import zlib
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event, make_url, text
+from sqlmodel import Session
+
+from app.core.jsonsafe import json_safe
+from app.core.resources import migrations_dir
+from app.core.settings import Settings, get_settings
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+# Any fixed 64-bit key works; every fitboard process must agree on it.
+PG_MIGRATE_LOCK = zlib.crc32(b"fitboard.migrate")
+_READS = ("SELECT", "PRAGMA", "EXPLAIN")
+
+
+def default_database_url(settings: Settings | None = None) -> str:
+    """The configured database URL, else a SQLite file in FITBOARD_HOME."""
+    settings = settings or get_settings()
+    return settings.database_url or f"sqlite:///{Path(settings.home) / 'fitboard.db'}"
+
+
+def json_dumps(obj) -> str:
+    """JSON for the database: strict, with non-finite floats stored as null."""
+    return json.dumps(json_safe(obj), allow_nan=False)
+
+
+def _sqlite_path(url: str) -> Path | None:
+    """The file behind a SQLite URL, or None for in-memory databases."""
+    database = make_url(url).database
+    return None if database in (None, "", ":memory:") or database.startswith("file:") else Path(database)
+
+
+def _sqlite_events(engine: Engine) -> None:
+    """Pragmas on every connection, and write transactions that queue on the lock instead of failing."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record):
+        # Take transaction control from the sqlite3 module; _begin_for_writes decides when to BEGIN.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")  # first, so the pragmas below wait too
+        cur.execute("PRAGMA journal_mode = WAL")  # readers never block the writer
+        cur.execute("PRAGMA synchronous = NORMAL")  # safe with WAL; fsync only at checkpoints
+        cur.execute("PRAGMA foreign_keys = ON")
+        cur.close()
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _begin_for_writes(conn, cursor, statement, params, context, executemany):
+        # Reads outside a transaction run in autocommit (each sees the latest commit, like Postgres' READ
+        # COMMITTED). The first write opens BEGIN IMMEDIATE, which waits up to busy_timeout for the write
+        # lock. Unlike the sqlite3 module's implicit BEGIN (before DML only), DDL and SAVEPOINT are covered
+        # too, so a migration that stops halfway leaves no half-built schema.
+        dbapi_conn = conn.connection.dbapi_connection
+        if not dbapi_conn.in_transaction and not statement.lstrip().upper().startswith(_READS):
+            cursor.execute("BEGIN IMMEDIATE")
+
+
+def driver_url(url: str) -> str:
+    """A bare postgresql:// means psycopg2 here, the driver fitboard ships (SQLAlchemy 2.1 would pick psycopg 3)."""
+    return "postgresql+psycopg2://" + url.split("://", 1)[1] if url.startswith(("postgresql://", "postgres://")) else url
+
+
+def make_engine(url: str, **kwargs) -> Engine:
+    """An engine for url; SQLite gets WAL, busy_timeout, foreign keys and lock-queuing write transactions."""
+    url = driver_url(url)
+    kwargs.setdefault("json_serializer", json_dumps)
+    if make_url(url).get_backend_name() != "sqlite":
+        kwargs.setdefault("pool_pre_ping", True)  # workers hold engines for days; servers restart
+        return create_engine(url, **kwargs)
+    path = _sqlite_path(url)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, **kwargs)
+    _sqlite_events(engine)
+    return engine
+
+
+@contextmanager
+def session_scope(engine: Engine) -> Iterator[Session]:
+    """A session that commits when the block ends and rolls back if it raises."""
+    # expire_on_commit=False: callers use the returned rows (run.id to enqueue) after the commit.
+    with Session(engine, expire_on_commit=False) as session:
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+
+
+def alembic_config(url: str):
+    """An Alembic Config for url, built in code: the migrations ship inside the package, no alembic.ini needed."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(migrations_dir()))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))  # configparser interpolates %
+    cfg.attributes["configure_logger"] = False  # the CLI configures logging; an app keeps its own
+    return cfg
+
+
+@contextmanager
+def _migrate_lock(url: str, engine: Engine) -> Iterator[None]:
+    """Serialise migrations across processes: a file lock for SQLite, an advisory lock for Postgres."""
+    if engine.dialect.name == "postgresql":
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": PG_MIGRATE_LOCK})
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": PG_MIGRATE_LOCK})
+        return
+    path = _sqlite_path(url) if engine.dialect.name == "sqlite" else None
+    if path is None:
+        yield
+        return
+    with open(f"{path}.migrate.lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)  # released when the file closes, even if this process dies
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def upgrade(url: str | None = None, revision: str = "head") -> None:
+    """Migrate the database at url (default: the configured one) to revision; safe to call from many processes."""
+    url = driver_url(url or default_database_url())
+    engine = make_engine(url)
+    try:
+        with _migrate_lock(url, engine):
+            cfg = alembic_config(url)
+            with engine.connect() as conn:
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, revision)
+                conn.commit()
+    finally:
+        engine.dispose()

@@ -1,0 +1,166 @@
+"""Database tables: registered datasets, runs with their epoch rows, LR-finder curves, artifacts and workers."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Field, SQLModel
+
+from app.core.status import STATUSES, RunStatus
+
+# Named constraints let Alembic's SQLite batch mode find and rebuild them in later revisions.
+SQLModel.metadata.naming_convention = {
+    "ix": "ix_%(table_name)s_%(column_0_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(sa.TypeDecorator):
+    """Stores naive UTC (portable across SQLite and Postgres) and always hands back aware UTC datetimes."""
+
+    impl = sa.DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is not None and value.tzinfo is not None:
+            value = value.astimezone(timezone.utc).replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value, dialect):
+        return None if value is None else value.replace(tzinfo=timezone.utc)
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware in UTC."""
+    return datetime.now(timezone.utc)
+
+
+def _when(nullable: bool = True, index: bool = False) -> Any:
+    """A UTC timestamp column; created_at-style columns pass nullable=False."""
+    return sa.Column(UTCDateTime(), nullable=nullable, index=index)
+
+
+def _json(nullable: bool = True) -> Any:
+    """A JSON column (sa.JSON is native on Postgres and TEXT-backed on SQLite)."""
+    return sa.Column(sa.JSON(), nullable=nullable)
+
+
+def _run_fk(ondelete: str = "CASCADE", primary_key: bool = False, nullable: bool = False) -> Any:
+    """A column referencing run.id."""
+    return sa.Column(sa.Integer(), sa.ForeignKey("run.id", ondelete=ondelete),
+                     primary_key=primary_key, nullable=nullable)
+
+
+class Dataset(SQLModel, table=True):
+    """A dataset registered once and referenced by name from recipes."""
+
+    __tablename__ = "dataset"
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(sa_column=sa.Column(sa.String(200), nullable=False, unique=True))
+    spec: dict = Field(default_factory=dict, sa_column=_json(nullable=False))  # inline DatasetSpec as a dict
+    report: dict = Field(default_factory=dict, sa_column=_json(nullable=False))  # ResolvedDataset.report()
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_when(nullable=False))
+
+
+class Run(SQLModel, table=True):
+    """One training run: its recipe, where it is in its lifecycle and what it produced."""
+
+    __tablename__ = "run"
+    __table_args__ = (sa.CheckConstraint(f"status IN ({', '.join(repr(s) for s in STATUSES)})", name="status"),)
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(sa_column=sa.Column(sa.String(200), nullable=False))
+    dataset: str = Field(sa_column=sa.Column(sa.String(500), nullable=False, index=True))
+    spec: dict = Field(default_factory=dict, sa_column=_json(nullable=False))  # the RunSpec as a dict
+    status: str = Field(default=RunStatus.queued.value,
+                        sa_column=sa.Column(sa.String(16), nullable=False, index=True))
+    cancel_requested: bool = Field(default=False, sa_column=sa.Column(sa.Boolean(), nullable=False))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_when(nullable=False, index=True))
+    started_at: datetime | None = Field(default=None, sa_column=_when())
+    finished_at: datetime | None = Field(default=None, sa_column=_when())
+    worker: str | None = Field(default=None, sa_column=sa.Column(sa.String(200), nullable=True))
+    attempt: int = Field(default=0, sa_column=sa.Column(sa.Integer(), nullable=False))
+    error: str | None = Field(default=None, sa_column=sa.Column(sa.Text(), nullable=True))
+    traceback: str | None = Field(default=None, sa_column=sa.Column(sa.Text(), nullable=True))
+    result: dict | None = Field(default=None, sa_column=_json())
+    progress: dict | None = Field(default=None, sa_column=_json())
+    techniques: list = Field(default_factory=list, sa_column=_json(nullable=False))
+    best_accuracy: float | None = Field(default=None, sa_column=sa.Column(sa.Float(), nullable=True))
+    tta_accuracy: float | None = Field(default=None, sa_column=sa.Column(sa.Float(), nullable=True))
+    model_path: str | None = Field(default=None, sa_column=sa.Column(sa.Text(), nullable=True))
+    sweep_id: int | None = Field(default=None, sa_column=sa.Column(
+        sa.Integer(), sa.ForeignKey("sweep.id", ondelete="SET NULL"), nullable=True, index=True))
+    variant: str | None = Field(default=None, sa_column=sa.Column(sa.String(500), nullable=True))  # sweep variant key
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds from start to finish; None until it has finished."""
+        if self.started_at and self.finished_at:
+            return (self.finished_at - self.started_at).total_seconds()
+        return None
+
+
+class Sweep(SQLModel, table=True):
+    """An ablation: a base recipe, the fields varied, the seeds; one run per variant and seed."""
+
+    __tablename__ = "sweep"
+    __table_args__ = (sa.CheckConstraint("mode IN ('grid', 'one_at_a_time')", name="mode"),)
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(sa_column=sa.Column(sa.String(200), nullable=False))
+    base: dict = Field(default_factory=dict, sa_column=_json(nullable=False))  # the base RunSpec as a dict
+    vary: dict = Field(default_factory=dict, sa_column=_json(nullable=False))  # field path -> values
+    mode: str = Field(sa_column=sa.Column(sa.String(16), nullable=False))
+    seeds: list = Field(default_factory=list, sa_column=_json(nullable=False))
+    variants: list = Field(default_factory=list, sa_column=_json(nullable=False))  # [{"key", "label", "overrides"}]
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_when(nullable=False, index=True))
+
+
+class EpochRow(SQLModel, table=True):
+    """One row of a run's epoch table; the key (run, stage, epoch) makes redelivered rows overwrite, not duplicate."""
+
+    __tablename__ = "epoch"
+    run_id: int = Field(sa_column=_run_fk(primary_key=True))
+    stage: int = Field(sa_column=sa.Column(sa.Integer(), primary_key=True))
+    epoch: int = Field(sa_column=sa.Column(sa.Integer(), primary_key=True))
+    train_loss: float | None = Field(default=None, sa_column=sa.Column(sa.Float(), nullable=True))
+    valid_loss: float | None = Field(default=None, sa_column=sa.Column(sa.Float(), nullable=True))
+    metrics: dict = Field(default_factory=dict, sa_column=_json(nullable=False))
+    seconds: float | None = Field(default=None, sa_column=sa.Column(sa.Float(), nullable=True))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_when(nullable=False))
+
+
+class LRFind(SQLModel, table=True):
+    """The LR-finder curve and its suggestion for one stage of a run."""
+
+    __tablename__ = "lr_find"
+    run_id: int = Field(sa_column=_run_fk(primary_key=True))
+    stage: int = Field(sa_column=sa.Column(sa.Integer(), primary_key=True))
+    suggestion: float | None = Field(default=None, sa_column=sa.Column(sa.Float(), nullable=True))
+    lrs: list = Field(default_factory=list, sa_column=_json(nullable=False))
+    losses: list = Field(default_factory=list, sa_column=_json(nullable=False))
+
+
+class Artifact(SQLModel, table=True):
+    """A file a run produced (exported model, predictions CSV), one per kind."""
+
+    __tablename__ = "artifact"
+    run_id: int = Field(sa_column=_run_fk(primary_key=True))
+    kind: str = Field(sa_column=sa.Column(sa.String(50), primary_key=True))
+    path: str = Field(sa_column=sa.Column(sa.Text(), nullable=False))
+
+
+class Worker(SQLModel, table=True):
+    """A worker process ("host:pid") and its latest heartbeat."""
+
+    __tablename__ = "worker"
+    name: str = Field(sa_column=sa.Column(sa.String(200), primary_key=True))
+    host: str = Field(sa_column=sa.Column(sa.String(200), nullable=False))
+    pid: int = Field(sa_column=sa.Column(sa.Integer(), nullable=False))
+    gpu: str | None = Field(default=None, sa_column=sa.Column(sa.String(200), nullable=True))
+    gpu_memory: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger(), nullable=True))  # bytes
+    current_run_id: int | None = Field(default=None, sa_column=_run_fk(ondelete="SET NULL", nullable=True))
+    started_at: datetime = Field(default_factory=utcnow, sa_column=_when(nullable=False))
+    last_seen: datetime = Field(default_factory=utcnow, sa_column=_when(nullable=False))

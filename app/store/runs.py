@@ -1,0 +1,198 @@
+"""Domain functions for runs: create, claim, record, finish, cancel and list.
+
+Each takes the session first and leaves the commit to the caller (session_scope), so a route or task
+can combine several steps in one transaction. State changes are single conditional UPDATEs, so two
+processes racing on one run (a redelivered message, a cancel during a claim) cannot both win.
+"""
+from __future__ import annotations
+
+import math
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlmodel import Session
+
+from app.core.errors import RunFinished, RunNotFound
+from app.core.events import EpochEvent, LRFindEvent, ResultEvent
+from app.core.status import FINISHED, LIVE, RunStatus
+from app.store.models import Artifact, EpochRow, LRFind, Run, utcnow
+
+ORDERABLE = ("id", "name", "dataset", "status", "created_at", "started_at", "finished_at",
+             "best_accuracy", "tta_accuracy")
+
+
+class RunNotRunning(RuntimeError):
+    """A worker reported a result for a run it does not hold (still queued)."""
+
+
+def _float(v) -> float | None:
+    """A number as a float, with NaN/inf (a diverged loss) as None so both backends store the same."""
+    return None if v is None or not math.isfinite(float(v)) else float(v)
+
+
+def upsert(session: Session, model, values: dict, keys: tuple[str, ...], keep: tuple[str, ...] = ()) -> None:
+    """INSERT values, or UPDATE the row with the same keys (all columns except keys and keep)."""
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    stmt = insert(model).values(**values)
+    changed = {k: stmt.excluded[k] for k in values if k not in keys and k not in keep}
+    session.exec(stmt.on_conflict_do_update(index_elements=list(keys), set_=changed))
+
+
+def _update(session: Session, run_id: int, *where, **values) -> bool:
+    """UPDATE one run if it matches where; True when it did."""
+    stmt = update(Run).where(Run.id == run_id, *where).values(**values)
+    return session.exec(stmt.execution_options(synchronize_session=False)).rowcount == 1
+
+
+def _status(session: Session, run_id: int) -> str:
+    """The run's status (one column), or RunNotFound."""
+    status = session.exec(select(Run.status).where(Run.id == run_id)).scalar_one_or_none()
+    if status is None:
+        raise RunNotFound(run_id)
+    return status
+
+
+def get_run(session: Session, run_id: int) -> Run:
+    """The run with this id, freshly read; RunNotFound if none."""
+    run = session.get(Run, run_id, populate_existing=True)
+    if run is None:
+        raise RunNotFound(run_id)
+    return run
+
+
+def create_run(session: Session, spec: dict, name: str | None = None, dataset: str | None = None,
+               techniques: list[str] | None = None) -> Run:
+    """Add a queued run for spec (name and dataset default to the spec's); enqueue it only after the commit."""
+    if dataset is None:
+        ds = spec["dataset"]
+        dataset = ds if isinstance(ds, str) else ds["path"]
+    run = Run(name=name or spec["name"], dataset=dataset, spec=spec, techniques=list(techniques or []))
+    session.add(run)
+    session.flush()  # assigns run.id
+    return run
+
+
+def claim_run(session: Session, run_id: int, worker: str) -> Run | None:
+    """Move a queued, uncancelled run to running for worker; None when another claim (or a cancel) won."""
+    won = _update(session, run_id, Run.status == RunStatus.queued, Run.cancel_requested.is_(False),
+                  status=RunStatus.running, started_at=utcnow(), worker=worker, attempt=Run.attempt + 1)
+    return get_run(session, run_id) if won else None
+
+
+def record_epoch(session: Session, run_id: int, row: EpochEvent) -> None:
+    """Store one epoch row; a repeat of the same (stage, epoch) overwrites it, so redelivery never duplicates."""
+    _status(session, run_id)
+    values = {"run_id": run_id, "stage": row.stage, "epoch": row.epoch, "train_loss": _float(row.train_loss),
+              "valid_loss": _float(row.valid_loss), "metrics": dict(row.metrics), "seconds": _float(row.seconds),
+              "created_at": utcnow()}
+    upsert(session, EpochRow, values, keys=("run_id", "stage", "epoch"), keep=("created_at",))
+
+
+def record_progress(session: Session, run_id: int, progress: dict) -> None:
+    """Replace the run's live batch progress (one UPDATE, no read)."""
+    if not _update(session, run_id, progress=progress):
+        raise RunNotFound(run_id)
+
+
+def record_lr_find(session: Session, run_id: int, find: LRFindEvent) -> None:
+    """Store a stage's LR-finder curve and suggestion; a repeat overwrites it."""
+    _status(session, run_id)
+    values = {"run_id": run_id, "stage": find.stage, "suggestion": _float(find.suggestion),
+              "lrs": [_float(x) for x in find.lrs], "losses": [_float(x) for x in find.losses]}
+    upsert(session, LRFind, values, keys=("run_id", "stage"))
+
+
+def finish_run(session: Session, run_id: int, result: ResultEvent) -> Run:
+    """Mark a running run succeeded with its result, headline metrics, model path and artifacts."""
+    done = _update(session, run_id, Run.status == RunStatus.running, status=RunStatus.succeeded,
+                   finished_at=utcnow(), result=result.stored(), progress=None,
+                   best_accuracy=_float(result.metrics.accuracy),
+                   tta_accuracy=_float(result.tta.accuracy if result.tta else None), model_path=result.model_path)
+    if not done:
+        status = _status(session, run_id)
+        if status in FINISHED:
+            raise RunFinished(run_id, status)
+        raise RunNotRunning(f"run {run_id} is {status}; only a running run can succeed")
+    files = {"model": result.model_path, "predictions": result.predictions_path}
+    for kind, path in files.items():
+        if path:
+            upsert(session, Artifact, {"run_id": run_id, "kind": kind, "path": path}, keys=("run_id", "kind"))
+    return get_run(session, run_id)
+
+
+def fail_run(session: Session, run_id: int, error: str, traceback: str | None = None) -> Run:
+    """Mark a queued or running run failed with its error; a finished run is returned unchanged."""
+    # No raise on a finished run: error handlers and the reaper call this and must not fail themselves.
+    _update(session, run_id, Run.status.in_(LIVE), status=RunStatus.failed, finished_at=utcnow(),
+            error=error, traceback=traceback)
+    return get_run(session, run_id)
+
+
+def mark_cancelled(session: Session, run_id: int) -> Run:
+    """Mark a queued or running run cancelled (the worker stopped it); a finished run is returned unchanged."""
+    _update(session, run_id, Run.status.in_(LIVE), status=RunStatus.cancelled, finished_at=utcnow(),
+            cancel_requested=True)
+    return get_run(session, run_id)
+
+
+def request_cancel(session: Session, run_id: int) -> str:
+    """Cancel a queued run now or ask a running one to stop; returns the status; RunFinished if it ended."""
+    if _update(session, run_id, Run.status == RunStatus.queued, status=RunStatus.cancelled,
+               cancel_requested=True, finished_at=utcnow()):
+        return RunStatus.cancelled.value
+    if _update(session, run_id, Run.status == RunStatus.running, cancel_requested=True):
+        return RunStatus.running.value  # the worker's callback notices and stops at the next batch
+    raise RunFinished(run_id, _status(session, run_id))
+
+
+def is_cancel_requested(session: Session, run_id: int) -> bool:
+    """Whether someone asked this run to stop (one column, cheap enough to poll from a training loop)."""
+    flag = session.exec(select(Run.cancel_requested).where(Run.id == run_id)).scalar_one_or_none()
+    if flag is None:
+        raise RunNotFound(run_id)
+    return bool(flag)
+
+
+def list_runs(session: Session, status: str | list[str] | None = None, dataset: str | None = None,
+              name_contains: str | None = None, limit: int = 50, offset: int = 0,
+              order: str = "-created_at") -> tuple[list[Run], int]:
+    """A page of runs matching the filters, and how many match in all; order is a column, "-" for descending."""
+    where = []
+    if status is not None:
+        where.append(Run.status.in_([status] if isinstance(status, str) else list(status)))
+    if dataset is not None:
+        where.append(Run.dataset == dataset)
+    if name_contains:
+        where.append(Run.name.icontains(name_contains, autoescape=True))
+    field = order.lstrip("-")
+    if field not in ORDERABLE:
+        raise ValueError(f"cannot order runs by {field!r}; choose one of {', '.join(ORDERABLE)}")
+    column = getattr(Run, field)
+    desc = order.startswith("-")
+    # Runs without a value (no accuracy yet) go last either way; id breaks ties so pages are stable.
+    sort = (column.desc() if desc else column.asc()).nulls_last()
+    stmt = select(Run).where(*where).order_by(sort, Run.id.desc() if desc else Run.id.asc())
+    items = list(session.exec(stmt.limit(limit).offset(offset)).scalars().all())
+    total = session.exec(select(func.count()).select_from(Run).where(*where)).scalar_one()
+    return items, total
+
+
+def dataset_names(session: Session) -> list[str]:
+    """Every dataset name some run used."""
+    return list(session.exec(select(Run.dataset).distinct()).scalars())
+
+
+def list_epochs(session: Session, run_id: int, after: int = 0) -> list[EpochRow]:
+    """A run's epoch table in training order, past its first `after` rows (rows are only ever appended in order)."""
+    stmt = select(EpochRow).where(EpochRow.run_id == run_id).order_by(EpochRow.stage, EpochRow.epoch)
+    return list(session.exec(stmt.offset(after) if after else stmt).scalars().all())
+
+
+def list_lr_finds(session: Session, run_id: int) -> list[LRFind]:
+    """A run's LR-finder curves by stage."""
+    return list(session.exec(select(LRFind).where(LRFind.run_id == run_id).order_by(LRFind.stage)).scalars().all())
+
+
+def list_artifacts(session: Session, run_id: int) -> dict[str, str]:
+    """A run's files by kind."""
+    return {a.kind: a.path for a in session.exec(select(Artifact).where(Artifact.run_id == run_id)).scalars()}

@@ -1,0 +1,1 @@
+"""The web process: app factory, request plumbing (auth, limits, errors), the SSE stream."""

@@ -1,0 +1,32 @@
+"""FastAPI dependencies shared by the API and the pages: the request's session, the settings, the publisher."""
+from __future__ import annotations
+
+from typing import Annotated, Iterator
+
+from fastapi import Depends, Request
+from sqlmodel import Session
+
+from app.core.settings import Settings
+from app.services.queue import Publisher
+from app.store.db import session_scope
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    """One database session per request, committed when the route returns."""
+    with session_scope(request.app.state.engine) as session:
+        yield session
+
+
+def get_settings_dep(request: Request) -> Settings:
+    """The web process's settings."""
+    return request.app.state.settings
+
+
+def get_publisher(request: Request) -> Publisher:
+    """Where submitted runs are published for the workers."""
+    return request.app.state.publisher
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+PublisherDep = Annotated[Publisher, Depends(get_publisher)]

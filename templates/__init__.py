@@ -1,0 +1,1 @@
+"""Jinja2 templates; shipped inside the package as app.templates (fragments start with "_")."""

@@ -1,0 +1,21 @@
+"""The fitboard command line: one module per command group, each adding its own subcommands."""
+from __future__ import annotations
+
+import argparse
+
+from worker.cli import serve, store, submit, train
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """All subcommands and their options."""
+    parser = argparse.ArgumentParser(prog="fitboard", description="Launch and compare fastai training runs.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for group in (train, serve, submit, store):
+        group.add_commands(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the fitboard console script."""
+    args = build_parser().parse_args(argv)
+    return args.func(args)

@@ -1,0 +1,121 @@
+"""Long-running processes: `fitboard worker`, `fitboard web`, and `fitboard up` (web + worker + demo data)."""
+from __future__ import annotations
+
+import ipaddress
+import os
+import signal
+import subprocess
+import sys
+
+import uvicorn
+
+from app.core.settings import Settings
+from app.services.datasets import ensure_demo_dataset
+from app.services.queue import DEFAULT_QUEUE
+from app.store.db import session_scope
+from app.web.app import create_app
+from worker.cli.common import EXIT_INVALID, EXIT_OK, add_data_root, settings_from, store_engine
+
+
+def cmd_worker(args) -> int:
+    """Run one solo-pool Celery worker (one per GPU)."""
+    if args.gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(args.gpu)  # before torch is imported anywhere
+    from worker.tasks import run_worker  # imports torch: only after CUDA_VISIBLE_DEVICES is set
+
+    run_worker(args.queue)
+    return EXIT_OK
+
+
+def is_loopback(host: str) -> bool:
+    """True for addresses only this machine can reach."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def refuse_open_network(settings: Settings, host: str, insecure: bool) -> bool:
+    """Without an API token the server is open: only loopback, unless the operator insists (says why on stderr)."""
+    if settings.api_token or insecure or is_loopback(host):
+        return False
+    print(f"refusing to listen on {host} without FITBOARD_API_TOKEN: anyone who reaches it could run code on "
+          "your workers. Set FITBOARD_API_TOKEN, or pass --insecure if the network is trusted.", file=sys.stderr)
+    return True
+
+
+def serve(settings: Settings, host: str, port: int) -> None:
+    """Run the web app under uvicorn until Ctrl-C or SIGTERM."""
+    uvicorn.Server(uvicorn.Config(create_app(settings), host=host, port=port, log_level="warning",
+                                  access_log=False)).run()
+
+
+def cmd_web(args) -> int:
+    """The web process alone (workers run elsewhere)."""
+    settings = settings_from(args)
+    if refuse_open_network(settings, args.host, args.insecure):
+        return EXIT_INVALID
+    print(f"fitboard web on http://{args.host}:{args.port}", flush=True)
+    serve(settings, args.host, args.port)
+    return EXIT_OK
+
+
+def stop_process(proc: subprocess.Popen, grace: float = 30.0) -> None:
+    """SIGTERM (the worker stops its run within a batch), then SIGKILL if it lingers."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _raise_exit(signum, frame) -> None:
+    """SIGTERM as SystemExit, so cleanup code runs."""
+    raise SystemExit(0)
+
+
+def cmd_up(args) -> int:
+    """Everything on one machine: schema, demo dataset, web server and one worker on the embedded broker."""
+    settings = settings_from(args)
+    if refuse_open_network(settings, args.host, args.insecure):
+        return EXIT_INVALID
+    engine = store_engine(settings)
+    with session_scope(engine) as session:
+        registered = ensure_demo_dataset(session, settings.data_root)
+    engine.dispose()
+    if registered:
+        print(f"registered the demo dataset {registered!r} under {settings.data_root}", flush=True)
+    # uvicorn re-raises the SIGTERM it caught once it has shut down: make that an exception, so the
+    # finally below still stops the worker instead of the process dying with the worker orphaned.
+    signal.signal(signal.SIGTERM, _raise_exit)
+    env = {**os.environ, "FITBOARD_DATA_ROOT": str(settings.data_root)}  # --data-root reaches the worker too
+    worker = subprocess.Popen([sys.executable, "-m", "worker.cli", "worker", "--queue", args.queue], env=env)
+    print(f"fitboard is up: http://{args.host}:{args.port}  (Ctrl-C stops web and worker)", flush=True)
+    try:
+        serve(settings, args.host, args.port)
+    finally:
+        stop_process(worker)
+    print("fitboard stopped", flush=True)
+    return EXIT_OK
+
+
+def add_commands(sub) -> None:
+    """worker, up and web."""
+    p = sub.add_parser("worker", help="run a training worker (one per GPU)")
+    p.add_argument("--gpu", type=int, help="GPU index this worker owns (sets CUDA_VISIBLE_DEVICES)")
+    p.add_argument("--queue", default=DEFAULT_QUEUE, help=f"queue to consume (default {DEFAULT_QUEUE})")
+    p.set_defaults(func=cmd_worker)
+    for name, helptext, func in (("up", "start everything: web, one worker, embedded broker, demo dataset", cmd_up),
+                                 ("web", "start the web server alone", cmd_web)):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("--host", default="127.0.0.1")
+        p.add_argument("--port", type=int, default=8000)
+        p.add_argument("--insecure", action="store_true", help="allow a non-loopback host without an API token")
+        add_data_root(p)
+        if name == "up":
+            p.add_argument("--queue", default=DEFAULT_QUEUE)
+        p.set_defaults(func=func)

@@ -1,0 +1,119 @@
+"""Operator commands on the run store: `db upgrade`, `enqueue`, `runs`, `show`, `cancel`."""
+from __future__ import annotations
+
+import json
+import sys
+
+from app.core.errors import RecipeError, RunFinished, RunNotFound
+from app.core.events import ResultEvent
+from app.core.recipes import read_recipe_file
+from app.core.status import STATUSES
+from app.services import runs
+from app.services.queue import DEFAULT_QUEUE, Publisher, make_celery
+from app.services.serializers import serialize_epoch, serialize_run
+from app.store.db import default_database_url, session_scope, upgrade
+from worker.cli.common import EXIT_FAILED, EXIT_INVALID, EXIT_OK, add_data_root, settings_from, store_engine
+from worker.reporters import result_summary
+
+
+def cmd_db_upgrade(args) -> int:
+    """Bring the database schema up to date."""
+    url = default_database_url(settings_from(args))
+    upgrade(url)
+    print(f"database at head: {url}")
+    return EXIT_OK
+
+
+def cmd_enqueue(args) -> int:
+    """Validate, store and queue a recipe; print the run id."""
+    settings = settings_from(args)
+    publisher = Publisher(make_celery(settings), queue=args.queue)
+    try:
+        with session_scope(store_engine(settings)) as session:
+            run = runs.submit(session, publisher, read_recipe_file(args.recipe), settings.data_root)
+    except RecipeError as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    print(run.id)
+    return EXIT_OK
+
+
+def _fmt_float(v) -> str:
+    return "" if v is None else f"{v:.4f}"
+
+
+def cmd_runs(args) -> int:
+    """A table of runs, newest first."""
+    with session_scope(store_engine(settings_from(args))) as session:
+        items, total = runs.page(session, status=args.status, limit=args.limit)
+        print(f"{'id':>5}  {'status':<10} {'name':<32} {'dataset':<16} {'accuracy':>8} {'tta':>8}  created")
+        for r in items:
+            print(f"{r.id:>5}  {r.status:<10} {r.name[:32]:<32} {r.dataset[:16]:<16} {_fmt_float(r.best_accuracy):>8} "
+                  f"{_fmt_float(r.tta_accuracy):>8}  {r.created_at:%Y-%m-%d %H:%M:%S}")
+    print(f"{len(items)} of {total} runs")
+    return EXIT_OK
+
+
+def _print_run(data: dict, result: dict | None) -> None:
+    """One run in words: status, each epoch row, how it ended."""
+    print(f"run {data['id']} {data['name']!r}: {data['status']} (dataset {data['dataset']}, worker {data['worker']})")
+    for e in data["epochs"]:
+        m = e["metrics"]
+        print(f"  stage {e['stage']} epoch {e['epoch']}: train_loss {_fmt_float(e['train_loss'])} valid_loss "
+              f"{_fmt_float(e['valid_loss'])} accuracy {_fmt_float(m.get('accuracy'))} ({e['seconds']:.1f}s)")
+    if result:
+        print(result_summary(ResultEvent.model_validate(result)))
+    if data["error"]:
+        print(f"error: {data['error']}")
+
+
+def cmd_show(args) -> int:
+    """One run: status, spec, epoch rows and result (or error)."""
+    with session_scope(store_engine(settings_from(args))) as session:
+        try:
+            run = runs.get(session, args.run)
+        except RunNotFound as exc:
+            print(exc, file=sys.stderr)
+            return EXIT_FAILED
+        data = {**serialize_run(run), "epochs": [serialize_epoch(e) for e in runs.epochs(session, run.id)]}
+        result = run.result
+    if args.json:
+        print(json.dumps(data, default=str))
+    else:
+        _print_run(data, result)
+    return EXIT_OK
+
+
+def cmd_cancel(args) -> int:
+    """Cancel a queued run (it never starts) or ask a running one to stop."""
+    with session_scope(store_engine(settings_from(args))) as session:
+        try:
+            status = runs.cancel(session, args.run)
+        except (RunNotFound, RunFinished) as exc:
+            print(exc, file=sys.stderr)
+            return EXIT_FAILED
+    print(f"run {args.run}: {'cancelled' if status == 'cancelled' else 'cancel requested'}")
+    return EXIT_OK
+
+
+def add_commands(sub) -> None:
+    """db, enqueue, runs, show and cancel."""
+    p = sub.add_parser("db", help="database maintenance")
+    p.add_argument("action", choices=["upgrade"])
+    p.set_defaults(func=cmd_db_upgrade)
+    p = sub.add_parser("enqueue", help="validate a recipe, store it and queue it; prints the run id")
+    p.add_argument("recipe")
+    p.add_argument("--queue", default=DEFAULT_QUEUE)
+    add_data_root(p)
+    p.set_defaults(func=cmd_enqueue)
+    p = sub.add_parser("runs", help="list runs")
+    p.add_argument("--status", choices=STATUSES)
+    p.add_argument("--limit", type=int, default=50)
+    p.set_defaults(func=cmd_runs)
+    p = sub.add_parser("show", help="show one run")
+    p.add_argument("run", type=int)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_show)
+    p = sub.add_parser("cancel", help="cancel a run")
+    p.add_argument("run", type=int)
+    p.set_defaults(func=cmd_cancel)

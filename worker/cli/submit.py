@@ -1,0 +1,92 @@
+"""`fitboard submit`: post a recipe to a fitboard server and, with --follow, watch it train in the terminal."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import urllib.error
+import urllib.request
+
+from app.core.errors import RecipeError
+from app.core.events import ResultEvent, parse_event
+from app.core.recipes import read_recipe_file
+from app.core.status import RunStatus
+from worker.cli.common import EXIT_FAILED, EXIT_INVALID, EXIT_OK
+from worker.reporters import ConsoleReporter
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+def _request(url: str, data: dict | None = None, headers: dict | None = None):
+    """An HTTP request with the API token when FITBOARD_API_TOKEN is set."""
+    headers = {"Content-Type": "application/json", **(headers or {})}
+    token = os.environ.get("FITBOARD_API_TOKEN")
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    body = json.dumps(data).encode() if data is not None else None
+    return urllib.request.urlopen(urllib.request.Request(url, data=body, headers=headers), timeout=60)
+
+
+def sse_events(response):
+    """Parse a server-sent event stream into (event, data) pairs."""
+    event, data = "message", []
+    for raw in response:
+        line = raw.decode().rstrip("\n")
+        if not line:
+            if data:
+                yield event, json.loads("\n".join(data))
+            event, data = "message", []
+        elif line.startswith("event:"):
+            event = line[6:].strip()
+        elif line.startswith("data:"):
+            data.append(line[5:].strip())
+
+
+def follow(base: str, run_id: int) -> int:
+    """Print the live epoch table and progress bar until the run ends; exit 0 only when it succeeded."""
+    reporter = ConsoleReporter()
+    with _request(f"{base}/api/v1/runs/{run_id}/events", headers={"Accept": "text/event-stream"}) as response:
+        for event, data in sse_events(response):
+            if event in ("epoch", "progress"):
+                reporter.emit(parse_event({**data, "event": event}))
+            elif event == "status" and data.get("finished_at"):
+                result = data.get("result") or {}
+                if result.get("metrics"):  # the API adds the run's error beside the stored result
+                    reporter.emit(ResultEvent.model_validate({k: v for k, v in result.items() if k != "error"}))
+                print(f"run {run_id}: {data['status']}" + (f" ({data['error']})" if data.get("error") else ""))
+                return EXIT_OK if data["status"] == RunStatus.succeeded else EXIT_FAILED
+            elif event == "status":
+                print(f"run {run_id}: {data['status']}", flush=True)
+    return EXIT_FAILED
+
+
+def cmd_submit(args) -> int:
+    """Post a recipe; print the run id (and follow it with --follow)."""
+    base = (args.url or os.environ.get("FITBOARD_URL") or DEFAULT_URL).rstrip("/")
+    try:
+        recipe = read_recipe_file(args.recipe)
+        with _request(f"{base}/api/v1/runs", recipe) as response:
+            run = json.load(response)
+    except RecipeError as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    except urllib.error.HTTPError as exc:
+        detail = json.loads(exc.read() or b"{}").get("detail")
+        problems = detail if isinstance(detail, list) else [{"loc": "", "msg": str(detail)}]
+        for p in problems:
+            print(f"refused: {p['loc']}: {p['msg']}" if p.get("loc") else f"refused: {p['msg']}", file=sys.stderr)
+        return EXIT_INVALID if exc.code == 422 else EXIT_FAILED
+    except urllib.error.URLError as exc:
+        print(f"cannot reach {base}: {exc.reason}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"run {run['id']} queued: {base}/runs/{run['id']}", flush=True)
+    return follow(base, run["id"]) if args.follow else EXIT_OK
+
+
+def add_commands(sub) -> None:
+    """submit."""
+    p = sub.add_parser("submit", help="post a recipe to a fitboard server (REST API)")
+    p.add_argument("recipe")
+    p.add_argument("--url", help="server URL (default $FITBOARD_URL or http://127.0.0.1:8000)")
+    p.add_argument("--follow", action="store_true", help="show the live epoch table until the run ends")
+    p.set_defaults(func=cmd_submit)

@@ -1,0 +1,174 @@
+"""Reporters: where a run's typed events go (terminal table, JSON lines, a list, the database)."""
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from typing import TextIO
+
+from sqlalchemy.engine import Engine
+
+from app.core.events import (EpochEvent, ErrorEvent, Event, LRFindEvent, NoteEvent, ProgressEvent, ResultEvent,
+                             StageEndEvent, StageEvent, StartEvent)
+from app.store.db import session_scope
+from app.store.runs import is_cancel_requested, record_epoch, record_lr_find, record_progress
+
+
+class Reporter:
+    """Receives a run's events; subclasses decide where they go."""
+
+    def emit(self, event: Event) -> None:
+        """Handle one event (start, stage, lr_find, epoch, progress, stage_end, note, result, error)."""
+
+    def should_cancel(self) -> bool:
+        """True when the user asked this run to stop; polled by the training callback."""
+        return False
+
+
+class ListReporter(Reporter):
+    """Keeps every event in memory (benchmarks, tests, embedding the engine in a notebook)."""
+
+    def __init__(self):
+        self.events: list[Event] = []
+
+    def emit(self, event: Event) -> None:
+        self.events.append(event)
+
+    def of(self, kind: str) -> list[Event]:
+        """Events of one kind, in order."""
+        return [e for e in self.events if e.event == kind]
+
+
+class JsonReporter(Reporter):
+    """Prints one JSON object per line, flushed, for scripts that follow a run."""
+
+    def __init__(self, out: TextIO = sys.stdout):
+        self.out = out
+
+    def emit(self, event: Event) -> None:
+        self.out.write(json.dumps(event.to_json()) + "\n")
+        self.out.flush()
+
+
+def _fmt(v) -> str:
+    """Format a table cell as fastai does."""
+    return f"{v:.6f}" if isinstance(v, float) else str(v)
+
+
+class ConsoleReporter(Reporter):
+    """Prints the epoch table as fastai does, with a one-line progress bar on stderr."""
+
+    COLUMNS = ("stage", "epoch", "train_loss", "valid_loss", "accuracy", "error_rate", "time")
+
+    def __init__(self, out: TextIO = sys.stdout, bar: TextIO = sys.stderr):
+        self.out, self.bar = out, bar
+        self.header_done = False
+
+    def _clear_bar(self) -> None:
+        self.bar.write("\r\033[K")
+
+    def _line(self, text: str) -> None:
+        self._clear_bar()
+        self.out.write(text + "\n")
+        self.out.flush()
+
+    def emit(self, event: Event) -> None:
+        if isinstance(event, ProgressEvent):
+            self._progress(event)
+        elif isinstance(event, StageEvent):
+            lr = event.lr
+            lr_text = f"slice({lr[0]:.2e}, {lr[1]:.2e})" if isinstance(lr, list) else f"{lr:.2e}"
+            self._line(f"stage {event.stage}: {event.epochs} epochs, size {event.size} (presize {event.presize}), "
+                       f"bs {event.bs}, {'frozen' if event.frozen else 'unfrozen'}, lr {lr_text}"
+                       + (f", mixup {event.mixup}" if event.mixup else ""))
+        elif isinstance(event, LRFindEvent):
+            self._line(f"stage {event.stage}: lr_find valley suggestion {event.suggestion:.2e}")
+        elif isinstance(event, EpochEvent):
+            self._epoch(event)
+        elif isinstance(event, NoteEvent):
+            self._line(f"note: {event.message}")
+        elif isinstance(event, ResultEvent):
+            self._line(result_summary(event))
+        elif isinstance(event, ErrorEvent):
+            self._line(f"error: {event.message}")
+
+    def _progress(self, event: ProgressEvent) -> None:
+        filled = int(event.batch / max(event.total, 1) * 30)
+        loss = event.smooth_loss
+        self.bar.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {event.batch}/{event.total} "
+                       f"{event.elapsed:.0f}s<{event.eta:.0f}s" + (f" loss {loss:.4f}" if loss is not None else ""))
+        self.bar.flush()
+
+    def _epoch(self, event: EpochEvent) -> None:
+        if not self.header_done:
+            self._line("  ".join(f"{c:>10}" for c in self.COLUMNS))
+            self.header_done = True
+        m = event.metrics
+        cells = (event.stage, event.epoch, event.train_loss, event.valid_loss, m.get("accuracy"), m.get("error_rate"),
+                 f"{event.seconds or 0:.1f}s")
+        self._line("  ".join(f"{_fmt(c):>10}" for c in cells))
+
+
+def _f4(v: float | None) -> str:
+    return "–" if v is None else f"{v:.4f}"
+
+
+def result_summary(result: ResultEvent) -> str:
+    """A few lines that say how the run ended: metrics, TTA, best epoch, model file."""
+    m = result.metrics
+    lines = [f"validation: loss {_f4(m.valid_loss)}  accuracy {_f4(m.accuracy)}  error_rate {_f4(m.error_rate)}"]
+    if result.tta:
+        t = result.tta
+        lines.append(f"tta (n={t.n}, use_max={t.use_max}): accuracy {_f4(t.accuracy)}  error_rate {_f4(t.error_rate)}")
+    if result.best:
+        b = result.best
+        lines.append(f"best {b.metric} {_f4(b.value)} at stage {b.stage} epoch {b.epoch} (weights reloaded)")
+    if result.model_path:
+        lines.append(f"model: {result.model_path}")
+    return "\n".join(lines)
+
+
+class DatabaseReporter(Reporter):
+    """Epoch rows, LR-finder curves and live progress (with stage plans and notes) go to the run's rows."""
+
+    def __init__(self, engine: Engine, run_id: int, stop: threading.Event | None = None):
+        self.engine, self.run_id, self.stop = engine, run_id, stop or threading.Event()
+        self.state: dict = {"stages": [], "notes": []}  # the run's progress document, rewritten as it grows
+
+    def emit(self, event: Event) -> None:
+        with session_scope(self.engine) as session:
+            if isinstance(event, EpochEvent):
+                record_epoch(session, self.run_id, event)
+            elif isinstance(event, LRFindEvent):
+                record_lr_find(session, self.run_id, event)
+            elif self._update_state(event):
+                record_progress(session, self.run_id, self.state)
+
+    def _update_state(self, event: Event) -> bool:
+        """Fold an event into the progress document; True when it changed."""
+        if isinstance(event, ProgressEvent):
+            self.state["batch"] = event.model_dump(mode="json", exclude={"event"})
+        elif isinstance(event, StartEvent):
+            self.state.update(dataset=event.dataset, device=event.device)
+        elif isinstance(event, (StageEvent, StageEndEvent)):
+            self._merge_stage(event)
+        elif isinstance(event, NoteEvent):
+            self.state["notes"].append(event.message)
+        else:
+            return False
+        return True
+
+    def _merge_stage(self, event: StageEvent | StageEndEvent) -> None:
+        """Keep one entry per stage: its plan (lr used, size, ...) and, at its end, parameter counts."""
+        fields = event.model_dump(mode="json", exclude={"event"})
+        stages = self.state["stages"]
+        if stages and stages[-1]["stage"] == event.stage:
+            stages[-1].update(fields)
+        else:
+            stages.append(fields)
+
+    def should_cancel(self) -> bool:
+        if self.stop.is_set():  # the worker is shutting down
+            return True
+        with session_scope(self.engine) as session:
+            return is_cancel_requested(session, self.run_id)
