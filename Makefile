@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed
 # torch and torchvision first, pinned: pip takes these builds from the local disk instead of downloading.
 TORCH := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup up test bench services clean
+.PHONY: setup up test lint bench services clean
 
 setup: $(STAMP)
 
@@ -23,7 +23,13 @@ services:
 up: setup
 	$(VENV)/bin/fitboard up
 
-test: setup services
+# The gates first: ruff (style and likely bugs) and import-linter (app never imports the worker, torch or fastai;
+# app's layers only import downwards). Both read their settings from pyproject.toml.
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
+
+test: setup services lint
 	$(PY) -m pytest -q -p no:cacheprovider
 
 bench: setup

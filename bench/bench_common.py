@@ -1,4 +1,4 @@
-"""Helpers the benchmarks share: waiting for a worker's first heartbeat and reading a run's state."""
+"""Helpers the benchmarks share: waiting for a worker's first heartbeat, reading a run's state, epoch rows."""
 from __future__ import annotations
 
 import subprocess
@@ -7,6 +7,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
+from app.core.events import EpochEvent
 from app.store.db import session_scope
 from app.store.models import Run, Worker
 
@@ -29,3 +30,17 @@ def run_state(engine, run_id: int) -> tuple[str, dict | None, str | None]:
     with session_scope(engine) as session:
         row = session.exec(select(Run.status, Run.progress, Run.error).where(Run.id == run_id)).one()
     return row[0], row[1], row[2]
+
+
+def epoch_row(i: int, stage: int = 0) -> EpochEvent:
+    """An epoch row as the engine reports it, with a slowly rising accuracy."""
+    acc = min(0.99, 0.5 + i / 1000)
+    return EpochEvent(stage=stage, epoch=i, train_loss=1.0 / (i + 1), valid_loss=1.1 / (i + 1),
+                      metrics={"accuracy": acc, "error_rate": 1 - acc}, seconds=12.5)
+
+
+def print_summary(summary: list[str], started: float, note: str = "") -> int:
+    """The closing block every benchmark prints: its lines and the total time; returns the exit status."""
+    print(f"\n=== summary ({time.perf_counter() - started:.0f} s{note}) ===")
+    print("\n".join(summary))
+    return 0

@@ -22,10 +22,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from fastapi.testclient import TestClient  # noqa: E402
 from sqlalchemy import insert  # noqa: E402
 
-from app.store.db import make_engine, session_scope, upgrade  # noqa: E402
-from app.store.models import EpochRow, LRFind, Run, utcnow  # noqa: E402
 from app.core.schemas import parse_spec  # noqa: E402
 from app.core.settings import Settings  # noqa: E402
+from app.store.db import make_engine, session_scope, upgrade  # noqa: E402
+from app.store.models import EpochRow, LRFind, Run, utcnow  # noqa: E402
 from app.web.app import create_app  # noqa: E402
 
 N_RUNS, N_EPOCHS = 100, 50
@@ -162,7 +162,8 @@ def main() -> None:
                 for label, path in (("page", f"/compare?ids={joined}"), ("api", f"/api/v1/compare?ids={joined}")):
                     p50, p95, size = timed(client, timer, path, args.reps)
                     results.append((n, label, p50, p95, size))
-                    print(f"{n:>3} runs  {label:<4} p50 {p50:7.1f} ms  p95 {p95:7.1f} ms  ({size / 1024:.0f} KiB)", flush=True)
+                    print(f"{n:>3} runs  {label:<4} p50 {p50:7.1f} ms  p95 {p95:7.1f} ms  ({size / 1024:.0f} KiB)",
+                          flush=True)
         draw = browser_draw_ms(app, ids)
     print("=== summary ===")
     for n, label, p50, p95, _ in results:

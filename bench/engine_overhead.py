@@ -19,10 +19,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 warnings.filterwarnings("ignore")
 
 import torchvision.models  # noqa: E402
-from fastai.vision.all import (CategoryBlock, ColReader, ColSplitter, CrossEntropyLossFlat, DataBlock,  # noqa: E402
-                               ImageBlock, LabelSmoothingCrossEntropy, MixUp, Normalize, Resize,
-                               SaveModelCallback, accuracy, aug_transforms, error_rate, set_seed, vision_learner)
 from fastai.callback.core import Callback  # noqa: E402
+from fastai.vision.all import (  # noqa: E402
+    CategoryBlock,
+    ColReader,
+    ColSplitter,
+    CrossEntropyLossFlat,
+    DataBlock,
+    ImageBlock,
+    LabelSmoothingCrossEntropy,
+    MixUp,
+    Normalize,
+    Resize,
+    SaveModelCallback,
+    accuracy,
+    aug_transforms,
+    error_rate,
+    set_seed,
+    vision_learner,
+)
 
 from app.core.datasets import resolve_dataset  # noqa: E402
 from app.core.demo_data import write_digits  # noqa: E402
@@ -93,8 +108,8 @@ def main() -> None:
             with open("/dev/null", "w") as sink:
                 run_recipe(spec, JsonReporter(sink), root, Path(tmp) / f"engine{rep}", dataset=ds, extra_cbs=(timer,))
             engine += timer.seconds
-            print(f"rep {rep}: plain {statistics.median(plain):.3f} s/epoch, engine {statistics.median(engine):.3f} s/epoch",
-                  flush=True)
+            print(f"rep {rep}: plain {statistics.median(plain):.3f} s/epoch, "
+                  f"engine {statistics.median(engine):.3f} s/epoch", flush=True)
     p, e = statistics.median(plain), statistics.median(engine)
     print(f"demo recipe, {len(plain)} epochs each: plain fastai median {p:.3f} s/epoch, "
           f"engine median {e:.3f} s/epoch, ratio {e / p:.3f} (target <= 1.02)")

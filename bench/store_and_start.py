@@ -32,12 +32,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench_common import epoch_row, print_summary, run_state, wait_worker_ready  # noqa: E402  (bench/ is on sys.path when run as a script)
 from sqlalchemy import make_url  # noqa: E402
 
+from app.core.status import FINISHED  # noqa: E402
 from app.store.db import make_engine, session_scope, upgrade  # noqa: E402
-from app.store.models import FINISHED  # noqa: E402
 from app.store.runs import claim_run, create_run, get_run, list_epochs, list_runs, record_epoch, record_progress  # noqa: E402
-from bench_common import run_state, wait_worker_ready  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 WRITE_TARGET_MS = 5.0
@@ -89,13 +89,6 @@ def reader_loop(url: str, run_id: int, hz: float, ready, stop, polls) -> None:
         else:
             next_at = time.perf_counter()  # fell behind: do not burst to catch up
     engine.dispose()
-
-
-def epoch_row(i: int, stage: int = 0) -> dict:
-    """An epoch row shaped like the engine's."""
-    acc = min(0.99, 0.5 + i / 1000)
-    return {"stage": stage, "epoch": i, "train_loss": 1.0 / (i + 1), "valid_loss": 1.1 / (i + 1),
-            "metrics": {"accuracy": acc, "error_rate": 1 - acc}, "seconds": 12.5}
 
 
 def progress_doc(i: int, total: int) -> dict:
@@ -232,14 +225,13 @@ def start_worker(env: dict, queue: str, log_path: Path) -> subprocess.Popen:
 
 def warm_once(engine, celery, settings, recipe: dict, queue: str, timeout: float = 180) -> tuple[float, float]:
     """Seconds from just before submit until the worker claims the run, and until its progress holds a "batch"."""
-    from app.services.queue import enqueue_run
+    from app.services import runs
+    from app.services.queue import Publisher
     from app.store.runs import request_cancel
-    from app.services.runs import submit_run
 
     t0 = time.perf_counter()
     with session_scope(engine) as session:
-        run = submit_run(session, recipe, settings.data_root)
-    enqueue_run(celery, run.id, queue=queue)
+        run = runs.submit(session, Publisher(celery, queue=queue), recipe, settings.data_root)
     claimed = None
     while True:
         status, progress, error = run_state(engine, run.id)
@@ -312,8 +304,8 @@ def stop_process(proc: subprocess.Popen) -> None:
 def bench_start(args, work: Path) -> list[str]:
     """Part 2: warm and cold alternately, args.reps times each; returns summary lines."""
     from app.core.demo_data import write_digits
-    from app.services.queue import make_celery
     from app.core.settings import Settings
+    from app.services.queue import make_celery
 
     home, data_root = work / "home", work / "datasets"
     home.mkdir()
@@ -378,9 +370,7 @@ def main(argv=None) -> int:
             summary += bench_writes(args, short_recipe(), work)
         if not args.skip_start:
             summary += bench_start(args, work)
-    print(f"\n=== summary ({time.perf_counter() - t0:.0f} s) ===")
-    print("\n".join(summary))
-    return 0
+    return print_summary(summary, t0)
 
 
 if __name__ == "__main__":

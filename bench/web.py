@@ -43,18 +43,20 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench_common import epoch_row, print_summary, run_state, wait_worker_ready  # noqa: E402
 from sqlalchemy import insert  # noqa: E402
 
-from app.store.db import make_engine, session_scope, upgrade  # noqa: E402
-from app.store.models import FINISHED, Run, utcnow  # noqa: E402
-from app.store.runs import claim_run, create_run, finish_run, record_epoch, request_cancel  # noqa: E402
+from app.core.events import ResultEvent  # noqa: E402
 from app.core.settings import Settings  # noqa: E402
-from bench_common import run_state, wait_worker_ready  # noqa: E402
+from app.core.status import FINISHED
+from app.store.db import make_engine, session_scope, upgrade  # noqa: E402
+from app.store.models import Run, utcnow  # noqa: E402
+from app.store.runs import claim_run, create_run, finish_run, record_epoch, request_cancel  # noqa: E402
 
 SSE_TARGET_MS = 250.0
 RPS_TARGET, P99_TARGET_MS = 1000.0, 50.0
 PAGE_TARGET_MS = 150.0
-FINAL = {"metrics": {"valid_loss": 0.1, "accuracy": 0.9, "error_rate": 0.1}}
+FINAL = ResultEvent(metrics={"valid_loss": 0.1, "accuracy": 0.9, "error_rate": 0.1})
 TRAIN_EPOCHS = 6  # stage 0 of the demo recipe stretched, so training outlasts both load windows
 
 
@@ -182,13 +184,6 @@ def demo_recipe(epochs: int) -> dict:
 # Part 1: SSE latency
 # ---------------------------------------------------------------------------------------------------------------
 
-def epoch_row(i: int) -> dict:
-    """An epoch row shaped like the engine's."""
-    acc = min(0.99, 0.5 + i / 1000)
-    return {"stage": 0, "epoch": i, "train_loss": 1.0 / (i + 1), "valid_loss": 1.1 / (i + 1),
-            "metrics": {"accuracy": acc, "error_rate": 1 - acc}, "seconds": 12.5}
-
-
 def sse_client(url: str, ready, results) -> None:
     """In its own process: stream url, put (stage, epoch) -> arrival time.time() of each epoch frame on results."""
     import json
@@ -251,7 +246,7 @@ def bench_sse(engine, base: str, n: int, gap_s: float) -> list[str]:
     return [f"SSE commit -> client: p50 {percentile(ms, 50):.1f} ms, p95 {p95:.1f} ms, max {max(ms):.1f} ms, "
             f"min {min(ms):.1f} ms (received {len(ms)}/{n}; target p95 <= {SSE_TARGET_MS:g} ms: "
             f"{verdict(p95 <= SSE_TARGET_MS and len(ms) == n)})",
-            f"  the stream polls the database every {POLL_SECONDS * 1000:.0f} ms (app.events.POLL_SECONDS), "
+            f"  the stream polls the database every {POLL_SECONDS * 1000:.0f} ms (app.web.sse.POLL_SECONDS), "
             "so latency is spread over one poll interval plus delivery"]
 
 
@@ -261,13 +256,12 @@ def bench_sse(engine, base: str, n: int, gap_s: float) -> list[str]:
 
 def submit_training(engine, settings: Settings, queue: str, epochs: int) -> int:
     """Store the demo recipe (first stage stretched to `epochs`) and enqueue it; returns the run id."""
-    from app.services.queue import enqueue_run, make_celery
-    from app.services.runs import submit_run
+    from app.services import runs
+    from app.services.queue import Publisher, make_celery
 
+    publisher = Publisher(make_celery(settings), queue=queue)
     with session_scope(engine) as session:
-        run = submit_run(session, {**demo_recipe(epochs), "name": "bench-train"}, settings.data_root)
-    enqueue_run(make_celery(settings), run.id, queue=queue)
-    return run.id
+        return runs.submit(session, publisher, {**demo_recipe(epochs), "name": "bench-train"}, settings.data_root).id
 
 
 def wait_training(engine, run_id: int, timeout: float = 180) -> float:
@@ -697,9 +691,7 @@ def main(argv=None) -> int:
             summary += serve_parts(args, work)
         if not args.skip_page:
             summary += bench_page(args, work)
-    print(f"\n=== summary ({time.perf_counter() - t0:.0f} s; load average {os.getloadavg()[0]:.2f} at end) ===")
-    print("\n".join(summary))
-    return 0
+    return print_summary(summary, t0, f"; load average {os.getloadavg()[0]:.2f} at end")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Alembic environment: fitboard's SQLModel tables, batch mode on SQLite, the URL from app.db.upgrade() or settings."""
+"""Alembic environment: fitboard's tables, batch mode on SQLite, the URL from app.store.db.upgrade() or settings."""
 from __future__ import annotations
 
 from logging.config import fileConfig
@@ -7,13 +7,13 @@ from alembic import context
 from sqlalchemy import make_url
 from sqlmodel import SQLModel
 
-from app.store.models import UTCDateTime  # importing app.models registers the tables on SQLModel.metadata
 from app.store.db import default_database_url, make_engine
+from app.store.models import UTCDateTime  # importing app.store.models registers the tables on SQLModel.metadata
 
 config = context.config
 target_metadata = SQLModel.metadata
 
-# Only the alembic CLI configures logging; app.db.upgrade() must not reset the host application's loggers.
+# Only the alembic CLI configures logging; app.store.db.upgrade() must not reset the host application's loggers.
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):
     fileConfig(config.config_file_name)
 

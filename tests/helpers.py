@@ -26,8 +26,8 @@ def finish_by_hand(engine, run_id: int, acc: float, tta: float | None = None, ep
     """Put a stored run through claim -> (LR finder) -> epochs -> succeeded with a given accuracy, without training."""
     import csv
 
-    from app.store.db import session_scope
     from app.core.events import EpochEvent, LRFindEvent, ResultEvent
+    from app.store.db import session_scope
     from app.store.runs import claim_run, finish_run, record_epoch, record_lr_find
 
     with session_scope(engine) as s:
@@ -37,7 +37,8 @@ def finish_by_hand(engine, run_id: int, acc: float, tta: float | None = None, ep
                                                    losses=[2.3, 2.0, 1.2, 3.5]))
         for e in range(epochs):
             record_epoch(s, run_id, EpochEvent(stage=e // 2, epoch=e % 2, train_loss=1.0 - e / 10, valid_loss=0.9,
-                                               metrics={"accuracy": acc - 0.01 * (epochs - 1 - e), "error_rate": 1 - acc},
+                                               metrics={"accuracy": acc - 0.01 * (epochs - 1 - e),
+                                                        "error_rate": 1 - acc},
                                                seconds=2.0))
     result = {"metrics": {"valid_loss": 0.5, "accuracy": acc, "error_rate": 1 - acc},
               "tta": {"n": 1, "use_max": False, "accuracy": tta, "error_rate": 1 - tta} if tta is not None else None,

@@ -8,7 +8,9 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 
 def free_port() -> int:
@@ -58,3 +60,12 @@ class Served:
                 self.proc.kill()
                 self.proc.wait()
         return self.proc.returncode
+
+
+@contextmanager
+def serving(home: Path) -> Iterator[Served]:
+    """`fitboard up` under home, ready; stopped with SIGTERM afterwards, which must exit cleanly."""
+    server = Served(home)
+    server.wait_ready()
+    yield server
+    assert server.stop() == 0, server.log()

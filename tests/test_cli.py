@@ -26,7 +26,8 @@ def write(tmp_path, recipe: dict, name="recipe.yaml"):
 def test_train_json_events(data_root, tmp_path):
     recipe = tiny_recipe(tta={"n": 1}, keep_best="accuracy")
     recipe["stages"][0]["epochs"] = 2
-    proc = fitboard("train", write(tmp_path, recipe), "--data-root", str(data_root), "--json", "--out", str(tmp_path / "o"))
+    proc = fitboard("train", write(tmp_path, recipe), "--data-root", str(data_root), "--json",
+                    "--out", str(tmp_path / "o"))
     assert proc.returncode == 0, proc.stderr
     events = [json.loads(line) for line in proc.stdout.splitlines()]
     epochs = [e for e in events if e["event"] == "epoch"]
@@ -40,7 +41,8 @@ def test_train_json_events(data_root, tmp_path):
 
 
 def test_train_table_output(data_root, tmp_path):
-    proc = fitboard("train", write(tmp_path, tiny_recipe()), "--data-root", str(data_root), "--out", str(tmp_path / "o"))
+    proc = fitboard("train", write(tmp_path, tiny_recipe()), "--data-root", str(data_root),
+                    "--out", str(tmp_path / "o"))
     assert proc.returncode == 0, proc.stderr
     header = next(line for line in proc.stdout.splitlines() if "train_loss" in line)
     assert header.split() == ["stage", "epoch", "train_loss", "valid_loss", "accuracy", "error_rate", "time"]
@@ -88,7 +90,8 @@ def test_train_finds_registered_datasets(data_root, tmp_path):
     engine.dispose()
     recipe = write(tmp_path, tiny_recipe(dataset="registered-digits"))
     try:
-        proc = fitboard("train", recipe, "--json", env={"FITBOARD_HOME": str(tmp_path), "FITBOARD_DATA_ROOT": str(data_root)})
+        proc = fitboard("train", recipe, "--json",
+                        env={"FITBOARD_HOME": str(tmp_path), "FITBOARD_DATA_ROOT": str(data_root)})
     finally:
         (data_root / "digits" / "broken.csv").unlink()  # the shared digits folder goes back to one CSV
     assert proc.returncode == 2 and "2 of 2 image files are missing" in proc.stdout  # found via the registry

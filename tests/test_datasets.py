@@ -97,7 +97,8 @@ def test_bad_validation_flag_names_the_row(root):
 
 def test_valid_pct_split_is_seeded(root):
     rewrite_csv(root / "digits" / "train.csv", lambda rows: [r[:2] for r in rows])
-    split = lambda seed: [it.is_valid for it in resolve_dataset("digits", root, seed=seed).items]
+    def split(seed):
+        return [it.is_valid for it in resolve_dataset("digits", root, seed=seed).items]
     assert split(1) == split(1) and split(1) != split(2) and sum(split(1)) == 24
 
 

@@ -11,15 +11,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.served import Served
+from tests.served import Served, serving
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    server = Served(tmp_path_factory.mktemp("up-api"))
-    server.wait_ready()
-    yield server
-    assert server.stop() == 0, server.log()
+    with serving(tmp_path_factory.mktemp("up-api")) as server:
+        yield server
 
 
 def get(url: str):
@@ -51,7 +49,8 @@ def test_submit_follow_shows_the_live_table_until_success(served, tmp_path):
 
 def test_submit_refuses_a_bad_recipe_naming_the_field(served, tmp_path):
     path = tmp_path / "bad.yaml"
-    path.write_text(yaml.safe_dump({"name": "bad", "dataset": "digits", "stages": [{"epochs": 1, "size": 32, "presize": 8}]}))
+    path.write_text(yaml.safe_dump({"name": "bad", "dataset": "digits",
+                                    "stages": [{"epochs": 1, "size": 32, "presize": 8}]}))
     proc = subprocess.run([sys.executable, "-m", "worker.cli", "submit", str(path), "--url", served.url],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "stages[0].presize" in proc.stderr

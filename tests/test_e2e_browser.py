@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.served import Served
+from tests.served import serving
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -37,10 +37,8 @@ def browser():
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    server = Served(tmp_path_factory.mktemp("up-browser"))
-    server.wait_ready()
-    yield server
-    assert server.stop() == 0, server.log()
+    with serving(tmp_path_factory.mktemp("up-browser")) as server:
+        yield server
 
 
 def api(served, path: str) -> dict:
@@ -117,7 +115,8 @@ def test_sweep_two_variants_two_seeds_through_api_and_pages(browser, served):
     while api(served, f"/api/v1/sweeps/{sweep['id']}")["runs_finished"] < 4 and time.monotonic() < deadline:
         time.sleep(1)
     report = api(served, f"/api/v1/sweeps/{sweep['id']}")
-    assert report["runs_finished"] == 4 and all(r["status"] == "succeeded" for v in report["variants"] for r in v["runs"])
+    assert report["runs_finished"] == 4
+    assert all(r["status"] == "succeeded" for v in report["variants"] for r in v["runs"])
     variant = report["variants"][1]
     assert variant["diff_accuracy"]["n"] == 2 and variant["diff_accuracy"]["low"] is not None
     page.wait_for_function("document.querySelector('#sweep-progress').textContent.startsWith('4 of 4')",
@@ -131,7 +130,8 @@ def test_sweep_two_variants_two_seeds_through_api_and_pages(browser, served):
     page.click("text=Compare all 4 runs")
     page.wait_for_url(f"{served.url}/compare?*")
     page.wait_for_function("document.getElementById('chart-accuracy').data !== undefined", timeout=30_000)
-    traces = page.evaluate("document.getElementById('chart-accuracy').data.filter(t => t.type !== 'line' && t.name).length")
+    traces = page.evaluate("document.getElementById('chart-accuracy').data"
+                           ".filter(t => t.type !== 'line' && t.name).length")
     assert traces == 4  # one trace per run
     page.screenshot(path=str(ARTIFACTS / "compare-page.png"), full_page=True)
     assert not errors, errors

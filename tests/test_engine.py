@@ -11,11 +11,11 @@ from fastai.vision.all import Normalize, Resize, imagenet_stats
 
 from app.core.datasets import resolve_dataset
 from app.core.schemas import parse_spec
+from tests.helpers import tiny_recipe
 from worker.data import items_frame, make_dls, norm_stats
 from worker.engine import run_recipe
 from worker.reporters import ListReporter
 from worker.weights import WeightsMissing
-from tests.helpers import tiny_recipe
 
 
 class Probe(Callback):
@@ -42,7 +42,8 @@ class Probe(Callback):
             return
         fit = self.all_fits[-1]
         fit["shapes"].add(tuple(self.xb[0].shape[1:]))
-        fit["group_lrs"] = [max(a, h["lr"]) for a, h in zip(fit["group_lrs"] or [0.0] * len(self.opt.hypers), self.opt.hypers)]
+        fit["group_lrs"] = [max(a, h["lr"])
+                            for a, h in zip(fit["group_lrs"] or [0.0] * len(self.opt.hypers), self.opt.hypers)]
         if hasattr(self.learn, "mix_up"):
             fit["mixup_lams"].append(float(self.learn.mix_up.lam.mean()))
 
@@ -78,7 +79,8 @@ def test_lr_find_runs_first_and_its_valley_is_used(full_run):
     assert len(finds[0].lrs) == 20 and finds[0].suggestion > 0
     stage0 = reporter.of("stage")[0]
     assert stage0.lr == finds[0].suggestion
-    assert max(probe.fits[0]["group_lrs"]) == pytest.approx(finds[0].suggestion, rel=0.05)  # the one-cycle peak, sampled per batch
+    # the one-cycle peak, sampled per batch
+    assert max(probe.fits[0]["group_lrs"]) == pytest.approx(finds[0].suggestion, rel=0.05)
 
 
 def test_discriminative_rates_give_each_group_its_own_lr(full_run):
@@ -187,7 +189,8 @@ def test_seed_reproduces_first_epoch_and_fp16_falls_back_on_cpu(data_root, tmp_p
         run_recipe(parse_spec(tiny_recipe(seed=seed, precision="fp16")), reporter, data_root, tmp_path / str(seed))
         return reporter
     a, b, c = first_epoch(3), first_epoch(3), first_epoch(4)
-    loss = lambda r: r.of("epoch")[0].train_loss
+    def loss(r):
+        return r.of("epoch")[0].train_loss
     assert loss(a) == pytest.approx(loss(b), abs=1e-6) and loss(a) != pytest.approx(loss(c), abs=1e-6)
     if not torch.cuda.is_available():
         assert any("fp16" in n.message and "fp32" in n.message for n in a.of("note"))

@@ -10,15 +10,15 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
 
-from app.store.db import session_scope
-from app.store.models import Dataset, Run, Worker, utcnow
-from app.pages.forms import recipe_from_form
-from app.pages.presets import presets
 from app.core.events import EpochEvent, LRFindEvent, ResultEvent
-from app.store.runs import claim_run, create_run, fail_run, finish_run, record_epoch, record_lr_find, record_progress
-from app.store.workers import record_heartbeat
 from app.core.schemas import parse_spec
 from app.core.settings import Settings
+from app.pages.forms import recipe_from_form
+from app.pages.presets import presets
+from app.store.db import session_scope
+from app.store.models import Dataset, Run, Worker, utcnow
+from app.store.runs import claim_run, create_run, fail_run, finish_run, record_epoch, record_lr_find, record_progress
+from app.store.workers import record_heartbeat
 from app.web.app import create_app
 from tests.store_fixtures import *  # noqa: F401,F403  sqlite_template, sqlite_url, ...
 
@@ -89,9 +89,10 @@ def succeeded_result(accuracy: float, model: Path) -> ResultEvent:
             "tta": {"n": 4, "use_max": False, "accuracy": 0.95, "error_rate": 0.05},
             "best": {"stage": 1, "epoch": 1, "metric": "accuracy", "value": 0.94},
             "confusion": {"labels": LABELS, "matrix": [[18, 1, 1], [0, 20, 0], [2, 0, 18]]},
-            "top_losses": [{"image_id": "0042.jpg", "actual": "two", "predicted": "zero", "loss": 3.21, "probability": 0.88}],
-            "stages": [{**STAGE_PLAN, "stage": 0, "lr": 1.2e-3, "frozen": True, "params": 11000, "trainable_params": 500,
-                        "group_lrs": [1.2e-3]},
+            "top_losses": [{"image_id": "0042.jpg", "actual": "two", "predicted": "zero", "loss": 3.21,
+                            "probability": 0.88}],
+            "stages": [{**STAGE_PLAN, "stage": 0, "lr": 1.2e-3, "frozen": True, "params": 11000,
+                        "trainable_params": 500, "group_lrs": [1.2e-3]},
                        {**STAGE_PLAN, "stage": 1, "lr": [1e-4, 1e-3], "params": 11000, "trainable_params": 11000,
                         "group_lrs": [1e-4, 3e-4, 1e-3]}],
             "notes": [], "seconds": 12.0, "images_per_second": 240.0, "model_path": str(model)})
@@ -102,7 +103,8 @@ STAGE_PLAN = {"epochs": 2, "size": 32, "presize": 32, "bs": 64, "frozen": False}
 
 def errors_of(page: str) -> dict[str, str]:
     """Field error messages on a page, by the input they belong to."""
-    return {k.removeprefix("err-"): html.unescape(v) for k, v in re.findall(r'<span class="error" id="([^"]+)">([^<]*)', page)}
+    return {k.removeprefix("err-"): html.unescape(v)
+            for k, v in re.findall(r'<span class="error" id="([^"]+)">([^<]*)', page)}
 
 
 def value_of(page: str, name: str) -> str:
@@ -119,9 +121,11 @@ def test_every_page_renders_what_a_user_looks_for(client):
     ok = add_run(client, "succeeded", name="normalize-progressive")
     add_run(client, "queued", name="waiting-run")
     with session_scope(engine(client)) as session:
-        record_heartbeat(session, "gpu-host:4242", "gpu-host", 4242, gpu="NVIDIA H200", gpu_memory=141 * 2**30, current_run_id=ok)
+        record_heartbeat(session, "gpu-host:4242", "gpu-host", 4242, gpu="NVIDIA H200", gpu_memory=141 * 2**30,
+                         current_run_id=ok)
         record_heartbeat(session, "old-host:1", "old-host", 1)
-        session.exec(update(Worker).where(Worker.name == "old-host:1").values(last_seen=utcnow() - timedelta(minutes=10)))
+        session.exec(update(Worker).where(Worker.name == "old-host:1")
+                     .values(last_seen=utcnow() - timedelta(minutes=10)))
 
     runs = client.get("/").text
     assert "normalize-progressive" in runs and "waiting-run" in runs
@@ -157,7 +161,8 @@ def test_succeeded_run_page_shows_recipe_epochs_and_results(client):
     run_id = add_run(client, "succeeded", name="prog")
     page = client.get(f"/runs/{run_id}").text
     assert "stage 1: 2 epochs at 24 px (presize 32), bs 64, frozen, lr found by LR finder (valley 1.2e-3)" in page
-    assert "stage 2: 2 epochs at 32 px (presize 40), bs 64, unfrozen, discriminative lr slice(1e-4, 1e-3), MixUp α=0.2" in page
+    assert ("stage 2: 2 epochs at 32 px (presize 40), bs 64, unfrozen, "
+            "discriminative lr slice(1e-4, 1e-3), MixUp α=0.2" in page)
     assert "resnet18 (from scratch)" in page and "normalized with the dataset&#39;s own stats" in page
     assert page.count('class="stage-sep"') == 2  # each stage starts with a separator row
     assert 'class="best"' in page  # the kept epoch is marked
@@ -213,7 +218,8 @@ def test_user_text_is_escaped_everywhere(client):
 def run_form(token: str, **fields) -> dict:
     """A complete run form as the browser posts it (two stages)."""
     form = {"csrf_token": token, "name": "typed-name", "dataset": "digits", "arch": "resnet18", "normalize": "dataset",
-            "label_smoothing": "", "seed": "42", "precision": "fp32", "keep_best": "accuracy", "tta": "on", "tta_n": "2",
+            "label_smoothing": "", "seed": "42", "precision": "fp32", "keep_best": "accuracy",
+            "tta": "on", "tta_n": "2",
             "stages-0-epochs": "1", "stages-0-size": "24", "stages-0-presize": "32", "stages-0-bs": "64",
             "stages-0-lr": "find", "stages-0-lr_find_iters": "20", "stages-0-mixup": "",
             "stages-1-epochs": "1", "stages-1-size": "32", "stages-1-presize": "40", "stages-1-bs": "64",
@@ -292,7 +298,8 @@ def test_clone_prefills_the_form(client):
     assert "Clone of" in page and value_of(page, "name") == "original-clone"
     assert value_of(page, "stages-1-lr") == "0.0001, 0.001" and value_of(page, "stages-1-mixup") == "0.2"
     assert value_of(page, "stages-0-lr") == "find" and value_of(page, "stages-1-size") == "32"
-    assert re.search(r'name="stages-0-freeze"[^>]*checked', page) and not re.search(r'name="stages-1-freeze"[^>]*checked', page)
+    assert re.search(r'name="stages-0-freeze"[^>]*checked', page)
+    assert not re.search(r'name="stages-1-freeze"[^>]*checked', page)
     assert value_of(page, "label_smoothing") == "0.1" and "<option selected>bf16</option>" in page
     assert client.get("/runs/12345/clone").status_code == 404
 
@@ -349,7 +356,8 @@ def test_register_dataset_form(client, data_root):
     offered = client.get("/runs/new?dataset=digits-csv").text  # offered to the run form, preset and all
     assert '<option value="digits-csv" selected>' in offered and value_of(offered, "name") == "digits-csv-baseline"
 
-    outside = client.post("/datasets", data={"csrf_token": token, "name": "escape", "layout": "folder", "path": "../.."})
+    outside = client.post("/datasets", data={"csrf_token": token, "name": "escape", "layout": "folder",
+                                             "path": "../.."})
     assert outside.status_code == 422 and "outside the data root" in errors_of(outside.text)["path"]
     assert value_of(outside.text, "name") == "escape" and value_of(outside.text, "path") == "../.."
     again = client.post("/datasets", data={"csrf_token": token, "name": "digits-csv", "layout": "csv", "path": "digits",

@@ -9,11 +9,11 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from app.core.schemas import parse_spec
+from app.core.settings import Settings
 from app.store.db import session_scope
 from app.store.models import Run, Sweep
 from app.store.runs import create_run
-from app.core.schemas import parse_spec
-from app.core.settings import Settings
 from app.web.app import create_app
 from tests.helpers import finish_by_hand, tiny_recipe
 from tests.store_fixtures import *  # noqa: F401,F403

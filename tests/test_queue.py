@@ -148,8 +148,9 @@ def test_operator_cli_enqueue_runs_show_cancel(make_workers, tmp_path):
     workers = make_workers(None)
     recipe = tmp_path / "r.yaml"
     recipe.write_text(yaml.safe_dump(tiny_recipe(name="from-cli")))
-    cli = lambda *a: subprocess.run([sys.executable, "-m", "worker.cli", *a], env=workers.env, capture_output=True,
-                                    text=True, timeout=120)
+    def cli(*a):
+        return subprocess.run([sys.executable, "-m", "worker.cli", *a], env=workers.env, capture_output=True,
+                              text=True, timeout=120)
     enq = cli("enqueue", str(recipe), "--queue", workers.queue)
     assert enq.returncode == 0, enq.stderr
     run_id = int(enq.stdout.strip())

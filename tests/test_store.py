@@ -20,8 +20,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import SQLModel
 
 from app.core import errors
-from app.core.settings import Settings
 from app.core.events import EpochEvent, LRFindEvent, ResultEvent
+from app.core.settings import Settings
 from app.store import registry, runs, workers
 from app.store.db import alembic_config, default_database_url, make_engine, session_scope, upgrade
 from app.store.models import Artifact, EpochRow, LRFind, Run, Worker, utcnow
@@ -238,7 +238,8 @@ def test_unknown_run_ids_raise_run_not_found(db_engine):
     with session_scope(db_engine) as s:
         for call in (lambda: runs.get_run(s, 999), lambda: runs.record_epoch(s, 999, _epoch(0, 0)),
                      lambda: runs.record_progress(s, 999, {}), lambda: runs.is_cancel_requested(s, 999),
-                     lambda: runs.request_cancel(s, 999), lambda: runs.record_lr_find(s, 999, _lr_find(0, 1e-3, [], []))):
+                     lambda: runs.request_cancel(s, 999),
+                     lambda: runs.record_lr_find(s, 999, _lr_find(0, 1e-3, [], []))):
             with pytest.raises(errors.RunNotFound, match="run 999 not found"):
                 call()
 
@@ -246,7 +247,7 @@ def test_unknown_run_ids_raise_run_not_found(db_engine):
 def test_session_scope_rolls_back_when_the_block_raises(db_engine):
     with pytest.raises(ZeroDivisionError), session_scope(db_engine) as s:
         runs.create_run(s, SPEC)
-        1 / 0
+        _ = 1 / 0
     with session_scope(db_engine) as s:
         assert runs.list_runs(s) == ([], 0)
 
@@ -340,7 +341,8 @@ def test_heartbeat_keeps_one_row_per_worker_and_tracks_its_run(db_engine):
     with session_scope(db_engine) as s:
         first = s.get(Worker, "gpu0:11")
         started, seen = first.started_at, first.last_seen
-        workers.record_heartbeat(s, "gpu0:11", "gpu0", 11, gpu="NVIDIA H200", gpu_memory=141 * 2**30, current_run_id=run_id)
+        workers.record_heartbeat(s, "gpu0:11", "gpu0", 11, gpu="NVIDIA H200", gpu_memory=141 * 2**30,
+                                 current_run_id=run_id)
     with session_scope(db_engine) as s:
         rows = s.exec(select(Worker)).scalars().all()
     assert len(rows) == 1 and rows[0].current_run_id == run_id and rows[0].gpu_memory == 141 * 2**30

@@ -7,12 +7,12 @@ from statistics import mean, stdev
 import pytest
 from fastapi.testclient import TestClient
 
-from app.store.db import session_scope
-from app.store.models import Run, Sweep
 from app.core.schemas import parse_spec
 from app.core.settings import Settings
 from app.core.stats import t_ppf
 from app.core.sweep_plan import plan_variants, set_path
+from app.store.db import session_scope
+from app.store.models import Run, Sweep
 from app.web.app import create_app
 from tests.helpers import finish_by_hand, tiny_recipe
 from tests.store_fixtures import *  # noqa: F401,F403

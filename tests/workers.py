@@ -35,7 +35,8 @@ class Workers:
         self.queue = f"test-{uuid.uuid4().hex[:8]}"  # a fresh queue: no message from another test
         self.env = {**os.environ, "FITBOARD_HOME": str(home), "FITBOARD_DATABASE_URL": db_url,
                     "FITBOARD_DATA_ROOT": str(data_root), "OMP_NUM_THREADS": "1",  # two workers share 2 cores
-                    "FITBOARD_HEARTBEAT_INTERVAL": "1", **{f"FITBOARD_{k.upper()}": str(v) for k, v in settings.items()}}
+                    "FITBOARD_HEARTBEAT_INTERVAL": "1",
+                    **{f"FITBOARD_{k.upper()}": str(v) for k, v in settings.items()}}
         if broker:
             self.env["FITBOARD_BROKER_URL"] = broker
         else:

@@ -5,8 +5,17 @@ import random
 
 import numpy as np
 import pandas as pd
-from fastai.vision.all import (CategoryBlock, ColReader, ColSplitter, DataBlock, ImageBlock, Normalize, Resize,
-                               aug_transforms, imagenet_stats)
+from fastai.vision.all import (
+    CategoryBlock,
+    ColReader,
+    ColSplitter,
+    DataBlock,
+    ImageBlock,
+    Normalize,
+    Resize,
+    aug_transforms,
+    imagenet_stats,
+)
 from PIL import Image
 
 from app.core.datasets import ResolvedDataset

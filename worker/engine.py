@@ -16,8 +16,21 @@ from fastai.torch_core import set_seed
 from fastai.vision.all import noop, valley, vision_learner
 
 from app.core.datasets import ResolvedDataset, resolve_dataset
-from app.core.events import (Confusion, FinalMetrics, LRFindEvent, NoteEvent, ParamSummary, ResultEvent,
-                             StageEndEvent, StageEvent, StagePlan, StageSummary, StartEvent, TopLoss, TTAMetrics)
+from app.core.events import (
+    Confusion,
+    FinalMetrics,
+    LRFindEvent,
+    NoteEvent,
+    ParamSummary,
+    ResultEvent,
+    StageEndEvent,
+    StageEvent,
+    StagePlan,
+    StageSummary,
+    StartEvent,
+    TopLoss,
+    TTAMetrics,
+)
 from app.core.schemas import RunSpec, StageSpec
 from worker.callbacks import KeepBestCallback, ReportCallback
 from worker.data import items_frame, make_dls, norm_stats
@@ -102,7 +115,8 @@ def _run_stage(learn, idx: int, stage: StageSpec, reporter: Reporter, report_cb:
 def _metrics(preds, targs, losses) -> FinalMetrics:
     """Loss, accuracy and error rate from gathered predictions."""
     acc = float((preds.argmax(1) == targs).float().mean())
-    return FinalMetrics(valid_loss=float(losses.mean()) if losses is not None else None, accuracy=acc, error_rate=1 - acc)
+    return FinalMetrics(valid_loss=float(losses.mean()) if losses is not None else None, accuracy=acc,
+                        error_rate=1 - acc)
 
 
 def _evaluate(learn, ds: ResolvedDataset, spec: RunSpec, out_dir: Path) -> dict:
@@ -120,14 +134,16 @@ def _evaluate(learn, ds: ResolvedDataset, spec: RunSpec, out_dir: Path) -> dict:
     result["confusion"] = Confusion(labels=vocab, matrix=cm.tolist())
     valid_ids = learn.dls.valid.items["image_id"].tolist()
     order = torch.argsort(losses, descending=True)[:TOP_LOSSES].tolist()
-    result["top_losses"] = [TopLoss(image_id=valid_ids[i], actual=vocab[int(targs[i])], predicted=vocab[int(decoded[i])],
-                                    loss=float(losses[i]), probability=float(preds[i, decoded[i]])) for i in order]
+    result["top_losses"] = [TopLoss(image_id=valid_ids[i], actual=vocab[int(targs[i])],
+                                    predicted=vocab[int(decoded[i])], loss=float(losses[i]),
+                                    probability=float(preds[i, decoded[i]])) for i in order]
     pred_file = out_dir / "predictions.csv"
     with pred_file.open("w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["image_id", "actual", "predicted", "correct", "loss"])
         for i, image_id in enumerate(valid_ids):
-            w.writerow([image_id, vocab[int(targs[i])], vocab[int(decoded[i])], int(targs[i] == decoded[i]), f"{float(losses[i]):.6f}"])
+            w.writerow([image_id, vocab[int(targs[i])], vocab[int(decoded[i])], int(targs[i] == decoded[i]),
+                        f"{float(losses[i]):.6f}"])
     result["predictions_path"] = str(pred_file)
     return result
 
@@ -137,8 +153,9 @@ def _images_per_second(n_train: int, epoch_seconds: list[float]) -> float | None
     return n_train * len(epoch_seconds) / sum(epoch_seconds) if epoch_seconds else None
 
 
-def run_recipe(spec: RunSpec, reporter: Reporter, data_root: Path, out_dir: Path, *, dataset: ResolvedDataset | None = None,
-               registry=None, num_workers: int | None = None, extra_cbs: tuple = ()) -> ResultEvent:
+def run_recipe(spec: RunSpec, reporter: Reporter, data_root: Path, out_dir: Path, *,
+               dataset: ResolvedDataset | None = None, registry=None, num_workers: int | None = None,
+               extra_cbs: tuple = ()) -> ResultEvent:
     """Train a recipe end to end, reporting every event; returns the result (also emitted as 'result')."""
     started = time.perf_counter()
     ds = dataset or resolve_dataset(spec.dataset, data_root, seed=spec.seed, registry=registry)

@@ -1,4 +1,4 @@
-"""Worker liveness: the HeartbeatThread says this worker is alive (and what it runs) and fails runs of workers gone silent."""
+"""Worker liveness: the HeartbeatThread says this worker is alive (and what it runs) and fails silent workers' runs."""
 from __future__ import annotations
 
 import logging

@@ -8,8 +8,18 @@ from typing import TextIO
 
 from sqlalchemy.engine import Engine
 
-from app.core.events import (EpochEvent, ErrorEvent, Event, LRFindEvent, NoteEvent, ProgressEvent, ResultEvent,
-                             StageEndEvent, StageEvent, StartEvent)
+from app.core.events import (
+    EpochEvent,
+    ErrorEvent,
+    Event,
+    LRFindEvent,
+    NoteEvent,
+    ProgressEvent,
+    ResultEvent,
+    StageEndEvent,
+    StageEvent,
+    StartEvent,
+)
 from app.store.db import session_scope
 from app.store.runs import is_cancel_requested, record_epoch, record_lr_find, record_progress
 

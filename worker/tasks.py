@@ -64,7 +64,8 @@ def train_run(run_id: int) -> str:
                 return "cancelled"
             fail_run(session, run_id, "worker stopped during the run (it was shut down); clone the run to retry")
         return "failed"
-    except Exception as exc:  # every failure (a dataset gone bad, weights missing, a crash) is stored with its message, never lost
+    # every failure (a dataset gone bad, weights missing, a crash) is stored with its message, never lost
+    except Exception as exc:
         with session_scope(engine) as session:
             fail_run(session, run_id, f"{type(exc).__name__}: {exc}", _tail(traceback.format_exc()))
         return "failed"

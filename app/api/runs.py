@@ -76,7 +76,7 @@ def post_run_cancel(run_id: int, request: Request, session: SessionDep):
 
 @router.get("/runs/{run_id}/events")
 def get_run_events(run_id: int, request: Request):
-    """Server-sent events: stored epoch rows, then new rows, progress and the status change; resumes by Last-Event-ID."""
+    """Server-sent events: stored epoch rows, then new rows, progress and status changes; resumes by Last-Event-ID."""
     with session_scope(request.app.state.engine) as session:  # not a request-long session: streams last for hours
         runs.get(session, run_id)
     last = request.headers.get("last-event-id") or request.query_params.get("last_event_id")

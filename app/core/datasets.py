@@ -80,7 +80,8 @@ def _pick(columns: list[str], wanted: str | None, candidates: tuple, what: str, 
     """Choose a CSV column: the one asked for, else the first conventional name present."""
     if wanted is not None:
         if wanted not in columns:
-            raise RecipeError.one(loc, f"{csv_path.name} has no column {wanted!r} ({what}); columns: {', '.join(columns)}")
+            raise RecipeError.one(loc, f"{csv_path.name} has no column {wanted!r} ({what}); "
+                                       f"columns: {', '.join(columns)}")
         return wanted
     for c in candidates:
         if c in columns:
@@ -187,15 +188,18 @@ def detect_spec(folder: Path, root: Path) -> DatasetSpec:
         return DatasetSpec(layout="folder", path=rel)
     csvs = sorted(folder.glob("*.csv"))
     if not csvs:
-        raise RecipeError.one("dataset", f"cannot detect the layout of {folder}: no CSV file and no train/ + val/ folders")
+        raise RecipeError.one("dataset", f"cannot detect the layout of {folder}: "
+                                         "no CSV file and no train/ + val/ folders")
     chosen = next((c for c in csvs if c.name == "train.csv"), csvs[0] if len(csvs) == 1 else None)
     if chosen is None:
         raise RecipeError.one("dataset", f"{folder} holds several CSV files ({', '.join(c.name for c in csvs)}); "
                                          "describe the dataset inline with 'csv'")
     subdirs = [d for d in sorted(folder.iterdir()) if d.is_dir()]
-    images = next((d for d in subdirs if d.name in ("train_images", "images")), subdirs[0] if len(subdirs) == 1 else folder)
+    images = next((d for d in subdirs if d.name in ("train_images", "images")),
+                  subdirs[0] if len(subdirs) == 1 else folder)
     maps = sorted(folder.glob("*.json"))
-    label_map = next((m for m in maps if m.name == "label_num_to_disease_map.json"), maps[0] if len(maps) == 1 else None)
+    label_map = next((m for m in maps if m.name == "label_num_to_disease_map.json"),
+                     maps[0] if len(maps) == 1 else None)
     return DatasetSpec(layout="csv", path=rel, csv=chosen.name, images=str(images.relative_to(folder)),
                        label_map=label_map.name if label_map else None)
 

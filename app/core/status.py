@@ -1,4 +1,4 @@
-"""A run's lifecycle states, spelled once: the database constraint, the API, the CLI and the pages all read them here."""
+"""A run's lifecycle states, spelled once: the database constraint, the API, the CLI and the pages read them here."""
 from __future__ import annotations
 
 from enum import StrEnum

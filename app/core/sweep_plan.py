@@ -99,7 +99,8 @@ def variant_specs(base: dict, variants: list[dict]) -> dict[str, dict]:
 
 def check_seeds(seeds) -> list[int]:
     """Seeds are distinct integers."""
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+    if (not isinstance(seeds, list) or not seeds
+            or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)):
         raise RecipeError.one("seeds", "give a non-empty list of integer seeds")
     if len(set(seeds)) != len(seeds):
         raise RecipeError.one("seeds", "seeds must be distinct")

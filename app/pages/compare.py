@@ -59,7 +59,8 @@ def get_compare(request: Request, session: SessionDep, ids: list[str] = Query([]
     confusions = [(r, COLORS[i % len(COLORS)]) for i, r in enumerate(data["runs"]) if r["confusion"]]
     shown = confusions[:MAX_CONFUSIONS]
     ids_text = ",".join(map(str, id_list))
-    chart_data = {"colors": COLORS, "api": "/api/v1/compare?" + urlencode({"ids": ids_text, "baseline": data["baseline"]})}
+    chart_data = {"colors": COLORS,
+                  "api": "/api/v1/compare?" + urlencode({"ids": ids_text, "baseline": data["baseline"]})}
     return render(request, "compare.html", data=data, chart=chart_data, rows=table_rows(data), diff=diff,
                   confusions=shown, confusions_total=len(confusions), names=names, ids_text=ids_text, message=None,
                   csv_url="/api/v1/compare?" + urlencode({"ids": ids_text, "baseline": data["baseline"],

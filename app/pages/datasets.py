@@ -5,11 +5,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse
 from pydantic import ValidationError
 
+from app.core.datasets import ResolvedDataset
 from app.core.errors import DatasetExists, RecipeError
 from app.core.schemas import DatasetSpec, problems_from
 from app.pages import forms
 from app.pages.render import FormData, redirect, render
-from app.core.datasets import ResolvedDataset
 from app.services import datasets
 from app.web.deps import SessionDep, SettingsDep
 
@@ -37,7 +37,8 @@ def post_datasets(request: Request, session: SessionDep, settings: SettingsDep, 
     form = forms.dataset_form(data)
     problems = []
     if not forms.DATASET_NAME.match(form["name"]):
-        problems.append({"loc": "name", "msg": "up to 200 letters, digits, '.', '_' or '-', starting with a letter or digit"})
+        problems.append({"loc": "name",
+                         "msg": "up to 200 letters, digits, '.', '_' or '-', starting with a letter or digit"})
     elif datasets.is_registered(session, form["name"]):
         problems.append({"loc": "name", "msg": str(DatasetExists(form["name"]))})
     try:

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import re
 
-from app.pages.wording import fmt_lr
-
 STAGE_FIELDS = ("epochs", "size", "presize", "bs", "lr", "lr_find_iters", "freeze", "mixup")
 RUN_FIELDS = ("name", "dataset", "arch", "pretrained", "normalize", "label_smoothing", "seed", "precision",
               "keep_best", "tta", "tta_n", "tta_use_max", "stages")

@@ -51,7 +51,8 @@ def presets(name: str, image_side: int | None) -> list[dict]:
         ("baseline", "1. Baseline", "One stage at a fixed size, no normalization, no presizing.",
          {"normalize": "none", "stages": [baseline]}),
         ("progressive", "2. Normalize + progressive resizing",
-         f"{'ImageNet' if pretrained else 'Dataset'} stats; train small ({small[0]} px), then larger ({large[0]} px); TTA.",
+         f"{'ImageNet' if pretrained else 'Dataset'} stats; "
+         f"train small ({small[0]} px), then larger ({large[0]} px); TTA.",
          {"normalize": norm, "tta": tta, "stages": [first, second]}),
         ("mixup", "3. + MixUp", "Adds a longer MixUp stage and keeps the best epoch's weights.",
          {"normalize": norm, "tta": tta, "keep_best": "accuracy", "stages": [first, second, mix]}),
@@ -59,5 +60,6 @@ def presets(name: str, image_side: int | None) -> list[dict]:
          {"normalize": norm, "tta": tta, "keep_best": "accuracy", "label_smoothing": 0.1,
           "stages": [first, second, mix]}),
     ]
-    return [{"key": key, "title": title, "about": about, "form": form_from_spec({**base, **extra, "name": f"{name}-{key}"})}
+    return [{"key": key, "title": title, "about": about,
+             "form": form_from_spec({**base, **extra, "name": f"{name}-{key}"})}
             for key, title, about, extra in recipes]

@@ -18,7 +18,7 @@ def fmt_lr(value) -> str:
 
 
 def describe_stage(idx: int, stage: dict, suggestion: float | None = None) -> str:
-    """One stage in words: 'stage 1: 2 epochs at 24 px (presize 32), bs 64, frozen, lr found by LR finder (valley 1.2e-3)'."""
+    """In words: 'stage 1: 2 epochs at 24 px (presize 32), bs 64, frozen, lr found by LR finder (valley 1.2e-3)'."""
     n, size, presize = stage["epochs"], stage["size"], stage.get("presize") or stage["size"]
     parts = [f"stage {idx + 1}: {n} epoch{'s' if n != 1 else ''} at {size} px"
              + (f" (presize {presize})" if presize != size else ""), f"bs {stage.get('bs', 64)}",

@@ -120,7 +120,8 @@ def dataset_infos(session: Session, data_root: Path) -> list[DatasetInfo]:
     infos = [dataset_info(d.name, data_root, d.spec) for d in known]
     taken = {d.name for d in known}
     root = Path(data_root)
-    folders = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) if root.is_dir() else []
+    folders = (sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+               if root.is_dir() else [])
     return infos + [dataset_info(f, data_root) for f in folders if f not in taken]
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlmodel import Session
 
-from app.store.models import Artifact, EpochRow, LRFind, Run
 from app.core.errors import RunNotFound
+from app.store.models import Artifact, EpochRow, LRFind, Run
 
 TABLE_COLUMNS = ("accuracy", "tta_accuracy", "best_epoch", "wall_seconds", "images_per_second")
 MAX_DISAGREEMENTS = 60
@@ -58,7 +58,8 @@ def _curves(rows: list[tuple]) -> dict:
     rows are (stage, train_loss, valid_loss, accuracy, error_rate) tuples in epoch order."""
     columns = list(zip(*rows)) or [()] * 5
     stages = columns[0]
-    return {"x": list(range(len(rows))), "stage_starts": [i for i, s in enumerate(stages) if i == 0 or s != stages[i - 1]],
+    return {"x": list(range(len(rows))),
+            "stage_starts": [i for i, s in enumerate(stages) if i == 0 or s != stages[i - 1]],
             **{name: list(col) for name, col in zip(CURVES, columns[1:])}}
 
 
@@ -74,7 +75,7 @@ def _row(run: Run) -> dict:
 def _with_diffs(rows: dict[int, dict], baseline: int) -> dict[int, dict]:
     """Each numeric value's difference to the baseline run's."""
     base = rows[baseline]
-    for rid, row in rows.items():
+    for row in rows.values():
         row["diff"] = {k: (row[k] - base[k]) if isinstance(row[k], (int, float)) and isinstance(base[k], (int, float))
                        else None for k in TABLE_COLUMNS if k != "best_epoch"}
     return rows

@@ -67,7 +67,8 @@ def _sqlite_events(engine: Engine) -> None:
 
 def driver_url(url: str) -> str:
     """A bare postgresql:// means psycopg2 here, the driver fitboard ships (SQLAlchemy 2.1 would pick psycopg 3)."""
-    return "postgresql+psycopg2://" + url.split("://", 1)[1] if url.startswith(("postgresql://", "postgres://")) else url
+    return ("postgresql+psycopg2://" + url.split("://", 1)[1] if url.startswith(("postgresql://", "postgres://"))
+            else url)
 
 
 def make_engine(url: str, **kwargs) -> Engine:

@@ -7,6 +7,7 @@ processes racing on one run (a redelivered message, a cancel during a claim) can
 from __future__ import annotations
 
 import math
+
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert

@@ -65,7 +65,8 @@ def _mean_curves(session: Session, runs_by_variant: dict[str, list[Run]]) -> dic
 
 def _seed_values(runs: list[Run], column: str) -> dict[int, float]:
     """seed -> final metric for a variant's succeeded runs."""
-    return {r.spec["seed"]: getattr(r, column) for r in runs if r.status == RunStatus.succeeded and getattr(r, column) is not None}
+    return {r.spec["seed"]: getattr(r, column) for r in runs
+            if r.status == RunStatus.succeeded and getattr(r, column) is not None}
 
 
 def sweep_report(session: Session, sweep_id: int) -> dict:

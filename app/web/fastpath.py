@@ -13,10 +13,10 @@ import time
 
 from starlette.concurrency import run_in_threadpool
 
+from app.services.serializers import serialize_run
 from app.store.db import session_scope
 from app.store.models import Run
 from app.web.security import token_matches
-from app.services.serializers import serialize_run
 
 RUN_PATH = re.compile(r"^/api/v1/runs/(\d+)$")
 TTL_SECONDS = 0.25

@@ -53,7 +53,8 @@ async def run_events(request: Request, run_id: int, after: int = 0):
         snap = await run_in_threadpool(take_snapshot, engine, run_id, sent)
         for row in snap.rows:
             sent += 1
-            yield sse(serialize_epoch(row), "epoch", sent)  # the id is the row's ordinal: Last-Event-ID resumes after it
+            # the id is the row's ordinal: Last-Event-ID resumes after it
+            yield sse(serialize_epoch(row), "epoch", sent)
         batch = (snap.progress or {}).get("batch")
         if batch is not None and batch != last_progress and snap.status == "running":
             last_progress = batch

@@ -1,15 +1,14 @@
 """initial schema: datasets, runs, epochs, lr_find, artifacts, workers
 
 Revision ID: 0001
-Revises: 
+Revises:
 Create Date: 2026-11-29 15:23:29.098862
 
 """
 from typing import Sequence, Union
 
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 # revision identifiers, used by Alembic.
 revision: str = '0001'
@@ -19,7 +18,7 @@ depends_on: Union[str, Sequence[str], None] = None
 
 
 def upgrade() -> None:
-    """Create every table; timestamps are naive UTC (app.models.UTCDateTime adds the zone back on read)."""
+    """Create every table; timestamps are naive UTC (app.store.models.UTCDateTime adds the zone back on read)."""
     op.create_table('dataset',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('name', sa.String(length=200), nullable=False),
@@ -49,7 +48,8 @@ def upgrade() -> None:
     sa.Column('best_accuracy', sa.Float(), nullable=True),
     sa.Column('tta_accuracy', sa.Float(), nullable=True),
     sa.Column('model_path', sa.Text(), nullable=True),
-    sa.CheckConstraint("status IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')", name=op.f('ck_run_status')),
+    sa.CheckConstraint("status IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')",
+                       name=op.f('ck_run_status')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_run'))
     )
     op.create_index(op.f('ix_run_created_at'), 'run', ['created_at'], unique=False)
@@ -93,7 +93,8 @@ def upgrade() -> None:
     sa.Column('current_run_id', sa.Integer(), nullable=True),
     sa.Column('started_at', sa.DateTime(), nullable=False),
     sa.Column('last_seen', sa.DateTime(), nullable=False),
-    sa.ForeignKeyConstraint(['current_run_id'], ['run.id'], name=op.f('fk_worker_current_run_id_run'), ondelete='SET NULL'),
+    sa.ForeignKeyConstraint(['current_run_id'], ['run.id'], name=op.f('fk_worker_current_run_id_run'),
+                            ondelete='SET NULL'),
     sa.PrimaryKeyConstraint('name', name=op.f('pk_worker'))
     )
 
