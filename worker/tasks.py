@@ -11,6 +11,7 @@ from celery import signals
 
 from app.core.schemas import DatasetSpec, RunSpec
 from app.core.settings import get_settings
+from app.core.status import RunStatus
 from app.services.queue import TRAIN_TASK, make_celery
 from app.services.runs import registry_for
 from app.store.db import default_database_url, make_engine, session_scope, upgrade
@@ -56,19 +57,19 @@ def train_run(run_id: int) -> str:
                             num_workers=settings.num_workers)
         with session_scope(engine) as session:
             finish_run(session, run_id, result)
-        return "succeeded"
+        return RunStatus.succeeded.value
     except RunCancelled:
         with session_scope(engine) as session:
             if is_cancel_requested(session, run_id):
                 mark_cancelled(session, run_id)
-                return "cancelled"
+                return RunStatus.cancelled.value
             fail_run(session, run_id, "worker stopped during the run (it was shut down); clone the run to retry")
-        return "failed"
+        return RunStatus.failed.value
     # every failure (a dataset gone bad, weights missing, a crash) is stored with its message, never lost
     except Exception as exc:
         with session_scope(engine) as session:
             fail_run(session, run_id, f"{type(exc).__name__}: {exc}", _tail(traceback.format_exc()))
-        return "failed"
+        return RunStatus.failed.value
     finally:
         if _heartbeat is not None:
             _heartbeat.current_run = None

@@ -10,6 +10,7 @@ from fastapi.responses import RedirectResponse
 from fastapi.templating import Jinja2Templates
 
 from app.core.resources import templates_dir
+from app.core.status import RunStatus
 from app.pages.forms import field_label
 from app.pages.wording import fmt_lr, heat
 from app.web.security import check_csrf, csrf_token, logged_in
@@ -23,6 +24,7 @@ def _context(request: Request) -> dict:
 
 env = jinja2.Environment(loader=jinja2.FileSystemLoader(templates_dir()), autoescape=True,
                          trim_blocks=True, lstrip_blocks=True)
+env.globals["RunStatus"] = RunStatus  # templates compare statuses by name, never by a spelled-out string
 env.filters.update(lr=fmt_lr, field_label=field_label, heat_cells=heat,
                    f4=lambda v: "–" if v is None else f"{v:.4f}",
                    pct=lambda v: "–" if v is None else f"{100 * v:.1f}%")

@@ -7,7 +7,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Query, Request
 
 from app.core.errors import RunFinished
-from app.core.status import FINISHED, STATUSES
+from app.core.status import FINISHED, STATUSES, RunStatus
 from app.pages.render import FormData, redirect, render
 from app.pages.wording import describe_stage, describe_techniques
 from app.services import datasets, runs
@@ -70,7 +70,7 @@ def _run_page(request: Request, session, run_id: int, message: str | None = None
     data = {"id": run.id, "status": str(run.status), "live": run.status not in FINISHED, "stages": stages,
             "epochs": [serialize_epoch(e) for e in epochs], "lr_finds": [serialize_lr_find(f) for f in finds],
             "best": result.get("best"), "batch": progress.get("batch"),
-            "finished_statuses": [str(s) for s in FINISHED]}
+            "statuses": {s.name: s.value for s in RunStatus}, "finished_statuses": [s.value for s in FINISHED]}
     return render(request, "run.html", status_code, run=run, spec=spec, result=result, progress=progress,
                   stages=stages, techniques=describe_techniques(spec) if spec else [], epochs=epochs,
                   finds=finds, confusion=confusion, tail=tail, data=data, message=message,
@@ -92,6 +92,6 @@ def post_run_cancel(request: Request, session: SessionDep, run_id: int, data: Fo
     except RunFinished as exc:
         return _run_page(request, session, run_id, f"Nothing to cancel: run {run_id} already {exc.status}.", 409)
     request.app.state.run_cache.invalidate(run_id)  # API readers see the cancel at once
-    request.session["notice"] = ("Run cancelled before it started." if status == "cancelled"
+    request.session["notice"] = ("Run cancelled before it started." if status == RunStatus.cancelled
                                  else "Asked the worker to stop at the next batch.")
     return redirect(f"/runs/{run_id}")

@@ -112,7 +112,7 @@
   function setStatus(status) {
     document.querySelectorAll("[data-status-badge]").forEach((b) => { b.textContent = status; b.className = `badge badge-${status}`; });
     const card = document.getElementById("progress");
-    if (card) card.hidden = status !== "running";
+    if (card) card.hidden = status !== data.statuses.running;
   }
 
   function showProgress(p) {

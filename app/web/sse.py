@@ -10,7 +10,7 @@ from fastapi import Request
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
-from app.core.status import FINISHED
+from app.core.status import FINISHED, RunStatus
 from app.services.serializers import serialize_epoch, serialize_run
 from app.store.models import EpochRow, Run
 from app.store.runs import list_epochs
@@ -56,7 +56,7 @@ async def run_events(request: Request, run_id: int, after: int = 0):
             # the id is the row's ordinal: Last-Event-ID resumes after it
             yield sse(serialize_epoch(row), "epoch", sent)
         batch = (snap.progress or {}).get("batch")
-        if batch is not None and batch != last_progress and snap.status == "running":
+        if batch is not None and batch != last_progress and snap.status == RunStatus.running:
             last_progress = batch
             yield sse(batch, "progress")
         if snap.status != last_status:

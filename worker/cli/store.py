@@ -7,7 +7,7 @@ import sys
 from app.core.errors import RecipeError, RunFinished, RunNotFound
 from app.core.events import ResultEvent
 from app.core.recipes import read_recipe_file
-from app.core.status import STATUSES
+from app.core.status import STATUSES, RunStatus
 from app.services import runs
 from app.services.queue import DEFAULT_QUEUE, Publisher, make_celery
 from app.services.serializers import serialize_epoch, serialize_run
@@ -92,7 +92,7 @@ def cmd_cancel(args) -> int:
         except (RunNotFound, RunFinished) as exc:
             print(exc, file=sys.stderr)
             return EXIT_FAILED
-    print(f"run {args.run}: {'cancelled' if status == 'cancelled' else 'cancel requested'}")
+    print(f"run {args.run}: {'cancelled' if status == RunStatus.cancelled else 'cancel requested'}")
     return EXIT_OK
 
 
