@@ -28,7 +28,8 @@ from app.store.models import Artifact, EpochRow, LRFind, Run, Worker, utcnow
 from tests.store_fixtures import *  # noqa: F401,F403  (conftest may import them too; same objects)
 
 ROOT = Path(__file__).resolve().parent.parent
-TABLES = {"alembic_version", "dataset", "run", "epoch", "lr_find", "artifact", "worker", "sweep"}
+TABLES = {"alembic_version", "dataset", "run", "epoch", "lr_find", "artifact", "worker", "sweep", "run_attempt",
+          "lease"}
 SPEC = {"name": "cassava-normalize", "dataset": "cassava", "arch": "resnet34",
         "stages": [{"epochs": 2, "size": 64, "lr": "find"}]}
 

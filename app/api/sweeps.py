@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Literal
 
 from fastapi import Body
+from fastapi.responses import JSONResponse
 
 from app.api import api_router
 from app.services import sweeps
@@ -17,9 +18,11 @@ router = api_router("sweeps")
 def post_sweeps(session: SessionDep, settings: SettingsDep, publisher: PublisherDep, base: dict = Body(...),
                 vary: dict = Body(...), seeds: list = Body([0, 1, 2]),
                 mode: Literal["grid", "one_at_a_time"] = Body("one_at_a_time")):
-    """Store a sweep and queue one run per variant and seed; 422 names the bad field."""
-    sweep, queued = sweeps.create(session, publisher, base, vary, seeds, mode, settings.data_root)
-    return {**sweeps.report(session, sweep.id), "queued": [serialize_run(r, full=False) for r in queued]}
+    """Store a sweep and queue one run per variant and seed (at most FITBOARD_MAX_SWEEP_RUNS); 422 names the bad
+    field and stores nothing; 202 with a queued_note when the broker is unreachable."""
+    sweep, queued, note = sweeps.create(session, publisher, base, vary, seeds, mode, settings.data_root,
+                                        settings.max_sweep_runs)
+    return _answer(sweeps.report(session, sweep.id), queued, note)
 
 
 @router.get("/sweeps/{sweep_id}")
@@ -29,7 +32,16 @@ def get_sweep(sweep_id: int, session: SessionDep):
 
 
 @router.post("/sweeps/{sweep_id}/seeds", status_code=201)
-def post_sweep_seeds(sweep_id: int, session: SessionDep, publisher: PublisherDep, seeds: list = Body(..., embed=True)):
+def post_sweep_seeds(sweep_id: int, session: SessionDep, settings: SettingsDep, publisher: PublisherDep,
+                     seeds: list = Body(..., embed=True)):
     """Run every variant for more seeds."""
-    queued = sweeps.add_seeds(session, publisher, sweep_id, seeds)
-    return {**sweeps.report(session, sweep_id), "queued": [serialize_run(r, full=False) for r in queued]}
+    queued, note = sweeps.add_seeds(session, publisher, sweep_id, seeds, settings.max_sweep_runs)
+    return _answer(sweeps.report(session, sweep_id), queued, note)
+
+
+def _answer(report: dict, queued: list, note: str | None) -> JSONResponse:
+    """The sweep report with its new runs: 201, or 202 with the note when the broker could not take them yet."""
+    body = {**report, "queued": [serialize_run(r, full=False) for r in queued]}
+    if note is None:
+        return JSONResponse(body, status_code=201)
+    return JSONResponse({**body, "queued_note": note}, status_code=202)

@@ -71,6 +71,15 @@ class RunFinished(Conflict):
         super().__init__(f"run {run_id} already finished ({status})")
 
 
+class RunActive(Conflict):
+    """Only a failed or cancelled run can be retried."""
+
+    def __init__(self, run_id: int, status: str):
+        self.run_id, self.status = run_id, status
+        hint = "clone it to train again" if status == "succeeded" else "cancel it first, or wait for it to end"
+        super().__init__(f"run {run_id} is {status}: only a failed or cancelled run can be retried; {hint}")
+
+
 class DatasetExists(Conflict):
     """A dataset is already registered under this name."""
 

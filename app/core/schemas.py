@@ -15,7 +15,9 @@ ARCHITECTURES = (
     "squeezenet1_0", "squeezenet1_1", "alexnet",
 )
 
-PositiveInt = Annotated[int, Field(strict=True, gt=0)]
+# Upper bounds: generous for real work, small enough that no single recipe can occupy a fleet for ever.
+MAX_EPOCHS, MAX_STAGES, MAX_SIDE, MAX_BS, MAX_TTA, MAX_LR, MAX_ATTEMPTS = 1000, 20, 2048, 4096, 32, 10.0, 10
+Side = Annotated[int, Field(strict=True, gt=0, le=MAX_SIDE)]
 INT_FIELDS = ("epochs", "size", "presize", "bs")
 
 
@@ -53,7 +55,7 @@ class TTASpec(BaseModel):
     """Test-time augmentation: n augmented passes averaged (or max-ed) with the plain prediction."""
 
     model_config = ConfigDict(extra="forbid")
-    n: Annotated[int, Field(strict=True, ge=1, description="augmented passes")] = 4
+    n: Annotated[int, Field(strict=True, ge=1, le=MAX_TTA, description="augmented passes")] = 4
     use_max: bool = False
 
 
@@ -61,10 +63,10 @@ class StageSpec(BaseModel):
     """One fit_one_cycle: epochs at an image size, with its batch size, learning rate and callbacks."""
 
     model_config = ConfigDict(extra="forbid")
-    epochs: PositiveInt
-    size: PositiveInt
-    presize: PositiveInt | None = None
-    bs: PositiveInt = 64
+    epochs: Annotated[int, Field(strict=True, gt=0, le=MAX_EPOCHS)]
+    size: Side
+    presize: Side | None = None
+    bs: Annotated[int, Field(strict=True, gt=0, le=MAX_BS)] = 64
     freeze: bool = False
     lr: Union[float, Literal["find"], list[float]] = "find"
     lr_find_iters: Annotated[int, Field(strict=True, ge=10, le=1000)] = 100  # mock-training steps of lr: find
@@ -84,15 +86,15 @@ class StageSpec(BaseModel):
             except ValueError:
                 raise ValueError(f"lr must be a positive number, 'find', or [low, high]; got {v!r}") from None
         if isinstance(v, (int, float)):
-            if not v > 0:
-                raise ValueError(f"lr must be positive; got {v}")
+            if not 0 < v <= MAX_LR:
+                raise ValueError(f"lr must be in (0, {MAX_LR:g}]; got {v}")
             return float(v)
         if isinstance(v, (list, tuple)):
             if len(v) != 2 or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
                 raise ValueError("lr as a list must be two numbers [low, high]")
             low, high = float(v[0]), float(v[1])
-            if not (0 < low < high):
-                raise ValueError(f"lr [low, high] must satisfy 0 < low < high; got [{low}, {high}]")
+            if not (0 < low < high <= MAX_LR):
+                raise ValueError(f"lr [low, high] must satisfy 0 < low < high <= {MAX_LR:g}; got [{low}, {high}]")
             return [low, high]
         raise ValueError("lr must be a positive number, 'find', or [low, high]")
 
@@ -146,11 +148,13 @@ class RunSpec(BaseModel):
     pretrained: bool = True
     normalize: Literal["none", "imagenet", "dataset"] = "imagenet"
     label_smoothing: float | None = None
-    seed: int = 42
+    seed: Annotated[int, Field(ge=0, lt=2**32)] = 42
     precision: Literal["fp32", "fp16", "bf16"] = "fp32"
     keep_best: Literal["accuracy", "error_rate", "valid_loss"] | None = None
     tta: TTASpec | None = None
-    stages: list[StageSpec]
+    max_attempts: Annotated[int, Field(strict=True, ge=1, le=MAX_ATTEMPTS,
+                                       description="attempts before a run whose worker is lost is failed")] = 3
+    stages: Annotated[list[StageSpec], Field(max_length=MAX_STAGES)]
 
     @field_validator("arch")
     @classmethod

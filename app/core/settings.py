@@ -20,7 +20,11 @@ class Settings(BaseSettings):
     broker_url: str | None = None  # default: an embedded broker (SQLite file under $FITBOARD_HOME)
     visibility_timeout: int = 48 * 3600  # Redis redelivers an unacked task after this; longer than any run
     heartbeat_interval: float = 5.0  # seconds between worker heartbeats
-    worker_lost_after: float = 60.0  # a running run whose worker is silent this long is failed
+    worker_lost_after: float = 60.0  # a running run whose worker is silent this long is requeued (or failed)
+    republish_after: float = 300.0  # a queued run no worker took for this long is sent to the broker again
+    reconcile_interval: float = 10.0  # how often the web process runs the reconciler (workers: every heartbeat)
+    write_retry_seconds: float = 600.0  # a worker retries a failed epoch-row write this long before failing the run
+    max_sweep_runs: int = 256  # variants x seeds of one sweep
     api_token: str | None = None  # set: the API needs "Authorization: Bearer <token>", pages need a login
 
     @model_validator(mode="after")

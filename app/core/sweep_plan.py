@@ -4,6 +4,7 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import math
 import re
 
 from app.core.errors import RecipeError
@@ -67,10 +68,31 @@ def plan_variants(base: dict, vary: dict, mode: str) -> list[dict]:
     return variants
 
 
+MAX_VALUES = 64  # values of one varied field
+
+
+def max_variants(vary: dict, mode: str) -> int:
+    """An upper bound on the variants a plan makes, computed without building them (the base included)."""
+    sizes = [len(v) if isinstance(v, list) else 1 for v in vary.values()]
+    return 1 + (sum(sizes) if mode == "one_at_a_time" else math.prod(sizes))
+
+
+def check_size(vary: dict, mode: str, n_seeds: int, max_runs: int) -> None:
+    """Refuse a sweep of more than max_runs runs (variants x seeds) before anything is planned or stored."""
+    runs = max_variants(vary, mode) * n_seeds
+    if runs > max_runs:
+        raise RecipeError.one("vary", f"this sweep would train up to {runs} runs ({max_variants(vary, mode)} "
+                                      f"variants x {n_seeds} seeds); at most {max_runs} are allowed "
+                                      "(FITBOARD_MAX_SWEEP_RUNS): vary fewer values or use fewer seeds")
+
+
 def check_vary(base: dict, vary: dict) -> None:
-    """Every varied path must exist in the base recipe and come with at least one value."""
+    """Every varied path must exist in the base recipe and come with 1 to MAX_VALUES values."""
     problems = []
     for path, values in vary.items():
+        if isinstance(values, list) and len(values) > MAX_VALUES:
+            problems.append({"loc": f"vary.{path}", "msg": f"at most {MAX_VALUES} values per field; got {len(values)}"})
+            continue
         try:
             get_path(base, path)
         except (KeyError, IndexError, TypeError, ValueError):
@@ -104,4 +126,6 @@ def check_seeds(seeds) -> list[int]:
         raise RecipeError.one("seeds", "give a non-empty list of integer seeds")
     if len(set(seeds)) != len(seeds):
         raise RecipeError.one("seeds", "seeds must be distinct")
+    if not all(0 <= s < 2**32 for s in seeds):
+        raise RecipeError.one("seeds", "seeds must lie in [0, 2**32)")
     return seeds

@@ -40,11 +40,11 @@ def post_run_form(request: Request, session: SessionDep, settings: SettingsDep, 
     """Store and queue the run the form describes, or show each problem beside its field."""
     form = forms.form_from_post(data)
     try:
-        run = runs.submit(session, publisher, forms.recipe_from_form(form), settings.data_root)
+        run, note = runs.submit(session, publisher, forms.recipe_from_form(form), settings.data_root)
     except RecipeError as exc:
         session.rollback()
         return _form_page(request, session, settings, form, forms.field_errors(exc.problems), 422)
-    request.session["notice"] = f"Run {run.id} queued."
+    request.session["notice"] = f"Run {run.id} queued." if note is None else f"Run {run.id} stored; {note}."
     return redirect(f"/runs/{run.id}")
 
 

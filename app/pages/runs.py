@@ -6,13 +6,13 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Query, Request
 
-from app.core.errors import RunFinished
+from app.core.errors import RunActive, RunFinished
 from app.core.status import FINISHED, STATUSES, RunStatus
 from app.pages.render import FormData, redirect, render
 from app.pages.wording import describe_stage, describe_techniques
 from app.services import datasets, runs
 from app.services.serializers import serialize_epoch, serialize_lr_find
-from app.web.deps import SessionDep
+from app.web.deps import PublisherDep, SessionDep, SettingsDep
 
 router = APIRouter()
 SORTABLE = ("name", "status", "dataset", "best_accuracy", "tta_accuracy", "created_at")
@@ -72,6 +72,7 @@ def _run_page(request: Request, session, run_id: int, message: str | None = None
             "best": result.get("best"), "batch": progress.get("batch"),
             "statuses": {s.name: s.value for s in RunStatus}, "finished_statuses": [s.value for s in FINISHED]}
     return render(request, "run.html", status_code, run=run, spec=spec, result=result, progress=progress,
+                  attempts=runs.attempts(session, run_id),
                   stages=stages, techniques=describe_techniques(spec) if spec else [], epochs=epochs,
                   finds=finds, confusion=confusion, tail=tail, data=data, message=message,
                   live=data["live"], artifacts=runs.artifacts(session, run_id), duration=run.duration,
@@ -85,13 +86,29 @@ def get_run(request: Request, session: SessionDep, run_id: int):
 
 
 @router.post("/runs/{run_id}/cancel")
-def post_run_cancel(request: Request, session: SessionDep, run_id: int, data: FormData):
+def post_run_cancel(request: Request, session: SessionDep, settings: SettingsDep, run_id: int, data: FormData):
     """Cancel a queued run, or ask a running one to stop at its next batch."""
     try:
-        status = runs.cancel(session, run_id)
+        status = runs.cancel(session, run_id, orphaned_after=settings.worker_lost_after)
     except RunFinished as exc:
         return _run_page(request, session, run_id, f"Nothing to cancel: run {run_id} already {exc.status}.", 409)
     request.app.state.run_cache.invalidate(run_id)  # API readers see the cancel at once
     request.session["notice"] = ("Run cancelled before it started." if status == RunStatus.cancelled
                                  else "Asked the worker to stop at the next batch.")
+    return redirect(f"/runs/{run_id}")
+
+
+@router.post("/runs/{run_id}/retry")
+def post_run_retry(request: Request, session: SessionDep, publisher: PublisherDep, run_id: int, data: FormData):
+    """Queue a failed or cancelled run again: from its last checkpoint, or from scratch."""
+    scratch = data.get("from") == "scratch"
+    try:
+        run, note = runs.retry(session, publisher, run_id, from_checkpoint=not scratch)
+    except RunActive as exc:
+        return _run_page(request, session, run_id, str(exc), 409)
+    request.app.state.run_cache.invalidate(run_id)
+    where = "from scratch (its epoch rows were cleared)" if scratch else (
+        f"from stage {run.resume_from['stage'] + 1}, epoch {run.resume_from['epoch'] + 1}" if run.resume_from
+        else "from the start (it had no checkpoint)")
+    request.session["notice"] = f"Run {run_id} queued again {where}." + (f" Not sent yet: {note}." if note else "")
     return redirect(f"/runs/{run_id}")

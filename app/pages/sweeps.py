@@ -106,14 +106,14 @@ def post_ablate(request: Request, session: SessionDep, settings: SettingsDep, pu
     try:
         # Both values per field: one-at-a-time drops the run's own value (it is the base), a grid crosses them all.
         vary = {t["path"]: [_current(run.spec, t["path"]), t["value"]] for t in picked}
-        sweep, queued = sweeps.create(session, publisher, {**run.spec, "name": form["name"]}, vary, list(range(n)),
-                                      form["mode"], settings.data_root)
+        sweep, queued, note = sweeps.create(session, publisher, {**run.spec, "name": form["name"]}, vary,
+                                            list(range(n)), form["mode"], settings.data_root, settings.max_sweep_runs)
     except RecipeError as exc:
         session.rollback()  # a sweep refused half-way stores nothing
         return _ablate_page(request, run, form, [f"{p['loc']}: {p['msg']}" if p.get("loc") else p["msg"]
                                                  for p in exc.problems], 422)
-    request.session["notice"] = (f"Sweep {sweep.id} queued: {len(queued)} runs "
-                                 f"({len(sweep.variants)} variants × {n} seeds).")
+    request.session["notice"] = (f"Sweep {sweep.id} queued: {len(queued)} runs ({len(sweep.variants)} variants × "
+                                 f"{n} seeds)." + (f" Not sent yet: {note}." if note else ""))
     return redirect(f"/sweeps/{sweep.id}")
 
 
@@ -157,7 +157,8 @@ def get_sweep(request: Request, session: SessionDep, sweep_id: int):
 
 
 @router.post("/sweeps/{sweep_id}/seeds")
-def post_sweep_seeds(request: Request, session: SessionDep, publisher: PublisherDep, sweep_id: int, data: FormData):
+def post_sweep_seeds(request: Request, session: SessionDep, settings: SettingsDep, publisher: PublisherDep,
+                     sweep_id: int, data: FormData):
     """Run every variant for a few more seeds (the next unused ones)."""
     report = sweeps.report(session, sweep_id)
     n = _seed_count(data.get("count"))
@@ -165,10 +166,10 @@ def post_sweep_seeds(request: Request, session: SessionDep, publisher: Publisher
         return _sweep_page(request, report, [f"Add between 1 and {MAX_SEEDS} seeds."], 422)
     seeds = sweeps.next_seeds(session, sweep_id, n)
     try:
-        queued = sweeps.add_seeds(session, publisher, sweep_id, seeds)
+        queued, note = sweeps.add_seeds(session, publisher, sweep_id, seeds, settings.max_sweep_runs)
     except RecipeError as exc:
         session.rollback()
         return _sweep_page(request, report, [p["msg"] for p in exc.problems], 422)
     said = f"seed {seeds[0]}" if n == 1 else f"seeds {seeds[0]} to {seeds[-1]}"
-    request.session["notice"] = f"Queued {len(queued)} more runs: {said}."
+    request.session["notice"] = f"Queued {len(queued)} more runs: {said}." + (f" Not sent yet: {note}." if note else "")
     return redirect(f"/sweeps/{sweep_id}")

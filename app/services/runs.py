@@ -9,8 +9,11 @@ from app.core.datasets import ResolvedDataset, resolve_dataset
 from app.core.errors import NotFound
 from app.core.schemas import DatasetSpec, RunSpec, parse_spec
 from app.services.queue import Publisher
+from app.services.recovery import publish_committed
 from app.store import runs as store
-from app.store.models import EpochRow, LRFind, Run
+from app.store.attempts import list_attempts
+from app.store.models import EpochRow, LRFind, Run, RunAttempt
+from app.store.recovery import retry_run
 from app.store.registry import get_dataset_spec
 
 
@@ -33,20 +36,6 @@ def store_run(session: Session, data: dict | RunSpec, data_root: Path) -> Run:
     spec, dataset = validate_recipe(session, data, data_root)
     return store.create_run(session, spec.model_dump(mode="json"), name=spec.name, dataset=dataset.name,
                             techniques=spec.techniques())
-
-
-def publish_committed(session: Session, publisher: Publisher, runs: list[Run]) -> None:
-    """Commit, then publish each run: a worker must never see a run id before its row exists."""
-    session.commit()
-    for run in runs:
-        publisher.publish(run.id)
-
-
-def submit(session: Session, publisher: Publisher, data: dict | RunSpec, data_root: Path) -> Run:
-    """Validate, store, commit and publish one run."""
-    run = store_run(session, data, data_root)
-    publish_committed(session, publisher, [run])
-    return run
 
 
 def get(session: Session, run_id: int) -> Run:
@@ -90,8 +79,21 @@ def model_file(session: Session, run_id: int) -> Path:
     return Path(path)
 
 
-def cancel(session: Session, run_id: int) -> str:
-    """Cancel a queued run now or ask a running one to stop, committed; the new status. RunFinished if it ended."""
-    status = store.request_cancel(session, run_id)
+def cancel(session: Session, run_id: int, orphaned_after: float | None = None) -> str:
+    """Cancel a queued run now or ask a running one to stop, committed; the new status. RunFinished if it ended.
+    A running run whose worker is gone (silent orphaned_after seconds) is cancelled at once."""
+    status = store.request_cancel(session, run_id, orphaned_after)
     session.commit()
     return status
+
+
+def retry(session: Session, publisher: Publisher, run_id: int, from_checkpoint: bool) -> tuple[Run, str | None]:
+    """Queue a failed or cancelled run again under its id (from its checkpoint or from scratch), committed and
+    published; RunActive for a queued, running or succeeded run."""
+    run = retry_run(session, run_id, from_checkpoint)
+    return run, publish_committed(session, publisher, [run])
+
+
+def attempts(session: Session, run_id: int) -> list[RunAttempt]:
+    """A run's attempts, first to last."""
+    return list_attempts(session, run_id)

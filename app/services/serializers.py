@@ -6,7 +6,7 @@ import csv
 import io
 
 from app.core.events import EpochEvent
-from app.store.models import Dataset, EpochRow, LRFind, Run, Worker
+from app.store.models import Dataset, EpochRow, LRFind, Run, RunAttempt, Worker
 
 EPOCH_CSV_COLUMNS = ("stage", "epoch", "train_loss", "valid_loss", "accuracy", "error_rate", "seconds")
 
@@ -21,7 +21,9 @@ def serialize_run(run: Run, full: bool = True) -> dict:
             "techniques": run.techniques or [], "best_accuracy": run.best_accuracy, "tta_accuracy": run.tta_accuracy,
             "created_at": _iso(run.created_at), "started_at": _iso(run.started_at),
             "finished_at": _iso(run.finished_at), "duration": run.duration, "worker": run.worker,
-            "attempt": run.attempt, "cancel_requested": run.cancel_requested, "error": run.error}
+            "attempt": run.attempt, "cancel_requested": run.cancel_requested, "error": run.error,
+            "published_at": _iso(run.published_at), "republish_count": run.republish_count,
+            "checkpoint": run.checkpoint, "resume_from": run.resume_from}
     if full:
         result = run.result or {}
         data.update(spec=run.spec, progress=run.progress, traceback=run.traceback,
@@ -56,6 +58,12 @@ def epochs_csv(rows: list[EpochRow]) -> str:
 def serialize_lr_find(row: LRFind) -> dict:
     """An LR-finder curve with its suggestion."""
     return {"stage": row.stage, "suggestion": row.suggestion, "lrs": row.lrs, "losses": row.losses}
+
+
+def serialize_attempt(a: RunAttempt) -> dict:
+    """One attempt at a run: worker, when, where it resumed and how it ended."""
+    return {"attempt": a.attempt, "worker": a.worker, "started_at": _iso(a.started_at), "ended_at": _iso(a.ended_at),
+            "outcome": a.outcome, "reason": a.reason, "resumed_from": a.resumed_from}
 
 
 def serialize_dataset(ds: Dataset) -> dict:

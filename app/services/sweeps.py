@@ -5,47 +5,80 @@ from pathlib import Path
 
 from sqlmodel import Session
 
+from app.core.datasets import resolve_dataset
 from app.core.errors import RecipeError
-from app.core.sweep_plan import check_seeds, check_vary, plan_variants, variant_specs
+from app.core.sweep_plan import check_seeds, check_size, check_vary, plan_variants, variant_specs
 from app.services.queue import Publisher
-from app.services.runs import publish_committed, validate_recipe
+from app.services.recovery import publish_committed
+from app.services.runs import registry_for, validate_recipe
 from app.store import sweeps as store
 from app.store.models import Run, Sweep
 
 MODES = ("grid", "one_at_a_time")
+BATCH = 32  # runs stored and published per transaction: a big sweep never holds the database for long
+
+
+def _check_datasets(session: Session, vary: dict, data_root: Path) -> None:
+    """Datasets a sweep varies over are validated here, like the base's, before anything is stored."""
+    for value in vary.get("dataset", []):
+        try:
+            resolve_dataset(value, data_root, registry=registry_for(session))
+        except RecipeError as exc:
+            raise RecipeError([{"loc": f"vary.dataset ({value!r}): {p['loc']}", "msg": p["msg"]}
+                               for p in exc.problems]) from None
+
+
+def _store_and_publish(session: Session, publisher: Publisher, sweep: Sweep, specs: dict,
+                       seeds: list[int]) -> tuple[list[Run], str | None]:
+    """The sweep's runs in batches, each committed and then published; the note says when the broker was down."""
+    pairs = [(v, seed) for v in sweep.variants for seed in seeds]
+    runs, note = [], None
+    for start in range(0, len(pairs), BATCH):
+        batch = store.queue_sweep_runs(session, sweep, specs, pairs[start:start + BATCH])
+        runs += batch
+        if note is None:
+            note = publish_committed(session, publisher, batch)
+        else:
+            session.commit()  # the broker is down: store the rest; the reconciler sends them later
+    return runs, note
 
 
 def create(session: Session, publisher: Publisher, base: dict, vary: dict, seeds: list[int], mode: str,
-           data_root: Path) -> tuple[Sweep, list[Run]]:
-    """Validate the base, the varied fields and the dataset; store the sweep and one run per variant and seed,
-    commit, then publish the runs."""
+           data_root: Path, max_runs: int) -> tuple[Sweep, list[Run], str | None]:
+    """Validate the base, the varied fields, their datasets and the size; store the sweep and one run per variant
+    and seed, committed and published in batches. The note says when the broker could not take them yet."""
     if mode not in MODES:
         raise RecipeError.one("mode", "mode must be 'grid' or 'one_at_a_time'")
     seeds = check_seeds(seeds)
-    spec, _ = validate_recipe(session, base, data_root)
-    base = spec.model_dump(mode="json")
     if not isinstance(vary, dict) or not vary:
         raise RecipeError.one("vary", "vary at least one field: {field path: [values]}")
+    check_size(vary, mode, len(seeds), max_runs)
+    spec, _ = validate_recipe(session, base, data_root)
+    base = spec.model_dump(mode="json")
     check_vary(base, vary)
+    _check_datasets(session, vary, data_root)
     variants = plan_variants(base, vary, mode)
     specs = variant_specs(base, variants)
     sweep = store.store_sweep(session, spec.name, base, vary, mode, seeds, variants)
-    runs = store.queue_sweep_runs(session, sweep, specs, seeds)
-    publish_committed(session, publisher, runs)
-    return sweep, runs
+    runs, note = _store_and_publish(session, publisher, sweep, specs, seeds)
+    return sweep, runs, note
 
 
-def add_seeds(session: Session, publisher: Publisher, sweep_id: int, seeds: list[int]) -> list[Run]:
+def add_seeds(session: Session, publisher: Publisher, sweep_id: int, seeds: list[int],
+              max_runs: int) -> tuple[list[Run], str | None]:
     """Run every variant for more seeds (seeds already in the sweep are refused), committed and published."""
     sweep = store.get_sweep(session, sweep_id)
     seeds = check_seeds(seeds)
     again = sorted(set(seeds) & set(sweep.seeds))
     if again:
         raise RecipeError.one("seeds", f"the sweep already ran seeds {again}")
-    runs = store.queue_sweep_runs(session, sweep, variant_specs(sweep.base, sweep.variants), seeds)
+    total = len(sweep.variants) * (len(sweep.seeds) + len(seeds))
+    if total > max_runs:
+        raise RecipeError.one("seeds", f"the sweep would have {total} runs; at most {max_runs} are allowed "
+                                       "(FITBOARD_MAX_SWEEP_RUNS)")
+    specs = variant_specs(sweep.base, sweep.variants)
     sweep.seeds = [*sweep.seeds, *seeds]
-    publish_committed(session, publisher, runs)
-    return runs
+    return _store_and_publish(session, publisher, sweep, specs, seeds)
 
 
 def next_seeds(session: Session, sweep_id: int, count: int) -> list[int]:

@@ -94,6 +94,14 @@ class Run(SQLModel, table=True):
     sweep_id: int | None = Field(default=None, sa_column=sa.Column(
         sa.Integer(), sa.ForeignKey("sweep.id", ondelete="SET NULL"), nullable=True, index=True))
     variant: str | None = Field(default=None, sa_column=sa.Column(sa.String(500), nullable=True))  # sweep variant key
+    # Recovery: when the run's message last went to the broker (NULL: not yet, or it must go again), how often the
+    # reconciler re-sent it, the last epoch checkpoint written, where the next attempt resumes, and the attempt
+    # number past which a lost worker fails the run instead of requeueing it.
+    published_at: datetime | None = Field(default=None, sa_column=_when())
+    republish_count: int = Field(default=0, sa_column=sa.Column(sa.Integer(), nullable=False, server_default="0"))
+    checkpoint: dict | None = Field(default=None, sa_column=_json())  # {"stage", "epoch"} of the last checkpoint
+    resume_from: dict | None = Field(default=None, sa_column=_json())  # {"stage", "epoch"} the next attempt starts at
+    attempt_limit: int | None = Field(default=None, sa_column=sa.Column(sa.Integer(), nullable=True))
 
     @property
     def duration(self) -> float | None:
@@ -101,6 +109,30 @@ class Run(SQLModel, table=True):
         if self.started_at and self.finished_at:
             return (self.finished_at - self.started_at).total_seconds()
         return None
+
+
+class RunAttempt(SQLModel, table=True):
+    """One attempt at a run: which worker, when, where it resumed from and why it ended."""
+
+    __tablename__ = "run_attempt"
+    run_id: int = Field(sa_column=_run_fk(primary_key=True))
+    attempt: int = Field(sa_column=sa.Column(sa.Integer(), primary_key=True))
+    worker: str = Field(sa_column=sa.Column(sa.String(200), nullable=False))
+    started_at: datetime = Field(default_factory=utcnow, sa_column=_when(nullable=False))
+    ended_at: datetime | None = Field(default=None, sa_column=_when())
+    # A final status, or "requeued" when the worker was lost or stopped and the run went back to the queue.
+    outcome: str | None = Field(default=None, sa_column=sa.Column(sa.String(16), nullable=True))
+    reason: str | None = Field(default=None, sa_column=sa.Column(sa.Text(), nullable=True))
+    resumed_from: dict | None = Field(default=None, sa_column=_json())
+
+
+class Lease(SQLModel, table=True):
+    """A named lease: lets one process at a time do a fleet-wide chore (the reconciler)."""
+
+    __tablename__ = "lease"
+    name: str = Field(sa_column=sa.Column(sa.String(50), primary_key=True))
+    holder: str = Field(sa_column=sa.Column(sa.String(200), nullable=False))
+    expires_at: datetime = Field(sa_column=_when(nullable=False))
 
 
 class Sweep(SQLModel, table=True):

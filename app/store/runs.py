@@ -7,8 +7,9 @@ processes racing on one run (a redelivered message, a cancel during a claim) can
 from __future__ import annotations
 
 import math
+from datetime import timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import exists, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session
@@ -16,7 +17,8 @@ from sqlmodel import Session
 from app.core.errors import RunFinished, RunNotFound
 from app.core.events import EpochEvent, LRFindEvent, ResultEvent
 from app.core.status import FINISHED, LIVE, RunStatus
-from app.store.models import Artifact, EpochRow, LRFind, Run, utcnow
+from app.store.attempts import end_attempt, start_attempt
+from app.store.models import Artifact, EpochRow, LRFind, Run, Worker, utcnow
 
 ORDERABLE = ("id", "name", "dataset", "status", "created_at", "started_at", "finished_at",
              "best_accuracy", "tta_accuracy")
@@ -43,6 +45,12 @@ def _update(session: Session, run_id: int, *where, **values) -> bool:
     """UPDATE one run if it matches where; True when it did."""
     stmt = update(Run).where(Run.id == run_id, *where).values(**values)
     return session.exec(stmt.execution_options(synchronize_session=False)).rowcount == 1
+
+
+def _worker_alive(silent_after: float):
+    """SQL: the run's worker heartbeat within the last silent_after seconds."""
+    cutoff = utcnow() - timedelta(seconds=silent_after)
+    return exists().where(Worker.name == Run.worker, Worker.last_seen >= cutoff)
 
 
 def _status(session: Session, run_id: int) -> str:
@@ -74,10 +82,15 @@ def create_run(session: Session, spec: dict, name: str | None = None, dataset: s
 
 
 def claim_run(session: Session, run_id: int, worker: str) -> Run | None:
-    """Move a queued, uncancelled run to running for worker; None when another claim (or a cancel) won."""
+    """Move a queued, uncancelled run to running for worker and open its attempt; None when another claim (or a
+    cancel) won."""
     won = _update(session, run_id, Run.status == RunStatus.queued, Run.cancel_requested.is_(False),
                   status=RunStatus.running, started_at=utcnow(), worker=worker, attempt=Run.attempt + 1)
-    return get_run(session, run_id) if won else None
+    if not won:
+        return None
+    run = get_run(session, run_id)
+    start_attempt(session, run_id, run.attempt, worker, run.resume_from)
+    return run
 
 
 def record_epoch(session: Session, run_id: int, row: EpochEvent) -> None:
@@ -114,6 +127,7 @@ def finish_run(session: Session, run_id: int, result: ResultEvent) -> Run:
         if status in FINISHED:
             raise RunFinished(run_id, status)
         raise RunNotRunning(f"run {run_id} is {status}; only a running run can succeed")
+    end_attempt(session, run_id, RunStatus.succeeded)
     files = {"model": result.model_path, "predictions": result.predictions_path}
     for kind, path in files.items():
         if path:
@@ -124,22 +138,32 @@ def finish_run(session: Session, run_id: int, result: ResultEvent) -> Run:
 def fail_run(session: Session, run_id: int, error: str, traceback: str | None = None) -> Run:
     """Mark a queued or running run failed with its error; a finished run is returned unchanged."""
     # No raise on a finished run: error handlers and the reaper call this and must not fail themselves.
-    _update(session, run_id, Run.status.in_(LIVE), status=RunStatus.failed, finished_at=utcnow(),
-            error=error, traceback=traceback)
+    if _update(session, run_id, Run.status.in_(LIVE), status=RunStatus.failed, finished_at=utcnow(),
+               error=error, traceback=traceback):
+        end_attempt(session, run_id, RunStatus.failed, error)
     return get_run(session, run_id)
 
 
 def mark_cancelled(session: Session, run_id: int) -> Run:
     """Mark a queued or running run cancelled (the worker stopped it); a finished run is returned unchanged."""
-    _update(session, run_id, Run.status.in_(LIVE), status=RunStatus.cancelled, finished_at=utcnow(),
-            cancel_requested=True)
+    if _update(session, run_id, Run.status.in_(LIVE), status=RunStatus.cancelled, finished_at=utcnow(),
+               cancel_requested=True):
+        end_attempt(session, run_id, RunStatus.cancelled, "cancelled")
     return get_run(session, run_id)
 
 
-def request_cancel(session: Session, run_id: int) -> str:
-    """Cancel a queued run now or ask a running one to stop; returns the status; RunFinished if it ended."""
+def request_cancel(session: Session, run_id: int, orphaned_after: float | None = None) -> str:
+    """Cancel a queued run now or ask a running one to stop; returns the status; RunFinished if it ended.
+
+    A running run whose worker has been silent for orphaned_after seconds (or never heartbeat) is cancelled at once:
+    no worker is left to notice the request."""
     if _update(session, run_id, Run.status == RunStatus.queued, status=RunStatus.cancelled,
                cancel_requested=True, finished_at=utcnow()):
+        return RunStatus.cancelled.value
+    if orphaned_after is not None and _update(session, run_id, Run.status == RunStatus.running,
+                                              ~_worker_alive(orphaned_after), status=RunStatus.cancelled,
+                                              cancel_requested=True, finished_at=utcnow()):
+        end_attempt(session, run_id, RunStatus.cancelled, "cancelled while no live worker held it")
         return RunStatus.cancelled.value
     if _update(session, run_id, Run.status == RunStatus.running, cancel_requested=True):
         return RunStatus.running.value  # the worker's callback notices and stops at the next batch

@@ -24,15 +24,15 @@ def store_sweep(session: Session, name: str, base: dict, vary: dict, mode: str, 
     return sweep
 
 
-def queue_sweep_runs(session: Session, sweep: Sweep, specs: dict[str, dict], seeds: list[int]) -> list[Run]:
-    """One queued run per variant and seed (the caller commits, then enqueues)."""
+def queue_sweep_runs(session: Session, sweep: Sweep, specs: dict[str, dict],
+                     pairs: list[tuple[dict, int]]) -> list[Run]:
+    """One queued run per (variant, seed) pair (the caller commits, then publishes)."""
     runs = []
-    for v in sweep.variants:
-        for seed in seeds:
-            spec = {**specs[v["key"]], "seed": seed, "name": f"{sweep.name} | {v['label']} | seed {seed}"}
-            run = create_run(session, spec, techniques=parse_spec(spec).techniques())
-            run.sweep_id, run.variant = sweep.id, v["key"]
-            runs.append(run)
+    for v, seed in pairs:
+        spec = {**specs[v["key"]], "seed": seed, "name": f"{sweep.name} | {v['label']} | seed {seed}"}
+        run = create_run(session, spec, techniques=parse_spec(spec).techniques())
+        run.sweep_id, run.variant = sweep.id, v["key"]
+        runs.append(run)
     session.flush()
     return runs
 

@@ -1,12 +1,11 @@
-"""Domain functions for workers: record a heartbeat, list them, and fail the runs of workers gone silent."""
+"""Domain functions for workers: record a heartbeat, list them, find the silent and the idle."""
 from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import exists, select, update
+from sqlalchemy import exists, select
 from sqlmodel import Session
 
-from app.core.status import RunStatus
 from app.store.models import Run, Worker, utcnow
 from app.store.runs import upsert
 
@@ -20,18 +19,22 @@ def record_heartbeat(session: Session, worker_name: str, host: str, pid: int, gp
     upsert(session, Worker, values, keys=("name",), keep=("started_at",))
 
 
-def reap_lost_workers(session: Session, silent_after: float = 60.0) -> list[int]:
-    """Fail running runs whose worker stopped heartbeating silent_after seconds ago; returns their ids."""
+def list_workers(session: Session) -> list[Worker]:
+    """Every worker that ever heartbeat, most recently seen first."""
+    return list(session.exec(select(Worker).order_by(Worker.last_seen.desc())).scalars().all())
+
+
+def silent_since(silent_after: float):
+    """SQL: true for a run whose worker has not heartbeat for silent_after seconds (or never did, since its claim)."""
     cutoff = utcnow() - timedelta(seconds=silent_after)
     silent = exists().where(Worker.name == Run.worker, Worker.last_seen < cutoff)
     # A worker that died before its first heartbeat has no row; give it the same grace from the claim.
     missing = ~exists().where(Worker.name == Run.worker) & (Run.started_at < cutoff)
-    stmt = (update(Run).where(Run.status == RunStatus.running, silent | missing)
-            .values(status=RunStatus.failed, error="worker lost", finished_at=utcnow())
-            .returning(Run.id).execution_options(synchronize_session=False))
-    return sorted(session.exec(stmt).scalars().all())
+    return silent | missing
 
 
-def list_workers(session: Session) -> list[Worker]:
-    """Every worker that ever heartbeat, most recently seen first."""
-    return list(session.exec(select(Worker).order_by(Worker.last_seen.desc())).scalars().all())
+def any_idle_worker(session: Session, alive_within: float) -> bool:
+    """Whether some worker heartbeat within alive_within seconds and holds no run."""
+    cutoff = utcnow() - timedelta(seconds=alive_within)
+    stmt = select(Worker.name).where(Worker.last_seen >= cutoff, Worker.current_run_id.is_(None)).limit(1)
+    return session.exec(stmt).first() is not None

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import sys
 
-from app.core.errors import RecipeError, RunFinished, RunNotFound
+from app.core.errors import RecipeError, RunActive, RunFinished, RunNotFound
 from app.core.events import ResultEvent
 from app.core.recipes import read_recipe_file
 from app.core.status import STATUSES, RunStatus
@@ -30,11 +30,30 @@ def cmd_enqueue(args) -> int:
     publisher = Publisher(make_celery(settings), queue=args.queue)
     try:
         with session_scope(store_engine(settings)) as session:
-            run = runs.submit(session, publisher, read_recipe_file(args.recipe), settings.data_root)
+            run, note = runs.submit(session, publisher, read_recipe_file(args.recipe), settings.data_root)
     except RecipeError as exc:
         print(f"refused: {exc}", file=sys.stderr)
         return EXIT_INVALID
-    print(run.id)
+    print(run.id, flush=True)
+    if note:
+        print(f"run {run.id} stored; {note}", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_retry(args) -> int:
+    """Queue a failed or cancelled run again, from its last checkpoint or from scratch."""
+    settings = settings_from(args)
+    publisher = Publisher(make_celery(settings), queue=args.queue)
+    with session_scope(store_engine(settings)) as session:
+        try:
+            run, note = runs.retry(session, publisher, args.run, from_checkpoint=not args.scratch)
+        except (RunNotFound, RunActive) as exc:
+            print(exc, file=sys.stderr)
+            return EXIT_FAILED
+    position = run.resume_from
+    where = "from scratch" if args.scratch else (
+        f"from stage {position['stage'] + 1} epoch {position['epoch'] + 1}" if position else "from the start")
+    print(f"run {run.id} queued again {where}" + (f"; {note}" if note else ""))
     return EXIT_OK
 
 
@@ -86,9 +105,10 @@ def cmd_show(args) -> int:
 
 def cmd_cancel(args) -> int:
     """Cancel a queued run (it never starts) or ask a running one to stop."""
-    with session_scope(store_engine(settings_from(args))) as session:
+    settings = settings_from(args)
+    with session_scope(store_engine(settings)) as session:
         try:
-            status = runs.cancel(session, args.run)
+            status = runs.cancel(session, args.run, orphaned_after=settings.worker_lost_after)
         except (RunNotFound, RunFinished) as exc:
             print(exc, file=sys.stderr)
             return EXIT_FAILED
@@ -106,6 +126,11 @@ def add_commands(sub) -> None:
     p.add_argument("--queue", default=DEFAULT_QUEUE)
     add_data_root(p)
     p.set_defaults(func=cmd_enqueue)
+    p = sub.add_parser("retry", help="queue a failed or cancelled run again (from its last checkpoint)")
+    p.add_argument("run", type=int)
+    p.add_argument("--scratch", action="store_true", help="start over from epoch 0 (its epoch rows are cleared)")
+    p.add_argument("--queue", default=DEFAULT_QUEUE)
+    p.set_defaults(func=cmd_retry)
     p = sub.add_parser("runs", help="list runs")
     p.add_argument("--status", choices=STATUSES)
     p.add_argument("--limit", type=int, default=50)

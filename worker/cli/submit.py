@@ -80,6 +80,8 @@ def cmd_submit(args) -> int:
         print(f"cannot reach {base}: {exc.reason}", file=sys.stderr)
         return EXIT_FAILED
     print(f"run {run['id']} queued: {base}/runs/{run['id']}", flush=True)
+    if run.get("queued_note"):
+        print(f"run {run['id']} stored; {run['queued_note']}", flush=True)
     return follow(base, run["id"]) if args.follow else EXIT_OK
 
 

@@ -1,0 +1,57 @@
+"""Keeping every run moving: publish after commit (noting a broker that is down), the reconciler that re-sends
+what the broker lost, manual retry, and the worker's own repairs."""
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import Engine
+from sqlmodel import Session
+
+from app.core.settings import Settings
+from app.services.queue import Publisher
+from app.store import recovery
+from app.store.db import session_scope
+from app.store.models import Run
+
+log = logging.getLogger(__name__)
+BROKER_DOWN_NOTE = "broker unreachable; it will be sent when the broker is back"
+LEASE_SECONDS = 30.0  # longer than one reconcile pass; a holder that dies frees it this soon
+
+
+def publish(session: Session, publisher: Publisher, run_ids: list[int], republished: bool = False) -> str | None:
+    """Send committed runs to the broker and record which went; None when all did, else the note to show.
+
+    Stops at the first failure: with the broker down every send would wait out its own retries. Whatever was not
+    sent keeps published_at empty, and the reconciler sends it when the broker answers again."""
+    sent, note = [], None
+    for run_id in run_ids:
+        try:
+            publisher.publish(run_id)
+        except Exception as exc:  # kombu raises OperationalError, redis ConnectionError, or worse: all mean "not sent"
+            log.warning("could not publish run %s: %s", run_id, exc)
+            note = BROKER_DOWN_NOTE
+            break
+        sent.append(run_id)
+    recovery.mark_published(session, sent, republished=republished)
+    session.commit()
+    return note
+
+
+def publish_committed(session: Session, publisher: Publisher, runs: list[Run]) -> str | None:
+    """Commit the stored runs, then publish them (a worker must never see a run id before its row exists)."""
+    session.commit()
+    return publish(session, publisher, [r.id for r in runs])
+
+
+def reconcile(engine: Engine, publisher: Publisher, settings: Settings, holder: str) -> list[int]:
+    """One reconciler pass, if this process holds the lease: (re)send every queued run whose message may be gone.
+    Returns the ids sent."""
+    with session_scope(engine) as session:
+        if not recovery.acquire_lease(session, holder, LEASE_SECONDS):
+            return []
+    with session_scope(engine) as session:
+        due = recovery.due_for_publish(session, settings.republish_after, settings.worker_lost_after)
+        if due:
+            log.info("reconciler: sending runs %s", due)
+            publish(session, publisher, due, republished=True)
+        return due
