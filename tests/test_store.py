@@ -22,9 +22,9 @@ from sqlmodel import SQLModel
 from app.core import errors
 from app.core.events import EpochEvent, LRFindEvent, ResultEvent
 from app.core.settings import Settings
-from app.store import registry, runs, workers
+from app.store import attempts, recovery, registry, runs, workers
 from app.store.db import alembic_config, default_database_url, make_engine, session_scope, upgrade
-from app.store.models import Artifact, EpochRow, LRFind, Run, Worker, utcnow
+from app.store.models import Artifact, EpochRow, Lease, LRFind, Run, Worker, utcnow
 from tests.store_fixtures import *  # noqa: F401,F403  (conftest may import them too; same objects)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -350,7 +350,7 @@ def test_heartbeat_keeps_one_row_per_worker_and_tracks_its_run(db_engine):
     assert rows[0].started_at == started and rows[0].last_seen >= seen
 
 
-def test_reap_lost_workers_fails_only_runs_whose_worker_went_silent(db_engine):
+def test_reap_lost_workers_requeues_only_runs_whose_worker_went_silent(db_engine):
     alive = _new_run(db_engine, claim_by="alive:1")
     silent = _new_run(db_engine, claim_by="silent:1")
     ghost = _new_run(db_engine, claim_by="ghost:1")  # died before its first heartbeat
@@ -362,13 +362,106 @@ def test_reap_lost_workers_fails_only_runs_whose_worker_went_silent(db_engine):
         workers.record_heartbeat(s, "silent:1", "silent", 1, current_run_id=silent)
         s.exec(update(Worker).where(Worker.name == "silent:1").values(last_seen=long_ago))
         s.exec(update(Run).where(Run.id.in_([alive, silent, ghost])).values(started_at=long_ago))
+        runs.record_epoch(s, silent, _epoch(0, 0))
+        recovery.record_checkpoint(s, silent, {"stage": 0, "epoch": 0})
     with session_scope(db_engine) as s:
-        assert workers.reap_lost_workers(s, silent_after=60) == sorted([silent, ghost])
+        assert recovery.reap_lost_workers(s, silent_after=60) == {silent: "queued", ghost: "queued"}
     with session_scope(db_engine) as s:
         status = {i: runs.get_run(s, i).status for i in (alive, silent, ghost, fresh_ghost, queued)}
-        assert status == {alive: "running", silent: "failed", ghost: "failed", fresh_ghost: "running", queued: "queued"}
-        assert runs.get_run(s, silent).error == "worker lost"
-        assert workers.reap_lost_workers(s, silent_after=60) == []  # reaping twice changes nothing
+        assert status == {alive: "running", silent: "queued", ghost: "queued", fresh_ghost: "running", queued: "queued"}
+        back = runs.get_run(s, silent)
+        assert back.resume_from == {"stage": 0, "epoch": 1} and back.published_at is None  # the reconciler sends it
+        assert runs.get_run(s, ghost).resume_from is None  # no checkpoint: starts again at epoch 0
+        (attempt,) = attempts.list_attempts(s, silent)
+        assert attempt.outcome == "requeued" and "silent:1 lost" in attempt.reason and attempt.ended_at
+        assert recovery.reap_lost_workers(s, silent_after=60) == {}  # reaping twice changes nothing
+
+
+def test_a_run_out_of_attempts_fails_with_every_reason(db_engine):
+    run_id = _new_run(db_engine)
+    with session_scope(db_engine) as s:
+        s.exec(update(Run).where(Run.id == run_id).values(spec={**SPEC, "max_attempts": 2}))
+    for n in (1, 2):
+        with session_scope(db_engine) as s:
+            assert runs.claim_run(s, run_id, f"host:{n}") is not None
+            assert recovery.requeue_run(s, run_id, f"lost #{n}") == ("queued" if n == 1 else "failed")
+    with session_scope(db_engine) as s:
+        run = runs.get_run(s, run_id)
+        assert run.error == "gave up after 2 attempts: attempt 1: lost #1; attempt 2: lost #2"
+        assert [a.outcome for a in attempts.list_attempts(s, run_id)] == ["requeued", "failed"]
+
+
+def test_requeue_of_a_run_asked_to_cancel_cancels_it(db_engine):
+    run_id = _new_run(db_engine, claim_by="host:1")
+    with session_scope(db_engine) as s:
+        runs.request_cancel(s, run_id)
+        assert recovery.requeue_run(s, run_id, "worker lost") == "cancelled"
+
+
+def test_cancel_of_a_run_no_live_worker_holds_is_immediate(db_engine):
+    orphan, held = _new_run(db_engine, claim_by="gone:1"), _new_run(db_engine, claim_by="here:1")
+    with session_scope(db_engine) as s:
+        workers.record_heartbeat(s, "gone:1", "gone", 1, current_run_id=orphan)
+        workers.record_heartbeat(s, "here:1", "here", 1, current_run_id=held)
+        s.exec(update(Worker).where(Worker.name == "gone:1").values(last_seen=utcnow() - timedelta(minutes=5)))
+    with session_scope(db_engine) as s:
+        assert runs.request_cancel(s, orphan, orphaned_after=60) == "cancelled"
+        assert runs.request_cancel(s, held, orphaned_after=60) == "running"  # its worker stops it at the next batch
+
+
+def test_repair_requeues_runs_this_worker_holds_but_does_not_run(db_engine):
+    stuck, current = _new_run(db_engine, claim_by="w:1"), _new_run(db_engine, claim_by="w:1")
+    with session_scope(db_engine) as s:
+        assert recovery.repair_worker_runs(s, "w:1", current) == {stuck: "queued"}
+        assert runs.get_run(s, current).status == "running"
+
+
+def test_reconciler_lease_publish_marks_and_due_runs(db_engine):
+    unsent, sent, stale = (_new_run(db_engine) for _ in range(3))
+    with session_scope(db_engine) as s:
+        assert recovery.acquire_lease(s, "web:1", ttl=30) and recovery.acquire_lease(s, "web:1", ttl=30)
+        assert not recovery.acquire_lease(s, "worker:2", ttl=30)  # one acting at a time
+        recovery.mark_published(s, [sent, stale])
+        s.exec(update(Run).where(Run.id == stale).values(published_at=utcnow() - timedelta(minutes=10)))
+    with session_scope(db_engine) as s:
+        # Every worker busy: a long wait is expected, only the never-sent run is due.
+        assert recovery.due_for_publish(s, republish_after=300, alive_within=60) == [(unsent, "fitboard")]
+        workers.record_heartbeat(s, "idle:1", "idle", 1)
+    with session_scope(db_engine) as s:  # an idle live worker: the stale run's message must have been lost
+        assert [i for i, _ in recovery.due_for_publish(s, republish_after=300, alive_within=60)] == [unsent, stale]
+        recovery.mark_published(s, [stale], republished=True)
+    with session_scope(db_engine) as s:
+        assert runs.get_run(s, stale).republish_count == 1
+        s.exec(update(Lease).values(expires_at=utcnow() - timedelta(seconds=1)))
+    with session_scope(db_engine) as s:
+        assert recovery.acquire_lease(s, "worker:2", ttl=30)  # an expired lease passes on
+
+
+def test_retry_from_checkpoint_keeps_rows_and_from_scratch_clears_them(db_engine):
+    run_id = _new_run(db_engine, claim_by="host:1")
+    with session_scope(db_engine) as s:
+        runs.record_epoch(s, run_id, _epoch(0, 0))
+        recovery.record_checkpoint(s, run_id, {"stage": 0, "epoch": 0})
+        runs.fail_run(s, run_id, "CUDA out of memory")
+    with session_scope(db_engine) as s:
+        run = recovery.retry_run(s, run_id, from_checkpoint=True)
+        assert (run.status, run.resume_from, run.error) == ("queued", {"stage": 0, "epoch": 1}, None)
+        assert run.attempt_limit == 1 + 3  # one attempt used, three more allowed
+        assert len(runs.list_epochs(s, run_id)) == 1
+        with pytest.raises(errors.RunActive):
+            recovery.retry_run(s, run_id, from_checkpoint=True)  # already queued: 409
+    with session_scope(db_engine) as s:
+        runs.request_cancel(s, run_id)
+        run = recovery.retry_run(s, run_id, from_checkpoint=False)
+        assert (run.resume_from, run.checkpoint) == (None, None) and runs.list_epochs(s, run_id) == []
+
+
+def test_next_position_after_a_checkpoint():
+    spec = {"stages": [{"epochs": 2}, {"epochs": 1}]}
+    assert recovery.next_position(spec, None) is None
+    assert recovery.next_position(spec, {"stage": 0, "epoch": 0}) == {"stage": 0, "epoch": 1}
+    assert recovery.next_position(spec, {"stage": 0, "epoch": 1}) == {"stage": 1, "epoch": 0}
+    assert recovery.next_position(spec, {"stage": 1, "epoch": 0}) == {"stage": 2, "epoch": 0}  # evaluation left
 
 
 # --- registry ---------------------------------------------------------------------------------------------

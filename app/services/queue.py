@@ -4,9 +4,9 @@ from __future__ import annotations
 from celery import Celery
 
 from app.core.settings import Settings
+from app.store.runs import DEFAULT_QUEUE
 
 TRAIN_TASK = "fitboard.train_run"
-DEFAULT_QUEUE = "fitboard"
 
 
 def broker_url(settings: Settings) -> str:
@@ -32,12 +32,18 @@ def make_celery(settings: Settings) -> Celery:
     return app
 
 
+# A publish to a broker that is down must fail fast (the run is stored; the reconciler sends it later), not hang the
+# request or the reconciler on kombu's default retries.
+PUBLISH_RETRY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.5, "interval_max": 0.5}
+
+
 class Publisher:
-    """Sends stored runs to the workers' queue (call only after the runs' rows are committed)."""
+    """Sends stored runs to a broker queue (call only after the runs' rows are committed)."""
 
     def __init__(self, celery: Celery, queue: str = DEFAULT_QUEUE):
-        self.celery, self.queue = celery, queue
+        self.celery, self.queue = celery, queue  # queue: where new runs go
 
-    def publish(self, run_id: int) -> None:
-        """Queue one run for a worker."""
-        self.celery.send_task(TRAIN_TASK, args=[run_id], queue=self.queue)
+    def publish(self, run_id: int, queue: str | None = None) -> None:
+        """Send one run's message (to its own queue when given); raises when the broker does not take it."""
+        self.celery.send_task(TRAIN_TASK, args=[run_id], queue=queue or self.queue, retry=True,
+                              retry_policy=PUBLISH_RETRY)

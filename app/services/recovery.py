@@ -18,15 +18,16 @@ BROKER_DOWN_NOTE = "broker unreachable; it will be sent when the broker is back"
 LEASE_SECONDS = 30.0  # longer than one reconcile pass; a holder that dies frees it this soon
 
 
-def publish(session: Session, publisher: Publisher, run_ids: list[int], republished: bool = False) -> str | None:
-    """Send committed runs to the broker and record which went; None when all did, else the note to show.
+def publish(session: Session, publisher: Publisher, runs: list[tuple[int, str]],
+            republished: bool = False) -> str | None:
+    """Send committed runs, as (id, queue), to the broker and record which went; None when all did, else the note.
 
     Stops at the first failure: with the broker down every send would wait out its own retries. Whatever was not
     sent keeps published_at empty, and the reconciler sends it when the broker answers again."""
     sent, note = [], None
-    for run_id in run_ids:
+    for run_id, queue in runs:
         try:
-            publisher.publish(run_id)
+            publisher.publish(run_id, queue)
         except Exception as exc:  # kombu raises OperationalError, redis ConnectionError, or worse: all mean "not sent"
             log.warning("could not publish run %s: %s", run_id, exc)
             note = BROKER_DOWN_NOTE
@@ -40,7 +41,7 @@ def publish(session: Session, publisher: Publisher, run_ids: list[int], republis
 def publish_committed(session: Session, publisher: Publisher, runs: list[Run]) -> str | None:
     """Commit the stored runs, then publish them (a worker must never see a run id before its row exists)."""
     session.commit()
-    return publish(session, publisher, [r.id for r in runs])
+    return publish(session, publisher, [(r.id, r.queue) for r in runs])
 
 
 def reconcile(engine: Engine, publisher: Publisher, settings: Settings, holder: str) -> list[int]:

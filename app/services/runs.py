@@ -8,7 +8,7 @@ from sqlmodel import Session
 from app.core.datasets import ResolvedDataset, resolve_dataset
 from app.core.errors import NotFound
 from app.core.schemas import DatasetSpec, RunSpec, parse_spec
-from app.services.queue import Publisher
+from app.services.queue import DEFAULT_QUEUE, Publisher
 from app.services.recovery import publish_committed
 from app.store import runs as store
 from app.store.attempts import list_attempts
@@ -31,11 +31,17 @@ def validate_recipe(session: Session, data: dict | RunSpec, data_root: Path) -> 
     return spec, resolve_dataset(spec.dataset, data_root, seed=spec.seed, registry=registry_for(session))
 
 
-def store_run(session: Session, data: dict | RunSpec, data_root: Path) -> Run:
+def store_run(session: Session, data: dict | RunSpec, data_root: Path, queue: str = DEFAULT_QUEUE) -> Run:
     """Validate and add a queued run (not yet committed); nothing is stored when the recipe or dataset is refused."""
     spec, dataset = validate_recipe(session, data, data_root)
     return store.create_run(session, spec.model_dump(mode="json"), name=spec.name, dataset=dataset.name,
-                            techniques=spec.techniques())
+                            techniques=spec.techniques(), queue=queue)
+
+
+def submit(session: Session, publisher: Publisher, data: dict | RunSpec, data_root: Path) -> tuple[Run, str | None]:
+    """Validate, store, commit and publish one run; the note says when the broker could not take it yet."""
+    run = store_run(session, data, data_root, publisher.queue)
+    return run, publish_committed(session, publisher, [run])
 
 
 def get(session: Session, run_id: int) -> Run:

@@ -34,7 +34,7 @@ def _store_and_publish(session: Session, publisher: Publisher, sweep: Sweep, spe
     pairs = [(v, seed) for v in sweep.variants for seed in seeds]
     runs, note = [], None
     for start in range(0, len(pairs), BATCH):
-        batch = store.queue_sweep_runs(session, sweep, specs, pairs[start:start + BATCH])
+        batch = store.queue_sweep_runs(session, sweep, specs, pairs[start:start + BATCH], publisher.queue)
         runs += batch
         if note is None:
             note = publish_committed(session, publisher, batch)

@@ -97,6 +97,8 @@ class Run(SQLModel, table=True):
     # Recovery: when the run's message last went to the broker (NULL: not yet, or it must go again), how often the
     # reconciler re-sent it, the last epoch checkpoint written, where the next attempt resumes, and the attempt
     # number past which a lost worker fails the run instead of requeueing it.
+    queue: str = Field(default="fitboard", sa_column=sa.Column(sa.String(200), nullable=False,  # its broker queue
+                                                               server_default="fitboard"))
     published_at: datetime | None = Field(default=None, sa_column=_when())
     republish_count: int = Field(default=0, sa_column=sa.Column(sa.Integer(), nullable=False, server_default="0"))
     checkpoint: dict | None = Field(default=None, sa_column=_json())  # {"stage", "epoch"} of the last checkpoint

@@ -35,15 +35,16 @@ def mark_published(session: Session, run_ids: list[int], republished: bool = Fal
     session.exec(stmt.execution_options(synchronize_session=False))
 
 
-def due_for_publish(session: Session, republish_after: float, alive_within: float, limit: int = 256) -> list[int]:
-    """Queued runs whose message must go (again): never published, or published republish_after seconds ago while
-    some live worker sits idle (so the message, not a busy fleet, is what is missing)."""
+def due_for_publish(session: Session, republish_after: float, alive_within: float,
+                    limit: int = 256) -> list[tuple[int, str]]:
+    """(id, queue) of queued runs whose message must go (again): never published, or published republish_after
+    seconds ago while some live worker sits idle (so the message, not a busy fleet, is what is missing)."""
     never = Run.published_at.is_(None)
     stale = Run.published_at < utcnow() - timedelta(seconds=republish_after)
     wanted = or_(never, stale) if any_idle_worker(session, alive_within) else never
-    stmt = (select(Run.id).where(Run.status == RunStatus.queued, Run.cancel_requested.is_(False), wanted)
+    stmt = (select(Run.id, Run.queue).where(Run.status == RunStatus.queued, Run.cancel_requested.is_(False), wanted)
             .order_by(Run.id).limit(limit))
-    return list(session.exec(stmt).scalars().all())
+    return [(run_id, queue) for run_id, queue in session.exec(stmt).all()]
 
 
 def acquire_lease(session: Session, holder: str, ttl: float, name: str = RECONCILER_LEASE) -> bool:

@@ -20,6 +20,7 @@ from app.core.status import FINISHED, LIVE, RunStatus
 from app.store.attempts import end_attempt, start_attempt
 from app.store.models import Artifact, EpochRow, LRFind, Run, Worker, utcnow
 
+DEFAULT_QUEUE = "fitboard"  # the broker queue workers consume unless told otherwise
 ORDERABLE = ("id", "name", "dataset", "status", "created_at", "started_at", "finished_at",
              "best_accuracy", "tta_accuracy")
 
@@ -70,12 +71,12 @@ def get_run(session: Session, run_id: int) -> Run:
 
 
 def create_run(session: Session, spec: dict, name: str | None = None, dataset: str | None = None,
-               techniques: list[str] | None = None) -> Run:
+               techniques: list[str] | None = None, queue: str = DEFAULT_QUEUE) -> Run:
     """Add a queued run for spec (name and dataset default to the spec's); enqueue it only after the commit."""
     if dataset is None:
         ds = spec["dataset"]
         dataset = ds if isinstance(ds, str) else ds["path"]
-    run = Run(name=name or spec["name"], dataset=dataset, spec=spec, techniques=list(techniques or []))
+    run = Run(name=name or spec["name"], dataset=dataset, spec=spec, techniques=list(techniques or []), queue=queue)
     session.add(run)
     session.flush()  # assigns run.id
     return run

@@ -24,13 +24,13 @@ def store_sweep(session: Session, name: str, base: dict, vary: dict, mode: str, 
     return sweep
 
 
-def queue_sweep_runs(session: Session, sweep: Sweep, specs: dict[str, dict],
-                     pairs: list[tuple[dict, int]]) -> list[Run]:
+def queue_sweep_runs(session: Session, sweep: Sweep, specs: dict[str, dict], pairs: list[tuple[dict, int]],
+                     queue: str) -> list[Run]:
     """One queued run per (variant, seed) pair (the caller commits, then publishes)."""
     runs = []
     for v, seed in pairs:
         spec = {**specs[v["key"]], "seed": seed, "name": f"{sweep.name} | {v['label']} | seed {seed}"}
-        run = create_run(session, spec, techniques=parse_spec(spec).techniques())
+        run = create_run(session, spec, techniques=parse_spec(spec).techniques(), queue=queue)
         run.sweep_id, run.variant = sweep.id, v["key"]
         runs.append(run)
     session.flush()

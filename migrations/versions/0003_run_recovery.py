@@ -1,4 +1,4 @@
-"""run recovery: publish time, re-publish count, checkpoints, resume point, attempts and the reconciler's lease
+"""run recovery: queue, publish time, re-publish count, checkpoints, resume point, attempts and the reconciler's lease
 
 Revision ID: 0003
 Revises: 0002
@@ -19,6 +19,7 @@ depends_on: Union[str, Sequence[str], None] = None
 def upgrade() -> None:
     """Add the recovery columns to run, the run_attempt and lease tables; runs stored before count as published."""
     with op.batch_alter_table('run', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('queue', sa.String(length=200), server_default='fitboard', nullable=False))
         batch_op.add_column(sa.Column('published_at', sa.DateTime(), nullable=True))
         batch_op.add_column(sa.Column('republish_count', sa.Integer(), server_default='0', nullable=False))
         batch_op.add_column(sa.Column('checkpoint', sa.JSON(), nullable=True))
@@ -57,3 +58,4 @@ def downgrade() -> None:
         batch_op.drop_column('checkpoint')
         batch_op.drop_column('republish_count')
         batch_op.drop_column('published_at')
+        batch_op.drop_column('queue')
