@@ -26,6 +26,7 @@ class ReportCallback(Callback):
 
     def __init__(self, reporter: Reporter):
         self.reporter, self.stage, self.cancelled = reporter, 0, False
+        self.first_epoch = 0  # a resumed fit replays epochs before this one without training them
         self.epoch_seconds: list[float] = []
         self._last_progress = self._last_cancel_check = 0.0
 
@@ -60,6 +61,8 @@ class ReportCallback(Callback):
                                          smooth_loss=None if smooth is None else float(smooth)))
 
     def after_epoch(self):
+        if self.epoch < self.first_epoch:
+            return  # skipped by a resumed fit (fastai still calls after_epoch): its row is already stored
         seconds = time.perf_counter() - self._epoch_start
         self.epoch_seconds.append(seconds)
         row = dict(zip(self.recorder.metric_names, self.recorder.log))
@@ -81,10 +84,12 @@ class KeepBestCallback(TrackerCallback):
 
     def __init__(self, monitor: str, fname: str = "best"):
         super().__init__(monitor=monitor, reset_on_fit=False)  # one best over every stage
-        self.fname, self.stage = fname, 0
+        self.fname, self.stage, self.first_epoch = fname, 0, 0
         self.best_at: BestEpoch | None = None
 
     def after_epoch(self):
+        if self.epoch < self.first_epoch:
+            return  # skipped by a resumed fit: the recorder holds no values for it
         super().after_epoch()
         if self.new_best:
             self.best_at = BestEpoch(stage=self.stage, epoch=self.epoch, metric=self.monitor, value=float(self.best))

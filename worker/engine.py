@@ -17,6 +17,7 @@ from fastai.vision.all import noop, valley, vision_learner
 
 from app.core.datasets import ResolvedDataset, resolve_dataset
 from app.core.events import (
+    BestEpoch,
     Confusion,
     FinalMetrics,
     LRFindEvent,
@@ -33,6 +34,7 @@ from app.core.events import (
 )
 from app.core.schemas import RunSpec, StageSpec
 from worker.callbacks import KeepBestCallback, ReportCallback
+from worker.checkpoint import Checkpoint, CheckpointCallback, load_checkpoint, restore, restore_rng
 from worker.data import items_frame, make_dls, norm_stats
 from worker.reporters import Reporter
 from worker.weights import ensure_cached
@@ -93,18 +95,31 @@ def _param_summary(learn) -> ParamSummary:
     return ParamSummary(params=total, trainable_params=trainable, group_lrs=group_lrs)
 
 
-def _run_stage(learn, idx: int, stage: StageSpec, reporter: Reporter, report_cb: ReportCallback, keep) -> StageSummary:
-    """Freeze or unfreeze, pick the learning rate, then one fit_one_cycle (with MixUp if asked); returns its summary."""
-    learn.freeze() if stage.freeze else learn.unfreeze()
-    lr = _lr_find(learn, idx, stage.lr_find_iters, reporter) if stage.lr == "find" else stage.lr
-    report_cb.stage = idx
-    if keep is not None:
-        keep.stage = idx
+def _run_stage(learn, idx: int, stage: StageSpec, reporter: Reporter, tracked: list, first_epoch: int = 0,
+               resume: Checkpoint | None = None) -> StageSummary:
+    """Freeze or unfreeze, pick the learning rate, then one fit_one_cycle (with MixUp if asked); returns its summary.
+
+    Resuming mid-stage (first_epoch > 0) reuses the rate the stage found before and continues the same one-cycle
+    schedule at first_epoch, with every random generator as the checkpoint left it."""
+    report_cb = tracked[0]
+    learn.freeze() if stage.freeze else learn.unfreeze()  # fastai clears the optimizer state here
+    if resume is not None:
+        restore(learn, resume)  # so the checkpoint's optimizer state goes in after it
+        lr = resume.lr
+    else:
+        lr = _lr_find(learn, idx, stage.lr_find_iters, reporter) if stage.lr == "find" else stage.lr
+    for cb in tracked:  # the report, keep-best and checkpoint callbacks: which stage, which epochs are replayed
+        cb.stage, cb.first_epoch = idx, first_epoch
     plan = StagePlan(stage=idx, epochs=stage.epochs, size=stage.size, presize=stage.presize, bs=stage.bs,
                      frozen=stage.freeze, lr=lr, mixup=stage.mixup)
+    if isinstance(tracked[-1], CheckpointCallback):
+        tracked[-1].lr = lr
+        tracked[-1].resume_smooth = resume.smooth_loss if resume is not None else None
     reporter.emit(StageEvent(**plan.model_dump()))
     cbs = [MixUp(stage.mixup)] if stage.mixup else []
-    learn.fit_one_cycle(stage.epochs, slice(*lr) if isinstance(lr, list) else lr, cbs=cbs)
+    if resume is not None:
+        restore_rng(resume.rng, learn.dls.train)
+    learn.fit_one_cycle(stage.epochs, slice(*lr) if isinstance(lr, list) else lr, cbs=cbs, start_epoch=first_epoch)
     summary = _param_summary(learn)
     reporter.emit(StageEndEvent(stage=idx, **summary.model_dump()))
     if report_cb.cancelled:
@@ -153,18 +168,34 @@ def _images_per_second(n_train: int, epoch_seconds: list[float]) -> float | None
     return n_train * len(epoch_seconds) / sum(epoch_seconds) if epoch_seconds else None
 
 
+def _resume_point(spec: RunSpec, out_dir: Path, resume: bool, reporter: Reporter) -> Checkpoint | None:
+    """The checkpoint to continue from, when asked to resume and one was written; says so when none was."""
+    if not resume:
+        return None
+    ckpt = load_checkpoint(out_dir)
+    if ckpt is None:
+        reporter.emit(NoteEvent(message="no checkpoint was written before the last attempt ended: starting at epoch 0"))
+    return ckpt
+
+
 def run_recipe(spec: RunSpec, reporter: Reporter, data_root: Path, out_dir: Path, *,
                dataset: ResolvedDataset | None = None, registry=None, num_workers: int | None = None,
-               extra_cbs: tuple = ()) -> ResultEvent:
-    """Train a recipe end to end, reporting every event; returns the result (also emitted as 'result')."""
+               extra_cbs: tuple = (), checkpoints: bool = False, resume: bool = False) -> ResultEvent:
+    """Train a recipe end to end, reporting every event; returns the result (also emitted as 'result').
+
+    checkpoints: save a checkpoint after every epoch (out_dir/checkpoint.pth). resume: continue after the
+    checkpoint in out_dir, when there is one."""
     started = time.perf_counter()
     ds = dataset or resolve_dataset(spec.dataset, data_root, seed=spec.seed, registry=registry)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     notes = _device_notes(spec) + ds.warnings
     n_train = sum(not it.is_valid for it in ds.items)
+    ckpt = _resume_point(spec, out_dir, resume, reporter)
+    start_stage, start_epoch = ckpt.next_position([s.epochs for s in spec.stages]) if ckpt else (0, 0)
     reporter.emit(StartEvent(name=spec.name, dataset=ds.report(), techniques=spec.techniques(),
-                             device="cuda" if torch.cuda.is_available() else "cpu", notes=notes))
+                             device="cuda" if torch.cuda.is_available() else "cpu", notes=notes,
+                             resumed_from={"stage": start_stage, "epoch": start_epoch} if ckpt else None))
     for note in notes:
         reporter.emit(NoteEvent(message=note))
     set_seed(spec.seed, reproducible=True)  # before the split shuffle, the init and the first batches
@@ -172,22 +203,42 @@ def run_recipe(spec: RunSpec, reporter: Reporter, data_root: Path, out_dir: Path
     stats = norm_stats(spec.normalize, ds, spec.seed)
     if num_workers is None and not torch.cuda.is_available():
         num_workers = 0  # on a CPU-only host loader processes would steal the cores the model trains on
-    dls = make_dls(frame, ds.classes, spec.stages[0], stats, num_workers)
+    built: dict[int, object] = {}
+
+    def dls_for(idx: int):
+        """The DataLoaders of a stage, built once (progressive resizing gives each stage its own)."""
+        if idx not in built:
+            built[idx] = make_dls(frame, ds.classes, spec.stages[idx], stats, num_workers)
+        return built[idx]
+
     report_cb = ReportCallback(reporter)
     keep = KeepBestCallback(spec.keep_best) if spec.keep_best else None
-    learn = _build_learner(spec, dls, out_dir, [report_cb, *([keep] if keep else []), *extra_cbs])
-    stage_dls, stages_done = [dls], []
-    for idx, stage in enumerate(spec.stages):
-        if idx > 0:
-            learn.dls = make_dls(frame, ds.classes, stage, stats, num_workers)  # progressive resizing
-            stage_dls.append(learn.dls)
-        stages_done.append(_run_stage(learn, idx, stage, reporter, report_cb, keep))
+    tracked = [report_cb, *([keep] if keep else [])]
+    if checkpoints:
+        tracked.append(CheckpointCallback(out_dir, reporter, keep))
+    learn = _build_learner(spec, dls_for(ckpt.stage if ckpt else 0), out_dir, [*tracked, *extra_cbs])
+    stages_done = []
+    if ckpt is not None:
+        restore(learn, ckpt)  # mid-stage, _run_stage restores again after its freeze/unfreeze
+        stages_done = [StageSummary(**s) for s in ckpt.stages_done]
+        if keep is not None:
+            keep.best, keep.best_at = ckpt.best, BestEpoch(**ckpt.best_at) if ckpt.best_at else None
+        if start_epoch == 0:
+            # Resuming at a stage boundary: the next stage's DataLoaders are built from these states, as they were.
+            restore_rng(ckpt.rng, None)
+    for idx in range(start_stage, len(spec.stages)):
+        learn.dls = dls_for(idx)
+        mid_stage = ckpt is not None and idx == start_stage and start_epoch > 0
+        if checkpoints:
+            tracked[-1].stages_done = [s.model_dump() for s in stages_done]
+        stages_done.append(_run_stage(learn, idx, spec.stages[idx], reporter, tracked,
+                                      first_epoch=start_epoch if mid_stage else 0, resume=ckpt if mid_stage else None))
     if keep is not None and keep.best_at is not None:
         learn.load(keep.fname, with_opt=False)
         # Evaluate the best weights at the image size they were trained and scored at.
-        learn.dls = stage_dls[keep.best_at.stage]
+        learn.dls = dls_for(keep.best_at.stage)
     evaluation = _evaluate(learn, ds, spec, out_dir)
-    learn.remove_cbs([report_cb, *([keep] if keep else []), *extra_cbs])  # they hold reporters, not picklable
+    learn.remove_cbs([*tracked, *extra_cbs])  # they hold reporters, not picklable
     model_path = out_dir / "model.pkl"
     learn.export(model_path)
     result = ResultEvent(**evaluation, best=keep.best_at if keep else None, model_path=str(model_path), notes=notes,

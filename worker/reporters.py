@@ -28,7 +28,7 @@ class Reporter:
     """Receives a run's events; subclasses decide where they go."""
 
     def emit(self, event: Event) -> None:
-        """Handle one event (start, stage, lr_find, epoch, progress, stage_end, note, result, error)."""
+        """Handle one event (start, stage, lr_find, epoch, progress, stage_end, checkpoint, note, result, error)."""
 
     def should_cancel(self) -> bool:
         """True when the user asked this run to stop; polled by the training callback."""

@@ -37,6 +37,7 @@ class StartEvent(EngineEvent):
     techniques: list[str]
     device: str
     notes: list[str] = []
+    resumed_from: dict[str, int] | None = None  # {"stage", "epoch"}: the first epoch this attempt trains
 
 
 class NoteEvent(EngineEvent):
@@ -120,6 +121,14 @@ class EpochEvent(EngineEvent):
     seconds: float | None = None
 
 
+class CheckpointEvent(EngineEvent):
+    """The state after this epoch is safely on disk: a lost worker's run resumes after it."""
+
+    event: Literal["checkpoint"] = "checkpoint"
+    stage: int
+    epoch: int
+
+
 class FinalMetrics(EngineEvent):
     """Validation metrics of the final (or best) weights."""
 
@@ -196,7 +205,7 @@ class ErrorEvent(EngineEvent):
 
 
 Event = Annotated[Union[StartEvent, NoteEvent, LRFindEvent, StageEvent, StageEndEvent, ProgressEvent, EpochEvent,
-                        ResultEvent, ErrorEvent], Field(discriminator="event")]
+                        CheckpointEvent, ResultEvent, ErrorEvent], Field(discriminator="event")]
 EVENT = TypeAdapter(Event)
 
 

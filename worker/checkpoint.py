@@ -1,0 +1,155 @@
+"""Epoch checkpoints: everything a lost worker's successor needs to continue a run exactly where it stopped.
+
+One file per run, replaced atomically (written under a temporary name, then renamed) after every epoch: the model
+and optimizer state, where training stands (stage, epoch, the stage's learning rate, the stages done), the keep-best
+tracker's best value and where it was, and every random number generator's state (Python, NumPy, torch, and the
+training DataLoader's own), so that on a CPU with num_workers 0 the resumed epochs repeat the lost ones exactly.
+Only files fitboard's own workers wrote are ever loaded, and with torch.load(weights_only=True).
+"""
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from fastai.callback.core import Callback
+from fastai.torch_core import get_model
+from fastcore.foundation import L
+
+from app.core.events import CheckpointEvent
+from worker.reporters import Reporter
+
+CHECKPOINT_FILE = "checkpoint.pth"
+
+
+def _plain(value):
+    """NumPy scalars as Python numbers, recursively (torch.load with weights_only=True refuses NumPy objects)."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _opt_state(opt) -> dict:
+    """fastai's optimizer state as plain dicts and lists (its hypers come as a fastcore L)."""
+    sd = opt.state_dict()
+    return {"state": [_plain(dict(s)) for s in sd["state"]], "hypers": [_plain(dict(h)) for h in sd["hypers"]]}
+
+
+def _rng_state(train_dl) -> dict:
+    """The random generators' states, as plain lists and tensors (loadable with weights_only=True)."""
+    version, internal, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    dl_version, dl_internal, dl_gauss = train_dl.rng.getstate()
+    return {"python": [version, list(internal), gauss], "numpy": [kind, keys.tolist(), pos, has_gauss, cached],
+            "torch": torch.get_rng_state(), "dl": [dl_version, list(dl_internal), dl_gauss],
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def restore_rng(state: dict, train_dl) -> None:
+    """Put every random generator back where the checkpoint found it (the DataLoader's too, when given)."""
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    if train_dl is not None:
+        dl_version, dl_internal, dl_gauss = state["dl"]
+        train_dl.rng.setstate((dl_version, tuple(dl_internal), dl_gauss))
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint: the position after which training resumes, and the state to restore."""
+
+    stage: int
+    epoch: int
+    lr: float | list[float]
+    stages_done: list[dict]
+    smooth_loss: dict  # the recorder's smoothed train loss, so a resumed epoch reports what the lost one would
+    best: float | None
+    best_at: dict | None
+    model: dict = field(repr=False)
+    opt: dict = field(repr=False)
+    rng: dict = field(repr=False)
+
+    def next_position(self, epochs_per_stage: list[int]) -> tuple[int, int]:
+        """(stage, epoch) of the first epoch still to train; stage == len(stages) when only evaluation is left."""
+        if self.epoch + 1 < epochs_per_stage[self.stage]:
+            return self.stage, self.epoch + 1
+        return self.stage + 1, 0
+
+
+def load_checkpoint(out_dir: Path) -> Checkpoint | None:
+    """The run's checkpoint, or None when it has none (a partly written file never carries the final name)."""
+    path = Path(out_dir) / CHECKPOINT_FILE
+    if not path.is_file():
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    meta = state["meta"]
+    return Checkpoint(stage=meta["stage"], epoch=meta["epoch"], lr=meta["lr"], stages_done=meta["stages_done"],
+                      smooth_loss=meta["smooth_loss"],
+                      best=meta["best"], best_at=meta["best_at"], model=state["model"], opt=state["opt"],
+                      rng=state["rng"])
+
+
+def save_checkpoint(out_dir: Path, learn, meta: dict) -> None:
+    """Write the checkpoint under a temporary name and rename it over the previous one (atomic on one filesystem)."""
+    path = Path(out_dir) / CHECKPOINT_FILE
+    tmp = path.with_name(f".{CHECKPOINT_FILE}.{os.getpid()}.tmp")
+    state = {"model": get_model(learn.model).state_dict(), "opt": _opt_state(learn.opt), "meta": _plain(meta),
+             "rng": _rng_state(learn.dls.train)}
+    torch.save(state, tmp)
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())  # on disk before the rename makes it the checkpoint
+    os.replace(tmp, path)
+
+
+def restore(learn, ckpt: Checkpoint) -> None:
+    """Load the checkpoint's model and optimizer state into a learner built for its stage."""
+    get_model(learn.model).load_state_dict(ckpt.model)
+    if learn.opt is None:
+        learn.create_opt()
+    learn.opt.load_state_dict({"state": ckpt.opt["state"], "hypers": L(ckpt.opt["hypers"])})
+
+
+class CheckpointCallback(Callback):
+    """After every epoch of a stage: save the checkpoint, then tell the reporter it is safe."""
+
+    order = 65  # after Recorder, the report and KeepBestCallback (60), so the best value saved is this epoch's
+
+    def __init__(self, out_dir: Path, reporter: Reporter, keep=None):
+        self.out_dir, self.reporter, self.keep = Path(out_dir), reporter, keep
+        self.stage, self.first_epoch, self.lr, self.stages_done = 0, 0, None, []
+        self.resume_smooth: dict | None = None  # set for a fit resumed mid-stage
+
+    def before_fit(self):
+        self.run = not hasattr(self.learn, "lr_finder") and not hasattr(self.learn, "gather_preds")
+
+    def before_train(self):
+        if self.resume_smooth is not None and self.epoch == self.first_epoch:
+            smooth = self.learn.recorder.smooth_loss  # reset by the recorder's before_fit; continue the lost one's
+            smooth.val, smooth.count = torch.tensor(self.resume_smooth["val"]), self.resume_smooth["count"]
+            self.resume_smooth = None
+
+    def after_epoch(self):
+        if self.epoch < self.first_epoch:
+            return  # an epoch a resumed fit skips (fastai still calls after_epoch for it)
+        keep, smooth = self.keep, self.learn.recorder.smooth_loss
+        meta = {"stage": self.stage, "epoch": self.epoch, "lr": self.lr, "stages_done": self.stages_done,
+                "best": None if keep is None or keep.best is None else float(keep.best),
+                "best_at": None if keep is None or keep.best_at is None else keep.best_at.model_dump(),
+                "smooth_loss": {"val": float(smooth.val), "count": int(smooth.count)}}
+        save_checkpoint(self.out_dir, self.learn, meta)
+        self.reporter.emit(CheckpointEvent(stage=self.stage, epoch=self.epoch))
+
+    def after_fit(self):
+        self.run = True
