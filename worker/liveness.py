@@ -1,4 +1,5 @@
-"""Worker liveness: the HeartbeatThread says this worker is alive (and what it runs) and fails silent workers' runs."""
+"""Worker liveness: the HeartbeatThread says this worker is alive (and what it runs), repairs its own runs,
+requeues the runs of workers gone silent, and runs the reconciler when it holds the lease."""
 from __future__ import annotations
 
 import logging
@@ -7,18 +8,21 @@ import socket
 import threading
 import time
 
+import torch
 from sqlalchemy.engine import Engine
 
+from app.core.settings import Settings
+from app.services.queue import Publisher
+from app.services.recovery import reconcile
 from app.store.db import session_scope
-from app.store.workers import reap_lost_workers, record_heartbeat
+from app.store.recovery import reap_lost_workers, repair_worker_runs
+from app.store.workers import record_heartbeat
 
 log = logging.getLogger(__name__)
 
 
 def gpu_info() -> tuple[str | None, int | None]:
     """This process's GPU name and memory in bytes, or (None, None) on a CPU host."""
-    import torch
-
     if not torch.cuda.is_available():
         return None, None
     props = torch.cuda.get_device_properties(0)
@@ -26,23 +30,44 @@ def gpu_info() -> tuple[str | None, int | None]:
 
 
 class HeartbeatThread(threading.Thread):
-    """Every interval: upsert this worker's row, then reap runs whose worker has been silent too long."""
+    """Every interval: heartbeat, repair this worker's runs, requeue lost workers' runs, reconcile the queue.
 
-    def __init__(self, engine: Engine, name: str, interval: float, lost_after: float):
+    Each chore is tried on its own: a database or broker that is down fails that chore for this beat only."""
+
+    def __init__(self, engine: Engine, name: str, settings: Settings, publisher: Publisher):
         super().__init__(name="fitboard-heartbeat", daemon=True)
-        self.engine, self.worker_name, self.interval, self.lost_after = engine, name, interval, lost_after
+        self.engine, self.worker_name, self.settings, self.publisher = engine, name, settings, publisher
         self.current_run: int | None = None
         self.gpu, self.gpu_memory = gpu_info()
 
     def beat(self) -> None:
-        """One heartbeat and one reaping pass."""
+        """One heartbeat and one pass of each chore."""
         with session_scope(self.engine) as session:
             record_heartbeat(session, self.worker_name, socket.gethostname(), os.getpid(), self.gpu, self.gpu_memory,
                              self.current_run)
+        for chore in (self._repair, self._reap, self._reconcile):
+            try:
+                chore()
+            except Exception:
+                log.exception("%s failed", chore.__name__.strip("_"))
+
+    def _repair(self) -> None:
+        """Runs this worker is marked as running but is not (a final write that never landed) go back to the queue."""
         with session_scope(self.engine) as session:
-            lost = reap_lost_workers(session, silent_after=self.lost_after)
+            repaired = repair_worker_runs(session, self.worker_name, self.current_run)
+        if repaired:
+            log.warning("repaired runs of this worker: %s", repaired)
+
+    def _reap(self) -> None:
+        """Runs of workers silent for worker_lost_after go back to the queue (or fail after their last attempt)."""
+        with session_scope(self.engine) as session:
+            lost = reap_lost_workers(session, self.settings.worker_lost_after)
         if lost:
-            log.warning("failed runs %s: their worker went silent for %.0f s", lost, self.lost_after)
+            log.warning("runs of lost workers: %s", lost)
+
+    def _reconcile(self) -> None:
+        """Send queued runs whose message may be gone (only the lease holder acts)."""
+        reconcile(self.engine, self.publisher, self.settings, self.worker_name)
 
     def run(self) -> None:
         # A daemon thread: it beats for as long as the worker process lives, and dies with it.
@@ -51,4 +76,4 @@ class HeartbeatThread(threading.Thread):
                 self.beat()
             except Exception:  # a busy database must not kill the thread; the next beat retries
                 log.exception("heartbeat failed")
-            time.sleep(self.interval)
+            time.sleep(self.settings.heartbeat_interval)

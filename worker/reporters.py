@@ -2,13 +2,17 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import threading
+import time
 from typing import TextIO
 
 from sqlalchemy.engine import Engine
 
+from app.core.errors import RunNotFound
 from app.core.events import (
+    CheckpointEvent,
     EpochEvent,
     ErrorEvent,
     Event,
@@ -20,8 +24,16 @@ from app.core.events import (
     StageEvent,
     StartEvent,
 )
+from app.store.attempts import note_resumed_from
 from app.store.db import session_scope
+from app.store.recovery import record_checkpoint
 from app.store.runs import is_cancel_requested, record_epoch, record_lr_find, record_progress
+
+log = logging.getLogger(__name__)
+
+
+class DatabaseUnavailable(RuntimeError):
+    """The database refused a write that must not be lost for longer than the retry window."""
 
 
 class Reporter:
@@ -139,20 +151,51 @@ def result_summary(result: ResultEvent) -> str:
 
 
 class DatabaseReporter(Reporter):
-    """Epoch rows, LR-finder curves and live progress (with stage plans and notes) go to the run's rows."""
+    """Epoch rows, LR-finder curves, checkpoints and live progress (with stage plans and notes) go to the run's rows.
 
-    def __init__(self, engine: Engine, run_id: int, stop: threading.Event | None = None):
+    A write that fails (database locked, disk full, connection lost) is retried with backoff: rows, curves and
+    checkpoints for up to retry_seconds (then the run fails, saying why), progress only once (a dropped progress
+    update never fails a run)."""
+
+    def __init__(self, engine: Engine, run_id: int, stop: threading.Event | None = None,
+                 progress: dict | None = None, retry_seconds: float = 600.0):
         self.engine, self.run_id, self.stop = engine, run_id, stop or threading.Event()
-        self.state: dict = {"stages": [], "notes": []}  # the run's progress document, rewritten as it grows
+        self.retry_seconds = retry_seconds
+        # The run's progress document, rewritten as it grows; a resumed attempt continues the lost one's.
+        self.state: dict = {"stages": [], "notes": [], **{k: v for k, v in (progress or {}).items() if k != "batch"}}
 
     def emit(self, event: Event) -> None:
-        with session_scope(self.engine) as session:
-            if isinstance(event, EpochEvent):
-                record_epoch(session, self.run_id, event)
-            elif isinstance(event, LRFindEvent):
-                record_lr_find(session, self.run_id, event)
-            elif self._update_state(event):
-                record_progress(session, self.run_id, self.state)
+        if isinstance(event, EpochEvent):
+            self._write(lambda s: record_epoch(s, self.run_id, event))
+        elif isinstance(event, LRFindEvent):
+            self._write(lambda s: record_lr_find(s, self.run_id, event))
+        elif isinstance(event, CheckpointEvent):
+            self._write(lambda s: record_checkpoint(s, self.run_id, {"stage": event.stage, "epoch": event.epoch}))
+        elif isinstance(event, StartEvent) and event.resumed_from is not None:
+            self._write(lambda s: note_resumed_from(s, self.run_id, event.resumed_from))
+        if self._update_state(event):
+            self._write(lambda s: record_progress(s, self.run_id, self.state), best_effort=True)
+
+    def _write(self, write, best_effort: bool = False) -> None:
+        """Run one write in its own transaction, retrying with backoff unless it is best effort."""
+        deadline, delay = time.monotonic() + (0 if best_effort else self.retry_seconds), 0.5
+        while True:
+            try:
+                with session_scope(self.engine) as session:
+                    write(session)
+                return
+            except RunNotFound:
+                raise  # deleted under us: nothing to retry
+            except Exception as exc:  # a locked, full or unreachable database: wait and try again
+                if time.monotonic() + delay > deadline:
+                    if best_effort:
+                        log.warning("run %s: progress update dropped: %s", self.run_id, exc)
+                        return
+                    raise DatabaseUnavailable(f"could not write to the database for {self.retry_seconds:.0f} s: "
+                                              f"{type(exc).__name__}: {exc}") from exc
+                log.warning("run %s: database write failed (%s); retrying in %.1f s", self.run_id, exc, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 30.0)
 
     def _update_state(self, event: Event) -> bool:
         """Fold an event into the progress document; True when it changed."""
@@ -172,13 +215,20 @@ class DatabaseReporter(Reporter):
         """Keep one entry per stage: its plan (lr used, size, ...) and, at its end, parameter counts."""
         fields = event.model_dump(mode="json", exclude={"event"})
         stages = self.state["stages"]
-        if stages and stages[-1]["stage"] == event.stage:
-            stages[-1].update(fields)
+        same = [s for s in stages if s["stage"] == event.stage]  # a resumed stage updates its entry
+        if same:
+            same[0].update(fields)
         else:
             stages.append(fields)
 
     def should_cancel(self) -> bool:
         if self.stop.is_set():  # the worker is shutting down
             return True
-        with session_scope(self.engine) as session:
-            return is_cancel_requested(session, self.run_id)
+        try:
+            with session_scope(self.engine) as session:
+                return is_cancel_requested(session, self.run_id)
+        except RunNotFound:
+            return True  # the run was deleted: stop spending the GPU on it
+        except Exception as exc:  # an unreachable database must not stop training; ask again next time
+            log.warning("run %s: could not read the cancel flag: %s", self.run_id, exc)
+            return False

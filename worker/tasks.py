@@ -5,6 +5,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import traceback
 
 from celery import signals
@@ -12,21 +13,25 @@ from celery import signals
 from app.core.schemas import DatasetSpec, RunSpec
 from app.core.settings import get_settings
 from app.core.status import RunStatus
-from app.services.queue import TRAIN_TASK, make_celery
+from app.services.queue import TRAIN_TASK, Publisher, make_celery
+from app.services.recovery import publish
 from app.services.runs import registry_for
 from app.store.db import default_database_url, make_engine, session_scope, upgrade
+from app.store.recovery import requeue_run
 from app.store.runs import claim_run, fail_run, finish_run, is_cancel_requested, mark_cancelled
 from worker.engine import RunCancelled, run_recipe  # fastai and torch load with the worker, not during a task
 from worker.liveness import HeartbeatThread
-from worker.reporters import DatabaseReporter
+from worker.reporters import DatabaseReporter, DatabaseUnavailable
 
 log = logging.getLogger(__name__)
 settings = get_settings()
 celery = make_celery(settings)
 engine = make_engine(default_database_url(settings))
 WORKER_NAME = os.environ.get("FITBOARD_WORKER_NAME") or f"{socket.gethostname()}:{os.getpid()}"
-_heartbeat = None
+_heartbeat: HeartbeatThread | None = None
 SHUTTING_DOWN = threading.Event()  # set on SIGTERM/Ctrl-C: the current run stops at its next batch
+PUBLISHER = Publisher(celery)  # sends each run to its own queue
+FINAL_WRITE_BACKOFF_MAX = 30.0
 
 
 def registry_lookup(name: str) -> DatasetSpec | None:
@@ -40,39 +45,83 @@ def _tail(tb: str, lines: int = 30) -> str:
     return "".join(tb.splitlines(True)[-lines:])
 
 
-@celery.task(name=TRAIN_TASK)
-def train_run(run_id: int) -> str:
-    """Claim a queued run and train it; a duplicate or redelivered message finds it claimed and does nothing."""
-    with session_scope(engine) as session:
-        run = claim_run(session, run_id, WORKER_NAME)
-    if run is None:
-        log.info("run %s is not queued (already claimed, cancelled or gone); skipping", run_id)
-        return "skipped"
+def _until_written(what: str, write) -> object:
+    """A final-state write, retried with backoff until the database takes it: a run must never stay 'running'
+    because its last write met a full disk or a restarting server. Gives up only when the worker is stopped;
+    the heartbeat of a later worker process then repairs the run."""
+    delay = 0.5
+    while True:
+        try:
+            with session_scope(engine) as session:
+                return write(session)
+        except Exception as exc:
+            if SHUTTING_DOWN.is_set():
+                raise
+            log.warning("%s: database write failed (%s); retrying in %.0f s", what, exc, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, FINAL_WRITE_BACKOFF_MAX)
+
+
+def _set_current(run_id: int | None) -> None:
+    """Tell the heartbeat which run this worker holds (set before the claim, so a repair never takes it away)."""
     if _heartbeat is not None:
         _heartbeat.current_run = run_id
+
+
+def _stopped(run) -> str:
+    """The run stopped at a batch boundary: cancelled by its user, or requeued because this worker is stopping."""
+    def settle(session):
+        if is_cancel_requested(session, run.id):
+            return mark_cancelled(session, run.id).status
+        return requeue_run(session, run.id, f"worker {WORKER_NAME} was stopped (SIGTERM) during the run")
+
+    status = _until_written(f"run {run.id}", settle)
+    if status == RunStatus.queued:  # on to another worker at once (the reconciler would, a heartbeat later)
+        with session_scope(engine) as session:
+            publish(session, PUBLISHER, [(run.id, run.queue)])
+    return status
+
+
+@celery.task(name=TRAIN_TASK)
+def train_run(run_id: int) -> str:
+    """Claim a queued run and train it (resuming after its last checkpoint); a duplicate or redelivered message
+    finds it claimed and does nothing."""
+    _set_current(run_id)
+    try:
+        with session_scope(engine) as session:
+            run = claim_run(session, run_id, WORKER_NAME)
+    except Exception:
+        _set_current(None)
+        raise  # not claimed: the message goes back (late ack) or the reconciler re-sends the run
+    if run is None:
+        _set_current(None)
+        log.info("run %s is not queued (already claimed, cancelled or gone); skipping", run_id)
+        return "skipped"
+    try:
+        return _train(run)
+    finally:
+        _set_current(None)
+
+
+def _train(run) -> str:
+    """Train a claimed run to its final state."""
+    run_id = run.id
+    reporter = DatabaseReporter(engine, run_id, SHUTTING_DOWN, progress=run.progress,
+                                retry_seconds=settings.write_retry_seconds)
     try:
         spec = RunSpec.model_validate(run.spec)
-        result = run_recipe(spec, DatabaseReporter(engine, run_id, SHUTTING_DOWN), settings.data_root,
-                            settings.artifacts_dir / str(run_id), registry=registry_lookup,
-                            num_workers=settings.num_workers)
-        with session_scope(engine) as session:
-            finish_run(session, run_id, result)
-        return RunStatus.succeeded.value
+        result = run_recipe(spec, reporter, settings.data_root, settings.artifacts_dir / str(run_id),
+                            registry=registry_lookup, num_workers=settings.num_workers, checkpoints=True,
+                            resume=run.resume_from is not None)
     except RunCancelled:
-        with session_scope(engine) as session:
-            if is_cancel_requested(session, run_id):
-                mark_cancelled(session, run_id)
-                return RunStatus.cancelled.value
-            fail_run(session, run_id, "worker stopped during the run (it was shut down); clone the run to retry")
+        return _stopped(run)
+    except Exception as exc:  # every failure (bad data, missing weights, a crash, a dead database) is stored
+        error = str(exc) if isinstance(exc, DatabaseUnavailable) else f"{type(exc).__name__}: {exc}"
+        tb = _tail(traceback.format_exc())
+        _until_written(f"run {run_id}", lambda s: fail_run(s, run_id, error, tb))
         return RunStatus.failed.value
-    # every failure (a dataset gone bad, weights missing, a crash) is stored with its message, never lost
-    except Exception as exc:
-        with session_scope(engine) as session:
-            fail_run(session, run_id, f"{type(exc).__name__}: {exc}", _tail(traceback.format_exc()))
-        return RunStatus.failed.value
-    finally:
-        if _heartbeat is not None:
-            _heartbeat.current_run = None
+    _until_written(f"run {run_id}", lambda s: finish_run(s, run_id, result))
+    return RunStatus.succeeded.value
 
 
 @signals.worker_shutting_down.connect
@@ -85,7 +134,7 @@ def _stop_current_run(**_) -> None:
 def _start_heartbeat(**_) -> None:
     """Begin heartbeating once the worker consumes, so a dead worker's runs can be reaped by the living."""
     global _heartbeat
-    _heartbeat = HeartbeatThread(engine, WORKER_NAME, settings.heartbeat_interval, settings.worker_lost_after)
+    _heartbeat = HeartbeatThread(engine, WORKER_NAME, settings, PUBLISHER)
     _heartbeat.start()
 
 

@@ -87,7 +87,7 @@ class StageSpec(BaseModel):
                 raise ValueError(f"lr must be a positive number, 'find', or [low, high]; got {v!r}") from None
         if isinstance(v, (int, float)):
             if not 0 < v <= MAX_LR:
-                raise ValueError(f"lr must be in (0, {MAX_LR:g}]; got {v}")
+                raise ValueError(f"lr must be positive and at most {MAX_LR:g}; got {v}")
             return float(v)
         if isinstance(v, (list, tuple)):
             if len(v) != 2 or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):

@@ -18,8 +18,8 @@ from app.core.errors import RunActive
 from app.core.status import LIVE, RunStatus
 from app.store.attempts import end_attempt, list_attempts
 from app.store.models import Artifact, EpochRow, Lease, LRFind, Run, utcnow
-from app.store.runs import fail_run, get_run, mark_cancelled
-from app.store.workers import any_idle_worker, silent_since
+from app.store.runs import fail_run, get_run, mark_cancelled, silent_since
+from app.store.workers import any_idle_worker
 
 RECONCILER_LEASE = "reconciler"
 

@@ -48,10 +48,13 @@ def _update(session: Session, run_id: int, *where, **values) -> bool:
     return session.exec(stmt.execution_options(synchronize_session=False)).rowcount == 1
 
 
-def _worker_alive(silent_after: float):
-    """SQL: the run's worker heartbeat within the last silent_after seconds."""
+def silent_since(silent_after: float):
+    """SQL: true for a run whose worker has not heartbeat for silent_after seconds (or never did, since its claim)."""
     cutoff = utcnow() - timedelta(seconds=silent_after)
-    return exists().where(Worker.name == Run.worker, Worker.last_seen >= cutoff)
+    silent = exists().where(Worker.name == Run.worker, Worker.last_seen < cutoff)
+    # A worker that died before its first heartbeat has no row; give it the same grace from the claim.
+    missing = ~exists().where(Worker.name == Run.worker) & (Run.started_at < cutoff)
+    return silent | missing
 
 
 def _status(session: Session, run_id: int) -> str:
@@ -162,7 +165,7 @@ def request_cancel(session: Session, run_id: int, orphaned_after: float | None =
                cancel_requested=True, finished_at=utcnow()):
         return RunStatus.cancelled.value
     if orphaned_after is not None and _update(session, run_id, Run.status == RunStatus.running,
-                                              ~_worker_alive(orphaned_after), status=RunStatus.cancelled,
+                                              silent_since(orphaned_after), status=RunStatus.cancelled,
                                               cancel_requested=True, finished_at=utcnow()):
         end_attempt(session, run_id, RunStatus.cancelled, "cancelled while no live worker held it")
         return RunStatus.cancelled.value

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import exists, select
+from sqlalchemy import select
 from sqlmodel import Session
 
-from app.store.models import Run, Worker, utcnow
+from app.store.models import Worker, utcnow
 from app.store.runs import upsert
 
 
@@ -22,15 +22,6 @@ def record_heartbeat(session: Session, worker_name: str, host: str, pid: int, gp
 def list_workers(session: Session) -> list[Worker]:
     """Every worker that ever heartbeat, most recently seen first."""
     return list(session.exec(select(Worker).order_by(Worker.last_seen.desc())).scalars().all())
-
-
-def silent_since(silent_after: float):
-    """SQL: true for a run whose worker has not heartbeat for silent_after seconds (or never did, since its claim)."""
-    cutoff = utcnow() - timedelta(seconds=silent_after)
-    silent = exists().where(Worker.name == Run.worker, Worker.last_seen < cutoff)
-    # A worker that died before its first heartbeat has no row; give it the same grace from the claim.
-    missing = ~exists().where(Worker.name == Run.worker) & (Run.started_at < cutoff)
-    return silent | missing
 
 
 def any_idle_worker(session: Session, alive_within: float) -> bool:

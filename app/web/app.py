@@ -23,6 +23,7 @@ from app.services.queue import Publisher, make_celery
 from app.store.db import default_database_url, make_engine, upgrade
 from app.web.errors import install_error_handlers
 from app.web.fastpath import RunCache, RunFastPath
+from app.web.reconciler import reconciler_lifespan
 from app.web.security import BodyLimit, session_secret
 
 API_ROUTERS = (api_runs.router, api_datasets.router, api_workers.router, api_compare.router, api_sweeps.router)
@@ -63,7 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     url = default_database_url(settings)
     upgrade(url)
-    app = FastAPI(title="fitboard", version="0.1.0", docs_url=None, redoc_url=None,
+    app = FastAPI(title="fitboard", version="0.1.0", docs_url=None, redoc_url=None, lifespan=reconciler_lifespan,
                   description="Launch fastai training runs built from chapter-7 techniques and compare them.")
     app.state.settings, app.state.engine = settings, make_engine(url)
     app.state.publisher = Publisher(make_celery(settings))

@@ -1,0 +1,43 @@
+"""The web process's reconciler thread: queued runs whose message may be gone are sent again, so a fleet whose
+workers are all down still gets its runs re-sent the moment a broker answers (workers run the same pass)."""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app.services.recovery import reconcile
+
+log = logging.getLogger(__name__)
+
+
+class ReconcilerThread(threading.Thread):
+    """Runs one reconciler pass every settings.reconcile_interval seconds until stopped."""
+
+    def __init__(self, app: FastAPI):
+        super().__init__(name="fitboard-reconciler", daemon=True)
+        self.app, self.stopping = app, threading.Event()
+        self.holder = f"web:{socket.gethostname()}:{os.getpid()}"
+
+    def run(self) -> None:
+        state = self.app.state
+        while not self.stopping.wait(state.settings.reconcile_interval):
+            try:
+                reconcile(state.engine, state.publisher, state.settings, self.holder)
+            except Exception:  # the database or broker is down: try again next round
+                log.exception("reconciler pass failed")
+
+
+@asynccontextmanager
+async def reconciler_lifespan(app: FastAPI):
+    """Start the reconciler with the app and stop it on shutdown."""
+    thread = ReconcilerThread(app)
+    thread.start()
+    try:
+        yield
+    finally:
+        thread.stopping.set()
