@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -14,6 +15,7 @@ import pytest
 
 from app.store.db import make_engine, session_scope
 from app.store.models import Run
+from tests.served import free_port
 
 
 def redis_url() -> str:
@@ -25,6 +27,38 @@ def redis_url() -> str:
             pytest.fail("Redis is not answering on 127.0.0.1:6379 and CI=true requires it")
         pytest.skip("Redis is not answering on 127.0.0.1:6379 (start it with scripts/services.sh)")
     return "redis://127.0.0.1:6379/0"
+
+
+class PrivateRedis:
+    """A Redis server of this test's own on a free port, keeping nothing on disk, that the test can restart."""
+
+    def __init__(self, home: Path):
+        if shutil.which("redis-server") is None:
+            if os.environ.get("CI") == "true":
+                pytest.fail("redis-server is not installed and CI=true requires it")
+            pytest.skip("redis-server is not installed (scripts/services.sh installs and starts Redis)")
+        self.home, self.port, self.proc = home, free_port(), None
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        """Start (or start again) and wait until it answers."""
+        log = open(self.home / f"redis-{self.port}.log", "a")
+        self.proc = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                                      "--appendonly", "no", "--dir", str(self.home)], stdout=log, stderr=log)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise AssertionError("private redis-server did not start")
+
+    def stop(self) -> None:
+        """Kill it: every message it held is gone (no persistence)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
 
 
 class Workers:
@@ -50,6 +84,10 @@ class Workers:
 
         return Settings(home=self.home, database_url=self.db_url, broker_url=self.env.get("FITBOARD_BROKER_URL"),
                         visibility_timeout=int(self.env.get("FITBOARD_VISIBILITY_TIMEOUT", 48 * 3600)))
+
+    def cli(self) -> list[str]:
+        """The fitboard command line, as this group's processes run it."""
+        return [sys.executable, "-m", "worker.cli"]
 
     def start(self, n: int = 1) -> list[subprocess.Popen]:
         """Start n workers; each logs to its own file under home."""

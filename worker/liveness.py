@@ -67,7 +67,7 @@ class HeartbeatThread(threading.Thread):
 
     def _reconcile(self) -> None:
         """Send queued runs whose message may be gone (only the lease holder acts)."""
-        reconcile(self.engine, self.publisher, self.settings, self.worker_name)
+        reconcile(self.engine, self.publisher, self.settings, self.worker_name, every=self.settings.heartbeat_interval)
 
     def run(self) -> None:
         # A daemon thread: it beats for as long as the worker process lives, and dies with it.

@@ -15,7 +15,6 @@ from app.store.models import Run
 
 log = logging.getLogger(__name__)
 BROKER_DOWN_NOTE = "broker unreachable; it will be sent when the broker is back"
-LEASE_SECONDS = 30.0  # longer than one reconcile pass; a holder that dies frees it this soon
 
 
 def publish(session: Session, publisher: Publisher, runs: list[tuple[int, str]],
@@ -44,15 +43,16 @@ def publish_committed(session: Session, publisher: Publisher, runs: list[Run]) -
     return publish(session, publisher, [(r.id, r.queue) for r in runs])
 
 
-def reconcile(engine: Engine, publisher: Publisher, settings: Settings, holder: str) -> list[int]:
+def reconcile(engine: Engine, publisher: Publisher, settings: Settings, holder: str, every: float) -> list[int]:
     """One reconciler pass, if this process holds the lease: (re)send every queued run whose message may be gone.
-    Returns the ids sent."""
+    `every` is how often the caller runs a pass; the lease outlives three of them, so a holder that dies hands
+    over within that. Returns the ids sent."""
     with session_scope(engine) as session:
-        if not recovery.acquire_lease(session, holder, LEASE_SECONDS):
+        if not recovery.acquire_lease(session, holder, ttl=3 * every):
             return []
     with session_scope(engine) as session:
         due = recovery.due_for_publish(session, settings.republish_after, settings.worker_lost_after)
         if due:
-            log.info("reconciler: sending runs %s", due)
+            log.info("reconciler: sending runs %s", [run_id for run_id, _ in due])
             publish(session, publisher, due, republished=True)
-        return due
+        return [run_id for run_id, _ in due]

@@ -25,9 +25,10 @@ class ReconcilerThread(threading.Thread):
 
     def run(self) -> None:
         state = self.app.state
-        while not self.stopping.wait(state.settings.reconcile_interval):
+        every = state.settings.reconcile_interval
+        while not self.stopping.wait(every):
             try:
-                reconcile(state.engine, state.publisher, state.settings, self.holder)
+                reconcile(state.engine, state.publisher, state.settings, self.holder, every=every)
             except Exception:  # the database or broker is down: try again next round
                 log.exception("reconciler pass failed")
 

@@ -1,0 +1,202 @@
+"""Runs are never lost: resume after kill -9 and SIGTERM, a broker restarted empty, a broker down at submit, a full
+disk. Real worker processes, a real Redis of the test's own, real SQLite files, real training on tiny data."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.core.settings import Settings
+from app.services import runs
+from app.services.queue import Publisher, make_celery
+from app.store.attempts import list_attempts
+from app.store.db import session_scope, upgrade
+from app.store.models import Run
+from app.store.runs import list_epochs
+from app.web.app import create_app
+from tests.helpers import tiny_recipe
+from tests.store_fixtures import *  # noqa: F401,F403  sqlite_template, sqlite_url, ...
+from tests.workers import PrivateRedis, Workers
+
+
+@pytest.fixture
+def make_workers(tmp_path, sqlite_url, data_root):
+    """Workers sharing a fresh copy of the migrated database; every process killed afterwards."""
+    groups = []
+
+    def make(broker: str | None = None, db_url: str | None = None, **settings) -> Workers:
+        group = Workers(tmp_path, db_url or sqlite_url, data_root, broker, heartbeat_interval=1, **settings)
+        groups.append(group)
+        return group
+
+    yield make
+    for group in groups:
+        group.stop()
+
+
+@pytest.fixture
+def redis(tmp_path):
+    """A private Redis the test may restart; stopped afterwards."""
+    server = PrivateRedis(tmp_path)
+    yield server
+    server.stop()
+
+
+def submit(workers: Workers, recipe: dict) -> int:
+    """Store and publish a run as the API does (commit first, then send)."""
+    publisher = Publisher(make_celery(workers.settings()), queue=workers.queue)
+    with session_scope(workers.engine) as session:
+        run, _ = runs.submit(session, publisher, recipe, workers.env["FITBOARD_DATA_ROOT"])
+        return run.id
+
+
+def rows(workers: Workers, run_id: int) -> list[tuple[int, int]]:
+    with session_scope(workers.engine) as session:
+        return [(e.stage, e.epoch) for e in list_epochs(session, run_id)]
+
+
+def attempts(workers: Workers, run_id: int) -> list:
+    with session_scope(workers.engine) as session:
+        return list_attempts(session, run_id)
+
+
+def four_epochs(name: str = "four-epochs") -> dict:
+    return {**tiny_recipe(name=name), "stages": [{"epochs": 4, "size": 32, "presize": 40, "bs": 32, "lr": 2e-3}]}
+
+
+def holder(workers: Workers, run: Run) -> subprocess.Popen:
+    """The worker process that holds a running run (worker names are host:pid)."""
+    pid = int(run.worker.rsplit(":", 1)[1])
+    return next(p for p in workers.procs if p.pid == pid)
+
+
+def training_epoch(workers: Workers, run_id: int, epoch: int) -> Run:
+    """Wait until the run trains the given epoch (its batches report progress)."""
+    return workers.wait(run_id, lambda r: (r.progress or {}).get("batch", {}).get("epoch", -1) >= epoch, timeout=180)
+
+
+def test_kill_9_at_epoch_2_resumes_at_epoch_2_on_the_other_worker(make_workers):
+    workers = make_workers(None, worker_lost_after=4)
+    workers.start(2)
+    run_id = submit(workers, four_epochs())
+    victim = holder(workers, training_epoch(workers, run_id, 2))
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    run = workers.wait_status(run_id, "succeeded", "failed", timeout=240)
+    assert run.status == "succeeded", run.error
+    assert run.attempt == 2
+    assert rows(workers, run_id) == [(0, 0), (0, 1), (0, 2), (0, 3)]  # each epoch once, no gap
+    first, second = attempts(workers, run_id)
+    assert first.outcome == "requeued" and "lost" in first.reason
+    assert second.resumed_from == {"stage": 0, "epoch": 2} and second.outcome == "succeeded"
+    assert second.worker != first.worker
+
+
+def test_sigterm_requeues_and_another_worker_resumes(make_workers):
+    workers = make_workers(None)
+    workers.start(2)
+    run_id = submit(workers, four_epochs("stopped-worker"))
+    victim = holder(workers, training_epoch(workers, run_id, 1))
+    victim.send_signal(signal.SIGTERM)
+    assert victim.wait(timeout=60) == 0  # a clean stop: the run went back to the queue first
+    run = workers.wait_status(run_id, "succeeded", "failed", timeout=240)
+    assert run.status == "succeeded" and run.attempt == 2, run.error
+    assert rows(workers, run_id) == [(0, e) for e in range(4)]
+    first, second = attempts(workers, run_id)
+    assert "SIGTERM" in first.reason and second.resumed_from["epoch"] >= 1
+
+
+def test_redis_restarted_empty_every_queued_run_still_runs_once(make_workers, redis):
+    redis.start()
+    workers = make_workers(redis.url, republish_after=3)
+    workers.start(1)
+    training = submit(workers, four_epochs("trains-through-the-restart"))
+    waiting = [submit(workers, tiny_recipe(name=f"waits-{i}")) for i in range(2)]
+    training_epoch(workers, training, 1)
+    redis.stop()  # its two queued messages are gone
+    redis.start()
+    for run_id in (training, *waiting):
+        run = workers.wait_status(run_id, "succeeded", "failed", timeout=300)
+        assert run.status == "succeeded" and run.attempt == 1, (run_id, run.error)
+    assert rows(workers, training) == [(0, e) for e in range(4)]
+    republished = [workers.run(i).republish_count for i in waiting]
+    assert all(n >= 1 for n in republished)  # the reconciler sent them again
+
+
+def test_submit_while_the_broker_is_down_answers_202_and_runs_when_it_is_back(tmp_path, sqlite_url, data_root,
+                                                                              make_workers, redis):
+    settings = Settings(home=tmp_path / "web", database_url=sqlite_url, data_root=data_root, broker_url=redis.url,
+                        reconcile_interval=1)
+    with TestClient(create_app(settings)) as client:
+        response = client.post("/api/v1/runs", json=tiny_recipe(name="sent-later"))
+        assert response.status_code == 202, response.text
+        body = response.json()
+        assert body["queued_note"] == "broker unreachable; it will be sent when the broker is back"
+        assert body["status"] == "queued" and body["published_at"] is None
+        run_id = body["id"]
+        redis.start()
+        workers = make_workers(redis.url)
+        workers.start(1)
+        run = workers.wait_status(run_id, "succeeded", "failed", timeout=240)
+    assert run.status == "succeeded" and run.attempt == 1
+    with session_scope(workers.engine) as session:
+        assert session.query(Run).count() == 1  # stored once
+
+
+def test_enqueue_cli_with_the_broker_down_prints_the_id_and_the_note(make_workers, redis, tmp_path):
+    workers = make_workers(redis.url)  # not started: nothing listens on its port yet
+    recipe = tmp_path / "r.json"
+    recipe.write_text(__import__("json").dumps(tiny_recipe(name="cli-later")))
+    done = subprocess.run([*workers.cli(), "enqueue", str(recipe), "--queue", workers.queue], env=workers.env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    run_id = int(done.stdout.strip())
+    assert "broker unreachable" in done.stderr
+    assert workers.run(run_id).published_at is None
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs to fill needs root")
+def test_full_disk_mid_run_ends_in_a_truthful_state_once_space_is_back(make_workers, sqlite_template, tmp_path):
+    disk = tmp_path / "small-disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        db = disk / "fitboard.db"
+        db.write_bytes(Path(sqlite_template).read_bytes())
+        url = f"sqlite:///{db}"
+        upgrade(url)
+        workers = make_workers(None, db_url=url, write_retry_seconds=2)
+        workers.start(1)
+        run_id = submit(workers, {**tiny_recipe(name="disk-fills"),
+                                  "stages": [{"epochs": 30, "size": 32, "presize": 40, "bs": 32, "lr": 2e-3}]})
+        training_epoch(workers, run_id, 1)
+        filler = disk / "filler"
+        with open(filler, "wb") as fh:  # fill every byte that is left
+            try:
+                while True:
+                    fh.write(b"\0" * 65536)
+                    fh.flush()
+            except OSError:
+                pass
+        deadline = time.monotonic() + 90
+        while "database write failed" not in workers.logs() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert "database write failed" in workers.logs()
+        time.sleep(3)  # past the retry window: the run can no longer succeed, and its failure cannot be written yet
+        filler.unlink()
+        run = workers.wait_status(run_id, "failed", "succeeded", timeout=120)
+        assert run.status == "failed" and "disk is full" in run.error, run.error
+        assert rows(workers, run_id)[0] == (0, 0)  # what was stored before the disk filled is kept
+    finally:
+        for proc in workers.procs:
+            proc.kill()
+            proc.wait()
+        workers.engine.dispose()
+        subprocess.run(["umount", "-l", str(disk)])
