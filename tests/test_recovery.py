@@ -141,6 +141,7 @@ def test_submit_while_the_broker_is_down_answers_202_and_runs_when_it_is_back(tm
         run_id = body["id"]
         redis.start()
         workers = make_workers(redis.url)
+        workers.queue = "fitboard"  # where the web process sends runs; this Redis is the test's own
         workers.start(1)
         run = workers.wait_status(run_id, "succeeded", "failed", timeout=240)
     assert run.status == "succeeded" and run.attempt == 1

@@ -9,6 +9,7 @@ import time
 import traceback
 
 from celery import signals
+from celery.exceptions import Reject
 
 from app.core.schemas import DatasetSpec, RunSpec
 from app.core.settings import get_settings
@@ -86,6 +87,8 @@ def _stopped(run) -> str:
 def train_run(run_id: int) -> str:
     """Claim a queued run and train it (resuming after its last checkpoint); a duplicate or redelivered message
     finds it claimed and does nothing."""
+    if SHUTTING_DOWN.is_set():  # a stopping worker takes nothing new: back to the queue for another worker
+        raise Reject(f"worker {WORKER_NAME} is stopping", requeue=True)
     _set_current(run_id)
     try:
         with session_scope(engine) as session:
