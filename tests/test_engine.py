@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 
 import pytest
 import torch
@@ -205,3 +207,48 @@ def test_missing_pretrained_weights_fail_at_once_with_directions(data_root, tmp_
     assert str(tmp_path / "empty-torch-home" / "hub" / "checkpoints") in str(info.value)
     assert "pretrained: false" in str(info.value)
     assert not reporter.of("epoch")
+
+
+class StopAfter(Callback):
+    """Stands in for a lost worker: interrupts the run right after a given epoch (counted over all stages)."""
+
+    order = 99
+
+    def __init__(self, epochs: int):
+        self.left = epochs
+
+    def after_epoch(self):
+        if not hasattr(self.learn, "lr_finder") and not hasattr(self.learn, "gather_preds"):
+            self.left -= 1
+            if self.left == 0:
+                raise KeyboardInterrupt("worker lost")
+
+
+RESUMABLE = tiny_recipe(name="resumable", keep_best="accuracy", stages=[
+    {"epochs": 3, "size": 24, "presize": 32, "bs": 32, "lr": "find", "lr_find_iters": 10},
+    {"epochs": 2, "size": 32, "bs": 32, "lr": [1e-4, 1e-3], "mixup": 0.2}])
+
+
+@pytest.mark.parametrize("lost_after", [2, 3], ids=["mid-stage", "stage-boundary"])
+def test_a_resumed_run_reproduces_the_uninterrupted_losses(data_root, tmp_path, lost_after):
+    straight = ListReporter()
+    run_recipe(parse_spec(RESUMABLE), straight, data_root, tmp_path / "straight", num_workers=0, checkpoints=True)
+    first, second = ListReporter(), ListReporter()
+    with pytest.raises(KeyboardInterrupt):
+        run_recipe(parse_spec(RESUMABLE), first, data_root, tmp_path / "lost", num_workers=0, checkpoints=True,
+                   extra_cbs=(StopAfter(lost_after),))
+    while any(t.name == "fitboard-checkpoint" for t in threading.enumerate()):
+        time.sleep(0.05)  # a real successor starts long after the lost worker's last checkpoint write ends
+    result = run_recipe(parse_spec(RESUMABLE), second, data_root, tmp_path / "lost", num_workers=0,
+                        checkpoints=True, resume=True)
+    start = second.of("start")[0].resumed_from
+    assert start == ({"stage": 0, "epoch": 2} if lost_after == 2 else {"stage": 1, "epoch": 0})
+    assert not second.of("lr_find")  # the stage's rate comes from the checkpoint, not a new search
+    rows = {(e.stage, e.epoch): e for e in first.of("epoch") + second.of("epoch")}
+    expected = straight.of("epoch")
+    assert sorted(rows) == [(e.stage, e.epoch) for e in expected]
+    for e in expected:  # CPU, num_workers 0, fixed seed: the same numbers, not merely close ones
+        got = rows[(e.stage, e.epoch)]
+        assert got.train_loss == pytest.approx(e.train_loss, abs=1e-6)
+        assert got.valid_loss == pytest.approx(e.valid_loss, abs=1e-6)
+    assert result.best.model_dump() == straight.of("result")[0].best.model_dump()

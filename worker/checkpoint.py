@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import random
+import threading
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +21,7 @@ from fastai.callback.core import Callback
 from fastai.torch_core import get_model
 from fastcore.foundation import L
 
-from app.core.events import CheckpointEvent
+from app.core.events import CheckpointEvent, NoteEvent
 from worker.reporters import Reporter
 
 CHECKPOINT_FILE = "checkpoint.pth"
@@ -36,10 +38,22 @@ def _plain(value):
     return value
 
 
+def _copy(value):
+    """A CPU copy of every tensor in a nested state, with NumPy scalars as Python numbers (torch.load with
+    weights_only=True refuses NumPy objects); training may go on while the copy is written."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {k: _copy(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_copy(v) for v in value]
+    return _plain(value)
+
+
 def _opt_state(opt) -> dict:
     """fastai's optimizer state as plain dicts and lists (its hypers come as a fastcore L)."""
     sd = opt.state_dict()
-    return {"state": [_plain(dict(s)) for s in sd["state"]], "hypers": [_plain(dict(h)) for h in sd["hypers"]]}
+    return {"state": [_copy(dict(s)) for s in sd["state"]], "hypers": [_plain(dict(h)) for h in sd["hypers"]]}
 
 
 def _rng_state(train_dl) -> dict:
@@ -101,12 +115,16 @@ def load_checkpoint(out_dir: Path) -> Checkpoint | None:
                       rng=state["rng"])
 
 
-def save_checkpoint(out_dir: Path, learn, meta: dict) -> None:
-    """Write the checkpoint under a temporary name and rename it over the previous one (atomic on one filesystem)."""
+def snapshot(learn, meta: dict) -> dict:
+    """Everything a checkpoint holds, copied, so the next epoch can train while it is written."""
+    return {"model": _copy(get_model(learn.model).state_dict()), "opt": _opt_state(learn.opt), "meta": _plain(meta),
+            "rng": _rng_state(learn.dls.train)}
+
+
+def write_checkpoint(out_dir: Path, state: dict) -> None:
+    """Write a snapshot under a temporary name and rename it over the previous one (atomic on one filesystem)."""
     path = Path(out_dir) / CHECKPOINT_FILE
-    tmp = path.with_name(f".{CHECKPOINT_FILE}.{os.getpid()}.tmp")
-    state = {"model": get_model(learn.model).state_dict(), "opt": _opt_state(learn.opt), "meta": _plain(meta),
-             "rng": _rng_state(learn.dls.train)}
+    tmp = path.with_name(f".{CHECKPOINT_FILE}.{uuid.uuid4().hex}.tmp")  # one per write: never two writers on one file
     torch.save(state, tmp)
     with open(tmp, "rb") as fh:
         os.fsync(fh.fileno())  # on disk before the rename makes it the checkpoint
@@ -122,14 +140,20 @@ def restore(learn, ckpt: Checkpoint) -> None:
 
 
 class CheckpointCallback(Callback):
-    """After every epoch of a stage: save the checkpoint, then tell the reporter it is safe."""
+    """After every epoch of a stage: snapshot the state, write it in a background thread while the next epoch
+    trains, then tell the reporter it is safe. At most one write is in flight; each stage's end waits for it.
+
+    A write that fails (a full artifacts disk) does not fail the run: it goes on, with a note that a lost worker
+    would resume from the previous checkpoint."""
 
     order = 65  # after Recorder, the report and KeepBestCallback (60), so the best value saved is this epoch's
 
     def __init__(self, out_dir: Path, reporter: Reporter, keep=None):
         self.out_dir, self.reporter, self.keep = Path(out_dir), reporter, keep
-        self.stage, self.first_epoch, self.lr, self.stages_done = 0, 0, None, []
+        self.stage, self.first_epoch, self.stage_lr, self.stages_done = 0, 0, None, []
         self.resume_smooth: dict | None = None  # set for a fit resumed mid-stage
+        self._writer: threading.Thread | None = None
+        self._failure: str | None = None
 
     def before_fit(self):
         self.run = not hasattr(self.learn, "lr_finder") and not hasattr(self.learn, "gather_preds")
@@ -144,12 +168,34 @@ class CheckpointCallback(Callback):
         if self.epoch < self.first_epoch:
             return  # an epoch a resumed fit skips (fastai still calls after_epoch for it)
         keep, smooth = self.keep, self.learn.recorder.smooth_loss
-        meta = {"stage": self.stage, "epoch": self.epoch, "lr": self.lr, "stages_done": self.stages_done,
+        meta = {"stage": self.stage, "epoch": self.epoch, "lr": self.stage_lr, "stages_done": self.stages_done,
                 "best": None if keep is None or keep.best is None else float(keep.best),
                 "best_at": None if keep is None or keep.best_at is None else keep.best_at.model_dump(),
                 "smooth_loss": {"val": float(smooth.val), "count": int(smooth.count)}}
-        save_checkpoint(self.out_dir, self.learn, meta)
-        self.reporter.emit(CheckpointEvent(stage=self.stage, epoch=self.epoch))
+        self.wait()
+        state = snapshot(self.learn, meta)
+        self._writer = threading.Thread(target=self._write, args=(state, self.stage, self.epoch),
+                                        name="fitboard-checkpoint", daemon=True)
+        self._writer.start()
+
+    def _write(self, state: dict, stage: int, epoch: int) -> None:
+        try:
+            write_checkpoint(self.out_dir, state)
+        except OSError as exc:
+            self._failure = f"the checkpoint after stage {stage} epoch {epoch} could not be written ({exc}); " \
+                            "training goes on, and a lost worker would resume from the checkpoint before it"
+            return
+        self.reporter.emit(CheckpointEvent(stage=stage, epoch=epoch))
+
+    def wait(self) -> None:
+        """Until the write in flight (if any) is done; reports a failed one as a note."""
+        if self._writer is not None:
+            self._writer.join()
+            self._writer = None
+        if self._failure:
+            self.reporter.emit(NoteEvent(message=self._failure))
+            self._failure = None
 
     def after_fit(self):
+        self.wait()
         self.run = True

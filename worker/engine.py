@@ -113,7 +113,7 @@ def _run_stage(learn, idx: int, stage: StageSpec, reporter: Reporter, tracked: l
     plan = StagePlan(stage=idx, epochs=stage.epochs, size=stage.size, presize=stage.presize, bs=stage.bs,
                      frozen=stage.freeze, lr=lr, mixup=stage.mixup)
     if isinstance(tracked[-1], CheckpointCallback):
-        tracked[-1].lr = lr
+        tracked[-1].stage_lr = lr
         tracked[-1].resume_smooth = resume.smooth_loss if resume is not None else None
     reporter.emit(StageEvent(**plan.model_dump()))
     cbs = [MixUp(stage.mixup)] if stage.mixup else []

@@ -9,6 +9,7 @@ import time
 from typing import TextIO
 
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 
 from app.core.errors import RunNotFound
 from app.core.events import (
@@ -30,6 +31,10 @@ from app.store.recovery import record_checkpoint
 from app.store.runs import is_cancel_requested, record_epoch, record_lr_find, record_progress
 
 log = logging.getLogger(__name__)
+
+
+# What a database says when it cannot take a write just now (locked, disk full, connection lost, restarting).
+UNAVAILABLE = (OperationalError, InterfaceError, DisconnectionError)
 
 
 class DatabaseUnavailable(RuntimeError):
@@ -184,9 +189,7 @@ class DatabaseReporter(Reporter):
                 with session_scope(self.engine) as session:
                     write(session)
                 return
-            except RunNotFound:
-                raise  # deleted under us: nothing to retry
-            except Exception as exc:  # a locked, full or unreachable database: wait and try again
+            except UNAVAILABLE as exc:  # a locked, full or unreachable database: wait and try again
                 if time.monotonic() + delay > deadline:
                     if best_effort:
                         log.warning("run %s: progress update dropped: %s", self.run_id, exc)

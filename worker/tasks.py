@@ -22,7 +22,7 @@ from app.store.recovery import requeue_run
 from app.store.runs import claim_run, fail_run, finish_run, is_cancel_requested, mark_cancelled
 from worker.engine import RunCancelled, run_recipe  # fastai and torch load with the worker, not during a task
 from worker.liveness import HeartbeatThread
-from worker.reporters import DatabaseReporter, DatabaseUnavailable
+from worker.reporters import UNAVAILABLE, DatabaseReporter, DatabaseUnavailable
 
 log = logging.getLogger(__name__)
 settings = get_settings()
@@ -55,7 +55,7 @@ def _until_written(what: str, write) -> object:
         try:
             with session_scope(engine) as session:
                 return write(session)
-        except Exception as exc:
+        except UNAVAILABLE as exc:  # locked, full, restarting: worth waiting for; anything else is a bug to report
             if SHUTTING_DOWN.is_set():
                 raise
             log.warning("%s: database write failed (%s); retrying in %.0f s", what, exc, delay)
