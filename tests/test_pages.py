@@ -20,6 +20,7 @@ from app.store.models import Dataset, Run, Worker, utcnow
 from app.store.runs import claim_run, create_run, fail_run, finish_run, record_epoch, record_lr_find, record_progress
 from app.store.workers import record_heartbeat
 from app.web.app import create_app
+from tests.helpers import TOKEN
 from tests.store_fixtures import *  # noqa: F401,F403  sqlite_template, sqlite_url, ...
 
 XSS = "<script>alert(1)</script>"
@@ -322,7 +323,7 @@ def test_runs_list_filters_sorts_and_pages(client):
 
 
 def test_login_required_when_a_token_is_set(make_client):
-    client = make_client(api_token="s3cret-token")
+    client = make_client(api_token=TOKEN)
     r = client.get("/runs/new", follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"] == "/login?next=%2Fruns%2Fnew"
     assert client.get("/workers", follow_redirects=False).status_code == 303
@@ -332,12 +333,12 @@ def test_login_required_when_a_token_is_set(make_client):
     wrong = client.post("/login", data={"csrf_token": token, "token": "guess", "next": "/runs/new"})
     assert wrong.status_code == 401 and "not the configured one" in wrong.text
     assert client.get("/", follow_redirects=False).status_code == 303
-    assert client.post("/login", data={"token": "s3cret-token", "next": "/"}).status_code == 403  # no CSRF token
-    ok = client.post("/login", data={"csrf_token": token, "token": "s3cret-token", "next": "/runs/new"},
+    assert client.post("/login", data={"token": TOKEN, "next": "/"}).status_code == 403  # no CSRF token
+    ok = client.post("/login", data={"csrf_token": token, "token": TOKEN, "next": "/runs/new"},
                      follow_redirects=False)
     assert ok.status_code == 303 and ok.headers["location"] == "/runs/new"
     assert client.get("/runs/new").status_code == 200 and "Log out" in client.get("/").text
-    evil = client.post("/login", data={"csrf_token": token, "token": "s3cret-token", "next": "//evil.example"},
+    evil = client.post("/login", data={"csrf_token": token, "token": TOKEN, "next": "//evil.example"},
                        follow_redirects=False)
     assert evil.headers["location"] == "/"
     client.post("/logout", data={"csrf_token": token})

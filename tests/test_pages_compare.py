@@ -15,7 +15,7 @@ from app.store.db import session_scope
 from app.store.models import Run, Sweep
 from app.store.runs import create_run
 from app.web.app import create_app
-from tests.helpers import finish_by_hand, tiny_recipe
+from tests.helpers import TOKEN, finish_by_hand, tiny_recipe
 from tests.store_fixtures import *  # noqa: F401,F403
 
 XSS = "<script>alert(1)</script>"
@@ -178,7 +178,7 @@ def test_sweep_page_shows_verdicts_table_curves_and_adds_seeds(client):
 
 
 def test_pages_ask_for_a_login_when_a_token_is_configured(tmp_path, sqlite_url, data_root):
-    app = create_app(Settings(home=tmp_path / "home", database_url=sqlite_url, data_root=data_root, api_token="s3cret"))
+    app = create_app(Settings(home=tmp_path / "home", database_url=sqlite_url, data_root=data_root, api_token=TOKEN))
     with TestClient(app) as c:
         for url in ("/compare?ids=1,2", "/sweeps", "/sweeps/1", "/runs/1/ablate"):
             r = c.get(url, follow_redirects=False)

@@ -5,15 +5,15 @@ from typing import Literal
 
 from fastapi import Body
 
-from app.api import api_router
+from app.api import WRITE_ERRORS, SweepId, api_router, errors
 from app.services import sweeps
-from app.services.serializers import serialize_run
+from app.services.serializers import SweepOut, SweepQueued, serialize_run
 from app.web.deps import PublisherDep, SessionDep, SettingsDep
 
 router = api_router("sweeps")
 
 
-@router.post("/sweeps", status_code=201)
+@router.post("/sweeps", status_code=201, response_model=SweepQueued, responses=WRITE_ERRORS)
 def post_sweeps(session: SessionDep, settings: SettingsDep, publisher: PublisherDep, base: dict = Body(...),
                 vary: dict = Body(...), seeds: list = Body([0, 1, 2]),
                 mode: Literal["grid", "one_at_a_time"] = Body("one_at_a_time")):
@@ -22,14 +22,16 @@ def post_sweeps(session: SessionDep, settings: SettingsDep, publisher: Publisher
     return {**sweeps.report(session, sweep.id), "queued": [serialize_run(r, full=False) for r in queued]}
 
 
-@router.get("/sweeps/{sweep_id}")
-def get_sweep(sweep_id: int, session: SessionDep):
+@router.get("/sweeps/{sweep_id}", response_model=SweepOut, responses=errors(404, 422))
+def get_sweep(sweep_id: SweepId, session: SessionDep):
     """Each variant's runs, mean and std of accuracy and TTA accuracy, and its seed-paired difference to base."""
     return sweeps.report(session, sweep_id)
 
 
-@router.post("/sweeps/{sweep_id}/seeds", status_code=201)
-def post_sweep_seeds(sweep_id: int, session: SessionDep, publisher: PublisherDep, seeds: list = Body(..., embed=True)):
+@router.post("/sweeps/{sweep_id}/seeds", status_code=201, response_model=SweepQueued,
+             responses={**WRITE_ERRORS, **errors(404)})
+def post_sweep_seeds(sweep_id: SweepId, session: SessionDep, publisher: PublisherDep,
+                     seeds: list = Body(..., embed=True)):
     """Run every variant for more seeds."""
     queued = sweeps.add_seeds(session, publisher, sweep_id, seeds)
     return {**sweeps.report(session, sweep_id), "queued": [serialize_run(r, full=False) for r in queued]}
