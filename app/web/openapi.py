@@ -45,11 +45,13 @@ def install_openapi(app: FastAPI) -> None:
 
 def _errors_as_json(responses: dict) -> None:
     """Error bodies are JSON on every route (FastAPI would give a file or event-stream route's errors that route's
-    media type); the event stream is described as text, as OpenAPI 3.1 has no item schema for it."""
+    media type); the event stream's events are named."""
     for code, response in responses.items():
         content = response.get("content") or {}
         if code[:1] in "45":
             model = "ValidationErrorOut" if code == "422" else "ErrorOut"
             response["content"] = {"application/json": {"schema": {"$ref": f"#/components/schemas/{model}"}}}
-        elif "text/event-stream" in content:
-            content["text/event-stream"] = {"schema": {"type": "string", "description": EVENT_STREAM}}
+        elif "itemSchema" in content.get("text/event-stream", {}):
+            item = content["text/event-stream"]["itemSchema"]  # one event (OpenAPI 3.2's itemSchema, as FastAPI says)
+            item["description"] = EVENT_STREAM
+            item["properties"]["event"]["enum"] = ["epoch", "progress", "status"]
