@@ -60,11 +60,15 @@ def _message(err: dict) -> str:
 
 def problems_from(exc: ValidationError) -> list[dict]:
     """Turn a pydantic ValidationError into [{'loc', 'msg'}] with readable field paths."""
+    errors = exc.errors()
+    paths = [field_path(err["loc"]) for err in errors]
     problems = []
-    for err in exc.errors():
+    for err, path in zip(errors, paths):
         if err["type"] == "string_type" and isinstance(err["input"], dict):
             continue  # an inline dataset object: its own field errors say what is wrong
-        problems.append({"loc": field_path(err["loc"]), "msg": _message(err)})
+        if err["type"] == "model_type" and isinstance(err["input"], str) and paths.count(path) > 1:
+            continue  # a dataset name: what is wrong with the name says more than "not an object"
+        problems.append({"loc": path, "msg": _message(err)})
     return problems
 
 
