@@ -156,3 +156,28 @@ def test_ablate_action_from_a_run_creates_a_sweep(browser, served):
                 post(served, f"/api/v1/runs/{r['id']}/cancel", {})
             except urllib.error.HTTPError as exc:
                 assert exc.code == 409  # it finished before the cancel arrived
+
+
+def test_api_docs_render_and_try_a_call(browser, served):
+    """/docs renders the OpenAPI 3.1 document (Swagger UI from the installed fastapi-offline package, under the
+    CSP), lists every operation, and "Try it out" calls the server."""
+    page = browser.new_page()
+    errors, outside = [], []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("console", lambda msg: errors.append(msg.text) if "Content Security Policy" in msg.text else None)
+    page.on("request", lambda req: outside.append(req.url) if not req.url.startswith(served.url) else None)
+    page.goto(f"{served.url}/")
+    page.click("text=API")  # the top bar's link
+    page.wait_for_selector(".opblock", timeout=30_000)
+    assert "Unable to render" not in page.content()
+    operations = sum(len(ops) for ops in api(served, "/openapi.json")["paths"].values())
+    assert operations == 17 and page.locator(".opblock").count() == operations
+    block = page.locator("#operations-runs-get_runs_api_v1_runs_get")
+    block.locator(".opblock-summary").click()
+    block.locator("button.try-out__btn").click()
+    block.locator("button.execute").click()
+    status = block.locator(".live-responses-table tbody .response-col_status").first
+    status.wait_for(timeout=30_000)
+    assert status.inner_text().strip() == "200"
+    assert '"items"' in block.locator(".live-responses-table .microlight").first.inner_text()
+    assert not errors and not outside, (errors, outside)
