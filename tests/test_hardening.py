@@ -270,7 +270,7 @@ def test_event_streams_are_capped_share_one_poller_and_end(settings, sqlite_engi
             time.sleep(0.05)
         assert opened == [200, 200, 200]
         feeds = app.state.streams.feeds
-        assert list(feeds) == [run_id] and feeds[run_id].listeners == 3  # one poller for the three streams
+        assert list(feeds) == [run_id] and feeds[run_id].listeners == 3  # one feed (and one poller) for three streams
         busy = requests.get(url, timeout=10)
         assert busy.status_code == 503 and int(busy.headers["Retry-After"]) > 0
         started = time.monotonic()

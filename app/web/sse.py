@@ -1,7 +1,8 @@
 """Server-sent events for one run: stored epoch rows, then new rows, progress and the status change.
 
-One poller per run (a RunFeed) reads the database every POLL_SECONDS while anyone listens, however many streams
-are open on that run; each stream sends what the feed holds past its own position. At most max_streams streams are
+One poller for the whole process reads every watched run every POLL_SECONDS (two queries, plus one per run with
+new rows), however many streams are open; each run has one RunFeed, and each stream sends what its run's feed holds
+past its own position. At most max_streams streams are
 open at once (then 503), and each closes after stream_lifetime seconds: the browser's EventSource (and
 `fitboard submit --follow`) reconnects with Last-Event-ID and carries on where it stopped.
 """
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 
 from fastapi import HTTPException, Request, status
 from fastapi.sse import ServerSentEvent
+from sqlalchemy import func, select
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -28,7 +30,7 @@ MAX_EVENT_ID = 10**15  # Last-Event-ID is an epoch-row ordinal; anything else is
 
 @dataclass
 class Snapshot:
-    """What changed since the feed's last look: new epoch rows, the progress and the status."""
+    """What changed in one run since the last look: new epoch rows, the progress and the status."""
 
     rows: list[EpochRow]
     status: str
@@ -36,68 +38,82 @@ class Snapshot:
     run: dict | None  # the full run, only once it finished
 
 
-def take_snapshot(engine, run_id: int, after: int) -> Snapshot:
-    """Epoch rows past the first `after` (rows are only ever appended in (stage, epoch) order), and the run state."""
+def take_snapshots(engine, known: dict[int, int]) -> dict[int, Snapshot]:
+    """For each watched run (id -> rows already held): its new epoch rows, status and progress. Two queries for all
+    the runs, plus one per run that has new rows or finished, however many streams watch them."""
     with Session(engine) as session:
-        rows = list_epochs(session, run_id, after)
-        run = session.get(Run, run_id)
-        finished = run.status in FINISHED
-        return Snapshot(rows, str(run.status), run.progress, serialize_run(run) if finished else None)
+        ids = list(known)
+        states = session.exec(select(Run.id, Run.status, Run.progress).where(Run.id.in_(ids))).all()
+        counts = dict(session.exec(select(EpochRow.run_id, func.count()).where(EpochRow.run_id.in_(ids))
+                                   .group_by(EpochRow.run_id)).all())
+        out = {}
+        for run_id, status, progress in states:
+            rows = list_epochs(session, run_id, known[run_id]) if counts.get(run_id, 0) > known[run_id] else []
+            done = serialize_run(session.get(Run, run_id)) if status in FINISHED else None
+            out[run_id] = Snapshot(rows, str(status), progress, done)
+        return out
 
 
 class RunFeed:
     """One run as its streams see it: every epoch row so far, the status, the latest batch progress."""
 
-    def __init__(self, hub: "StreamHub", run_id: int):
-        self.hub, self.run_id = hub, run_id
+    def __init__(self, run_id: int):
+        self.run_id = run_id
         self.rows: list[dict] = []
         self.status: str | None = None
         self.batch: dict | None = None
-        self.run: dict | None = None  # set once the run finished: the feed stops polling
+        self.run: dict | None = None  # set once the run finished: no more looks
         self.listeners = 0
-        self.changed = asyncio.Event()  # replaced after each poll; waiters hold the old one
-        self.task: asyncio.Task | None = None
+        self.changed = asyncio.Event()  # replaced after each look; waiters hold the old one
 
-    async def poll(self) -> None:
-        """Read the run until it finished or nobody listens; wake the streams after each read."""
-        try:
-            while self.listeners and self.run is None:
-                snap = await run_in_threadpool(take_snapshot, self.hub.engine, self.run_id, len(self.rows))
-                self.rows += [serialize_epoch(r) for r in snap.rows]
-                self.status, self.run = snap.status, snap.run
-                self.batch = (snap.progress or {}).get("batch")
-                self._wake()
-                if self.run is None:
-                    await asyncio.sleep(POLL_SECONDS)
-        finally:
-            if self.hub.feeds.get(self.run_id) is self:
-                del self.hub.feeds[self.run_id]
-            self._wake()
-
-    def _wake(self) -> None:
+    def update(self, snap: Snapshot | None) -> None:
+        if snap is not None:
+            self.rows += [serialize_epoch(r) for r in snap.rows]
+            self.status, self.run = snap.status, snap.run
+            self.batch = (snap.progress or {}).get("batch")
         woken, self.changed = self.changed, asyncio.Event()
         woken.set()
 
 
 class StreamHub:
-    """The open streams: how many, and one feed per run being watched."""
+    """The open streams: how many, one feed per watched run, and the one poller that reads them all."""
 
     def __init__(self, engine, max_streams: int, lifetime: float):
         self.engine, self.max_streams, self.lifetime = engine, max_streams, lifetime
         self.open = 0
         self.feeds: dict[int, RunFeed] = {}
+        self.task: asyncio.Task | None = None
 
     def join(self, run_id: int) -> RunFeed:
         feed = self.feeds.get(run_id)
-        if feed is None or feed.task is None or feed.task.done():
-            feed = self.feeds[run_id] = RunFeed(self, run_id)
+        if feed is None:
+            feed = self.feeds[run_id] = RunFeed(run_id)
         feed.listeners += 1
-        if feed.task is None:
-            feed.task = asyncio.get_running_loop().create_task(feed.poll())
+        if self.task is None or self.task.done():
+            self.task = asyncio.get_running_loop().create_task(self.poll())
         return feed
 
     def leave(self, feed: RunFeed) -> None:
-        feed.listeners -= 1  # the poller stops at its next look when this was the last one
+        feed.listeners -= 1
+        if feed.listeners <= 0 and self.feeds.get(feed.run_id) is feed:
+            del self.feeds[feed.run_id]
+
+    async def poll(self) -> None:
+        """Every POLL_SECONDS, look at every watched run that has not finished; stop when nobody watches."""
+        while True:
+            watched = {run_id: len(f.rows) for run_id, f in self.feeds.items() if f.run is None}
+            if not watched:
+                if not self.feeds:
+                    return
+            else:
+                try:
+                    snaps = await run_in_threadpool(take_snapshots, self.engine, watched)
+                except Exception:  # the database went away for a moment: the streams wait, the next look retries
+                    snaps = None
+                for run_id in watched:
+                    if (feed := self.feeds.get(run_id)) is not None and snaps is not None:
+                        feed.update(snaps.get(run_id))
+            await asyncio.sleep(POLL_SECONDS)
 
 
 async def stream_slot(request: Request):
@@ -144,8 +160,6 @@ async def run_events(hub: StreamHub, run_id: int, after: int = 0):
             left = deadline - time.monotonic()
             if left <= 0:
                 return  # the client reconnects with Last-Event-ID
-            if feed.task is not None and feed.task.done() and feed.run is None:
-                return  # the poller failed (the database went away?): the client reconnects and tries again
             try:
                 await asyncio.wait_for(changed.wait(), timeout=left)
             except asyncio.TimeoutError:
