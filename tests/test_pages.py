@@ -168,7 +168,7 @@ def test_succeeded_run_page_shows_recipe_epochs_and_results(client):
     assert page.count('class="stage-sep"') == 2  # each stage starts with a separator row
     assert 'class="best"' in page  # the kept epoch is marked
     assert "93.3%" in page and "95.0%" in page and "0.9400" in page  # plain, TTA and best
-    assert all(f'<th scope="row">{c}</th>' in page for c in LABELS) and " h18\"" in page  # a 90% share: shade step 18 of 20
+    assert all(f'<th scope="row">{c}</th>' in page for c in LABELS) and " h18\"" in page  # 90%: shade step 18
     assert "0042.jpg" in page and "3.2100" in page
     assert f"/api/v1/runs/{run_id}/model" in page and f"/api/v1/runs/{run_id}/epochs?format=csv" in page
     assert f"/runs/{run_id}/clone" in page and "/vendor/plotly.min.js" in page
