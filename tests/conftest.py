@@ -9,6 +9,8 @@ import pytest
 
 from app.core.demo_data import write_digits
 
+# TestClient sends "Host: testserver"; the served processes are reached as 127.0.0.1.
+os.environ.setdefault("FITBOARD_ALLOWED_HOSTS", "localhost,127.0.0.1,::1,testserver")
 warnings.filterwarnings("ignore", category=FutureWarning)  # torch.jit deprecation noise from torchvision
 
 TINY_IMAGES = 300  # enough for every class in both splits, small enough to train in a second an epoch

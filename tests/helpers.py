@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import copy
 
+TOKEN = "s3cret-0123456789abcdef-0123456789abcdef"  # an API token of the 32+ characters the server insists on
+BEARER = {"Authorization": f"Bearer {TOKEN}"}
+
 TINY_RECIPE = {
     "name": "tiny",
     "dataset": "digits",

@@ -15,7 +15,7 @@ from app.store.models import Run
 from app.store.runs import claim_run, create_run, finish_run, record_epoch, record_lr_find, record_progress
 from app.store.workers import record_heartbeat
 from app.web.app import create_app
-from tests.helpers import tiny_recipe
+from tests.helpers import BEARER, TOKEN, tiny_recipe
 from tests.store_fixtures import *  # noqa: F401,F403
 
 
@@ -213,10 +213,10 @@ def test_bodies_over_1mb_get_413(client):
 
 
 def test_token_required_when_configured(settings):
-    with TestClient(create_app(settings.model_copy(update={"api_token": "s3cret"}))) as c:
+    with TestClient(create_app(settings.model_copy(update={"api_token": TOKEN}))) as c:
         assert c.get("/api/v1/runs").status_code == 401
         assert c.get("/api/v1/runs", headers={"Authorization": "Bearer wrong"}).status_code == 401
-        assert c.get("/api/v1/runs", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        assert c.get("/api/v1/runs", headers=BEARER).status_code == 200
         assert c.get("/healthz").status_code == 200
 
 
@@ -247,9 +247,9 @@ def test_polled_run_detail_is_fresh_after_cancel_and_within_a_quarter_second_of_
 
 def test_token_applies_to_the_polled_run_detail(settings, engine):
     run_id = stored_run(engine)
-    with TestClient(create_app(settings.model_copy(update={"api_token": "s3cret"}))) as c:
+    with TestClient(create_app(settings.model_copy(update={"api_token": TOKEN}))) as c:
         assert c.get(f"/api/v1/runs/{run_id}").status_code == 401
         assert c.get(f"/api/v1/runs/{run_id}", headers={"Authorization": "Bearer nope"}).status_code == 401
-        ok = c.get(f"/api/v1/runs/{run_id}", headers={"Authorization": "Bearer s3cret"})
+        ok = c.get(f"/api/v1/runs/{run_id}", headers=BEARER)
         assert ok.status_code == 200 and ok.json()["id"] == run_id
-        assert c.get("/api/v1/runs/424242", headers={"Authorization": "Bearer s3cret"}).status_code == 404
+        assert c.get("/api/v1/runs/424242", headers=BEARER).status_code == 404

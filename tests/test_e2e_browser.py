@@ -45,6 +45,16 @@ def api(served, path: str) -> dict:
     return json.load(urllib.request.urlopen(f"{served.url}{path}", timeout=10))
 
 
+def wait_js(page, expression: str, timeout: float) -> None:
+    """Until a JS expression is true. Not page.wait_for_function: its polling evaluates strings inside the page,
+    which fitboard's Content-Security-Policy (script-src 'self', no eval) refuses, as it should."""
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(f"(() => {{ try {{ return !!({expression}); }} catch (e) {{ return false; }} }})()"):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true after {timeout} s: {expression}")
+        time.sleep(0.2)
+
+
 def launch_from_form(page, served, name: str, preset: int, epochs: list[int]) -> int:
     """Fill the new-run form from a preset, edit the stage epochs and the name, queue it; returns the run id."""
     page.goto(f"{served.url}/runs/new")
@@ -119,8 +129,8 @@ def test_sweep_two_variants_two_seeds_through_api_and_pages(browser, served):
     assert all(r["status"] == "succeeded" for v in report["variants"] for r in v["runs"])
     variant = report["variants"][1]
     assert variant["diff_accuracy"]["n"] == 2 and variant["diff_accuracy"]["low"] is not None
-    page.wait_for_function("document.querySelector('#sweep-progress').textContent.startsWith('4 of 4')",
-                           timeout=30_000)  # the page refreshes itself while runs finish
+    wait_js(page, "document.querySelector('#sweep-progress').textContent.startsWith('4 of 4')",
+            timeout=30)  # the page refreshes itself while runs finish
     verdicts = page.locator("ul.verdicts li").all_inner_texts()
     assert verdicts == [variant["verdict"]] and "over 2 seeds" in verdicts[0]
     assert page.locator("#sweep-chart .trace").count() >= 2  # mean curves (and their bands) are drawn
@@ -129,7 +139,7 @@ def test_sweep_two_variants_two_seeds_through_api_and_pages(browser, served):
 
     page.click("text=Compare all 4 runs")
     page.wait_for_url(f"{served.url}/compare?*")
-    page.wait_for_function("document.getElementById('chart-accuracy').data !== undefined", timeout=30_000)
+    wait_js(page, "document.getElementById('chart-accuracy').data !== undefined", timeout=30)
     traces = page.evaluate("document.getElementById('chart-accuracy').data"
                            ".filter(t => t.type !== 'line' && t.name).length")
     assert traces == 4  # one trace per run
@@ -156,3 +166,28 @@ def test_ablate_action_from_a_run_creates_a_sweep(browser, served):
                 post(served, f"/api/v1/runs/{r['id']}/cancel", {})
             except urllib.error.HTTPError as exc:
                 assert exc.code == 409  # it finished before the cancel arrived
+
+
+def test_api_docs_render_and_try_a_call(browser, served):
+    """/docs renders the OpenAPI 3.1 document (Swagger UI from the installed fastapi-offline package, under the
+    CSP), lists every operation, and "Try it out" calls the server."""
+    page = browser.new_page()
+    errors, outside = [], []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("console", lambda msg: errors.append(msg.text) if "Content Security Policy" in msg.text else None)
+    page.on("request", lambda req: outside.append(req.url) if not req.url.startswith(served.url) else None)
+    page.goto(f"{served.url}/")
+    page.click("text=API")  # the top bar's link
+    page.wait_for_selector(".opblock", timeout=30_000)
+    assert "Unable to render" not in page.content()
+    operations = sum(len(ops) for ops in api(served, "/openapi.json")["paths"].values())
+    assert operations == 17 and page.locator(".opblock").count() == operations
+    block = page.locator("#operations-runs-get_runs_api_v1_runs_get")
+    block.locator(".opblock-summary").click()
+    block.locator("button.try-out__btn").click()
+    block.locator("button.execute").click()
+    status = block.locator(".live-responses-table tbody .response-col_status").first
+    status.wait_for(timeout=30_000)
+    assert status.inner_text().strip() == "200"
+    assert '"items"' in block.locator(".live-responses-table .microlight").first.inner_text()
+    assert not errors and not outside, (errors, outside)

@@ -20,6 +20,7 @@ from app.store.models import Dataset, Run, Worker, utcnow
 from app.store.runs import claim_run, create_run, fail_run, finish_run, record_epoch, record_lr_find, record_progress
 from app.store.workers import record_heartbeat
 from app.web.app import create_app
+from tests.helpers import TOKEN
 from tests.store_fixtures import *  # noqa: F401,F403  sqlite_template, sqlite_url, ...
 
 XSS = "<script>alert(1)</script>"
@@ -167,7 +168,7 @@ def test_succeeded_run_page_shows_recipe_epochs_and_results(client):
     assert page.count('class="stage-sep"') == 2  # each stage starts with a separator row
     assert 'class="best"' in page  # the kept epoch is marked
     assert "93.3%" in page and "95.0%" in page and "0.9400" in page  # plain, TTA and best
-    assert all(f'<th scope="row">{c}</th>' in page for c in LABELS) and "--heat: 0.900" in page
+    assert all(f'<th scope="row">{c}</th>' in page for c in LABELS) and " h18\"" in page  # 90%: shade step 18
     assert "0042.jpg" in page and "3.2100" in page
     assert f"/api/v1/runs/{run_id}/model" in page and f"/api/v1/runs/{run_id}/epochs?format=csv" in page
     assert f"/runs/{run_id}/clone" in page and "/vendor/plotly.min.js" in page
@@ -322,7 +323,7 @@ def test_runs_list_filters_sorts_and_pages(client):
 
 
 def test_login_required_when_a_token_is_set(make_client):
-    client = make_client(api_token="s3cret-token")
+    client = make_client(api_token=TOKEN)
     r = client.get("/runs/new", follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"] == "/login?next=%2Fruns%2Fnew"
     assert client.get("/workers", follow_redirects=False).status_code == 303
@@ -332,12 +333,12 @@ def test_login_required_when_a_token_is_set(make_client):
     wrong = client.post("/login", data={"csrf_token": token, "token": "guess", "next": "/runs/new"})
     assert wrong.status_code == 401 and "not the configured one" in wrong.text
     assert client.get("/", follow_redirects=False).status_code == 303
-    assert client.post("/login", data={"token": "s3cret-token", "next": "/"}).status_code == 403  # no CSRF token
-    ok = client.post("/login", data={"csrf_token": token, "token": "s3cret-token", "next": "/runs/new"},
+    assert client.post("/login", data={"token": TOKEN, "next": "/"}).status_code == 403  # no CSRF token
+    ok = client.post("/login", data={"csrf_token": token, "token": TOKEN, "next": "/runs/new"},
                      follow_redirects=False)
     assert ok.status_code == 303 and ok.headers["location"] == "/runs/new"
     assert client.get("/runs/new").status_code == 200 and "Log out" in client.get("/").text
-    evil = client.post("/login", data={"csrf_token": token, "token": "s3cret-token", "next": "//evil.example"},
+    evil = client.post("/login", data={"csrf_token": token, "token": TOKEN, "next": "//evil.example"},
                        follow_redirects=False)
     assert evil.headers["location"] == "/"
     client.post("/logout", data={"csrf_token": token})

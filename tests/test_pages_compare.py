@@ -15,7 +15,7 @@ from app.store.db import session_scope
 from app.store.models import Run, Sweep
 from app.store.runs import create_run
 from app.web.app import create_app
-from tests.helpers import finish_by_hand, tiny_recipe
+from tests.helpers import TOKEN, finish_by_hand, tiny_recipe
 from tests.store_fixtures import *  # noqa: F401,F403
 
 XSS = "<script>alert(1)</script>"
@@ -73,7 +73,7 @@ def test_compare_page_shows_table_diffs_recipe_diff_confusions_and_disagreements
     assert page.count(">baseline</span>") == 4  # the baseline row's four Δ cells
     assert "<code>label_smoothing</code>" in page and "<code>arch</code>" not in page  # only differing fields
     assert page.count('class="confusion"') == 2 and "cat&lt;1&gt;" in page
-    assert page.count("--heat: 0.750") == 2  # 3 of 4 cats right, shaded in each run's matrix
+    assert page.count(" h15\"") == 2  # 3 of 4 cats right (shade step 15 of 20), in each run's matrix
     assert "/api/v1/compare?ids=" in page and "format=csv" in page and "/vendor/plotly.min.js" in page
     dis = page[page.index('id="disagreements"'):]
     assert "<strong>1</strong> image #" in dis and "1.jpg" in dis and "2.jpg" in dis and "3.jpg" not in dis
@@ -178,7 +178,7 @@ def test_sweep_page_shows_verdicts_table_curves_and_adds_seeds(client):
 
 
 def test_pages_ask_for_a_login_when_a_token_is_configured(tmp_path, sqlite_url, data_root):
-    app = create_app(Settings(home=tmp_path / "home", database_url=sqlite_url, data_root=data_root, api_token="s3cret"))
+    app = create_app(Settings(home=tmp_path / "home", database_url=sqlite_url, data_root=data_root, api_token=TOKEN))
     with TestClient(app) as c:
         for url in ("/compare?ids=1,2", "/sweeps", "/sweeps/1", "/runs/1/ablate"):
             r = c.get(url, follow_redirects=False)

@@ -1,13 +1,45 @@
 """The REST API under /api/v1: one module per resource, each handler named <method>_<resource>."""
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from typing import Annotated
 
+from fastapi import APIRouter, Depends, Path, Query
+
+from app.core.schemas import MAX_ID
+from app.services.serializers import ErrorOut, ValidationErrorOut
 from app.web.security import require_api_auth
 
 PREFIX = "/api/v1"
+RunId = Annotated[int, Path(ge=1, le=MAX_ID, description="a run's id")]
+SweepId = Annotated[int, Path(ge=1, le=MAX_ID, description="a sweep's id")]
+Offset = Annotated[int, Query(ge=0, le=MAX_ID)]
+
+# What each error status means on this API; every body is ErrorOut ({"detail": "..."}) except 422's.
+ERRORS = {
+    400: "the Host header names a host this server does not answer to (FITBOARD_ALLOWED_HOSTS)",
+    401: "no token (or login), or a wrong one",
+    403: "a write a browser marked as cross-site, or a cookie-session write without its X-CSRF-Token header",
+    404: "no such thing",
+    409: "the thing's current state does not allow this",
+    413: "request body over 1 MB",
+    422: "invalid input: every problem, each naming its field",
+    429: "too many wrong tokens from this address; retry after Retry-After seconds",
+    503: "too many open event streams; retry after Retry-After seconds",
+}
+
+
+def errors(*codes: int) -> dict:
+    """OpenAPI `responses` for these error statuses, each with the body it is sent with."""
+    return {c: {"model": ValidationErrorOut if c == 422 else ErrorOut, "description": ERRORS[c]} for c in codes}
+
+
+# Every API call can meet the Host check and the token check (and its throttle); writes also the cross-site and
+# body-size checks and input validation.
+WRITE_ERRORS = errors(403, 413, 422)
+CSV = {"text/csv": {"schema": {"type": "string"}}}
 
 
 def api_router(tag: str) -> APIRouter:
     """A router for one resource: under /api/v1, tagged, behind the token check."""
-    return APIRouter(prefix=PREFIX, tags=[tag], dependencies=[Depends(require_api_auth)])
+    return APIRouter(prefix=PREFIX, tags=[tag], dependencies=[Depends(require_api_auth)],
+                     responses=errors(400, 401, 429))

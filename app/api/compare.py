@@ -6,17 +6,22 @@ from typing import Literal
 
 from fastapi import Query, Response
 
-from app.api import api_router
+from app.api import CSV, api_router, errors
+from app.core.schemas import MAX_ID
 from app.services.compare import compare
+from app.services.serializers import CompareOut
 from app.store.compare import compare_csv
 from app.web.deps import SessionDep
 
 router = api_router("compare")
 
 
-@router.get("/compare")
-def get_compare(session: SessionDep, ids: str = Query(..., description="comma-separated run ids"),
-                baseline: int | None = None, format: Literal["json", "csv"] = "json"):
+# Not validated against CompareOut on the way out: documents of 100 runs hold ~100k values (see the json.dumps below).
+@router.get("/compare", response_model=CompareOut,
+            responses={200: {"content": CSV, "description": "the final table (CSV with format=csv)"},
+                       **errors(404, 422)})
+def get_compare(session: SessionDep, ids: str = Query(..., description="comma-separated run ids", max_length=4000),
+                baseline: int | None = Query(None, ge=1, le=MAX_ID), format: Literal["json", "csv"] = "json"):
     """Curves, final table with differences to the baseline, recipe diff, confusion matrices, disagreements."""
     data = compare(session, ids, baseline)
     if format == "csv":

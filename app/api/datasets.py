@@ -1,19 +1,21 @@
 """/api/v1/datasets: register a dataset after validation, list them, read one."""
 from __future__ import annotations
 
-from fastapi import Body
+from typing import Annotated
 
-from app.api import api_router
+from fastapi import Body, Path
+
+from app.api import WRITE_ERRORS, api_router, errors
 from app.core.schemas import DatasetSpec
 from app.services import datasets
-from app.services.serializers import serialize_dataset
+from app.services.serializers import DatasetOut, serialize_dataset
 from app.web.deps import SessionDep, SettingsDep
 
 router = api_router("datasets")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 
 
-@router.post("/datasets", status_code=201)
+@router.post("/datasets", status_code=201, response_model=DatasetOut, responses={**WRITE_ERRORS, **errors(409)})
 def post_datasets(session: SessionDep, settings: SettingsDep,
                   name: str = Body(..., min_length=1, max_length=200, pattern=NAME_PATTERN),
                   spec: DatasetSpec = Body(...)):
@@ -21,13 +23,13 @@ def post_datasets(session: SessionDep, settings: SettingsDep,
     return serialize_dataset(datasets.register(session, name, spec, settings.data_root, loc_prefix="spec"))
 
 
-@router.get("/datasets")
+@router.get("/datasets", response_model=list[DatasetOut])
 def get_datasets(session: SessionDep):
     """Registered datasets with their validation reports."""
     return [serialize_dataset(d) for d in datasets.registered(session)]
 
 
-@router.get("/datasets/{name}")
-def get_dataset(name: str, session: SessionDep):
+@router.get("/datasets/{name}", response_model=DatasetOut, responses=errors(404, 422))
+def get_dataset(name: Annotated[str, Path(max_length=200)], session: SessionDep):
     """One registered dataset."""
     return serialize_dataset(datasets.get(session, name))

@@ -1,23 +1,42 @@
 """/api/v1/runs: submit, list, read, cancel, and a run's epochs, LR finds, model file and live events."""
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from fastapi import Body, Query, Request, Response
-from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi import Body, Depends, Header, Query, Request, Response
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.sse import EventSourceResponse
 
-from app.api import api_router
-from app.core.schemas import RunSpec
+from app.api import CSV, WRITE_ERRORS, Offset, RunId, api_router, errors
+from app.core.events import EpochEvent
 from app.core.status import RunStatus
 from app.services import runs
-from app.services.serializers import epochs_csv, serialize_attempt, serialize_epoch, serialize_lr_find, serialize_run
+from app.services.serializers import (
+    AttemptOut,
+    CancelOut,
+    LRFindOut,
+    RunOut,
+    RunPage,
+    epochs_csv,
+    serialize_attempt,
+    serialize_epoch,
+    serialize_lr_find,
+    serialize_run,
+)
 from app.store.db import session_scope
 from app.web.deps import PublisherDep, SessionDep, SettingsDep
-from app.web.sse import run_events
+from app.web.sse import resume_point, run_events, stream_slot
 
 router = api_router("runs")
 Order = Literal["created_at", "-created_at", "name", "-name", "best_accuracy", "-best_accuracy",
                 "tta_accuracy", "-tta_accuracy", "status", "-status", "finished_at", "-finished_at", "id", "-id"]
+RUN_SPEC_BODY = {"requestBody": {"required": True,
+                                 "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RunSpec"}}}}}
+
+
+# 202: stored, but the broker did not take the message; the reconciler sends it when the broker is back.
+QUEUED_LATER = {202: {"model": RunOut, "description": "stored; the broker was unreachable, so it is sent later "
+                                                      "(see queued_note)"}}
 
 
 def stored(run, note: str | None, status_code: int = 201) -> JSONResponse:
@@ -27,32 +46,36 @@ def stored(run, note: str | None, status_code: int = 201) -> JSONResponse:
     return JSONResponse({**serialize_run(run), "queued_note": note}, status_code=202)
 
 
-@router.post("/runs", status_code=201,
-             openapi_extra={"requestBody": {"content": {"application/json": {"schema": RunSpec.model_json_schema()}}}})
+@router.post("/runs", status_code=201, response_model=RunOut, responses={**WRITE_ERRORS, **QUEUED_LATER},
+             openapi_extra=RUN_SPEC_BODY)
 def post_runs(session: SessionDep, settings: SettingsDep, publisher: PublisherDep, payload: dict = Body(...)):
     """Submit a RunSpec: validated with its dataset, stored and queued; 422 names every bad field. 202 with a
     queued_note when the broker is unreachable: the run is stored and is sent when the broker is back."""
     return stored(*runs.submit(session, publisher, payload, settings.data_root))
 
 
-@router.get("/runs")
+@router.get("/runs", response_model=RunPage, responses=errors(422))
 def get_runs(session: SessionDep, status: list[RunStatus] | None = Query(None), dataset: str | None = None,
              name: str | None = None, order: Order = "-created_at", limit: int = Query(50, ge=1, le=500),
-             offset: int = Query(0, ge=0)):
+             offset: Offset = 0):
     """Runs, newest first, filtered by status (repeatable), dataset and name; paginated."""
     items, total = runs.page(session, status=status, dataset=dataset, name_contains=name, limit=limit,
                              offset=offset, order=order)
     return {"items": [serialize_run(r, full=False) for r in items], "total": total, "limit": limit, "offset": offset}
 
 
-@router.get("/runs/{run_id}")
-def get_run(run_id: int, session: SessionDep):
+# Served by app.web.fastpath for bearer-token and open callers (no response validation there: it is the hottest
+# call); this handler answers cookie sessions, misses and 404s.
+@router.get("/runs/{run_id}", response_model=RunOut, responses=errors(404, 422))
+def get_run(run_id: RunId, session: SessionDep):
     """One run: status, spec, live progress, result (metrics, tta, best) and error."""
     return serialize_run(runs.get(session, run_id))
 
 
-@router.get("/runs/{run_id}/epochs")
-def get_run_epochs(run_id: int, session: SessionDep, format: Literal["json", "csv"] = "json"):
+@router.get("/runs/{run_id}/epochs", response_model=list[EpochEvent],
+            responses={200: {"content": CSV, "description": "the epoch table (CSV with format=csv)"},
+                       **errors(404, 422)})
+def get_run_epochs(run_id: RunId, session: SessionDep, format: Literal["json", "csv"] = "json"):
     """The epoch table, as the engine's JSON events or as CSV."""
     rows = runs.epochs(session, run_id)
     if format == "csv":
@@ -61,37 +84,40 @@ def get_run_epochs(run_id: int, session: SessionDep, format: Literal["json", "cs
     return [serialize_epoch(r) for r in rows]
 
 
-@router.get("/runs/{run_id}/lr_finds")
-def get_run_lr_finds(run_id: int, session: SessionDep):
+@router.get("/runs/{run_id}/lr_finds", response_model=list[LRFindOut], responses=errors(404, 422))
+def get_run_lr_finds(run_id: RunId, session: SessionDep):
     """Each LR-finder curve of the run, with its valley suggestion."""
     return [serialize_lr_find(r) for r in runs.lr_finds(session, run_id)]
 
 
-@router.get("/runs/{run_id}/attempts")
-def get_run_attempts(run_id: int, session: SessionDep):
+@router.get("/runs/{run_id}/attempts", response_model=list[AttemptOut], responses=errors(404, 422))
+def get_run_attempts(run_id: RunId, session: SessionDep):
     """Each attempt at the run: worker, start, end, where it resumed and why it ended."""
     runs.get(session, run_id)
     return [serialize_attempt(a) for a in runs.attempts(session, run_id)]
 
 
-@router.get("/runs/{run_id}/model")
-def get_run_model(run_id: int, session: SessionDep):
+@router.get("/runs/{run_id}/model", response_class=FileResponse,
+            responses={200: {"content": {"application/octet-stream": {"schema": {"type": "string",
+                                                                                  "format": "binary"}}},
+                             "description": "fastai's learn.export file"}, **errors(404, 422)})
+def get_run_model(run_id: RunId, session: SessionDep):
     """Download the exported model (fastai's learn.export file)."""
     return FileResponse(runs.model_file(session, run_id), filename=f"run-{run_id}-model.pkl",
                         media_type="application/octet-stream")
 
 
-@router.post("/runs/{run_id}/cancel")
-def post_run_cancel(run_id: int, request: Request, session: SessionDep, settings: SettingsDep):
-    """Cancel a queued run, or ask a running one to stop at its next batch (at once when its worker is gone);
+@router.post("/runs/{run_id}/cancel", response_model=CancelOut, responses={**errors(403, 404, 409, 422)})
+def post_run_cancel(run_id: RunId, request: Request, session: SessionDep, settings: SettingsDep):
+    """Cancel a queued run, or ask a running one to stop at its next batch (at once when no live worker holds it);
     409 when it already ended."""
     status = runs.cancel(session, run_id, orphaned_after=settings.worker_lost_after)
     request.app.state.run_cache.invalidate(run_id)  # the next GET must show the cancel
     return {"id": run_id, "status": status, "cancel_requested": True}
 
 
-@router.post("/runs/{run_id}/retry")
-def post_run_retry(run_id: int, request: Request, session: SessionDep, publisher: PublisherDep,
+@router.post("/runs/{run_id}/retry", response_model=RunOut, responses={**errors(403, 404, 409, 422), **QUEUED_LATER})
+def post_run_retry(run_id: RunId, request: Request, session: SessionDep, publisher: PublisherDep,
                    start: Literal["checkpoint", "scratch"] = Body("checkpoint", alias="from", embed=True)):
     """Queue a failed or cancelled run again under its id: from its last epoch checkpoint (its rows kept) or from
     scratch (rows cleared); 409 for a queued, running or succeeded run."""
@@ -100,12 +126,24 @@ def post_run_retry(run_id: int, request: Request, session: SessionDep, publisher
     return stored(run, note, status_code=200)
 
 
-@router.get("/runs/{run_id}/events")
-def get_run_events(run_id: int, request: Request):
-    """Server-sent events: stored epoch rows, then new rows, progress and status changes; resumes by Last-Event-ID."""
-    with session_scope(request.app.state.engine) as session:  # not a request-long session: streams last for hours
+def existing_run(run_id: RunId, request: Request) -> int:
+    """The run id, once the run is known to exist (404 otherwise): a short session, as streams last for hours."""
+    with session_scope(request.app.state.engine) as session:
         runs.get(session, run_id)
-    last = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
-    after = int(last) if last and last.isdigit() else 0
-    return StreamingResponse(run_events(request, run_id, after), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return run_id
+
+
+@router.get("/runs/{run_id}/events", response_class=EventSourceResponse,
+            dependencies=[Depends(stream_slot)], responses=errors(404, 422, 503))
+async def get_run_events(request: Request, run_id: Annotated[int, Depends(existing_run)],
+                         last_event_id: Annotated[str | None, Query(
+                             description="resume after this epoch row (for clients that cannot set the header)",
+                             max_length=64)] = None,
+                         last_event_id_header: Annotated[str | None, Header(
+                             alias="Last-Event-ID", description="resume after this epoch row", max_length=64)] = None):
+    """Server-sent events: stored epoch rows (`epoch`, id = the row's ordinal), then new rows, batch `progress` and
+    `status` changes, until the run has finished; a stream also ends after FITBOARD_STREAM_LIFETIME seconds and the
+    client resumes with Last-Event-ID (a value that is not a row ordinal is ignored: the stream starts over)."""
+    after = resume_point(last_event_id_header or last_event_id)
+    async for event in run_events(request.app.state.streams, run_id, after):
+        yield event

@@ -6,15 +6,26 @@ from typing import Literal
 from fastapi import Body
 from fastapi.responses import JSONResponse
 
-from app.api import api_router
+from app.api import WRITE_ERRORS, SweepId, api_router, errors
 from app.services import sweeps
-from app.services.serializers import serialize_run
+from app.services.serializers import SweepOut, SweepQueued, serialize_run
 from app.web.deps import PublisherDep, SessionDep, SettingsDep
 
 router = api_router("sweeps")
+# 202: stored, but the broker did not take every message; the reconciler sends the rest when it is back.
+QUEUED_LATER = {202: {"model": SweepQueued, "description": "stored; the broker was unreachable, so runs are sent "
+                                                          "later (see queued_note)"}}
 
 
-@router.post("/sweeps", status_code=201)
+def _answer(report: dict, queued: list, note: str | None) -> JSONResponse:
+    """The sweep report with its new runs: 201, or 202 with the note when the broker could not take them yet."""
+    body = {**report, "queued": [serialize_run(r, full=False) for r in queued]}
+    if note is None:
+        return JSONResponse(body, status_code=201)
+    return JSONResponse({**body, "queued_note": note}, status_code=202)
+
+
+@router.post("/sweeps", status_code=201, response_model=SweepQueued, responses={**WRITE_ERRORS, **QUEUED_LATER})
 def post_sweeps(session: SessionDep, settings: SettingsDep, publisher: PublisherDep, base: dict = Body(...),
                 vary: dict = Body(...), seeds: list = Body([0, 1, 2]),
                 mode: Literal["grid", "one_at_a_time"] = Body("one_at_a_time")):
@@ -25,23 +36,16 @@ def post_sweeps(session: SessionDep, settings: SettingsDep, publisher: Publisher
     return _answer(sweeps.report(session, sweep.id), queued, note)
 
 
-@router.get("/sweeps/{sweep_id}")
-def get_sweep(sweep_id: int, session: SessionDep):
+@router.get("/sweeps/{sweep_id}", response_model=SweepOut, responses=errors(404, 422))
+def get_sweep(sweep_id: SweepId, session: SessionDep):
     """Each variant's runs, mean and std of accuracy and TTA accuracy, and its seed-paired difference to base."""
     return sweeps.report(session, sweep_id)
 
 
-@router.post("/sweeps/{sweep_id}/seeds", status_code=201)
-def post_sweep_seeds(sweep_id: int, session: SessionDep, settings: SettingsDep, publisher: PublisherDep,
+@router.post("/sweeps/{sweep_id}/seeds", status_code=201, response_model=SweepQueued,
+             responses={**WRITE_ERRORS, **errors(404), **QUEUED_LATER})
+def post_sweep_seeds(sweep_id: SweepId, session: SessionDep, settings: SettingsDep, publisher: PublisherDep,
                      seeds: list = Body(..., embed=True)):
-    """Run every variant for more seeds."""
+    """Run every variant for more seeds (the sweep stays within FITBOARD_MAX_SWEEP_RUNS)."""
     queued, note = sweeps.add_seeds(session, publisher, sweep_id, seeds, settings.max_sweep_runs)
     return _answer(sweeps.report(session, sweep_id), queued, note)
-
-
-def _answer(report: dict, queued: list, note: str | None) -> JSONResponse:
-    """The sweep report with its new runs: 201, or 202 with the note when the broker could not take them yet."""
-    body = {**report, "queued": [serialize_run(r, full=False) for r in queued]}
-    if note is None:
-        return JSONResponse(body, status_code=201)
-    return JSONResponse({**body, "queued_note": note}, status_code=202)

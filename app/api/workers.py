@@ -3,13 +3,13 @@ from __future__ import annotations
 
 from app.api import api_router
 from app.services import workers
-from app.services.serializers import serialize_worker
+from app.services.serializers import WorkerOut, serialize_worker
 from app.web.deps import SessionDep, SettingsDep
 
 router = api_router("workers")
 
 
-@router.get("/workers")
+@router.get("/workers", response_model=list[WorkerOut])
 def get_workers(session: SessionDep, settings: SettingsDep):
     """Workers with their host, GPU, last heartbeat and current run."""
     return [serialize_worker(s.worker) for s in workers.states(session, settings.worker_lost_after)]

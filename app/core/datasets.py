@@ -68,7 +68,7 @@ def inside(path: Path, root: Path) -> bool:
 
 def _under_root(rel: str, root: Path, loc: str, base: Path | None = None) -> Path:
     """Resolve a user-given path (relative to base, default the data root), refusing anything that leaves the root."""
-    p = Path(rel).expanduser()
+    p = Path(rel)  # never expanduser: '~name' is a folder name here, not another user's home
     p = p if p.is_absolute() else (base or root) / p
     if not inside(p, root):
         raise RecipeError.one(loc, f"path {rel!r} is outside the data root {root}")
@@ -250,9 +250,14 @@ def resolve_dataset(ref: str | DatasetSpec, data_root: Path, seed: int = 42,
                     registry: Registry | None = None) -> ResolvedDataset:
     """Resolve and validate a recipe's dataset; every failure is a RecipeError naming the file, column or row."""
     root = Path(data_root).resolve()
-    name, spec = _spec_for(ref, root, registry)
-    items = _csv_items(spec, root, seed) if spec.layout == "csv" else _folder_items(spec, root)
-    warnings = _check_items(items, name)
+    try:
+        name, spec = _spec_for(ref, root, registry)
+        items = _csv_items(spec, root, seed) if spec.layout == "csv" else _folder_items(spec, root)
+        warnings = _check_items(items, name)
+    except RecipeError:
+        raise
+    except (OSError, ValueError) as exc:  # a name the file system refuses (too long, NUL in a CSV row, ...)
+        raise RecipeError.one("dataset", f"cannot read the dataset: {exc}") from None
     classes = sorted({it.label for it in items})
     return ResolvedDataset(name=name, layout=spec.layout, root=_under_root(spec.path, root, "dataset.path"),
                            items=items, classes=classes, warnings=warnings)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from app.core.errors import RecipeError
 
@@ -18,6 +18,25 @@ ARCHITECTURES = (
 # Upper bounds: generous for real work, small enough that no single recipe can occupy a fleet for ever.
 MAX_EPOCHS, MAX_STAGES, MAX_SIDE, MAX_BS, MAX_TTA, MAX_LR, MAX_ATTEMPTS = 1000, 20, 2048, 4096, 32, 10.0, 10
 Side = Annotated[int, Field(strict=True, gt=0, le=MAX_SIDE)]
+MAX_ID = 2**63 - 1  # the largest id or offset a database integer holds; more is refused before any query
+MAX_PATH_CHARS = 1024  # a dataset path or name as given; file systems refuse more anyway
+MAX_COMPONENT_BYTES = 255  # one file or folder name (NAME_MAX on Linux and macOS)
+
+
+def _check_data_path(value: str) -> str:
+    """A path or name relative to the data root: no NUL, no ~user, no component a file system would refuse."""
+    if "\x00" in value:
+        raise ValueError("must not contain a NUL character")
+    if value.startswith("~"):
+        raise ValueError("must not start with '~': paths are relative to the data root")
+    longest = max((len(part.encode()) for part in value.replace("\\", "/").split("/")), default=0)
+    if longest > MAX_COMPONENT_BYTES:
+        raise ValueError(f"a file or folder name may have at most {MAX_COMPONENT_BYTES} bytes")
+    return value
+
+
+# A path inside the data root (a dataset folder, its CSV, image folder or label map), or a dataset name.
+DataPath = Annotated[str, Field(min_length=1, max_length=MAX_PATH_CHARS), AfterValidator(_check_data_path)]
 INT_FIELDS = ("epochs", "size", "presize", "bs")
 
 
@@ -43,11 +62,15 @@ def _message(err: dict) -> str:
 
 def problems_from(exc: ValidationError) -> list[dict]:
     """Turn a pydantic ValidationError into [{'loc', 'msg'}] with readable field paths."""
+    errors = exc.errors()
+    paths = [field_path(err["loc"]) for err in errors]
     problems = []
-    for err in exc.errors():
+    for err, path in zip(errors, paths):
         if err["type"] == "string_type" and isinstance(err["input"], dict):
             continue  # an inline dataset object: its own field errors say what is wrong
-        problems.append({"loc": field_path(err["loc"]), "msg": _message(err)})
+        if err["type"] == "model_type" and isinstance(err["input"], str) and paths.count(path) > 1:
+            continue  # a dataset name: what is wrong with the name says more than "not an object"
+        problems.append({"loc": path, "msg": _message(err)})
     return problems
 
 
@@ -128,14 +151,14 @@ class DatasetSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     layout: Literal["csv", "folder"]
-    path: str
-    csv: str | None = None
-    images: str | None = None
+    path: DataPath
+    csv: DataPath | None = None
+    images: DataPath | None = None
     image_col: str | None = None
     label_col: str | None = None
     valid_col: str | None = None
     valid_pct: Annotated[float, Field(gt=0, lt=1)] = 0.2
-    label_map: str | dict[str, str] | None = None
+    label_map: DataPath | dict[str, str] | None = None
 
 
 class RunSpec(BaseModel):
@@ -143,7 +166,7 @@ class RunSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     name: Annotated[str, Field(min_length=1, max_length=200)]
-    dataset: Union[Annotated[str, Field(min_length=1)], DatasetSpec]
+    dataset: Union[DataPath, DatasetSpec]
     arch: str = "resnet34"
     pretrained: bool = True
     normalize: Literal["none", "imagenet", "dataset"] = "imagenet"

@@ -26,6 +26,14 @@ class Settings(BaseSettings):
     write_retry_seconds: float = 600.0  # a worker retries a failed epoch-row write this long before failing the run
     max_sweep_runs: int = 256  # variants x seeds of one sweep
     api_token: str | None = None  # set: the API needs "Authorization: Bearer <token>", pages need a login
+    # Host names this server answers to (comma-separated; "*" for any). Unset: the loopback names, this machine's
+    # name and the address `fitboard web --host` binds. Anything else gets 400 (DNS rebinding).
+    allowed_hosts: str | None = None
+    bind_host: str | None = None  # set by `fitboard web`/`up` from --host, added to the default allowed hosts
+    cookie_secure: bool | None = None  # the session cookie's Secure flag; None: set when the request came over https
+    max_streams: int = 64  # concurrent server-sent event streams; more get 503 with Retry-After
+    stream_lifetime: float = 300.0  # seconds a stream stays open before the client reconnects with Last-Event-ID
+    auth_failures_per_minute: int = 10  # failed logins / wrong bearer tokens per client address before 429
 
     @model_validator(mode="after")
     def _resolve_paths(self) -> "Settings":

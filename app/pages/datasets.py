@@ -1,13 +1,15 @@
 """The dataset pages: the list with the register form, one dataset's report and sample images."""
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Request
 from fastapi.responses import FileResponse
 from pydantic import ValidationError
 
 from app.core.datasets import ResolvedDataset
 from app.core.errors import DatasetExists, RecipeError
-from app.core.schemas import DatasetSpec, problems_from
+from app.core.schemas import MAX_ID, DatasetSpec, problems_from
 from app.pages import forms
 from app.pages.render import FormData, redirect, render
 from app.services import datasets
@@ -64,10 +66,10 @@ def get_dataset(request: Request, session: SessionDep, settings: SettingsDep, na
 
 
 @router.get("/datasets/{name}/images/{k}")
-def get_dataset_image(session: SessionDep, settings: SettingsDep, name: str, k: int):
-    """The k-th image of a validated dataset (its path was checked to lie inside the data root)."""
-    path = datasets.image_path(session, name, k, settings.data_root)
-    return FileResponse(path, headers={"Cache-Control": "private, max-age=300"})
+def get_dataset_image(session: SessionDep, settings: SettingsDep, name: str, k: Annotated[int, Path(ge=0, le=MAX_ID)]):
+    """The k-th image of a validated dataset (inside the data root), with the type PIL recognises it as."""
+    path, media_type = datasets.image_file(session, name, k, settings.data_root)
+    return FileResponse(path, media_type=media_type, headers={"Cache-Control": "private, max-age=300"})
 
 
 def sample_indices(resolved: ResolvedDataset, per_class: int = 2, limit: int = 12) -> list[int]:

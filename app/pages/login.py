@@ -5,7 +5,7 @@ from fastapi import APIRouter, Request
 
 from app.pages.render import FormData, redirect, render
 from app.web.deps import SettingsDep
-from app.web.security import token_matches
+from app.web.security import client_address, log_in, log_out, token_matches
 
 router = APIRouter()
 
@@ -25,18 +25,25 @@ def get_login(request: Request, settings: SettingsDep, next: str = "/"):
 
 @router.post("/login")
 def post_login(request: Request, settings: SettingsDep, data: FormData):
-    """Log this browser in when it presents the configured token."""
+    """Log this browser in when it presents the configured token; too many wrong tokens from one address: 429."""
     target = _safe_next(data.get("next"))
     if not settings.api_token:
         return redirect(target)
+    throttle, address = request.app.state.auth_throttle, client_address(request)
+    if (wait := throttle.retry_after(address)) is not None:  # before comparing: a right guess must not show either
+        response = render(request, "login.html", 429, next=target,
+                          error=f"Too many wrong tokens from this address; try again in {wait} s.")
+        response.headers["Retry-After"] = str(wait)
+        return response
     if not token_matches(data.get("token"), settings.api_token):
+        throttle.fail(address)
         return render(request, "login.html", 401, next=target, error="That token is not the configured one.")
-    request.session["auth"] = True
+    log_in(request)
     return redirect(target)
 
 
 @router.post("/logout")
 def post_logout(request: Request, settings: SettingsDep, data: FormData):
-    """Forget this browser's login."""
-    request.session.pop("auth", None)
+    """End this browser's login, and every other session signed before (see app.web.security.SessionEpoch)."""
+    log_out(request)
     return redirect("/login" if settings.api_token else "/")

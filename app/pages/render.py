@@ -5,15 +5,18 @@ from typing import Annotated
 from urllib.parse import urlencode
 
 import jinja2
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Path, Request
 from fastapi.responses import RedirectResponse
 from fastapi.templating import Jinja2Templates
 
 from app.core.resources import templates_dir
+from app.core.schemas import MAX_ID
 from app.core.status import RunStatus
 from app.pages.forms import field_label
-from app.pages.wording import fmt_lr, heat
+from app.pages.wording import COLORS, fmt_lr, heat
 from app.web.security import check_csrf, csrf_token, logged_in
+
+PageId = Annotated[int, Path(ge=1, le=MAX_ID)]  # a run or sweep id in a page's path: bounded before any query
 
 
 def _context(request: Request) -> dict:
@@ -26,6 +29,7 @@ env = jinja2.Environment(loader=jinja2.FileSystemLoader(templates_dir()), autoes
                          trim_blocks=True, lstrip_blocks=True)
 env.globals["RunStatus"] = RunStatus  # templates compare statuses by name, never by a spelled-out string
 env.filters.update(lr=fmt_lr, field_label=field_label, heat_cells=heat,
+                   swatch=lambda color: f"c{COLORS.index(color) if color in COLORS else 0}",
                    f4=lambda v: "–" if v is None else f"{v:.4f}",
                    pct=lambda v: "–" if v is None else f"{100 * v:.1f}%")
 templates = Jinja2Templates(env=env, context_processors=[_context])

@@ -7,7 +7,7 @@ from app.core.errors import RecipeError
 from app.core.schemas import ARCHITECTURES
 from app.pages import forms
 from app.pages.presets import dataset_choices
-from app.pages.render import FormData, redirect, render
+from app.pages.render import FormData, PageId, redirect, render
 from app.services import datasets, runs
 from app.store.models import Run
 from app.web.deps import PublisherDep, SessionDep, SettingsDep
@@ -49,7 +49,7 @@ def post_run_form(request: Request, session: SessionDep, settings: SettingsDep, 
 
 
 @router.get("/runs/{run_id}/clone")
-def get_run_clone(request: Request, session: SessionDep, settings: SettingsDep, run_id: int):
+def get_run_clone(request: Request, session: SessionDep, settings: SettingsDep, run_id: PageId):
     """The run form prefilled with this run's recipe."""
     run = runs.get(session, run_id)
     form = forms.form_from_spec(run.spec)

@@ -7,8 +7,9 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Query, Request
 
 from app.core.errors import RunActive, RunFinished
+from app.core.schemas import MAX_ID
 from app.core.status import FINISHED, STATUSES, RunStatus
-from app.pages.render import FormData, redirect, render
+from app.pages.render import FormData, PageId, redirect, render
 from app.pages.wording import describe_stage, describe_techniques
 from app.services import datasets, runs
 from app.services.serializers import serialize_epoch, serialize_lr_find
@@ -42,7 +43,7 @@ def get_runs(request: Request, session: SessionDep, status: list[str] = Query([]
     """Every run with its techniques and headline metrics; filter, sort, page, pick runs to compare."""
     status = [s for s in status if s in STATUSES]
     order = order if order.lstrip("-") in SORTABLE else "-created_at"
-    limit, offset = min(max(limit, 1), 200), max(offset, 0)
+    limit, offset = min(max(limit, 1), 200), min(max(offset, 0), MAX_ID)
     items, total = runs.page(session, status=status or None, dataset=dataset or None, name_contains=name or None,
                              limit=limit, offset=offset, order=order)
     params = {"status": status, "dataset": dataset, "name": name, "order": order,
@@ -80,13 +81,13 @@ def _run_page(request: Request, session, run_id: int, message: str | None = None
 
 
 @router.get("/runs/{run_id}")
-def get_run(request: Request, session: SessionDep, run_id: int):
+def get_run(request: Request, session: SessionDep, run_id: PageId):
     """One run, live while it trains."""
     return _run_page(request, session, run_id)
 
 
 @router.post("/runs/{run_id}/cancel")
-def post_run_cancel(request: Request, session: SessionDep, settings: SettingsDep, run_id: int, data: FormData):
+def post_run_cancel(request: Request, session: SessionDep, settings: SettingsDep, run_id: PageId, data: FormData):
     """Cancel a queued run, or ask a running one to stop at its next batch."""
     try:
         status = runs.cancel(session, run_id, orphaned_after=settings.worker_lost_after)
@@ -99,7 +100,7 @@ def post_run_cancel(request: Request, session: SessionDep, settings: SettingsDep
 
 
 @router.post("/runs/{run_id}/retry")
-def post_run_retry(request: Request, session: SessionDep, publisher: PublisherDep, run_id: int, data: FormData):
+def post_run_retry(request: Request, session: SessionDep, publisher: PublisherDep, run_id: PageId, data: FormData):
     """Queue a failed or cancelled run again: from its last checkpoint, or from scratch."""
     scratch = data.get("from") == "scratch"
     try:

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from app.core.errors import RecipeError
 from app.core.status import FINISHED
 from app.core.sweep_plan import BASE_KEY, get_path
-from app.pages.render import FormData, redirect, render
+from app.pages.render import FormData, PageId, redirect, render
 from app.pages.wording import COLORS, mean_std, paired_diff
 from app.services import runs, sweeps
 from app.services.compare import MAX_COMPARE
@@ -81,14 +81,14 @@ def _seed_count(text: str | None) -> int | None:
 
 
 @router.get("/runs/{run_id}/ablate")
-def get_ablate(request: Request, session: SessionDep, run_id: int):
+def get_ablate(request: Request, session: SessionDep, run_id: PageId):
     """Tick the techniques to toggle against this run; each becomes a variant run for several seeds."""
     run = runs.get(session, run_id)
     return _ablate_page(request, run, {"name": run.name, "seeds": "3", "mode": "one_at_a_time", "picked": []})
 
 
 @router.post("/runs/{run_id}/ablate")
-def post_ablate(request: Request, session: SessionDep, settings: SettingsDep, publisher: PublisherDep, run_id: int,
+def post_ablate(request: Request, session: SessionDep, settings: SettingsDep, publisher: PublisherDep, run_id: PageId,
                 data: FormData):
     """Store the sweep, queue one run per variant and seed, and show it."""
     run = runs.get(session, run_id)
@@ -151,14 +151,14 @@ def get_sweeps(request: Request, session: SessionDep):
 
 
 @router.get("/sweeps/{sweep_id}")
-def get_sweep(request: Request, session: SessionDep, sweep_id: int):
+def get_sweep(request: Request, session: SessionDep, sweep_id: PageId):
     """One sweep, refreshed while its runs train."""
     return _sweep_page(request, sweeps.report(session, sweep_id))
 
 
 @router.post("/sweeps/{sweep_id}/seeds")
 def post_sweep_seeds(request: Request, session: SessionDep, settings: SettingsDep, publisher: PublisherDep,
-                     sweep_id: int, data: FormData):
+                     sweep_id: PageId, data: FormData):
     """Run every variant for a few more seeds (the next unused ones)."""
     report = sweeps.report(session, sweep_id)
     n = _seed_count(data.get("count"))

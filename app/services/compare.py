@@ -4,6 +4,7 @@ from __future__ import annotations
 from sqlmodel import Session
 
 from app.core.errors import RecipeError
+from app.core.schemas import MAX_ID
 from app.store.compare import compare_runs
 
 MAX_COMPARE = 200
@@ -15,6 +16,8 @@ def parse_ids(ids: str) -> list[int]:
         out = list(dict.fromkeys(int(x) for x in ids.split(",") if x.strip()))
     except ValueError:
         raise RecipeError.one("ids", "ids must be comma-separated run ids, e.g. 3,5,8") from None
+    if any(not 1 <= i <= MAX_ID for i in out):
+        raise RecipeError.one("ids", f"run ids are between 1 and {MAX_ID}")
     if not 1 <= len(out) <= MAX_COMPARE:
         raise RecipeError.one("ids", f"compare between 1 and {MAX_COMPARE} runs")
     return out

@@ -94,8 +94,10 @@ _cache: dict[tuple, tuple[float, DatasetInfo]] = {}
 def dataset_info(name: str, data_root: Path, spec: dict | None = None) -> DatasetInfo:
     """Resolve a registered spec or a folder under the data root (cached briefly; errors become text)."""
     root = Path(data_root)
-    base = root / (spec["path"] if spec else name)
-    stamp = base.stat().st_mtime_ns if base.exists() else 0
+    try:
+        stamp = (root / (spec["path"] if spec else name)).stat().st_mtime_ns
+    except (OSError, ValueError):
+        stamp = 0
     key = (str(root), name, json.dumps(spec, sort_keys=True), stamp)
     hit = _cache.get(key)
     if hit and time.monotonic() - hit[0] < CACHE_SECONDS:
@@ -125,21 +127,37 @@ def dataset_infos(session: Session, data_root: Path) -> list[DatasetInfo]:
     return infos + [dataset_info(f, data_root) for f in folders if f not in taken]
 
 
+def _is_folder(root: Path, name: str) -> bool:
+    """Whether name is a folder inside the data root; a name the file system refuses (NUL, too long) is not."""
+    try:
+        folder = root / name
+        return inside(folder, root) and folder.is_dir()
+    except (OSError, ValueError):
+        return False
+
+
 def find(session: Session, name: str, data_root: Path) -> DatasetInfo:
     """A registered dataset or a folder under the data root, resolved; DatasetNotFound when neither exists."""
     ds = registry.get_dataset(session, name)
-    folder = Path(data_root) / name
-    if ds is None and not (inside(folder, data_root) and folder.is_dir()):
+    if ds is None and not _is_folder(Path(data_root), name):
         raise DatasetNotFound(name)
     return dataset_info(name, data_root, ds.spec if ds else None)
 
 
-def image_path(session: Session, name: str, k: int, data_root: Path) -> Path:
-    """The k-th image file of a validated dataset, confined to the data root; NotFound otherwise."""
+def image_file(session: Session, name: str, k: int, data_root: Path) -> tuple[Path, str]:
+    """The k-th image file of a validated dataset, confined to the data root, and its media type as PIL reads the
+    file (never from the name: an .svg or .html file that a CSV lists is not served); NotFound otherwise."""
     info = find(session, name, data_root)
     if info.resolved is None or not 0 <= k < len(info.resolved.items):
         raise NotFound(f"image {k} of dataset {name!r}")
     path = info.resolved.items[k].path
     if not inside(path, data_root) or not path.is_file():
         raise NotFound(f"image {k} of dataset {name!r}")
-    return path
+    try:
+        with Image.open(path) as im:
+            media_type = Image.MIME.get(im.format or "")
+    except Exception:  # PIL raises many types for a file it does not recognise
+        media_type = None
+    if media_type is None or not media_type.startswith("image/") or media_type == "image/svg+xml":
+        raise NotFound(f"image {k} of dataset {name!r} (not a picture this server serves)")
+    return path, media_type

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import csv
 import io
+from typing import Any, Literal
 
+from pydantic import BaseModel, Field
+
+from app.core.csvsafe import csv_row
 from app.core.events import EpochEvent
+from app.core.status import RunStatus
 from app.store.models import Dataset, EpochRow, LRFind, Run, RunAttempt, Worker
 
 EPOCH_CSV_COLUMNS = ("stage", "epoch", "train_loss", "valid_loss", "accuracy", "error_rate", "seconds")
@@ -50,8 +55,8 @@ def epochs_csv(rows: list[EpochRow]) -> str:
     writer.writerow(EPOCH_CSV_COLUMNS)
     for r in rows:
         m = r.metrics or {}
-        writer.writerow([r.stage, r.epoch, r.train_loss, r.valid_loss, m.get("accuracy"), m.get("error_rate"),
-                         r.seconds])
+        writer.writerow(csv_row([r.stage, r.epoch, r.train_loss, r.valid_loss, m.get("accuracy"), m.get("error_rate"),
+                                 r.seconds]))
     return out.getvalue()
 
 
@@ -75,3 +80,167 @@ def serialize_worker(w: Worker) -> dict:
     """A worker's identity, GPU and last heartbeat."""
     return {"name": w.name, "host": w.host, "pid": w.pid, "gpu": w.gpu, "gpu_memory": w.gpu_memory,
             "current_run_id": w.current_run_id, "started_at": _iso(w.started_at), "last_seen": _iso(w.last_seen)}
+
+
+# ---- the same shapes as pydantic models: the API's response models and its OpenAPI document -----------------------
+# The serialize_* functions above build these dicts without pydantic (they are on the hot paths); the models say
+# what they hold. Free-form documents (a stored recipe, a result, a report) stay objects.
+
+class ErrorOut(BaseModel):
+    """Every error but 422: a sentence saying what went wrong."""
+
+    detail: str
+
+
+class Problem(BaseModel):
+    """One thing wrong with a request: the field path (e.g. stages[1].lr, or ids) and what is wrong with it."""
+
+    loc: str
+    msg: str
+
+
+class ValidationErrorOut(BaseModel):
+    """422: every problem found, each naming its field."""
+
+    detail: list[Problem]
+
+
+class Position(BaseModel):
+    """A place in a run's training: stage and epoch, both 0-based."""
+
+    stage: int
+    epoch: int
+
+
+class RunSummary(BaseModel):
+    """A run as lists show it."""
+
+    id: int
+    name: str
+    status: RunStatus
+    dataset: str
+    techniques: list[str]
+    best_accuracy: float | None
+    tta_accuracy: float | None
+    created_at: str | None = Field(description="ISO 8601, UTC")
+    started_at: str | None
+    finished_at: str | None
+    duration: float | None = Field(description="seconds from start to finish (or to now while running)")
+    worker: str | None
+    attempt: int
+    cancel_requested: bool
+    error: str | None
+    published_at: str | None = Field(description="when its message last went to the broker; null: not sent yet "
+                                                  "(the reconciler sends it when the broker answers)")
+    republish_count: int = Field(description="how often the reconciler sent it again")
+    checkpoint: Position | None = Field(description="the last epoch whose checkpoint is safely written")
+    resume_from: Position | None = Field(description="where its next attempt starts (after a lost worker or retry)")
+
+
+class RunOut(RunSummary):
+    """One run in full: its recipe, live progress, result (metrics, tta, best) and traceback."""
+
+    spec: dict[str, Any]
+    progress: dict[str, Any] | None
+    traceback: str | None
+    result: dict[str, Any] | None
+    queued_note: str | None = Field(None, description="only with 202: the broker was unreachable; the run is stored "
+                                                      "and is sent when the broker is back")
+
+
+class AttemptOut(BaseModel):
+    """One attempt at a run: its worker, when, where it resumed and how it ended."""
+
+    attempt: int
+    worker: str
+    started_at: str | None
+    ended_at: str | None
+    outcome: str | None = Field(description="succeeded, failed, cancelled, or requeued (worker lost or stopped)")
+    reason: str | None
+    resumed_from: Position | None
+
+
+class RunPage(BaseModel):
+    """One page of runs and how many match."""
+
+    items: list[RunSummary]
+    total: int
+    limit: int
+    offset: int
+
+
+class CancelOut(BaseModel):
+    """The run's status after the cancel (cancelled when it was queued; running until the worker stops)."""
+
+    id: int
+    status: RunStatus
+    cancel_requested: Literal[True]
+
+
+class LRFindOut(BaseModel):
+    """One LR-finder curve and its valley suggestion."""
+
+    stage: int
+    suggestion: float | None
+    lrs: list[float | None]
+    losses: list[float | None]
+
+
+class DatasetOut(BaseModel):
+    """A registered dataset: its spec and validation report (classes, counts per split, warnings)."""
+
+    name: str
+    spec: dict[str, Any]
+    report: dict[str, Any]
+    created_at: str | None
+
+
+class WorkerOut(BaseModel):
+    """A worker's identity, GPU and last heartbeat."""
+
+    name: str
+    host: str
+    pid: int
+    gpu: str | None
+    gpu_memory: int | None = Field(description="bytes")
+    current_run_id: int | None
+    started_at: str | None
+    last_seen: str | None
+
+
+class SweepOut(BaseModel):
+    """A sweep's report: each variant's runs, mean and std of accuracy, and its seed-paired difference to base."""
+
+    id: int
+    name: str
+    mode: str
+    seeds: list[int]
+    vary: dict[str, Any]
+    base: dict[str, Any]
+    created_at: str
+    variants: list[dict[str, Any]]
+    runs_total: int
+    runs_finished: int
+    curves: Any
+
+
+class SweepQueued(SweepOut):
+    """The sweep's report and the runs just queued."""
+
+    queued: list[RunSummary]
+    queued_note: str | None = Field(None, description="only with 202: the broker was unreachable; the runs are "
+                                                      "stored and sent when it is back")
+
+
+class CompareOut(BaseModel):
+    """Runs side by side: final table with differences to the baseline, curves, recipe diff, confusions."""
+
+    ids: list[int]
+    baseline: int
+    config_diff: dict[str, dict[str, Any]]
+    runs: list[dict[str, Any]]
+    disagreements: dict[str, Any] | None
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok"]

@@ -9,6 +9,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlmodel import Session
 
+from app.core.csvsafe import csv_row
 from app.core.errors import RunNotFound
 from app.store.models import Artifact, EpochRow, LRFind, Run
 
@@ -155,6 +156,6 @@ def compare_csv(data: dict) -> str:
     diffs = [c for c in TABLE_COLUMNS if c != "best_epoch"]
     writer.writerow(["id", "name", "baseline", *TABLE_COLUMNS, *(f"diff_{c}" for c in diffs)])
     for r in data["runs"]:
-        writer.writerow([r["id"], r["name"], int(r["id"] == data["baseline"]), *(r[c] for c in TABLE_COLUMNS),
-                         *(r["diff"][c] for c in diffs)])
+        writer.writerow(csv_row([r["id"], r["name"], int(r["id"] == data["baseline"]), *(r[c] for c in TABLE_COLUMNS),
+                                 *(r["diff"][c] for c in diffs)]))
     return buf.getvalue()

@@ -16,9 +16,9 @@ from starlette.concurrency import run_in_threadpool
 from app.services.serializers import serialize_run
 from app.store.db import session_scope
 from app.store.models import Run
-from app.web.security import token_matches
+from app.web.security import client_address, token_matches
 
-RUN_PATH = re.compile(r"^/api/v1/runs/(\d+)$")
+RUN_PATH = re.compile(r"^/api/v1/runs/([1-9]\d{0,17})$")  # ids up to 18 digits; the app answers the rest
 TTL_SECONDS = 0.25
 MAX_ENTRIES = 4096
 
@@ -57,9 +57,12 @@ class RunFastPath:
 
     def _authorized(self, scope) -> bool | None:
         """True: serve here. None: let the full app decide (cookie sessions, missing or wrong tokens)."""
-        token = self.outer.state.settings.api_token
+        state = self.outer.state
+        token = state.settings.api_token
         if not token:
             return True
+        if state.auth_throttle.failures and state.auth_throttle.retry_after(client_address(scope)) is not None:
+            return None  # a throttled address gets its 429 from the app, right token or not
         header = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
         ok = header[:7].lower() == "bearer " and token_matches(header[7:].strip(), token)
         return True if ok else None

@@ -1,31 +1,133 @@
-"""Safe defaults for the web process: API token, page login, CSRF tokens, request size limit."""
+"""Safe defaults for the web process: API token, page login and its session, throttling, CSRF tokens."""
 from __future__ import annotations
 
+import hashlib
 import hmac
+import math
+import os
 import secrets
+import time
+from collections import deque
 from pathlib import Path
 
 from fastapi import HTTPException, Request, status
 
 from app.core.settings import Settings
 
-MAX_BODY = 1024 * 1024  # request bodies over 1 MB get 413
 UNSAFE = ("POST", "PUT", "PATCH", "DELETE")
+MIN_TOKEN_CHARS = 32
+THROTTLE_WINDOW = 60.0  # seconds over which failed logins and wrong tokens are counted per client address
+
+
+def write_private(path: Path, text: str, replace: bool = True) -> bool:
+    """Write a 0600 file atomically (a temporary file renamed or linked in place); False if it existed and
+    replace is off, so two processes starting at once keep the first one's secret."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        if replace:
+            os.replace(tmp, path)
+            return True
+        try:
+            os.link(tmp, path)  # fails when the file exists: never overwrite another process's secret
+            return True
+        except FileExistsError:
+            return False
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def private_home(settings: Settings) -> Path:
+    """$FITBOARD_HOME, created 0700 (it holds the session secret and the database)."""
+    home = Path(settings.home)
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if home.stat().st_uid == os.getuid() and home.stat().st_mode & 0o077:
+        home.chmod(0o700)
+    return home
 
 
 def session_secret(settings: Settings) -> str:
-    """The cookie-signing secret: kept in $FITBOARD_HOME so logins survive a restart."""
-    path = Path(settings.home) / "session_secret"
+    """The cookie-signing secret: kept in $FITBOARD_HOME (0600) so logins survive a restart."""
+    path = private_home(settings) / "session_secret"
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_urlsafe(32))
-        path.chmod(0o600)
+        write_private(path, secrets.token_urlsafe(32), replace=False)
     return path.read_text().strip()
+
+
+def check_token_strength(settings: Settings) -> None:
+    """Refuse to serve with a guessable API token."""
+    token = settings.api_token
+    if token is not None and len(token) < MIN_TOKEN_CHARS:
+        raise SystemExit(f"FITBOARD_API_TOKEN has {len(token)} characters; use at least {MIN_TOKEN_CHARS}, e.g. "
+                         "python -c 'import secrets; print(secrets.token_urlsafe(32))'")
 
 
 def token_matches(given: str | None, expected: str) -> bool:
     """Constant-time comparison of a presented token with the configured one."""
     return given is not None and hmac.compare_digest(given.encode(), expected.encode())
+
+
+def token_digest(secret: str, token: str) -> str:
+    """A keyed hash of the API token: what a login session holds, so a token change ends every session."""
+    return hmac.new(secret.encode(), token.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+class SessionEpoch:
+    """A counter in $FITBOARD_HOME/session_epoch; sessions carry the value they logged in under and a logout moves
+    it on, which ends every session signed before (a signed cookie cannot be recalled one by one)."""
+
+    def __init__(self, home: Path):
+        self.path, self._seen = Path(home) / "session_epoch", (None, "0")
+
+    def current(self) -> str:
+        try:
+            stamp = self.path.stat().st_mtime_ns
+        except FileNotFoundError:
+            return "0"
+        if self._seen[0] != stamp:  # re-read only when another process (or a logout) changed it
+            self._seen = (stamp, self.path.read_text().strip() or "0")
+        return self._seen[1]
+
+    def advance(self) -> None:
+        write_private(self.path, secrets.token_hex(8))
+
+
+class AuthThrottle:
+    """Failed logins and wrong bearer tokens per client address: past `limit` in a minute, 429 until one expires."""
+
+    def __init__(self, limit: int, window: float = THROTTLE_WINDOW):
+        self.limit, self.window, self.failures = limit, window, {}
+
+    def retry_after(self, address: str) -> int | None:
+        """Seconds this address must wait, or None when it may try."""
+        seen = self.failures.get(address)
+        if not seen:
+            return None
+        now = time.monotonic()
+        while seen and seen[0] <= now - self.window:
+            seen.popleft()
+        if not seen:
+            del self.failures[address]
+            return None
+        return max(1, math.ceil(seen[0] + self.window - now)) if len(seen) >= self.limit else None
+
+    def fail(self, address: str) -> None:
+        if len(self.failures) > 10_000:
+            self.failures.clear()  # a bound on memory; a flood of addresses only resets the counts
+        self.failures.setdefault(address, deque(maxlen=self.limit)).append(time.monotonic())
+
+
+def client_address(request_or_scope) -> str:
+    """The peer address (the proxy's, behind one: run uvicorn with --proxy-headers to see the client's)."""
+    client = request_or_scope.get("client") if isinstance(request_or_scope, dict) else request_or_scope.client
+    return client[0] if client else "unknown"
+
+
+def too_many(retry_after: int) -> HTTPException:
+    return HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, "too many failed attempts; wait and retry",
+                         headers={"Retry-After": str(retry_after)})
 
 
 def csrf_token(request: Request) -> str:
@@ -43,9 +145,29 @@ def check_csrf(request: Request, submitted: str | None) -> None:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "missing or invalid CSRF token; reload the page and retry")
 
 
+def log_in(request: Request) -> None:
+    """Mark this browser's session as logged in under the current token and session epoch."""
+    state = request.app.state
+    request.session["auth"] = token_digest(state.session_secret, state.settings.api_token)
+    request.session["epoch"] = state.session_epoch.current()
+
+
+def log_out(request: Request) -> None:
+    """End this session, and (by moving the epoch on) every session signed before, copies of the cookie included."""
+    request.session.pop("auth", None)
+    request.session.pop("epoch", None)
+    request.app.state.session_epoch.advance()
+
+
 def logged_in(request: Request) -> bool:
-    """True when no token is configured or this browser logged in with it."""
-    return not request.app.state.settings.api_token or bool(request.session.get("auth"))
+    """True when no token is configured, or this browser logged in with the current token since the last logout."""
+    state = request.app.state
+    token = state.settings.api_token
+    if not token:
+        return True
+    auth = request.session.get("auth")
+    return (isinstance(auth, str) and hmac.compare_digest(auth, token_digest(state.session_secret, token))
+            and request.session.get("epoch") == state.session_epoch.current())
 
 
 async def require_api_auth(request: Request) -> None:
@@ -54,52 +176,19 @@ async def require_api_auth(request: Request) -> None:
     token = request.app.state.settings.api_token
     header = request.headers.get("authorization", "")
     if header.lower().startswith("bearer "):
-        if token and not token_matches(header[7:].strip(), token):
+        if not token:
+            return
+        # Throttled addresses are refused before the comparison, so guessing on cannot tell a right token either.
+        throttle, address = request.app.state.auth_throttle, client_address(request)
+        if throttle.failures and (wait := throttle.retry_after(address)) is not None:
+            raise too_many(wait)
+        if not token_matches(header[7:].strip(), token):
+            throttle.fail(address)
             raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid API token",
                                 headers={"WWW-Authenticate": "Bearer"})
         return
-    if token and not request.session.get("auth"):
+    if token and not logged_in(request):
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "send Authorization: Bearer <FITBOARD_API_TOKEN>",
                             headers={"WWW-Authenticate": "Bearer"})
     if request.method in UNSAFE and "fitboard_session" in request.cookies:
         check_csrf(request, request.headers.get("x-csrf-token"))  # a cookie alone must not authorize a write
-
-
-class BodyLimit:
-    """ASGI middleware: answer 413 for bodies over MAX_BODY, declared or streamed."""
-
-    def __init__(self, app, limit: int = MAX_BODY):
-        self.app, self.limit = app, limit
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            return await _too_large(send)
-        seen = 0
-
-        async def limited_receive():
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.limit:
-                raise _TooLarge()
-            return message
-
-        try:
-            await self.app(scope, limited_receive, send)
-        except _TooLarge:
-            await _too_large(send)
-
-
-class _TooLarge(Exception):
-    """A streamed body went past the limit."""
-
-
-async def _too_large(send) -> None:
-    """Send a JSON 413."""
-    body = b'{"detail": "request body larger than 1 MB"}'
-    await send({"type": "http.response.start", "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})

@@ -14,6 +14,7 @@ from app.services.datasets import ensure_demo_dataset
 from app.services.queue import DEFAULT_QUEUE
 from app.store.db import session_scope
 from app.web.app import create_app
+from app.web.security import MIN_TOKEN_CHARS
 from worker.cli.common import EXIT_INVALID, EXIT_OK, add_data_root, settings_from, store_engine
 
 
@@ -38,7 +39,12 @@ def is_loopback(host: str) -> bool:
 
 
 def refuse_open_network(settings: Settings, host: str, insecure: bool) -> bool:
-    """Without an API token the server is open: only loopback, unless the operator insists (says why on stderr)."""
+    """Without an API token the server is open: only loopback, unless the operator insists (says why on stderr).
+    A token shorter than 32 characters is refused outright."""
+    if settings.api_token is not None and len(settings.api_token) < MIN_TOKEN_CHARS:
+        print(f"refusing to start: FITBOARD_API_TOKEN has {len(settings.api_token)} characters; use at least "
+              f"{MIN_TOKEN_CHARS}, e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))'", file=sys.stderr)
+        return True
     if settings.api_token or insecure or is_loopback(host):
         return False
     print(f"refusing to listen on {host} without FITBOARD_API_TOKEN: anyone who reaches it could run code on "
@@ -47,8 +53,9 @@ def refuse_open_network(settings: Settings, host: str, insecure: bool) -> bool:
 
 
 def serve(settings: Settings, host: str, port: int) -> None:
-    """Run the web app under uvicorn until Ctrl-C or SIGTERM."""
-    uvicorn.Server(uvicorn.Config(create_app(settings), host=host, port=port, log_level="warning",
+    """Run the web app under uvicorn until Ctrl-C or SIGTERM; the bound host joins the allowed Host names."""
+    app = create_app(settings.model_copy(update={"bind_host": host}))
+    uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
                                   access_log=False)).run()
 
 

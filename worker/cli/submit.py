@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 import urllib.error
 import urllib.request
 
@@ -15,6 +16,7 @@ from worker.cli.common import EXIT_FAILED, EXIT_INVALID, EXIT_OK
 from worker.reporters import ConsoleReporter
 
 DEFAULT_URL = "http://127.0.0.1:8000"
+MAX_RECONNECTS = 10_000  # streams last minutes each: weeks of following
 
 
 def _request(url: str, data: dict | None = None, headers: dict | None = None):
@@ -28,35 +30,49 @@ def _request(url: str, data: dict | None = None, headers: dict | None = None):
 
 
 def sse_events(response):
-    """Parse a server-sent event stream into (event, data) pairs."""
-    event, data = "message", []
+    """Parse a server-sent event stream into (event, data, id) triples (id None when the event has none)."""
+    event, data, event_id = "message", [], None
     for raw in response:
-        line = raw.decode().rstrip("\n")
+        line = raw.decode().rstrip("\r\n")
         if not line:
             if data:
-                yield event, json.loads("\n".join(data))
-            event, data = "message", []
+                yield event, json.loads("\n".join(data)), event_id
+            event, data, event_id = "message", [], None
         elif line.startswith("event:"):
             event = line[6:].strip()
         elif line.startswith("data:"):
             data.append(line[5:].strip())
+        elif line.startswith("id:"):
+            event_id = line[3:].strip()
 
 
 def follow(base: str, run_id: int) -> int:
     """Print the live epoch table and progress bar until the run ends; exit 0 only when it succeeded."""
-    reporter = ConsoleReporter()
-    with _request(f"{base}/api/v1/runs/{run_id}/events", headers={"Accept": "text/event-stream"}) as response:
-        for event, data in sse_events(response):
-            if event in ("epoch", "progress"):
-                reporter.emit(parse_event({**data, "event": event}))
-            elif event == "status" and data.get("finished_at"):
-                result = data.get("result") or {}
-                if result.get("metrics"):  # the API adds the run's error beside the stored result
-                    reporter.emit(ResultEvent.model_validate({k: v for k, v in result.items() if k != "error"}))
-                print(f"run {run_id}: {data['status']}" + (f" ({data['error']})" if data.get("error") else ""))
-                return EXIT_OK if data["status"] == RunStatus.succeeded else EXIT_FAILED
-            elif event == "status":
-                print(f"run {run_id}: {data['status']}", flush=True)
+    reporter, last_id, last_status = ConsoleReporter(), None, None
+    # The server ends a stream after FITBOARD_STREAM_LIFETIME seconds: reconnect, resuming after the last row.
+    for _ in range(MAX_RECONNECTS):
+        headers = {"Accept": "text/event-stream", **({"Last-Event-ID": last_id} if last_id else {})}
+        try:
+            response = _request(f"{base}/api/v1/runs/{run_id}/events", headers=headers)
+        except urllib.error.HTTPError as exc:
+            if exc.code != 503:  # 503: the server's stream slots are full for now
+                raise
+            time.sleep(float(exc.headers.get("Retry-After") or 5))
+            continue
+        with response:
+            for event, data, event_id in sse_events(response):
+                last_id = event_id or last_id
+                if event in ("epoch", "progress"):
+                    reporter.emit(parse_event({**data, "event": event}))
+                elif event == "status" and data.get("finished_at"):
+                    result = data.get("result") or {}
+                    if result.get("metrics"):  # the API adds the run's error beside the stored result
+                        reporter.emit(ResultEvent.model_validate({k: v for k, v in result.items() if k != "error"}))
+                    print(f"run {run_id}: {data['status']}" + (f" ({data['error']})" if data.get("error") else ""))
+                    return EXIT_OK if data["status"] == RunStatus.succeeded else EXIT_FAILED
+                elif event == "status" and data["status"] != last_status:
+                    last_status = data["status"]
+                    print(f"run {run_id}: {data['status']}", flush=True)
     return EXIT_FAILED
 
 

@@ -1,0 +1,142 @@
+"""ASGI layers every request passes: the Host allow-list, the cross-site write refusal, security headers on every
+answer, the session cookie's Secure flag, and the 1 MB body limit (declared or chunked)."""
+from __future__ import annotations
+
+import socket
+from urllib.parse import urlsplit
+
+from app.core.settings import Settings
+from app.web.security import UNSAFE
+
+MAX_BODY = 1024 * 1024  # request bodies over 1 MB get 413
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+WILDCARD_BINDS = ("", "0.0.0.0", "::")
+
+# Only fitboard's own scripts and styles; the pages' data rides in <script type="application/json">, which is not
+# executed. img-src allows data: for the icons Swagger UI's stylesheet embeds.
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+       "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+SECURITY_HEADERS = [
+    (b"content-security-policy", CSP.encode()),
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"same-origin"),
+]
+CROSS_SITE = (b"cross-site", b"same-site")  # Sec-Fetch-Site values of a request another site's page started
+
+
+def allowed_hosts(settings: Settings) -> frozenset[str] | None:
+    """Host names this server answers to, lower case without port; None means any ("*")."""
+    if settings.allowed_hosts:
+        names = {h.strip().lower().strip("[]") for h in settings.allowed_hosts.split(",") if h.strip()}
+        return None if "*" in names else frozenset(names)
+    names = set(LOOPBACK_NAMES)
+    try:
+        names.add(socket.gethostname().lower())
+    except OSError:
+        pass
+    if settings.bind_host and settings.bind_host not in WILDCARD_BINDS:
+        names.add(settings.bind_host.lower().strip("[]"))
+    return frozenset(names)
+
+
+def host_name(value: bytes) -> str:
+    """'Example.org:8000' -> 'example.org'; '[::1]:8000' -> '::1'."""
+    host = value.decode("latin-1").strip().lower()
+    if host.startswith("["):
+        return host[1:host.find("]")] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+async def _answer(send, status: int, detail: str, secured: bool = False) -> None:
+    """A small JSON error answer in the API's error shape; secured: add the security headers (WebGuard's own
+    answers; the layers inside it get them from WebGuard)."""
+    body = ('{"detail": "%s"}' % detail).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+               *(SECURITY_HEADERS if secured else [])]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class WebGuard:
+    """Outermost layer: refuse unknown Host names (DNS rebinding) and writes a browser marks as cross-site (a
+    hostile page's form or fetch, with or without cookies); add the security headers to every answer."""
+
+    def __init__(self, app, settings: Settings):
+        self.app, self.hosts = app, allowed_hosts(settings)
+        self.secure = settings.cookie_secure
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = dict(scope["headers"])
+        host = headers.get(b"host", b"")
+        if self.hosts is not None and host_name(host) not in self.hosts:
+            return await _answer(send, 400, "this server does not answer to that Host name; "
+                                            "add it to FITBOARD_ALLOWED_HOSTS", secured=True)
+        if scope["method"] in UNSAFE and _cross_site(headers, host):
+            return await _answer(send, 403, "cross-site request refused", secured=True)
+        secure = self.secure if self.secure is not None else scope.get("scheme") == "https"
+
+        async def send_with_headers(message):
+            if message["type"] == "http.response.start":
+                raw = list(message.get("headers") or [])
+                if secure:
+                    raw = [(k, v + b"; secure" if k == b"set-cookie" and b"secure" not in v.lower() else v)
+                           for k, v in raw]
+                message = {**message, "headers": raw + SECURITY_HEADERS}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def _cross_site(headers: dict, host: bytes) -> bool:
+    """Whether the browser says another site started this request (requests without these headers, such as
+    scripts, curl and `fitboard submit`, are not cross-site)."""
+    if headers.get(b"sec-fetch-site") in CROSS_SITE:
+        return True
+    origin = headers.get(b"origin")
+    if origin is None:
+        return False
+    return origin == b"null" or urlsplit(origin.decode("latin-1")).netloc.lower() != host.decode("latin-1").lower()
+
+
+class BodyLimit:
+    """ASGI middleware: answer 413 for bodies over MAX_BODY, declared or streamed (chunked)."""
+
+    def __init__(self, app, limit: int = MAX_BODY):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            return await _answer(send, 413, "request body larger than 1 MB")
+        seen, refused, started = 0, False, False
+
+        async def limited_receive():
+            nonlocal seen, refused
+            if refused:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit and not started:
+                # Answer now, while the app is still reading: the app only sees the client leave, and whatever it
+                # makes of that (FastAPI calls it a 400) is not sent.
+                refused = True
+                await _answer(send, 413, "request body larger than 1 MB")
+                return {"type": "http.disconnect"}
+            return message
+
+        async def guarded_send(message):
+            nonlocal started
+            if not refused:
+                started = True
+                await send(message)
+
+        try:
+            await self.app(scope, limited_receive, guarded_send)
+        except Exception:
+            if not refused:
+                raise
