@@ -37,6 +37,9 @@ bench: setup
 	$(PY) bench/store_and_start.py
 	$(PY) bench/web.py
 	$(PY) bench/compare.py
+	$(PY) bench/resume.py
+	$(PY) bench/sweep_flood.py
+	$(PY) bench/api_hardening.py
 
 clean:
 	rm -rf $(VENV)
