@@ -10,11 +10,9 @@ import pytest
 import yaml
 
 from app.core.errors import RecipeError
-from app.services import runs
-from app.services.queue import Publisher, make_celery
 from app.store.db import session_scope
 from app.store.models import Run
-from app.store.runs import list_epochs, list_lr_finds, request_cancel
+from app.store.runs import list_lr_finds, request_cancel
 from tests.helpers import tiny_recipe
 from tests.store_fixtures import *  # noqa: F401,F403  sqlite_template, sqlite_url, ...
 from tests.workers import Workers, redis_url
@@ -35,19 +33,6 @@ def make_workers(tmp_path, sqlite_url, data_root):
         group.stop()
 
 
-def enqueue(workers: Workers, recipe: dict) -> int:
-    """Store and queue a recipe as the API and CLI do: commit first, then send."""
-    publisher = Publisher(make_celery(workers.settings()), queue=workers.queue)
-    with session_scope(workers.engine) as session:
-        run, _ = runs.submit(session, publisher, recipe, workers.env["FITBOARD_DATA_ROOT"])
-        return run.id
-
-
-def epochs(workers: Workers, run_id: int) -> list[tuple[int, int]]:
-    with session_scope(workers.engine) as session:
-        return [(e.stage, e.epoch) for e in list_epochs(session, run_id)]
-
-
 def long_recipe(epochs_: int = 6, **kw) -> dict:
     """A run long enough to interrupt: several epochs of the tiny recipe."""
     recipe = tiny_recipe(**kw)
@@ -62,10 +47,10 @@ def test_queued_run_succeeds_with_every_epoch_stored_once(make_workers, broker):
     recipe = tiny_recipe(keep_best="accuracy", tta={"n": 1})
     recipe["stages"] = [{"epochs": 2, "size": 32, "presize": 40, "bs": 32, "lr": "find", "lr_find_iters": 10},
                         {"epochs": 1, "size": 40, "presize": 48, "bs": 32, "lr": [1e-4, 1e-3]}]
-    run_id = enqueue(workers, recipe)
+    run_id = workers.submit(recipe)
     run = workers.wait_status(run_id, "succeeded", "failed")
     assert run.status == "succeeded", run.error
-    assert epochs(workers, run_id) == [(0, 0), (0, 1), (1, 0)]
+    assert workers.rows(run_id) == [(0, 0), (0, 1), (1, 0)]
     assert run.attempt == 1 and run.best_accuracy == pytest.approx(run.result["metrics"]["accuracy"])
     assert run.result["tta"]["n"] == 1 and run.result["best"]["metric"] == "accuracy"
     assert os.path.isfile(run.model_path) and str(run_id) in run.model_path
@@ -78,46 +63,46 @@ def test_queued_run_succeeds_with_every_epoch_stored_once(make_workers, broker):
 def test_two_workers_six_runs_each_executed_once(make_workers):
     workers = make_workers(redis_url())
     workers.start(2)
-    ids = [enqueue(workers, tiny_recipe(name=f"run-{i}", seed=i)) for i in range(6)]
+    ids = [workers.submit(tiny_recipe(name=f"run-{i}", seed=i)) for i in range(6)]
     runs = [workers.wait_status(i, "succeeded", "failed", timeout=300) for i in ids]
     assert [r.status for r in runs] == ["succeeded"] * 6
     assert all(r.attempt == 1 for r in runs)
-    assert all(epochs(workers, i) == [(0, 0)] for i in ids)
+    assert all(workers.rows(i) == [(0, 0)] for i in ids)
     assert len({r.worker for r in runs}) == 2  # both workers took work
     assert workers.logs().count("Task fitboard.train_run") - workers.logs().count("skipping") >= 6
 
 
 def test_cancel_queued_and_running(make_workers):
     workers = make_workers(redis_url())
-    queued = enqueue(workers, tiny_recipe(name="never-runs"))
+    queued = workers.submit(tiny_recipe(name="never-runs"))
     with session_scope(workers.engine) as session:
         assert request_cancel(session, queued) == "cancelled"
-    running = enqueue(workers, long_recipe(20, name="stopped-mid-way"))
+    running = workers.submit(long_recipe(20, name="stopped-mid-way"))
     workers.start(1)
     workers.wait(running, lambda r: (r.progress or {}).get("batch", {}).get("epoch", 0) >= 1, timeout=120)
     with session_scope(workers.engine) as session:
         assert request_cancel(session, running) == "running"  # the worker's callback will notice
     run = workers.wait_status(running, "cancelled", "failed", "succeeded", timeout=30)
     assert run.status == "cancelled"
-    kept = epochs(workers, running)
+    kept = workers.rows(running)
     assert kept and kept[0] == (0, 0) and len(kept) < 20
     never = workers.run(queued)
-    assert never.status == "cancelled" and never.started_at is None and epochs(workers, queued) == []
+    assert never.status == "cancelled" and never.started_at is None and workers.rows(queued) == []
 
 
 def test_run_longer_than_visibility_timeout_is_not_executed_twice(make_workers):
     workers = make_workers(redis_url(), visibility_timeout=2)
     workers.start(2)
-    run_id = enqueue(workers, long_recipe(6))
+    run_id = workers.submit(long_recipe(6))
     run = workers.wait_status(run_id, "succeeded", "failed", timeout=240)
     assert run.status == "succeeded" and run.attempt == 1
-    assert epochs(workers, run_id) == [(0, e) for e in range(6)]
+    assert workers.rows(run_id) == [(0, e) for e in range(6)]
 
 
 def test_bad_recipe_or_dataset_refused_at_enqueue_and_nothing_stored(make_workers, tmp_path):
     workers = make_workers(None)
     with pytest.raises(RecipeError, match="unknown dataset"):
-        enqueue(workers, tiny_recipe(dataset="no-such-data"))
+        workers.submit(tiny_recipe(dataset="no-such-data"))
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(tiny_recipe(arch="resnet5")))
     proc = subprocess.run([sys.executable, "-m", "worker.cli", "enqueue", str(bad), "--queue", workers.queue],

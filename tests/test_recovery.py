@@ -12,12 +12,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.core.settings import Settings
-from app.services import runs
-from app.services.queue import Publisher, make_celery
 from app.store.attempts import list_attempts
 from app.store.db import session_scope, upgrade
 from app.store.models import Run
-from app.store.runs import list_epochs
 from app.web.app import create_app
 from tests.helpers import tiny_recipe
 from tests.store_fixtures import *  # noqa: F401,F403  sqlite_template, sqlite_url, ...
@@ -47,19 +44,6 @@ def redis(tmp_path):
     server.stop()
 
 
-def submit(workers: Workers, recipe: dict) -> int:
-    """Store and publish a run as the API does (commit first, then send)."""
-    publisher = Publisher(make_celery(workers.settings()), queue=workers.queue)
-    with session_scope(workers.engine) as session:
-        run, _ = runs.submit(session, publisher, recipe, workers.env["FITBOARD_DATA_ROOT"])
-        return run.id
-
-
-def rows(workers: Workers, run_id: int) -> list[tuple[int, int]]:
-    with session_scope(workers.engine) as session:
-        return [(e.stage, e.epoch) for e in list_epochs(session, run_id)]
-
-
 def attempts(workers: Workers, run_id: int) -> list:
     with session_scope(workers.engine) as session:
         return list_attempts(session, run_id)
@@ -83,14 +67,14 @@ def training_epoch(workers: Workers, run_id: int, epoch: int) -> Run:
 def test_kill_9_at_epoch_2_resumes_at_epoch_2_on_the_other_worker(make_workers):
     workers = make_workers(None, worker_lost_after=4)
     workers.start(2)
-    run_id = submit(workers, four_epochs())
+    run_id = workers.submit(four_epochs())
     victim = holder(workers, training_epoch(workers, run_id, 2))
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     run = workers.wait_status(run_id, "succeeded", "failed", timeout=240)
     assert run.status == "succeeded", run.error
     assert run.attempt == 2
-    assert rows(workers, run_id) == [(0, 0), (0, 1), (0, 2), (0, 3)]  # each epoch once, no gap
+    assert workers.rows(run_id) == [(0, 0), (0, 1), (0, 2), (0, 3)]  # each epoch once, no gap
     first, second = attempts(workers, run_id)
     assert first.outcome == "requeued" and "lost" in first.reason
     assert second.resumed_from == {"stage": 0, "epoch": 2} and second.outcome == "succeeded"
@@ -100,13 +84,13 @@ def test_kill_9_at_epoch_2_resumes_at_epoch_2_on_the_other_worker(make_workers):
 def test_sigterm_requeues_and_another_worker_resumes(make_workers):
     workers = make_workers(None)
     workers.start(2)
-    run_id = submit(workers, four_epochs("stopped-worker"))
+    run_id = workers.submit(four_epochs("stopped-worker"))
     victim = holder(workers, training_epoch(workers, run_id, 1))
     victim.send_signal(signal.SIGTERM)
     assert victim.wait(timeout=60) == 0  # a clean stop: the run went back to the queue first
     run = workers.wait_status(run_id, "succeeded", "failed", timeout=240)
     assert run.status == "succeeded" and run.attempt == 2, run.error
-    assert rows(workers, run_id) == [(0, e) for e in range(4)]
+    assert workers.rows(run_id) == [(0, e) for e in range(4)]
     first, second = attempts(workers, run_id)
     assert "SIGTERM" in first.reason and second.resumed_from["epoch"] >= 1
 
@@ -115,15 +99,15 @@ def test_redis_restarted_empty_every_queued_run_still_runs_once(make_workers, re
     redis.start()
     workers = make_workers(redis.url, republish_after=3)
     workers.start(1)
-    training = submit(workers, four_epochs("trains-through-the-restart"))
-    waiting = [submit(workers, tiny_recipe(name=f"waits-{i}")) for i in range(2)]
+    training = workers.submit(four_epochs("trains-through-the-restart"))
+    waiting = [workers.submit(tiny_recipe(name=f"waits-{i}")) for i in range(2)]
     training_epoch(workers, training, 1)
     redis.stop()  # its two queued messages are gone
     redis.start()
     for run_id in (training, *waiting):
         run = workers.wait_status(run_id, "succeeded", "failed", timeout=300)
         assert run.status == "succeeded" and run.attempt == 1, (run_id, run.error)
-    assert rows(workers, training) == [(0, e) for e in range(4)]
+    assert workers.rows(training) == [(0, e) for e in range(4)]
     republished = [workers.run(i).republish_count for i in waiting]
     assert all(n >= 1 for n in republished)  # the reconciler sent them again
 
@@ -175,7 +159,7 @@ def test_full_disk_mid_run_ends_in_a_truthful_state_once_space_is_back(make_work
         upgrade(url)
         workers = make_workers(None, db_url=url, write_retry_seconds=2)
         workers.start(1)
-        run_id = submit(workers, {**tiny_recipe(name="disk-fills"),
+        run_id = workers.submit({**tiny_recipe(name="disk-fills"),
                                   "stages": [{"epochs": 30, "size": 32, "presize": 40, "bs": 32, "lr": 2e-3}]})
         training_epoch(workers, run_id, 1)
         filler = disk / "filler"
@@ -194,7 +178,7 @@ def test_full_disk_mid_run_ends_in_a_truthful_state_once_space_is_back(make_work
         filler.unlink()
         run = workers.wait_status(run_id, "failed", "succeeded", timeout=120)
         assert run.status == "failed" and "disk is full" in run.error, run.error
-        assert rows(workers, run_id)[0] == (0, 0)  # what was stored before the disk filled is kept
+        assert workers.rows(run_id)[0] == (0, 0)  # what was stored before the disk filled is kept
     finally:
         for proc in workers.procs:
             proc.kill()

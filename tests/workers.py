@@ -13,8 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from app.services import runs
+from app.services.queue import Publisher, make_celery
 from app.store.db import make_engine, session_scope
 from app.store.models import Run
+from app.store.runs import list_epochs
 from tests.served import free_port
 
 
@@ -109,6 +112,18 @@ class Workers:
 
     def logs(self) -> str:
         return "\n".join(p.read_text() for p in sorted(self.home.glob("worker-*.log")))
+
+    def submit(self, recipe: dict) -> int:
+        """Store and publish a run as the API and CLI do (commit first, then send) to this group's queue."""
+        publisher = Publisher(make_celery(self.settings()), queue=self.queue)
+        with session_scope(self.engine) as session:
+            run, _ = runs.submit(session, publisher, recipe, self.env["FITBOARD_DATA_ROOT"])
+            return run.id
+
+    def rows(self, run_id: int) -> list[tuple[int, int]]:
+        """The run's epoch table as (stage, epoch) keys, in order."""
+        with session_scope(self.engine) as session:
+            return [(e.stage, e.epoch) for e in list_epochs(session, run_id)]
 
     def run(self, run_id: int) -> Run:
         with session_scope(self.engine) as session:

@@ -139,6 +139,15 @@ def restore(learn, ckpt: Checkpoint) -> None:
     learn.opt.load_state_dict({"state": ckpt.opt["state"], "hypers": L(ckpt.opt["hypers"])})
 
 
+def _lowest_priority() -> None:
+    """Run this thread at the lowest CPU priority (Linux: niceness is per thread), so the write takes the moments
+    training leaves idle (the main thread loading a batch) instead of time from the training threads."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+    except (AttributeError, OSError):
+        pass  # not Linux, or not allowed: the write simply competes as an equal
+
+
 class CheckpointCallback(Callback):
     """After every epoch of a stage: snapshot the state, write it in a background thread while the next epoch
     trains, then tell the reporter it is safe. At most one write is in flight; each stage's end waits for it.
@@ -179,6 +188,7 @@ class CheckpointCallback(Callback):
         self._writer.start()
 
     def _write(self, state: dict, stage: int, epoch: int) -> None:
+        _lowest_priority()
         try:
             write_checkpoint(self.out_dir, state)
         except OSError as exc:
