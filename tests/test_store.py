@@ -532,3 +532,17 @@ def test_concurrent_writers_and_a_reader_on_sqlite_never_hit_database_is_locked(
         for rid in run_ids:
             assert len(runs.list_epochs(s, rid)) == n_rows
             assert runs.get_run(s, rid).progress == {"batch": n_rows, "total": n_rows}
+
+
+def test_a_worker_reaped_by_mistake_cannot_touch_its_successors_attempt(db_engine):
+    run_id = _new_run(db_engine, claim_by="slow:1")
+    with session_scope(db_engine) as s:
+        assert recovery.requeue_run(s, run_id, "silent", worker="slow:1") == "queued"
+        assert runs.claim_run(s, run_id, "next:2") is not None
+    with session_scope(db_engine) as s:
+        assert runs.should_stop(s, run_id, "slow:1") and not runs.should_stop(s, run_id, "next:2")
+        assert recovery.requeue_run(s, run_id, "SIGTERM", worker="slow:1") == "running"  # not its attempt any more
+        with pytest.raises(runs.RunNotRunning):
+            runs.finish_run(s, run_id, ResultEvent(metrics={"accuracy": 0.5}), worker="slow:1")
+        assert runs.fail_run(s, run_id, "late crash", worker="slow:1").status == "running"
+        assert runs.get_run(s, run_id).worker == "next:2"

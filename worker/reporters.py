@@ -28,7 +28,7 @@ from app.core.events import (
 from app.store.attempts import note_resumed_from
 from app.store.db import session_scope
 from app.store.recovery import record_checkpoint
-from app.store.runs import is_cancel_requested, record_epoch, record_lr_find, record_progress
+from app.store.runs import is_cancel_requested, record_epoch, record_lr_find, record_progress, should_stop
 
 log = logging.getLogger(__name__)
 
@@ -163,8 +163,9 @@ class DatabaseReporter(Reporter):
     update never fails a run)."""
 
     def __init__(self, engine: Engine, run_id: int, stop: threading.Event | None = None,
-                 progress: dict | None = None, retry_seconds: float = 600.0):
+                 progress: dict | None = None, retry_seconds: float = 600.0, worker: str | None = None):
         self.engine, self.run_id, self.stop = engine, run_id, stop or threading.Event()
+        self.worker = worker  # when given, training also stops once the run is no longer this worker's
         self.retry_seconds = retry_seconds
         # The run's progress document, rewritten as it grows; a resumed attempt continues the lost one's.
         self.state: dict = {"stages": [], "notes": [], **{k: v for k, v in (progress or {}).items() if k != "batch"}}
@@ -229,6 +230,8 @@ class DatabaseReporter(Reporter):
             return True
         try:
             with session_scope(self.engine) as session:
+                if self.worker is not None:
+                    return should_stop(session, self.run_id, self.worker)
                 return is_cancel_requested(session, self.run_id)
         except RunNotFound:
             return True  # the run was deleted: stop spending the GPU on it

@@ -74,7 +74,9 @@ def _stopped(run) -> str:
     def settle(session):
         if is_cancel_requested(session, run.id):
             return mark_cancelled(session, run.id).status
-        return requeue_run(session, run.id, f"worker {WORKER_NAME} was stopped (SIGTERM) during the run")
+        reason = (f"worker {WORKER_NAME} was stopped (SIGTERM) during the run" if SHUTTING_DOWN.is_set()
+                  else f"worker {WORKER_NAME} no longer held it (requeued after a silence)")
+        return requeue_run(session, run.id, reason, worker=WORKER_NAME)
 
     status = _until_written(f"run {run.id}", settle)
     if status == RunStatus.queued:  # on to another worker at once (the reconciler would, a heartbeat later)
@@ -110,7 +112,7 @@ def _train(run) -> str:
     """Train a claimed run to its final state."""
     run_id = run.id
     reporter = DatabaseReporter(engine, run_id, SHUTTING_DOWN, progress=run.progress,
-                                retry_seconds=settings.write_retry_seconds)
+                                retry_seconds=settings.write_retry_seconds, worker=WORKER_NAME)
     try:
         spec = RunSpec.model_validate(run.spec)
         result = run_recipe(spec, reporter, settings.data_root, settings.artifacts_dir / str(run_id),
@@ -121,9 +123,9 @@ def _train(run) -> str:
     except Exception as exc:  # every failure (bad data, missing weights, a crash, a dead database) is stored
         error = str(exc) if isinstance(exc, DatabaseUnavailable) else f"{type(exc).__name__}: {exc}"
         tb = _tail(traceback.format_exc())
-        _until_written(f"run {run_id}", lambda s: fail_run(s, run_id, error, tb))
+        _until_written(f"run {run_id}", lambda s: fail_run(s, run_id, error, tb, worker=WORKER_NAME))
         return RunStatus.failed.value
-    _until_written(f"run {run_id}", lambda s: finish_run(s, run_id, result))
+    _until_written(f"run {run_id}", lambda s: finish_run(s, run_id, result, worker=WORKER_NAME))
     return RunStatus.succeeded.value
 
 

@@ -88,18 +88,19 @@ def _history(session: Session, run: Run, reason: str) -> str:
     return "; ".join([*ends, f"attempt {run.attempt}: {reason}"])
 
 
-def requeue_run(session: Session, run_id: int, reason: str) -> str:
+def requeue_run(session: Session, run_id: int, reason: str, worker: str | None = None) -> str:
     """Send an interrupted running run back to the queue to resume from its last checkpoint, or fail it (with every
-    attempt's reason) once it used its attempts, or cancel it when that was asked; returns the status it got."""
+    attempt's reason) once it used its attempts, or cancel it when that was asked; returns the status it got.
+    With worker: only the attempt of that worker (another may hold the run by now)."""
     run = get_run(session, run_id)
-    if run.status != RunStatus.running:
+    if run.status != RunStatus.running or (worker is not None and run.worker != worker):
         return run.status
     if run.cancel_requested:
         return mark_cancelled(session, run_id).status
     if run.attempt >= _attempt_limit(run):
         error = f"gave up after {run.attempt} attempts: {_history(session, run, reason)}"
         return fail_run(session, run_id, error).status
-    stmt = (update(Run).where(Run.id == run_id, Run.status == RunStatus.running)
+    stmt = (update(Run).where(Run.id == run_id, Run.status == RunStatus.running, Run.worker == run.worker)
             .values(status=RunStatus.queued, resume_from=next_position(run.spec, run.checkpoint), published_at=None)
             .execution_options(synchronize_session=False))
     if session.exec(stmt).rowcount != 1:
@@ -111,7 +112,8 @@ def requeue_run(session: Session, run_id: int, reason: str) -> str:
 def reap_lost_workers(session: Session, silent_after: float) -> dict[int, str]:
     """Requeue (or fail) running runs whose worker stopped heartbeating silent_after seconds ago; id -> new status."""
     stmt = select(Run.id, Run.worker).where(Run.status == RunStatus.running, silent_since(silent_after))
-    return {run_id: requeue_run(session, run_id, f"worker {worker} lost (no heartbeat for {silent_after:.0f} s)")
+    return {run_id: requeue_run(session, run_id, f"worker {worker} lost (no heartbeat for {silent_after:.0f} s)",
+                                worker=worker)
             for run_id, worker in session.exec(stmt.order_by(Run.id)).all()}
 
 
@@ -120,7 +122,7 @@ def repair_worker_runs(session: Session, worker: str, current_run_id: int | None
     stmt = select(Run.id).where(Run.status == RunStatus.running, Run.worker == worker)
     if current_run_id is not None:
         stmt = stmt.where(Run.id != current_run_id)
-    return {run_id: requeue_run(session, run_id, f"worker {worker} was no longer running it")
+    return {run_id: requeue_run(session, run_id, f"worker {worker} was no longer running it", worker=worker)
             for run_id in session.exec(stmt.order_by(Run.id)).scalars().all()}
 
 

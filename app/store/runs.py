@@ -120,9 +120,15 @@ def record_lr_find(session: Session, run_id: int, find: LRFindEvent) -> None:
     upsert(session, LRFind, values, keys=("run_id", "stage"))
 
 
-def finish_run(session: Session, run_id: int, result: ResultEvent) -> Run:
-    """Mark a running run succeeded with its result, headline metrics, model path and artifacts."""
-    done = _update(session, run_id, Run.status == RunStatus.running, status=RunStatus.succeeded,
+def _held_by(worker: str | None) -> tuple:
+    """SQL: the run is held by this worker (no condition when worker is None)."""
+    return () if worker is None else (Run.worker == worker,)
+
+
+def finish_run(session: Session, run_id: int, result: ResultEvent, worker: str | None = None) -> Run:
+    """Mark a running run succeeded with its result, headline metrics, model path and artifacts; with worker, only
+    while that worker still holds it (a worker reaped by mistake must not finish its successor's attempt)."""
+    done = _update(session, run_id, Run.status == RunStatus.running, *_held_by(worker), status=RunStatus.succeeded,
                    finished_at=utcnow(), result=result.stored(), progress=None,
                    best_accuracy=_float(result.metrics.accuracy),
                    tta_accuracy=_float(result.tta.accuracy if result.tta else None), model_path=result.model_path)
@@ -130,7 +136,7 @@ def finish_run(session: Session, run_id: int, result: ResultEvent) -> Run:
         status = _status(session, run_id)
         if status in FINISHED:
             raise RunFinished(run_id, status)
-        raise RunNotRunning(f"run {run_id} is {status}; only a running run can succeed")
+        raise RunNotRunning(f"run {run_id} is {status} and not held by {worker or 'any worker'}; it cannot succeed")
     end_attempt(session, run_id, RunStatus.succeeded)
     files = {"model": result.model_path, "predictions": result.predictions_path}
     for kind, path in files.items():
@@ -139,10 +145,11 @@ def finish_run(session: Session, run_id: int, result: ResultEvent) -> Run:
     return get_run(session, run_id)
 
 
-def fail_run(session: Session, run_id: int, error: str, traceback: str | None = None) -> Run:
-    """Mark a queued or running run failed with its error; a finished run is returned unchanged."""
+def fail_run(session: Session, run_id: int, error: str, traceback: str | None = None, worker: str | None = None) -> Run:
+    """Mark a queued or running run failed with its error (with worker: only while that worker holds it); a
+    finished run is returned unchanged."""
     # No raise on a finished run: error handlers and the reaper call this and must not fail themselves.
-    if _update(session, run_id, Run.status.in_(LIVE), status=RunStatus.failed, finished_at=utcnow(),
+    if _update(session, run_id, Run.status.in_(LIVE), *_held_by(worker), status=RunStatus.failed, finished_at=utcnow(),
                error=error, traceback=traceback):
         end_attempt(session, run_id, RunStatus.failed, error)
     return get_run(session, run_id)
@@ -172,6 +179,16 @@ def request_cancel(session: Session, run_id: int, orphaned_after: float | None =
     if _update(session, run_id, Run.status == RunStatus.running, cancel_requested=True):
         return RunStatus.running.value  # the worker's callback notices and stops at the next batch
     raise RunFinished(run_id, _status(session, run_id))
+
+
+def should_stop(session: Session, run_id: int, worker: str) -> bool:
+    """Whether a worker training this run must stop: someone asked it to, or it is no longer this worker's (the
+    reaper gave it to another after a silence), so two workers never train one run."""
+    row = session.exec(select(Run.cancel_requested, Run.status, Run.worker).where(Run.id == run_id)).first()
+    if row is None:
+        raise RunNotFound(run_id)
+    cancel, status, holder = row
+    return bool(cancel) or status != RunStatus.running or holder != worker
 
 
 def is_cancel_requested(session: Session, run_id: int) -> bool:
