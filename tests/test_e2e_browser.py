@@ -10,6 +10,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import Error as PlaywrightError
 
 from tests.served import serving
 
@@ -49,10 +50,20 @@ def wait_js(page, expression: str, timeout: float) -> None:
     """Until a JS expression is true. Not page.wait_for_function: its polling evaluates strings inside the page,
     which fitboard's Content-Security-Policy (script-src 'self', no eval) refuses, as it should."""
     deadline = time.monotonic() + timeout
-    while not page.evaluate(f"(() => {{ try {{ return !!({expression}); }} catch (e) {{ return false; }} }})()"):
+    while not _true_now(page, expression):
         if time.monotonic() > deadline:
             raise AssertionError(f"not true after {timeout} s: {expression}")
         time.sleep(0.2)
+
+
+def _true_now(page, expression: str) -> bool:
+    """The expression's value now; false while the page is reloading itself (the sweep page does as runs finish)."""
+    try:
+        return page.evaluate(f"(() => {{ try {{ return !!({expression}); }} catch (e) {{ return false; }} }})()")
+    except PlaywrightError as exc:
+        if "Execution context was destroyed" in str(exc) or "navigat" in str(exc):
+            return False
+        raise
 
 
 def launch_from_form(page, served, name: str, preset: int, epochs: list[int]) -> int:
