@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query
+from fastapi.responses import JSONResponse
 
 from app.core.schemas import MAX_ID
 from app.services.serializers import ErrorOut, ValidationErrorOut
@@ -37,6 +38,20 @@ def errors(*codes: int) -> dict:
 # body-size checks and input validation.
 WRITE_ERRORS = errors(403, 413, 422)
 CSV = {"text/csv": {"schema": {"type": "string"}}}
+
+
+def queued_later(model) -> dict:
+    """OpenAPI `responses` for 202: stored, but the broker did not take the message(s) yet (see queued_note)."""
+    return {202: {"model": model, "description": "stored; the broker was unreachable, so the runs are sent when "
+                                                 "it is back (see queued_note)"}}
+
+
+def stored(body: dict, note: str | None, status_code: int = 201) -> JSONResponse:
+    """A write whose runs are stored: status_code once they were published, 202 with the note when the broker
+    could not take them yet."""
+    if note is None:
+        return JSONResponse(body, status_code=status_code)
+    return JSONResponse({**body, "queued_note": note}, status_code=202)
 
 
 def api_router(tag: str) -> APIRouter:

@@ -4,10 +4,10 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import Body, Depends, Header, Query, Request, Response
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse
 from fastapi.sse import EventSourceResponse
 
-from app.api import CSV, WRITE_ERRORS, Offset, RunId, api_router, errors
+from app.api import CSV, WRITE_ERRORS, Offset, RunId, api_router, errors, queued_later, stored
 from app.core.events import EpochEvent
 from app.core.status import RunStatus
 from app.services import runs
@@ -34,16 +34,7 @@ RUN_SPEC_BODY = {"requestBody": {"required": True,
                                  "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RunSpec"}}}}}
 
 
-# 202: stored, but the broker did not take the message; the reconciler sends it when the broker is back.
-QUEUED_LATER = {202: {"model": RunOut, "description": "stored; the broker was unreachable, so it is sent later "
-                                                      "(see queued_note)"}}
-
-
-def stored(run, note: str | None, status_code: int = 201) -> JSONResponse:
-    """A stored run: 201 (or status_code) once published, 202 with the note when the broker could not take it yet."""
-    if note is None:
-        return JSONResponse(serialize_run(run), status_code=status_code)
-    return JSONResponse({**serialize_run(run), "queued_note": note}, status_code=202)
+QUEUED_LATER = queued_later(RunOut)
 
 
 @router.post("/runs", status_code=201, response_model=RunOut, responses={**WRITE_ERRORS, **QUEUED_LATER},
@@ -51,7 +42,8 @@ def stored(run, note: str | None, status_code: int = 201) -> JSONResponse:
 def post_runs(session: SessionDep, settings: SettingsDep, publisher: PublisherDep, payload: dict = Body(...)):
     """Submit a RunSpec: validated with its dataset, stored and queued; 422 names every bad field. 202 with a
     queued_note when the broker is unreachable: the run is stored and is sent when the broker is back."""
-    return stored(*runs.submit(session, publisher, payload, settings.data_root))
+    run, note = runs.submit(session, publisher, payload, settings.data_root)
+    return stored(serialize_run(run), note)
 
 
 @router.get("/runs", response_model=RunPage, responses=errors(422))
@@ -123,7 +115,7 @@ def post_run_retry(run_id: RunId, request: Request, session: SessionDep, publish
     scratch (rows cleared); 409 for a queued, running or succeeded run."""
     run, note = runs.retry(session, publisher, run_id, from_checkpoint=start == "checkpoint")
     request.app.state.run_cache.invalidate(run_id)
-    return stored(run, note, status_code=200)
+    return stored(serialize_run(run), note, status_code=200)
 
 
 def existing_run(run_id: RunId, request: Request) -> int:

@@ -6,23 +6,18 @@ from typing import Literal
 from fastapi import Body
 from fastapi.responses import JSONResponse
 
-from app.api import WRITE_ERRORS, SweepId, api_router, errors
+from app.api import WRITE_ERRORS, SweepId, api_router, errors, queued_later, stored
 from app.services import sweeps
 from app.services.serializers import SweepOut, SweepQueued, serialize_run
 from app.web.deps import PublisherDep, SessionDep, SettingsDep
 
 router = api_router("sweeps")
-# 202: stored, but the broker did not take every message; the reconciler sends the rest when it is back.
-QUEUED_LATER = {202: {"model": SweepQueued, "description": "stored; the broker was unreachable, so runs are sent "
-                                                          "later (see queued_note)"}}
+QUEUED_LATER = queued_later(SweepQueued)
 
 
 def _answer(report: dict, queued: list, note: str | None) -> JSONResponse:
-    """The sweep report with its new runs: 201, or 202 with the note when the broker could not take them yet."""
-    body = {**report, "queued": [serialize_run(r, full=False) for r in queued]}
-    if note is None:
-        return JSONResponse(body, status_code=201)
-    return JSONResponse({**body, "queued_note": note}, status_code=202)
+    """The sweep report with the runs just queued (201, or 202 with the note)."""
+    return stored({**report, "queued": [serialize_run(r, full=False) for r in queued]}, note)
 
 
 @router.post("/sweeps", status_code=201, response_model=SweepQueued, responses={**WRITE_ERRORS, **QUEUED_LATER})
