@@ -25,10 +25,12 @@ def tiny_recipe(**overrides) -> dict:
 
 
 def finish_by_hand(engine, run_id: int, acc: float, tta: float | None = None, epochs: int = 2, predictions=None,
-                   tmp=None, labels=("a", "b"), lr_find: bool = False) -> None:
-    """Put a stored run through claim -> (LR finder) -> epochs -> succeeded with a given accuracy, without training."""
+                   home=None, labels=("a", "b"), lr_find: bool = False) -> None:
+    """Put a stored run through claim -> (LR finder) -> epochs -> succeeded with a given accuracy, without training;
+    predictions go into the default artifact store of FITBOARD_HOME=home."""
     import csv
 
+    from app.core.artifacts import open_store
     from app.core.events import EpochEvent, LRFindEvent, ResultEvent
     from app.store.db import session_scope
     from app.store.runs import claim_run, finish_run, record_epoch, record_lr_find
@@ -47,13 +49,14 @@ def finish_by_hand(engine, run_id: int, acc: float, tta: float | None = None, ep
               "tta": {"n": 1, "use_max": False, "accuracy": tta, "error_rate": 1 - tta} if tta is not None else None,
               "best": {"stage": 0, "epoch": 1, "metric": "accuracy", "value": acc}, "images_per_second": 100.0 * acc,
               "confusion": {"labels": list(labels), "matrix": [[3, 1], [0, 4]]}}
+    stored = {}
     if predictions is not None:
-        path = tmp / f"pred-{run_id}.csv"
+        path = home / f"pred-{run_id}.csv"
         with path.open("w", newline="") as fh:
             w = csv.writer(fh)
             w.writerow(["image_id", "actual", "predicted", "correct", "loss"])
             for image_id, actual, predicted in predictions:
                 w.writerow([image_id, actual, predicted, int(actual == predicted), "0.1"])
-        result["predictions_path"] = str(path)
+        stored["predictions"] = open_store(str(home / "artifacts")).put(run_id, "predictions", path, move=True)
     with session_scope(engine) as s:
-        finish_run(s, run_id, ResultEvent(**result))
+        finish_run(s, run_id, ResultEvent(**result), artifacts=stored)

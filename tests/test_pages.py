@@ -10,6 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
 
+from app.core.artifacts import store_for
 from app.core.events import EpochEvent, LRFindEvent, ResultEvent
 from app.core.schemas import parse_spec
 from app.core.settings import Settings
@@ -80,11 +81,12 @@ def add_run(client: TestClient, status: str = "queued", name: str = "digits-run"
         elif status == "succeeded":
             model = Path(client.app.state.settings.home) / f"model-{run_id}.pkl"
             model.write_bytes(b"model bytes")
-            finish_run(session, run_id, succeeded_result(accuracy, model))
+            size = store_for(client.app.state.settings).put(run_id, "model", model, move=True)
+            finish_run(session, run_id, succeeded_result(accuracy), artifacts={"model": size})
     return run_id
 
 
-def succeeded_result(accuracy: float, model: Path) -> ResultEvent:
+def succeeded_result(accuracy: float) -> ResultEvent:
     """A result as the engine reports it."""
     return ResultEvent(**{"metrics": {"valid_loss": 0.2345, "accuracy": accuracy, "error_rate": 1 - accuracy},
             "tta": {"n": 4, "use_max": False, "accuracy": 0.95, "error_rate": 0.05},
@@ -96,7 +98,7 @@ def succeeded_result(accuracy: float, model: Path) -> ResultEvent:
                         "trainable_params": 500, "group_lrs": [1.2e-3]},
                        {**STAGE_PLAN, "stage": 1, "lr": [1e-4, 1e-3], "params": 11000, "trainable_params": 11000,
                         "group_lrs": [1e-4, 3e-4, 1e-3]}],
-            "notes": [], "seconds": 12.0, "images_per_second": 240.0, "model_path": str(model)})
+            "notes": [], "seconds": 12.0, "images_per_second": 240.0})
 
 
 STAGE_PLAN = {"epochs": 2, "size": 32, "presize": 32, "bs": 64, "frozen": False}

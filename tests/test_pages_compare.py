@@ -49,9 +49,9 @@ def add_run(client, recipe: dict) -> int:
         return create_run(s, spec.model_dump(mode="json"), techniques=spec.techniques()).id
 
 
-def finish(client, run_id: int, acc: float, tta: float | None = None, epochs: int = 2, predictions=None, tmp=None):
+def finish(client, run_id: int, acc: float, tta: float | None = None, epochs: int = 2, predictions=None, home=None):
     """Put a run through claim -> LR finder -> epochs -> succeeded with the given final accuracy."""
-    finish_by_hand(engine(client), run_id, acc, tta, epochs, predictions, tmp, labels=("cat<1>", "dog"), lr_find=True)
+    finish_by_hand(engine(client), run_id, acc, tta, epochs, predictions, home, labels=("cat<1>", "dog"), lr_find=True)
 
 
 def embedded(page: str, node_id: str) -> dict:
@@ -61,9 +61,9 @@ def embedded(page: str, node_id: str) -> dict:
 def test_compare_page_shows_table_diffs_recipe_diff_confusions_and_disagreements(client, tmp_path):
     a = add_run(client, tiny_recipe(name=XSS))
     b = add_run(client, tiny_recipe(name="smoothed", label_smoothing=0.1))
-    finish(client, a, 0.80, tta=0.81, epochs=3, tmp=tmp_path,
+    finish(client, a, 0.80, tta=0.81, epochs=3, home=tmp_path / "home",
            predictions=[("1.jpg", "cat<1>", "cat<1>"), ("2.jpg", "dog", "cat<1>"), ("3.jpg", "dog", "dog")])
-    finish(client, b, 0.85, tta=0.86, epochs=3, tmp=tmp_path,
+    finish(client, b, 0.85, tta=0.86, epochs=3, home=tmp_path / "home",
            predictions=[("1.jpg", "cat<1>", "dog"), ("2.jpg", "dog", "dog"), ("3.jpg", "dog", "dog")])
     r = client.get(f"/compare?ids={a},{b}&baseline={a}")
     page = r.text

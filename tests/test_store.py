@@ -190,16 +190,16 @@ def test_finish_run_stores_result_headline_metrics_and_artifacts(db_engine):
     result = {"metrics": {"accuracy": 0.91, "error_rate": 0.09, "valid_loss": 0.3},
               "tta": {"n": 4, "use_max": False, "accuracy": 0.93, "error_rate": 0.07},
               "best": {"stage": 1, "epoch": 3, "metric": "accuracy", "value": 0.91},
-              "model_path": "/art/1/model.pkl", "predictions_path": "/art/1/predictions.csv", "seconds": 12.5}
+              "seconds": 12.5}
     with session_scope(db_engine) as s:
         runs.record_progress(s, run_id, {"batch": 3, "total": 10})
-        run = _finish(s, run_id, result)
+        run = runs.finish_run(s, run_id, ResultEvent(**result), artifacts={"model": 2048, "predictions": 64})
     assert (run.status, run.best_accuracy, run.tta_accuracy) == ("succeeded", 0.91, 0.93)
-    assert run.model_path == "/art/1/model.pkl" and run.result["best"]["epoch"] == 3
+    assert run.result["best"]["epoch"] == 3
     assert run.progress is None  # the progress bar goes away when the run ends
     assert run.finished_at.tzinfo == timezone.utc and run.finished_at >= run.started_at
     with session_scope(db_engine) as s:
-        assert runs.list_artifacts(s, run_id) == {"model": "/art/1/model.pkl", "predictions": "/art/1/predictions.csv"}
+        assert runs.list_artifacts(s, run_id) == {"model": 2048, "predictions": 64}  # sizes: no host's paths
         with pytest.raises(errors.RunFinished):
             _finish(s, run_id, result)  # a second result for the same run is a conflict
     no_tta = _new_run(db_engine, claim_by="host:1")
@@ -298,7 +298,7 @@ def test_deleting_a_run_removes_its_rows_and_frees_its_worker(db_engine):
     with session_scope(db_engine) as s:
         runs.record_epoch(s, run_id, _epoch(0, 0))
         runs.record_lr_find(s, run_id, _lr_find(0, 1e-3, [1e-4], [1.0]))
-        _finish(s, run_id, {"metrics": {"accuracy": 0.9}, "model_path": "/m.pkl"})
+        runs.finish_run(s, run_id, ResultEvent(metrics={"accuracy": 0.9}), artifacts={"model": 10})
         workers.record_heartbeat(s, "host:1", "host", 1, current_run_id=run_id)
     with session_scope(db_engine) as s:
         s.exec(delete(Run).where(Run.id == run_id))

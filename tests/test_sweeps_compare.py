@@ -36,9 +36,9 @@ def two_stage_recipe() -> dict:
     return recipe
 
 
-def finish(engine, run_id: int, acc: float, tta: float | None = None, epochs: int = 2, predictions=None, tmp=None):
+def finish(engine, run_id: int, acc: float, tta: float | None = None, epochs: int = 2, predictions=None, home=None):
     """Put a run through claim -> epochs -> succeeded with the given final accuracy."""
-    finish_by_hand(engine, run_id, acc, tta, epochs, predictions, tmp)
+    finish_by_hand(engine, run_id, acc, tta, epochs, predictions, home)
 
 
 def test_plan_variants_one_at_a_time_and_grid():
@@ -106,9 +106,9 @@ def test_bad_sweeps_are_refused_and_store_nothing(client, engine):
 def test_compare_api_table_diff_curves_and_disagreements(client, engine, tmp_path):
     a = client.post("/api/v1/runs", json=tiny_recipe(name="plain")).json()["id"]
     b = client.post("/api/v1/runs", json=tiny_recipe(name="smoothed", label_smoothing=0.1)).json()["id"]
-    finish(engine, a, 0.80, tta=0.81, epochs=3, tmp=tmp_path,
+    finish(engine, a, 0.80, tta=0.81, epochs=3, home=tmp_path,
            predictions=[("1.jpg", "a", "a"), ("2.jpg", "b", "a"), ("3.jpg", "b", "b"), ("4.jpg", "a", "a")])
-    finish(engine, b, 0.85, tta=0.86, epochs=3, tmp=tmp_path,
+    finish(engine, b, 0.85, tta=0.86, epochs=3, home=tmp_path,
            predictions=[("1.jpg", "a", "b"), ("2.jpg", "b", "b"), ("3.jpg", "b", "b"), ("4.jpg", "a", "a")])
     data = client.get("/api/v1/compare", params={"ids": f"{a},{b}", "baseline": a}).json()
     assert data["baseline"] == a and [r["id"] for r in data["runs"]] == [a, b]

@@ -5,6 +5,9 @@ and optimizer state, where training stands (stage, epoch, the stage's learning r
 tracker's best value and where it was, and every random number generator's state (Python, NumPy, torch, and the
 training DataLoader's own), so that on a CPU with num_workers 0 the resumed epochs repeat the lost ones exactly.
 Only files fitboard's own workers wrote are ever loaded, and with torch.load(weights_only=True).
+
+A worker keeps the checkpoint (and the keep-best weights it refers to) in the artifact store, so the next attempt
+resumes on whichever host takes the run; `fitboard train` keeps them in its output folder.
 """
 from __future__ import annotations
 
@@ -21,10 +24,12 @@ from fastai.callback.core import Callback
 from fastai.torch_core import get_model
 from fastcore.foundation import L
 
+from app.core.artifacts import ArtifactStore
 from app.core.events import CheckpointEvent, NoteEvent
 from worker.reporters import Reporter
 
 CHECKPOINT_FILE = "checkpoint.pth"
+BEST_FILE = "best.pth"  # KeepBestCallback's learn.save("best") in the run's folder
 
 
 def _plain(value):
@@ -103,7 +108,7 @@ class Checkpoint:
 
 
 def load_checkpoint(out_dir: Path) -> Checkpoint | None:
-    """The run's checkpoint, or None when it has none (a partly written file never carries the final name)."""
+    """The checkpoint in out_dir, or None when it has none (a partly written file never carries the final name)."""
     path = Path(out_dir) / CHECKPOINT_FILE
     if not path.is_file():
         return None
@@ -121,14 +126,58 @@ def snapshot(learn, meta: dict) -> dict:
             "rng": _rng_state(learn.dls.train)}
 
 
+def _save_atomically(out_dir: Path, name: str, state: dict) -> Path:
+    """torch.save under a temporary name, fsync, rename to name (atomic on one filesystem); the final path."""
+    path = Path(out_dir) / name
+    tmp = path.with_name(f".{name}.{uuid.uuid4().hex}.tmp")  # one per write: never two writers on one file
+    try:
+        torch.save(state, tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())  # on disk before the rename makes it the checkpoint
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
 def write_checkpoint(out_dir: Path, state: dict) -> None:
-    """Write a snapshot under a temporary name and rename it over the previous one (atomic on one filesystem)."""
-    path = Path(out_dir) / CHECKPOINT_FILE
-    tmp = path.with_name(f".{CHECKPOINT_FILE}.{uuid.uuid4().hex}.tmp")  # one per write: never two writers on one file
-    torch.save(state, tmp)
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())  # on disk before the rename makes it the checkpoint
-    os.replace(tmp, path)
+    """Write a snapshot under a temporary name and rename it over the previous one."""
+    _save_atomically(out_dir, CHECKPOINT_FILE, state)
+
+
+class CheckpointFiles:
+    """Where a run's checkpoint is kept: its output folder, and (for a worker) the artifact store every host reads.
+
+    With a store, each checkpoint is moved there after it is written, preceded by the keep-best weights when that
+    epoch was a new best, so a stored checkpoint never refers to best weights the store lacks."""
+
+    def __init__(self, out_dir: Path, store: ArtifactStore | None = None, run_id: int | None = None):
+        self.out_dir, self.store, self.run_id = Path(out_dir), store, run_id
+
+    def save(self, state: dict) -> None:
+        """Write one snapshot (and its new best weights) where the next attempt will look."""
+        meta = state["meta"]
+        new_best = meta["best_at"] is not None and (meta["best_at"]["stage"], meta["best_at"]["epoch"]) == (
+            meta["stage"], meta["epoch"])
+        if self.store is not None and new_best:
+            # learn.save(with_opt=False) writes exactly the model's state dict: this epoch's, in the snapshot.
+            best = _save_atomically(self.out_dir, f"stored-{BEST_FILE}", state["model"])
+            self.store.put(self.run_id, "best", best, move=True)
+        path = _save_atomically(self.out_dir, CHECKPOINT_FILE, state)
+        if self.store is not None:
+            self.store.put(self.run_id, "checkpoint", path, move=True)
+
+    def load(self) -> Checkpoint | None:
+        """The last checkpoint (fetched from the store into the folder, with its best weights), or None."""
+        if self.store is not None:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            if not self.store.fetch(self.run_id, "checkpoint", self.out_dir / CHECKPOINT_FILE):
+                return None
+            ckpt = load_checkpoint(self.out_dir)
+            if ckpt is not None and ckpt.best_at is not None:
+                self.store.fetch(self.run_id, "best", self.out_dir / BEST_FILE)
+            return ckpt
+        return load_checkpoint(self.out_dir)
 
 
 def restore(learn, ckpt: Checkpoint) -> None:
@@ -152,13 +201,13 @@ class CheckpointCallback(Callback):
     """After every epoch of a stage: snapshot the state, write it in a background thread while the next epoch
     trains, then tell the reporter it is safe. At most one write is in flight; each stage's end waits for it.
 
-    A write that fails (a full artifacts disk) does not fail the run: it goes on, with a note that a lost worker
-    would resume from the previous checkpoint."""
+    A write that fails (a full artifacts disk, an unreachable bucket) does not fail the run: it goes on, with a note
+    that a lost worker would resume from the previous checkpoint."""
 
     order = 65  # after Recorder, the report and KeepBestCallback (60), so the best value saved is this epoch's
 
-    def __init__(self, out_dir: Path, reporter: Reporter, keep=None):
-        self.out_dir, self.reporter, self.keep = Path(out_dir), reporter, keep
+    def __init__(self, files: CheckpointFiles, reporter: Reporter, keep=None):
+        self.files, self.reporter, self.keep = files, reporter, keep
         self.stage, self.first_epoch, self.stage_lr, self.stages_done = 0, 0, None, []
         self.resume_smooth: dict | None = None  # set for a fit resumed mid-stage
         self._writer: threading.Thread | None = None
@@ -190,8 +239,8 @@ class CheckpointCallback(Callback):
     def _write(self, state: dict, stage: int, epoch: int) -> None:
         _lowest_priority()
         try:
-            write_checkpoint(self.out_dir, state)
-        except OSError as exc:
+            self.files.save(state)
+        except Exception as exc:  # a full disk, a lost mount, a refused upload: the run itself goes on
             self._failure = f"the checkpoint after stage {stage} epoch {epoch} could not be written ({exc}); " \
                             "training goes on, and a lost worker would resume from the checkpoint before it"
             return

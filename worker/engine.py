@@ -34,7 +34,7 @@ from app.core.events import (
 )
 from app.core.schemas import RunSpec, StageSpec
 from worker.callbacks import KeepBestCallback, ReportCallback
-from worker.checkpoint import Checkpoint, CheckpointCallback, load_checkpoint, restore, restore_rng
+from worker.checkpoint import Checkpoint, CheckpointCallback, CheckpointFiles, restore, restore_rng
 from worker.data import items_frame, make_dls, norm_stats
 from worker.reporters import Reporter
 from worker.weights import ensure_cached
@@ -168,11 +168,11 @@ def _images_per_second(n_train: int, epoch_seconds: list[float]) -> float | None
     return n_train * len(epoch_seconds) / sum(epoch_seconds) if epoch_seconds else None
 
 
-def _resume_point(spec: RunSpec, out_dir: Path, resume: bool, reporter: Reporter) -> Checkpoint | None:
+def _resume_point(files: CheckpointFiles, resume: bool, reporter: Reporter) -> Checkpoint | None:
     """The checkpoint to continue from, when asked to resume and one was written; says so when none was."""
     if not resume:
         return None
-    ckpt = load_checkpoint(out_dir)
+    ckpt = files.load()
     if ckpt is None:
         reporter.emit(NoteEvent(message="no checkpoint was written before the last attempt ended: starting at epoch 0"))
     return ckpt
@@ -180,18 +180,20 @@ def _resume_point(spec: RunSpec, out_dir: Path, resume: bool, reporter: Reporter
 
 def run_recipe(spec: RunSpec, reporter: Reporter, data_root: Path, out_dir: Path, *,
                dataset: ResolvedDataset | None = None, registry=None, num_workers: int | None = None,
-               extra_cbs: tuple = (), checkpoints: bool = False, resume: bool = False) -> ResultEvent:
+               extra_cbs: tuple = (), checkpoints: bool = False, resume: bool = False,
+               checkpoint_files: CheckpointFiles | None = None) -> ResultEvent:
     """Train a recipe end to end, reporting every event; returns the result (also emitted as 'result').
 
-    checkpoints: save a checkpoint after every epoch (out_dir/checkpoint.pth). resume: continue after the
-    checkpoint in out_dir, when there is one."""
+    checkpoints: save a checkpoint after every epoch (out_dir/checkpoint.pth, or checkpoint_files: a worker's
+    artifact store). resume: continue after the last checkpoint, when there is one."""
     started = time.perf_counter()
     ds = dataset or resolve_dataset(spec.dataset, data_root, seed=spec.seed, registry=registry)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     notes = _device_notes(spec) + ds.warnings
     n_train = sum(not it.is_valid for it in ds.items)
-    ckpt = _resume_point(spec, out_dir, resume, reporter)
+    files = checkpoint_files or CheckpointFiles(out_dir)
+    ckpt = _resume_point(files, resume, reporter)
     start_stage, start_epoch = ckpt.next_position([s.epochs for s in spec.stages]) if ckpt else (0, 0)
     reporter.emit(StartEvent(name=spec.name, dataset=ds.report(), techniques=spec.techniques(),
                              device="cuda" if torch.cuda.is_available() else "cpu", notes=notes,
@@ -215,7 +217,7 @@ def run_recipe(spec: RunSpec, reporter: Reporter, data_root: Path, out_dir: Path
     keep = KeepBestCallback(spec.keep_best) if spec.keep_best else None
     tracked = [report_cb, *([keep] if keep else [])]
     if checkpoints:
-        tracked.append(CheckpointCallback(out_dir, reporter, keep))
+        tracked.append(CheckpointCallback(files, reporter, keep))
     learn = _build_learner(spec, dls_for(ckpt.stage if ckpt else 0), out_dir, [*tracked, *extra_cbs])
     stages_done = []
     if ckpt is not None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import socket
 import threading
 import time
@@ -11,6 +12,8 @@ import traceback
 from celery import signals
 from celery.exceptions import Reject
 
+from app.core.artifacts import store_for
+from app.core.events import ResultEvent
 from app.core.schemas import DatasetSpec, RunSpec
 from app.core.settings import get_settings
 from app.core.status import RunStatus
@@ -20,6 +23,7 @@ from app.services.runs import registry_for
 from app.store.db import default_database_url, make_engine, session_scope, upgrade
 from app.store.recovery import requeue_run
 from app.store.runs import claim_run, fail_run, finish_run, is_cancel_requested, mark_cancelled
+from worker.checkpoint import CheckpointFiles
 from worker.engine import RunCancelled, run_recipe  # fastai and torch load with the worker, not during a task
 from worker.liveness import HeartbeatThread
 from worker.reporters import UNAVAILABLE, DatabaseReporter, DatabaseUnavailable
@@ -33,6 +37,10 @@ _heartbeat: HeartbeatThread | None = None
 SHUTTING_DOWN = threading.Event()  # set on SIGTERM/Ctrl-C: the current run stops at its next batch
 PUBLISHER = Publisher(celery)  # sends each run to its own queue
 FINAL_WRITE_BACKOFF_MAX = 30.0
+
+
+class FilesNotStored(RuntimeError):
+    """A trained run's files could not be put in the artifact store; they stay in its scratch folder."""
 
 
 def registry_lookup(name: str) -> DatasetSpec | None:
@@ -108,24 +116,60 @@ def train_run(run_id: int) -> str:
         _set_current(None)
 
 
+def _store_files(run_id: int, result: ResultEvent) -> dict[str, int]:
+    """Move the exported model and predictions into the artifact store, retried with backoff for as long as a
+    database write would be (a full shared disk, a restarting bucket); {kind: size}. Drops the run's checkpoint,
+    which a succeeded run no longer needs."""
+    store = store_for(settings)
+    files = {"model": result.model_path, "predictions": result.predictions_path}
+    stored, delay, deadline = {}, 0.5, time.monotonic() + settings.write_retry_seconds
+    for kind, path in files.items():
+        while path and kind not in stored:
+            try:
+                stored[kind] = store.put(run_id, kind, path, move=True)
+            except Exception as exc:  # any backend's failure: OSError, botocore's errors
+                if SHUTTING_DOWN.is_set() or time.monotonic() > deadline:
+                    raise FilesNotStored(f"the {kind} file of run {run_id} could not be stored in {store.location} "
+                                       f"({type(exc).__name__}: {exc}); it is still on {socket.gethostname()} "
+                                       f"at {path}") from exc
+                log.warning("run %s: storing %s failed (%s); retrying in %.0f s", run_id, kind, exc, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, FINAL_WRITE_BACKOFF_MAX)
+    for kind in ("checkpoint", "best"):
+        try:
+            store.delete(run_id, kind)
+        except Exception as exc:  # only space is lost; the run succeeded
+            log.warning("run %s: could not delete its %s from the artifact store (%s)", run_id, kind, exc)
+    return stored
+
+
 def _train(run) -> str:
-    """Train a claimed run to its final state."""
+    """Train a claimed run to its final state; its files go to the artifact store, its scratch folder goes."""
     run_id = run.id
     reporter = DatabaseReporter(engine, run_id, SHUTTING_DOWN, progress=run.progress,
                                 retry_seconds=settings.write_retry_seconds, worker=WORKER_NAME)
+    out_dir = settings.work_dir / str(run_id)
     try:
         spec = RunSpec.model_validate(run.spec)
-        result = run_recipe(spec, reporter, settings.data_root, settings.artifacts_dir / str(run_id),
+        result = run_recipe(spec, reporter, settings.data_root, out_dir,
                             registry=registry_lookup, num_workers=settings.num_workers, checkpoints=True,
+                            checkpoint_files=CheckpointFiles(out_dir, store_for(settings), run_id),
                             resume=run.resume_from is not None)
+        stored = _store_files(run_id, result)
     except RunCancelled:
+        shutil.rmtree(out_dir, ignore_errors=True)  # the checkpoint a retry needs is in the artifact store
         return _stopped(run)
     except Exception as exc:  # every failure (bad data, missing weights, a crash, a dead database) is stored
         error = str(exc) if isinstance(exc, DatabaseUnavailable) else f"{type(exc).__name__}: {exc}"
         tb = _tail(traceback.format_exc())
+        if not isinstance(exc, FilesNotStored):  # else keep the trained files for the operator to recover
+            shutil.rmtree(out_dir, ignore_errors=True)
         _until_written(f"run {run_id}", lambda s: fail_run(s, run_id, error, tb, worker=WORKER_NAME))
         return RunStatus.failed.value
-    _until_written(f"run {run_id}", lambda s: finish_run(s, run_id, result, worker=WORKER_NAME))
+    # The stored result names no host's paths: the files are in the artifact store under the run's id.
+    result = result.model_copy(update={"model_path": None, "predictions_path": None})
+    _until_written(f"run {run_id}", lambda s: finish_run(s, run_id, result, worker=WORKER_NAME, artifacts=stored))
+    shutil.rmtree(out_dir, ignore_errors=True)
     return RunStatus.succeeded.value
 
 

@@ -11,7 +11,7 @@ from app.core.schemas import MAX_ID
 from app.services.compare import compare
 from app.services.serializers import CompareOut
 from app.store.compare import compare_csv
-from app.web.deps import SessionDep
+from app.web.deps import ArtifactsDep, SessionDep
 
 router = api_router("compare")
 
@@ -19,11 +19,12 @@ router = api_router("compare")
 # Not validated against CompareOut on the way out: documents of 100 runs hold ~100k values (see the json.dumps below).
 @router.get("/compare", response_model=CompareOut,
             responses={200: {"content": CSV, "description": "the final table (CSV with format=csv)"},
-                       **errors(404, 422)})
-def get_compare(session: SessionDep, ids: str = Query(..., description="comma-separated run ids", max_length=4000),
+                       **errors(404, 422, 503)})
+def get_compare(session: SessionDep, files: ArtifactsDep,
+                ids: str = Query(..., description="comma-separated run ids", max_length=4000),
                 baseline: int | None = Query(None, ge=1, le=MAX_ID), format: Literal["json", "csv"] = "json"):
     """Curves, final table with differences to the baseline, recipe diff, confusion matrices, disagreements."""
-    data = compare(session, ids, baseline)
+    data = compare(session, ids, baseline, files=files)
     if format == "csv":
         return Response(compare_csv(data), media_type="text/csv",
                         headers={"Content-Disposition": 'attachment; filename="compare.csv"'})

@@ -1,13 +1,16 @@
 """/api/v1/runs: submit, list, read, cancel, and a run's epochs, LR finds, model file and live events."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Literal
 
 from fastapi import Body, Depends, Header, Query, Request, Response
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, StreamingResponse
 from fastapi.sse import EventSourceResponse
+from starlette.concurrency import iterate_in_threadpool
 
 from app.api import CSV, WRITE_ERRORS, Offset, RunId, api_router, errors, queued_later, stored
+from app.core.artifacts import store_for
 from app.core.events import EpochEvent
 from app.core.status import RunStatus
 from app.services import runs
@@ -92,11 +95,16 @@ def get_run_attempts(run_id: RunId, session: SessionDep):
 @router.get("/runs/{run_id}/model", response_class=FileResponse,
             responses={200: {"content": {"application/octet-stream": {"schema": {"type": "string",
                                                                                   "format": "binary"}}},
-                             "description": "fastai's learn.export file"}, **errors(404, 422)})
-def get_run_model(run_id: RunId, session: SessionDep):
-    """Download the exported model (fastai's learn.export file)."""
-    return FileResponse(runs.model_file(session, run_id), filename=f"run-{run_id}-model.pkl",
-                        media_type="application/octet-stream")
+                             "description": "fastai's learn.export file"}, **errors(404, 422, 503)})
+def get_run_model(run_id: RunId, session: SessionDep, settings: SettingsDep):
+    """Download the exported model (fastai's learn.export file), from whichever host's store holds it."""
+    found, name = runs.model_file(session, store_for(settings), run_id), f"run-{run_id}-model.pkl"
+    if isinstance(found, Path):
+        return FileResponse(found, filename=name, media_type="application/octet-stream")
+    chunks, size = found  # streamed from the bucket as it arrives: a large model never sits in memory
+    return StreamingResponse(iterate_in_threadpool(chunks), media_type="application/octet-stream",
+                             headers={"Content-Length": str(size),
+                                      "Content-Disposition": f'attachment; filename="{name}"'})
 
 
 @router.post("/runs/{run_id}/cancel", response_model=CancelOut, responses={**errors(403, 404, 409, 422)})

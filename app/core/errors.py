@@ -23,6 +23,12 @@ class RecipeError(FitboardError, ValueError):
         return cls([{"loc": loc, "msg": msg}])
 
 
+class StorageUnavailable(FitboardError, RuntimeError):
+    """A store the answer needs (the artifact store) cannot be reached now; worth retrying later."""
+
+    status_code = 503
+
+
 class NotFound(FitboardError, LookupError):
     """The thing asked for does not exist."""
 

@@ -16,6 +16,10 @@ class Settings(BaseSettings):
     home: Path = Path("~/.fitboard")
     data_root: Path | None = None
     num_workers: int | None = None  # DataLoader worker processes; None: fastai's default on GPU, 0 on CPU
+    # Where run files (models, predictions, checkpoints) live, seen by every host: a directory (a shared mount in a
+    # fleet) or s3://bucket/prefix (credentials from the AWS_* variables). Default: $FITBOARD_HOME/artifacts.
+    artifact_root: str | None = None
+    s3_endpoint_url: str | None = None  # an S3-compatible server (MinIO and the like); default: AWS
     database_url: str | None = None  # default: SQLite at $FITBOARD_HOME/fitboard.db
     broker_url: str | None = None  # default: an embedded broker (SQLite file under $FITBOARD_HOME)
     visibility_timeout: int = 48 * 3600  # Redis redelivers an unacked task after this; longer than any run
@@ -44,9 +48,14 @@ class Settings(BaseSettings):
         return self
 
     @property
-    def artifacts_dir(self) -> Path:
-        """Where each run's exported model and reports are kept."""
-        return self.home / "artifacts"
+    def artifact_location(self) -> str:
+        """The artifact root as configured, or the default directory under FITBOARD_HOME."""
+        return self.artifact_root or str(self.home / "artifacts")
+
+    @property
+    def work_dir(self) -> Path:
+        """This host's scratch folder for runs in training (their files move to the artifact store when done)."""
+        return self.home / "work"
 
 
 @lru_cache

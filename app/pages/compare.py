@@ -9,7 +9,7 @@ from app.core.errors import RecipeError
 from app.pages.render import render
 from app.pages.wording import COLORS, is_number, secs, show
 from app.services.compare import compare
-from app.web.deps import SessionDep
+from app.web.deps import ArtifactsDep, SessionDep
 
 router = APIRouter()
 MAX_CONFUSIONS = 12
@@ -41,14 +41,16 @@ def table_rows(data: dict) -> list[dict]:
 
 
 @router.get("/compare")
-def get_compare(request: Request, session: SessionDep, ids: list[str] = Query([]), baseline: str = ""):
+def get_compare(request: Request, session: SessionDep, files: ArtifactsDep, ids: list[str] = Query([]),
+                baseline: str = ""):
     """Runs side by side: curves, LR finders, final table against a baseline, recipe diff, confusions, disagreements."""
     joined = ",".join(ids)  # ids=3,5,8 from links, ids=3&ids=5 from the runs list's checkboxes without JS
     if not joined.replace(",", "").strip():
         return render(request, "compare.html", data=None, message="Pick two or more runs on the runs list to compare.")
     try:
         # No chart series here: compare.js fetches them from the API, so this page stays small and quick.
-        data = compare(session, joined, int(baseline) if baseline.strip().isdigit() else None, curves=False)
+        data = compare(session, joined, int(baseline) if baseline.strip().isdigit() else None, curves=False,
+                       files=files)
     except RecipeError as exc:
         return render(request, "compare.html", 422, data=None, message=exc.problems[0]["msg"])
     id_list = data["ids"]

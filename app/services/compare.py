@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from sqlmodel import Session
 
+from app.core.artifacts import ArtifactStore
 from app.core.errors import RecipeError
 from app.core.schemas import MAX_ID
 from app.store.compare import compare_runs
@@ -23,7 +24,8 @@ def parse_ids(ids: str) -> list[int]:
     return out
 
 
-def compare(session: Session, ids: str, baseline: int | None = None, curves: bool = True) -> dict:
-    """Curves, the final table against a baseline, the recipe diff, confusions and disagreements; RunNotFound for an
-    unknown id."""
-    return compare_runs(session, parse_ids(ids), baseline, curves=curves)
+def compare(session: Session, ids: str, baseline: int | None = None, curves: bool = True,
+            files: ArtifactStore | None = None) -> dict:
+    """Curves, the final table against a baseline, the recipe diff, confusions and disagreements (read from the
+    artifact store's prediction files); RunNotFound for an unknown id."""
+    return compare_runs(session, parse_ids(ids), baseline, curves=curves, files=files)

@@ -1,10 +1,12 @@
 """Runs as the API, the pages and the CLI use them: submit (validate, store, commit, publish), read, list, cancel."""
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 from sqlmodel import Session
 
+from app.core.artifacts import ArtifactStore
 from app.core.datasets import ResolvedDataset, resolve_dataset
 from app.core.errors import NotFound
 from app.core.schemas import DatasetSpec, RunSpec, parse_spec
@@ -71,18 +73,21 @@ def lr_finds(session: Session, run_id: int) -> list[LRFind]:
     return store.list_lr_finds(session, run_id)
 
 
-def artifacts(session: Session, run_id: int) -> dict[str, str]:
-    """A run's files by kind."""
+def artifacts(session: Session, run_id: int) -> dict[str, int | None]:
+    """A run's stored files: kind -> size in bytes."""
     return store.list_artifacts(session, run_id)
 
 
-def model_file(session: Session, run_id: int) -> Path:
-    """The run's exported model file; NotFound when it has none (not finished, failed, or the file is gone)."""
+def model_file(session: Session, files: ArtifactStore, run_id: int) -> Path | tuple[Iterator[bytes], int]:
+    """The run's exported model: a local file (a directory store) or a stream of chunks and its size (a bucket);
+    NotFound when it has none (not finished, failed, or the file is gone from the store)."""
     store.get_run(session, run_id)
-    path = store.list_artifacts(session, run_id).get("model")
-    if not path or not Path(path).is_file():
-        raise NotFound(f"an exported model for run {run_id}")
-    return Path(path)
+    if "model" in store.list_artifacts(session, run_id):
+        path = files.local_path(run_id, "model")
+        opened = path or files.open(run_id, "model")
+        if opened:
+            return opened
+    raise NotFound(f"an exported model for run {run_id}")
 
 
 def cancel(session: Session, run_id: int, orphaned_after: float | None = None) -> str:

@@ -4,11 +4,11 @@ from __future__ import annotations
 import csv
 import io
 from collections import defaultdict
-from pathlib import Path
 
 from sqlalchemy import select
 from sqlmodel import Session
 
+from app.core.artifacts import ArtifactStore
 from app.core.csvsafe import csv_row
 from app.core.errors import RunNotFound
 from app.store.models import Artifact, EpochRow, LRFind, Run
@@ -82,17 +82,18 @@ def _with_diffs(rows: dict[int, dict], baseline: int) -> dict[int, dict]:
     return rows
 
 
-def _predictions(path: str | None) -> dict[str, tuple[str, str, bool]]:
-    """image_id -> (actual, predicted, correct) from a run's predictions.csv."""
-    if not path or not Path(path).is_file():
+def _predictions(files: ArtifactStore | None, run_id: int) -> dict[str, tuple[str, str, bool]]:
+    """image_id -> (actual, predicted, correct) from a run's predictions.csv in the artifact store."""
+    text = files.read_text(run_id, "predictions") if files is not None else None
+    if not text:
         return {}
-    with open(path, newline="") as fh:
-        return {r["image_id"]: (r["actual"], r["predicted"], r["correct"] == "1") for r in csv.DictReader(fh)}
+    return {r["image_id"]: (r["actual"], r["predicted"], r["correct"] == "1")
+            for r in csv.DictReader(io.StringIO(text, newline=""))}
 
 
-def disagreements(a: Run, b: Run, paths: dict[int, str]) -> dict | None:
+def disagreements(a: Run, b: Run, files: ArtifactStore | None) -> dict | None:
     """Validation images one run gets right and the other wrong, both ways (needs both prediction files)."""
-    pa, pb = _predictions(paths.get(a.id)), _predictions(paths.get(b.id))
+    pa, pb = _predictions(files, a.id), _predictions(files, b.id)
     if not pa or not pb:
         return None
     common = sorted(set(pa) & set(pb))
@@ -104,7 +105,8 @@ def disagreements(a: Run, b: Run, paths: dict[int, str]) -> dict | None:
             "b_right_a_wrong": b_only[:MAX_DISAGREEMENTS], "b_right_a_wrong_count": len(b_only)}
 
 
-def compare_runs(session: Session, ids: list[int], baseline: int | None = None, curves: bool = True) -> dict:
+def compare_runs(session: Session, ids: list[int], baseline: int | None = None, curves: bool = True,
+                 files: ArtifactStore | None = None) -> dict:
     """Everything the compare page shows, in three queries; curves=False leaves out the chart series (and
     says only which runs have LR-finder curves), for the HTML page whose charts fetch the JSON API."""
     runs_by_id = {r.id: r for r in session.exec(select(Run).where(Run.id.in_(ids))).scalars()}
@@ -116,7 +118,7 @@ def compare_runs(session: Session, ids: list[int], baseline: int | None = None, 
     epochs, finds = defaultdict(list), defaultdict(list)
     if not curves:
         with_finds = set(session.exec(select(LRFind.run_id).where(LRFind.run_id.in_(ids)).distinct()).scalars())
-        return _assemble(session, runs, baseline, {}, {i: [{"stage": None}] for i in with_finds}, curves=False)
+        return _assemble(session, runs, baseline, {}, {i: [{"stage": None}] for i in with_finds}, files, curves=False)
     # Plain column rows, not ORM objects: 100 runs x 50 epochs would spend most of the time building instances.
     # The two metrics come out of the JSON column in SQL (json_extract / ->>), not through 5,000 json.loads.
     for r in session.exec(select(EpochRow.run_id, EpochRow.stage, EpochRow.train_loss, EpochRow.valid_loss,
@@ -129,10 +131,11 @@ def compare_runs(session: Session, ids: list[int], baseline: int | None = None, 
                           .where(LRFind.run_id.in_(ids)).order_by(LRFind.run_id, LRFind.stage)):
         lrs, losses = _thin(f.lrs or []), _thin(f.losses or [])
         finds[f.run_id].append({"stage": f.stage, "suggestion": f.suggestion, "lrs": lrs, "losses": losses})
-    return _assemble(session, runs, baseline, epochs, finds)
+    return _assemble(session, runs, baseline, epochs, finds, files)
 
 
-def _assemble(session: Session, runs: list[Run], baseline: int, epochs: dict, finds: dict, curves: bool = True) -> dict:
+def _assemble(session: Session, runs: list[Run], baseline: int, epochs: dict, finds: dict,
+              files: ArtifactStore | None, curves: bool = True) -> dict:
     """The compare document from loaded runs, epoch tuples and LR-finder curves."""
     ids = [r.id for r in runs]
     rows = _with_diffs({r.id: _row(r) for r in runs}, baseline)
@@ -143,9 +146,10 @@ def _assemble(session: Session, runs: list[Run], baseline: int, epochs: dict, fi
                      "confusion": (r.result or {}).get("confusion")} for r in runs],
            "disagreements": None}
     if len(runs) == 2:
-        paths = {a.run_id: a.path for a in session.exec(select(Artifact).where(
-            Artifact.run_id.in_(ids), Artifact.kind == "predictions")).scalars()}
-        out["disagreements"] = disagreements(runs[0], runs[1], paths)
+        with_predictions = set(session.exec(select(Artifact.run_id).where(
+            Artifact.run_id.in_(ids), Artifact.kind == "predictions")).scalars())
+        if with_predictions == set(ids):
+            out["disagreements"] = disagreements(runs[0], runs[1], files)
     return out
 
 

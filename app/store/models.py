@@ -90,7 +90,6 @@ class Run(SQLModel, table=True):
     techniques: list = Field(default_factory=list, sa_column=_json(nullable=False))
     best_accuracy: float | None = Field(default=None, sa_column=sa.Column(sa.Float(), nullable=True))
     tta_accuracy: float | None = Field(default=None, sa_column=sa.Column(sa.Float(), nullable=True))
-    model_path: str | None = Field(default=None, sa_column=sa.Column(sa.Text(), nullable=True))
     sweep_id: int | None = Field(default=None, sa_column=sa.Column(
         sa.Integer(), sa.ForeignKey("sweep.id", ondelete="SET NULL"), nullable=True, index=True))
     variant: str | None = Field(default=None, sa_column=sa.Column(sa.String(500), nullable=True))  # sweep variant key
@@ -178,12 +177,13 @@ class LRFind(SQLModel, table=True):
 
 
 class Artifact(SQLModel, table=True):
-    """A file a run produced (exported model, predictions CSV), one per kind."""
+    """A file a run produced (exported model, predictions CSV), one per kind, kept in the artifact store under the
+    run's id and kind (never an absolute path: every host reads the same store)."""
 
     __tablename__ = "artifact"
     run_id: int = Field(sa_column=_run_fk(primary_key=True))
     kind: str = Field(sa_column=sa.Column(sa.String(50), primary_key=True))
-    path: str = Field(sa_column=sa.Column(sa.Text(), nullable=False))
+    size: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger(), nullable=True))  # bytes
 
 
 class Worker(SQLModel, table=True):
@@ -198,3 +198,4 @@ class Worker(SQLModel, table=True):
     current_run_id: int | None = Field(default=None, sa_column=_run_fk(ondelete="SET NULL", nullable=True))
     started_at: datetime = Field(default_factory=utcnow, sa_column=_when(nullable=False))
     last_seen: datetime = Field(default_factory=utcnow, sa_column=_when(nullable=False))
+    doctor: dict | None = Field(default=None, sa_column=_json())  # the last `fitboard doctor` report at start-up

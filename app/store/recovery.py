@@ -140,7 +140,7 @@ def retry_run(session: Session, run_id: int, from_checkpoint: bool, max_attempts
     stmt = (update(Run).where(Run.id == run_id, Run.status == run.status)
             .values(status=RunStatus.queued, resume_from=resume, published_at=None, cancel_requested=False,
                     finished_at=None, error=None, traceback=None, result=None, best_accuracy=None,
-                    tta_accuracy=None, model_path=None, attempt_limit=run.attempt + budget,
+                    tta_accuracy=None, attempt_limit=run.attempt + budget,
                     **({} if from_checkpoint else {"checkpoint": None, "progress": None}))
             .execution_options(synchronize_session=False))
     if session.exec(stmt).rowcount != 1:

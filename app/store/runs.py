@@ -125,23 +125,23 @@ def _held_by(worker: str | None) -> tuple:
     return () if worker is None else (Run.worker == worker,)
 
 
-def finish_run(session: Session, run_id: int, result: ResultEvent, worker: str | None = None) -> Run:
-    """Mark a running run succeeded with its result, headline metrics, model path and artifacts; with worker, only
-    while that worker still holds it (a worker reaped by mistake must not finish its successor's attempt)."""
+def finish_run(session: Session, run_id: int, result: ResultEvent, worker: str | None = None,
+               artifacts: dict[str, int] | None = None) -> Run:
+    """Mark a running run succeeded with its result, headline metrics and the artifacts already in the store ({kind:
+    size}); with worker, only while that worker still holds it (a worker reaped by mistake must not finish its
+    successor's attempt)."""
     done = _update(session, run_id, Run.status == RunStatus.running, *_held_by(worker), status=RunStatus.succeeded,
                    finished_at=utcnow(), result=result.stored(), progress=None,
                    best_accuracy=_float(result.metrics.accuracy),
-                   tta_accuracy=_float(result.tta.accuracy if result.tta else None), model_path=result.model_path)
+                   tta_accuracy=_float(result.tta.accuracy if result.tta else None))
     if not done:
         status = _status(session, run_id)
         if status in FINISHED:
             raise RunFinished(run_id, status)
         raise RunNotRunning(f"run {run_id} is {status} and not held by {worker or 'any worker'}; it cannot succeed")
     end_attempt(session, run_id, RunStatus.succeeded)
-    files = {"model": result.model_path, "predictions": result.predictions_path}
-    for kind, path in files.items():
-        if path:
-            upsert(session, Artifact, {"run_id": run_id, "kind": kind, "path": path}, keys=("run_id", "kind"))
+    for kind, size in (artifacts or {}).items():
+        upsert(session, Artifact, {"run_id": run_id, "kind": kind, "size": size}, keys=("run_id", "kind"))
     return get_run(session, run_id)
 
 
@@ -239,6 +239,6 @@ def list_lr_finds(session: Session, run_id: int) -> list[LRFind]:
     return list(session.exec(select(LRFind).where(LRFind.run_id == run_id).order_by(LRFind.stage)).scalars().all())
 
 
-def list_artifacts(session: Session, run_id: int) -> dict[str, str]:
-    """A run's files by kind."""
-    return {a.kind: a.path for a in session.exec(select(Artifact).where(Artifact.run_id == run_id)).scalars()}
+def list_artifacts(session: Session, run_id: int) -> dict[str, int | None]:
+    """A run's stored files: kind -> size in bytes."""
+    return {a.kind: a.size for a in session.exec(select(Artifact).where(Artifact.run_id == run_id)).scalars()}

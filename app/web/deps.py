@@ -1,4 +1,5 @@
-"""FastAPI dependencies shared by the API and the pages: the request's session, the settings, the publisher."""
+"""FastAPI dependencies shared by the API and the pages: the request's session, the settings, the publisher, the
+artifact store."""
 from __future__ import annotations
 
 from typing import Annotated, Iterator
@@ -6,6 +7,7 @@ from typing import Annotated, Iterator
 from fastapi import Depends, Request
 from sqlmodel import Session
 
+from app.core.artifacts import ArtifactStore, store_for
 from app.core.settings import Settings
 from app.services.queue import Publisher
 from app.store.db import session_scope
@@ -27,6 +29,12 @@ def get_publisher(request: Request) -> Publisher:
     return request.app.state.publisher
 
 
+def get_artifacts(request: Request) -> ArtifactStore:
+    """The artifact store every host shares (models, predictions)."""
+    return store_for(request.app.state.settings)
+
+
 SessionDep = Annotated[Session, Depends(get_session)]
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 PublisherDep = Annotated[Publisher, Depends(get_publisher)]
+ArtifactsDep = Annotated[ArtifactStore, Depends(get_artifacts)]
