@@ -8,6 +8,6 @@ COPY worker worker
 COPY migrations migrations
 COPY templates templates
 COPY recipes recipes
-RUN pip install "torch==2.14.1" "torchvision==0.29.1" && pip install -e ".[train]"
+RUN pip install "torch==2.14.1" "torchvision==0.29.1" && pip install -e ".[train,s3]"
 EXPOSE 8000
 CMD ["fitboard", "web", "--host", "0.0.0.0", "--port", "8000"]

@@ -19,6 +19,7 @@ $(STAMP): pyproject.toml
 services:
 	bash scripts/services.sh
 	bash scripts/ensure_chromium.sh
+	bash scripts/ensure_compose.sh
 
 up: setup
 	$(VENV)/bin/fitboard up

@@ -112,6 +112,8 @@ def test_unknown_host_names_are_refused(client, settings, sqlite_url):
     assert r.status_code == 400 and "FITBOARD_ALLOWED_HOSTS" in r.json()["detail"]
     assert client.get("/", headers={"Host": "evil.example:8000"}).status_code == 400
     assert client.get("/api/v1/runs", headers={"Host": "localhost:8000"}).status_code == 200
+    # the container healthcheck calls /healthz by address, whatever names the operator allowed
+    assert client.get("/healthz", headers={"Host": "172.17.0.2:8000"}).status_code == 200
     # the defaults: loopback names and the address `fitboard web --host` bound
     defaults = settings.model_copy(update={"allowed_hosts": None, "bind_host": "10.1.2.3"})
     with TestClient(create_app(defaults), base_url="http://127.0.0.1:8000") as c:

@@ -16,7 +16,8 @@ from app.services.queue import Publisher
 from app.services.recovery import reconcile
 from app.store.db import session_scope
 from app.store.recovery import reap_lost_workers, repair_worker_runs
-from app.store.workers import record_heartbeat
+from app.store.workers import record_doctor, record_heartbeat
+from worker.doctor import report, run_checks
 
 log = logging.getLogger(__name__)
 
@@ -77,3 +78,21 @@ class HeartbeatThread(threading.Thread):
             except Exception:  # a busy database must not kill the thread; the next beat retries
                 log.exception("heartbeat failed")
             time.sleep(self.settings.heartbeat_interval)
+
+
+def record_doctor_report(engine: Engine, name: str, settings: Settings, tries: int = 30) -> dict:
+    """Run `fitboard doctor`'s checks once and keep the report on this worker's row (waiting for its first
+    heartbeat to create it), so the Workers page shows whether each host is ready."""
+    result = report(run_checks(settings))
+    for _ in range(tries):
+        try:
+            with session_scope(engine) as session:
+                if record_doctor(session, name, result):
+                    break
+        except Exception:
+            log.exception("could not store the doctor report")
+        time.sleep(settings.heartbeat_interval)
+    failed = [c["name"] for c in result["checks"] if c["status"] == "FAIL"]
+    if failed:
+        log.warning("fitboard doctor: failing checks on this host: %s", ", ".join(failed))
+    return result

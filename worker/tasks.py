@@ -25,7 +25,7 @@ from app.store.recovery import requeue_run
 from app.store.runs import claim_run, fail_run, finish_run, is_cancel_requested, mark_cancelled
 from worker.checkpoint import CheckpointFiles
 from worker.engine import RunCancelled, run_recipe  # fastai and torch load with the worker, not during a task
-from worker.liveness import HeartbeatThread
+from worker.liveness import HeartbeatThread, record_doctor_report
 from worker.reporters import UNAVAILABLE, DatabaseReporter, DatabaseUnavailable
 
 log = logging.getLogger(__name__)
@@ -185,6 +185,9 @@ def _start_heartbeat(**_) -> None:
     global _heartbeat
     _heartbeat = HeartbeatThread(engine, WORKER_NAME, settings, PUBLISHER)
     _heartbeat.start()
+    # In the background: a probe of a slow bucket or broker must not hold up the first task.
+    threading.Thread(target=record_doctor_report, args=(engine, WORKER_NAME, settings), name="fitboard-doctor",
+                     daemon=True).start()
 
 
 def run_worker(queue: str) -> None:

@@ -41,7 +41,9 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _resolve_paths(self) -> "Settings":
-        """Expand ~ and default the data root to $FITBOARD_HOME/datasets."""
+        """Expand ~, default the data root to $FITBOARD_HOME/datasets; an empty variable counts as unset."""
+        self.artifact_root = self.artifact_root or None
+        self.s3_endpoint_url = self.s3_endpoint_url or None
         self.home = self.home.expanduser().resolve()
         root = self.data_root if self.data_root is not None else self.home / "datasets"
         self.data_root = root.expanduser().resolve()

@@ -79,7 +79,8 @@ def serialize_dataset(ds: Dataset) -> dict:
 def serialize_worker(w: Worker) -> dict:
     """A worker's identity, GPU and last heartbeat."""
     return {"name": w.name, "host": w.host, "pid": w.pid, "gpu": w.gpu, "gpu_memory": w.gpu_memory,
-            "current_run_id": w.current_run_id, "started_at": _iso(w.started_at), "last_seen": _iso(w.last_seen)}
+            "current_run_id": w.current_run_id, "started_at": _iso(w.started_at), "last_seen": _iso(w.last_seen),
+            "doctor": w.doctor}
 
 
 # ---- the same shapes as pydantic models: the API's response models and its OpenAPI document -----------------------
@@ -206,6 +207,8 @@ class WorkerOut(BaseModel):
     current_run_id: int | None
     started_at: str | None
     last_seen: str | None
+    doctor: dict[str, Any] | None = Field(None, description="the `fitboard doctor` report the worker made at start: "
+                                          "host, at, ok, counts by status, and each check's name, status, detail, fix")
 
 
 class SweepOut(BaseModel):

@@ -1,9 +1,9 @@
-"""Domain functions for workers: record a heartbeat, list them, find the silent and the idle."""
+"""Domain functions for workers: record a heartbeat and a doctor report, list them, find the silent and the idle."""
 from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlmodel import Session
 
 from app.store.models import Worker, utcnow
@@ -17,6 +17,12 @@ def record_heartbeat(session: Session, worker_name: str, host: str, pid: int, gp
     values = {"name": worker_name, "host": host, "pid": pid, "gpu": gpu, "gpu_memory": gpu_memory,
               "current_run_id": current_run_id, "started_at": now, "last_seen": now}
     upsert(session, Worker, values, keys=("name",), keep=("started_at",))
+
+
+def record_doctor(session: Session, worker_name: str, report: dict) -> bool:
+    """Keep a worker's latest `fitboard doctor` report; False while the worker has no row yet (no heartbeat)."""
+    stmt = update(Worker).where(Worker.name == worker_name).values(doctor=report)
+    return session.exec(stmt.execution_options(synchronize_session=False)).rowcount == 1
 
 
 def list_workers(session: Session) -> list[Worker]:
