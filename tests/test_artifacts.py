@@ -7,6 +7,7 @@ import pytest
 
 from app.core.artifacts import ArtifactError, DirectoryStore, S3Store, open_store
 from tests.s3server import S3Server
+from tests.store_fixtures import *  # noqa: F401,F403  postgres_empty_url, ...
 
 
 @pytest.fixture(scope="module")
@@ -81,3 +82,43 @@ def test_an_unreachable_bucket_fails_the_probe_and_reads_with_artifact_errors(mo
     dead = S3Store("s3://b/x", "http://127.0.0.1:9")  # nothing listens on the discard port
     with pytest.raises(ArtifactError, match="could not read the model of run 1"):
         dead.open(1, "model")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def empty_db_url(request, tmp_path):
+    """An empty database of each backend (nothing migrated)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'old.db'}"
+    return request.getfixturevalue("postgres_empty_url")
+
+
+def test_migrating_from_stored_paths_keeps_every_run_and_its_files(empty_db_url, tmp_path, data_root):
+    """Runs stored before the artifact store (absolute paths under $FITBOARD_HOME/artifacts) keep their downloads."""
+    from fastapi.testclient import TestClient
+    from sqlalchemy import text
+
+    from app.core.settings import Settings
+    from app.store.db import make_engine, upgrade
+    from app.web.app import create_app
+
+    upgrade(empty_db_url, "0003")
+    home = tmp_path / "home"
+    model = home / "artifacts" / "1" / "model.pkl"
+    model.parent.mkdir(parents=True)
+    model.write_bytes(b"an old model")
+    engine = make_engine(empty_db_url)
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO run (id, name, dataset, status, spec, created_at, queue, republish_count, "
+                          "attempt, cancel_requested, techniques, model_path) VALUES (1, 'old', 'digits', "
+                          "'succeeded', '{}', CURRENT_TIMESTAMP, 'fitboard', 0, 1, false, '[]', :p)"),
+                     {"p": str(model)})
+        conn.execute(text("INSERT INTO artifact (run_id, kind, path) VALUES (1, 'model', :p)"), {"p": str(model)})
+        conn.execute(text("INSERT INTO epoch (run_id, stage, epoch, train_loss, metrics, created_at) "
+                          "VALUES (1, 0, 0, 0.5, '{}', CURRENT_TIMESTAMP)"))
+    engine.dispose()
+    upgrade(empty_db_url)
+    app = create_app(Settings(home=home, database_url=empty_db_url, data_root=data_root))
+    with TestClient(app) as client:
+        assert client.get("/api/v1/runs/1").json()["name"] == "old"
+        assert client.get("/api/v1/runs/1/model").content == b"an old model"
+        assert len(client.get("/api/v1/runs/1/epochs").json()) == 1  # no cascade took the run's rows

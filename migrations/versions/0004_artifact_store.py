@@ -24,18 +24,16 @@ def upgrade() -> None:
     with op.batch_alter_table('artifact', schema=None) as batch_op:
         batch_op.add_column(sa.Column('size', sa.BigInteger(), nullable=True))
         batch_op.drop_column('path')
-    with op.batch_alter_table('run', schema=None) as batch_op:
-        batch_op.drop_column('model_path')
-    with op.batch_alter_table('worker', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('doctor', sa.JSON(), nullable=True))
+    # Not batch mode on run: on SQLite that copies the table and DROPs the old one, and with foreign keys on the drop
+    # would cascade to every run's epoch rows, curves and attempts. SQLite >= 3.35 and Postgres drop a column in place.
+    op.execute('ALTER TABLE run DROP COLUMN model_path')
+    op.add_column('worker', sa.Column('doctor', sa.JSON(), nullable=True))
 
 
 def downgrade() -> None:
     """Drop worker.doctor; bring back the path columns (filled with each kind's file name under its run's id)."""
-    with op.batch_alter_table('worker', schema=None) as batch_op:
-        batch_op.drop_column('doctor')
-    with op.batch_alter_table('run', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('model_path', sa.Text(), nullable=True))
+    op.execute('ALTER TABLE worker DROP COLUMN doctor')
+    op.add_column('run', sa.Column('model_path', sa.Text(), nullable=True))
     with op.batch_alter_table('artifact', schema=None) as batch_op:
         batch_op.add_column(sa.Column('path', sa.Text(), server_default='', nullable=False))
         batch_op.drop_column('size')
