@@ -15,6 +15,7 @@ from app.core.settings import Settings
 from app.store.attempts import list_attempts
 from app.store.db import session_scope, upgrade
 from app.store.models import Run
+from app.store.recovery import next_position
 from app.web.app import create_app
 from tests.helpers import tiny_recipe
 from tests.store_fixtures import *  # noqa: F401,F403  sqlite_template, sqlite_url, ...
@@ -68,16 +69,21 @@ def test_kill_9_at_epoch_2_resumes_at_epoch_2_on_the_other_worker(make_workers):
     workers = make_workers(None, worker_lost_after=4)
     workers.start(2)
     run_id = workers.submit(four_epochs())
-    victim = holder(workers, training_epoch(workers, run_id, 2))
+    # Killed in epoch 2 or 3 once epoch 1's checkpoint is written (the background write is lowest priority: on a
+    # loaded machine it may land after epoch 2 has begun).
+    victim = holder(workers, workers.wait(run_id, lambda r: (r.checkpoint or {}).get("epoch", -1) >= 1
+                                          and (r.progress or {}).get("batch", {}).get("epoch", -1) >= 2))
     victim.send_signal(signal.SIGKILL)
     victim.wait()
+    killed = workers.run(run_id)  # its checkpoint is final: the writer is dead
     run = workers.wait_status(run_id, "succeeded", "failed", timeout=240)
     assert run.status == "succeeded", run.error
     assert run.attempt == 2
     assert workers.rows(run_id) == [(0, 0), (0, 1), (0, 2), (0, 3)]  # each epoch once, no gap
     first, second = attempts(workers, run_id)
     assert first.outcome == "requeued" and "lost" in first.reason
-    assert second.resumed_from == {"stage": 0, "epoch": 2} and second.outcome == "succeeded"
+    assert second.resumed_from == next_position(killed.spec, killed.checkpoint) and second.outcome == "succeeded"
+    assert killed.checkpoint["epoch"] >= 1  # resumed mid-run, not from scratch
     assert second.worker != first.worker
 
 
