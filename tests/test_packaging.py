@@ -1,6 +1,7 @@
 """The distribution: a wheel that carries templates, migrations and static files, installs without torch, and runs."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -60,6 +61,11 @@ def test_web_install_without_torch_migrates_writes_demo_data_and_serves_pages(tm
     demo = fitboard_cmd("demo-data", "--limit", "20")
     assert demo.returncode == 0, demo.stderr
     assert len(list((tmp_path / "home" / "datasets" / "digits" / "train_images").glob("*.jpg"))) == 20
+    # `fitboard doctor` runs on a web host too: no torch is a WARN with its reason, not a crash
+    doctor = fitboard_cmd("doctor", "--json")
+    assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+    gpus = next(c for c in json.loads(doctor.stdout)["checks"] if c["name"] == "gpus")
+    assert gpus["status"] == "WARN" and "torch is not installed" in gpus["detail"]
     port = free_port()
     web = subprocess.Popen([fitboard, "web", "--port", str(port)], cwd=run_dir, env=env, stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, text=True)
