@@ -22,10 +22,11 @@ ERRORS = {
     403: "a write a browser marked as cross-site, or a cookie-session write without its X-CSRF-Token header",
     404: "no such thing",
     409: "the thing's current state does not allow this",
-    413: "request body over 1 MB",
+    413: "request body over 1 MB (image uploads: 11 MB of body, 10 MB of images)",
     422: "invalid input: every problem, each naming its field",
     429: "too many wrong tokens from this address; retry after Retry-After seconds",
-    503: "too many open event streams; retry after Retry-After seconds",
+    503: "a service it needs is not there now: too many open event streams (retry after Retry-After seconds), the "
+         "artifact store unreachable, or no predictor process running",
 }
 
 

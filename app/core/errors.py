@@ -29,6 +29,12 @@ class StorageUnavailable(FitboardError, RuntimeError):
     status_code = 503
 
 
+class TooLarge(FitboardError, ValueError):
+    """The request carries more than its bound (the message says the bound)."""
+
+    status_code = 413
+
+
 class NotFound(FitboardError, LookupError):
     """The thing asked for does not exist."""
 
@@ -84,6 +90,14 @@ class RunActive(Conflict):
         self.run_id, self.status = run_id, status
         hint = "clone it to train again" if status == "succeeded" else "cancel it first, or wait for it to end"
         super().__init__(f"run {run_id} is {status}: only a failed or cancelled run can be retried; {hint}")
+
+
+class RunNotSucceeded(Conflict):
+    """Only a succeeded run has a model to predict with."""
+
+    def __init__(self, run_id: int, status: str):
+        self.run_id, self.status = run_id, status
+        super().__init__(f"run {run_id} is {status}: only a succeeded run has a model to predict with")
 
 
 class DatasetExists(Conflict):

@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     reconcile_interval: float = 10.0  # how often the web process runs the reconciler (workers: every heartbeat)
     write_retry_seconds: float = 600.0  # a worker retries a failed epoch-row write this long before failing the run
     max_sweep_runs: int = 256  # variants x seeds of one sweep
+    predict_models: int = 4  # learners a predictor keeps loaded (least recently used evicted)
+    predict_wait: float = 30.0  # seconds POST .../predict waits for the answer before answering 202 (poll it)
     api_token: str | None = None  # set: the API needs "Authorization: Bearer <token>", pages need a login
     # Host names this server answers to (comma-separated; "*" for any). Unset: the loopback names, this machine's
     # name and the address `fitboard web --host` binds. Anything else gets 400 (DNS rebinding).

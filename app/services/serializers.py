@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 from app.core.csvsafe import csv_row
 from app.core.events import EpochEvent
 from app.core.status import RunStatus
-from app.store.models import Dataset, EpochRow, LRFind, Run, RunAttempt, Worker
+from app.store.models import Dataset, EpochRow, LRFind, Prediction, Run, RunAttempt, Worker
 
 EPOCH_CSV_COLUMNS = ("stage", "epoch", "train_loss", "valid_loss", "accuracy", "error_rate", "seconds")
 
@@ -74,6 +74,15 @@ def serialize_attempt(a: RunAttempt) -> dict:
 def serialize_dataset(ds: Dataset) -> dict:
     """A registered dataset with its validation report."""
     return {"name": ds.name, "spec": ds.spec, "report": ds.report, "created_at": _iso(ds.created_at)}
+
+
+def serialize_prediction(p: Prediction) -> dict:
+    """A prediction request as it stands, with the answer once there is one."""
+    notes = {"queued": "waiting for a predictor", "loading": f"loading the model of run {p.run_id} (its first "
+             "prediction: this takes a few seconds; the next ones reuse it)", "running": "predicting"}
+    return {"id": p.id, "run_id": p.run_id, "status": p.status, "names": p.names, "results": p.results,
+            "error": p.error, "loaded_model": p.loaded_model, "seconds": p.seconds, "note": notes.get(p.status),
+            "created_at": _iso(p.created_at), "finished_at": _iso(p.finished_at)}
 
 
 def serialize_worker(w: Worker) -> dict:
@@ -209,6 +218,36 @@ class WorkerOut(BaseModel):
     last_seen: str | None
     doctor: dict[str, Any] | None = Field(None, description="the `fitboard doctor` report the worker made at start: "
                                           "host, at, ok, counts by status, and each check's name, status, detail, fix")
+
+
+class ClassProbability(BaseModel):
+    """One class and the model's probability for it."""
+
+    label: str
+    probability: float
+
+
+class ImagePrediction(BaseModel):
+    """The top classes for one uploaded image, most likely first."""
+
+    name: str
+    top: list[ClassProbability]
+
+
+class PredictionOut(BaseModel):
+    """A prediction request: its status, and per image the top 5 classes once done."""
+
+    id: int
+    run_id: int
+    status: Literal["queued", "loading", "running", "done", "failed"]
+    names: list[str] = Field(description="the uploaded files' names, in order")
+    results: list[ImagePrediction] | None
+    error: str | None
+    loaded_model: bool = Field(description="the predictor loaded the run's model for this request (its first)")
+    seconds: float | None = Field(description="the predictor's time for this request")
+    note: str | None = Field(description="what is happening while it is not done")
+    created_at: str | None
+    finished_at: str | None
 
 
 class SweepOut(BaseModel):

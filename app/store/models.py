@@ -199,3 +199,30 @@ class Worker(SQLModel, table=True):
     started_at: datetime = Field(default_factory=utcnow, sa_column=_when(nullable=False))
     last_seen: datetime = Field(default_factory=utcnow, sa_column=_when(nullable=False))
     doctor: dict | None = Field(default=None, sa_column=_json())  # the last `fitboard doctor` report at start-up
+
+
+PREDICTION_STATES = ("queued", "loading", "running", "done", "failed")
+
+
+class Prediction(SQLModel, table=True):
+    """Images sent to a succeeded run's model, and what it said: the web process stores the request, a predictor
+    process (which alone imports torch) claims it, writes the top classes per image, and drops the images."""
+
+    __tablename__ = "prediction"
+    __table_args__ = (sa.CheckConstraint(f"status IN ({', '.join(repr(s) for s in PREDICTION_STATES)})",
+                                         name="status"),
+                      sa.Index("ix_prediction_status_created", "status", "created_at"))
+    id: int | None = Field(default=None, sa_column=sa.Column(sa.Integer(), primary_key=True))
+    run_id: int = Field(sa_column=_run_fk())
+    status: str = Field(default="queued", sa_column=sa.Column(sa.String(16), nullable=False, server_default="queued"))
+    names: list = Field(default_factory=list, sa_column=_json(nullable=False))  # the uploaded files' names
+    images: list | None = Field(default=None, sa_column=_json())  # base64 of each file until a predictor is done
+    results: list | None = Field(default=None, sa_column=_json())  # per image: {"name", "top": [{label, probability}]}
+    error: str | None = Field(default=None, sa_column=sa.Column(sa.Text(), nullable=True))
+    predictor: str | None = Field(default=None, sa_column=sa.Column(sa.String(200), nullable=True))  # "host:pid"
+    loaded_model: bool = Field(default=False, sa_column=sa.Column(sa.Boolean(), nullable=False,
+                                                                  server_default=sa.false()))
+    seconds: float | None = Field(default=None, sa_column=sa.Column(sa.Float(), nullable=True))  # predictor's time
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_when(nullable=False))
+    claimed_at: datetime | None = Field(default=None, sa_column=_when())
+    finished_at: datetime | None = Field(default=None, sa_column=_when())

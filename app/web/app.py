@@ -7,6 +7,7 @@ from starlette.middleware.sessions import SessionMiddleware
 
 from app.api import compare as api_compare
 from app.api import datasets as api_datasets
+from app.api import predictions as api_predictions
 from app.api import runs as api_runs
 from app.api import sweeps as api_sweeps
 from app.api import workers as api_workers
@@ -25,7 +26,8 @@ from app.web.reconciler import reconciler_lifespan
 from app.web.security import AuthThrottle, SessionEpoch, check_token_strength, private_home, session_secret
 from app.web.sse import StreamHub
 
-API_ROUTERS = (api_runs.router, api_datasets.router, api_workers.router, api_compare.router, api_sweeps.router)
+API_ROUTERS = (api_runs.router, api_datasets.router, api_workers.router, api_compare.router, api_sweeps.router,
+               api_predictions.router)
 
 
 def _health_route(app: FastAPI) -> None:

@@ -9,6 +9,8 @@ from app.core.settings import Settings
 from app.web.security import UNSAFE
 
 MAX_BODY = 1024 * 1024  # request bodies over 1 MB get 413
+# ...except image uploads to a model (10 MB of images, checked by the service, plus the multipart framing)
+MAX_PREDICT_BODY = 11 * 1024 * 1024
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 WILDCARD_BINDS = ("", "0.0.0.0", "::")
 
@@ -103,17 +105,20 @@ def _cross_site(headers: dict, host: bytes) -> bool:
 
 
 class BodyLimit:
-    """ASGI middleware: answer 413 for bodies over MAX_BODY, declared or streamed (chunked)."""
+    """ASGI middleware: answer 413 for bodies over MAX_BODY (MAX_PREDICT_BODY for image uploads to a run's model),
+    declared or streamed (chunked)."""
 
     def __init__(self, app, limit: int = MAX_BODY):
-        self.app, self.limit = app, limit
+        self.app, self.default_limit = app, limit
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        limit = MAX_PREDICT_BODY if scope["path"].endswith("/predict") else self.default_limit
+        too_large = f"request body larger than {limit // (1024 * 1024)} MB"
         declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            return await _answer(send, 413, "request body larger than 1 MB")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            return await _answer(send, 413, too_large)
         seen, refused, started = 0, False, False
 
         async def limited_receive():
@@ -122,11 +127,11 @@ class BodyLimit:
                 return {"type": "http.disconnect"}
             message = await receive()
             seen += len(message.get("body", b""))
-            if seen > self.limit and not started:
+            if seen > limit and not started:
                 # Answer now, while the app is still reading: the app only sees the client leave, and whatever it
                 # makes of that (FastAPI calls it a 400) is not sent.
                 refused = True
-                await _answer(send, 413, "request body larger than 1 MB")
+                await _answer(send, 413, too_large)
                 return {"type": "http.disconnect"}
             return message
 

@@ -1,4 +1,5 @@
-"""Long-running processes: `fitboard worker`, `fitboard web`, and `fitboard up` (web + worker + demo data)."""
+"""Long-running processes: `fitboard worker`, `fitboard predictor`, `fitboard web`, and `fitboard up` (web +
+worker + predictor + demo data)."""
 from __future__ import annotations
 
 import ipaddress
@@ -6,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 
 import uvicorn
 
@@ -25,6 +27,21 @@ def cmd_worker(args) -> int:
     from worker.tasks import run_worker  # imports torch: only after CUDA_VISIBLE_DEVICES is set
 
     run_worker(args.queue)
+    return EXIT_OK
+
+
+def cmd_predictor(args) -> int:
+    """Answer prediction requests with succeeded runs' models until Ctrl-C or SIGTERM."""
+    if args.gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(args.gpu)
+    from worker.predictor import Predictor  # imports torch and fastai
+
+    settings = settings_from(args)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    print("fitboard predictor: answering prediction requests (Ctrl-C stops)", flush=True)
+    Predictor(store_engine(settings), settings).serve(stop)
     return EXIT_OK
 
 
@@ -86,7 +103,7 @@ def _raise_exit(signum, frame) -> None:
 
 
 def cmd_up(args) -> int:
-    """Everything on one machine: schema, demo dataset, web server and one worker on the embedded broker."""
+    """Everything on one machine: schema, demo dataset, web server, one worker on the embedded broker, a predictor."""
     settings = settings_from(args)
     if refuse_open_network(settings, args.host, args.insecure):
         return EXIT_INVALID
@@ -101,10 +118,12 @@ def cmd_up(args) -> int:
     signal.signal(signal.SIGTERM, _raise_exit)
     env = {**os.environ, "FITBOARD_DATA_ROOT": str(settings.data_root)}  # --data-root reaches the worker too
     worker = subprocess.Popen([sys.executable, "-m", "worker.cli", "worker", "--queue", args.queue], env=env)
-    print(f"fitboard is up: http://{args.host}:{args.port}  (Ctrl-C stops web and worker)", flush=True)
+    predictor = subprocess.Popen([sys.executable, "-m", "worker.cli", "predictor"], env=env)
+    print(f"fitboard is up: http://{args.host}:{args.port}  (Ctrl-C stops web, worker and predictor)", flush=True)
     try:
         serve(settings, args.host, args.port)
     finally:
+        stop_process(predictor, grace=10.0)
         stop_process(worker)
     print("fitboard stopped", flush=True)
     return EXIT_OK
@@ -116,6 +135,9 @@ def add_commands(sub) -> None:
     p.add_argument("--gpu", type=int, help="GPU index this worker owns (sets CUDA_VISIBLE_DEVICES)")
     p.add_argument("--queue", default=DEFAULT_QUEUE, help=f"queue to consume (default {DEFAULT_QUEUE})")
     p.set_defaults(func=cmd_worker)
+    p = sub.add_parser("predictor", help="answer prediction requests with succeeded runs' models (needs torch)")
+    p.add_argument("--gpu", type=int, help="GPU index to predict on (sets CUDA_VISIBLE_DEVICES); default: CPU or GPU 0")
+    p.set_defaults(func=cmd_predictor)
     for name, helptext, func in (("up", "start everything: web, one worker, embedded broker, demo dataset", cmd_up),
                                  ("web", "start the web server alone", cmd_web)):
         p = sub.add_parser(name, help=helptext)

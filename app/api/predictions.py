@@ -1,0 +1,48 @@
+"""/api/v1/runs/{id}/predict and /api/v1/predictions/{id}: send images to a succeeded run's model."""
+from __future__ import annotations
+
+from fastapi import File, Path, Query, Request, UploadFile
+from fastapi.responses import JSONResponse
+
+from app.api import RunId, api_router, errors
+from app.core.schemas import MAX_ID
+from app.services import predictions
+from app.services.predictions import MAX_IMAGES, MAX_TOTAL_BYTES
+from app.services.serializers import PredictionOut, serialize_prediction
+from app.web.deps import SessionDep, SettingsDep
+
+router = api_router("predictions")
+PENDING = {202: {"model": PredictionOut, "description": "not answered within `wait` seconds (a model loading, a busy "
+                                                      "predictor): poll Location, /api/v1/predictions/{id}"}}
+
+
+def _answer(prediction) -> JSONResponse:
+    """200 with the answer (done or failed), or 202 with where to poll while a predictor is still at it."""
+    body = serialize_prediction(prediction)
+    if prediction.status in ("done", "failed"):
+        return JSONResponse(body)
+    return JSONResponse(body, status_code=202, headers={"Location": f"/api/v1/predictions/{prediction.id}"})
+
+
+@router.post("/runs/{run_id}/predict", response_model=PredictionOut,
+             responses={**PENDING, **errors(403, 404, 409, 413, 422, 503)})
+def post_run_predict(run_id: RunId, request: Request, session: SessionDep, settings: SettingsDep,
+                     images: list[UploadFile] = File(..., description=f"1 to {MAX_IMAGES} image files, "
+                                                     f"{MAX_TOTAL_BYTES // 2**20} MB in all"),
+                     wait: float | None = Query(None, ge=0, le=120, description="seconds to wait for the answer "
+                                                "(default FITBOARD_PREDICT_WAIT); 0 answers 202 at once")):
+    """The top 5 classes with probabilities for each image, from the run's exported model (a predictor process
+    loads it on the run's first request: `loaded_model` says so). 409 unless the run succeeded; 503 when no
+    predictor process is running."""
+    # The body limit (11 MB) already bounds what these reads return; the service checks the 10 MB of images.
+    files = [((upload.filename or f"image-{i}")[:200], upload.file.read()) for i, upload in enumerate(images)]
+    prediction = predictions.submit(session, run_id, files)
+    return _answer(predictions.wait(request.app.state.engine, prediction.id,
+                                    settings.predict_wait if wait is None else wait))
+
+
+@router.get("/predictions/{prediction_id}", response_model=PredictionOut, responses=errors(404, 422))
+def get_prediction(session: SessionDep, prediction_id: int = Path(ge=1, le=MAX_ID)):
+    """A prediction request as it stands: queued, loading (the model), running, done (results) or failed (error)."""
+    return _answer(predictions.status(session, prediction_id))
+

@@ -1,0 +1,153 @@
+"""Predict with a succeeded run's model through the API: a real tiny training, its exported model in the artifact
+store, and a real `fitboard predictor` process answering from the database."""
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from app.core.artifacts import open_store
+from app.core.schemas import parse_spec
+from app.core.settings import Settings
+from app.store.db import make_engine, session_scope, upgrade
+from app.store.predictions import live_predictors
+from app.store.runs import claim_run, create_run, finish_run
+from app.web.app import create_app
+from tests.helpers import tiny_recipe
+from worker.engine import run_recipe
+from worker.reporters import ListReporter
+
+DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, data_root):
+    """A home with a migrated database holding one succeeded run whose model is in the default artifact store."""
+    home = tmp_path_factory.mktemp("predict-home")
+    url = f"sqlite:///{home / 'fitboard.db'}"
+    upgrade(url)
+    engine = make_engine(url)
+    spec = parse_spec(tiny_recipe(name="predict-me"))
+    with session_scope(engine) as session:
+        run_id = create_run(session, spec.model_dump(mode="json"), techniques=spec.techniques()).id
+        claim_run(session, run_id, "test:1")
+    result = run_recipe(spec, ListReporter(), data_root, home / "work", num_workers=0)
+    store = open_store(str(home / "artifacts"))
+    sizes = {kind: store.put(run_id, kind, Path(path), move=True)
+             for kind, path in (("model", result.model_path), ("predictions", result.predictions_path))}
+    with session_scope(engine) as session:
+        finish_run(session, run_id, result, artifacts=sizes)
+        queued = create_run(session, spec.model_dump(mode="json"), techniques=spec.techniques()).id
+    engine.dispose()
+    return {"home": home, "url": url, "run": run_id, "queued": queued}
+
+
+@pytest.fixture(scope="module")
+def predictor(trained):
+    """A `fitboard predictor` process on that database; stopped afterwards."""
+    env = {**os.environ, "FITBOARD_HOME": str(trained["home"]), "FITBOARD_DATABASE_URL": trained["url"],
+           "OMP_NUM_THREADS": "1"}
+    log = open(trained["home"] / "predictor.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "worker.cli", "predictor"], env=env, stdout=log,
+                            stderr=subprocess.STDOUT)
+    engine = make_engine(trained["url"])
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        with session_scope(engine) as session:
+            if live_predictors(session):
+                break
+        assert proc.poll() is None, (trained["home"] / "predictor.log").read_text()
+        time.sleep(0.2)
+    engine.dispose()
+    yield proc
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+@pytest.fixture
+def client(trained, data_root):
+    app = create_app(Settings(home=trained["home"], database_url=trained["url"], data_root=data_root))
+    with TestClient(app) as c:
+        yield c
+
+
+def digit_jpeg(data_root: Path, size: int = 224) -> bytes:
+    """A validation digit from the demo data, scaled up to size x size as a JPEG."""
+    path = sorted((data_root / "digits" / "train_images").glob("*.jpg"))[0]
+    buf = io.BytesIO()
+    Image.open(path).convert("RGB").resize((size, size)).save(buf, "JPEG")
+    return buf.getvalue()
+
+
+def test_a_good_image_gets_the_top_5_classes_and_the_second_reuses_the_loaded_model(client, trained, predictor,
+                                                                                    data_root):
+    image = digit_jpeg(data_root)
+    first = client.post(f"/api/v1/runs/{trained['run']}/predict", files=[("images", ("a.jpg", image, "image/jpeg"))])
+    assert first.status_code == 200, first.text
+    body = first.json()
+    assert body["status"] == "done" and body["loaded_model"] is True and body["names"] == ["a.jpg"]
+    (answer,) = body["results"]
+    probs = [t["probability"] for t in answer["top"]]
+    assert len(answer["top"]) == 5 and probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1.0001
+    assert {t["label"] for t in answer["top"]} <= set(DIGITS)
+    two = client.post(f"/api/v1/runs/{trained['run']}/predict",
+                      files=[("images", ("a.jpg", image, "image/jpeg")), ("images", ("b.png", image, "image/jpeg"))])
+    assert two.status_code == 200 and two.json()["loaded_model"] is False  # warm: the learner stayed loaded
+    assert [r["name"] for r in two.json()["results"]] == ["a.jpg", "b.png"]
+    again_top = two.json()["results"][0]["top"]  # the same image, the same answer (to float rounding in a batch)
+    assert [t["label"] for t in again_top] == [t["label"] for t in answer["top"]]
+    assert [t["probability"] for t in again_top] == pytest.approx(probs, abs=1e-6)
+    again = client.get(f"/api/v1/predictions/{two.json()['id']}")
+    assert again.status_code == 200 and again.json()["results"] == two.json()["results"]
+
+
+def test_without_waiting_the_answer_is_202_with_where_to_poll(client, trained, predictor, data_root):
+    r = client.post(f"/api/v1/runs/{trained['run']}/predict", params={"wait": 0},
+                    files=[("images", ("a.jpg", digit_jpeg(data_root), "image/jpeg"))])
+    assert r.status_code == 202 and r.headers["location"] == f"/api/v1/predictions/{r.json()['id']}"
+    deadline = time.monotonic() + 60
+    while client.get(r.headers["location"]).json()["status"] != "done":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+def test_bad_uploads_are_refused_naming_the_file(client, trained, predictor, data_root):
+    url = f"/api/v1/runs/{trained['run']}/predict"
+    not_image = client.post(url, files=[("images", ("notes.jpg", b"this is text, not a JPEG", "image/jpeg"))])
+    assert not_image.status_code == 422
+    assert not_image.json()["detail"][0]["loc"] == "images[0] (notes.jpg)"
+    truncated = digit_jpeg(data_root)[:300]
+    r = client.post(url, files=[("images", ("ok.jpg", digit_jpeg(data_root), "image/jpeg")),
+                                ("images", ("cut.jpg", truncated, "image/jpeg"))])
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == "images[1] (cut.jpg)"
+    too_many = client.post(url, files=[("images", (f"{i}.jpg", b"x", "image/jpeg")) for i in range(17)])
+    assert too_many.status_code == 422 and "at most 16 images" in too_many.json()["detail"][0]["msg"]
+    big = b"\xff" * (5 * 2**20 + 2**18)  # two of these: 10.5 MB of images in an 11 MB body
+    r = client.post(url, files=[("images", ("a.jpg", big, "image/jpeg")), ("images", ("b.jpg", big, "image/jpeg"))])
+    assert r.status_code == 413 and "at most 10 MB" in r.json()["detail"]
+    huge = client.post(url, files=[("images", ("a.jpg", b"\xff" * 12 * 2**20, "image/jpeg"))])
+    assert huge.status_code == 413  # over the body limit: refused before it is read
+    assert client.post(url).status_code == 422  # no images at all
+
+
+def test_only_a_succeeded_run_predicts(client, trained, predictor, data_root):
+    image = [("images", ("a.jpg", digit_jpeg(data_root), "image/jpeg"))]
+    r = client.post(f"/api/v1/runs/{trained['queued']}/predict", files=image)
+    assert r.status_code == 409 and "only a succeeded run" in r.json()["detail"]
+    assert client.post("/api/v1/runs/999999/predict", files=image).status_code == 404
+    assert client.get("/api/v1/predictions/999999").status_code == 404
+
+
+def test_without_a_predictor_the_answer_is_503_saying_how_to_start_one(client, trained, predictor, data_root):
+    predictor.terminate()  # a clean stop gives its lease back
+    predictor.wait(timeout=30)
+    r = client.post(f"/api/v1/runs/{trained['run']}/predict",
+                    files=[("images", ("a.jpg", digit_jpeg(data_root), "image/jpeg"))])
+    assert r.status_code == 503 and "fitboard predictor" in r.json()["detail"]
