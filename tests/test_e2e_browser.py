@@ -179,6 +179,32 @@ def test_ablate_action_from_a_run_creates_a_sweep(browser, served):
                 assert exc.code == 409  # it finished before the cancel arrived
 
 
+def test_predict_by_file_upload_shows_the_top_classes(browser, served, tmp_path):
+    from PIL import Image
+
+    run = api(served, "/api/v1/runs?status=succeeded&limit=1")["items"][0]
+    digit = sorted((served.home / "datasets" / "digits" / "train_images").glob("*.jpg"))[0]
+    upload = tmp_path / "my digit.png"
+    Image.open(digit).convert("RGB").resize((224, 224)).save(upload)
+    page = browser.new_page()
+    errors = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(f"{served.url}/runs/{run['id']}")
+    page.set_input_files("#predict-files", [str(upload), str(upload)])
+    assert page.locator("#predict-status").inner_text() == "2 images ready."
+    page.click("#predict-button")
+    page.wait_for_selector("#predict-results figure.prediction", timeout=120_000)
+    figures = page.locator("#predict-results figure.prediction")
+    assert figures.count() == 2
+    rows = figures.first.locator("ol.top-classes li").all_inner_texts()
+    assert len(rows) == 5 and all(r.strip().endswith("%") for r in rows)
+    assert figures.first.locator("strong.predict-name").inner_text() == "my digit.png"
+    assert "Predicted 2 images" in page.locator("#predict-status").inner_text()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "predict.png"), full_page=True)
+    assert not errors, errors
+
+
 def test_api_docs_render_and_try_a_call(browser, served):
     """/docs renders the OpenAPI 3.1 document (Swagger UI from the installed fastapi-offline package, under the
     CSP), lists every operation, and "Try it out" calls the server."""

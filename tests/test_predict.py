@@ -21,6 +21,7 @@ from app.store.predictions import live_predictors
 from app.store.runs import claim_run, create_run, finish_run
 from app.web.app import create_app
 from tests.helpers import tiny_recipe
+from tests.live import live_app
 from worker.engine import run_recipe
 from worker.reporters import ListReporter
 
@@ -143,6 +144,24 @@ def test_only_a_succeeded_run_predicts(client, trained, predictor, data_root):
     assert r.status_code == 409 and "only a succeeded run" in r.json()["detail"]
     assert client.post("/api/v1/runs/999999/predict", files=image).status_code == 404
     assert client.get("/api/v1/predictions/999999").status_code == 404
+
+
+def test_the_predict_command_prints_the_top_classes_and_names_a_bad_file(trained, predictor, data_root, tmp_path):
+    image, text = tmp_path / "digit.jpg", tmp_path / "notes.png"
+    image.write_bytes(digit_jpeg(data_root))
+    text.write_text("not an image")
+    settings = Settings(home=trained["home"], database_url=trained["url"], data_root=data_root)
+    with live_app(settings) as (base, _):
+        env = {**os.environ, "FITBOARD_URL": base}
+        good = subprocess.run([sys.executable, "-m", "worker.cli", "predict", str(trained["run"]), str(image)],
+                              capture_output=True, text=True, env=env, timeout=120)
+        assert good.returncode == 0, good.stderr
+        lines = good.stdout.splitlines()
+        assert lines[0] == "digit.jpg" and len(lines) == 6 and all(line.strip()[0].isdigit() for line in lines[1:])
+        assert lines[1].split()[1] in DIGITS and lines[1].split()[0].endswith("%")
+        bad = subprocess.run([sys.executable, "-m", "worker.cli", "predict", str(trained["run"]), str(image),
+                              str(text)], capture_output=True, text=True, env=env, timeout=120)
+        assert bad.returncode == 2 and "images[1] (notes.png)" in bad.stderr
 
 
 def test_without_a_predictor_the_answer_is_503_saying_how_to_start_one(client, trained, predictor, data_root):

@@ -15,8 +15,9 @@ LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 WILDCARD_BINDS = ("", "0.0.0.0", "::")
 
 # Only fitboard's own scripts and styles; the pages' data rides in <script type="application/json">, which is not
-# executed. img-src allows data: for the icons Swagger UI's stylesheet embeds.
-CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+# executed. img-src allows data: for the icons Swagger UI's stylesheet embeds, and blob: for the Predict card's
+# previews of the images the user chose (object URLs of their own files).
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; connect-src 'self'; "
        "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 SECURITY_HEADERS = [
     (b"content-security-policy", CSP.encode()),
