@@ -170,3 +170,22 @@ def test_without_a_predictor_the_answer_is_503_saying_how_to_start_one(client, t
     r = client.post(f"/api/v1/runs/{trained['run']}/predict",
                     files=[("images", ("a.jpg", digit_jpeg(data_root), "image/jpeg"))])
     assert r.status_code == 503 and "fitboard predictor" in r.json()["detail"]
+
+
+def test_the_predictor_transforms_match_fastais_own_inference(trained, data_root):
+    """predict_batch skips the DataLoader for speed; it must give what learn.get_preds gives on the same files."""
+    import pandas as pd
+    import torch
+    from fastai.learner import load_learner
+
+    from worker.predictor import predict_batch
+
+    model = open_store(str(trained["home"] / "artifacts")).fetch(trained["run"], "model",
+                                                                 trained["home"] / "check" / "model.pkl")
+    learn = load_learner(model, cpu=True)
+    paths = sorted((data_root / "digits" / "train_images").glob("*.jpg"))[:3]
+    fast = predict_batch(learn, [p.read_bytes() for p in paths])
+    reference, _ = learn.get_preds(dl=learn.dls.test_dl(pd.DataFrame({"path": [str(p) for p in paths],
+                                                                       "label": [None] * 3}), num_workers=0))
+    assert fast.shape == reference.shape == (3, 10)
+    assert torch.allclose(fast, reference, atol=1e-5)

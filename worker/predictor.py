@@ -4,20 +4,19 @@ into the artifact store are ever loaded, by run id; an uploaded file is only eve
 from __future__ import annotations
 
 import base64
+import io
 import logging
 import os
 import shutil
 import socket
-import tempfile
 import threading
 import time
 import uuid
 from collections import OrderedDict
-from pathlib import Path
 
-import pandas as pd
 import torch
 from fastai.learner import load_learner
+from fastai.vision.core import PILImage, TensorImage
 from sqlalchemy import Engine
 
 from app.core.artifacts import store_for
@@ -36,9 +35,24 @@ from app.store.predictions import (
 
 log = logging.getLogger(__name__)
 TOP_K = 5
-IDLE_POLL = 0.05  # seconds between looks for a request when there is none: a warm answer stays well under 300 ms
+# Seconds between looks for a request when there is none: quick while someone is predicting (a warm answer stays
+# well under 300 ms), slower once nobody has for a while, so an idle predictor costs its host next to nothing.
+IDLE_POLL, IDLE_POLL_SLOW, BUSY_WINDOW = 0.05, 0.25, 60.0
 LEASE_TTL = 15.0  # seconds a predictor counts as alive after its last lease renewal
-SUFFIXES = {b"\xff\xd8": ".jpg", b"\x89P": ".png", b"GI": ".gif", b"BM": ".bmp", b"RI": ".webp"}
+
+
+def predict_batch(learn, images: list[bytes]) -> torch.Tensor:
+    """Class probabilities for raw image files: the validation item and batch transforms the run was scored with
+    (presize, center crop to size, normalize), the model in eval mode, the loss's activation. No DataLoader: its
+    set-up costs more than a small batch's forward pass."""
+    valid = learn.dls.valid
+    items = [valid.after_item(PILImage.create(io.BytesIO(data))) for data in images]
+    batch = valid.after_batch(TensorImage(torch.stack(items)).to(learn.dls.device))
+    model = learn.model.eval()
+    with torch.inference_mode():
+        out = model(batch)
+    activation = getattr(learn.loss_func, "activation", None)
+    return (activation(out) if activation else torch.softmax(out, dim=1)).float().cpu()
 
 
 class Predictor:
@@ -71,21 +85,8 @@ class Predictor:
         return learn
 
     def predict(self, learn, names: list[str], images: list[str]) -> list[dict]:
-        """Top classes with probabilities for each image, through the run's own validation pipeline."""
-        folder = Path(tempfile.mkdtemp(prefix="fitboard-predict-"))
-        try:
-            paths = []
-            for i, b64 in enumerate(images):
-                data = base64.b64decode(b64)
-                path = folder / f"{i}{SUFFIXES.get(data[:2], '.img')}"
-                path.write_bytes(data)
-                paths.append(str(path))
-            # The items as the training frame had them: the exported DataBlock reads the "path" column.
-            dl = learn.dls.test_dl(pd.DataFrame({"path": paths, "label": [None] * len(paths)}))
-            with torch.inference_mode():
-                probs, _ = learn.get_preds(dl=dl)
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
+        """Top classes with probabilities for each image, through the run's own validation transforms."""
+        probs = predict_batch(learn, [base64.b64decode(b64) for b64 in images])
         vocab = [str(v) for v in learn.dls.vocab]
         out = []
         for name, row in zip(names, probs):
@@ -116,7 +117,7 @@ class Predictor:
 
     def serve(self, stop: threading.Event) -> None:
         """Claim and answer requests until stop is set; a database outage is waited out, not fatal."""
-        last_beat = 0.0
+        last_beat, last_request = 0.0, float("-inf")
         try:
             while not stop.is_set():
                 try:
@@ -130,9 +131,11 @@ class Predictor:
                     stop.wait(1.0)
                     continue
                 if claimed is None:
-                    stop.wait(IDLE_POLL)
+                    recent = time.monotonic() - last_request < BUSY_WINDOW
+                    stop.wait(IDLE_POLL if recent else IDLE_POLL_SLOW)
                 else:
                     self.answer(claimed)
+                    last_request = time.monotonic()
         finally:
             try:
                 with session_scope(self.engine) as session:
