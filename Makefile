@@ -41,6 +41,7 @@ bench: setup
 	$(PY) bench/resume.py
 	$(PY) bench/sweep_flood.py
 	$(PY) bench/api_hardening.py
+	$(PY) bench/predict.py
 
 clean:
 	rm -rf $(VENV)

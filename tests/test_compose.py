@@ -28,7 +28,7 @@ def _gpu(service: dict) -> dict:
 def test_one_host_compose_parses_with_postgres_healthchecks_and_shared_volumes():
     compose = yaml.safe_load(ONE_HOST.read_text())
     services = compose["services"]
-    assert {"postgres", "redis", "web", "worker-gpu0"} <= set(services)
+    assert {"postgres", "redis", "web", "predictor", "worker-gpu0"} <= set(services)
     env = compose["x-fitboard-env"]
     token = env["FITBOARD_API_TOKEN"]
     assert token.startswith("${FITBOARD_API_TOKEN:?") and token.endswith("}")  # refuses to start without a token
@@ -43,6 +43,7 @@ def test_one_host_compose_parses_with_postgres_healthchecks_and_shared_volumes()
                                                 "redis": {"condition": "service_healthy"}}, name
     # web and workers see the same datasets and artifacts
     assert {"datasets", "artifacts"} <= _volumes(services["web"]) & _volumes(services["worker-gpu0"])
+    assert "artifacts" in _volumes(services["predictor"]) and services["predictor"]["command"][-1] == "predictor"
     assert "postgres-data" in _volumes(services["postgres"]) and "redis-data" in _volumes(services["redis"])
     assert _gpu(services["worker-gpu0"]) == {"driver": "nvidia", "device_ids": ["0"], "capabilities": ["gpu"]}
 
