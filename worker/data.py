@@ -22,7 +22,7 @@ from PIL import Image
 
 from app.core.datasets import ResolvedDataset
 from app.core.schemas import StageSpec
-from worker.presize_cache import load_cached
+from worker.presize_cache import PresizedCrop, load_cached
 
 STATS_SAMPLE = 256  # training images read to estimate the dataset's channel statistics
 
@@ -69,7 +69,8 @@ def make_dls(frame: pd.DataFrame, classes: list[str], stage: StageSpec, stats, n
     images = TransformBlock(type_tfms=load_cached, batch_tfms=IntToFloatTensor) if cached else ImageBlock
     block = DataBlock(blocks=(images, CategoryBlock(vocab=classes)),
                       get_x=ColReader("path"), get_y=ColReader("label"), splitter=ColSplitter("is_valid"),
-                      item_tfms=[Resize(stage.presize)], batch_tfms=batch_tfms)
+                      item_tfms=[PresizedCrop(stage.presize) if cached else Resize(stage.presize)],
+                      batch_tfms=batch_tfms)
     kwargs = {} if num_workers is None else {"num_workers": num_workers}
     if pin_memory:
         kwargs["pin_memory"] = True

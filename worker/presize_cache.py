@@ -2,7 +2,8 @@
 
 fastai's `Resize(presize)` crops the largest centred (valid) or random (train) square and resizes it to presize.
 Stored with the short side already at presize (aspect kept), the same crop needs no resize, and loading a raw
-uint8 array needs no JPEG decode: the per-epoch work left is a crop and a copy.
+uint8 array (channels first, as the batch wants it) needs no JPEG decode: the per-epoch work left is one slice,
+and batches collate from contiguous tensors.
 
 Layout under the cache root: `v1-npy/entries/<presize>/<ab>/<key>.npy`, one file per (image path, size, mtime),
 so a changed image gets a new entry and the others are reused; `v1-npy/sets/<set>.json` lists one (dataset file
@@ -23,6 +24,10 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import torch
+import torch.nn.functional as F
+from fastai.vision.augment import Resize
+from fastai.vision.core import TensorImage
 from PIL import Image
 
 VERSION = 1
@@ -60,7 +65,7 @@ def write_entry(job: tuple[str, str, int, str]) -> int:
     tmp = f"{dest}.{os.getpid()}.tmp"
     if fmt == "npy":
         with open(tmp, "wb") as fh:
-            np.save(fh, np.asarray(small, dtype=np.uint8))
+            np.save(fh, np.ascontiguousarray(np.asarray(small, dtype=np.uint8).transpose(2, 0, 1)))
     elif fmt == "jpeg":
         small.save(tmp, format="JPEG", quality=95)
     else:
@@ -69,12 +74,31 @@ def write_entry(job: tuple[str, str, int, str]) -> int:
     return os.path.getsize(dest)
 
 
-def load_cached(path) -> "PILImage":  # noqa: F821 (fastai's type, imported when called)
-    """fastai's image type from a cache entry (.npy) or any image file (so an exported model predicts on photos)."""
-    from fastai.vision.core import PILImage
+def load_cached(path):
+    """A cache entry (.npy) as a uint8 TensorImage (3, h, w); any image file as fastai's PILImage (so an exported
+    model predicts on photos)."""
+    from fastai.vision.core import PILImage, TensorImage
 
     path = str(path)
-    return PILImage.create(np.load(path) if path.endswith(".npy") else path)
+    if path.endswith(".npy"):
+        return TensorImage(torch.from_numpy(np.load(path)))
+    return PILImage.create(path)
+
+
+class PresizedCrop(Resize):
+    """fastai's Resize(presize) (random square on train, centred on valid) for cache entries: their short side is
+    already presize, so the square is only sliced out; images fall back to Resize itself."""
+
+    def encodes(self, x: TensorImage):
+        h, w = x.shape[-2:]
+        side = min(h, w)
+        top, left = int(self.pcts[1] * (h - side)), int(self.pcts[0] * (w - side))
+        # numpy copies the slice on this thread: torch's parallel copy stalls on a loaded loader process.
+        out = TensorImage(torch.from_numpy(np.ascontiguousarray(x.numpy()[..., top:top + side, left:left + side])))
+        if (side, side) != (self.size[1], self.size[0]):  # not made by this cache; resample as Resize would
+            out = TensorImage(F.interpolate(out[None].float(), size=(self.size[1], self.size[0]), mode="bilinear",
+                                            antialias=True)[0].round().clamp(0, 255).to(torch.uint8))
+        return out
 
 
 @dataclass
