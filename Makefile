@@ -40,6 +40,8 @@ bench: setup
 	$(PY) bench/resume.py
 	$(PY) bench/sweep_flood.py
 	$(PY) bench/api_hardening.py
+	$(PY) bench/pipeline.py
+	$(PY) bench/gpu.py
 
 clean:
 	rm -rf $(VENV)
