@@ -1,4 +1,4 @@
-"""Pretrained weights: list, add (hash checked), download from a mirror (a real local HTTP server), fail fast offline."""
+"""Pretrained weights: list, add (hash checked), download from a mirror (a local HTTP server), fail fast offline."""
 from __future__ import annotations
 
 import functools
