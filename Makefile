@@ -42,6 +42,8 @@ bench: setup
 	$(PY) bench/sweep_flood.py
 	$(PY) bench/api_hardening.py
 	$(PY) bench/predict.py
+	$(PY) bench/pipeline.py
+	$(PY) bench/gpu.py
 
 clean:
 	rm -rf $(VENV)

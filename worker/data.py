@@ -11,8 +11,10 @@ from fastai.vision.all import (
     ColSplitter,
     DataBlock,
     ImageBlock,
+    IntToFloatTensor,
     Normalize,
     Resize,
+    TransformBlock,
     aug_transforms,
     imagenet_stats,
 )
@@ -20,6 +22,7 @@ from PIL import Image
 
 from app.core.datasets import ResolvedDataset
 from app.core.schemas import StageSpec
+from worker.presize_cache import PresizedCrop, load_cached
 
 STATS_SAMPLE = 256  # training images read to estimate the dataset's channel statistics
 
@@ -55,13 +58,24 @@ def norm_stats(normalize: str, ds: ResolvedDataset, seed: int):
     return None
 
 
-def make_dls(frame: pd.DataFrame, classes: list[str], stage: StageSpec, stats, num_workers: int | None = None):
-    """DataLoaders for one stage: items presized with Resize, then batch augmentation to size, then Normalize."""
+def make_dls(frame: pd.DataFrame, classes: list[str], stage: StageSpec, stats, num_workers: int | None = None, *,
+             cached: bool = False, pin_memory: bool = False, prefetch: int | None = None):
+    """DataLoaders for one stage: items presized with Resize, then batch augmentation to size, then Normalize.
+
+    cached: the frame's paths are presize-cache entries (short side already at presize), so Resize only crops."""
     batch_tfms = [*aug_transforms(size=stage.size, min_scale=0.75)]
     if stats is not None:
         batch_tfms.append(Normalize.from_stats(*stats))
-    block = DataBlock(blocks=(ImageBlock, CategoryBlock(vocab=classes)),
+    images = TransformBlock(type_tfms=load_cached, batch_tfms=IntToFloatTensor) if cached else ImageBlock
+    block = DataBlock(blocks=(images, CategoryBlock(vocab=classes)),
                       get_x=ColReader("path"), get_y=ColReader("label"), splitter=ColSplitter("is_valid"),
-                      item_tfms=[Resize(stage.presize)], batch_tfms=batch_tfms)
+                      item_tfms=[PresizedCrop(stage.presize) if cached else Resize(stage.presize)],
+                      batch_tfms=batch_tfms)
     kwargs = {} if num_workers is None else {"num_workers": num_workers}
-    return block.dataloaders(frame, bs=stage.bs, **kwargs)
+    if pin_memory:
+        kwargs["pin_memory"] = True
+    dls = block.dataloaders(frame, bs=stage.bs, **kwargs)
+    if prefetch is not None:
+        for dl in dls.loaders:
+            dl.fake_l.prefetch_factor = prefetch  # fastai fixes torch's prefetch_factor as a class attribute
+    return dls

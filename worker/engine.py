@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import time
 from pathlib import Path
 
@@ -23,7 +24,9 @@ from app.core.events import (
     LRFindEvent,
     NoteEvent,
     ParamSummary,
+    ProgressEvent,
     ResultEvent,
+    SpeedReport,
     StageEndEvent,
     StageEvent,
     StagePlan,
@@ -33,10 +36,13 @@ from app.core.events import (
     TTAMetrics,
 )
 from app.core.schemas import RunSpec, StageSpec
+from app.core.settings import Settings
 from worker.callbacks import KeepBestCallback, ReportCallback
 from worker.checkpoint import Checkpoint, CheckpointCallback, CheckpointFiles, restore, restore_rng
 from worker.data import items_frame, make_dls, norm_stats
+from worker.presize_cache import CacheSet, CacheTooSmall, PresizeCache
 from worker.reporters import Reporter
+from worker.speed import ChannelsLast, SpeedCallback, SpeedPlan, cuda_oom, default_num_workers, plan_speed
 from worker.weights import ensure_cached
 
 TOP_LOSSES = 16
@@ -47,30 +53,25 @@ class RunCancelled(Exception):
     """The user cancelled the run; epochs already reported stay."""
 
 
-def _device_notes(spec: RunSpec) -> list[str]:
-    """Explain a precision the hardware cannot give (mixed precision needs a CUDA device)."""
-    if spec.precision != "fp32" and not torch.cuda.is_available():
-        return [f"precision {spec.precision} needs a CUDA GPU; none here, so this run trained in fp32"]
-    if spec.precision == "bf16" and not torch.cuda.is_bf16_supported():
-        return ["precision bf16 is not supported by this GPU; this run trained in fp32"]
-    return []
-
-
-def _build_learner(spec: RunSpec, dls, out_dir: Path, cbs: list):
+def _build_learner(spec: RunSpec, dls, out_dir: Path, cbs: list, plan: SpeedPlan, settings: Settings,
+                   reporter: Reporter):
     """vision_learner with our loss, metrics and callbacks; fastai's console bars and logger off."""
     if spec.pretrained:
-        ensure_cached(spec.arch)
+        ensure_cached(spec.arch, download=settings.download_weights, mirror=settings.weights_mirror,
+                      note=lambda message: reporter.emit(NoteEvent(message=message)))
     loss = LabelSmoothingCrossEntropy(eps=spec.label_smoothing) if spec.label_smoothing else CrossEntropyLossFlat()
     # normalize=False: the recipe decides normalization, not fastai's pretrained default.
     learn = vision_learner(dls, getattr(torchvision.models, spec.arch), normalize=False, pretrained=spec.pretrained,
                            loss_func=loss, metrics=[accuracy, error_rate], path=out_dir, model_dir=".", cbs=cbs)
     learn.remove_cb(ProgressCallback)
     learn.logger = noop
-    if not _device_notes(spec):
-        if spec.precision == "fp16":
-            learn.to_fp16()
-        elif spec.precision == "bf16":
-            learn.to_bf16()
+    if plan.precision == "fp16":
+        learn.to_fp16()
+    elif plan.precision == "bf16":
+        learn.to_bf16()
+    if plan.channels_last:
+        learn.model.to(memory_format=torch.channels_last)
+        learn.add_cb(ChannelsLast())
     return learn
 
 
@@ -178,19 +179,80 @@ def _resume_point(files: CheckpointFiles, resume: bool, reporter: Reporter) -> C
     return ckpt
 
 
+class _CachedFrames:
+    """The items frame with each stage's paths pointing into the presize cache (speed: fast), one set per presize."""
+
+    def __init__(self, frame, plan: SpeedPlan, settings: Settings, reporter: Reporter):
+        self.frame, self.plan, self.reporter = frame, plan, reporter
+        self.sets: dict[int, CacheSet | None] = {}
+        self.cache = PresizeCache(settings.presize_cache_dir, int(settings.cache_max_gb * 2**30),
+                                  workers=len(os.sched_getaffinity(0))) if plan.cache else None
+
+    def for_stage(self, idx: int, presize: int):
+        """(frame, cached) for a stage: cache entries when the cache is on and holds the set, else the originals."""
+        if self.cache is None:
+            return self.frame, False
+        if presize not in self.sets:
+            self.sets[presize] = self._acquire(idx, presize)
+        cset = self.sets[presize]
+        return (self.frame.assign(path=cset.paths), True) if cset else (self.frame, False)
+
+    def _acquire(self, idx: int, presize: int) -> CacheSet | None:
+        """Build or reuse the set, reporting progress; a set too big for the bound falls back with a note."""
+        t0 = time.perf_counter()
+
+        def progress(done: int, total: int) -> None:
+            elapsed = time.perf_counter() - t0
+            self.reporter.emit(ProgressEvent(stage=idx, epoch=0, batch=done, total=total, elapsed=elapsed,
+                                             eta=elapsed / done * (total - done), phase="presize cache"))
+        try:
+            return self.cache.acquire(self.frame["path"].tolist(), presize, progress)
+        except CacheTooSmall as exc:
+            self.reporter.emit(NoteEvent(message=f"presize cache off for presize {presize}: {exc}"))
+            return None
+
+    def describe(self) -> str | None:
+        """What the cache did for this run, for the speed block."""
+        if self.cache is None:
+            return None
+        return "; ".join(f"presize {p}: {s.describe() if s else 'too big for the bound'}" for p, s in self.sets.items())
+
+    def release(self) -> None:
+        """Unpin every set so eviction may take it later."""
+        for cset in self.sets.values():
+            if cset is not None:
+                cset.release()
+
+
 def run_recipe(spec: RunSpec, reporter: Reporter, data_root: Path, out_dir: Path, *,
                dataset: ResolvedDataset | None = None, registry=None, num_workers: int | None = None,
                extra_cbs: tuple = (), checkpoints: bool = False, resume: bool = False,
-               checkpoint_files: CheckpointFiles | None = None) -> ResultEvent:
+               checkpoint_files: CheckpointFiles | None = None, settings: Settings | None = None) -> ResultEvent:
     """Train a recipe end to end, reporting every event; returns the result (also emitted as 'result').
 
     checkpoints: save a checkpoint after every epoch (out_dir/checkpoint.pth, or checkpoint_files: a worker's
-    artifact store). resume: continue after the last checkpoint, when there is one."""
+    artifact store). resume: continue after the last checkpoint, when there is one. settings: cache and weights
+    options (default: read from the env)."""
+    held: list[_CachedFrames] = []
+    try:
+        return _train_recipe(spec, reporter, data_root, out_dir, dataset=dataset, registry=registry,
+                             num_workers=num_workers, extra_cbs=extra_cbs, checkpoints=checkpoints, resume=resume,
+                             checkpoint_files=checkpoint_files, settings=settings or Settings(), held=held)
+    finally:
+        for frames in held:
+            frames.release()
+
+
+def _train_recipe(spec: RunSpec, reporter: Reporter, data_root: Path, out_dir: Path, *, dataset, registry,
+                  num_workers, extra_cbs, checkpoints, resume, checkpoint_files, settings: Settings,
+                  held: list) -> ResultEvent:
+    """run_recipe's body; cache sets it pins are appended to held, for the caller to release."""
     started = time.perf_counter()
     ds = dataset or resolve_dataset(spec.dataset, data_root, seed=spec.seed, registry=registry)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    notes = _device_notes(spec) + ds.warnings
+    plan = plan_speed(spec)
+    notes = plan.notes + ds.warnings
     n_train = sum(not it.is_valid for it in ds.items)
     files = checkpoint_files or CheckpointFiles(out_dir)
     ckpt = _resume_point(files, resume, reporter)
@@ -203,22 +265,27 @@ def run_recipe(spec: RunSpec, reporter: Reporter, data_root: Path, out_dir: Path
     set_seed(spec.seed, reproducible=True)  # before the split shuffle, the init and the first batches
     frame = items_frame(ds)
     stats = norm_stats(spec.normalize, ds, spec.seed)
-    if num_workers is None and not torch.cuda.is_available():
-        num_workers = 0  # on a CPU-only host loader processes would steal the cores the model trains on
+    if num_workers is None:
+        num_workers = default_num_workers()
+    frames = _CachedFrames(frame, plan, settings, reporter)
+    held.append(frames)
     built: dict[int, object] = {}
 
     def dls_for(idx: int):
         """The DataLoaders of a stage, built once (progressive resizing gives each stage its own)."""
         if idx not in built:
-            built[idx] = make_dls(frame, ds.classes, spec.stages[idx], stats, num_workers)
+            stage_frame, cached = frames.for_stage(idx, spec.stages[idx].presize)
+            built[idx] = make_dls(stage_frame, ds.classes, spec.stages[idx], stats, num_workers, cached=cached,
+                                  pin_memory=plan.pin_memory, prefetch=plan.prefetch if num_workers else None)
         return built[idx]
 
-    report_cb = ReportCallback(reporter)
+    report_cb, speed_cb = ReportCallback(reporter), SpeedCallback()
     keep = KeepBestCallback(spec.keep_best) if spec.keep_best else None
-    tracked = [report_cb, *([keep] if keep else [])]
+    tracked = [report_cb, speed_cb, *([keep] if keep else [])]
     if checkpoints:
         tracked.append(CheckpointCallback(files, reporter, keep))
-    learn = _build_learner(spec, dls_for(ckpt.stage if ckpt else 0), out_dir, [*tracked, *extra_cbs])
+    learn = _build_learner(spec, dls_for(ckpt.stage if ckpt else 0), out_dir, [*tracked, *extra_cbs], plan,
+                           settings, reporter)
     stages_done = []
     if ckpt is not None:
         restore(learn, ckpt)  # mid-stage, _run_stage restores again after its freeze/unfreeze
@@ -233,19 +300,28 @@ def run_recipe(spec: RunSpec, reporter: Reporter, data_root: Path, out_dir: Path
         mid_stage = ckpt is not None and idx == start_stage and start_epoch > 0
         if checkpoints:
             tracked[-1].stages_done = [s.model_dump() for s in stages_done]
-        stages_done.append(_run_stage(learn, idx, spec.stages[idx], reporter, tracked,
-                                      first_epoch=start_epoch if mid_stage else 0, resume=ckpt if mid_stage else None))
+        base = torch.cuda.memory_allocated() if torch.cuda.is_available() else 0.0
+        try:
+            stages_done.append(_run_stage(learn, idx, spec.stages[idx], reporter, tracked,
+                                          first_epoch=start_epoch if mid_stage else 0,
+                                          resume=ckpt if mid_stage else None))
+        except torch.cuda.OutOfMemoryError as exc:
+            raise cuda_oom(idx, spec.stages[idx].bs, spec.stages[idx].size, base, exc) from None
     if keep is not None and keep.best_at is not None:
         learn.load(keep.fname, with_opt=False)
         # Evaluate the best weights at the image size they were trained and scored at.
         learn.dls = dls_for(keep.best_at.stage)
     evaluation = _evaluate(learn, ds, spec, out_dir)
-    learn.remove_cbs([*tracked, *extra_cbs])  # they hold reporters, not picklable
+    # They hold reporters (not picklable); channels_last is a training-time choice, not part of the model.
+    learn.remove_cbs([*tracked, *extra_cbs, *learn.cbs.filter(lambda cb: isinstance(cb, ChannelsLast))])
     model_path = out_dir / "model.pkl"
     learn.export(model_path)
     result = ResultEvent(**evaluation, best=keep.best_at if keep else None, model_path=str(model_path), notes=notes,
                          stages=stages_done, dataset=ds.report(), normalize_stats=stats,
                          seconds=time.perf_counter() - started,
-                         images_per_second=_images_per_second(n_train, report_cb.epoch_seconds))
+                         images_per_second=_images_per_second(n_train, report_cb.epoch_seconds),
+                         speed=SpeedReport(mode=plan.mode, precision=plan.precision, channels_last=plan.channels_last,
+                                           presize_cache=frames.describe(), num_workers=num_workers,
+                                           pin_memory=plan.pin_memory, stages=speed_cb.report()))
     reporter.emit(result)
     return result

@@ -154,7 +154,7 @@ def _train(run) -> str:
         result = run_recipe(spec, reporter, settings.data_root, out_dir,
                             registry=registry_lookup, num_workers=settings.num_workers, checkpoints=True,
                             checkpoint_files=CheckpointFiles(out_dir, store_for(settings), run_id),
-                            resume=run.resume_from is not None)
+                            resume=run.resume_from is not None, settings=settings)
         stored = _store_files(run_id, result)
     except RunCancelled:
         shutil.rmtree(out_dir, ignore_errors=True)  # the checkpoint a retry needs is in the artifact store

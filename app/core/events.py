@@ -107,6 +107,7 @@ class ProgressEvent(EngineEvent):
     elapsed: float
     eta: float
     smooth_loss: float | None = None
+    phase: str | None = None  # set while something other than training runs, e.g. "presize cache" being built
 
 
 class EpochEvent(EngineEvent):
@@ -172,6 +173,29 @@ class TopLoss(EngineEvent):
     probability: float | None = None
 
 
+class StageSpeed(EngineEvent):
+    """How fast one stage trained: throughput, peak GPU memory and the share of each step spent waiting for data."""
+
+    stage: int
+    images_per_second: float | None = None
+    data_wait: float | None = None  # time waiting for the next batch / step time, 0..1
+    peak_memory_mb: float | None = None  # CUDA only
+    steps: int = 0
+
+
+class SpeedReport(EngineEvent):
+    """What the speed mode enabled on this hardware, and each stage's figures."""
+
+    mode: str = "default"
+    precision: str = "fp32"  # the precision actually trained in
+    channels_last: bool = False
+    presize_cache: str | None = None  # "built N of M images", "reused", or None when off
+    num_workers: int | None = None
+    pin_memory: bool = False
+    persistent_workers: bool = False
+    stages: list[StageSpeed] = []
+
+
 class ResultEvent(EngineEvent):
     """How a run ended: metrics, TTA, best epoch, confusion, top losses, files and speed."""
 
@@ -189,6 +213,7 @@ class ResultEvent(EngineEvent):
     normalize_stats: list[list[float]] | None = None
     seconds: float | None = None
     images_per_second: float | None = None
+    speed: SpeedReport | None = None
 
     def stored(self) -> dict:
         """The result as a run row keeps it (the event name dropped)."""

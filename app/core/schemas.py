@@ -173,6 +173,8 @@ class RunSpec(BaseModel):
     label_smoothing: float | None = None
     seed: Annotated[int, Field(ge=0, lt=2**32)] = 42
     precision: Literal["fp32", "fp16", "bf16"] = "fp32"
+    # fast: presize cache, mixed precision and channels_last on CUDA, pinned persistent loaders (README "Speed")
+    speed: Literal["default", "fast"] = "default"
     keep_best: Literal["accuracy", "error_rate", "valid_loss"] | None = None
     tta: TTASpec | None = None
     max_attempts: Annotated[int, Field(strict=True, ge=1, le=MAX_ATTEMPTS,
@@ -229,6 +231,8 @@ class RunSpec(BaseModel):
             chips.append("tta")
         if self.precision != "fp32":
             chips.append(self.precision)
+        if self.speed != "default":
+            chips.append(f"speed:{self.speed}")
         return chips
 
 

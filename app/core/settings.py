@@ -40,6 +40,10 @@ class Settings(BaseSettings):
     max_streams: int = 64  # concurrent server-sent event streams; more get 503 with Retry-After
     stream_lifetime: float = 300.0  # seconds a stream stays open before the client reconnects with Last-Event-ID
     auth_failures_per_minute: int = 10  # failed logins / wrong bearer tokens per client address before 429
+    cache_dir: Path | None = None  # the presize cache (speed: fast); default $FITBOARD_HOME/cache; best on local disk
+    cache_max_gb: float = 50.0  # the presize cache's size bound; the least recently used sets are evicted past it
+    download_weights: bool = False  # a run missing its pretrained weights downloads them once (else fails at once)
+    weights_mirror: str | None = None  # an internal HTTP mirror of torchvision's weight files (air-gapped fleets)
 
     @model_validator(mode="after")
     def _resolve_paths(self) -> "Settings":
@@ -60,6 +64,11 @@ class Settings(BaseSettings):
     def work_dir(self) -> Path:
         """This host's scratch folder for runs in training (their files move to the artifact store when done)."""
         return self.home / "work"
+
+    @property
+    def presize_cache_dir(self) -> Path:
+        """Where presized copies of dataset images are kept, shared by every run and worker on this host."""
+        return (self.cache_dir or self.home / "cache").expanduser().resolve()
 
 
 @lru_cache

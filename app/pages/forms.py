@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 
 STAGE_FIELDS = ("epochs", "size", "presize", "bs", "lr", "lr_find_iters", "freeze", "mixup")
-RUN_FIELDS = ("name", "dataset", "arch", "pretrained", "normalize", "label_smoothing", "seed", "precision",
+RUN_FIELDS = ("name", "dataset", "arch", "pretrained", "normalize", "label_smoothing", "seed", "precision", "speed",
               "keep_best", "tta", "tta_n", "tta_use_max", "stages")
 DATASET_FIELDS = ("name", "layout", "path", "csv", "images", "label_map", "valid_pct", "image_col", "label_col",
                   "valid_col")
@@ -34,7 +34,8 @@ def form_from_spec(spec: dict) -> dict:
             "arch": spec.get("arch", "resnet18"), "pretrained": bool(spec.get("pretrained", False)),
             "normalize": spec.get("normalize", "imagenet"), "label_smoothing": opt(spec.get("label_smoothing")),
             "seed": opt(spec.get("seed", 42)), "precision": spec.get("precision", "fp32"),
-            "keep_best": spec.get("keep_best") or "", "tta": bool(tta), "tta_n": str((tta or {}).get("n", 4)),
+            "speed": spec.get("speed", "default"), "keep_best": spec.get("keep_best") or "", "tta": bool(tta),
+            "tta_n": str((tta or {}).get("n", 4)),
             "tta_use_max": bool((tta or {}).get("use_max")), "stages": stages}
 
 
@@ -97,7 +98,8 @@ def recipe_from_form(form: dict) -> dict:
     return {"name": form["name"].strip(), "dataset": form["dataset"], "arch": form["arch"],
             "pretrained": form["pretrained"], "normalize": form["normalize"],
             "label_smoothing": _number(form["label_smoothing"]), "seed": _int(form["seed"] or "42"),
-            "precision": form["precision"], "keep_best": form["keep_best"] or None, "tta": tta, "stages": stages}
+            "precision": form["precision"], "speed": form.get("speed") or "default",
+            "keep_best": form["keep_best"] or None, "tta": tta, "stages": stages}
 
 
 def run_field(loc: str) -> str:

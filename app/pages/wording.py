@@ -54,6 +54,8 @@ def describe_techniques(spec: dict) -> list[str]:
     if tta:
         words.append(f"TTA with {tta['n']} augmented passes ({'max' if tta.get('use_max') else 'mean'})")
     words.append(f"{spec.get('precision', 'fp32')} precision, seed {spec.get('seed', 42)}")
+    if spec.get("speed", "default") != "default":
+        words.append(f"speed mode {spec['speed']} (what it enabled is under Speed)")
     return words
 
 

@@ -143,7 +143,8 @@ def _assemble(session: Session, runs: list[Run], baseline: int, epochs: dict, fi
            "runs": [{"id": r.id, "name": r.name, "status": str(r.status), "dataset": r.dataset,
                      "techniques": r.techniques or [], **rows[r.id], "lr_finds": finds.get(r.id, []),
                      **({"curves": _curves(epochs.get(r.id, []))} if curves else {}),
-                     "confusion": (r.result or {}).get("confusion")} for r in runs],
+                     "confusion": (r.result or {}).get("confusion"),
+                     "speed": (r.result or {}).get("speed")} for r in runs],
            "disagreements": None}
     if len(runs) == 2:
         with_predictions = set(session.exec(select(Artifact.run_id).where(
