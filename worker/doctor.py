@@ -123,18 +123,25 @@ def _gpus() -> Check:
 
 
 def _weights(engine: Engine | None) -> Check:
-    """Pretrained weights are cached for every architecture a stored recipe trains with pretrained: true."""
+    """Pretrained weights are cached (and pass their hash check) for every architecture a stored recipe trains with
+    pretrained: true; the detail lists what the cache holds, so the Workers page shows each host's weights."""
     if engine is None:
         return Check("weights", WARN, NO_DATABASE)
     with engine.connect() as conn:
         archs = sorted({a for a in conn.execute(select(Run.spec["arch"].as_string()).where(
             Run.spec["pretrained"].as_boolean().is_(True)).distinct()).scalars() if a})
-    if not archs:
-        return Check("weights", OK, "no stored recipe uses pretrained weights")
     try:
-        from worker.weights import cached_weights_path
+        from worker.weights import cached_weights_path, list_cached
     except ImportError:
-        return Check("weights", WARN, f"not checked without torch (recipes use {', '.join(archs)})")
+        return Check("weights", OK if not archs else WARN,
+                     f"not checked without torch (recipes use {', '.join(archs) or 'no pretrained weights'})")
+    cached = list_cached()
+    holds = "; in the cache: " + (", ".join(f"{c['arch'] or c['file']} ({c['size_bytes'] / 2**20:.0f} MB)"
+                                            for c in cached) or "nothing")
+    corrupt = [c["file"] for c in cached if c["hash_ok"] is False]
+    if corrupt:
+        return Check("weights", WARN, f"fail their hash check: {', '.join(corrupt)}" + holds,
+                     "delete them and add good copies: `fitboard weights add FILE` or `fitboard weights pull ARCH`")
     missing = []
     for arch in archs:
         try:
@@ -144,8 +151,11 @@ def _weights(engine: Engine | None) -> Check:
             missing.append(arch)
     if missing:
         return Check("weights", WARN, f"not cached: {', '.join(missing)} (of {', '.join(archs)}); pretrained runs "
-                     "of those fail at once here", "copy the weight files into $TORCH_HOME/hub/checkpoints")
-    return Check("weights", OK, f"cached for {', '.join(archs)}")
+                     "of those fail at once here" + holds,
+                     f"`fitboard weights pull {' '.join(missing)}` (or `fitboard weights add FILE` with a copy)")
+    if not archs:
+        return Check("weights", OK, "no stored recipe uses pretrained weights" + holds)
+    return Check("weights", OK, f"cached for {', '.join(archs)}" + holds)
 
 
 def _longest_run_seconds(engine: Engine) -> float:
