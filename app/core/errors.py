@@ -80,6 +80,14 @@ class RunActive(Conflict):
         super().__init__(f"run {run_id} is {status}: only a failed or cancelled run can be retried; {hint}")
 
 
+class RunLive(Conflict):
+    """A queued or running run cannot be deleted: it must be cancelled first."""
+
+    def __init__(self, run_id: int, status: str):
+        self.run_id, self.status = run_id, status
+        super().__init__(f"run {run_id} is {status}: cancel it first, then delete it")
+
+
 class DatasetExists(Conflict):
     """A dataset is already registered under this name."""
 

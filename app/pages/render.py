@@ -60,4 +60,16 @@ async def form_data(request: Request) -> dict[str, str]:
     return data
 
 
+async def form_lists(request: Request) -> dict[str, list[str]]:
+    """The submitted form fields with every value of a repeated field (ticked boxes), CSRF-checked."""
+    form = await request.form()
+    data: dict[str, list[str]] = {}
+    for k, v in form.multi_items():
+        if isinstance(v, str):
+            data.setdefault(k, []).append(v)
+    check_csrf(request, (data.get("csrf_token") or [None])[-1])
+    return data
+
+
 FormData = Annotated[dict, Depends(form_data)]
+FormLists = Annotated[dict, Depends(form_lists)]

@@ -7,6 +7,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Query, Request
 
 from app.core.errors import RunActive, RunFinished
+from app.core.run_meta import TAG_PATTERN
 from app.core.schemas import MAX_ID
 from app.core.status import FINISHED, STATUSES, RunStatus
 from app.pages.render import FormData, PageId, redirect, render
@@ -39,14 +40,18 @@ def next_order(column: str, order: str) -> str:
 @router.get("/")
 @router.get("/runs")
 def get_runs(request: Request, session: SessionDep, status: list[str] = Query([]), dataset: str = "",
-             name: str = "", order: str = "-created_at", limit: int = PAGE_SIZE, offset: int = 0):
-    """Every run with its techniques and headline metrics; filter, sort, page, pick runs to compare."""
+             name: str = "", tag: str = "", archived: str = "", order: str = "-created_at", limit: int = PAGE_SIZE,
+             offset: int = 0):
+    """Every run with its techniques and headline metrics; filter, sort, page, pick runs to compare or tidy."""
     status = [s for s in status if s in STATUSES]
     order = order if order.lstrip("-") in SORTABLE else "-created_at"
     limit, offset = min(max(limit, 1), 200), min(max(offset, 0), MAX_ID)
-    items, total = runs.page(session, status=status or None, dataset=dataset or None, name_contains=name or None,
-                             limit=limit, offset=offset, order=order)
-    params = {"status": status, "dataset": dataset, "name": name, "order": order,
+    tag = tag.strip() if TAG_PATTERN.fullmatch(tag.strip()) else ""
+    archived = archived if archived in ("show", "only") else ""
+    items, total = runs.page(session, status=status or None, dataset=dataset[:1024] or None,
+                             name_contains=name[:200] or None, limit=limit, offset=offset, order=order,
+                             tag=tag or None, archived=runs.ARCHIVED[archived or "hide"])
+    params = {"status": status, "dataset": dataset, "name": name, "tag": tag, "archived": archived, "order": order,
               "limit": limit if limit != PAGE_SIZE else None}
     sort = {c: query(params, order=next_order(c, order), offset=None) for c in SORTABLE}
     n_pages, current = max(1, math.ceil(total / limit)), offset // limit
@@ -54,12 +59,13 @@ def get_runs(request: Request, session: SessionDep, status: list[str] = Query([]
                   for p in range(n_pages) if p in (0, n_pages - 1) or abs(p - current) <= 2]
     names = sorted(set(runs.dataset_names(session)) | {d.name for d in datasets.registered(session)})
     return render(request, "runs.html", runs=items, total=total, params=params, sort=sort, order=order,
+                  back=request.url.path + query(params, offset=offset or None),
                   page_links=page_links, offset=offset, limit=limit, statuses=list(STATUSES), datasets=names,
                   prev=query(params, offset=(offset - limit) or None) if offset > 0 else None,
                   next=query(params, offset=offset + limit) if offset + limit < total else None)
 
 
-def _run_page(request: Request, session, run_id: int, message: str | None = None, status_code: int = 200):
+def run_page(request: Request, session, run_id: int, message: str | None = None, status_code: int = 200):
     """The run page: recipe in words, live progress and epochs, charts, results or the error."""
     run = runs.get(session, run_id)
     spec, result, progress = run.spec or {}, run.result or {}, run.progress or {}
@@ -83,7 +89,7 @@ def _run_page(request: Request, session, run_id: int, message: str | None = None
 @router.get("/runs/{run_id}")
 def get_run(request: Request, session: SessionDep, run_id: PageId):
     """One run, live while it trains."""
-    return _run_page(request, session, run_id)
+    return run_page(request, session, run_id)
 
 
 @router.post("/runs/{run_id}/cancel")
@@ -92,7 +98,7 @@ def post_run_cancel(request: Request, session: SessionDep, settings: SettingsDep
     try:
         status = runs.cancel(session, run_id, orphaned_after=settings.worker_lost_after)
     except RunFinished as exc:
-        return _run_page(request, session, run_id, f"Nothing to cancel: run {run_id} already {exc.status}.", 409)
+        return run_page(request, session, run_id, f"Nothing to cancel: run {run_id} already {exc.status}.", 409)
     request.app.state.run_cache.invalidate(run_id)  # API readers see the cancel at once
     request.session["notice"] = ("Run cancelled before it started." if status == RunStatus.cancelled
                                  else "Asked the worker to stop at the next batch.")
@@ -106,7 +112,7 @@ def post_run_retry(request: Request, session: SessionDep, publisher: PublisherDe
     try:
         run, note = runs.retry(session, publisher, run_id, from_checkpoint=not scratch)
     except RunActive as exc:
-        return _run_page(request, session, run_id, str(exc), 409)
+        return run_page(request, session, run_id, str(exc), 409)
     request.app.state.run_cache.invalidate(run_id)
     where = "from scratch (its epoch rows were cleared)" if scratch else (
         f"from stage {run.resume_from['stage'] + 1}, epoch {run.resume_from['epoch'] + 1}" if run.resume_from

@@ -1,13 +1,17 @@
-"""Runs as the API, the pages and the CLI use them: submit (validate, store, commit, publish), read, list, cancel."""
+"""Runs as the API, the pages and the CLI use them: submit (validate, store, commit, publish), read, list, cancel,
+edit and delete."""
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from sqlmodel import Session
 
 from app.core.datasets import ResolvedDataset, resolve_dataset
 from app.core.errors import NotFound
+from app.core.run_meta import RunPatch
 from app.core.schemas import DatasetSpec, RunSpec, parse_spec
+from app.core.settings import Settings
 from app.services.queue import DEFAULT_QUEUE, Publisher
 from app.services.recovery import publish_committed
 from app.store import runs as store
@@ -15,6 +19,9 @@ from app.store.attempts import list_attempts
 from app.store.models import EpochRow, LRFind, Run, RunAttempt
 from app.store.recovery import retry_run
 from app.store.registry import get_dataset_spec
+
+# The runs list's archived filter: hidden by default, shown with the others, or shown alone.
+ARCHIVED = {"hide": False, "show": None, "only": True}
 
 
 def registry_for(session: Session):
@@ -103,3 +110,22 @@ def retry(session: Session, publisher: Publisher, run_id: int, from_checkpoint: 
 def attempts(session: Session, run_id: int) -> list[RunAttempt]:
     """A run's attempts, first to last."""
     return list_attempts(session, run_id)
+
+
+def edit(session: Session, run_id: int, patch: RunPatch) -> Run:
+    """Rename, annotate, tag, archive or unarchive a run, committed; the run afterwards."""
+    run = store.update_run(session, run_id, patch.changes())
+    session.commit()
+    return run
+
+
+def _delete_files(settings: Settings, run_id: int) -> None:
+    """Remove a run's artifact files (model, predictions, checkpoint); the one place that knows where they live."""
+    shutil.rmtree(settings.artifacts_dir / str(run_id), ignore_errors=True)
+
+
+def delete(session: Session, settings: Settings, run_id: int) -> None:
+    """Delete a finished run and its rows, committed, then its files; RunLive for a queued or running run."""
+    store.delete_run(session, run_id)
+    session.commit()
+    _delete_files(settings, run_id)

@@ -28,7 +28,8 @@ def serialize_run(run: Run, full: bool = True) -> dict:
             "finished_at": _iso(run.finished_at), "duration": run.duration, "worker": run.worker,
             "attempt": run.attempt, "cancel_requested": run.cancel_requested, "error": run.error,
             "published_at": _iso(run.published_at), "republish_count": run.republish_count,
-            "checkpoint": run.checkpoint, "resume_from": run.resume_from}
+            "checkpoint": run.checkpoint, "resume_from": run.resume_from, "notes": run.notes or "",
+            "tags": run.tag_list, "archived": bool(run.archived), "sweep_id": run.sweep_id}
     if full:
         result = run.result or {}
         data.update(spec=run.spec, progress=run.progress, traceback=run.traceback,
@@ -106,7 +107,7 @@ class ValidationErrorOut(BaseModel):
 
 
 class Position(BaseModel):
-    """A place in a run's training: stage and epoch, both 0-based."""
+    """A place in a run's training: stage and epoch, both stored 0-based (people are shown them 1-based)."""
 
     stage: int
     epoch: int
@@ -135,6 +136,10 @@ class RunSummary(BaseModel):
     republish_count: int = Field(description="how often the reconciler sent it again")
     checkpoint: Position | None = Field(description="the last epoch whose checkpoint is safely written")
     resume_from: Position | None = Field(description="where its next attempt starts (after a lost worker or retry)")
+    notes: str = Field(description="plain text someone wrote about the run")
+    tags: list[str]
+    archived: bool = Field(description="hidden from the runs list unless asked for")
+    sweep_id: int | None = Field(description="the sweep this run belongs to, if any")
 
 
 class RunOut(RunSummary):
@@ -175,6 +180,13 @@ class CancelOut(BaseModel):
     id: int
     status: RunStatus
     cancel_requested: Literal[True]
+
+
+class DeletedOut(BaseModel):
+    """The run that was deleted."""
+
+    id: int
+    deleted: Literal[True]
 
 
 class LRFindOut(BaseModel):

@@ -1,4 +1,4 @@
-// Small behaviours shared by every page: confirm dialogs and the "Compare selected" button.
+// Small behaviours shared by every page: confirm dialogs, the "Compare selected" button and the list actions.
 "use strict";
 
 // The CSRF token for fetch() writes to the API (sent as X-CSRF-Token).
@@ -25,6 +25,12 @@ document.addEventListener("DOMContentLoaded", () => {
   form.addEventListener("change", update);
   // The compare page takes ids=1,2,3 (one parameter), not the form's repeated ids=1&ids=2.
   form.addEventListener("submit", (event) => {
+    const by = event.submitter;
+    if (by && by.dataset.bulk !== undefined) {  // Archive / Delete post the ticked runs to /runs/bulk
+      if (!picked().length) { event.preventDefault(); window.alert("Tick one or more runs first."); return; }
+      if (by.dataset.confirm && !window.confirm(by.dataset.confirm)) event.preventDefault();
+      return;
+    }
     event.preventDefault();
     const ids = picked();
     if (ids.length) window.location.href = "/compare?ids=" + ids.join(",");
