@@ -156,6 +156,9 @@ def test_epoch_rows_and_throttled_progress(full_run):
         json.dumps(event.to_json(), allow_nan=False)
     progress = reporter.of("progress")
     assert progress and all(p.batch <= p.total and p.eta >= 0 for p in progress)
+    # "stage s of S · epoch e of E" and a whole-run ETA that covers at least the rest of this epoch, shrinking.
+    assert all(p.stage_count == 3 and p.epoch_count == FULL["stages"][p.stage]["epochs"] for p in progress)
+    assert all(p.run_eta >= p.eta for p in progress) and progress[0].run_eta > progress[-1].run_eta
     for a, b in zip(progress, progress[1:]):
         if (a.stage, a.epoch) == (b.stage, b.epoch):
             assert b.elapsed - a.elapsed >= 0.45  # at most two progress events a second

@@ -211,7 +211,7 @@ def run_recipe(spec: RunSpec, reporter: Reporter, data_root: Path, out_dir: Path
             built[idx] = make_dls(frame, ds.classes, spec.stages[idx], stats, num_workers)
         return built[idx]
 
-    report_cb = ReportCallback(reporter)
+    report_cb = ReportCallback(reporter, plan=[(s.epochs, s.size) for s in spec.stages])
     keep = KeepBestCallback(spec.keep_best) if spec.keep_best else None
     tracked = [report_cb, *([keep] if keep else [])]
     if checkpoints:

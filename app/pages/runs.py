@@ -77,6 +77,7 @@ def run_page(request: Request, session, run_id: int, message: str | None = None,
     data = {"id": run.id, "status": str(run.status), "live": run.status not in FINISHED, "stages": stages,
             "epochs": [serialize_epoch(e) for e in epochs], "lr_finds": [serialize_lr_find(f) for f in finds],
             "best": result.get("best"), "batch": progress.get("batch"),
+            "plan": [s.get("epochs") for s in spec.get("stages") or []],  # epochs per stage: "epoch e of E"
             "statuses": {s.name: s.value for s in RunStatus}, "finished_statuses": [s.value for s in FINISHED]}
     return render(request, "run.html", status_code, run=run, spec=spec, result=result, progress=progress,
                   attempts=runs.attempts(session, run_id),

@@ -50,14 +50,15 @@ def serialize_epoch(row: EpochRow) -> dict:
 
 
 def epochs_csv(rows: list[EpochRow]) -> str:
-    """The epoch table as CSV (one line per epoch, metrics as columns)."""
+    """The epoch table as CSV for people (one line per epoch, metrics as columns; stage and epoch 1-based, as every
+    page and the CLI show them; the JSON API keeps the stored 0-based values)."""
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(EPOCH_CSV_COLUMNS)
     for r in rows:
         m = r.metrics or {}
-        writer.writerow(csv_row([r.stage, r.epoch, r.train_loss, r.valid_loss, m.get("accuracy"), m.get("error_rate"),
-                                 r.seconds]))
+        writer.writerow(csv_row([r.stage + 1, r.epoch + 1, r.train_loss, r.valid_loss, m.get("accuracy"),
+                                 m.get("error_rate"), r.seconds]))
     return out.getvalue()
 
 

@@ -11,6 +11,7 @@ from sqlmodel import Session
 
 from app.core.csvsafe import csv_row
 from app.core.errors import RunNotFound
+from app.core.numbering import where
 from app.store.models import Artifact, EpochRow, LRFind, Run
 
 TABLE_COLUMNS = ("accuracy", "tta_accuracy", "best_epoch", "wall_seconds", "images_per_second")
@@ -69,7 +70,7 @@ def _row(run: Run) -> dict:
     result = run.result or {}
     best = result.get("best")
     return {"accuracy": run.best_accuracy, "tta_accuracy": run.tta_accuracy,
-            "best_epoch": f"{best['stage']}.{best['epoch']}" if best else None,
+            "best_epoch": where(best["stage"], best["epoch"]) if best else None,
             "wall_seconds": run.duration, "images_per_second": result.get("images_per_second")}
 
 

@@ -6,6 +6,7 @@ import sys
 
 from app.core.errors import RecipeError, RunActive, RunFinished, RunLive, RunNotFound
 from app.core.events import ResultEvent
+from app.core.numbering import where
 from app.core.recipes import read_recipe_file
 from app.core.run_meta import parse_patch
 from app.core.status import STATUSES, RunStatus
@@ -116,7 +117,7 @@ def _print_run(data: dict, result: dict | None) -> None:
     print(f"run {data['id']} {data['name']!r}: {data['status']} (dataset {data['dataset']}, worker {data['worker']})")
     for e in data["epochs"]:
         m = e["metrics"]
-        print(f"  stage {e['stage']} epoch {e['epoch']}: train_loss {_fmt_float(e['train_loss'])} valid_loss "
+        print(f"  {where(e['stage'], e['epoch'])}: train_loss {_fmt_float(e['train_loss'])} valid_loss "
               f"{_fmt_float(e['valid_loss'])} accuracy {_fmt_float(m.get('accuracy'))} ({e['seconds']:.1f}s)")
     if result:
         print(result_summary(ResultEvent.model_validate(result)))
