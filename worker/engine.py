@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 import torchvision.models
 from fastai.callback.mixup import MixUp
@@ -163,6 +164,12 @@ def _evaluate(learn, ds: ResolvedDataset, spec: RunSpec, out_dir: Path) -> dict:
     return result
 
 
+def _vocab(classes: list[str]) -> pd.Series:
+    """The dataset's classes as a pandas categorical: fastai's CategoryBlock sorts a plain list alphabetically
+    ("eight, five, four") but keeps a categorical's order, so matrices and tables follow the dataset (zero..nine)."""
+    return pd.Series(pd.Categorical(classes, categories=classes))
+
+
 def _images_per_second(n_train: int, epoch_seconds: list[float]) -> float | None:
     """Training throughput over the whole run (validation passes included in the epoch time)."""
     return n_train * len(epoch_seconds) / sum(epoch_seconds) if epoch_seconds else None
@@ -208,7 +215,7 @@ def run_recipe(spec: RunSpec, reporter: Reporter, data_root: Path, out_dir: Path
     def dls_for(idx: int):
         """The DataLoaders of a stage, built once (progressive resizing gives each stage its own)."""
         if idx not in built:
-            built[idx] = make_dls(frame, ds.classes, spec.stages[idx], stats, num_workers)
+            built[idx] = make_dls(frame, _vocab(ds.classes), spec.stages[idx], stats, num_workers)
         return built[idx]
 
     report_cb = ReportCallback(reporter, plan=[(s.epochs, s.size) for s in spec.stages])
