@@ -12,7 +12,7 @@ from app.core.schemas import MAX_ID
 from app.core.status import FINISHED, STATUSES, RunStatus
 from app.pages.render import FormData, PageId, redirect, render
 from app.pages.wording import describe_stage, describe_techniques
-from app.services import datasets, runs
+from app.services import datasets, error_images, runs
 from app.services.serializers import serialize_epoch, serialize_lr_find
 from app.web.deps import PublisherDep, SessionDep, SettingsDep
 
@@ -65,9 +65,12 @@ def get_runs(request: Request, session: SessionDep, status: list[str] = Query([]
                   next=query(params, offset=offset + limit) if offset + limit < total else None)
 
 
-def run_page(request: Request, session, run_id: int, message: str | None = None, status_code: int = 200):
-    """The run page: recipe in words, live progress and epochs, charts, results or the error."""
+def run_page(request: Request, session, run_id: int, message: str | None = None, status_code: int = 200,
+             cell: tuple[str, str, int] | None = None):
+    """The run page: recipe in words, live progress and epochs, charts, results or the error; with cell (actual,
+    predicted, offset), the validation images of that confusion-matrix cell."""
     run = runs.get(session, run_id)
+    data_root = request.app.state.settings.data_root
     spec, result, progress = run.spec or {}, run.result or {}, run.progress or {}
     epochs, finds = runs.epochs(session, run_id), runs.lr_finds(session, run_id)
     valley = {f.stage: f.suggestion for f in finds}
@@ -84,13 +87,19 @@ def run_page(request: Request, session, run_id: int, message: str | None = None,
                   stages=stages, techniques=describe_techniques(spec) if spec else [], epochs=epochs,
                   finds=finds, confusion=confusion, tail=tail, data=data, message=message,
                   live=data["live"], artifacts=runs.artifacts(session, run_id), duration=run.duration,
-                  stage_summaries=result.get("stages") or progress.get("stages") or [])
+                  stage_summaries=result.get("stages") or progress.get("stages") or [],
+                  loss_images=error_images.image_links(session, run.dataset, [t["image_id"] for t in
+                                                                               result.get("top_losses") or []],
+                                                       data_root) if result.get("top_losses") else {},
+                  cell=error_images.cell(session, run_id, *cell, data_root) if cell and confusion else None)
 
 
 @router.get("/runs/{run_id}")
-def get_run(request: Request, session: SessionDep, run_id: PageId):
-    """One run, live while it trains."""
-    return run_page(request, session, run_id)
+def get_run(request: Request, session: SessionDep, run_id: PageId, actual: str | None = Query(None, max_length=200),
+            predicted: str | None = Query(None, max_length=200), offset: int = Query(0, ge=0, le=MAX_ID)):
+    """One run, live while it trains; ?actual=&predicted= shows the validation images of that confusion cell."""
+    cell = (actual, predicted, offset) if actual is not None and predicted is not None else None
+    return run_page(request, session, run_id, cell=cell)
 
 
 @router.post("/runs/{run_id}/cancel")

@@ -23,7 +23,7 @@ def parse_ids(ids: str) -> list[int]:
     return out
 
 
-def compare(session: Session, ids: str, baseline: int | None = None, curves: bool = True) -> dict:
-    """Curves, the final table against a baseline, the recipe diff, confusions and disagreements; RunNotFound for an
-    unknown id."""
-    return compare_runs(session, parse_ids(ids), baseline, curves=curves)
+def compare(session: Session, ids: str, baseline: int | None = None, curves: bool = True, offset: int = 0) -> dict:
+    """Curves, the final table against a baseline, the recipe diff, confusions and disagreements (a page of them from
+    offset); RunNotFound for an unknown id."""
+    return compare_runs(session, parse_ids(ids), baseline, curves=curves, offset=offset)

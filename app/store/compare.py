@@ -91,8 +91,18 @@ def _predictions(path: str | None) -> dict[str, tuple[str, str, bool]]:
         return {r["image_id"]: (r["actual"], r["predicted"], r["correct"] == "1") for r in csv.DictReader(fh)}
 
 
-def disagreements(a: Run, b: Run, paths: dict[int, str]) -> dict | None:
-    """Validation images one run gets right and the other wrong, both ways (needs both prediction files)."""
+def cell_images(path: str | None, actual: str, predicted: str) -> list[str] | None:
+    """The validation images of one confusion-matrix cell (actual, predicted), in validation order; None without a
+    predictions file."""
+    rows = _predictions(path)
+    if not rows:
+        return None
+    return [i for i, (a, p, _) in rows.items() if a == actual and p == predicted]
+
+
+def disagreements(a: Run, b: Run, paths: dict[int, str], offset: int = 0) -> dict | None:
+    """Validation images one run gets right and the other wrong, both ways (needs both prediction files); a page of
+    MAX_DISAGREEMENTS from offset each way."""
     pa, pb = _predictions(paths.get(a.id)), _predictions(paths.get(b.id))
     if not pa or not pb:
         return None
@@ -101,11 +111,14 @@ def disagreements(a: Run, b: Run, paths: dict[int, str]) -> dict | None:
               for i in common if pa[i][2] and not pb[i][2]]
     b_only = [{"image_id": i, "actual": pa[i][0], "a_predicted": pa[i][1], "b_predicted": pb[i][1]}
               for i in common if pb[i][2] and not pa[i][2]]
-    return {"a": a.id, "b": b.id, "a_right_b_wrong": a_only[:MAX_DISAGREEMENTS], "a_right_b_wrong_count": len(a_only),
-            "b_right_a_wrong": b_only[:MAX_DISAGREEMENTS], "b_right_a_wrong_count": len(b_only)}
+    page = slice(offset, offset + MAX_DISAGREEMENTS)
+    return {"a": a.id, "b": b.id, "a_right_b_wrong": a_only[page], "a_right_b_wrong_count": len(a_only),
+            "b_right_a_wrong": b_only[page], "b_right_a_wrong_count": len(b_only), "offset": offset,
+            "page_size": MAX_DISAGREEMENTS}
 
 
-def compare_runs(session: Session, ids: list[int], baseline: int | None = None, curves: bool = True) -> dict:
+def compare_runs(session: Session, ids: list[int], baseline: int | None = None, curves: bool = True,
+                 offset: int = 0) -> dict:
     """Everything the compare page shows, in three queries; curves=False leaves out the chart series (and
     says only which runs have LR-finder curves), for the HTML page whose charts fetch the JSON API."""
     runs_by_id = {r.id: r for r in session.exec(select(Run).where(Run.id.in_(ids))).scalars()}
@@ -117,7 +130,8 @@ def compare_runs(session: Session, ids: list[int], baseline: int | None = None, 
     epochs, finds = defaultdict(list), defaultdict(list)
     if not curves:
         with_finds = set(session.exec(select(LRFind.run_id).where(LRFind.run_id.in_(ids)).distinct()).scalars())
-        return _assemble(session, runs, baseline, {}, {i: [{"stage": None}] for i in with_finds}, curves=False)
+        return _assemble(session, runs, baseline, {}, {i: [{"stage": None}] for i in with_finds}, curves=False,
+                         offset=offset)
     # Plain column rows, not ORM objects: 100 runs x 50 epochs would spend most of the time building instances.
     # The two metrics come out of the JSON column in SQL (json_extract / ->>), not through 5,000 json.loads.
     for r in session.exec(select(EpochRow.run_id, EpochRow.stage, EpochRow.train_loss, EpochRow.valid_loss,
@@ -130,10 +144,11 @@ def compare_runs(session: Session, ids: list[int], baseline: int | None = None, 
                           .where(LRFind.run_id.in_(ids)).order_by(LRFind.run_id, LRFind.stage)):
         lrs, losses = _thin(f.lrs or []), _thin(f.losses or [])
         finds[f.run_id].append({"stage": f.stage, "suggestion": f.suggestion, "lrs": lrs, "losses": losses})
-    return _assemble(session, runs, baseline, epochs, finds)
+    return _assemble(session, runs, baseline, epochs, finds, offset=offset)
 
 
-def _assemble(session: Session, runs: list[Run], baseline: int, epochs: dict, finds: dict, curves: bool = True) -> dict:
+def _assemble(session: Session, runs: list[Run], baseline: int, epochs: dict, finds: dict, curves: bool = True,
+              offset: int = 0) -> dict:
     """The compare document from loaded runs, epoch tuples and LR-finder curves."""
     ids = [r.id for r in runs]
     rows = _with_diffs({r.id: _row(r) for r in runs}, baseline)
@@ -146,7 +161,7 @@ def _assemble(session: Session, runs: list[Run], baseline: int, epochs: dict, fi
     if len(runs) == 2:
         paths = {a.run_id: a.path for a in session.exec(select(Artifact).where(
             Artifact.run_id.in_(ids), Artifact.kind == "predictions")).scalars()}
-        out["disagreements"] = disagreements(runs[0], runs[1], paths)
+        out["disagreements"] = disagreements(runs[0], runs[1], paths, offset)
     return out
 
 
