@@ -71,3 +71,21 @@ def test_compare_disagreements_are_two_thumbnail_grids(client, tmp_path, image_i
     nxt = re.search(r'<a rel="next" href="([^"]+)"', page)[1].replace("&amp;", "&")
     later = client.get(nxt).text
     assert len(thumbs(later[later.index('id="disagree-a"'):later.index('id="disagree-b"')])) == 5
+
+
+def test_compare_baseline_is_the_oldest_unfinished_runs_are_marked_and_one_run_is_refused(client, tmp_path,
+                                                                                         image_ids):
+    old = finished(client, tmp_path, [(i, "a", "a") for i in image_ids[:10]])
+    new = finished(client, tmp_path, [(i, "a", "a") for i in image_ids[:10]])
+    spec = parse_spec(tiny_recipe())
+    with session_scope(client.app.state.engine) as s:
+        cut = create_run(s, spec.model_dump(mode="json"), techniques=spec.techniques()).id
+    client.post(f"/api/v1/runs/{cut}/cancel")
+    data = client.get(f"/api/v1/compare?ids={new},{old},{cut}").json()  # the runs list sends newest first
+    assert data["baseline"] == old
+    page = client.get(f"/compare?ids={cut},{new},{old}").text
+    row = re.search(rf'<tr class=" unfinished"[^>]*>.*?#{cut}.*?</tr>', page, re.S)[0]
+    assert "not comparable" in row and "better" not in row and "worse" not in row
+    r = client.get(f"/api/v1/compare?ids={old}")
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == "ids"
+    assert "Pick two or more runs" in client.get(f"/compare?ids={old}").text

@@ -126,7 +126,8 @@ def compare_runs(session: Session, ids: list[int], baseline: int | None = None, 
     if missing:
         raise RunNotFound(missing[0])
     runs = [runs_by_id[i] for i in ids]
-    baseline = baseline if baseline in runs_by_id else ids[0]
+    # The oldest run by default: lists send ids newest first, and the newer variant is what is being judged.
+    baseline = baseline if baseline in runs_by_id else min(runs, key=lambda r: (r.created_at, r.id)).id
     epochs, finds = defaultdict(list), defaultdict(list)
     if not curves:
         with_finds = set(session.exec(select(LRFind.run_id).where(LRFind.run_id.in_(ids)).distinct()).scalars())
