@@ -56,3 +56,32 @@ def test_archive_and_delete_from_the_list(site, page):
     page.click("#run-notes summary a.tag >> text=best")
     page.wait_for_url(f"{base}/runs?tag=best")
     assert page.locator("table.runs tbody tr").count() == 1
+
+
+def test_sweep_runs_are_grouped_under_their_sweep_long_names_ellipsised(site, page):
+    import json
+    import urllib.request
+
+    from tests.helpers import tiny_recipe
+
+    base, app = site
+    body = {"base": tiny_recipe(name="grouped"), "vary": {"label_smoothing": [0.1]}, "seeds": [0, 1]}
+    request = urllib.request.Request(f"{base}/api/v1/sweeps", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+    sweep = json.load(urllib.request.urlopen(request, timeout=30))
+    long_name = "a-run-with-a-very-long-name-" + "that-keeps-going-" * 8
+    lone = stored_run(app.state.engine, "succeeded", name=long_name)
+    page.goto(f"{base}/runs")
+    group = page.locator(f"#sweep-group-{sweep['id']}")
+    assert group.locator("tr.sweep-head").is_visible() and "grouped" in group.locator("tr.sweep-head").inner_text()
+    members = group.locator("tr.member")
+    assert members.count() == 4 and not members.first.is_visible()  # folded under the sweep
+    group.locator("[data-toggle-group]").click()
+    assert members.first.is_visible() and members.count() == 4
+    group.locator("[data-pick-group]").check()  # the sweep's box ticks its runs
+    assert page.locator("#compare-button").inner_text() == "Compare selected (4)"
+    name = page.locator(f"tr:has(input[value='{lone}']) a.run-name")
+    assert name.get_attribute("title") == long_name
+    assert name.evaluate("el => el.scrollWidth > el.clientWidth && el.getBoundingClientRect().height < 30")
+    assert page.locator("th a.sort.active .sort-ind").inner_text() == "▼"  # newest first
+    assert page.locator("th a.sort:not(.active) .sort-ind").first.inner_text() == "⇅"

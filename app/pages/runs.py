@@ -12,7 +12,7 @@ from app.core.schemas import MAX_ID
 from app.core.status import FINISHED, STATUSES, RunStatus
 from app.pages.render import FormData, PageId, redirect, render
 from app.pages.wording import describe_stage, describe_techniques
-from app.services import datasets, error_images, runs
+from app.services import datasets, error_images, runs, sweeps
 from app.services.serializers import serialize_epoch, serialize_lr_find
 from app.web.deps import PublisherDep, SessionDep, SettingsDep
 
@@ -58,11 +58,27 @@ def get_runs(request: Request, session: SessionDep, status: list[str] = Query([]
     page_links = [(p + 1, query(params, offset=p * limit or None), p == current)
                   for p in range(n_pages) if p in (0, n_pages - 1) or abs(p - current) <= 2]
     names = sorted(set(runs.dataset_names(session)) | {d.name for d in datasets.registered(session)})
-    return render(request, "runs.html", runs=items, total=total, params=params, sort=sort, order=order,
+    return render(request, "runs.html", runs=items, groups=group_by_sweep(session, items), total=total,
+                  params=params, sort=sort, order=order,
                   back=request.url.path + query(params, offset=offset or None),
                   page_links=page_links, offset=offset, limit=limit, statuses=list(STATUSES), datasets=names,
                   prev=query(params, offset=(offset - limit) or None) if offset > 0 else None,
                   next=query(params, offset=offset + limit) if offset + limit < total else None)
+
+
+def group_by_sweep(session, items: list) -> list[dict]:
+    """The page's runs in list order, each sweep's runs gathered under it where its first run appears, with the
+    sweep's verdicts: [{"run": r}] or [{"sweep": {...}, "runs": [...]}]."""
+    groups, by_sweep = [], {}
+    for r in items:
+        if r.sweep_id is None:
+            groups.append({"run": r})
+        elif r.sweep_id in by_sweep:
+            by_sweep[r.sweep_id]["runs"].append(r)
+        else:
+            by_sweep[r.sweep_id] = {"sweep": sweeps.verdicts(session, r.sweep_id), "runs": [r]}
+            groups.append(by_sweep[r.sweep_id])
+    return groups
 
 
 def run_page(request: Request, session, run_id: int, message: str | None = None, status_code: int = 200,

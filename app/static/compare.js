@@ -8,20 +8,26 @@
   const base = { paper_bgcolor: "rgba(0,0,0,0)", plot_bgcolor: "rgba(0,0,0,0)", hovermode: "closest",
     legend: { orientation: "h", x: 0, y: 1.02, yanchor: "bottom" }, margin: { l: 55, r: 15, t: 10, b: 45 } };
   const config = { displaylogo: false, responsive: true };
+  // Past this many runs a chart drops its point markers and legend (the table's swatches name the runs) and draws
+  // one stage line per position: 100 runs of 50 epochs were 20,000 SVG markers, 400 legend entries and 400 shapes.
+  const MANY = 12;
 
   function drawMetric(data, metric, el) {
-    const traces = [], shapes = [];
+    const traces = [], starts = new Map();
+    const many = data.runs.length > MANY;
     data.runs.forEach((run, i) => {
       const color = data.colors[i % data.colors.length];
       const c = run.curves;
-      traces.push({ type: "scatter", mode: "lines+markers", name: plain(`#${run.id} ${run.name}`), legendgroup: String(run.id),
-        x: c.x.map((x) => x + 1), y: c[metric], connectgaps: false, line: { color, width: 2 }, marker: { size: 4 },
-        hovertemplate: `epoch %{x}<br>${metric} %{y:.4f}`, showlegend: true });
-      // A dashed line in the run's color where each of its later stages starts.
-      c.stage_starts.filter((s) => s > 0).forEach((s) => shapes.push({ type: "line", xref: "x", yref: "paper",
-        x0: s + 0.5, x1: s + 0.5, y0: 0, y1: 1, line: { color, dash: "dash", width: 1 }, opacity: 0.7 }));
+      traces.push({ type: "scatter", mode: many ? "lines" : "lines+markers", name: plain(`#${run.id} ${run.name}`),
+        legendgroup: String(run.id), x: c.x.map((x) => x + 1), y: c[metric], connectgaps: false,
+        line: { color, width: many ? 1.25 : 2 }, marker: { size: 4 }, hoverlabel: { namelength: 40 },
+        hovertemplate: `epoch %{x}<br>${metric} %{y:.4f}`, showlegend: !many });
+      // A dashed line in the run's color where each of its later stages starts (grey where several runs share it).
+      c.stage_starts.filter((s) => s > 0).forEach((s) => starts.set(s, starts.has(s) ? "#94a3b8" : color));
     });
-    const layout = Object.assign({}, base, { height: 320, shapes,
+    const shapes = [...starts].map(([s, color]) => ({ type: "line", xref: "x", yref: "paper",
+      x0: s + 0.5, x1: s + 0.5, y0: 0, y1: 1, line: { color, dash: "dash", width: 1 }, opacity: 0.7 }));
+    const layout = Object.assign({}, base, { height: 320, shapes, showlegend: !many,
       xaxis: { title: { text: "epoch (all stages)" }, rangemode: "tozero" },
       yaxis: { title: { text: metric }, rangemode: metric.endsWith("loss") ? "tozero" : "normal" } });
     window.Plotly.newPlot(el, traces, layout, config);
@@ -35,6 +41,8 @@
 
   function drawLr(data, el) {
     const traces = [];
+    const many = data.runs.length > MANY;
+    const valleys = { x: [], y: [], text: [], color: [] };  // with many runs, every valley in one trace
     data.runs.forEach((run, i) => {
       const color = data.colors[i % data.colors.length];
       const dashes = ["solid", "dot", "dash", "dashdot"];
@@ -42,20 +50,28 @@
       run.lr_finds.forEach((f, k) => {
         traces.push({ type: "scatter", mode: "lines", name: plain(`#${run.id} ${run.name} · stage ${f.stage + 1}`),
           legendgroup: String(run.id), x: f.lrs, y: f.losses, line: { color, dash: dashes[k % dashes.length] },
-          hovertemplate: "lr %{x:.2e}<br>loss %{y:.4f}" });
+          hovertemplate: "lr %{x:.2e}<br>loss %{y:.4f}", showlegend: !many });
         if (f.suggestion) {
           const j = nearest(f.lrs, f.suggestion);
           marks.x.push(f.suggestion); marks.y.push(f.losses[j]); marks.text.push(`stage ${f.stage + 1}`);
         }
       });
-      if (marks.x.length) {
+      if (many) {
+        valleys.x.push(...marks.x); valleys.y.push(...marks.y);
+        valleys.text.push(...marks.text.map((t) => `#${run.id} ${t}`)); valleys.color.push(...marks.x.map(() => color));
+      } else if (marks.x.length) {
         traces.push({ type: "scatter", mode: "markers", name: plain(`#${run.id} valley`), legendgroup: String(run.id),
           showlegend: false, x: marks.x, y: marks.y, text: marks.text,
           marker: { size: 13, color, symbol: "circle-open", line: { width: 3, color } },
           hovertemplate: "%{text}: valley %{x:.2e}" });
       }
     });
-    const layout = Object.assign({}, base, { height: 360,
+    if (valleys.x.length) {
+      traces.push({ type: "scatter", mode: "markers", name: "valleys", showlegend: false, x: valleys.x, y: valleys.y,
+        text: valleys.text, marker: { size: 11, symbol: "circle-open", color: valleys.color, line: { width: 2 } },
+        hovertemplate: "%{text}: valley %{x:.2e}" });
+    }
+    const layout = Object.assign({}, base, { height: 360, showlegend: !many,
       xaxis: { type: "log", dtick: 1, title: { text: "learning rate" }, exponentformat: "e" }, yaxis: { title: { text: "loss" } } });
     window.Plotly.newPlot(el, traces, layout, config);
   }
@@ -76,6 +92,8 @@
         METRICS.forEach((m) => { const el = document.getElementById(`chart-${m}`); if (el) drawMetric(data, m, el); });
         const lr = document.getElementById("chart-lr");
         if (lr) drawLr(data, lr);
+        // When the last chart was drawn, since navigation started (bench/compare.py and the browser tests read it).
+        document.documentElement.dataset.chartsDrawnMs = String(Math.round(performance.now()));
       })
       .catch((err) => {
         document.querySelectorAll(".chart").forEach((el) => { el.textContent = `Charts unavailable: ${err.message}`; });
