@@ -28,7 +28,8 @@
     const shapes = [...starts].map(([s, color]) => ({ type: "line", xref: "x", yref: "paper",
       x0: s + 0.5, x1: s + 0.5, y0: 0, y1: 1, line: { color, dash: "dash", width: 1 }, opacity: 0.7 }));
     const layout = Object.assign({}, base, { height: 320, shapes, showlegend: !many,
-      xaxis: { title: { text: "epoch (all stages)" }, rangemode: "tozero" },
+      xaxis: { title: { text: "epoch (all stages)" }, rangemode: "tozero", tickformat: "d", tick0: 0,
+        dtick: Math.max(1, Math.ceil(Math.max(...data.runs.map((r) => r.curves.x.length)) / 12)) },
       yaxis: { title: { text: metric }, rangemode: metric.endsWith("loss") ? "tozero" : "normal" } });
     window.Plotly.newPlot(el, traces, layout, config);
   }

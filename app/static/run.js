@@ -76,7 +76,7 @@
     }
     const layout = {
       margin: { l: 50, r: 50, t: 10, b: 40 }, height: 300, shapes, annotations, hovermode: "x unified",
-      xaxis: { title: { text: "epoch (all stages)" }, dtick: epochs.length > 20 ? undefined : 1 },
+      xaxis: { title: { text: "epoch (all stages)" }, tickmode: "linear", tick0: 1, dtick: Math.max(1, Math.ceil(epochs.length / 12)), tickformat: "d" },
       yaxis: { title: { text: "loss" }, rangemode: "tozero" },
       yaxis2: { title: { text: "accuracy" }, overlaying: "y", side: "right", range: [0, 1.02], dtick: 0.2, tickformat: ".0%", showgrid: false },
       legend: { orientation: "h", y: -0.25 }, paper_bgcolor: "rgba(0,0,0,0)", plot_bgcolor: "rgba(0,0,0,0)",
