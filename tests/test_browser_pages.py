@@ -85,3 +85,15 @@ def test_sweep_runs_are_grouped_under_their_sweep_long_names_ellipsised(site, pa
     assert name.evaluate("el => el.scrollWidth > el.clientWidth && el.getBoundingClientRect().height < 30")
     assert page.locator("th a.sort.active .sort-ind").inner_text() == "▼"  # newest first
     assert page.locator("th a.sort:not(.active) .sort-ind").first.inner_text() == "⇅"
+
+
+def test_a_preset_with_tta_leaves_its_fields_editable(site, page):
+    base, _ = site
+    page.goto(f"{base}/runs/new")
+    page.select_option("#dataset", "digits")
+    page.click('button[data-preset="0"]')  # the baseline: TTA off
+    assert page.locator('[name="tta_n"]').is_disabled()
+    page.click('button[data-preset="1"]')  # normalize + progressive resizing: TTA on
+    assert page.locator("#tta").is_checked() and page.locator('[name="tta_n"]').is_enabled()
+    page.fill('[name="tta_n"]', "6")
+    assert page.locator('[name="tta_use_max"]').is_enabled()
