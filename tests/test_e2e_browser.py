@@ -90,7 +90,7 @@ def test_launch_watch_live_rows_and_cancel(browser, served):
     assert page.locator("h1").inner_text().startswith("e2e-progressive")
     assert page.locator("#notice").inner_text() == f"Run {run_id} queued."
     rows_while_running, progress_seen, banner_gone = 0, set(), False
-    deadline = time.monotonic() + 240
+    deadline = time.monotonic() + 420  # two shared CPU cores: a 100-step LR finder and two epochs, with room
     while time.monotonic() < deadline:
         status = api(served, f"/api/v1/runs/{run_id}")["status"]
         if status != "running" and status != "queued":
