@@ -172,3 +172,25 @@ def test_cli_edit_runs_delete(client, settings):
     p = cli("delete", str(run_id))
     assert p.returncode == 0 and f"run {run_id} deleted" in p.stdout
     assert cli("delete", str(run_id)).returncode != 0
+
+
+def test_store_edit_delete_and_tag_filter_on_both_backends(db_engine):
+    from app.core.errors import RunLive
+    from app.store.runs import delete_run, list_runs, update_run
+
+    done = stored_run(db_engine, "succeeded", epochs=2, name="done")
+    live = stored_run(db_engine, "running", name="live")
+    with session_scope(db_engine) as s:
+        update_run(s, done, {"tags": ["a_b", "keep"], "notes": "über – ok", "archived": True})
+        update_run(s, live, {"tags": ["axb"]})
+    with session_scope(db_engine) as s:
+        assert [r.id for r in list_runs(s, tag="a_b")[0]] == [done]  # "_" matches itself only
+        assert [r.id for r in list_runs(s, archived=False)[0]] == [live]
+        assert s.get(type(list_runs(s)[0][0]), done).notes == "über – ok"
+        with pytest.raises(RunLive):
+            delete_run(s, live)
+    with session_scope(db_engine) as s:
+        delete_run(s, done)
+    with session_scope(db_engine) as s:
+        assert [r.id for r in list_runs(s)[0]] == [live]
+        assert s.exec(select(EpochRow).where(EpochRow.run_id == done)).first() is None
