@@ -257,3 +257,28 @@ def test_a_resumed_run_reproduces_the_uninterrupted_losses(data_root, tmp_path, 
         assert got.train_loss == pytest.approx(e.train_loss, abs=1e-6)
         assert got.valid_loss == pytest.approx(e.valid_loss, abs=1e-6)
     assert result.best.model_dump() == straight.of("result")[0].best.model_dump()
+
+
+class CancelAfter(ListReporter):
+    """Answers the cancel poll with yes from its second poll on (the first comes with the first batch)."""
+
+    def __init__(self):
+        super().__init__()
+        self.polls = 0
+
+    def should_cancel(self) -> bool:
+        self.polls += 1
+        return self.polls > 1
+
+
+def test_a_cancel_during_the_lr_finder_stops_it_before_any_training(data_root, tmp_path):
+    from worker.engine import RunCancelled
+
+    recipe = tiny_recipe()
+    recipe["stages"][0].update(lr="find", lr_find_iters=1000)  # minutes of finder if the cancel went unheard
+    reporter = CancelAfter()
+    start = time.monotonic()
+    with pytest.raises(RunCancelled):
+        run_recipe(parse_spec(recipe), reporter, data_root, tmp_path / "out", num_workers=0)
+    assert time.monotonic() - start < 60 and reporter.polls >= 2
+    assert not reporter.of("epoch") and not reporter.of("stage")  # the stage never started training

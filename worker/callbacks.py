@@ -26,7 +26,7 @@ class ReportCallback(Callback):
     order = Recorder.order + 1  # after Recorder so the epoch's log is complete
 
     def __init__(self, reporter: Reporter, plan: list[tuple[int, int]] | None = None):
-        self.reporter, self.stage, self.cancelled = reporter, 0, False
+        self.reporter, self.stage, self.cancelled, self.side = reporter, 0, False, False
         self.plan = plan or []  # (epochs, size) per stage: for "epoch e of E" and the whole-run ETA
         self.first_epoch = 0  # a resumed fit replays epochs before this one without training them
         self.epoch_seconds: list[float] = []
@@ -34,7 +34,9 @@ class ReportCallback(Callback):
         self._last_progress = self._last_cancel_check = 0.0
 
     def before_fit(self):
-        self.run = not _in_side_loop(self.learn)
+        # lr_find and get_preds are not epochs of the run: no rows or progress from them, but a cancel (or a stopping
+        # worker) still counts, or it would wait out a long LR finder.
+        self.side = _in_side_loop(self.learn)
 
     def before_epoch(self):
         self._epoch_start = time.perf_counter()
@@ -51,7 +53,7 @@ class ReportCallback(Callback):
             if self.reporter.should_cancel():
                 self.cancelled = True
                 raise CancelFitException()
-        if now - self._last_progress >= PROGRESS_INTERVAL:
+        if not self.side and now - self._last_progress >= PROGRESS_INTERVAL:
             self._last_progress = now
             self._emit_progress(now)
 
@@ -69,8 +71,8 @@ class ReportCallback(Callback):
                                                          self.timed)))
 
     def after_epoch(self):
-        if self.epoch < self.first_epoch:
-            return  # skipped by a resumed fit (fastai still calls after_epoch): its row is already stored
+        if self.side or self.epoch < self.first_epoch:
+            return  # a side loop, or skipped by a resumed fit (fastai still calls after_epoch): its row is stored
         seconds = time.perf_counter() - self._epoch_start
         self.epoch_seconds.append(seconds)
         self.timed.append((self.stage, seconds))
@@ -80,7 +82,7 @@ class ReportCallback(Callback):
                                       valid_loss=_num(row.get("valid_loss")), metrics=metrics, seconds=seconds))
 
     def after_fit(self):
-        self.run = True
+        self.side = False
 
 
 def _num(v) -> float | None:

@@ -88,6 +88,20 @@ def _lr_find(learn, stage_idx: int, num_it: int, reporter: Reporter) -> float:
     return suggestion
 
 
+def _find_or_cancel(learn, idx: int, stage: StageSpec, reporter: Reporter, report_cb) -> float:
+    """The LR finder's suggestion; RunCancelled when a cancel (or a stopping worker) cut the finder short, whose
+    few points may not even give a suggestion: the stage must not start training then."""
+    try:
+        lr = _lr_find(learn, idx, stage.lr_find_iters, reporter)
+    except Exception:
+        if not report_cb.cancelled:
+            raise
+        lr = None
+    if report_cb.cancelled:
+        raise RunCancelled(f"cancelled during stage {idx}'s LR finder")
+    return lr
+
+
 def _param_summary(learn) -> ParamSummary:
     """Trainable parameters and per-group learning rates: evidence of freeze and discriminative rates."""
     total = sum(p.numel() for p in learn.model.parameters())
@@ -108,7 +122,7 @@ def _run_stage(learn, idx: int, stage: StageSpec, reporter: Reporter, tracked: l
         restore(learn, resume)  # so the checkpoint's optimizer state goes in after it
         lr = resume.lr
     else:
-        lr = _lr_find(learn, idx, stage.lr_find_iters, reporter) if stage.lr == "find" else stage.lr
+        lr = _find_or_cancel(learn, idx, stage, reporter, report_cb) if stage.lr == "find" else stage.lr
     for cb in tracked:  # the report, keep-best and checkpoint callbacks: which stage, which epochs are replayed
         cb.stage, cb.first_epoch = idx, first_epoch
     plan = StagePlan(stage=idx, epochs=stage.epochs, size=stage.size, presize=stage.presize, bs=stage.bs,
