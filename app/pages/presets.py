@@ -47,7 +47,8 @@ def preset_recipes(name: str, image_side: int | None, finder: int | None = None)
         lr2 = [1e-5, 1e-3] if pretrained else [1e-4, 2e-3]
     # LR finder steps: fastai's default 100. Measured on digits (bench/lr_find_steps.py, first stage of the presets):
     # 20 steps suggest 2.5e-5, on the flat start of the curve, 50 steps 4.8e-4 and 100 steps 8.3e-4 (the rate a fixed
-    # 1e-3 shows to work), the loss falling until ~1e-1.
+    # 1e-3 shows to work), the loss falling until ~1e-1. Trained (--train, seed 42): 20 steps, baseline 77.2%,
+    # progressive 76.3%; 100 steps, baseline 88.3%, progressive 88.0% (TTA 90.8%), MixUp 90.8%, smoothing 90.0%.
     finder = finder or FINDER_STEPS
     norm = "imagenet" if pretrained else "dataset"
     base = {"arch": arch, "pretrained": pretrained, "seed": 42, "precision": "fp32", "keep_best": None,
