@@ -1,5 +1,5 @@
 """Compare at scale: 100 stored runs of 50 epochs each; server time of the compare page and API, and the
-browser's time to draw the 100-run chart.
+browser's time to draw the 100-run charts (median of 5 loads; target < 1 s).
 
 Prints p50/p95 server time (in-process, from the request entering the app to its last byte leaving) of GET /compare and
 GET /api/v1/compare for 10, 50 and 100 runs (target: 100 runs <= 200 ms), then, when Debian's chromium is
@@ -106,8 +106,20 @@ def timed(client: TestClient, timer: ServerTimer, path: str, reps: int) -> tuple
     return statistics.median(times), times[max(0, int(len(times) * 0.95) - 1)], size
 
 
-def browser_draw_ms(app, ids: list[int]) -> float | None:
-    """Navigation start to every compare chart drawn, in Debian's chromium, for all the runs."""
+def _drawn_ms(page, timeout: float = 120) -> float:
+    """Milliseconds from navigation start until compare.js had drawn every chart (it stamps performance.now() on the
+    page); polled with evaluate, as the page's CSP refuses wait_for_function's string eval."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        stamp = page.evaluate("document.documentElement.dataset.chartsDrawnMs || null")
+        if stamp:
+            return float(stamp)
+        time.sleep(0.05)
+    raise TimeoutError("the compare charts were not drawn")
+
+
+def browser_draw_ms(app, ids: list[int], reps: int = 5) -> float | None:
+    """Median over reps of navigation start to every compare chart drawn, in Debian's chromium, for all the runs."""
     if not Path(CHROMIUM).exists():
         return None
     import socket
@@ -129,15 +141,16 @@ def browser_draw_ms(app, ids: list[int]) -> float | None:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             url = f"http://127.0.0.1:{port}/compare?ids={','.join(map(str, ids))}"
             page.goto(url)  # warm the caches (plotly.min.js)
-            start = time.perf_counter()
-            page.goto(url)
-            page.wait_for_function("['train_loss','valid_loss','accuracy','error_rate'].every("
-                                   "m => (document.getElementById('chart-' + m) || {}).data)", timeout=120_000)
-            drawn = (time.perf_counter() - start) * 1000
+            drawn, ready = [], []
+            for _ in range(reps):
+                page.goto(url)
+                drawn.append(_drawn_ms(page))
+                ready.append(page.evaluate("performance.getEntriesByType('navigation')[0].domContentLoadedEventEnd"))
             traces = page.evaluate("document.getElementById('chart-accuracy').data.length")
             browser.close()
-        print(f"browser: accuracy chart holds {traces} traces")
-        return drawn
+        print(f"browser: accuracy chart holds {traces} traces; drawn at (ms) {[round(d) for d in drawn]}; scripts "
+              f"parsed (DOMContentLoaded) at {[round(r) for r in ready]}")
+        return statistics.median(drawn)
     finally:
         server.should_exit = True
         thread.join(timeout=10)
@@ -154,7 +167,8 @@ def main() -> None:
         t0 = time.perf_counter()
         ids = store_runs(url)
         print(f"stored {N_RUNS} runs x {N_EPOCHS} epochs in {time.perf_counter() - t0:.1f} s")
-        app = create_app(Settings(home=Path(tmp), database_url=url, data_root=Path(tmp) / "data"))
+        app = create_app(Settings(home=Path(tmp), database_url=url, data_root=Path(tmp) / "data",
+                                  allowed_hosts="127.0.0.1,localhost,testserver"))  # TestClient says "testserver"
         results, timer = [], ServerTimer(app)
         with TestClient(timer) as client:
             for n in (10, 50, 100):
@@ -169,7 +183,8 @@ def main() -> None:
     for n, label, p50, p95, _ in results:
         verdict = f" (target <= 200 ms: {'PASS' if p95 <= 200 else 'FAIL'})" if n == 100 else ""
         print(f"compare {label} with {n} runs: p50 {p50:.1f} ms, p95 {p95:.1f} ms{verdict}")
-    print(f"browser draw of the 100-run compare page: {draw:.0f} ms" if draw is not None
+    print(f"browser draw of the 100-run compare page: {draw:.0f} ms (target < 1000 ms: "
+          f"{'PASS' if draw < 1000 else 'FAIL'})" if draw is not None
           else "browser draw: skipped (no /usr/bin/chromium)")
 
 

@@ -107,6 +107,7 @@ def test_run_detail_result_epochs_csv_lr_finds(client, engine):
     csv_text = client.get(f"/api/v1/runs/{run_id}/epochs", params={"format": "csv"}).text
     assert csv_text.splitlines()[0] == "stage,epoch,train_loss,valid_loss,accuracy,error_rate,seconds"
     assert len(csv_text.splitlines()) == 3
+    assert [line.split(",")[:2] for line in csv_text.splitlines()[1:]] == [["1", "1"], ["1", "2"]]  # 1-based for people
     assert client.get(f"/api/v1/runs/{run_id}/lr_finds").json()[0]["suggestion"] == 1e-3
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from app.core.datasets import resolve_dataset
+from app.core.datasets import class_order, resolve_dataset
 from app.core.demo_data import DIGIT_NAMES, write_digits
 from app.core.schemas import DatasetSpec, RecipeError
 
@@ -36,7 +36,7 @@ def refused(ref, root, **kw) -> str:
 def test_demo_dataset_layout_and_report(root):
     ds = resolve_dataset("digits", root)
     report = ds.report()
-    assert report["layout"] == "csv" and report["classes"] == sorted(DIGIT_NAMES)
+    assert report["layout"] == "csv" and report["classes"] == list(DIGIT_NAMES)  # the label map's order
     assert report["n_train"] + report["n_valid"] == 120 and report["n_valid"] == 24
     assert sum(c["valid"] for c in report["counts"].values()) == 24
 
@@ -134,3 +134,37 @@ def test_inline_csv_spec_with_label_map(root):
                        label_map={str(i): f"digit-{i}" for i in range(10)})
     ds = resolve_dataset(spec, root)
     assert ds.classes[0] == "digit-0" and ds.layout == "csv"
+
+
+def test_class_order_follows_the_dataset(root):
+    # No label map: numeric labels in numeric order (2 before 10), others alphabetical.
+    (root / "digits" / "label_num_to_disease_map.json").unlink()
+    rewrite_csv(root / "digits" / "train.csv",
+                lambda rows: [rows[0]] + [[r[0], str(int(r[1]) * 5), r[2]] for r in rows[1:]])
+    assert resolve_dataset("digits", root).classes == [str(5 * i) for i in range(10)]
+    assert class_order({"b", "a", "C"}, []) == ["C", "a", "b"]
+    # A label map's order, numerically by key however the file lists them; unnamed labels follow.
+    assert class_order({"healthy", "mosaic", "x"}, ["mosaic", "healthy"]) == ["mosaic", "healthy", "x"]
+
+
+def test_label_map_order_is_used_even_when_the_file_lists_keys_out_of_order(root):
+    path = root / "digits" / "label_num_to_disease_map.json"
+    path.write_text('{"9": "nine", "10": "ten", "0": "zero", "1": "one", "2": "two", "3": "three", "4": "four", '
+                    '"5": "five", "6": "six", "7": "seven", "8": "eight"}')
+    assert resolve_dataset("digits", root).classes == list(DIGIT_NAMES)
+
+
+def test_api_reports_classes_in_the_dataset_order(root, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from app.core.settings import Settings
+    from app.store.db import upgrade
+    from app.web.app import create_app
+
+    url = f"sqlite:///{tmp_path / 'api.db'}"
+    upgrade(url)
+    with TestClient(create_app(Settings(home=tmp_path / "home", database_url=url, data_root=root))) as client:
+        r = client.post("/api/v1/datasets", json={"name": "digits2", "spec": {
+            "layout": "csv", "path": "digits", "images": "train_images", "label_map": "label_num_to_disease_map.json"}})
+        assert r.status_code == 201, r.text
+        assert client.get("/api/v1/datasets/digits2").json()["report"]["classes"] == list(DIGIT_NAMES)

@@ -41,8 +41,9 @@ def test_submit_follow_shows_the_live_table_until_success(served, tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     lines = proc.stdout.splitlines()
     assert "queued" in lines[0] and any(line.split()[:2] == ["stage", "epoch"] for line in lines)
-    assert sum(1 for line in lines if line.split()[:2] in (["0", "0"], ["0", "1"])) == 2
+    assert sum(1 for line in lines if line.split()[:2] in (["1", "1"], ["1", "2"])) == 2  # shown 1-based
     assert lines[-1].endswith("succeeded")
+    assert "\r" not in proc.stderr + proc.stdout and "\033" not in proc.stderr  # not a terminal: no progress bar
     runs = get(f"{served.url}/api/v1/runs?name=follow-me")["items"]
     assert runs[0]["status"] == "succeeded" and runs[0]["best_accuracy"] is not None
 

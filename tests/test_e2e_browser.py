@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 import urllib.error
 import urllib.request
@@ -87,23 +88,41 @@ def test_launch_watch_live_rows_and_cancel(browser, served):
 
     run_id = launch_from_form(page, served, "e2e-progressive", preset=1, epochs=[1, 1])
     assert page.locator("h1").inner_text().startswith("e2e-progressive")
-    rows_while_running = 0
-    deadline = time.monotonic() + 240
+    assert page.locator("#notice").inner_text() == f"Run {run_id} queued."
+    rows_while_running, progress_seen, banner_gone = 0, set(), False
+    deadline = time.monotonic() + 420  # two shared CPU cores: a 100-step LR finder and two epochs, with room
     while time.monotonic() < deadline:
         status = api(served, f"/api/v1/runs/{run_id}")["status"]
         if status != "running" and status != "queued":
             break
         if status == "running":
             rows_while_running = max(rows_while_running, page.locator(EPOCH_ROWS).count())
+            text, eta = page.locator("#progress-text").inner_text(), page.locator("#progress-eta").inner_text()
+            if re.fullmatch(r"stage [12] of 2 · epoch 1 of 1 · batch \d+ of \d+", text) and "for the whole run" in eta:
+                progress_seen.add(text.split(" · ")[0])
+            banner_gone = banner_gone or page.locator("#notice").is_hidden()
         time.sleep(0.25)
     assert status == "succeeded", api(served, f"/api/v1/runs/{run_id}")
     assert rows_while_running >= 1, "the epoch table should grow live while the run trains"
+    assert progress_seen, "the progress line says 'stage s of S · epoch e of E · batch b of B' with a whole-run ETA"
+    assert banner_gone, "the 'Run N queued.' banner goes once the run starts"
     page.wait_for_selector("[data-status-badge].badge-succeeded", timeout=30_000)  # the page reloads when done
     assert page.locator(EPOCH_ROWS).count() == 2 and page.locator("#epoch-rows tr.stage-sep").count() == 2
     body = page.locator("main").inner_text()
     assert "accuracy" in body.lower() and "tta" in body.lower()
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "run-page.png"), full_page=True)
+    # Top losses are thumbnails that load (lazily; scrolled into view here), and a confusion cell shows its images.
+    first = page.locator("#top-losses img").first
+    first.scroll_into_view_if_needed()
+    wait_js(page, "document.querySelector('#top-losses img').naturalWidth > 0", timeout=15)
+    assert page.locator("#top-losses figure").count() >= 1
+    cell = page.locator("table.confusion a.cell-link").first
+    n = int(cell.inner_text())
+    cell.click()
+    page.wait_for_selector("#cell-images")
+    assert page.locator("#cell-images figure").count() == min(n, 100)
+    wait_js(page, "document.querySelector('#cell-images img').naturalWidth > 0", timeout=15)
 
     second = launch_from_form(page, served, "e2e-cancel-me", preset=2, epochs=[3, 3, 5])
     page.wait_for_selector("[data-status-badge].badge-running", timeout=120_000)

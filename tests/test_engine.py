@@ -12,6 +12,7 @@ from fastai.learner import load_learner
 from fastai.vision.all import Normalize, Resize, imagenet_stats
 
 from app.core.datasets import resolve_dataset
+from app.core.demo_data import DIGIT_NAMES
 from app.core.schemas import parse_spec
 from tests.helpers import tiny_recipe
 from worker.data import items_frame, make_dls, norm_stats
@@ -135,7 +136,8 @@ def test_confusion_matrix_top_losses_and_exported_model(full_run, data_root):
     reporter, _, result, out = full_run
     n_valid = reporter.of("start")[0].dataset["n_valid"]
     confusion = result.confusion
-    assert confusion.labels[0] == "eight" and sum(map(sum, confusion.matrix)) == n_valid
+    # The dataset's label order (the digits label map: zero..nine), not alphabetical (eight, five, four, ...).
+    assert confusion.labels == list(DIGIT_NAMES) and sum(map(sum, confusion.matrix)) == n_valid
     losses = [t.loss for t in result.top_losses]
     assert losses == sorted(losses, reverse=True) and result.top_losses[0].image_id.endswith(".jpg")
     learn = load_learner(out / "model.pkl")  # our own export, written by this test's run
@@ -156,6 +158,9 @@ def test_epoch_rows_and_throttled_progress(full_run):
         json.dumps(event.to_json(), allow_nan=False)
     progress = reporter.of("progress")
     assert progress and all(p.batch <= p.total and p.eta >= 0 for p in progress)
+    # "stage s of S · epoch e of E" and a whole-run ETA that covers at least the rest of this epoch, shrinking.
+    assert all(p.stage_count == 3 and p.epoch_count == FULL["stages"][p.stage]["epochs"] for p in progress)
+    assert all(p.run_eta >= p.eta for p in progress) and progress[0].run_eta > progress[-1].run_eta
     for a, b in zip(progress, progress[1:]):
         if (a.stage, a.epoch) == (b.stage, b.epoch):
             assert b.elapsed - a.elapsed >= 0.45  # at most two progress events a second
@@ -252,3 +257,28 @@ def test_a_resumed_run_reproduces_the_uninterrupted_losses(data_root, tmp_path, 
         assert got.train_loss == pytest.approx(e.train_loss, abs=1e-6)
         assert got.valid_loss == pytest.approx(e.valid_loss, abs=1e-6)
     assert result.best.model_dump() == straight.of("result")[0].best.model_dump()
+
+
+class CancelAfter(ListReporter):
+    """Answers the cancel poll with yes from its second poll on (the first comes with the first batch)."""
+
+    def __init__(self):
+        super().__init__()
+        self.polls = 0
+
+    def should_cancel(self) -> bool:
+        self.polls += 1
+        return self.polls > 1
+
+
+def test_a_cancel_during_the_lr_finder_stops_it_before_any_training(data_root, tmp_path):
+    from worker.engine import RunCancelled
+
+    recipe = tiny_recipe()
+    recipe["stages"][0].update(lr="find", lr_find_iters=1000)  # minutes of finder if the cancel went unheard
+    reporter = CancelAfter()
+    start = time.monotonic()
+    with pytest.raises(RunCancelled):
+        run_recipe(parse_spec(recipe), reporter, data_root, tmp_path / "out", num_workers=0)
+    assert time.monotonic() - start < 60 and reporter.polls >= 2
+    assert not reporter.of("epoch") and not reporter.of("stage")  # the stage never started training

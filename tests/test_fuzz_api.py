@@ -75,7 +75,7 @@ def fuzz(operation, mode: GenerationMode, examples: int, check) -> int:
 def test_fuzz_every_operation_with_the_token(server):
     base, app = server
     ops, total = operations(base, app), 0
-    assert len(ops) == 21  # every operation, retry, attempts and predictions included
+    assert len(ops) == 23  # every operation: retry, attempts, edit, delete and predictions included
     for op in ops:
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
             total += fuzz(op, mode, EXAMPLES, lambda case: case.call_and_validate(headers=BEARER, checks=CHECKS,

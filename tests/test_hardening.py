@@ -235,7 +235,7 @@ def test_csv_cells_that_would_be_formulas_are_quoted(client, sqlite_engine):
     assert "'=HYPERLINK" in table and "'+1" in table and "'@SUM" in table and "'-2" in table
     assert ",=" not in table and ",-0." in table  # negative differences stay numbers
     epochs = client.get(f"/api/v1/runs/{ids[0]}/epochs?format=csv").text
-    assert epochs.splitlines()[1].startswith("0,0,")
+    assert epochs.splitlines()[1].startswith("1,1,")  # stage and epoch 1-based, for people
 
 
 # ---- real HTTP: chunked bodies and event streams -------------------------------------------------------------------

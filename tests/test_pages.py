@@ -92,7 +92,7 @@ def succeeded_result(accuracy: float) -> ResultEvent:
             "tta": {"n": 4, "use_max": False, "accuracy": 0.95, "error_rate": 0.05},
             "best": {"stage": 1, "epoch": 1, "metric": "accuracy", "value": 0.94},
             "confusion": {"labels": LABELS, "matrix": [[18, 1, 1], [0, 20, 0], [2, 0, 18]]},
-            "top_losses": [{"image_id": "0042.jpg", "actual": "two", "predicted": "zero", "loss": 3.21,
+            "top_losses": [{"image_id": "0005.jpg", "actual": "two", "predicted": "zero", "loss": 3.21,
                             "probability": 0.88}],
             "stages": [{**STAGE_PLAN, "stage": 0, "lr": 1.2e-3, "frozen": True, "params": 11000,
                         "trainable_params": 500, "group_lrs": [1.2e-3]},
@@ -171,7 +171,12 @@ def test_succeeded_run_page_shows_recipe_epochs_and_results(client):
     assert 'class="best"' in page  # the kept epoch is marked
     assert "93.3%" in page and "95.0%" in page and "0.9400" in page  # plain, TTA and best
     assert all(f'<th scope="row">{c}</th>' in page for c in LABELS) and " h18\"" in page  # 90%: shade step 18
-    assert "0042.jpg" in page and "3.2100" in page
+    assert "0005.jpg" in page and "loss 3.21 · p 0.88" in page and "two / zero" in page
+    # Top losses are thumbnails through the confined dataset image route, loaded lazily.
+    src = re.search(r'<figure class="thumb wrong" data-image-id="0005.jpg">\s*<a href="([^"]+)"', page)[1]
+    assert src.startswith("/datasets/digits/images/") and 'loading="lazy"' in page
+    image = client.get(src)
+    assert image.status_code == 200 and image.headers["content-type"] == "image/jpeg"
     assert f"/api/v1/runs/{run_id}/model" in page and f"/api/v1/runs/{run_id}/epochs?format=csv" in page
     assert f"/runs/{run_id}/clone" in page and "/vendor/plotly.min.js" in page
     data = re.search(r'<script type="application/json" id="run-data">(.*?)</script>', page, re.S)[1]

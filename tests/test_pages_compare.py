@@ -94,8 +94,8 @@ def test_compare_page_without_ids_with_bad_ids_and_unknown_ids(client):
     a = add_run(client, tiny_recipe())
     missing = client.get(f"/compare?ids={a},999")
     assert missing.status_code == 404 and "run 999" in missing.text
-    alone = client.get(f"/compare?ids={a}").text  # a queued run: no curves, no confusion, still a page
-    assert "identical" in alone and "Where they disagree" not in alone
+    alone = client.get(f"/compare?ids={a}").text  # comparing needs two runs
+    assert "Pick two or more runs" in alone and "Where they disagree" not in alone
 
 
 def test_ablate_form_starts_a_sweep_with_the_ticked_variants(client):
@@ -183,3 +183,25 @@ def test_pages_ask_for_a_login_when_a_token_is_configured(tmp_path, sqlite_url, 
         for url in ("/compare?ids=1,2", "/sweeps", "/sweeps/1", "/runs/1/ablate"):
             r = c.get(url, follow_redirects=False)
             assert r.status_code == 303 and r.headers["location"].startswith("/login?next="), url
+
+
+def test_ablate_form_overrides_epochs_per_stage_for_the_whole_sweep(client):
+    recipe = two_stage_recipe()
+    recipe["stages"][0]["epochs"], recipe["stages"][1]["epochs"] = 15, 30
+    run_id = add_run(client, recipe)
+    page = client.get(f"/runs/{run_id}/ablate").text
+    assert 'name="epochs-0" min="1" max="1000" step="1" value="15"' in page and 'name="epochs-1"' in page
+    token = csrf(client, f"/runs/{run_id}/ablate")
+    form = {"csrf_token": token, "vary:label_smoothing": "1", "seeds": "2", "mode": "one_at_a_time",
+            "epochs-0": "1", "epochs-1": "2"}
+    bad = client.post(f"/runs/{run_id}/ablate", data={**form, "epochs-1": "0"})
+    assert bad.status_code == 422 and "stage 2 epochs: give a whole number from 1 to 1000" in bad.text
+    assert client.post(f"/runs/{run_id}/ablate", data={**form, "epochs-0": "x" * 50}).status_code == 422
+    r = client.post(f"/runs/{run_id}/ablate", data=form, follow_redirects=False)
+    assert r.status_code == 303
+    with session_scope(engine(client)) as s:
+        runs = s.exec(select(Run).where(Run.sweep_id.is_not(None))).scalars().all()
+        assert len(runs) == 4 and all([st["epochs"] for st in r.spec["stages"]] == [1, 2] for r in runs)
+    empty = client.get(r.headers["location"]).text
+    assert "Waiting for the first run to finish" in empty and 'id="sweep-chart" aria-label' in empty
+    assert re.search(r'<div class="chart" id="sweep-chart"[^>]*hidden', empty)  # no large empty box

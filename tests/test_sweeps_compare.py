@@ -114,7 +114,7 @@ def test_compare_api_table_diff_curves_and_disagreements(client, engine, tmp_pat
     assert data["baseline"] == a and [r["id"] for r in data["runs"]] == [a, b]
     ra, rb = data["runs"]
     assert rb["diff"]["accuracy"] == pytest.approx(0.05) and ra["diff"]["accuracy"] == 0
-    assert rb["diff"]["images_per_second"] == pytest.approx(5.0) and rb["best_epoch"] == "0.1"
+    assert rb["diff"]["images_per_second"] == pytest.approx(5.0) and rb["best_epoch"] == "stage 1 · epoch 2"
     assert ra["curves"]["x"] == [0, 1, 2] and ra["curves"]["stage_starts"] == [0, 2]
     assert set(data["config_diff"]) == {"name", "label_smoothing"}
     assert data["config_diff"]["label_smoothing"] == {str(a): None, str(b): 0.1}

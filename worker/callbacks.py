@@ -8,6 +8,7 @@ from fastai.callback.tracker import TrackerCallback
 from fastai.learner import Recorder
 
 from app.core.events import BestEpoch, EpochEvent, ProgressEvent
+from app.core.numbering import run_eta
 from worker.reporters import Reporter
 
 PROGRESS_INTERVAL = 0.5  # at most 2 progress events a second
@@ -24,14 +25,18 @@ class ReportCallback(Callback):
 
     order = Recorder.order + 1  # after Recorder so the epoch's log is complete
 
-    def __init__(self, reporter: Reporter):
-        self.reporter, self.stage, self.cancelled = reporter, 0, False
+    def __init__(self, reporter: Reporter, plan: list[tuple[int, int]] | None = None):
+        self.reporter, self.stage, self.cancelled, self.side = reporter, 0, False, False
+        self.plan = plan or []  # (epochs, size) per stage: for "epoch e of E" and the whole-run ETA
         self.first_epoch = 0  # a resumed fit replays epochs before this one without training them
         self.epoch_seconds: list[float] = []
+        self.timed: list[tuple[int, float]] = []  # (stage, seconds) of each epoch trained by this attempt
         self._last_progress = self._last_cancel_check = 0.0
 
     def before_fit(self):
-        self.run = not _in_side_loop(self.learn)
+        # lr_find and get_preds are not epochs of the run: no rows or progress from them, but a cancel (or a stopping
+        # worker) still counts, or it would wait out a long LR finder.
+        self.side = _in_side_loop(self.learn)
 
     def before_epoch(self):
         self._epoch_start = time.perf_counter()
@@ -48,7 +53,7 @@ class ReportCallback(Callback):
             if self.reporter.should_cancel():
                 self.cancelled = True
                 raise CancelFitException()
-        if now - self._last_progress >= PROGRESS_INTERVAL:
+        if not self.side and now - self._last_progress >= PROGRESS_INTERVAL:
             self._last_progress = now
             self._emit_progress(now)
 
@@ -56,22 +61,28 @@ class ReportCallback(Callback):
         batch, total = self.iter + 1, self.n_iter
         elapsed = now - self._train_start
         smooth = self.recorder.smooth_loss.value
+        known = self.stage < len(self.plan)
         self.reporter.emit(ProgressEvent(stage=self.stage, epoch=self.epoch, batch=batch, total=total, elapsed=elapsed,
                                          eta=elapsed / batch * (total - batch),
-                                         smooth_loss=None if smooth is None else float(smooth)))
+                                         smooth_loss=None if smooth is None else float(smooth),
+                                         stage_count=len(self.plan) or None,
+                                         epoch_count=self.plan[self.stage][0] if known else None,
+                                         run_eta=run_eta(self.plan, self.stage, self.epoch, batch, total, elapsed,
+                                                         self.timed)))
 
     def after_epoch(self):
-        if self.epoch < self.first_epoch:
-            return  # skipped by a resumed fit (fastai still calls after_epoch): its row is already stored
+        if self.side or self.epoch < self.first_epoch:
+            return  # a side loop, or skipped by a resumed fit (fastai still calls after_epoch): its row is stored
         seconds = time.perf_counter() - self._epoch_start
         self.epoch_seconds.append(seconds)
+        self.timed.append((self.stage, seconds))
         row = dict(zip(self.recorder.metric_names, self.recorder.log))
         metrics = {k: _num(v) for k, v in row.items() if k not in ("epoch", "train_loss", "valid_loss", "time")}
         self.reporter.emit(EpochEvent(stage=self.stage, epoch=int(row["epoch"]), train_loss=_num(row.get("train_loss")),
                                       valid_loss=_num(row.get("valid_loss")), metrics=metrics, seconds=seconds))
 
     def after_fit(self):
-        self.run = True
+        self.side = False
 
 
 def _num(v) -> float | None:

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 import torchvision.models
 from fastai.callback.mixup import MixUp
@@ -88,6 +89,20 @@ def _lr_find(learn, stage_idx: int, num_it: int, reporter: Reporter) -> float:
     return suggestion
 
 
+def _find_or_cancel(learn, idx: int, stage: StageSpec, reporter: Reporter, report_cb) -> float:
+    """The LR finder's suggestion; RunCancelled when a cancel (or a stopping worker) cut the finder short, whose
+    few points may not even give a suggestion: the stage must not start training then."""
+    try:
+        lr = _lr_find(learn, idx, stage.lr_find_iters, reporter)
+    except Exception:
+        if not report_cb.cancelled:
+            raise
+        lr = None
+    if report_cb.cancelled:
+        raise RunCancelled(f"cancelled during stage {idx}'s LR finder")
+    return lr
+
+
 def _param_summary(learn) -> ParamSummary:
     """Trainable parameters and per-group learning rates: evidence of freeze and discriminative rates."""
     total = sum(p.numel() for p in learn.model.parameters())
@@ -108,7 +123,7 @@ def _run_stage(learn, idx: int, stage: StageSpec, reporter: Reporter, tracked: l
         restore(learn, resume)  # so the checkpoint's optimizer state goes in after it
         lr = resume.lr
     else:
-        lr = _lr_find(learn, idx, stage.lr_find_iters, reporter) if stage.lr == "find" else stage.lr
+        lr = _find_or_cancel(learn, idx, stage, reporter, report_cb) if stage.lr == "find" else stage.lr
     for cb in tracked:  # the report, keep-best and checkpoint callbacks: which stage, which epochs are replayed
         cb.stage, cb.first_epoch = idx, first_epoch
     plan = StagePlan(stage=idx, epochs=stage.epochs, size=stage.size, presize=stage.presize, bs=stage.bs,
@@ -162,6 +177,12 @@ def _evaluate(learn, ds: ResolvedDataset, spec: RunSpec, out_dir: Path) -> dict:
                         f"{float(losses[i]):.6f}"])
     result["predictions_path"] = str(pred_file)
     return result
+
+
+def _vocab(classes: list[str]) -> pd.Series:
+    """The dataset's classes as a pandas categorical: fastai's CategoryBlock sorts a plain list alphabetically
+    ("eight, five, four") but keeps a categorical's order, so matrices and tables follow the dataset (zero..nine)."""
+    return pd.Series(pd.Categorical(classes, categories=classes))
 
 
 def _images_per_second(n_train: int, epoch_seconds: list[float]) -> float | None:
@@ -275,11 +296,11 @@ def _train_recipe(spec: RunSpec, reporter: Reporter, data_root: Path, out_dir: P
         """The DataLoaders of a stage, built once (progressive resizing gives each stage its own)."""
         if idx not in built:
             stage_frame, cached = frames.for_stage(idx, spec.stages[idx].presize)
-            built[idx] = make_dls(stage_frame, ds.classes, spec.stages[idx], stats, num_workers, cached=cached,
+            built[idx] = make_dls(stage_frame, _vocab(ds.classes), spec.stages[idx], stats, num_workers, cached=cached,
                                   pin_memory=plan.pin_memory, prefetch=plan.prefetch if num_workers else None)
         return built[idx]
 
-    report_cb, speed_cb = ReportCallback(reporter), SpeedCallback()
+    report_cb, speed_cb = ReportCallback(reporter, plan=[(s.epochs, s.size) for s in spec.stages]), SpeedCallback()
     keep = KeepBestCallback(spec.keep_best) if spec.keep_best else None
     tracked = [report_cb, speed_cb, *([keep] if keep else [])]
     if checkpoints:

@@ -25,6 +25,7 @@ from app.core.events import (
     StageEvent,
     StartEvent,
 )
+from app.core.numbering import progress_words, where
 from app.store.attempts import note_resumed_from
 from app.store.db import session_scope
 from app.store.recovery import record_checkpoint
@@ -77,22 +78,33 @@ class JsonReporter(Reporter):
         self.out.flush()
 
 
+def _isatty(stream) -> bool:
+    """Whether a stream is a terminal (a progress bar's carriage returns only make sense there)."""
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
 def _fmt(v) -> str:
     """Format a table cell as fastai does."""
     return f"{v:.6f}" if isinstance(v, float) else str(v)
 
 
 class ConsoleReporter(Reporter):
-    """Prints the epoch table as fastai does, with a one-line progress bar on stderr."""
+    """Prints the epoch table as fastai does (stages and epochs 1-based), with a one-line progress bar on stderr
+    when stderr is a terminal (a log file gets no control codes)."""
 
     COLUMNS = ("stage", "epoch", "train_loss", "valid_loss", "accuracy", "error_rate", "time")
 
-    def __init__(self, out: TextIO = sys.stdout, bar: TextIO = sys.stderr):
+    def __init__(self, out: TextIO = sys.stdout, bar: TextIO = sys.stderr, tty: bool | None = None):
         self.out, self.bar = out, bar
+        self.tty = _isatty(bar) if tty is None else tty
         self.header_done = False
 
     def _clear_bar(self) -> None:
-        self.bar.write("\r\033[K")
+        if self.tty:
+            self.bar.write("\r\033[K")
 
     def _line(self, text: str) -> None:
         self._clear_bar()
@@ -105,11 +117,11 @@ class ConsoleReporter(Reporter):
         elif isinstance(event, StageEvent):
             lr = event.lr
             lr_text = f"slice({lr[0]:.2e}, {lr[1]:.2e})" if isinstance(lr, list) else f"{lr:.2e}"
-            self._line(f"stage {event.stage}: {event.epochs} epochs, size {event.size} (presize {event.presize}), "
+            self._line(f"stage {event.stage + 1}: {event.epochs} epochs, size {event.size} (presize {event.presize}), "
                        f"bs {event.bs}, {'frozen' if event.frozen else 'unfrozen'}, lr {lr_text}"
                        + (f", mixup {event.mixup}" if event.mixup else ""))
         elif isinstance(event, LRFindEvent):
-            self._line(f"stage {event.stage}: lr_find valley suggestion {event.suggestion:.2e}")
+            self._line(f"stage {event.stage + 1}: lr_find valley suggestion {event.suggestion:.2e}")
         elif isinstance(event, EpochEvent):
             self._epoch(event)
         elif isinstance(event, NoteEvent):
@@ -120,10 +132,14 @@ class ConsoleReporter(Reporter):
             self._line(f"error: {event.message}")
 
     def _progress(self, event: ProgressEvent) -> None:
+        if not self.tty:
+            return
         filled = int(event.batch / max(event.total, 1) * 30)
         loss = event.smooth_loss
-        self.bar.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {event.batch}/{event.total} "
-                       f"{event.elapsed:.0f}s<{event.eta:.0f}s" + (f" loss {loss:.4f}" if loss is not None else ""))
+        eta = f", run ETA {event.run_eta:.0f}s" if event.run_eta is not None else ""
+        where = progress_words(event.stage, event.stage_count, event.epoch, event.epoch_count, event.batch, event.total)
+        self.bar.write(f"\r\033[K[{'#' * filled}{'.' * (30 - filled)}] {where} {event.elapsed:.0f}s<{event.eta:.0f}s"
+                       + eta + (f" loss {loss:.4f}" if loss is not None else ""))
         self.bar.flush()
 
     def _epoch(self, event: EpochEvent) -> None:
@@ -131,8 +147,8 @@ class ConsoleReporter(Reporter):
             self._line("  ".join(f"{c:>10}" for c in self.COLUMNS))
             self.header_done = True
         m = event.metrics
-        cells = (event.stage, event.epoch, event.train_loss, event.valid_loss, m.get("accuracy"), m.get("error_rate"),
-                 f"{event.seconds or 0:.1f}s")
+        cells = (event.stage + 1, event.epoch + 1, event.train_loss, event.valid_loss, m.get("accuracy"),
+                 m.get("error_rate"), f"{event.seconds or 0:.1f}s")
         self._line("  ".join(f"{_fmt(c):>10}" for c in cells))
 
 
@@ -149,7 +165,7 @@ def result_summary(result: ResultEvent) -> str:
         lines.append(f"tta (n={t.n}, use_max={t.use_max}): accuracy {_f4(t.accuracy)}  error_rate {_f4(t.error_rate)}")
     if result.best:
         b = result.best
-        lines.append(f"best {b.metric} {_f4(b.value)} at stage {b.stage} epoch {b.epoch} (weights reloaded)")
+        lines.append(f"best {b.metric} {_f4(b.value)} at {where(b.stage, b.epoch)} (weights reloaded)")
     if result.model_path:
         lines.append(f"model: {result.model_path}")
     return "\n".join(lines)

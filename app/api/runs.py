@@ -1,4 +1,4 @@
-"""/api/v1/runs: submit, list, read, cancel, and a run's epochs, LR finds, model file and live events."""
+"""/api/v1/runs: submit, list, read, edit, delete, cancel, and a run's epochs, LR finds, model file and live events."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,12 +11,15 @@ from starlette.concurrency import iterate_in_threadpool
 
 from app.api import CSV, WRITE_ERRORS, Offset, RunId, api_router, errors, queued_later, stored
 from app.core.artifacts import store_for
+from app.core.errors import RecipeError
 from app.core.events import EpochEvent
+from app.core.run_meta import MAX_TAG, RunPatch, check_tag
 from app.core.status import RunStatus
 from app.services import runs
 from app.services.serializers import (
     AttemptOut,
     CancelOut,
+    DeletedOut,
     LRFindOut,
     RunOut,
     RunPage,
@@ -50,13 +53,44 @@ def post_runs(session: SessionDep, settings: SettingsDep, publisher: PublisherDe
 
 
 @router.get("/runs", response_model=RunPage, responses=errors(422))
-def get_runs(session: SessionDep, status: list[RunStatus] | None = Query(None), dataset: str | None = None,
-             name: str | None = None, order: Order = "-created_at", limit: int = Query(50, ge=1, le=500),
-             offset: Offset = 0):
-    """Runs, newest first, filtered by status (repeatable), dataset and name; paginated."""
+def get_runs(session: SessionDep, status: list[RunStatus] | None = Query(None),
+             dataset: str | None = Query(None, max_length=1024), name: str | None = Query(None, max_length=200),
+             tag: str | None = Query(None, max_length=MAX_TAG, description="only runs with this tag"),
+             archived: Literal["hide", "show", "only"] = Query("hide", description="archived runs: hidden (default), "
+                                                                                   "listed too, or listed alone"),
+             order: Order = "-created_at", limit: int = Query(50, ge=1, le=500), offset: Offset = 0):
+    """Runs, newest first, filtered by status (repeatable), dataset, name and tag; archived runs hidden unless asked
+    for; paginated."""
+    if tag is not None:
+        tag = _query_tag(tag)
     items, total = runs.page(session, status=status, dataset=dataset, name_contains=name, limit=limit,
-                             offset=offset, order=order)
+                             offset=offset, order=order, tag=tag, archived=runs.ARCHIVED[archived])
     return {"items": [serialize_run(r, full=False) for r in items], "total": total, "limit": limit, "offset": offset}
+
+
+def _query_tag(tag: str) -> str:
+    """The tag filter, or a 422 naming the tag parameter."""
+    try:
+        return check_tag(tag)
+    except ValueError as exc:
+        raise RecipeError.one("tag", str(exc)) from None
+
+
+@router.patch("/runs/{run_id}", response_model=RunOut, responses={**WRITE_ERRORS, **errors(404)})
+def patch_run(run_id: RunId, request: Request, session: SessionDep, patch: RunPatch = Body(...)):
+    """Rename a run, replace its notes (plain text) or tags, archive or unarchive it; fields left out stay."""
+    run = runs.edit(session, run_id, patch)
+    request.app.state.run_cache.invalidate(run_id)
+    return serialize_run(run)
+
+
+@router.delete("/runs/{run_id}", response_model=DeletedOut, responses={**errors(403, 404, 409, 422)})
+def delete_run(run_id: RunId, request: Request, session: SessionDep, settings: SettingsDep):
+    """Delete a finished run: its epoch rows, LR finds, attempts and files; it leaves its sweep's statistics. 409 for
+    a queued or running run (cancel it first)."""
+    runs.delete(session, settings, run_id)
+    request.app.state.run_cache.invalidate(run_id)
+    return {"id": run_id, "deleted": True}
 
 
 # Served by app.web.fastpath for bearer-token and open callers (no response validation there: it is the hottest

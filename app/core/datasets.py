@@ -118,8 +118,9 @@ def _read_label_map(label_map, root: Path, base: Path) -> dict[str, str] | None:
     return {str(k): str(v) for k, v in data.items()}
 
 
-def _csv_items(spec: DatasetSpec, root: Path, seed: int) -> list[Item]:
-    """Read the csv layout: one row per image with its label and (optionally) validation flag."""
+def _csv_items(spec: DatasetSpec, root: Path, seed: int) -> tuple[list[Item], list[str]]:
+    """Read the csv layout: one row per image with its label and (optionally) validation flag; and the label map's
+    class names in its own order (empty without a map)."""
     base = _under_root(spec.path, root, "dataset.path")
     csv_path = _under_root(spec.csv or "train.csv", root, "dataset.csv", base)
     if not csv_path.is_file():
@@ -150,7 +151,35 @@ def _csv_items(spec: DatasetSpec, root: Path, seed: int) -> list[Item]:
         items.append(Item(image_id, path, names.get(label, label) if names else label, is_valid))
     if not valid_col:
         _random_split(items, spec.valid_pct, seed)
-    return items
+    return items, _map_order(names)
+
+
+def _numeric(value: str) -> float | None:
+    """A label or label-map key as a number, or None when it is not one."""
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
+
+def _map_order(names: dict[str, str] | None) -> list[str]:
+    """A label map's class names in the order of its keys (numerically when every key is a number)."""
+    if not names:
+        return []
+    keys = list(names)
+    if all(_numeric(k) is not None for k in keys):
+        keys.sort(key=_numeric)
+    return list(dict.fromkeys(names[k] for k in keys))
+
+
+def class_order(labels: set[str], preferred: list[str]) -> list[str]:
+    """The dataset's own class order: the label map's order, else numeric label order, else alphabetical; labels
+    the map does not name follow in that same fallback order."""
+    ordered = [c for c in preferred if c in labels]
+    rest = labels - set(ordered)
+    if all(_numeric(c) is not None for c in rest):
+        return ordered + sorted(rest, key=lambda c: (_numeric(c), c))
+    return ordered + sorted(rest)
 
 
 def _random_split(items: list[Item], valid_pct: float, seed: int) -> None:
@@ -252,12 +281,12 @@ def resolve_dataset(ref: str | DatasetSpec, data_root: Path, seed: int = 42,
     root = Path(data_root).resolve()
     try:
         name, spec = _spec_for(ref, root, registry)
-        items = _csv_items(spec, root, seed) if spec.layout == "csv" else _folder_items(spec, root)
+        items, preferred = _csv_items(spec, root, seed) if spec.layout == "csv" else (_folder_items(spec, root), [])
         warnings = _check_items(items, name)
     except RecipeError:
         raise
     except (OSError, ValueError) as exc:  # a name the file system refuses (too long, NUL in a CSV row, ...)
         raise RecipeError.one("dataset", f"cannot read the dataset: {exc}") from None
-    classes = sorted({it.label for it in items})
+    classes = class_order({it.label for it in items}, preferred)
     return ResolvedDataset(name=name, layout=spec.layout, root=_under_root(spec.path, root, "dataset.path"),
                            items=items, classes=classes, warnings=warnings)

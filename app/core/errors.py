@@ -100,6 +100,14 @@ class RunNotSucceeded(Conflict):
         super().__init__(f"run {run_id} is {status}: only a succeeded run has a model to predict with")
 
 
+class RunLive(Conflict):
+    """A queued or running run cannot be deleted: it must be cancelled first."""
+
+    def __init__(self, run_id: int, status: str):
+        self.run_id, self.status = run_id, status
+        super().__init__(f"run {run_id} is {status}: cancel it first, then delete it")
+
+
 class DatasetExists(Conflict):
     """A dataset is already registered under this name."""
 

@@ -97,7 +97,7 @@ class StageSummary(StagePlan, ParamSummary):
 
 
 class ProgressEvent(EngineEvent):
-    """Batch progress within an epoch (at most two a second)."""
+    """Batch progress within an epoch (at most two a second); stage, epoch stored 0-based, batch 1-based of total."""
 
     event: Literal["progress"] = "progress"
     stage: int
@@ -105,9 +105,12 @@ class ProgressEvent(EngineEvent):
     batch: int
     total: int
     elapsed: float
-    eta: float
+    eta: float  # seconds left in this epoch's training pass
     smooth_loss: float | None = None
     phase: str | None = None  # set while something other than training runs, e.g. "presize cache" being built
+    stage_count: int | None = None  # stages in the run
+    epoch_count: int | None = None  # epochs in this stage
+    run_eta: float | None = None  # seconds left in the whole run (app.core.numbering.run_eta)
 
 
 class EpochEvent(EngineEvent):

@@ -6,10 +6,12 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Query, Request
 
 from app.core.errors import RecipeError
+from app.core.schemas import MAX_ID
 from app.pages.render import render
 from app.pages.wording import COLORS, is_number, secs, show
+from app.services import error_images
 from app.services.compare import compare
-from app.web.deps import ArtifactsDep, SessionDep
+from app.web.deps import ArtifactsDep, SessionDep, SettingsDep
 
 router = APIRouter()
 MAX_CONFUSIONS = 12
@@ -31,26 +33,40 @@ def _delta(d, fmt, higher_is_better: bool, tol: float) -> dict:
     return {"text": fmt(d), "cls": "better" if (d > 0) == higher_is_better else "worse"}
 
 
+TIMED = ("wall_seconds", "images_per_second")  # a run cut short (cancelled, failed) has times that compare nothing
+
+
 def table_rows(data: dict) -> list[dict]:
-    """The final table: each run's values and its differences to the baseline run, as display text."""
-    return [{"id": r["id"], "name": r["name"], "status": r["status"], "color": COLORS[i % len(COLORS)],
-             "baseline": r["id"] == data["baseline"], "best_epoch": r["best_epoch"] or "–",
-             "cells": [(fmt(r[key]) if is_number(r[key]) else "–", _delta(r["diff"][key], dfmt, up, tol))
-                       for key, fmt, dfmt, up, tol in COLUMNS]}
-            for i, r in enumerate(data["runs"])]
+    """The final table: each run's values and its differences to the baseline run, as display text; a run that did
+    not succeed (or a baseline that did not) gets its time differences greyed out, never coloured better or worse."""
+    base_done = next(r["status"] for r in data["runs"] if r["id"] == data["baseline"]) == "succeeded"
+    rows = []
+    for i, r in enumerate(data["runs"]):
+        done = r["status"] == "succeeded"
+        cells = []
+        for key, fmt, dfmt, up, tol in COLUMNS:
+            delta = _delta(r["diff"][key], dfmt, up, tol)
+            if key in TIMED and not (done and base_done) and delta["cls"] != "muted":
+                delta = {"text": delta["text"] + (f" ({r['status']})" if not done else " (baseline unfinished)"),
+                         "cls": "muted"}
+            cells.append((fmt(r[key]) if is_number(r[key]) else "–", delta))
+        rows.append({"id": r["id"], "name": r["name"], "status": r["status"], "color": COLORS[i % len(COLORS)],
+                     "baseline": r["id"] == data["baseline"], "best_epoch": r["best_epoch"] or "–",
+                     "finished_ok": done, "cells": cells})
+    return rows
 
 
 @router.get("/compare")
-def get_compare(request: Request, session: SessionDep, files: ArtifactsDep, ids: list[str] = Query([]),
-                baseline: str = ""):
+def get_compare(request: Request, session: SessionDep, settings: SettingsDep, files: ArtifactsDep,
+                ids: list[str] = Query([]), baseline: str = "", offset: int = Query(0, ge=0, le=MAX_ID)):
     """Runs side by side: curves, LR finders, final table against a baseline, recipe diff, confusions, disagreements."""
     joined = ",".join(ids)  # ids=3,5,8 from links, ids=3&ids=5 from the runs list's checkboxes without JS
-    if not joined.replace(",", "").strip():
+    if len([x for x in joined.split(",") if x.strip()]) < 2:
         return render(request, "compare.html", data=None, message="Pick two or more runs on the runs list to compare.")
     try:
         # No chart series here: compare.js fetches them from the API, so this page stays small and quick.
         data = compare(session, joined, int(baseline) if baseline.strip().isdigit() else None, curves=False,
-                       files=files)
+                       files=files, offset=offset)
     except RecipeError as exc:
         return render(request, "compare.html", 422, data=None, message=exc.problems[0]["msg"])
     id_list = data["ids"]
@@ -63,7 +79,13 @@ def get_compare(request: Request, session: SessionDep, files: ArtifactsDep, ids:
     ids_text = ",".join(map(str, id_list))
     chart_data = {"colors": COLORS,
                   "api": "/api/v1/compare?" + urlencode({"ids": ids_text, "baseline": data["baseline"]})}
+    dis = data["disagreements"]
+    shown_ids = [d["image_id"] for d in (dis["a_right_b_wrong"] + dis["b_right_a_wrong"])] if dis else []
+    thumbs = error_images.image_links(session, data["runs"][0]["dataset"], shown_ids, settings.data_root)
+    pages = {k: urlencode({"ids": ids_text, "baseline": data["baseline"], "offset": v}) for k, v in (
+        ("prev", max(offset - dis["page_size"], 0)), ("next", offset + dis["page_size"]))} if dis else {}
     return render(request, "compare.html", data=data, chart=chart_data, rows=table_rows(data), diff=diff,
+                  thumbs=thumbs, dis_pages=pages,
                   confusions=shown, confusions_total=len(confusions), names=names, ids_text=ids_text, message=None,
                   csv_url="/api/v1/compare?" + urlencode({"ids": ids_text, "baseline": data["baseline"],
                                                           "format": "csv"}))

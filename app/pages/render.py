@@ -9,6 +9,7 @@ from fastapi import Depends, HTTPException, Path, Request
 from fastapi.responses import RedirectResponse
 from fastapi.templating import Jinja2Templates
 
+from app.core.numbering import progress_words, where
 from app.core.resources import templates_dir
 from app.core.schemas import MAX_ID
 from app.core.status import RunStatus
@@ -25,13 +26,22 @@ def _context(request: Request) -> dict:
             "authed": logged_in(request), "notice": request.session.pop("notice", None)}
 
 
+def _where(position) -> str:
+    """A stored position (a dict or a row with stage and epoch), 1-based in words."""
+    get = position.get if isinstance(position, dict) else lambda k: getattr(position, k)
+    return where(get("stage"), get("epoch"))
+
+
 env = jinja2.Environment(loader=jinja2.FileSystemLoader(templates_dir()), autoescape=True,
                          trim_blocks=True, lstrip_blocks=True)
 env.globals["RunStatus"] = RunStatus  # templates compare statuses by name, never by a spelled-out string
 env.filters.update(lr=fmt_lr, field_label=field_label, heat_cells=heat,
                    swatch=lambda color: f"c{COLORS.index(color) if color in COLORS else 0}",
                    f4=lambda v: "–" if v is None else f"{v:.4f}",
-                   pct=lambda v: "–" if v is None else f"{100 * v:.1f}%")
+                   pct=lambda v: "–" if v is None else f"{100 * v:.1f}%",
+                   where=_where,
+                   progress_words=lambda b: progress_words(b["stage"], b.get("stage_count"), b["epoch"],
+                                                           b.get("epoch_count"), b["batch"], b["total"]))
 templates = Jinja2Templates(env=env, context_processors=[_context])
 
 
@@ -60,4 +70,16 @@ async def form_data(request: Request) -> dict[str, str]:
     return data
 
 
+async def form_lists(request: Request) -> dict[str, list[str]]:
+    """The submitted form fields with every value of a repeated field (ticked boxes), CSRF-checked."""
+    form = await request.form()
+    data: dict[str, list[str]] = {}
+    for k, v in form.multi_items():
+        if isinstance(v, str):
+            data.setdefault(k, []).append(v)
+    check_csrf(request, (data.get("csrf_token") or [None])[-1])
+    return data
+
+
 FormData = Annotated[dict, Depends(form_data)]
+FormLists = Annotated[dict, Depends(form_lists)]

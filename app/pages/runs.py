@@ -6,12 +6,14 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Query, Request
 
+from app.core.artifacts import store_for
 from app.core.errors import RunActive, RunFinished
+from app.core.run_meta import TAG_PATTERN
 from app.core.schemas import MAX_ID
 from app.core.status import FINISHED, STATUSES, RunStatus
 from app.pages.render import FormData, PageId, redirect, render
 from app.pages.wording import describe_stage, describe_techniques
-from app.services import datasets, runs
+from app.services import datasets, error_images, runs, sweeps
 from app.services.serializers import serialize_epoch, serialize_lr_find
 from app.web.deps import PublisherDep, SessionDep, SettingsDep
 
@@ -39,29 +41,53 @@ def next_order(column: str, order: str) -> str:
 @router.get("/")
 @router.get("/runs")
 def get_runs(request: Request, session: SessionDep, status: list[str] = Query([]), dataset: str = "",
-             name: str = "", order: str = "-created_at", limit: int = PAGE_SIZE, offset: int = 0):
-    """Every run with its techniques and headline metrics; filter, sort, page, pick runs to compare."""
+             name: str = "", tag: str = "", archived: str = "", order: str = "-created_at", limit: int = PAGE_SIZE,
+             offset: int = 0):
+    """Every run with its techniques and headline metrics; filter, sort, page, pick runs to compare or tidy."""
     status = [s for s in status if s in STATUSES]
     order = order if order.lstrip("-") in SORTABLE else "-created_at"
     limit, offset = min(max(limit, 1), 200), min(max(offset, 0), MAX_ID)
-    items, total = runs.page(session, status=status or None, dataset=dataset or None, name_contains=name or None,
-                             limit=limit, offset=offset, order=order)
-    params = {"status": status, "dataset": dataset, "name": name, "order": order,
+    tag = tag.strip() if TAG_PATTERN.fullmatch(tag.strip()) else ""
+    archived = archived if archived in ("show", "only") else ""
+    items, total = runs.page(session, status=status or None, dataset=dataset[:1024] or None,
+                             name_contains=name[:200] or None, limit=limit, offset=offset, order=order,
+                             tag=tag or None, archived=runs.ARCHIVED[archived or "hide"])
+    params = {"status": status, "dataset": dataset, "name": name, "tag": tag, "archived": archived, "order": order,
               "limit": limit if limit != PAGE_SIZE else None}
     sort = {c: query(params, order=next_order(c, order), offset=None) for c in SORTABLE}
     n_pages, current = max(1, math.ceil(total / limit)), offset // limit
     page_links = [(p + 1, query(params, offset=p * limit or None), p == current)
                   for p in range(n_pages) if p in (0, n_pages - 1) or abs(p - current) <= 2]
     names = sorted(set(runs.dataset_names(session)) | {d.name for d in datasets.registered(session)})
-    return render(request, "runs.html", runs=items, total=total, params=params, sort=sort, order=order,
+    return render(request, "runs.html", runs=items, groups=group_by_sweep(session, items), total=total,
+                  params=params, sort=sort, order=order,
+                  back=request.url.path + query(params, offset=offset or None),
                   page_links=page_links, offset=offset, limit=limit, statuses=list(STATUSES), datasets=names,
                   prev=query(params, offset=(offset - limit) or None) if offset > 0 else None,
                   next=query(params, offset=offset + limit) if offset + limit < total else None)
 
 
-def _run_page(request: Request, session, run_id: int, message: str | None = None, status_code: int = 200):
-    """The run page: recipe in words, live progress and epochs, charts, results or the error."""
+def group_by_sweep(session, items: list) -> list[dict]:
+    """The page's runs in list order, each sweep's runs gathered under it where its first run appears, with the
+    sweep's verdicts: [{"run": r}] or [{"sweep": {...}, "runs": [...]}]."""
+    groups, by_sweep = [], {}
+    for r in items:
+        if r.sweep_id is None:
+            groups.append({"run": r})
+        elif r.sweep_id in by_sweep:
+            by_sweep[r.sweep_id]["runs"].append(r)
+        else:
+            by_sweep[r.sweep_id] = {"sweep": sweeps.verdicts(session, r.sweep_id), "runs": [r]}
+            groups.append(by_sweep[r.sweep_id])
+    return groups
+
+
+def run_page(request: Request, session, run_id: int, message: str | None = None, status_code: int = 200,
+             cell: tuple[str, str, int] | None = None):
+    """The run page: recipe in words, live progress and epochs, charts, results or the error; with cell (actual,
+    predicted, offset), the validation images of that confusion-matrix cell."""
     run = runs.get(session, run_id)
+    data_root = request.app.state.settings.data_root
     spec, result, progress = run.spec or {}, run.result or {}, run.progress or {}
     epochs, finds = runs.epochs(session, run_id), runs.lr_finds(session, run_id)
     valley = {f.stage: f.suggestion for f in finds}
@@ -71,19 +97,27 @@ def _run_page(request: Request, session, run_id: int, message: str | None = None
     data = {"id": run.id, "status": str(run.status), "live": run.status not in FINISHED, "stages": stages,
             "epochs": [serialize_epoch(e) for e in epochs], "lr_finds": [serialize_lr_find(f) for f in finds],
             "best": result.get("best"), "batch": progress.get("batch"),
+            "plan": [s.get("epochs") for s in spec.get("stages") or []],  # epochs per stage: "epoch e of E"
             "statuses": {s.name: s.value for s in RunStatus}, "finished_statuses": [s.value for s in FINISHED]}
     return render(request, "run.html", status_code, run=run, spec=spec, result=result, progress=progress,
                   attempts=runs.attempts(session, run_id),
                   stages=stages, techniques=describe_techniques(spec) if spec else [], epochs=epochs,
                   finds=finds, confusion=confusion, tail=tail, data=data, message=message,
                   live=data["live"], artifacts=runs.artifacts(session, run_id), duration=run.duration,
-                  stage_summaries=result.get("stages") or progress.get("stages") or [])
+                  stage_summaries=result.get("stages") or progress.get("stages") or [],
+                  loss_images=error_images.image_links(session, run.dataset, [t["image_id"] for t in
+                                                                               result.get("top_losses") or []],
+                                                       data_root) if result.get("top_losses") else {},
+                  cell=error_images.cell(session, store_for(request.app.state.settings), run_id, *cell, data_root)
+                  if cell and confusion else None)
 
 
 @router.get("/runs/{run_id}")
-def get_run(request: Request, session: SessionDep, run_id: PageId):
-    """One run, live while it trains."""
-    return _run_page(request, session, run_id)
+def get_run(request: Request, session: SessionDep, run_id: PageId, actual: str | None = Query(None, max_length=200),
+            predicted: str | None = Query(None, max_length=200), offset: int = Query(0, ge=0, le=MAX_ID)):
+    """One run, live while it trains; ?actual=&predicted= shows the validation images of that confusion cell."""
+    cell = (actual, predicted, offset) if actual is not None and predicted is not None else None
+    return run_page(request, session, run_id, cell=cell)
 
 
 @router.post("/runs/{run_id}/cancel")
@@ -92,7 +126,7 @@ def post_run_cancel(request: Request, session: SessionDep, settings: SettingsDep
     try:
         status = runs.cancel(session, run_id, orphaned_after=settings.worker_lost_after)
     except RunFinished as exc:
-        return _run_page(request, session, run_id, f"Nothing to cancel: run {run_id} already {exc.status}.", 409)
+        return run_page(request, session, run_id, f"Nothing to cancel: run {run_id} already {exc.status}.", 409)
     request.app.state.run_cache.invalidate(run_id)  # API readers see the cancel at once
     request.session["notice"] = ("Run cancelled before it started." if status == RunStatus.cancelled
                                  else "Asked the worker to stop at the next batch.")
@@ -106,7 +140,7 @@ def post_run_retry(request: Request, session: SessionDep, publisher: PublisherDe
     try:
         run, note = runs.retry(session, publisher, run_id, from_checkpoint=not scratch)
     except RunActive as exc:
-        return _run_page(request, session, run_id, str(exc), 409)
+        return run_page(request, session, run_id, str(exc), 409)
     request.app.state.run_cache.invalidate(run_id)
     where = "from scratch (its epoch rows were cleared)" if scratch else (
         f"from stage {run.resume_from['stage'] + 1}, epoch {run.resume_from['epoch'] + 1}" if run.resume_from

@@ -6,6 +6,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Request
 
 from app.core.errors import RecipeError
+from app.core.schemas import MAX_EPOCHS
 from app.core.status import FINISHED
 from app.core.sweep_plan import BASE_KEY, get_path
 from app.pages.render import FormData, PageId, redirect, render
@@ -84,7 +85,21 @@ def _seed_count(text: str | None) -> int | None:
 def get_ablate(request: Request, session: SessionDep, run_id: PageId):
     """Tick the techniques to toggle against this run; each becomes a variant run for several seeds."""
     run = runs.get(session, run_id)
-    return _ablate_page(request, run, {"name": run.name, "seeds": "3", "mode": "one_at_a_time", "picked": []})
+    epochs = [str(s.get("epochs", "")) for s in (run.spec or {}).get("stages", [])]
+    return _ablate_page(request, run, {"name": run.name, "seeds": "3", "mode": "one_at_a_time", "picked": [],
+                                       "epochs": epochs})
+
+
+def _stage_epochs(data: dict, stages: list[dict]) -> tuple[list[str], list[int] | None, list[str]]:
+    """The per-stage epochs typed on the Ablate form (blank keeps the run's): as typed, as numbers, and problems."""
+    typed = [(data.get(f"epochs-{i}") or "").strip() or str(s.get("epochs", "")) for i, s in enumerate(stages)]
+    values, errors = [], []
+    for i, text in enumerate(typed):
+        n = int(text) if text.isdigit() and len(text) <= 5 else None
+        if n is None or not 1 <= n <= MAX_EPOCHS:
+            errors.append(f"stage {i + 1} epochs: give a whole number from 1 to {MAX_EPOCHS}; got {text[:20]!r}.")
+        values.append(n)
+    return typed, (values if not errors else None), errors
 
 
 @router.post("/runs/{run_id}/ablate")
@@ -94,9 +109,11 @@ def post_ablate(request: Request, session: SessionDep, settings: SettingsDep, pu
     run = runs.get(session, run_id)
     toggles = [t for t in ablation_toggles(run.spec or {}) if not t["problem"]]
     picked = [t for t in toggles if data.get(f"vary:{t['key']}")]  # values come from the run, never from the form
+    stages = (run.spec or {}).get("stages", [])
+    typed, epochs, errors = _stage_epochs(data, stages)
     form = {"name": (data.get("name") or "").strip() or run.name, "seeds": data.get("seeds", ""),
-            "mode": data.get("mode", "one_at_a_time"), "picked": [t["key"] for t in picked]}
-    n, errors = _seed_count(form["seeds"]), []
+            "mode": data.get("mode", "one_at_a_time"), "picked": [t["key"] for t in picked], "epochs": typed}
+    n = _seed_count(form["seeds"])
     if not picked:
         errors.append("Tick at least one technique to toggle.")
     if n is None:
@@ -106,7 +123,10 @@ def post_ablate(request: Request, session: SessionDep, settings: SettingsDep, pu
     try:
         # Both values per field: one-at-a-time drops the run's own value (it is the base), a grid crosses them all.
         vary = {t["path"]: [_current(run.spec, t["path"]), t["value"]] for t in picked}
-        sweep, queued, note = sweeps.create(session, publisher, {**run.spec, "name": form["name"]}, vary,
+        # Epochs per stage apply to the whole sweep (base and every variant): ablate a long recipe on a short budget.
+        base = {**run.spec, "name": form["name"],
+                "stages": [{**s, "epochs": e} for s, e in zip(stages, epochs)] if stages else run.spec.get("stages")}
+        sweep, queued, note = sweeps.create(session, publisher, base, vary,
                                             list(range(n)), form["mode"], settings.data_root, settings.max_sweep_runs)
     except RecipeError as exc:
         session.rollback()  # a sweep refused half-way stores nothing

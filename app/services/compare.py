@@ -19,13 +19,13 @@ def parse_ids(ids: str) -> list[int]:
         raise RecipeError.one("ids", "ids must be comma-separated run ids, e.g. 3,5,8") from None
     if any(not 1 <= i <= MAX_ID for i in out):
         raise RecipeError.one("ids", f"run ids are between 1 and {MAX_ID}")
-    if not 1 <= len(out) <= MAX_COMPARE:
-        raise RecipeError.one("ids", f"compare between 1 and {MAX_COMPARE} runs")
+    if not 2 <= len(out) <= MAX_COMPARE:
+        raise RecipeError.one("ids", f"comparing needs two runs or more, and at most {MAX_COMPARE}; got {len(out)}")
     return out
 
 
 def compare(session: Session, ids: str, baseline: int | None = None, curves: bool = True,
-            files: ArtifactStore | None = None) -> dict:
-    """Curves, the final table against a baseline, the recipe diff, confusions and disagreements (read from the
-    artifact store's prediction files); RunNotFound for an unknown id."""
-    return compare_runs(session, parse_ids(ids), baseline, curves=curves, files=files)
+            files: ArtifactStore | None = None, offset: int = 0) -> dict:
+    """Curves, the final table against a baseline, the recipe diff, confusions and disagreements (a page of them from
+    offset, read from the artifact store's prediction files); RunNotFound for an unknown id."""
+    return compare_runs(session, parse_ids(ids), baseline, curves=curves, files=files, offset=offset)

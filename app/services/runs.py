@@ -1,15 +1,19 @@
-"""Runs as the API, the pages and the CLI use them: submit (validate, store, commit, publish), read, list, cancel."""
+"""Runs as the API, the pages and the CLI use them: submit (validate, store, commit, publish), read, list, cancel,
+edit and delete."""
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
 from sqlmodel import Session
 
-from app.core.artifacts import ArtifactStore
+from app.core.artifacts import ArtifactStore, store_for
 from app.core.datasets import ResolvedDataset, resolve_dataset
 from app.core.errors import NotFound
+from app.core.run_meta import RunPatch
 from app.core.schemas import DatasetSpec, RunSpec, parse_spec
+from app.core.settings import Settings
 from app.services.queue import DEFAULT_QUEUE, Publisher
 from app.services.recovery import publish_committed
 from app.store import runs as store
@@ -17,6 +21,11 @@ from app.store.attempts import list_attempts
 from app.store.models import EpochRow, LRFind, Run, RunAttempt
 from app.store.recovery import retry_run
 from app.store.registry import get_dataset_spec
+
+log = logging.getLogger(__name__)
+
+# The runs list's archived filter: hidden by default, shown with the others, or shown alone.
+ARCHIVED = {"hide": False, "show": None, "only": True}
 
 
 def registry_for(session: Session):
@@ -108,3 +117,26 @@ def retry(session: Session, publisher: Publisher, run_id: int, from_checkpoint: 
 def attempts(session: Session, run_id: int) -> list[RunAttempt]:
     """A run's attempts, first to last."""
     return list_attempts(session, run_id)
+
+
+def edit(session: Session, run_id: int, patch: RunPatch) -> Run:
+    """Rename, annotate, tag, archive or unarchive a run, committed; the run afterwards."""
+    run = store.update_run(session, run_id, patch.changes())
+    session.commit()
+    return run
+
+
+def _delete_files(settings: Settings, run_id: int) -> None:
+    """Remove a run's files from the artifact store. After the rows are gone: a store that fails now (an unreachable
+    bucket) leaves orphan files, said in the log, never a run whose files are missing."""
+    try:
+        store_for(settings).delete_run(run_id)
+    except Exception as exc:
+        log.warning("run %s deleted; its files in %s could not be removed: %s", run_id, settings.artifact_location, exc)
+
+
+def delete(session: Session, settings: Settings, run_id: int) -> None:
+    """Delete a finished run and its rows, committed, then its files; RunLive for a queued or running run."""
+    store.delete_run(session, run_id)
+    session.commit()
+    _delete_files(settings, run_id)

@@ -28,7 +28,8 @@ def serialize_run(run: Run, full: bool = True) -> dict:
             "finished_at": _iso(run.finished_at), "duration": run.duration, "worker": run.worker,
             "attempt": run.attempt, "cancel_requested": run.cancel_requested, "error": run.error,
             "published_at": _iso(run.published_at), "republish_count": run.republish_count,
-            "checkpoint": run.checkpoint, "resume_from": run.resume_from}
+            "checkpoint": run.checkpoint, "resume_from": run.resume_from, "notes": run.notes or "",
+            "tags": run.tag_list, "archived": bool(run.archived), "sweep_id": run.sweep_id}
     if full:
         result = run.result or {}
         data.update(spec=run.spec, progress=run.progress, traceback=run.traceback,
@@ -49,14 +50,15 @@ def serialize_epoch(row: EpochRow) -> dict:
 
 
 def epochs_csv(rows: list[EpochRow]) -> str:
-    """The epoch table as CSV (one line per epoch, metrics as columns)."""
+    """The epoch table as CSV for people (one line per epoch, metrics as columns; stage and epoch 1-based, as every
+    page and the CLI show them; the JSON API keeps the stored 0-based values)."""
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(EPOCH_CSV_COLUMNS)
     for r in rows:
         m = r.metrics or {}
-        writer.writerow(csv_row([r.stage, r.epoch, r.train_loss, r.valid_loss, m.get("accuracy"), m.get("error_rate"),
-                                 r.seconds]))
+        writer.writerow(csv_row([r.stage + 1, r.epoch + 1, r.train_loss, r.valid_loss, m.get("accuracy"),
+                                 m.get("error_rate"), r.seconds]))
     return out.getvalue()
 
 
@@ -116,7 +118,7 @@ class ValidationErrorOut(BaseModel):
 
 
 class Position(BaseModel):
-    """A place in a run's training: stage and epoch, both 0-based."""
+    """A place in a run's training: stage and epoch, both stored 0-based (people are shown them 1-based)."""
 
     stage: int
     epoch: int
@@ -145,6 +147,10 @@ class RunSummary(BaseModel):
     republish_count: int = Field(description="how often the reconciler sent it again")
     checkpoint: Position | None = Field(description="the last epoch whose checkpoint is safely written")
     resume_from: Position | None = Field(description="where its next attempt starts (after a lost worker or retry)")
+    notes: str = Field(description="plain text someone wrote about the run")
+    tags: list[str]
+    archived: bool = Field(description="hidden from the runs list unless asked for")
+    sweep_id: int | None = Field(description="the sweep this run belongs to, if any")
 
 
 class RunOut(RunSummary):
@@ -185,6 +191,13 @@ class CancelOut(BaseModel):
     id: int
     status: RunStatus
     cancel_requested: Literal[True]
+
+
+class DeletedOut(BaseModel):
+    """The run that was deleted."""
+
+    id: int
+    deleted: Literal[True]
 
 
 class LRFindOut(BaseModel):

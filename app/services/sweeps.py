@@ -87,6 +87,13 @@ def next_seeds(session: Session, sweep_id: int, count: int) -> list[int]:
     return list(range(start, start + count))
 
 
+def verdicts(session: Session, sweep_id: int) -> dict:
+    """A sweep's name, run counts and each variant's verdict in words (no curves: for the runs list's groups)."""
+    r = store.sweep_report(session, sweep_id, curves=False)
+    return {"id": r["id"], "name": r["name"], "runs_total": r["runs_total"], "runs_finished": r["runs_finished"],
+            "verdicts": [v["verdict"] for v in r["variants"] if v.get("verdict")]}
+
+
 def report(session: Session, sweep_id: int) -> dict:
     """Each variant's runs, mean and std, and its seed-paired difference to the base; SweepNotFound if none."""
     return store.sweep_report(session, sweep_id)

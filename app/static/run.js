@@ -38,7 +38,8 @@
     tr.dataset.stage = e.stage;
     tr.className = "fresh";
     const m = e.metrics || {};
-    tr.append(cell("td", String(e.epoch), "num"), cell("td", f4(e.train_loss), "num"), cell("td", f4(e.valid_loss), "num"),
+    tr.title = `stage ${e.stage + 1} · epoch ${e.epoch + 1}`;  // stored 0-based, shown 1-based
+    tr.append(cell("td", String(epochs.length), "num"),  // counted over all stages, as the chart counts cell("td", f4(e.train_loss), "num"), cell("td", f4(e.valid_loss), "num"),
       cell("td", f4(m.accuracy), "num"), cell("td", f4(m.error_rate), "num"),
       cell("td", e.seconds === null || e.seconds === undefined ? "–" : `${Number(e.seconds).toFixed(1)} s`, "num"));
     tbody.appendChild(tr);
@@ -53,7 +54,7 @@
     if (!epochs.length) { el.hidden = true; return; }
     el.hidden = false;
     const x = epochs.map((_, i) => i + 1);
-    const hover = epochs.map((e) => `stage ${e.stage + 1}, epoch ${e.epoch}`);
+    const hover = epochs.map((e, i) => `epoch ${i + 1} (stage ${e.stage + 1} · epoch ${e.epoch + 1})`);
     const line = (y, name, extra) => Object.assign({ x, y, name, text: hover, mode: "lines+markers", type: "scatter",
       hovertemplate: "%{text}<br>" + name + " %{y:.4f}<extra></extra>", marker: { size: 5 } }, extra);
     const traces = [
@@ -75,7 +76,7 @@
     }
     const layout = {
       margin: { l: 50, r: 50, t: 10, b: 40 }, height: 300, shapes, annotations, hovermode: "x unified",
-      xaxis: { title: { text: "epoch (all stages)" }, dtick: epochs.length > 20 ? undefined : 1 },
+      xaxis: { title: { text: "epoch (all stages)" }, tickmode: "linear", tick0: 1, dtick: Math.max(1, Math.ceil(epochs.length / 12)), tickformat: "d" },
       yaxis: { title: { text: "loss" }, rangemode: "tozero" },
       yaxis2: { title: { text: "accuracy" }, overlaying: "y", side: "right", range: [0, 1.02], dtick: 0.2, tickformat: ".0%", showgrid: false },
       legend: { orientation: "h", y: -0.25 }, paper_bgcolor: "rgba(0,0,0,0)", plot_bgcolor: "rgba(0,0,0,0)",
@@ -109,7 +110,24 @@
     });
   }
 
+  // "stage s of S · epoch e of E · batch b of B": stored positions are 0-based, people count from 1.
+  function progressWords(p) {
+    const stages = p.stage_count || data.plan.length, epochsInStage = p.epoch_count || data.plan[p.stage];
+    const of = (n) => (n ? ` of ${n}` : "");
+    return `stage ${p.stage + 1}${of(stages)} · epoch ${p.epoch + 1}${of(epochsInStage)} · batch ${p.batch}${of(p.total)}`;
+  }
+
+  // Seconds as the server's secs() macro writes them.
+  function duration(s) {
+    if (s < 60) return `${Math.round(s)} s`;
+    if (s < 3600) return `${Math.floor(s / 60)} min ${Math.floor(s % 60)} s`;
+    return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
+  }
+
   function setStatus(status) {
+    // "Run 7 queued." was true when the page loaded; once the run starts it is not.
+    const notice = document.getElementById("notice");
+    if (notice && status !== data.statuses.queued && data.status === data.statuses.queued) notice.hidden = true;
     document.querySelectorAll("[data-status-badge]").forEach((b) => { b.textContent = status; b.className = `badge badge-${status}`; });
     const card = document.getElementById("progress");
     if (card) card.hidden = status !== data.statuses.running;
@@ -120,8 +138,9 @@
     if (!bar) return;
     bar.max = p.total || 1;
     bar.value = p.batch;
-    document.getElementById("progress-text").textContent = `stage ${p.stage + 1} · epoch ${p.epoch} · batch ${p.batch}/${p.total}`;
-    document.getElementById("progress-eta").textContent = `${Math.round(p.elapsed)} s elapsed · ETA ${Math.round(p.eta)} s`;
+    document.getElementById("progress-text").textContent = progressWords(p);
+    document.getElementById("progress-eta").textContent = (p.run_eta === null || p.run_eta === undefined)
+      ? `ETA ${duration(p.eta)} for this epoch` : `ETA ${duration(p.run_eta)} for the whole run`;
     document.getElementById("progress-loss").textContent = p.smooth_loss === null || p.smooth_loss === undefined ? "" : `smoothed loss ${Number(p.smooth_loss).toFixed(4)}`;
     if (p.stage !== lrStage) {  // a new stage may have just run the LR finder
       lrStage = p.stage;

@@ -57,6 +57,7 @@
     form.querySelectorAll(".error").forEach((e) => e.remove());
     form.querySelectorAll("[aria-invalid]").forEach((e) => e.removeAttribute("aria-invalid"));
     document.querySelectorAll(".preset").forEach((b) => b.classList.toggle("active", b.dataset.preset === String(index)));
+    syncTta();  // a preset ticks TTA in code (no change event): its passes and max fields must follow
     active = index;
     renumber();
   }

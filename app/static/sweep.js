@@ -12,6 +12,11 @@
     return `rgba(${(n >> 16) & 255}, ${(n >> 8) & 255}, ${n & 255}, ${alpha})`;
   }
 
+  // Epochs are whole numbers: ticks at 1, 2, 3 (every few epochs on long runs), never 1.5.
+  function integerTicks(n) {
+    return { tickmode: "linear", tick0: 1, dtick: Math.max(1, Math.ceil(n / 12)), tickformat: "d" };
+  }
+
   function drawCurves(data) {
     const el = document.getElementById("sweep-chart");
     if (!el || typeof window.Plotly === "undefined") return;
@@ -31,7 +36,8 @@
     if (!traces.length) return;
     window.Plotly.newPlot(el, traces, {
       height: 340, margin: { l: 55, r: 15, t: 10, b: 40 }, hovermode: "closest",
-      xaxis: { title: { text: "epoch (all stages)" } }, yaxis: { title: { text: "accuracy" } },
+      xaxis: { title: { text: "epoch (all stages)" }, ...integerTicks(Math.max(...data.series.map((s) => s.epoch.length))) },
+      yaxis: { title: { text: "accuracy" } },
       legend: { orientation: "h", x: 0, y: 1.02, yanchor: "bottom" }, paper_bgcolor: "rgba(0,0,0,0)", plot_bgcolor: "rgba(0,0,0,0)",
     }, { displaylogo: false, responsive: true });
   }

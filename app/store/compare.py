@@ -11,6 +11,7 @@ from sqlmodel import Session
 from app.core.artifacts import ArtifactStore
 from app.core.csvsafe import csv_row
 from app.core.errors import RunNotFound
+from app.core.numbering import where
 from app.store.models import Artifact, EpochRow, LRFind, Run
 
 TABLE_COLUMNS = ("accuracy", "tta_accuracy", "best_epoch", "wall_seconds", "images_per_second")
@@ -69,7 +70,7 @@ def _row(run: Run) -> dict:
     result = run.result or {}
     best = result.get("best")
     return {"accuracy": run.best_accuracy, "tta_accuracy": run.tta_accuracy,
-            "best_epoch": f"{best['stage']}.{best['epoch']}" if best else None,
+            "best_epoch": where(best["stage"], best["epoch"]) if best else None,
             "wall_seconds": run.duration, "images_per_second": result.get("images_per_second")}
 
 
@@ -91,8 +92,18 @@ def _predictions(files: ArtifactStore | None, run_id: int) -> dict[str, tuple[st
             for r in csv.DictReader(io.StringIO(text, newline=""))}
 
 
-def disagreements(a: Run, b: Run, files: ArtifactStore | None) -> dict | None:
-    """Validation images one run gets right and the other wrong, both ways (needs both prediction files)."""
+def cell_images(files: ArtifactStore | None, run_id: int, actual: str, predicted: str) -> list[str] | None:
+    """The validation images of one confusion-matrix cell (actual, predicted), in validation order; None without a
+    predictions file."""
+    rows = _predictions(files, run_id)
+    if not rows:
+        return None
+    return [i for i, (a, p, _) in rows.items() if a == actual and p == predicted]
+
+
+def disagreements(a: Run, b: Run, files: ArtifactStore | None, offset: int = 0) -> dict | None:
+    """Validation images one run gets right and the other wrong, both ways (needs both prediction files); a page of
+    MAX_DISAGREEMENTS from offset each way."""
     pa, pb = _predictions(files, a.id), _predictions(files, b.id)
     if not pa or not pb:
         return None
@@ -101,12 +112,14 @@ def disagreements(a: Run, b: Run, files: ArtifactStore | None) -> dict | None:
               for i in common if pa[i][2] and not pb[i][2]]
     b_only = [{"image_id": i, "actual": pa[i][0], "a_predicted": pa[i][1], "b_predicted": pb[i][1]}
               for i in common if pb[i][2] and not pa[i][2]]
-    return {"a": a.id, "b": b.id, "a_right_b_wrong": a_only[:MAX_DISAGREEMENTS], "a_right_b_wrong_count": len(a_only),
-            "b_right_a_wrong": b_only[:MAX_DISAGREEMENTS], "b_right_a_wrong_count": len(b_only)}
+    page = slice(offset, offset + MAX_DISAGREEMENTS)
+    return {"a": a.id, "b": b.id, "a_right_b_wrong": a_only[page], "a_right_b_wrong_count": len(a_only),
+            "b_right_a_wrong": b_only[page], "b_right_a_wrong_count": len(b_only), "offset": offset,
+            "page_size": MAX_DISAGREEMENTS}
 
 
 def compare_runs(session: Session, ids: list[int], baseline: int | None = None, curves: bool = True,
-                 files: ArtifactStore | None = None) -> dict:
+                 files: ArtifactStore | None = None, offset: int = 0) -> dict:
     """Everything the compare page shows, in three queries; curves=False leaves out the chart series (and
     says only which runs have LR-finder curves), for the HTML page whose charts fetch the JSON API."""
     runs_by_id = {r.id: r for r in session.exec(select(Run).where(Run.id.in_(ids))).scalars()}
@@ -114,11 +127,13 @@ def compare_runs(session: Session, ids: list[int], baseline: int | None = None, 
     if missing:
         raise RunNotFound(missing[0])
     runs = [runs_by_id[i] for i in ids]
-    baseline = baseline if baseline in runs_by_id else ids[0]
+    # The oldest run by default: lists send ids newest first, and the newer variant is what is being judged.
+    baseline = baseline if baseline in runs_by_id else min(runs, key=lambda r: (r.created_at, r.id)).id
     epochs, finds = defaultdict(list), defaultdict(list)
     if not curves:
         with_finds = set(session.exec(select(LRFind.run_id).where(LRFind.run_id.in_(ids)).distinct()).scalars())
-        return _assemble(session, runs, baseline, {}, {i: [{"stage": None}] for i in with_finds}, files, curves=False)
+        return _assemble(session, runs, baseline, {}, {i: [{"stage": None}] for i in with_finds}, files,
+                         curves=False, offset=offset)
     # Plain column rows, not ORM objects: 100 runs x 50 epochs would spend most of the time building instances.
     # The two metrics come out of the JSON column in SQL (json_extract / ->>), not through 5,000 json.loads.
     for r in session.exec(select(EpochRow.run_id, EpochRow.stage, EpochRow.train_loss, EpochRow.valid_loss,
@@ -131,11 +146,11 @@ def compare_runs(session: Session, ids: list[int], baseline: int | None = None, 
                           .where(LRFind.run_id.in_(ids)).order_by(LRFind.run_id, LRFind.stage)):
         lrs, losses = _thin(f.lrs or []), _thin(f.losses or [])
         finds[f.run_id].append({"stage": f.stage, "suggestion": f.suggestion, "lrs": lrs, "losses": losses})
-    return _assemble(session, runs, baseline, epochs, finds, files)
+    return _assemble(session, runs, baseline, epochs, finds, files, offset=offset)
 
 
 def _assemble(session: Session, runs: list[Run], baseline: int, epochs: dict, finds: dict,
-              files: ArtifactStore | None, curves: bool = True) -> dict:
+              files: ArtifactStore | None, curves: bool = True, offset: int = 0) -> dict:
     """The compare document from loaded runs, epoch tuples and LR-finder curves."""
     ids = [r.id for r in runs]
     rows = _with_diffs({r.id: _row(r) for r in runs}, baseline)
@@ -150,7 +165,7 @@ def _assemble(session: Session, runs: list[Run], baseline: int, epochs: dict, fi
         with_predictions = set(session.exec(select(Artifact.run_id).where(
             Artifact.run_id.in_(ids), Artifact.kind == "predictions")).scalars())
         if with_predictions == set(ids):
-            out["disagreements"] = disagreements(runs[0], runs[1], files)
+            out["disagreements"] = disagreements(runs[0], runs[1], files, offset)
     return out
 
 

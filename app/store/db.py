@@ -40,7 +40,7 @@ def _sqlite_path(url: str) -> Path | None:
     return None if database in (None, "", ":memory:") or database.startswith("file:") else Path(database)
 
 
-def _sqlite_events(engine: Engine) -> None:
+def _sqlite_events(engine: Engine, foreign_keys: bool = True) -> None:
     """Pragmas on every connection, and write transactions that queue on the lock instead of failing."""
 
     @event.listens_for(engine, "connect")
@@ -51,7 +51,7 @@ def _sqlite_events(engine: Engine) -> None:
         cur.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")  # first, so the pragmas below wait too
         cur.execute("PRAGMA journal_mode = WAL")  # readers never block the writer
         cur.execute("PRAGMA synchronous = NORMAL")  # safe with WAL; fsync only at checkpoints
-        cur.execute("PRAGMA foreign_keys = ON")
+        cur.execute(f"PRAGMA foreign_keys = {'ON' if foreign_keys else 'OFF'}")
         cur.close()
 
     @event.listens_for(engine, "before_cursor_execute")
@@ -71,8 +71,9 @@ def driver_url(url: str) -> str:
             else url)
 
 
-def make_engine(url: str, **kwargs) -> Engine:
-    """An engine for url; SQLite gets WAL, busy_timeout, foreign keys and lock-queuing write transactions."""
+def make_engine(url: str, sqlite_foreign_keys: bool = True, **kwargs) -> Engine:
+    """An engine for url; SQLite gets WAL, busy_timeout, foreign keys (unless sqlite_foreign_keys is False: the
+    migration runner) and lock-queuing write transactions."""
     url = driver_url(url)
     kwargs.setdefault("json_serializer", json_dumps)
     if make_url(url).get_backend_name() != "sqlite":
@@ -82,7 +83,7 @@ def make_engine(url: str, **kwargs) -> Engine:
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, **kwargs)
-    _sqlite_events(engine)
+    _sqlite_events(engine, sqlite_foreign_keys)
     return engine
 
 
@@ -134,13 +135,19 @@ def _migrate_lock(url: str, engine: Engine) -> Iterator[None]:
 def upgrade(url: str | None = None, revision: str = "head") -> None:
     """Migrate the database at url (default: the configured one) to revision; safe to call from many processes."""
     url = driver_url(url or default_database_url())
-    engine = make_engine(url)
+    # Foreign keys off while migrating SQLite: batch mode rebuilds a table by copying it and dropping the old one,
+    # and with them on, dropping `run` would cascade to every run's epoch rows, curves, attempts and files.
+    engine = make_engine(url, sqlite_foreign_keys=False)
     try:
         with _migrate_lock(url, engine):
             cfg = alembic_config(url)
             with engine.connect() as conn:
                 cfg.attributes["connection"] = conn
                 command.upgrade(cfg, revision)
+                if engine.dialect.name == "sqlite":
+                    broken = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                    if broken:  # never commit a schema whose rows point nowhere
+                        raise RuntimeError(f"migration left rows that reference missing rows: {broken[:5]}")
                 conn.commit()
     finally:
         engine.dispose()

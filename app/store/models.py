@@ -70,7 +70,9 @@ class Run(SQLModel, table=True):
     """One training run: its recipe, where it is in its lifecycle and what it produced."""
 
     __tablename__ = "run"
-    __table_args__ = (sa.CheckConstraint(f"status IN ({', '.join(repr(s) for s in STATUSES)})", name="status"),)
+    # AUTOINCREMENT: SQLite never hands a deleted run's id to a new run.
+    __table_args__ = (sa.CheckConstraint(f"status IN ({', '.join(repr(s) for s in STATUSES)})", name="status"),
+                      {"sqlite_autoincrement": True})
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(sa_column=sa.Column(sa.String(200), nullable=False))
     dataset: str = Field(sa_column=sa.Column(sa.String(500), nullable=False, index=True))
@@ -103,6 +105,17 @@ class Run(SQLModel, table=True):
     checkpoint: dict | None = Field(default=None, sa_column=_json())  # {"stage", "epoch"} of the last checkpoint
     resume_from: dict | None = Field(default=None, sa_column=_json())  # {"stage", "epoch"} the next attempt starts at
     attempt_limit: int | None = Field(default=None, sa_column=sa.Column(sa.Integer(), nullable=True))
+    # What people add to a run: plain-text notes, tags stored as ",a,b," (one LIKE finds a tag on both backends,
+    # tags cannot hold a comma) and archived (hidden from the runs list unless asked for).
+    notes: str = Field(default="", sa_column=sa.Column(sa.Text(), nullable=False, server_default=""))
+    tags: str = Field(default="", sa_column=sa.Column(sa.String(1000), nullable=False, server_default=""))
+    archived: bool = Field(default=False, sa_column=sa.Column(sa.Boolean(), nullable=False, index=True,
+                                                             server_default=sa.false()))
+
+    @property
+    def tag_list(self) -> list[str]:
+        """The run's tags in the order they were given."""
+        return [t for t in (self.tags or "").split(",") if t]
 
     @property
     def duration(self) -> float | None:

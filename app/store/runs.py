@@ -9,16 +9,17 @@ from __future__ import annotations
 import math
 from datetime import timedelta
 
-from sqlalchemy import exists, func, select, update
+from sqlalchemy import delete, exists, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session
 
-from app.core.errors import RunFinished, RunNotFound
+from app.core.errors import RunFinished, RunLive, RunNotFound
 from app.core.events import EpochEvent, LRFindEvent, ResultEvent
+from app.core.run_meta import tags_column
 from app.core.status import FINISHED, LIVE, RunStatus
 from app.store.attempts import end_attempt, start_attempt
-from app.store.models import Artifact, EpochRow, LRFind, Run, Worker, utcnow
+from app.store.models import Artifact, EpochRow, LRFind, Run, RunAttempt, Worker, utcnow
 
 DEFAULT_QUEUE = "fitboard"  # the broker queue workers consume unless told otherwise
 ORDERABLE = ("id", "name", "dataset", "status", "created_at", "started_at", "finished_at",
@@ -199,11 +200,44 @@ def is_cancel_requested(session: Session, run_id: int) -> bool:
     return bool(flag)
 
 
+def update_run(session: Session, run_id: int, changes: dict) -> Run:
+    """Rename a run, replace its notes or tags, archive or unarchive it (any status); the run afterwards."""
+    values = {k: v for k, v in changes.items() if k in ("name", "notes", "archived")}
+    if "tags" in changes:
+        values["tags"] = tags_column(changes["tags"])
+    if values and not _update(session, run_id, **values):
+        raise RunNotFound(run_id)
+    return get_run(session, run_id)
+
+
+def delete_run(session: Session, run_id: int) -> None:
+    """Delete a finished run with its epoch rows, LR finds, attempts and artifact rows (its files are the caller's);
+    RunLive for a queued or running run. A sweep's statistics simply no longer see it."""
+    status = _status(session, run_id)
+    if status in LIVE:
+        raise RunLive(run_id, status)
+    for model in (EpochRow, LRFind, Artifact, RunAttempt):  # the foreign keys cascade too; explicit for clarity
+        session.exec(delete(model).where(model.run_id == run_id).execution_options(synchronize_session=False))
+    session.exec(update(Worker).where(Worker.current_run_id == run_id).values(current_run_id=None)
+                 .execution_options(synchronize_session=False))
+    # Only while still finished: a retry racing this delete makes it fail whole (the caller rolls back).
+    gone = session.exec(delete(Run).where(Run.id == run_id, Run.status.in_(FINISHED))
+                        .execution_options(synchronize_session=False)).rowcount
+    if gone != 1:
+        raise RunLive(run_id, _status(session, run_id))
+
+
 def list_runs(session: Session, status: str | list[str] | None = None, dataset: str | None = None,
               name_contains: str | None = None, limit: int = 50, offset: int = 0,
-              order: str = "-created_at") -> tuple[list[Run], int]:
-    """A page of runs matching the filters, and how many match in all; order is a column, "-" for descending."""
+              order: str = "-created_at", tag: str | None = None,
+              archived: bool | None = None) -> tuple[list[Run], int]:
+    """A page of runs matching the filters, and how many match in all; order is a column, "-" for descending.
+    archived: None lists all, False hides archived runs, True lists only them."""
     where = []
+    if tag:
+        where.append(Run.tags.contains(f",{tag},", autoescape=True))
+    if archived is not None:
+        where.append(Run.archived.is_(archived))
     if status is not None:
         where.append(Run.status.in_([status] if isinstance(status, str) else list(status)))
     if dataset is not None:

@@ -69,8 +69,9 @@ def _seed_values(runs: list[Run], column: str) -> dict[int, float]:
             if r.status == RunStatus.succeeded and getattr(r, column) is not None}
 
 
-def sweep_report(session: Session, sweep_id: int) -> dict:
-    """Each variant: overrides, runs, mean/std of accuracy and TTA accuracy, and the seed-paired difference to base."""
+def sweep_report(session: Session, sweep_id: int, curves: bool = True) -> dict:
+    """Each variant: overrides, runs, mean/std of accuracy and TTA accuracy, and the seed-paired difference to base;
+    curves=False leaves out the mean curves (the runs list only needs the verdicts)."""
     sweep = get_sweep(session, sweep_id)
     runs = session.exec(select(Run).where(Run.sweep_id == sweep_id).order_by(Run.id)).scalars().all()
     by_variant = defaultdict(list)
@@ -93,7 +94,7 @@ def sweep_report(session: Session, sweep_id: int) -> dict:
     return {"id": sweep.id, "name": sweep.name, "mode": sweep.mode, "seeds": sweep.seeds, "vary": sweep.vary,
             "base": sweep.base, "created_at": sweep.created_at.isoformat(), "variants": variants,
             "runs_total": len(runs), "runs_finished": sum(s in FINISHED for s in statuses),
-            "curves": _mean_curves(session, by_variant)}
+            "curves": _mean_curves(session, by_variant) if curves else {}}
 
 
 def list_sweeps(session: Session, limit: int = 200) -> list[tuple[Sweep, int, int]]:

@@ -1,12 +1,14 @@
-"""Operator commands on the run store: `db upgrade`, `enqueue`, `runs`, `show`, `cancel`."""
+"""Operator commands on the run store: `db upgrade`, `enqueue`, `runs`, `show`, `cancel`, `retry`, `edit`, `delete`."""
 from __future__ import annotations
 
 import json
 import sys
 
-from app.core.errors import RecipeError, RunActive, RunFinished, RunNotFound
+from app.core.errors import RecipeError, RunActive, RunFinished, RunLive, RunNotFound
 from app.core.events import ResultEvent
+from app.core.numbering import where
 from app.core.recipes import read_recipe_file
+from app.core.run_meta import parse_patch
 from app.core.status import STATUSES, RunStatus
 from app.services import runs
 from app.services.queue import DEFAULT_QUEUE, Publisher, make_celery
@@ -62,14 +64,51 @@ def _fmt_float(v) -> str:
 
 
 def cmd_runs(args) -> int:
-    """A table of runs, newest first."""
+    """A table of runs, newest first; names cut to fit a line unless --wide."""
     with session_scope(store_engine(settings_from(args))) as session:
-        items, total = runs.page(session, status=args.status, limit=args.limit)
-        print(f"{'id':>5}  {'status':<10} {'name':<32} {'dataset':<16} {'accuracy':>8} {'tta':>8}  created")
+        items, total = runs.page(session, status=args.status, limit=args.limit, tag=args.tag,
+                                 archived=runs.ARCHIVED[args.archived])
+        width = max([len(r.name) for r in items] + [4]) if args.wide else 32
+        print(f"{'id':>5}  {'status':<10} {'name':<{width}} {'dataset':<16} {'accuracy':>8} {'tta':>8}  created"
+              + ("  tags" if args.wide else ""))
         for r in items:
-            print(f"{r.id:>5}  {r.status:<10} {r.name[:32]:<32} {r.dataset[:16]:<16} {_fmt_float(r.best_accuracy):>8} "
-                  f"{_fmt_float(r.tta_accuracy):>8}  {r.created_at:%Y-%m-%d %H:%M:%S}")
+            name = r.name if args.wide or len(r.name) <= width else r.name[:width - 1] + "…"
+            print(f"{r.id:>5}  {r.status:<10} {name:<{width}} {r.dataset[:16]:<16} {_fmt_float(r.best_accuracy):>8} "
+                  f"{_fmt_float(r.tta_accuracy):>8}  {r.created_at:%Y-%m-%d %H:%M:%S}"
+                  + (f"  {','.join(r.tag_list)}" if args.wide else ""))
     print(f"{len(items)} of {total} runs")
+    return EXIT_OK
+
+
+def cmd_edit(args) -> int:
+    """Rename a run, set its notes, add or remove tags, archive or unarchive it."""
+    with session_scope(store_engine(settings_from(args))) as session:
+        try:
+            run = runs.get(session, args.run)
+            changes = {k: v for k, v in (("name", args.name), ("notes", args.notes),
+                                         ("archived", args.archived)) if v is not None}
+            if args.tag or args.untag:
+                tags = [t for t in run.tag_list + (args.tag or []) if t not in (args.untag or [])]
+                changes["tags"] = tags
+            run = runs.edit(session, args.run, parse_patch(changes))
+        except (RunNotFound, RecipeError) as exc:
+            print(f"refused: {exc}" if isinstance(exc, RecipeError) else exc, file=sys.stderr)
+            return EXIT_INVALID if isinstance(exc, RecipeError) else EXIT_FAILED
+        print(f"run {run.id} {run.name!r}: tags {','.join(run.tag_list) or '-'}"
+              f"{' (archived)' if run.archived else ''}")
+    return EXIT_OK
+
+
+def cmd_delete(args) -> int:
+    """Delete a finished run with its rows and files."""
+    settings = settings_from(args)
+    with session_scope(store_engine(settings)) as session:
+        try:
+            runs.delete(session, settings, args.run)
+        except (RunNotFound, RunLive) as exc:
+            print(exc, file=sys.stderr)
+            return EXIT_FAILED
+    print(f"run {args.run} deleted")
     return EXIT_OK
 
 
@@ -78,7 +117,7 @@ def _print_run(data: dict, result: dict | None) -> None:
     print(f"run {data['id']} {data['name']!r}: {data['status']} (dataset {data['dataset']}, worker {data['worker']})")
     for e in data["epochs"]:
         m = e["metrics"]
-        print(f"  stage {e['stage']} epoch {e['epoch']}: train_loss {_fmt_float(e['train_loss'])} valid_loss "
+        print(f"  {where(e['stage'], e['epoch'])}: train_loss {_fmt_float(e['train_loss'])} valid_loss "
               f"{_fmt_float(e['valid_loss'])} accuracy {_fmt_float(m.get('accuracy'))} ({e['seconds']:.1f}s)")
     if result:
         print(result_summary(ResultEvent.model_validate(result)))
@@ -117,7 +156,7 @@ def cmd_cancel(args) -> int:
 
 
 def add_commands(sub) -> None:
-    """db, enqueue, runs, show and cancel."""
+    """db, enqueue, retry, runs, edit, delete, show and cancel."""
     p = sub.add_parser("db", help="database maintenance")
     p.add_argument("action", choices=["upgrade"])
     p.set_defaults(func=cmd_db_upgrade)
@@ -133,8 +172,24 @@ def add_commands(sub) -> None:
     p.set_defaults(func=cmd_retry)
     p = sub.add_parser("runs", help="list runs")
     p.add_argument("--status", choices=STATUSES)
+    p.add_argument("--tag", help="only runs with this tag")
+    p.add_argument("--archived", choices=sorted(runs.ARCHIVED), default="hide",
+                   help="archived runs: hide (default), show with the others, or only")
     p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--wide", action="store_true", help="full names (and tags), however long")
     p.set_defaults(func=cmd_runs)
+    p = sub.add_parser("edit", help="rename a run, set notes, add or remove tags, archive it")
+    p.add_argument("run", type=int)
+    p.add_argument("--name")
+    p.add_argument("--notes", help="plain text; \"\" clears")
+    p.add_argument("--tag", action="append", help="add a tag (repeatable)")
+    p.add_argument("--untag", action="append", help="remove a tag (repeatable)")
+    p.add_argument("--archive", dest="archived", action="store_const", const=True)
+    p.add_argument("--unarchive", dest="archived", action="store_const", const=False)
+    p.set_defaults(func=cmd_edit)
+    p = sub.add_parser("delete", help="delete a finished run with its epochs and files")
+    p.add_argument("run", type=int)
+    p.set_defaults(func=cmd_delete)
     p = sub.add_parser("show", help="show one run")
     p.add_argument("run", type=int)
     p.add_argument("--json", action="store_true")

@@ -1,0 +1,84 @@
+"""What people add to a run after submitting it: a new name, plain-text notes, tags, the archived flag."""
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+
+from app.core.errors import RecipeError
+from app.core.schemas import field_path
+
+MAX_NAME, MAX_NOTES, MAX_TAGS, MAX_TAG = 200, 10_000, 16, 40
+TAG_PATTERN = re.compile(r"[\w.:+/-]{1,%d}" % MAX_TAG)
+# Notes keep line breaks and tabs; other control characters (NUL above all: PostgreSQL text refuses it) never.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def _name(value: str) -> str:
+    """A run name: stripped, not blank, one line."""
+    value = value.strip()
+    if not value:
+        raise ValueError("must not be blank")
+    if _CONTROL.search(value) or "\n" in value or "\r" in value:
+        raise ValueError("must be one line without control characters")
+    return value
+
+
+def _notes(value: str) -> str:
+    """Plain-text notes: any text but control characters; line breaks are kept."""
+    if _CONTROL.search(value):
+        raise ValueError("must not contain control characters")
+    return value.replace("\r\n", "\n").strip()
+
+
+def check_tag(value: str) -> str:
+    """One tag: letters, digits and . : + / - _ (no comma or space), at most MAX_TAG characters."""
+    value = value.strip()
+    if not TAG_PATTERN.fullmatch(value):
+        raise ValueError(f"a tag is 1 to {MAX_TAG} letters, digits or . : + / - _ (no spaces or commas); "
+                         f"got {value[:60]!r}")
+    return value
+
+
+def _tags(values: list[str]) -> list[str]:
+    """Tags without repeats, in the order given."""
+    return list(dict.fromkeys(values))
+
+
+class RunPatch(BaseModel):
+    """PATCH /api/v1/runs/{id}: only the fields present change."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Defaults of None are never validated: a field left out does not change, an explicit null is refused.
+    name: Annotated[str, Field(min_length=1, max_length=MAX_NAME), AfterValidator(_name)] = None
+    notes: Annotated[str, Field(max_length=MAX_NOTES, description="plain text; \"\" clears"),
+                     AfterValidator(_notes)] = None
+    tags: Annotated[list[Annotated[str, Field(max_length=MAX_TAG), AfterValidator(check_tag)]],
+                    Field(max_length=MAX_TAGS, description="replaces the run's tags; [] clears"),
+                    AfterValidator(_tags)] = None
+    archived: bool = None
+
+    def changes(self) -> dict:
+        """The fields the caller sent."""
+        return self.model_dump(exclude_unset=True)
+
+
+def parse_tags(text: str) -> list[str]:
+    """Tags typed into a form: separated by commas or spaces."""
+    return [t for t in re.split(r"[,\s]+", text or "") if t]
+
+
+def parse_patch(data: dict) -> RunPatch:
+    """A RunPatch, or RecipeError naming each bad field."""
+    try:
+        return RunPatch.model_validate(data)
+    except ValidationError as exc:
+        raise RecipeError([{"loc": field_path(tuple(e["loc"])) or "body", "msg": e["msg"].removeprefix(
+            "Value error, ")} for e in exc.errors()]) from None
+
+
+def tags_column(tags: list[str]) -> str:
+    """Tags as stored: ",a,b," ("" for none)."""
+    return f",{','.join(tags)}," if tags else ""
