@@ -29,7 +29,7 @@ from tests.store_fixtures import *  # noqa: F401,F403  (conftest may import them
 
 ROOT = Path(__file__).resolve().parent.parent
 TABLES = {"alembic_version", "dataset", "run", "epoch", "lr_find", "artifact", "worker", "sweep", "run_attempt",
-          "lease"}
+          "lease", "prediction"}
 SPEC = {"name": "cassava-normalize", "dataset": "cassava", "arch": "resnet34",
         "stages": [{"epochs": 2, "size": 64, "lr": "find"}]}
 

@@ -8,7 +8,7 @@ const POLL_MS = 150;
 function el(tag, attrs = {}, text = "") {
   const node = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
-  if (text) node.textContent = text; // never innerHTML: file names and labels are user data
+  if (text) node.textContent = text; // text only, never markup: file names and labels are user data
   return node;
 }
 
