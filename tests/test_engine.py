@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 import time
 
@@ -257,6 +258,39 @@ def test_a_resumed_run_reproduces_the_uninterrupted_losses(data_root, tmp_path, 
         assert got.train_loss == pytest.approx(e.train_loss, abs=1e-6)
         assert got.valid_loss == pytest.approx(e.valid_loss, abs=1e-6)
     assert result.best.model_dump() == straight.of("result")[0].best.model_dump()
+
+
+def test_a_run_resumes_on_another_hosts_folder_through_the_artifact_store(data_root, tmp_path):
+    """The lost worker's folder is gone (another host): checkpoint and keep-best weights come from the store; and a
+    checkpoint whose best weights never reached the store resumes with a note instead of failing at the end."""
+    from app.core.artifacts import DirectoryStore
+    from worker.checkpoint import CheckpointFiles
+
+    store = DirectoryStore(tmp_path / "shared")
+    first = ListReporter()
+    with pytest.raises(KeyboardInterrupt):
+        run_recipe(parse_spec(RESUMABLE), first, data_root, tmp_path / "host-a", num_workers=0, checkpoints=True,
+                   checkpoint_files=CheckpointFiles(tmp_path / "host-a", store, 1), extra_cbs=(StopAfter(2),))
+    while any(t.name == "fitboard-checkpoint" for t in threading.enumerate()):
+        time.sleep(0.05)
+    assert store.local_path(1, "checkpoint") and store.local_path(1, "best")  # both reached the store
+    shutil.copytree(tmp_path / "shared", tmp_path / "shared-without-best")
+    broken = DirectoryStore(tmp_path / "shared-without-best")
+    broken.delete(1, "best")
+
+    second = ListReporter()
+    result = run_recipe(parse_spec(RESUMABLE), second, data_root, tmp_path / "host-b", num_workers=0,
+                        checkpoints=True, resume=True, checkpoint_files=CheckpointFiles(tmp_path / "host-b", store, 1))
+    assert second.of("start")[0].resumed_from == {"stage": 0, "epoch": 2}
+    rows = first.of("epoch") + second.of("epoch")
+    top = max(rows, key=lambda e: e.metrics["accuracy"])  # keep-best saw every epoch, across both hosts
+    assert (result.best.stage, result.best.epoch) == (top.stage, top.epoch)
+
+    third = ListReporter()
+    result = run_recipe(parse_spec(RESUMABLE), third, data_root, tmp_path / "host-c", num_workers=0,
+                        checkpoints=True, resume=True, checkpoint_files=CheckpointFiles(tmp_path / "host-c", broken, 1))
+    assert any("were not stored with the checkpoint" in n.message for n in third.of("note"))
+    assert result.best is not None and (result.best.stage, result.best.epoch) >= (0, 2)  # from the resume on
 
 
 class CancelAfter(ListReporter):

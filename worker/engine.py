@@ -313,6 +313,13 @@ def _train_recipe(spec: RunSpec, reporter: Reporter, data_root: Path, out_dir: P
         stages_done = [StageSummary(**s) for s in ckpt.stages_done]
         if keep is not None:
             keep.best, keep.best_at = ckpt.best, BestEpoch(**ckpt.best_at) if ckpt.best_at else None
+            if keep.best_at is not None and not (out_dir / f"{keep.fname}.pth").is_file():
+                # The write that stored those weights failed (a note said so then): keep-best starts over from
+                # here rather than failing the run at its end for want of a file.
+                reporter.emit(NoteEvent(message=f"the best weights (stage {keep.best_at.stage + 1}, epoch "
+                                                f"{keep.best_at.epoch + 1}) were not stored with the checkpoint; "
+                                                "keep-best tracks the best epoch from here on"))
+                keep.best, keep.best_at = None, None
         if start_epoch == 0:
             # Resuming at a stage boundary: the next stage's DataLoaders are built from these states, as they were.
             restore_rng(ckpt.rng, None)
