@@ -72,14 +72,27 @@ def fuzz(operation, mode: GenerationMode, examples: int, check) -> int:
     return ran
 
 
+# uvicorn's HTTP parser answers this (400, text/plain) to a request that is not valid HTTP, such as a header the
+# fuzzer built with a name or Content-Length no client could send; the app never sees it, so its documented
+# responses do not apply.
+MALFORMED_HTTP = "Invalid HTTP request received."
+
+
+def call_and_validate(case) -> None:
+    """Call with the token and check the answer against the document, unless the HTTP layer refused the request."""
+    response = case.call(headers=BEARER, timeout=30)
+    if response.status_code == 400 and response.text.strip() == MALFORMED_HTTP:
+        return
+    case.validate_response(response, checks=CHECKS, headers=BEARER)
+
+
 def test_fuzz_every_operation_with_the_token(server):
     base, app = server
     ops, total = operations(base, app), 0
     assert len(ops) == 23  # every operation: retry, attempts, edit, delete and predictions included
     for op in ops:
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
-            total += fuzz(op, mode, EXAMPLES, lambda case: case.call_and_validate(headers=BEARER, checks=CHECKS,
-                                                                                  timeout=30))
+            total += fuzz(op, mode, EXAMPLES, call_and_validate)
     print(f"\nfuzz with the token: {total} cases over {len(ops)} operations, 0 failures")
 
 
