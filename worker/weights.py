@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import shutil
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Callable
 import torch
 from torchvision.models import get_model_weights
 
+from app.core.artifacts import copy_atomically
 from app.core.schemas import ARCHITECTURES
 
 HASH_PREFIX = re.compile(r"-([a-f0-9]+)\.")  # torch.hub's rule for the hash prefix in a file name
@@ -93,7 +93,7 @@ def _expected_prefix(name: str) -> str:
 
 
 def add_file(source: Path) -> Path:
-    """Copy a weights file downloaded elsewhere into the cache after checking its hash prefix."""
+    """Copy a weights file downloaded elsewhere into the cache (atomically) after checking its hash prefix."""
     source = Path(source)
     if not source.is_file():
         raise FileNotFoundError(f"{source}: no such file")
@@ -102,13 +102,7 @@ def add_file(source: Path) -> Path:
         raise WeightsRejected(f"{source.name}: its SHA-256 starts {digest[:len(prefix)]}, not {prefix} as its name "
                               f"says: a damaged or different file; not added")
     dest = cache_dir() / source.name
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
-    try:
-        shutil.copyfile(source, tmp)
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
+    copy_atomically(source, dest)
     return dest
 
 

@@ -94,6 +94,23 @@ class ArtifactStore:
         raise NotImplementedError
 
 
+def copy_atomically(src: Path, dest: Path, fsync: bool = False) -> None:
+    """Copy src to dest through a temporary name in dest's folder, renamed into place (with fsync first: on disk
+    before it is visible); readers see the old file or the whole new one, and a failure leaves nothing behind."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.tmp")  # one per copy: never two writers on one file
+    try:
+        with open(src, "rb") as fin, open(tmp, "wb") as fout:
+            shutil.copyfileobj(fin, fout, CHUNK)
+            if fsync:
+                fout.flush()
+                os.fsync(fout.fileno())
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def _chunks(fh: BinaryIO) -> Iterator[bytes]:
     """Read a file object to the end in CHUNK-sized pieces, closing it afterwards."""
     with fh:
@@ -121,15 +138,7 @@ class DirectoryStore(ArtifactStore):
                 return size
             except OSError:
                 pass  # another filesystem (a shared mount): copy, then rename below
-        tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.tmp")
-        try:
-            with open(src, "rb") as fin, open(tmp, "wb") as fout:
-                shutil.copyfileobj(fin, fout, CHUNK)
-                fout.flush()
-                os.fsync(fout.fileno())  # on disk before the rename makes it visible
-            os.replace(tmp, dest)
-        finally:
-            tmp.unlink(missing_ok=True)
+        copy_atomically(src, dest, fsync=True)
         if move:
             Path(src).unlink(missing_ok=True)
         return size
@@ -142,15 +151,8 @@ class DirectoryStore(ArtifactStore):
         src = self.local_path(run_id, kind)
         if src is None:
             return None
-        dest = Path(dest)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.tmp")
-        try:
-            shutil.copyfile(src, tmp)
-            os.replace(tmp, dest)
-        finally:
-            tmp.unlink(missing_ok=True)
-        return dest
+        copy_atomically(src, dest)
+        return Path(dest)
 
     def open(self, run_id: int, kind: str) -> tuple[Iterator[bytes], int] | None:
         path = self.local_path(run_id, kind)
