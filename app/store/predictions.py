@@ -47,7 +47,6 @@ def get_prediction(session: Session, prediction_id: int) -> Prediction:
     prediction = session.get(Prediction, prediction_id)
     if prediction is None:
         raise NotFound(f"prediction {prediction_id}")
-    session.refresh(prediction)  # a waiting request reads the predictor's writes, not its own session's cache
     return prediction
 
 
