@@ -22,37 +22,21 @@ sys.path.insert(0, str(ROOT))
 import requests  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from app.core.artifacts import open_store  # noqa: E402
 from app.core.demo_data import write_digits  # noqa: E402
 from app.core.schemas import parse_spec  # noqa: E402
 from app.core.settings import Settings  # noqa: E402
-from app.store.db import make_engine, session_scope, upgrade  # noqa: E402
+from app.store.db import make_engine, session_scope  # noqa: E402
 from app.store.predictions import live_predictors  # noqa: E402
-from app.store.runs import claim_run, create_run, finish_run  # noqa: E402
+from tests.helpers import train_and_store  # noqa: E402
 from tests.live import live_app  # noqa: E402
 
 
 def train(home: Path, data_root: Path, arch: str) -> tuple[str, int]:
     """A succeeded run at 224 px with its model in the artifact store; (database URL, run id)."""
-    from worker.engine import run_recipe
-    from worker.reporters import ListReporter
-
-    url = f"sqlite:///{home / 'fitboard.db'}"
-    upgrade(url)
-    engine = make_engine(url)
     spec = parse_spec({"name": "bench-predict", "dataset": "digits", "arch": arch, "pretrained": False,
                        "normalize": "imagenet", "seed": 1,
                        "stages": [{"epochs": 1, "size": 224, "presize": 224, "bs": 32, "lr": 1e-3}]})
-    with session_scope(engine) as session:
-        run_id = create_run(session, spec.model_dump(mode="json"), techniques=spec.techniques()).id
-        claim_run(session, run_id, "bench:1")
-    result = run_recipe(spec, ListReporter(), data_root, home / "work", num_workers=0)
-    store = open_store(str(home / "artifacts"))
-    sizes = {k: store.put(run_id, k, Path(p), move=True)
-             for k, p in (("model", result.model_path), ("predictions", result.predictions_path))}
-    with session_scope(engine) as session:
-        finish_run(session, run_id, result, artifacts=sizes)
-    return url, run_id
+    return train_and_store(home, spec, data_root)
 
 
 def main() -> None:

@@ -60,3 +60,30 @@ def finish_by_hand(engine, run_id: int, acc: float, tta: float | None = None, ep
         stored["predictions"] = open_store(str(home / "artifacts")).put(run_id, "predictions", path, move=True)
     with session_scope(engine) as s:
         finish_run(s, run_id, ResultEvent(**result), artifacts=stored)
+
+
+def train_and_store(home, spec, data_root) -> tuple[str, int]:
+    """A migrated SQLite database under home holding one run trained for real (in this process) and finished as a
+    worker finishes it: model and predictions in the default artifact store. (database URL, run id)."""
+    from pathlib import Path
+
+    from app.core.artifacts import open_store
+    from app.store.db import make_engine, session_scope, upgrade
+    from app.store.runs import claim_run, create_run, finish_run
+    from worker.engine import run_recipe
+    from worker.reporters import ListReporter
+
+    url = f"sqlite:///{home / 'fitboard.db'}"
+    upgrade(url)
+    engine = make_engine(url)
+    with session_scope(engine) as session:
+        run_id = create_run(session, spec.model_dump(mode="json"), techniques=spec.techniques()).id
+        claim_run(session, run_id, "test:1")
+    result = run_recipe(spec, ListReporter(), data_root, home / "work", num_workers=0)
+    store = open_store(str(home / "artifacts"))
+    sizes = {kind: store.put(run_id, kind, Path(path), move=True)
+             for kind, path in (("model", result.model_path), ("predictions", result.predictions_path))}
+    with session_scope(engine) as session:
+        finish_run(session, run_id, result, artifacts=sizes)
+    engine.dispose()
+    return url, run_id

@@ -16,14 +16,12 @@ from PIL import Image
 from app.core.artifacts import open_store
 from app.core.schemas import parse_spec
 from app.core.settings import Settings
-from app.store.db import make_engine, session_scope, upgrade
+from app.store.db import make_engine, session_scope
 from app.store.predictions import live_predictors
-from app.store.runs import claim_run, create_run, finish_run
+from app.store.runs import create_run
 from app.web.app import create_app
-from tests.helpers import tiny_recipe
+from tests.helpers import tiny_recipe, train_and_store
 from tests.live import live_app
-from worker.engine import run_recipe
-from worker.reporters import ListReporter
 
 DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 
@@ -32,19 +30,10 @@ DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight"
 def trained(tmp_path_factory, data_root):
     """A home with a migrated database holding one succeeded run whose model is in the default artifact store."""
     home = tmp_path_factory.mktemp("predict-home")
-    url = f"sqlite:///{home / 'fitboard.db'}"
-    upgrade(url)
-    engine = make_engine(url)
     spec = parse_spec(tiny_recipe(name="predict-me"))
+    url, run_id = train_and_store(home, spec, data_root)
+    engine = make_engine(url)
     with session_scope(engine) as session:
-        run_id = create_run(session, spec.model_dump(mode="json"), techniques=spec.techniques()).id
-        claim_run(session, run_id, "test:1")
-    result = run_recipe(spec, ListReporter(), data_root, home / "work", num_workers=0)
-    store = open_store(str(home / "artifacts"))
-    sizes = {kind: store.put(run_id, kind, Path(path), move=True)
-             for kind, path in (("model", result.model_path), ("predictions", result.predictions_path))}
-    with session_scope(engine) as session:
-        finish_run(session, run_id, result, artifacts=sizes)
         queued = create_run(session, spec.model_dump(mode="json"), techniques=spec.techniques()).id
     engine.dispose()
     return {"home": home, "url": url, "run": run_id, "queued": queued}
