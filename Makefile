@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed
 # torch and torchvision first, pinned: pip takes these builds from the local disk instead of downloading.
 TORCH := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup up test lint bench services clean
+.PHONY: setup up test lint docs bench services clean
 
 setup: $(STAMP)
 
@@ -30,7 +30,11 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
 
-test: setup services lint
+# The docs site builds strictly: a broken link or a page missing from the nav fails the build.
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict -q -d build/site
+
+test: setup services lint docs
 	$(PY) -m pytest -q -p no:cacheprovider
 
 bench: setup
