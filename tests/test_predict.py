@@ -13,7 +13,6 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from app.core.artifacts import open_store
 from app.core.schemas import parse_spec
 from app.core.settings import Settings
 from app.store.db import make_engine, session_scope
@@ -161,20 +160,39 @@ def test_without_a_predictor_the_answer_is_503_saying_how_to_start_one(client, t
     assert r.status_code == 503 and "fitboard predictor" in r.json()["detail"]
 
 
-def test_the_predictor_transforms_match_fastais_own_inference(trained, data_root):
-    """predict_batch skips the DataLoader for speed; it must give what learn.get_preds gives on the same files."""
+def fresh_predictor_learner(trained, data_root, name: str):
+    """The run's learner loaded the way the predictor process loads it: a new Predictor, the model fetched from the
+    artifact store the worker exported it to, unpickled anew."""
+    from worker.predictor import Predictor
+
+    settings = Settings(home=trained["home"], database_url=trained["url"], data_root=data_root)
+    engine = make_engine(trained["url"])
+    try:
+        return Predictor(engine, settings, name=name).learner(trained["run"], prediction_id=0)
+    finally:
+        engine.dispose()
+
+
+def test_the_exported_model_loaded_fresh_answers_the_same_every_time_and_as_get_preds(trained, data_root):
+    """Twice: load the exported file as the predictor does, predict the same images 5 times (identical each time:
+    only the validation transforms run, no training augmentation), equal to get_preds on a test DataLoader of that
+    freshly loaded learner; and the two fresh loads agree."""
     import pandas as pd
     import torch
-    from fastai.learner import load_learner
 
     from worker.predictor import predict_batch
 
-    model = open_store(str(trained["home"] / "artifacts")).fetch(trained["run"], "model",
-                                                                 trained["home"] / "check" / "model.pkl")
-    learn = load_learner(model, cpu=True)
     paths = sorted((data_root / "digits" / "train_images").glob("*.jpg"))[:3]
-    fast = predict_batch(learn, [p.read_bytes() for p in paths])
-    reference, _ = learn.get_preds(dl=learn.dls.test_dl(pd.DataFrame({"path": [str(p) for p in paths],
-                                                                       "label": [None] * 3}), num_workers=0))
-    assert fast.shape == reference.shape == (3, 10)
-    assert torch.allclose(fast, reference, atol=1e-5)
+    images = [p.read_bytes() for p in paths]
+    answers = []
+    for load in range(2):
+        learn = fresh_predictor_learner(trained, data_root, name=f"check-{load}")
+        repeated = [predict_batch(learn, images) for _ in range(5)]
+        assert repeated[0].shape == (3, len(DIGITS))
+        assert all(torch.equal(again, repeated[0]) for again in repeated[1:]), [r[0, :3] for r in repeated]
+        test_dl = learn.dls.test_dl(pd.DataFrame({"path": [str(p) for p in paths], "label": [None] * 3}),
+                                    num_workers=0)
+        reference, _ = learn.get_preds(dl=test_dl)
+        assert torch.allclose(repeated[0], reference, atol=1e-5), (repeated[0] - reference).abs().max()
+        answers.append(repeated[0])
+    assert torch.allclose(answers[0], answers[1], atol=1e-6)
