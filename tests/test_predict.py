@@ -21,6 +21,7 @@ from app.store.runs import create_run
 from app.web.app import create_app
 from tests.helpers import tiny_recipe, train_and_store
 from tests.live import live_app
+from tests.test_e2e_browser import browser  # noqa: F401  (the module-scoped chromium fixture)
 
 DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 
@@ -150,6 +151,35 @@ def test_the_predict_command_prints_the_top_classes_and_names_a_bad_file(trained
         bad = subprocess.run([sys.executable, "-m", "worker.cli", "predict", str(trained["run"]), str(image),
                               str(text)], capture_output=True, text=True, env=env, timeout=120)
         assert bad.returncode == 2 and "images[1] (notes.png)" in bad.stderr
+
+
+@pytest.mark.parametrize("width", [1280, 390])
+def test_the_predict_card_shows_each_class_name_whole(browser,  # noqa: F811
+                                                       trained, predictor, data_root, tmp_path, width):
+    """In chromium, on a desktop and on a phone: every class name on a prediction card is one of the model's classes,
+    shown whole (not cut to "t…": nothing overflows its box), with its percentage."""
+    upload = tmp_path / "digit.jpg"
+    upload.write_bytes(digit_jpeg(data_root))
+    settings = Settings(home=trained["home"], database_url=trained["url"], data_root=data_root)
+    with live_app(settings) as (base, _):
+        page = browser.new_page(viewport={"width": width, "height": 900})
+        errors = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(f"{base}/runs/{trained['run']}")
+        page.set_input_files("#predict-files", [str(upload)])
+        page.click("#predict-button")
+        page.wait_for_selector("#predict-results ol.top-classes li", timeout=120_000)
+        labels = page.eval_on_selector_all("#predict-results .top-classes .label", """els => els.map(e => ({
+            text: e.textContent, shown: e.innerText, width: e.getBoundingClientRect().width,
+            scroll: e.scrollWidth, client: e.clientWidth}))""")
+        nums = page.locator("#predict-results .top-classes .num").all_inner_texts()
+        page.close()
+    assert len(labels) == 5 and {label["text"] for label in labels} <= set(DIGITS)
+    for label in labels:
+        assert label["shown"] == label["text"] and label["width"] > 0, label
+        assert label["scroll"] <= label["client"], label  # the whole name fits its box: not cut with an ellipsis
+    assert len(nums) == 5 and all(n.endswith("%") and 0 <= float(n[:-1]) <= 100 for n in nums)
+    assert not errors, errors
 
 
 def test_without_a_predictor_the_answer_is_503_saying_how_to_start_one(client, trained, predictor, data_root):
