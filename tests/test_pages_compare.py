@@ -218,3 +218,26 @@ def test_ablate_form_overrides_epochs_per_stage_for_the_whole_sweep(client):
     empty = client.get(r.headers["location"]).text
     assert "Waiting for the first run to finish" in empty and 'id="sweep-chart" aria-label' in empty
     assert re.search(r'<div class="chart" id="sweep-chart"[^>]*hidden', empty)  # no large empty box
+
+
+def test_an_added_stage_is_one_row_in_words_against_a_dash(client):
+    two = tiny_recipe(name="two-stages")
+    two["stages"].append({"epochs": 1, "size": 24, "presize": 32, "bs": 32, "lr": 1e-3})
+    three = tiny_recipe(name="three-stages")
+    three["stages"] = [*two["stages"], {"epochs": 2, "size": 28, "presize": 36, "bs": 16, "lr": [1e-5, 1e-4],
+                                        "mixup": 0.2}]
+    a, b = add_run(client, two), add_run(client, three)
+    data = client.get("/api/v1/compare", params={"ids": f"{a},{b}", "baseline": a}).json()
+    assert set(data["config_diff"]) == {"name", "stages[2]"}  # not stages[2].epochs, stages[2].size, ... vs null
+    added = data["config_diff"]["stages[2]"]
+    assert added[str(a)] is None and added[str(b)]["epochs"] == 2 and added[str(b)]["mixup"] == 0.2
+    page = client.get(f"/compare?ids={a},{b}&baseline={a}").text
+    table = page[page.index('class="config-diff"'):page.index("</table>", page.index('class="config-diff"'))]
+    rows = re.findall(r'<tr><th scope="row"><code>([^<]+)</code></th>(.*?)</tr>', table, re.S)
+    assert [path for path, _ in rows] == ["name", "stages[2]"]
+    cells = re.findall(r'<td class="([^"]*)"><code>([^<]*)</code></td>', dict(rows)["stages[2]"])
+    assert cells == [("", "—"), ("changed", "stage 3: 2 epochs at 28 px (presize 36), bs 16, unfrozen, "
+                                             "discriminative lr slice(1e-5, 1e-4), MixUp α=0.2")]
+    longer = {**three, "stages": [*three["stages"][:2], {**three["stages"][2], "epochs": 5}]}
+    both = client.get("/api/v1/compare", params={"ids": f"{b},{add_run(client, longer)}"}).json()
+    assert set(both["config_diff"]) == {"stages[2].epochs"}  # a stage both runs have: field by field, as before
