@@ -90,3 +90,25 @@ def paired_diff(d: dict | None) -> dict:
         ci += " (clipped)" if d.get("clipped") else ""
     cls = "better" if (d["low"] or 0) > 0 else "worse" if d["high"] is not None and d["high"] < 0 else "noise"
     return {"text": f"{100 * d['mean']:+.2f} pts", "ci": ci, "cls": cls}
+
+
+def attempts_seconds(attempts: list, finished_at) -> float | None:
+    """Seconds spent over every attempt of a run (each from its start to its end; an unclosed last one to the run's
+    finish); None until it has finished. run.duration alone is the last attempt's."""
+    if finished_at is None or not attempts:
+        return None
+    total = 0.0
+    for a in attempts:
+        end = a.ended_at or finished_at
+        total += max((end - a.started_at).total_seconds(), 0.0)
+    return total
+
+
+def attempt_ending(outcome: str | None, reason: str | None) -> str:
+    """How an attempt ended, its reason once: 'requeued: worker lost', not 'cancelled: cancelled'."""
+    outcome, reason = outcome or "", (reason or "").strip()
+    if not reason or outcome == "succeeded" or reason == outcome:
+        return outcome
+    if reason.startswith(outcome + " "):  # "cancelled while no live worker held it" says its outcome already
+        return reason
+    return f"{outcome}: {reason}" if outcome else reason
