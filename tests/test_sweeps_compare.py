@@ -159,3 +159,7 @@ def test_variants_are_named_in_words_from_the_techniques_the_recipe_knows():
     assert variant_words({}, base) == "base"
     one_stage = parse_spec(tiny_recipe()).model_dump(mode="json")
     assert variant_words({"stages[0].mixup": 0.2}, one_stage) == "MixUp 0.2"  # one stage: no "in stage 1"
+    odd = {"label_smoothing": "0.1", "stages[0].mixup": [1], "stages[0].lr": "fast", "tta": 3, "normalize": 7,
+           "stages[0].size": [32], "stages[9].bs": 8, "augment": {"flip": False}}
+    assert variant_words(odd, one_stage) == ("label smoothing 0.1, MixUp [1], lr fast, TTA 3, normalize 7, "
+                                             'size [32] px, batch size 8, augment {"flip": false}')  # never a 500

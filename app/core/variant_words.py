@@ -18,13 +18,23 @@ def fmt_lr(value) -> str:
     return f"{mantissa.removesuffix('.0')}e{int(exponent)}"
 
 
+def _num(value) -> str:
+    """A number as people write it (0.2, 1e-05); anything else as the recipe file would spell it."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return f"{value:g}"
+    return value if isinstance(value, str) else json.dumps(value)
+
+
 def _lr(value) -> str:
     """An lr field's value in words."""
     if value == "find":
         return "LR finder"
-    if isinstance(value, list) and len(value) == 2:
-        return f"discriminative lr slice({fmt_lr(value[0])}, {fmt_lr(value[1])})"
-    return f"lr {fmt_lr(value)}"
+    try:
+        if isinstance(value, list) and len(value) == 2:
+            return f"discriminative lr slice({fmt_lr(value[0])}, {fmt_lr(value[1])})"
+        return f"lr {fmt_lr(value)}"
+    except (TypeError, ValueError):  # a value the recipe refused would never reach a report; never fail the page
+        return f"lr {_num(value)}"
 
 
 def _is_progressive_off(base: dict, overrides: dict) -> bool:
@@ -32,7 +42,7 @@ def _is_progressive_off(base: dict, overrides: dict) -> bool:
     stages = base.get("stages") or []
     sizes = [s.get("size") for s in stages]
     after = [overrides.get(f"stages[{i}].size", size) for i, size in enumerate(sizes)]
-    return len(set(sizes)) > 1 and len(set(after)) == 1
+    return len({repr(x) for x in sizes}) > 1 and len({repr(x) for x in after}) == 1  # repr: any value, hashable
 
 
 def _stage_change(i: int, field: str, value, base: dict) -> str:
@@ -41,7 +51,7 @@ def _stage_change(i: int, field: str, value, base: dict) -> str:
     where = f" in stage {i + 1}" if len(stages) > 1 else ""
     old = stages[i].get(field) if i < len(stages) else None
     if field == "mixup":
-        return f"MixUp {value:g}{where}" if value else f"no MixUp{where}"
+        return f"MixUp {_num(value)}{where}" if value else f"no MixUp{where}"
     if field == "lr":
         if old == "find" and value != "find":
             return f"no LR finder{where} ({_lr(value)})"
@@ -63,12 +73,14 @@ def describe_change(path: str, value, base: dict) -> str:
     if stage:
         return _stage_change(int(stage[1]), stage[2], value, base)
     if path == "label_smoothing":
-        return f"label smoothing {value:g}" if value else "no label smoothing"
+        return f"label smoothing {_num(value)}" if value else "no label smoothing"
     if path == "normalize":
-        return NORMALIZE.get(value, f"normalize {value}")
+        return NORMALIZE.get(value, f"normalize {_num(value)}") if isinstance(value, str) else f"normalize {value}"
     if path == "tta":
         if not value:
             return "no TTA"
+        if not isinstance(value, dict):
+            return f"TTA {_num(value)}"
         return f"TTA n={value.get('n')}" + (" (max)" if value.get("use_max") else "")
     if path == "keep_best":
         return f"keep best by {value}" if value else "no keep-best"
