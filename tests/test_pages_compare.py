@@ -241,3 +241,7 @@ def test_an_added_stage_is_one_row_in_words_against_a_dash(client):
     longer = {**three, "stages": [*three["stages"][:2], {**three["stages"][2], "epochs": 5}]}
     both = client.get("/api/v1/compare", params={"ids": f"{b},{add_run(client, longer)}"}).json()
     assert set(both["config_diff"]) == {"stages[2].epochs"}  # a stage both runs have: field by field, as before
+    from app.pages.compare import recipe_diff_rows
+
+    tracked = recipe_diff_rows({"stages[1]": {1: {"lr": 0.1}, 2: None}}, [1, 2], baseline=2)  # a tracked run's stage
+    assert tracked == [("stages[1]", [('{"lr": 0.1}', True), ("—", False)])]  # shown as stored, never a 500

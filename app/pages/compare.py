@@ -65,7 +65,12 @@ def _diff_cell(path: str, value) -> str:
     """A recipe value for the diff table; a whole stage (one only some runs have) in words, its absence as a dash."""
     stage = WHOLE_STAGE.fullmatch(path)
     if stage:
-        return describe_stage(int(stage[1]), value) if isinstance(value, dict) else ABSENT
+        if not isinstance(value, dict):
+            return ABSENT
+        try:
+            return describe_stage(int(stage[1]), value)
+        except (KeyError, TypeError, ValueError):  # a tracked run's stage may lack fields a recipe always has
+            return show(value)
     return show(value)
 
 
