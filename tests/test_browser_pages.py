@@ -65,7 +65,7 @@ def test_sweep_runs_are_grouped_under_their_sweep_long_names_ellipsised(site, pa
     from tests.helpers import tiny_recipe
 
     base, app = site
-    body = {"base": tiny_recipe(name="grouped"), "vary": {"label_smoothing": [0.1]}, "seeds": [0, 1]}
+    body = {"base": tiny_recipe(name="grouped"), "vary": {"label_smoothing": [0.1]}, "seeds": [0, 1, 2]}
     request = urllib.request.Request(f"{base}/api/v1/sweeps", data=json.dumps(body).encode(),
                                      headers={"Content-Type": "application/json"})
     sweep = json.load(urllib.request.urlopen(request, timeout=30))
@@ -75,11 +75,11 @@ def test_sweep_runs_are_grouped_under_their_sweep_long_names_ellipsised(site, pa
     group = page.locator(f"#sweep-group-{sweep['id']}")
     assert group.locator("tr.sweep-head").is_visible() and "grouped" in group.locator("tr.sweep-head").inner_text()
     members = group.locator("tr.member")
-    assert members.count() == 4 and not members.first.is_visible()  # folded under the sweep
+    assert members.count() == 6 and not members.first.is_visible()  # folded under the sweep
     group.locator("[data-toggle-group]").click()
-    assert members.first.is_visible() and members.count() == 4
+    assert members.first.is_visible() and members.count() == 6
     group.locator("[data-pick-group]").check()  # the sweep's box ticks its runs
-    assert page.locator("#compare-button").inner_text() == "Compare selected (4)"
+    assert page.locator("#compare-button").inner_text() == "Compare selected (6)"
     name = page.locator(f"tr:has(input[value='{lone}']) a.run-name")
     assert name.get_attribute("title") == long_name
     assert name.evaluate("el => el.scrollWidth > el.clientWidth && el.getBoundingClientRect().height < 30")

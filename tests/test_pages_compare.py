@@ -107,7 +107,11 @@ def test_ablate_form_starts_a_sweep_with_the_ticked_variants(client):
     assert "Label smoothing: off → 0.1" in page and "MixUp in stage 2: α=0.2 → off" in page
     token = csrf(client, f"/runs/{run_id}/ablate")
     form = {"csrf_token": token, "vary:label_smoothing": "1", "vary:stages[1].mixup": "1", "vary:tta": "1",
-            "seeds": "2", "mode": "one_at_a_time", "name": "abl-sweep"}
+            "seeds": "3", "mode": "one_at_a_time", "name": "abl-sweep"}
+    two = client.post(f"/runs/{run_id}/ablate", data={**form, "seeds": "2"})  # no interval could come of it
+    assert two.status_code == 422 and "seeds: give a whole number of seeds from 3 to 10" in html.unescape(two.text)
+    assert "got '2'" in html.unescape(two.text) and 'name="seeds" min="3" max="10"' in two.text
+    assert "fewer than 3 give no confidence interval" in two.text  # the form's hint says the same
     no_token = {k: v for k, v in form.items() if k != "csrf_token"}
     assert client.post(f"/runs/{run_id}/ablate", data=no_token).status_code == 403
     r = client.post(f"/runs/{run_id}/ablate", data=form, follow_redirects=False)
@@ -116,11 +120,11 @@ def test_ablate_form_starts_a_sweep_with_the_ticked_variants(client):
         sweep = s.exec(select(Sweep)).scalars().one()
         assert [v["label"] for v in sweep.variants] == ["base", "label_smoothing=0.1", "stages[1].mixup=null",
                                                         "tta=null"]
-        assert sweep.seeds == [0, 1] and sweep.base["keep_best"] == "accuracy"
+        assert sweep.seeds == [0, 1, 2] and sweep.base["keep_best"] == "accuracy"
         runs = s.exec(select(Run).where(Run.sweep_id == sweep.id)).scalars().all()
-        assert len(runs) == 8 and {r.spec["seed"] for r in runs} == {0, 1}
+        assert len(runs) == 12 and {r.spec["seed"] for r in runs} == {0, 1, 2}
     shown = client.get(r.headers["location"]).text
-    assert "Sweep 1 queued: 8 runs (4 variants × 2 seeds)." in shown and "0 of 8 runs finished" in shown
+    assert "Sweep 1 queued: 12 runs (4 variants × 3 seeds)." in shown and "0 of 12 runs finished" in shown
 
     grid = client.post(f"/runs/{run_id}/ablate", data={**form, "mode": "grid", "vary:stages[1].mixup": "",
                                                        "vary:stages[0].size": "1"}, follow_redirects=False)
@@ -133,8 +137,8 @@ def test_ablate_form_errors_are_shown_and_nothing_is_stored(client):
     run_id = add_run(client, two_stage_recipe())
     token = csrf(client, f"/runs/{run_id}/ablate")
     r = client.post(f"/runs/{run_id}/ablate", data={"csrf_token": token, "seeds": "0", "mode": "one_at_a_time"})
-    assert r.status_code == 422 and "Tick at least one technique" in r.text and "from 1 to 10" in r.text
-    long = client.post(f"/runs/{run_id}/ablate", data={"csrf_token": token, "seeds": "1", "vary:tta": "1",
+    assert r.status_code == 422 and "Tick at least one technique" in r.text and "from 3 to 10" in r.text
+    long = client.post(f"/runs/{run_id}/ablate", data={"csrf_token": token, "seeds": "3", "vary:tta": "1",
                                                         "name": "n" * 199, "mode": "one_at_a_time"})
     assert long.status_code == 422 and "name:" in long.text  # the runs' names would pass 200 characters
     assert client.get("/runs/999/ablate").status_code == 404
@@ -154,13 +158,22 @@ def test_sweep_page_shows_verdicts_table_curves_and_adds_seeds(client):
         finish(client, ids[('{"label_smoothing": 0.1}', seed)], ls_acc[seed], tta=ls_acc[seed])
     finish(client, ids[('{"stages[1].mixup": null}', 1)], 0.81)
     page = client.get(f"/sweeps/{sweep['id']}").text
-    assert re.search(r"label_smoothing=0.1: \+2.0 points, 95% CI -?\d+\.\d to \+\d+\.\d over 3 seeds: "
+    report = client.get(f"/api/v1/sweeps/{sweep['id']}").json()
+    ls_ci = report["variants"][1]["diff_accuracy"]
+    assert re.search(r"label smoothing 0.1: \+2.0 points, 95% CI -?\d+\.\d to \+\d+\.\d over 3 seeds: "
                      r"not distinguishable from noise", page)
-    assert "stages[1].mixup=null: +1.0 points over 1 seed: add seeds to tell it from noise" in page
+    assert f"95% CI {100 * ls_ci['low']:+.2f} to {100 * ls_ci['high']:+.2f}" in page  # the API's interval
+    assert ("no MixUp in stage 2: +1.0 points over 1 seed: too few seeds for an interval (add seeds: 3 at least to "
+            "tell it from noise)") in page
+    cells = re.findall(r'<span class="variant-words" title="([^"]+)">([^<]+)</span>', page)
+    assert cells == [("label_smoothing=0.1", "label smoothing 0.1"), ("stages[1].mixup=null", "no MixUp in stage 2")]
+    mix_row = page.split('class="variant-words" title="stages[1].mixup=null">')[1].split("</tr>")[0]
+    assert "+1.00 pts" in mix_row and "too few seeds for an interval" in mix_row and "CI" not in mix_row
     assert "82.33% ± 2.52" in page and "+2.00 pts" in page and "7 of 9 runs finished" in page
     assert page.count(">1: succeeded</a>") == 3 and ">2: queued</a>" in page  # every run linked with its status
     data = embedded(page, "sweep-data")
     assert data["live"] and [s["n"] for s in data["series"]] == [3, 3, 1] and len(data["series"][0]["mean"]) == 2
+    assert [s["label"] for s in data["series"]] == ["base", "label smoothing 0.1", "no MixUp in stage 2"]
     assert f"/compare?ids={ids[('{}', 1)]}%2C" in page  # compare all its runs, base first
     assert "/static/sweep.js" in page and 'action="/sweeps/%d/seeds"' % sweep["id"] in page
 
@@ -192,7 +205,7 @@ def test_ablate_form_overrides_epochs_per_stage_for_the_whole_sweep(client):
     page = client.get(f"/runs/{run_id}/ablate").text
     assert 'name="epochs-0" min="1" max="1000" step="1" value="15"' in page and 'name="epochs-1"' in page
     token = csrf(client, f"/runs/{run_id}/ablate")
-    form = {"csrf_token": token, "vary:label_smoothing": "1", "seeds": "2", "mode": "one_at_a_time",
+    form = {"csrf_token": token, "vary:label_smoothing": "1", "seeds": "3", "mode": "one_at_a_time",
             "epochs-0": "1", "epochs-1": "2"}
     bad = client.post(f"/runs/{run_id}/ablate", data={**form, "epochs-1": "0"})
     assert bad.status_code == 422 and "stage 2 epochs: give a whole number from 1 to 1000" in bad.text
@@ -201,7 +214,34 @@ def test_ablate_form_overrides_epochs_per_stage_for_the_whole_sweep(client):
     assert r.status_code == 303
     with session_scope(engine(client)) as s:
         runs = s.exec(select(Run).where(Run.sweep_id.is_not(None))).scalars().all()
-        assert len(runs) == 4 and all([st["epochs"] for st in r.spec["stages"]] == [1, 2] for r in runs)
+        assert len(runs) == 6 and all([st["epochs"] for st in r.spec["stages"]] == [1, 2] for r in runs)
     empty = client.get(r.headers["location"]).text
     assert "Waiting for the first run to finish" in empty and 'id="sweep-chart" aria-label' in empty
     assert re.search(r'<div class="chart" id="sweep-chart"[^>]*hidden', empty)  # no large empty box
+
+
+def test_an_added_stage_is_one_row_in_words_against_a_dash(client):
+    two = tiny_recipe(name="two-stages")
+    two["stages"].append({"epochs": 1, "size": 24, "presize": 32, "bs": 32, "lr": 1e-3})
+    three = tiny_recipe(name="three-stages")
+    three["stages"] = [*two["stages"], {"epochs": 2, "size": 28, "presize": 36, "bs": 16, "lr": [1e-5, 1e-4],
+                                        "mixup": 0.2}]
+    a, b = add_run(client, two), add_run(client, three)
+    data = client.get("/api/v1/compare", params={"ids": f"{a},{b}", "baseline": a}).json()
+    assert set(data["config_diff"]) == {"name", "stages[2]"}  # not stages[2].epochs, stages[2].size, ... vs null
+    added = data["config_diff"]["stages[2]"]
+    assert added[str(a)] is None and added[str(b)]["epochs"] == 2 and added[str(b)]["mixup"] == 0.2
+    page = client.get(f"/compare?ids={a},{b}&baseline={a}").text
+    table = page[page.index('class="config-diff"'):page.index("</table>", page.index('class="config-diff"'))]
+    rows = re.findall(r'<tr><th scope="row"><code>([^<]+)</code></th>(.*?)</tr>', table, re.S)
+    assert [path for path, _ in rows] == ["name", "stages[2]"]
+    cells = re.findall(r'<td class="([^"]*)"><code>([^<]*)</code></td>', dict(rows)["stages[2]"])
+    assert cells == [("", "—"), ("changed", "stage 3: 2 epochs at 28 px (presize 36), bs 16, unfrozen, "
+                                             "discriminative lr slice(1e-5, 1e-4), MixUp α=0.2")]
+    longer = {**three, "stages": [*three["stages"][:2], {**three["stages"][2], "epochs": 5}]}
+    both = client.get("/api/v1/compare", params={"ids": f"{b},{add_run(client, longer)}"}).json()
+    assert set(both["config_diff"]) == {"stages[2].epochs"}  # a stage both runs have: field by field, as before
+    from app.pages.compare import recipe_diff_rows
+
+    tracked = recipe_diff_rows({"stages[1]": {1: {"lr": 0.1}, 2: None}}, [1, 2], baseline=2)  # a tracked run's stage
+    assert tracked == [("stages[1]", [('{"lr": 0.1}', True), ("—", False)])]  # shown as stored, never a 500

@@ -13,7 +13,6 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from app.core.artifacts import open_store
 from app.core.schemas import parse_spec
 from app.core.settings import Settings
 from app.store.db import make_engine, session_scope
@@ -22,6 +21,7 @@ from app.store.runs import create_run
 from app.web.app import create_app
 from tests.helpers import tiny_recipe, train_and_store
 from tests.live import live_app
+from tests.test_e2e_browser import browser  # noqa: F401  (the module-scoped chromium fixture)
 
 DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 
@@ -153,6 +153,35 @@ def test_the_predict_command_prints_the_top_classes_and_names_a_bad_file(trained
         assert bad.returncode == 2 and "images[1] (notes.png)" in bad.stderr
 
 
+@pytest.mark.parametrize("width", [1280, 390])
+def test_the_predict_card_shows_each_class_name_whole(browser,  # noqa: F811
+                                                       trained, predictor, data_root, tmp_path, width):
+    """In chromium, on a desktop and on a phone: every class name on a prediction card is one of the model's classes,
+    shown whole (not cut to "t…": nothing overflows its box), with its percentage."""
+    upload = tmp_path / "digit.jpg"
+    upload.write_bytes(digit_jpeg(data_root))
+    settings = Settings(home=trained["home"], database_url=trained["url"], data_root=data_root)
+    with live_app(settings) as (base, _):
+        page = browser.new_page(viewport={"width": width, "height": 900})
+        errors = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(f"{base}/runs/{trained['run']}")
+        page.set_input_files("#predict-files", [str(upload)])
+        page.click("#predict-button")
+        page.wait_for_selector("#predict-results ol.top-classes li", timeout=120_000)
+        labels = page.eval_on_selector_all("#predict-results .top-classes .label", """els => els.map(e => ({
+            text: e.textContent, shown: e.innerText, width: e.getBoundingClientRect().width,
+            scroll: e.scrollWidth, client: e.clientWidth}))""")
+        nums = page.locator("#predict-results .top-classes .num").all_inner_texts()
+        page.close()
+    assert len(labels) == 5 and {label["text"] for label in labels} <= set(DIGITS)
+    for label in labels:
+        assert label["shown"] == label["text"] and label["width"] > 0, label
+        assert label["scroll"] <= label["client"], label  # the whole name fits its box: not cut with an ellipsis
+    assert len(nums) == 5 and all(n.endswith("%") and 0 <= float(n[:-1]) <= 100 for n in nums)
+    assert not errors, errors
+
+
 def test_without_a_predictor_the_answer_is_503_saying_how_to_start_one(client, trained, predictor, data_root):
     predictor.terminate()  # a clean stop gives its lease back
     predictor.wait(timeout=30)
@@ -161,20 +190,39 @@ def test_without_a_predictor_the_answer_is_503_saying_how_to_start_one(client, t
     assert r.status_code == 503 and "fitboard predictor" in r.json()["detail"]
 
 
-def test_the_predictor_transforms_match_fastais_own_inference(trained, data_root):
-    """predict_batch skips the DataLoader for speed; it must give what learn.get_preds gives on the same files."""
+def fresh_predictor_learner(trained, data_root, name: str):
+    """The run's learner loaded the way the predictor process loads it: a new Predictor, the model fetched from the
+    artifact store the worker exported it to, unpickled anew."""
+    from worker.predictor import Predictor
+
+    settings = Settings(home=trained["home"], database_url=trained["url"], data_root=data_root)
+    engine = make_engine(trained["url"])
+    try:
+        return Predictor(engine, settings, name=name).learner(trained["run"], prediction_id=0)
+    finally:
+        engine.dispose()
+
+
+def test_the_exported_model_loaded_fresh_answers_the_same_every_time_and_as_get_preds(trained, data_root):
+    """Twice: load the exported file as the predictor does, predict the same images 5 times (identical each time:
+    only the validation transforms run, no training augmentation), equal to get_preds on a test DataLoader of that
+    freshly loaded learner; and the two fresh loads agree."""
     import pandas as pd
     import torch
-    from fastai.learner import load_learner
 
     from worker.predictor import predict_batch
 
-    model = open_store(str(trained["home"] / "artifacts")).fetch(trained["run"], "model",
-                                                                 trained["home"] / "check" / "model.pkl")
-    learn = load_learner(model, cpu=True)
     paths = sorted((data_root / "digits" / "train_images").glob("*.jpg"))[:3]
-    fast = predict_batch(learn, [p.read_bytes() for p in paths])
-    reference, _ = learn.get_preds(dl=learn.dls.test_dl(pd.DataFrame({"path": [str(p) for p in paths],
-                                                                       "label": [None] * 3}), num_workers=0))
-    assert fast.shape == reference.shape == (3, 10)
-    assert torch.allclose(fast, reference, atol=1e-5)
+    images = [p.read_bytes() for p in paths]
+    answers = []
+    for load in range(2):
+        learn = fresh_predictor_learner(trained, data_root, name=f"check-{load}")
+        repeated = [predict_batch(learn, images) for _ in range(5)]
+        assert repeated[0].shape == (3, len(DIGITS))
+        assert all(torch.equal(again, repeated[0]) for again in repeated[1:]), [r[0, :3] for r in repeated]
+        test_dl = learn.dls.test_dl(pd.DataFrame({"path": [str(p) for p in paths], "label": [None] * 3}),
+                                    num_workers=0)
+        reference, _ = learn.get_preds(dl=test_dl)
+        assert torch.allclose(repeated[0], reference, atol=1e-5), (repeated[0] - reference).abs().max()
+        answers.append(repeated[0])
+    assert torch.allclose(answers[0], answers[1], atol=1e-6)

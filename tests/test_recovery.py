@@ -2,6 +2,7 @@
 disk. Real worker processes, a real Redis of the test's own, real SQLite files, real training on tiny data."""
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import subprocess
@@ -58,6 +59,27 @@ def holder(workers: Workers, run: Run) -> subprocess.Popen:
     """The worker process that holds a running run (worker names are host:pid)."""
     pid = int(run.worker.rsplit(":", 1)[1])
     return next(p for p in workers.procs if p.pid == pid)
+
+
+def fill_disk(filler: Path) -> None:
+    """Write zeros to filler until the disk holding it has no byte left.
+
+    Unbuffered writes on a raw descriptor: a buffered file would flush again on close and raise the ENOSPC the
+    loop had already met. Chunks shrink so the last partial page is filled too.
+    """
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        for chunk in (1 << 16, 1 << 12, 1):
+            block = b"\0" * chunk
+            while True:
+                try:
+                    os.write(fd, block)
+                except OSError as exc:
+                    if exc.errno != errno.ENOSPC:
+                        raise
+                    break
+    finally:
+        os.close(fd)  # nothing buffered: closing writes nothing and cannot fail with ENOSPC
 
 
 def training_epoch(workers: Workers, run_id: int, epoch: int) -> Run:
@@ -152,12 +174,34 @@ def test_enqueue_cli_with_the_broker_down_prints_the_id_and_the_note(make_worker
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs to fill needs root")
+@pytest.mark.parametrize("already", [0, 1000, 4097, 70001])
+def test_fill_disk_fills_every_byte_whatever_is_already_there(tmp_path, already):
+    """The filler of the full-disk test: no ENOSPC escapes it (a buffered file's close raised one when the free
+    space was not a multiple of its chunk), and afterwards not one block is free."""
+    disk = tmp_path / "small-disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        (disk / "already").write_bytes(b"1" * already)
+        fill_disk(disk / "filler")
+        assert os.statvfs(disk).f_bavail == 0
+        with pytest.raises(OSError) as full:
+            (disk / "one-more").write_bytes(b"1" * 4096)
+        assert full.value.errno == errno.ENOSPC
+    finally:
+        subprocess.run(["umount", "-l", str(disk)])
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs to fill needs root")
 def test_full_disk_mid_run_ends_in_a_truthful_state_once_space_is_back(make_workers, sqlite_template, tmp_path):
     disk = tmp_path / "small-disk"
     disk.mkdir()
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)], capture_output=True)
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    workers = None
     try:
         db = disk / "fitboard.db"
         db.write_bytes(Path(sqlite_template).read_bytes())
@@ -169,13 +213,8 @@ def test_full_disk_mid_run_ends_in_a_truthful_state_once_space_is_back(make_work
                                   "stages": [{"epochs": 30, "size": 32, "presize": 40, "bs": 32, "lr": 2e-3}]})
         training_epoch(workers, run_id, 1)
         filler = disk / "filler"
-        with open(filler, "wb") as fh:  # fill every byte that is left
-            try:
-                while True:
-                    fh.write(b"\0" * 65536)
-                    fh.flush()
-            except OSError:
-                pass
+        fill_disk(filler)
+        assert os.statvfs(disk).f_bavail == 0  # the disk really is full, for root too
         deadline = time.monotonic() + 90
         while "database write failed" not in workers.logs() and time.monotonic() < deadline:
             time.sleep(0.5)
@@ -186,8 +225,9 @@ def test_full_disk_mid_run_ends_in_a_truthful_state_once_space_is_back(make_work
         assert run.status == "failed" and "disk is full" in run.error, run.error
         assert workers.rows(run_id)[0] == (0, 0)  # what was stored before the disk filled is kept
     finally:
-        for proc in workers.procs:
-            proc.kill()
-            proc.wait()
-        workers.engine.dispose()
+        if workers is not None:
+            for proc in workers.procs:
+                proc.kill()
+                proc.wait()
+            workers.engine.dispose()
         subprocess.run(["umount", "-l", str(disk)])

@@ -116,7 +116,7 @@ def test_list_filters_by_tag_and_hides_archived(client):
 
 
 def test_deleted_sweep_run_leaves_the_statistics(client):
-    body = {"base": tiny_recipe(), "vary": {"label_smoothing": [0.1]}, "seeds": [0, 1]}
+    body = {"base": tiny_recipe(), "vary": {"label_smoothing": [0.1]}, "seeds": [0, 1, 2]}
     sweep = client.post("/api/v1/sweeps", json=body).json()
     run_ids = [r["id"] for r in sweep["queued"]]
     client.post(f"/api/v1/runs/{run_ids[0]}/cancel")

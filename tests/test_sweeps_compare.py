@@ -57,7 +57,8 @@ def test_sweep_queues_variant_times_seed_and_reports_paired_stats(client, engine
     assert created.status_code == 201, created.text
     sweep = created.json()
     assert len(sweep["queued"]) == 9 and [v["label"] for v in sweep["variants"]] == [
-        "base", "label_smoothing=0.1", "stages[1].mixup=null"]
+        "base", "label_smoothing=0.1", "stages[1].mixup=null"]  # the field paths: the keys people type
+    assert [v["words"] for v in sweep["variants"]] == ["base", "label smoothing 0.1", "no MixUp in stage 2"]
     with session_scope(engine) as s:
         runs = s.query(Run).filter(Run.sweep_id == sweep["id"]).all()
         assert {(r.variant, r.spec["seed"]) for r in runs} == {(v["key"], seed) for v in sweep["variants"]
@@ -79,10 +80,13 @@ def test_sweep_queues_variant_times_seed_and_reports_paired_stats(client, engine
     half = t_ppf(0.975, 2) * stdev(diffs) / 3 ** 0.5
     assert ls["diff_accuracy"]["mean"] == pytest.approx(mean(diffs))
     assert ls["diff_accuracy"]["low"] == pytest.approx(mean(diffs) - half)
-    assert ls["verdict"].startswith("label_smoothing=0.1: +2.0 points, 95% CI")
+    assert ls["verdict"].startswith("label smoothing 0.1: +2.0 points, 95% CI")
+    assert ls["diff_accuracy"]["clipped"] is False and ls["diff_accuracy"]["note"] is None
     assert ls["verdict"].endswith("not distinguishable from noise")
     assert ls["diff_tta_accuracy"]["mean"] == pytest.approx(mean(diffs) - 0.01)
     assert mix["diff_accuracy"]["n"] == 1 and "add seeds" in mix["verdict"]  # paired by seed: only seed 1 has both
+    assert mix["diff_accuracy"]["low"] is None and mix["diff_accuracy"]["note"] == "too few seeds for an interval"
+    assert mix["verdict"].startswith("no MixUp in stage 2: +1.0 points over 1 seed: too few seeds for an interval")
     assert report["curves"]["{}"]["n"] == 3 and len(report["curves"]["{}"]["mean"]) == 2
     more = client.post(f"/api/v1/sweeps/{sweep['id']}/seeds", json={"seeds": [4]})
     assert more.status_code == 201 and len(more.json()["queued"]) == 3 and more.json()["seeds"] == [1, 2, 3, 4]
@@ -91,13 +95,20 @@ def test_sweep_queues_variant_times_seed_and_reports_paired_stats(client, engine
 
 
 def test_bad_sweeps_are_refused_and_store_nothing(client, engine):
-    base = two_stage_recipe()
-    bad_path = client.post("/api/v1/sweeps", json={"base": base, "vary": {"stages[5].mixup": [0.1]}, "seeds": [1]})
+    base, seeds = two_stage_recipe(), [1, 2, 3]
+    bad_path = client.post("/api/v1/sweeps", json={"base": base, "vary": {"stages[5].mixup": [0.1]}, "seeds": seeds})
     assert bad_path.status_code == 422 and bad_path.json()["detail"][0]["loc"] == "vary.stages[5].mixup"
-    bad_value = client.post("/api/v1/sweeps", json={"base": base, "vary": {"label_smoothing": [2.0]}, "seeds": [1]})
+    bad_value = client.post("/api/v1/sweeps", json={"base": base, "vary": {"label_smoothing": [2.0]}, "seeds": seeds})
     assert bad_value.status_code == 422 and "label_smoothing" in json.dumps(bad_value.json())
-    bad_seeds = client.post("/api/v1/sweeps", json={"base": base, "vary": {"label_smoothing": [0.1]}, "seeds": [1, 1]})
+    bad_seeds = client.post("/api/v1/sweeps", json={"base": base, "vary": {"label_smoothing": [0.1]},
+                                                    "seeds": [1, 1, 2]})
     assert bad_seeds.status_code == 422
+    for few in ([1], [1, 2]):  # no interval could come of it: refused, naming the field
+        r = client.post("/api/v1/sweeps", json={"base": base, "vary": {"label_smoothing": [0.1]}, "seeds": few})
+        assert r.status_code == 422, r.text
+        (problem,) = r.json()["detail"]
+        assert problem["loc"] == "seeds" and "at least 3 seeds" in problem["msg"]
+        assert problem["msg"].endswith(f"got {len(few)}")
     assert client.get("/api/v1/sweeps/99").status_code == 404
     with session_scope(engine) as s:
         assert s.query(Run).count() == 0 and s.query(Sweep).count() == 0
@@ -126,3 +137,29 @@ def test_compare_api_table_diff_curves_and_disagreements(client, engine, tmp_pat
     assert table[0].startswith("id,name,baseline,accuracy") and len(table) == 3
     assert client.get("/api/v1/compare", params={"ids": f"{a},999"}).status_code == 404
     assert client.get("/api/v1/compare", params={"ids": "x,y"}).status_code == 422
+
+
+def test_variants_are_named_in_words_from_the_techniques_the_recipe_knows():
+    from app.core.variant_words import variant_words
+
+    base = parse_spec(two_stage_recipe()).model_dump(mode="json")  # stages at 32 then 40 px: progressive resizing
+    base["stages"][0]["lr"] = "find"
+    words = {path: variant_words({path: value}, base) for path, value in [
+        ("stages[0].size", 40), ("stages[1].mixup", None), ("stages[0].mixup", 0.2), ("label_smoothing", 0.1),
+        ("tta", None), ("normalize", "none"), ("keep_best", "accuracy"), ("stages[0].lr", 1e-3),
+        ("stages[1].lr", "find"), ("pretrained", True), ("stages[1].epochs", 1)]}
+    assert words == {
+        "stages[0].size": "without progressive resizing", "stages[1].mixup": "no MixUp in stage 2",
+        "stages[0].mixup": "MixUp 0.2 in stage 1", "label_smoothing": "label smoothing 0.1", "tta": "no TTA",
+        "normalize": "no normalization", "keep_best": "keep best by accuracy",
+        "stages[0].lr": "no LR finder in stage 1 (lr 1e-3)", "stages[1].lr": "LR finder in stage 2",
+        "pretrained": "pretrained", "stages[1].epochs": "1 epoch in stage 2"}
+    assert variant_words({"stages[0].size": 36}, base) == "size 36 px in stage 1"  # still two sizes: not "without"
+    assert variant_words({"label_smoothing": 0.1, "tta": None}, base) == "label smoothing 0.1, no TTA"
+    assert variant_words({}, base) == "base"
+    one_stage = parse_spec(tiny_recipe()).model_dump(mode="json")
+    assert variant_words({"stages[0].mixup": 0.2}, one_stage) == "MixUp 0.2"  # one stage: no "in stage 1"
+    odd = {"label_smoothing": "0.1", "stages[0].mixup": [1], "stages[0].lr": "fast", "tta": 3, "normalize": 7,
+           "stages[0].size": [32], "stages[9].bs": 8, "augment": {"flip": False}}
+    assert variant_words(odd, one_stage) == ("label smoothing 0.1, MixUp [1], lr fast, TTA 3, normalize 7, "
+                                             'size [32] px, batch size 8, augment {"flip": false}')  # never a 500

@@ -39,6 +39,7 @@ TOP_K = 5
 # well under 300 ms), slower once nobody has for a while, so an idle predictor costs its host next to nothing.
 IDLE_POLL, IDLE_POLL_SLOW, BUSY_WINDOW = 0.05, 0.25, 60.0
 LEASE_TTL = 15.0  # seconds a predictor counts as alive after its last lease renewal
+VALID_SPLIT = 1  # fastai's split index of the validation set: its transforms, not the training augmentations
 
 
 def predict_batch(learn, images: list[bytes]) -> torch.Tensor:
@@ -46,6 +47,10 @@ def predict_batch(learn, images: list[bytes]) -> torch.Tensor:
     (presize, center crop to size, normalize), the model in eval mode, the loss's activation. No DataLoader: its
     set-up costs more than a small batch's forward pass."""
     valid = learn.dls.valid
+    # A DataLoader tells its pipelines which split they serve when it starts iterating; a freshly loaded learner
+    # has never iterated, so without this its pipelines run the training augmentations (random crop, flip,
+    # lighting) on every prediction and the same image gets a different answer each time.
+    valid.after_item.split_idx = valid.after_batch.split_idx = VALID_SPLIT
     items = [valid.after_item(PILImage.create(io.BytesIO(data))) for data in images]
     batch = valid.after_batch(TensorImage(torch.stack(items)).to(learn.dls.device))
     model = learn.model.eval()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from statistics import mean, stdev
 
 _EPS, _TINY = 3e-16, 1e-300
@@ -43,6 +44,7 @@ def t_cdf(t: float, df: float) -> float:
     return 1.0 - tail if t > 0 else tail
 
 
+@lru_cache(maxsize=256)  # a report asks for the same few (level, seeds) quantiles over and over
 def t_ppf(p: float, df: float) -> float:
     """The t value below which a fraction p lies (bisection on t_cdf; plenty fast for a results table)."""
     lo, hi = -1e3, 1e3
@@ -58,26 +60,40 @@ def summary(values: list[float]) -> dict:
     return {"n": n, "mean": mean(values) if n else None, "std": stdev(values) if n > 1 else None}
 
 
-def paired_difference(pairs: list[tuple[float, float]], level: float = 0.95) -> dict:
-    """Mean of (variant - base) over seeds run by both, with a Student-t confidence interval."""
+MIN_SEEDS = 3  # fewer paired seeds leave 0 or 1 degree of freedom: an interval too wide to read, or none
+TOO_FEW = "too few seeds for an interval"
+
+
+def paired_difference(pairs: list[tuple[float, float]], level: float = 0.95, bounds: tuple[float, float] = (-1, 1),
+                      min_n: int = MIN_SEEDS) -> dict:
+    """Mean of (variant - base) over seeds run by both, with a Student-t confidence interval.
+
+    Below min_n pairs there is no interval (note says why). The interval is clipped to bounds, what the difference
+    can be at all (two accuracies in [0, 1] differ by -1 to +1), and clipped says when it was.
+    """
     diffs = [v - b for v, b in pairs]
     n = len(diffs)
-    out = {"n": n, "mean": mean(diffs) if n else None, "low": None, "high": None, "level": level}
-    if n > 1:
+    out = {"n": n, "mean": mean(diffs) if n else None, "low": None, "high": None, "level": level, "clipped": False,
+           "note": TOO_FEW if 0 < n < min_n else None}
+    if n >= max(min_n, 2):
         half = t_ppf(0.5 + level / 2, n - 1) * stdev(diffs) / math.sqrt(n)
-        out.update(low=out["mean"] - half, high=out["mean"] + half)
+        low, high = out["mean"] - half, out["mean"] + half
+        out.update(low=max(low, bounds[0]), high=min(high, bounds[1]), clipped=low < bounds[0] or high > bounds[1])
     return out
 
 
 def verdict(label: str, diff: dict) -> str:
     """A plain-language reading of a paired difference in accuracy points."""
-    if not diff["n"]:
+    n = diff["n"]
+    if not n:
         return f"{label}: no seed finished for both this variant and the base yet"
     points = diff["mean"] * 100
     if diff["low"] is None:
-        return f"{label}: {points:+.1f} points over 1 seed: add seeds to tell it from noise"
+        return (f"{label}: {points:+.1f} points over {n} seed{'s' if n != 1 else ''}: {TOO_FEW} "
+                f"(add seeds: {MIN_SEEDS} at least to tell it from noise)")
     low, high = diff["low"] * 100, diff["high"] * 100
-    ci = f"{int(diff['level'] * 100)}% CI {low:+.1f} to {high:+.1f} over {diff['n']} seeds"
+    ci = f"{int(diff['level'] * 100)}% CI {low:+.1f} to {high:+.1f}"
+    ci += f" (clipped to what accuracy allows) over {n} seeds" if diff.get("clipped") else f" over {n} seeds"
     if low > 0:
         reading = "better than the base"
     elif high < 0:

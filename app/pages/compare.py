@@ -1,6 +1,7 @@
 """The compare page: runs side by side against a baseline (charts fetch their series from the API)."""
 from __future__ import annotations
 
+import re
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Query, Request
@@ -8,7 +9,7 @@ from fastapi import APIRouter, Query, Request
 from app.core.errors import RecipeError
 from app.core.schemas import MAX_ID
 from app.pages.render import render
-from app.pages.wording import COLORS, is_number, secs, show
+from app.pages.wording import COLORS, describe_stage, is_number, secs, show
 from app.services import error_images
 from app.services.compare import compare
 from app.web.deps import ArtifactsDep, SessionDep, SettingsDep
@@ -56,6 +57,32 @@ def table_rows(data: dict) -> list[dict]:
     return rows
 
 
+WHOLE_STAGE = re.compile(r"stages\[(\d+)\]")
+ABSENT = "—"
+
+
+def _diff_cell(path: str, value) -> str:
+    """A recipe value for the diff table; a whole stage (one only some runs have) in words, its absence as a dash."""
+    stage = WHOLE_STAGE.fullmatch(path)
+    if stage:
+        if not isinstance(value, dict):
+            return ABSENT
+        try:
+            return describe_stage(int(stage[1]), value)
+        except (KeyError, TypeError, ValueError):  # a tracked run's stage may lack fields a recipe always has
+            return show(value)
+    return show(value)
+
+
+def recipe_diff_rows(config_diff: dict, ids: list[int], baseline: int) -> list[tuple[str, list[tuple[str, bool]]]]:
+    """(field path, [(value as shown, differs from the baseline's)] per run) for the recipe differences table."""
+    rows = []
+    for path, vals in config_diff.items():
+        texts = {i: _diff_cell(path, vals.get(i)) for i in ids}
+        rows.append((path, [(texts[i], texts[i] != texts[baseline]) for i in ids]))
+    return rows
+
+
 @router.get("/compare")
 def get_compare(request: Request, session: SessionDep, settings: SettingsDep, files: ArtifactsDep,
                 ids: list[str] = Query([]), baseline: str = "", offset: int = Query(0, ge=0, le=MAX_ID)):
@@ -71,8 +98,7 @@ def get_compare(request: Request, session: SessionDep, settings: SettingsDep, fi
         return render(request, "compare.html", 422, data=None, message=exc.problems[0]["msg"])
     id_list = data["ids"]
     names = {r["id"]: r["name"] for r in data["runs"]}
-    diff = [(path, [(show(vals[i]), show(vals[i]) != show(vals[data["baseline"]])) for i in id_list])
-            for path, vals in data["config_diff"].items()]
+    diff = recipe_diff_rows(data["config_diff"], id_list, data["baseline"])
     # Side by side only works for a handful: past MAX_CONFUSIONS the page would be megabytes of tables.
     confusions = [(r, COLORS[i % len(COLORS)]) for i, r in enumerate(data["runs"]) if r["confusion"]]
     shown = confusions[:MAX_CONFUSIONS]

@@ -12,7 +12,7 @@ from app.core.run_meta import TAG_PATTERN
 from app.core.schemas import MAX_ID
 from app.core.status import FINISHED, STATUSES, RunStatus
 from app.pages.render import FormData, PageId, redirect, render
-from app.pages.wording import describe_stage, describe_techniques
+from app.pages.wording import attempt_ending, attempts_seconds, describe_stage, describe_techniques
 from app.services import datasets, error_images, runs, sweeps
 from app.services.serializers import serialize_epoch, serialize_lr_find
 from app.web.deps import PublisherDep, SessionDep, SettingsDep
@@ -99,8 +99,10 @@ def run_page(request: Request, session, run_id: int, message: str | None = None,
             "best": result.get("best"), "batch": progress.get("batch"),
             "plan": [s.get("epochs") for s in spec.get("stages") or []],  # epochs per stage: "epoch e of E"
             "statuses": {s.name: s.value for s in RunStatus}, "finished_statuses": [s.value for s in FINISHED]}
+    attempts = runs.attempts(session, run_id)
     return render(request, "run.html", status_code, run=run, spec=spec, result=result, progress=progress,
-                  attempts=runs.attempts(session, run_id),
+                  attempts=attempts, attempt_ending=attempt_ending,
+                  total_seconds=attempts_seconds(attempts, run.finished_at),
                   stages=stages, techniques=describe_techniques(spec) if spec else [], epochs=epochs,
                   finds=finds, confusion=confusion, tail=tail, data=data, message=message,
                   live=data["live"], artifacts=runs.artifacts(session, run_id), duration=run.duration,

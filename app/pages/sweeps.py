@@ -7,6 +7,7 @@ from fastapi import APIRouter, Request
 
 from app.core.errors import RecipeError
 from app.core.schemas import MAX_EPOCHS
+from app.core.stats import MIN_SEEDS
 from app.core.status import FINISHED
 from app.core.sweep_plan import BASE_KEY, get_path
 from app.pages.render import FormData, PageId, redirect, render
@@ -64,7 +65,7 @@ def ablation_toggles(spec: dict) -> list[dict]:
 def _ablate_page(request: Request, run: Run, form: dict, errors: list[str] | None = None, status_code: int = 200):
     """The ablation form for a run, with any problems listed on top."""
     return render(request, "ablate.html", status_code, run=run, toggles=ablation_toggles(run.spec or {}), form=form,
-                  errors=errors or [], max_seeds=MAX_SEEDS)
+                  errors=errors or [], max_seeds=MAX_SEEDS, min_seeds=MIN_SEEDS)
 
 
 def _current(spec: dict, path: str):
@@ -75,10 +76,10 @@ def _current(spec: dict, path: str):
         return None
 
 
-def _seed_count(text: str | None) -> int | None:
-    """A seed count from 1 to MAX_SEEDS, or None."""
+def _seed_count(text: str | None, least: int = 1) -> int | None:
+    """A seed count from least to MAX_SEEDS, or None."""
     text = (text or "").strip()
-    return int(text) if text.isdigit() and 1 <= int(text) <= MAX_SEEDS else None
+    return int(text) if text.isdigit() and len(text) <= 3 and least <= int(text) <= MAX_SEEDS else None
 
 
 @router.get("/runs/{run_id}/ablate")
@@ -113,11 +114,12 @@ def post_ablate(request: Request, session: SessionDep, settings: SettingsDep, pu
     typed, epochs, errors = _stage_epochs(data, stages)
     form = {"name": (data.get("name") or "").strip() or run.name, "seeds": data.get("seeds", ""),
             "mode": data.get("mode", "one_at_a_time"), "picked": [t["key"] for t in picked], "epochs": typed}
-    n = _seed_count(form["seeds"])
+    n = _seed_count(form["seeds"], least=MIN_SEEDS)
     if not picked:
         errors.append("Tick at least one technique to toggle.")
     if n is None:
-        errors.append(f"seeds: give a whole number of seeds from 1 to {MAX_SEEDS}.")
+        errors.append(f"seeds: give a whole number of seeds from {MIN_SEEDS} to {MAX_SEEDS} (fewer than {MIN_SEEDS} "
+                      f"give no confidence interval); got {form['seeds'][:20]!r}.")
     if errors:
         return _ablate_page(request, run, form, errors, 422)
     try:
@@ -153,7 +155,7 @@ def _sweep_page(request: Request, report: dict, errors: list[str] | None = None,
                      "tta": mean_std(v["tta_accuracy"]), "d_acc": None if base else paired_diff(v["diff_accuracy"]),
                      "d_tta": None if base else paired_diff(v["diff_tta_accuracy"])})
         curve = report["curves"].get(v["key"]) or {}
-        series.append({"label": v["label"], "color": color, **curve})
+        series.append({"label": v["words"], "color": color, **curve})
     run_ids = [r["id"] for v in report["variants"] for r in v["runs"]]
     base_runs = [r["id"] for r in report["variants"][0]["runs"]] if report["variants"] else []
     compare_url = "/compare?" + urlencode({"ids": ",".join(map(str, run_ids[:MAX_COMPARE])),

@@ -3,18 +3,11 @@ from __future__ import annotations
 
 import json
 
+from app.core.variant_words import fmt_lr
+
 # One color per run (or variant), shared by the tables' swatches and the charts so a name can be found in both.
 COLORS = ("#2563eb", "#ea580c", "#16a34a", "#9333ea", "#dc2626", "#0891b2", "#ca8a04", "#db2777", "#4b5563",
           "#65a30d")
-
-
-def fmt_lr(value) -> str:
-    """A learning rate the way people write it: 1.2e-3, 0.01."""
-    v = float(value)
-    if 1e-2 <= v < 10:
-        return f"{v:.2g}"
-    mantissa, exponent = f"{v:.1e}".split("e")
-    return f"{mantissa.removesuffix('.0')}e{int(exponent)}"
 
 
 def describe_stage(idx: int, stage: dict, suggestion: float | None = None) -> str:
@@ -87,10 +80,35 @@ def mean_std(s: dict) -> str:
 
 
 def paired_diff(d: dict | None) -> dict:
-    """A seed-paired difference to base: text, its CI and how it reads."""
+    """A seed-paired difference to base: text, its CI (or why there is none) and how it reads."""
     if not d or not d["n"]:
         return {"text": "–", "ci": "", "cls": "muted"}
-    ci = "1 seed" if d["low"] is None else \
-        f"{int(d['level'] * 100)}% CI {100 * d['low']:+.2f} to {100 * d['high']:+.2f}"
+    if d["low"] is None:
+        ci = d.get("note") or "too few seeds for an interval"
+    else:
+        ci = f"{int(d['level'] * 100)}% CI {100 * d['low']:+.2f} to {100 * d['high']:+.2f}"
+        ci += " (clipped)" if d.get("clipped") else ""
     cls = "better" if (d["low"] or 0) > 0 else "worse" if d["high"] is not None and d["high"] < 0 else "noise"
     return {"text": f"{100 * d['mean']:+.2f} pts", "ci": ci, "cls": cls}
+
+
+def attempts_seconds(attempts: list, finished_at) -> float | None:
+    """Seconds spent over every attempt of a run (each from its start to its end; an unclosed last one to the run's
+    finish); None until it has finished. run.duration alone is the last attempt's."""
+    if finished_at is None or not attempts:
+        return None
+    total = 0.0
+    for a in attempts:
+        end = a.ended_at or finished_at
+        total += max((end - a.started_at).total_seconds(), 0.0)
+    return total
+
+
+def attempt_ending(outcome: str | None, reason: str | None) -> str:
+    """How an attempt ended, its reason once: 'requeued: worker lost', not 'cancelled: cancelled'."""
+    outcome, reason = outcome or "", (reason or "").strip()
+    if not reason or outcome == "succeeded" or reason == outcome:
+        return outcome
+    if reason.startswith(outcome + " "):  # "cancelled while no live worker held it" says its outcome already
+        return reason
+    return f"{outcome}: {reason}" if outcome else reason

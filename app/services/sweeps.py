@@ -7,7 +7,9 @@ from sqlmodel import Session
 
 from app.core.datasets import resolve_dataset
 from app.core.errors import RecipeError
+from app.core.stats import MIN_SEEDS, verdict
 from app.core.sweep_plan import check_seeds, check_size, check_vary, plan_variants, variant_specs
+from app.core.variant_words import variant_words
 from app.services.queue import Publisher
 from app.services.recovery import publish_committed
 from app.services.runs import registry_for, validate_recipe
@@ -50,6 +52,9 @@ def create(session: Session, publisher: Publisher, base: dict, vary: dict, seeds
     if mode not in MODES:
         raise RecipeError.one("mode", "mode must be 'grid' or 'one_at_a_time'")
     seeds = check_seeds(seeds)
+    if len(seeds) < MIN_SEEDS:  # the report could give no interval: a verdict that cannot tell change from noise
+        raise RecipeError.one("seeds", f"give at least {MIN_SEEDS} seeds: with fewer, the paired difference to the "
+                                       f"base has no confidence interval; got {len(seeds)}")
     if not isinstance(vary, dict) or not vary:
         raise RecipeError.one("vary", "vary at least one field: {field path: [values]}")
     check_size(vary, mode, len(seeds), max_runs)
@@ -87,16 +92,26 @@ def next_seeds(session: Session, sweep_id: int, count: int) -> list[int]:
     return list(range(start, start + count))
 
 
+def _in_words(report: dict) -> dict:
+    """Each variant also named in words (its label stays the field path, the key people type), and its verdict
+    worded with that name."""
+    for v in report["variants"]:
+        v["words"] = variant_words(v.get("overrides") or {}, report["base"])
+        if "diff_accuracy" in v:
+            v["verdict"] = verdict(v["words"], v["diff_accuracy"])
+    return report
+
+
 def verdicts(session: Session, sweep_id: int) -> dict:
     """A sweep's name, run counts and each variant's verdict in words (no curves: for the runs list's groups)."""
-    r = store.sweep_report(session, sweep_id, curves=False)
+    r = _in_words(store.sweep_report(session, sweep_id, curves=False))
     return {"id": r["id"], "name": r["name"], "runs_total": r["runs_total"], "runs_finished": r["runs_finished"],
             "verdicts": [v["verdict"] for v in r["variants"] if v.get("verdict")]}
 
 
 def report(session: Session, sweep_id: int) -> dict:
     """Each variant's runs, mean and std, and its seed-paired difference to the base; SweepNotFound if none."""
-    return store.sweep_report(session, sweep_id)
+    return _in_words(store.sweep_report(session, sweep_id))
 
 
 def recent(session: Session) -> list[tuple[Sweep, int, int]]:

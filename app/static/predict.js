@@ -33,8 +33,9 @@ function render(results, files, box) {
     for (const t of result.top) {
       const pct = (100 * t.probability).toFixed(1);
       const row = el("li");
-      row.append(el("span", { class: "label" }, t.label), el("span", { class: "bar" }), el("span", { class: "num" }, `${pct}%`));
-      row.querySelector(".bar").style.width = `${Math.max(1, Math.round(t.probability * 100))}px`;
+      const bar = el("span", { class: "bar", "aria-hidden": "true" });
+      bar.style.width = `${pct}%`; // of the row: the bar reads as the probability whatever the card's width
+      row.append(el("span", { class: "label", title: t.label }, t.label), el("span", { class: "num" }, `${pct}%`), bar);
       list.append(row);
     }
     caption.append(list);

@@ -33,9 +33,22 @@ def flatten(value, prefix: str = "") -> dict:
     return {prefix: value}
 
 
+def _flat_recipe(spec: dict, shared_stages: int) -> dict:
+    """flatten(spec), except that a stage past the first shared_stages (one the other runs lack) stays whole under
+    stages[i]: one added stage is one difference, not one row per field against nothing."""
+    flat = flatten(spec)
+    for i, stage in enumerate((spec.get("stages") or [])[shared_stages:], start=shared_stages):
+        prefix = f"stages[{i}]."
+        flat = {p: v for p, v in flat.items() if not p.startswith(prefix)}
+        flat[f"stages[{i}]"] = stage
+    return flat
+
+
 def config_diff(runs: list[Run]) -> dict[str, dict[int, object]]:
-    """Only the recipe fields whose values differ between the runs (name and seed included when they differ)."""
-    flat = {r.id: flatten(r.spec) for r in runs}
+    """Only the recipe fields whose values differ between the runs (name and seed included when they differ); a stage
+    only some runs have is one entry, stages[i], holding the whole stage (None where a run lacks it)."""
+    shared = min((len(r.spec.get("stages") or []) for r in runs), default=0)
+    flat = {r.id: _flat_recipe(r.spec, shared) for r in runs}
     paths = sorted({p for f in flat.values() for p in f})
     missing = object()
     return {p: {rid: f.get(p) for rid, f in flat.items()} for p in paths
