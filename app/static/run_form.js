@@ -58,6 +58,7 @@
     form.querySelectorAll("[aria-invalid]").forEach((e) => e.removeAttribute("aria-invalid"));
     document.querySelectorAll(".preset").forEach((b) => b.classList.toggle("active", b.dataset.preset === String(index)));
     syncTta();  // a preset ticks TTA in code (no change event): its passes and max fields must follow
+    syncAugment();
     active = index;
     renumber();
   }
@@ -101,10 +102,17 @@
   form.addEventListener("input", (event) => { if (event.target !== dataset) active = null; });
 
   const tta = document.getElementById("tta");
-  const syncTta = () => form.querySelectorAll('[name="tta_n"], [name="tta_use_max"]').forEach((i) => { i.disabled = !tta.checked; });
+  const ttaFields = '[name="tta_n"], [name="tta_use_max"]';
+  const syncTta = () => form.querySelectorAll(ttaFields).forEach((i) => { i.disabled = !tta.checked; });
   tta.addEventListener("change", syncTta);
+  // Augmentation off: its settings are kept but greyed out, as TTA's are.
+  const augment = document.getElementById("augment");
+  const augmentFields = '[name^="augment_"]';
+  const syncAugment = () => form.querySelectorAll(augmentFields).forEach((i) => { i.disabled = !augment.checked; });
+  augment.addEventListener("change", syncAugment);
   // Disabled inputs are not submitted; enable them just before sending so the typed values are kept.
-  form.addEventListener("submit", () => form.querySelectorAll('[name="tta_n"], [name="tta_use_max"]').forEach((i) => { i.disabled = false; }));
+  form.addEventListener("submit", () => form.querySelectorAll(`${ttaFields}, ${augmentFields}`).forEach((i) => { i.disabled = false; }));
   syncTta();
+  syncAugment();
   renumber();
 })();
