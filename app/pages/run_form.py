@@ -20,7 +20,8 @@ from app.web.deps import PublisherDep, SessionDep, SettingsDep
 from app.web.security import check_csrf
 
 router = APIRouter()
-BLANK_STAGE = forms.form_from_spec({"stages": [{"epochs": 1}]})["stages"][0]  # "+ Add stage" on an empty table
+BLANK = {"stages": [{"epochs": 1, "size": 32}]}  # everything else at RunSpec's and StageSpec's defaults
+BLANK_STAGE = forms.form_from_spec(BLANK)["stages"][0]  # what "+ Add stage" adds to an empty table
 
 
 def _form_page(request: Request, session, settings, form: dict | None = None, errors: dict | None = None,
@@ -32,7 +33,7 @@ def _form_page(request: Request, session, settings, form: dict | None = None, er
     active = 0 if form is None else None
     if form is None:
         pick = next((c for c in choices if c["name"] == dataset), choices[0] if choices else None)
-        form = pick["presets"][0]["form"] if pick else forms.form_from_spec({})  # no dataset: RunSpec's defaults
+        form = pick["presets"][0]["form"] if pick else forms.form_from_spec(BLANK)  # no dataset: RunSpec's defaults
     return render(request, "run_form.html", status_code, form=form, errors=errors or {}, choices=choices,
                   architectures=ARCHITECTURES, clone_of=clone_of, active=active,
                   max_recipe_kb=MAX_RECIPE_BYTES // 1024, blank_stage=BLANK_STAGE, **extra,
