@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from fastai.callback.core import Callback
 from fastai.vision.all import LightingTfm, RandomResizedCropGPU, resnet18, vision_learner
 from fastai.vision.augment import AffineCoordTfm
 from fastapi.testclient import TestClient
@@ -15,6 +16,8 @@ from app.web.app import create_app
 from tests.helpers import tiny_recipe
 from tests.store_fixtures import *  # noqa: F401,F403
 from worker.data import items_frame, make_dls
+from worker.engine import run_recipe
+from worker.reporters import ListReporter
 
 
 def problems(augment) -> dict[str, str]:
@@ -128,3 +131,22 @@ def test_tta_uses_the_recipes_augmentations(data_root):
     # TTA runs the DataLoaders' batch transforms in training mode: with augment none its passes are the plain pass.
     assert tta_gap(data_root, None) < 1e-5
     assert tta_gap(data_root, AugmentSpec().model_dump()) > 1e-3
+
+
+class SeenTransforms(Callback):
+    """Records the batch augmentations of the DataLoaders each fit trains on."""
+
+    def __init__(self):
+        self.seen = []
+
+    def before_fit(self):
+        self.seen.append(augmentations(self.learn.dls.train.after_batch))
+
+
+def test_a_trained_recipe_uses_its_augment_block(data_root, tmp_path):
+    probe = SeenTransforms()
+    spec = parse_spec(tiny_recipe(augment={"flip": False, "max_rotate": 5, "max_warp": 0, "max_lighting": 0}))
+    result = run_recipe(spec, ListReporter(), data_root, tmp_path, num_workers=0, extra_cbs=(probe,))
+    assert result.metrics.accuracy is not None
+    assert probe.seen[0] == {"rotate_mat": {"max_deg": 5.0, "p": 0.75},
+                             "zoom_mat": {"min_zoom": 1.0, "max_zoom": 1.1, "p": 0.75}, "crop_min_scale": 0.75}
