@@ -111,6 +111,20 @@ def test_download_import_submit_gives_the_identical_spec(client):
         copy = submit(client, page.text)
         assert copy != original and spec_of(client, copy) == spec_of(client, original)
     assert f'href="/runs/{original}/recipe.yaml"' in client.get(f"/runs/{original}").text
+    assert "no augmentation (batches only resized" in client.get(f"/runs/{original}").text
+    first = client.get(f"/runs/{original - 2}").text  # the run with its own augment block, in words on its page
+    assert ("augmentation: flip off, flip_vert off, max_rotate 5.5, max_zoom 1.1, max_lighting 0.2, max_warp 0.2, "
+            "p_affine 0.75, p_lighting 0.3, min_scale 0.9") in html.unescape(first)
+    plain = add_run(client, "succeeded", name="round-trip", **{k: v for k, v in overrides.items() if k != "augment"})
+    diff = client.get(f"/api/v1/compare?ids={original},{plain}").json()["config_diff"]
+    assert diff["augment.flip"][str(plain)] is True and diff["augment.flip"].get(str(original)) is None  # none: off
+    first = client.get(f"/api/v1/compare?ids={original - 2},{plain}").json()["config_diff"]
+    assert {k: v for k, v in first.items() if k.startswith("augment")} == {
+        "augment.flip": {str(original - 2): False, str(plain): True},
+        "augment.max_rotate": {str(original - 2): 5.5, str(plain): 10.0},
+        "augment.p_lighting": {str(original - 2): 0.3, str(plain): 0.75},
+        "augment.min_scale": {str(original - 2): 0.9, str(plain): 0.75}}
+    assert "augment.max_rotate" in html.unescape(client.get(f"/compare?ids={original - 2},{plain}").text)
     assert client.get("/runs/987654/recipe.yaml").status_code == 404
 
 
