@@ -43,7 +43,7 @@
 
   function applyPreset(index) {
     const entry = presets[dataset.value];
-    if (!entry) return;
+    if (!entry || !entry.presets[index]) return;
     const values = entry.presets[index].form;
     for (const [name, v] of Object.entries(values)) {
       if (name === "stages") continue;
@@ -66,9 +66,20 @@
   function showSummary() {
     const entry = presets[dataset.value];
     document.getElementById("dataset-summary").textContent = entry ? entry.summary : "";
-    document.querySelectorAll(".preset").forEach((b, i) => {
-      if (!entry || !entry.presets[i]) return;
-      b.querySelector("span").textContent = entry.presets[i].about;
+    // Datasets differ in their presets (only the digits demo has the demo recipe): one button per preset.
+    const box = document.getElementById("presets");
+    box.querySelectorAll(".preset").forEach((b) => b.remove());
+    (entry ? entry.presets : []).forEach((p, i) => {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.className = i === active ? "preset active" : "preset";
+      button.dataset.preset = String(i);
+      const title = document.createElement("strong");
+      title.textContent = p.title;
+      const about = document.createElement("span");
+      about.textContent = p.about;
+      button.append(title, about);
+      box.appendChild(button);
     });
   }
 
@@ -96,6 +107,8 @@
   // A preset the user has not edited since follows the dataset: its sizes depend on the images.
   let active = form.dataset.activePreset === undefined ? null : Number(form.dataset.activePreset);
   dataset.addEventListener("change", () => {
+    const entry = presets[dataset.value];
+    if (active !== null && !(entry && entry.presets[active])) active = null;  // that preset is not offered here
     showSummary();
     if (active !== null) applyPreset(active);
   });
