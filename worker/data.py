@@ -13,6 +13,7 @@ from fastai.vision.all import (
     ImageBlock,
     IntToFloatTensor,
     Normalize,
+    RandomResizedCropGPU,
     Resize,
     TransformBlock,
     aug_transforms,
@@ -21,7 +22,7 @@ from fastai.vision.all import (
 from PIL import Image
 
 from app.core.datasets import ResolvedDataset
-from app.core.schemas import StageSpec
+from app.core.schemas import AugmentSpec, StageSpec
 from worker.presize_cache import PresizedCrop, load_cached
 
 STATS_SAMPLE = 256  # training images read to estimate the dataset's channel statistics
@@ -58,12 +59,31 @@ def norm_stats(normalize: str, ds: ResolvedDataset, seed: int):
     return None
 
 
+DEFAULT_AUGMENT = AugmentSpec()  # a recipe stored before the augment field existed trained with these
+
+
+def augment_tfms(augment: AugmentSpec | None, size: int) -> list:
+    """The batch transforms of a recipe's augment block, ending at size; None: only the resize from presize to size.
+
+    As aug_transforms(size=size, min_scale=...) builds them, except that the crop to size is always its own step:
+    with min_scale 1 fastai hands the size to the affine transforms, and with those all off nothing would resize."""
+    # min_scale 1 with ratio 1 on square items (Resize crops them square) takes the whole image: a plain resize.
+    crop = RandomResizedCropGPU(size, min_scale=augment.min_scale if augment else 1.0, ratio=(1, 1))
+    if augment is None:
+        return [crop]
+    return [*aug_transforms(do_flip=augment.flip, flip_vert=augment.flip_vert, max_rotate=augment.max_rotate,
+                            max_zoom=augment.max_zoom, max_lighting=augment.max_lighting, max_warp=augment.max_warp,
+                            p_affine=augment.p_affine, p_lighting=augment.p_lighting), crop]
+
+
 def make_dls(frame: pd.DataFrame, classes: list[str], stage: StageSpec, stats, num_workers: int | None = None, *,
-             cached: bool = False, pin_memory: bool = False, prefetch: int | None = None):
-    """DataLoaders for one stage: items presized with Resize, then batch augmentation to size, then Normalize.
+             cached: bool = False, pin_memory: bool = False, prefetch: int | None = None,
+             augment: AugmentSpec | None = DEFAULT_AUGMENT):
+    """DataLoaders for one stage: items presized with Resize, then the recipe's batch augmentation to size, then
+    Normalize. TTA runs these same batch transforms in training mode (fastai's learn.tta), so it follows the recipe.
 
     cached: the frame's paths are presize-cache entries (short side already at presize), so Resize only crops."""
-    batch_tfms = [*aug_transforms(size=stage.size, min_scale=0.75)]
+    batch_tfms = augment_tfms(augment, stage.size)
     if stats is not None:
         batch_tfms.append(Normalize.from_stats(*stats))
     images = TransformBlock(type_tfms=load_cached, batch_tfms=IntToFloatTensor) if cached else ImageBlock

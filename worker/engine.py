@@ -297,7 +297,8 @@ def _train_recipe(spec: RunSpec, reporter: Reporter, data_root: Path, out_dir: P
         if idx not in built:
             stage_frame, cached = frames.for_stage(idx, spec.stages[idx].presize)
             built[idx] = make_dls(stage_frame, _vocab(ds.classes), spec.stages[idx], stats, num_workers, cached=cached,
-                                  pin_memory=plan.pin_memory, prefetch=plan.prefetch if num_workers else None)
+                                  pin_memory=plan.pin_memory, prefetch=plan.prefetch if num_workers else None,
+                                  augment=spec.augment)
         return built[idx]
 
     report_cb, speed_cb = ReportCallback(reporter, plan=[(s.epochs, s.size) for s in spec.stages]), SpeedCallback()

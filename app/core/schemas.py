@@ -82,6 +82,30 @@ class TTASpec(BaseModel):
     use_max: bool = False
 
 
+class AugmentSpec(BaseModel):
+    """Batch augmentation: fastai's aug_transforms parameters, cropped to each stage's size (chapter 7's min_scale)."""
+
+    model_config = ConfigDict(extra="forbid")
+    flip: bool = True  # aug_transforms' do_flip: random horizontal flips (off for digits and text)
+    flip_vert: bool = False  # with flip: also vertical flips and 90-degree turns (fastai's Dihedral)
+    max_rotate: Annotated[float, Field(strict=True, ge=0, le=180, description="degrees")] = 10.0
+    max_zoom: Annotated[float, Field(strict=True, ge=1, le=4)] = 1.1
+    max_lighting: Annotated[float, Field(strict=True, ge=0, lt=1)] = 0.2
+    max_warp: Annotated[float, Field(strict=True, ge=0, lt=1)] = 0.2
+    p_affine: Annotated[float, Field(strict=True, ge=0, le=1)] = 0.75
+    p_lighting: Annotated[float, Field(strict=True, ge=0, le=1)] = 0.75
+    # aug_transforms' own default is 1.0 (no random crop); chapter 7 and fitboard before this field used 0.75.
+    min_scale: Annotated[float, Field(strict=True, gt=0, le=1)] = 0.75
+
+    @field_validator("flip_vert")
+    @classmethod
+    def _check_flip_vert(cls, v, info):
+        """fastai only flips vertically on top of horizontal flips; a lone flip_vert would silently do nothing."""
+        if v and info.data.get("flip") is False:
+            raise ValueError("flip_vert needs flip: true (fastai adds vertical flips to horizontal ones)")
+        return v
+
+
 class StageSpec(BaseModel):
     """One fit_one_cycle: epochs at an image size, with its batch size, learning rate and callbacks."""
 
@@ -177,6 +201,8 @@ class RunSpec(BaseModel):
     speed: Literal["default", "fast"] = "default"
     keep_best: Literal["accuracy", "error_rate", "valid_loss"] | None = None
     tta: TTASpec | None = None
+    # null (or the word none) turns batch augmentation off; a missing block means aug_transforms' defaults.
+    augment: AugmentSpec | None = Field(default_factory=AugmentSpec)
     max_attempts: Annotated[int, Field(strict=True, ge=1, le=MAX_ATTEMPTS,
                                        description="attempts before a run whose worker is lost is failed")] = 3
     stages: Annotated[list[StageSpec], Field(max_length=MAX_STAGES)]
@@ -187,6 +213,16 @@ class RunSpec(BaseModel):
         """Only architectures fastai can split into body and head."""
         if v not in ARCHITECTURES:
             raise ValueError(f"unknown architecture {v!r}; choose one of {', '.join(ARCHITECTURES)}")
+        return v
+
+    @field_validator("augment", mode="before")
+    @classmethod
+    def _augment_none(cls, v):
+        """`augment: none` reads best in YAML; it means the same as null."""
+        if isinstance(v, str):
+            if v.strip().lower() == "none":
+                return None
+            raise ValueError(f"augment must be a block of fields (flip, max_rotate, ...) or none; got {v!r}")
         return v
 
     @field_validator("label_smoothing")
@@ -229,6 +265,8 @@ class RunSpec(BaseModel):
             chips.append("keep best")
         if self.tta:
             chips.append("tta")
+        if self.augment is None:
+            chips.append("no augmentation")
         if self.precision != "fp32":
             chips.append(self.precision)
         if self.speed != "default":

@@ -1,4 +1,4 @@
-"""The seed notebook's four experiments as run-form presets, sized for each dataset's images."""
+"""The seed notebook's four experiments as run-form presets, sized for each dataset's images; the digits demo too."""
 from __future__ import annotations
 
 from app.pages.forms import form_from_spec
@@ -19,6 +19,17 @@ def dataset_choices(infos: list[DatasetInfo]) -> list[dict]:
 
 
 FINDER_STEPS = 100
+DEMO_DATASET = "digits"  # the name `fitboard up` registers the demo data under (ensure_demo_dataset)
+NO_FLIPS = {"flip": False}  # a mirrored digit is not a digit (bench/augment.py measures what flips cost)
+# recipes/demo.yaml as a preset (the file is not shipped in the package; tests/test_recipe_io.py keeps them equal).
+DEMO_RECIPE = {
+    "name": "digits-demo", "dataset": DEMO_DATASET, "arch": "resnet18", "pretrained": False, "normalize": "dataset",
+    "label_smoothing": 0.1, "seed": 42, "precision": "fp32", "keep_best": "accuracy",
+    "tta": {"n": 2, "use_max": False}, "augment": NO_FLIPS,
+    "stages": [{"epochs": 2, "size": 24, "presize": 32, "bs": 64, "freeze": False, "lr": 1.0e-3},
+               {"epochs": 1, "size": 32, "presize": 40, "bs": 64, "freeze": False, "lr": [1.0e-4, 1.0e-3],
+                "mixup": 0.2}],
+}
 
 
 def _mult8(x: float) -> int:
@@ -73,4 +84,10 @@ def preset_recipes(name: str, image_side: int | None, finder: int | None = None)
          {"normalize": norm, "tta": tta, "keep_best": "accuracy", "label_smoothing": 0.1,
           "stages": [first, second, mix]}),
     ]
-    return [(key, title, about, {**base, **extra, "name": f"{name}-{key}"}) for key, title, about, extra in recipes]
+    if name == DEMO_DATASET:
+        base["augment"] = NO_FLIPS
+    out = [(key, title, about, {**base, **extra, "name": f"{name}-{key}"}) for key, title, about, extra in recipes]
+    if name == DEMO_DATASET:
+        out.append(("demo", "5. Demo recipe", "recipes/demo.yaml: every technique at once, in well under a minute.",
+                    DEMO_RECIPE))
+    return out

@@ -43,7 +43,7 @@
 
   function applyPreset(index) {
     const entry = presets[dataset.value];
-    if (!entry) return;
+    if (!entry || !entry.presets[index]) return;
     const values = entry.presets[index].form;
     for (const [name, v] of Object.entries(values)) {
       if (name === "stages") continue;
@@ -58,6 +58,7 @@
     form.querySelectorAll("[aria-invalid]").forEach((e) => e.removeAttribute("aria-invalid"));
     document.querySelectorAll(".preset").forEach((b) => b.classList.toggle("active", b.dataset.preset === String(index)));
     syncTta();  // a preset ticks TTA in code (no change event): its passes and max fields must follow
+    syncAugment();
     active = index;
     renumber();
   }
@@ -65,9 +66,20 @@
   function showSummary() {
     const entry = presets[dataset.value];
     document.getElementById("dataset-summary").textContent = entry ? entry.summary : "";
-    document.querySelectorAll(".preset").forEach((b, i) => {
-      if (!entry || !entry.presets[i]) return;
-      b.querySelector("span").textContent = entry.presets[i].about;
+    // Datasets differ in their presets (only the digits demo has the demo recipe): one button per preset.
+    const box = document.getElementById("presets");
+    box.querySelectorAll(".preset").forEach((b) => b.remove());
+    (entry ? entry.presets : []).forEach((p, i) => {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.className = i === active ? "preset active" : "preset";
+      button.dataset.preset = String(i);
+      const title = document.createElement("strong");
+      title.textContent = p.title;
+      const about = document.createElement("span");
+      about.textContent = p.about;
+      button.append(title, about);
+      box.appendChild(button);
     });
   }
 
@@ -95,16 +107,25 @@
   // A preset the user has not edited since follows the dataset: its sizes depend on the images.
   let active = form.dataset.activePreset === undefined ? null : Number(form.dataset.activePreset);
   dataset.addEventListener("change", () => {
+    const entry = presets[dataset.value];
+    if (active !== null && !(entry && entry.presets[active])) active = null;  // that preset is not offered here
     showSummary();
     if (active !== null) applyPreset(active);
   });
   form.addEventListener("input", (event) => { if (event.target !== dataset) active = null; });
 
   const tta = document.getElementById("tta");
-  const syncTta = () => form.querySelectorAll('[name="tta_n"], [name="tta_use_max"]').forEach((i) => { i.disabled = !tta.checked; });
+  const ttaFields = '[name="tta_n"], [name="tta_use_max"]';
+  const syncTta = () => form.querySelectorAll(ttaFields).forEach((i) => { i.disabled = !tta.checked; });
   tta.addEventListener("change", syncTta);
+  // Augmentation off: its settings are kept but greyed out, as TTA's are.
+  const augment = document.getElementById("augment");
+  const augmentFields = '[name^="augment_"]';
+  const syncAugment = () => form.querySelectorAll(augmentFields).forEach((i) => { i.disabled = !augment.checked; });
+  augment.addEventListener("change", syncAugment);
   // Disabled inputs are not submitted; enable them just before sending so the typed values are kept.
-  form.addEventListener("submit", () => form.querySelectorAll('[name="tta_n"], [name="tta_use_max"]').forEach((i) => { i.disabled = false; }));
+  form.addEventListener("submit", () => form.querySelectorAll(`${ttaFields}, ${augmentFields}`).forEach((i) => { i.disabled = false; }));
   syncTta();
+  syncAugment();
   renumber();
 })();
