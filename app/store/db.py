@@ -71,6 +71,16 @@ def driver_url(url: str) -> str:
             else url)
 
 
+def web_pool(url: str, max_requests: int) -> dict:
+    """Pool settings for the web process: a connection for every admitted request (app.web.admission) plus the event
+    streams' poller, the health check and the reconciler, so a request never waits for one; a short timeout as a
+    last guard (its error is answered 503). SQLite gets the same bounded pool: its connections are cheap, reads run
+    side by side under WAL and writes queue on the file lock (busy_timeout), not on the pool."""
+    if make_url(driver_url(url)).get_backend_name() == "sqlite" and _sqlite_path(url) is None:
+        return {}  # an in-memory database lives in one connection: SQLAlchemy's own pool for it
+    return {"pool_size": max_requests + 4, "max_overflow": 4, "pool_timeout": 10}
+
+
 def make_engine(url: str, sqlite_foreign_keys: bool = True, **kwargs) -> Engine:
     """An engine for url; SQLite gets WAL, busy_timeout, foreign keys (unless sqlite_foreign_keys is False: the
     migration runner) and lock-queuing write transactions."""

@@ -91,7 +91,21 @@ class WebGuard:
                 message = {**message, "headers": raw + SECURITY_HEADERS}
             await send(message)
 
-        await self.app(scope, receive, send_with_headers)
+        started = False
+
+        async def send_tracked(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send_with_headers(message)
+
+        try:
+            await self.app(scope, receive, send_tracked)
+        except Exception:
+            # Starlette's own 500 is sent outside this layer: plain text without the headers. Answer here, in the
+            # API's error shape and with the headers, then let the server log the error.
+            if not started:
+                await _answer(send, 500, "internal error; the server log has the details", secured=True)
+            raise
 
 
 def _cross_site(headers: dict, host: bytes) -> bool:
