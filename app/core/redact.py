@@ -36,6 +36,17 @@ def redact(text) -> str:
     return _BEARER.sub(lambda m: m.group(1) + MASK, text)
 
 
+def redact_tree(obj):
+    """A JSON-like value with every string in it redacted (a stored doctor report, say)."""
+    if isinstance(obj, str):
+        return redact(obj)
+    if isinstance(obj, dict):
+        return {k: redact_tree(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [redact_tree(v) for v in obj]
+    return obj
+
+
 def redact_secrets(text: str, secrets) -> str:
     """redact(text), then any of the given literal secrets (configured values) still in it replaced too."""
     text = redact(text)
