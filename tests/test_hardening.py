@@ -288,3 +288,71 @@ def test_event_streams_are_capped_share_one_poller_and_end(settings, sqlite_engi
         t0 = time.monotonic()
         text = requests.get(url, timeout=10).text  # a finished run's stream ends at once, after every row
         assert time.monotonic() - t0 < 2 and text.count("event: epoch") == 2 and '"succeeded"' in text
+
+
+# ---- predict: images checked in full before queueing, a failed prediction is not a 200 ----------------------------
+
+def jpeg(width: int, height: int, quality: int = 90) -> bytes:
+    """A real JPEG of noise (so it does not compress to nothing), width x height pixels."""
+    import io
+
+    from PIL import Image
+
+    data = bytes(((x * 7 + y * 13) * 31) % 251 for y in range(16) for x in range(16) for _ in range(3))
+    tile = Image.frombytes("RGB", (16, 16), data).resize((width, height))
+    out = io.BytesIO()
+    tile.save(out, "JPEG", quality=quality)
+    return out.getvalue()
+
+
+def model_run(client, engine) -> int:
+    """A succeeded run whose exported model the store lists (no predictor needed to check uploads)."""
+    from app.store.db import session_scope
+    from app.store.models import Artifact
+
+    run_id = queued_run(client, "with-model")
+    finish_by_hand(engine, run_id, acc=0.9)
+    with session_scope(engine) as s:
+        s.add(Artifact(run_id=run_id, kind="model", size=123))
+    return run_id
+
+
+def test_a_truncated_jpeg_is_422_naming_it_before_anything_is_queued(client, sqlite_engine):
+    from app.store.models import Prediction
+
+    run_id = model_run(client, sqlite_engine)
+    good = jpeg(64, 64)
+    for cut in (good[: len(good) // 2], good[: len(good) - 40]):  # PIL's verify() passed both
+        r = client.post(f"/api/v1/runs/{run_id}/predict",
+                        files=[("images", ("ok.jpg", good, "image/jpeg")), ("images", ("cut.jpg", cut, "image/jpeg"))])
+        assert r.status_code == 422, r.text
+        assert r.json()["detail"] == [{"loc": "images[1] (cut.jpg)", "msg": "truncated or corrupt (OSError)"}]
+    from sqlmodel import Session, select
+    with Session(sqlite_engine) as s:
+        assert s.exec(select(Prediction)).all() == []  # nothing was queued for a predictor
+
+
+def test_the_pixels_of_one_request_are_bounded_and_the_image_past_the_bound_is_named(client, sqlite_engine):
+    from app.services.predictions import MAX_REQUEST_PIXELS
+
+    run_id = model_run(client, sqlite_engine)
+    big = jpeg(4000, 4000, quality=10)  # 16 megapixels in a small file
+    n = MAX_REQUEST_PIXELS // (4000 * 4000) + 1
+    r = client.post(f"/api/v1/runs/{run_id}/predict",
+                    files=[("images", (f"{i}.jpg", big, "image/jpeg")) for i in range(n)])
+    assert r.status_code == 422, r.text
+    [problem] = r.json()["detail"]
+    assert problem["loc"] == f"images[{n - 1}] ({n - 1}.jpg)" and f"{MAX_REQUEST_PIXELS:,}" in problem["msg"]
+
+
+def test_a_failed_prediction_is_not_a_200(client, sqlite_engine):
+    from app.store.db import session_scope
+    from app.store.predictions import create_prediction, fail_prediction
+
+    run_id = model_run(client, sqlite_engine)
+    with session_scope(sqlite_engine) as s:
+        pid = create_prediction(s, run_id, ["a.jpg"], ["eA=="]).id
+        fail_prediction(s, pid, "the model could not read a.jpg")
+    r = client.get(f"/api/v1/predictions/{pid}")
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"] == [{"loc": "images", "msg": f"prediction {pid} failed: the model could not read a.jpg"}]

@@ -6,8 +6,10 @@ slot (neither holds a database connection while it streams)."""
 from __future__ import annotations
 
 import asyncio
+import threading
 
 RETRY_AFTER = "1"
+RELEASE = "fitboard.admission.release"  # scope key: a route that waits long without the database leaves early
 OPEN_PATHS = ("/static/",)  # files from disk: no database, no slot
 
 
@@ -18,6 +20,20 @@ async def overloaded(send, detail: str = "the server is busy; retry shortly") ->
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                             (b"retry-after", RETRY_AFTER.encode()), (b"cache-control", b"no-store")]})
     await send({"type": "http.response.body", "body": body})
+
+
+def _in_loop(loop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
+
+
+def leave_admission(request) -> None:
+    """Give the request's admission slot back now (it goes on waiting for something that is not the database)."""
+    release = request.scope.get(RELEASE)
+    if release is not None:
+        release()
 
 
 class Admission:
@@ -42,13 +58,19 @@ class Admission:
             return await overloaded(send)
         finally:
             self.waiting -= 1
-        held = True
+        held, lock, loop = [True], threading.Lock(), asyncio.get_running_loop()
 
         def release() -> None:
-            nonlocal held
-            if held:
-                held = False
+            with lock:  # called from the event loop, or from the route's worker thread (leave_admission)
+                if not held[0]:
+                    return
+                held[0] = False
+            if _in_loop(loop):
                 self.slots.release()
+            else:
+                loop.call_soon_threadsafe(self.slots.release)  # asyncio objects belong to the loop's thread
+
+        scope[RELEASE] = release
 
         async def send_and_release(message):
             if message["type"] == "http.response.start":

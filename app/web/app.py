@@ -1,6 +1,8 @@
 """The web process: FastAPI app with the JSON API, the HTML pages, the SSE stream and static files."""
 from __future__ import annotations
 
+import threading
+
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from starlette.middleware.sessions import SessionMiddleware
@@ -28,6 +30,7 @@ from app.web.reconciler import reconciler_lifespan
 from app.web.security import AuthThrottle, SessionEpoch, check_token_strength, private_home, session_secret
 from app.web.sse import StreamHub
 
+PREDICT_WAITERS = 8
 API_ROUTERS = (api_runs.router, api_datasets.router, api_workers.router, api_compare.router, api_sweeps.router,
                api_predictions.router)
 
@@ -58,6 +61,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.auth_throttle = AuthThrottle(settings.auth_failures_per_minute)
     app.state.streams = StreamHub(app.state.engine, settings.max_streams, settings.stream_lifetime)
     app.state.run_cache = RunCache()
+    # POST .../predict requests waiting in a thread for their answer; past this many, the answer is 202 at once
+    app.state.predict_waiting = threading.BoundedSemaphore(PREDICT_WAITERS)
     # Added innermost first: WebGuard (Host, cross-site, headers) wraps everything, the fast path included.
     app.add_middleware(SessionMiddleware, secret_key=app.state.session_secret, session_cookie="fitboard_session",
                        same_site="strict", https_only=False, max_age=14 * 24 * 3600)
