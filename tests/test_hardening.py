@@ -356,3 +356,50 @@ def test_a_failed_prediction_is_not_a_200(client, sqlite_engine):
     r = client.get(f"/api/v1/predictions/{pid}")
     assert r.status_code == 422, r.text
     assert r.json()["detail"] == [{"loc": "images", "msg": f"prediction {pid} failed: the model could not read a.jpg"}]
+
+
+# ---- the spec is the behaviour: what the schema says is what the API enforces ---------------------------------------
+
+def test_a_405_names_every_method_the_path_answers_to(client):
+    run_id = queued_run(client)
+    for path, methods in (("/api/v1/runs", {"GET", "POST"}), (f"/api/v1/runs/{run_id}", {"GET", "PATCH", "DELETE"}),
+                          ("/api/v1/datasets", {"GET", "POST"})):
+        r = client.options(path, headers=BEARER)
+        assert r.status_code == 405, (path, r.text)
+        assert methods <= {m.strip() for m in r.headers["allow"].split(",")}, (path, r.headers["allow"])
+        assert "OPTIONS" not in r.headers["allow"]
+
+
+def test_booleans_are_strict_and_tags_are_what_the_schema_says(client):
+    run_id = queued_run(client)
+    for value in (0, 1, "true", "yes"):
+        assert "archived" in problems(client.patch(f"/api/v1/runs/{run_id}", json={"archived": value}))
+    assert "pretrained" in problems(client.post("/api/v1/runs", json=tiny_recipe(pretrained=0)))
+    schema = client.get("/openapi.json").json()["components"]["schemas"]
+    tag_item = schema["RunPatch"]["properties"]["tags"]["items"]
+    for tag in ("", " a", "a b", "x" * 41):
+        assert "tags[0]" in problems(client.patch(f"/api/v1/runs/{run_id}", json={"tags": [tag]}))
+        assert not re.fullmatch(tag_item["pattern"].strip("^$"), tag)  # the schema refuses it too
+    assert client.patch(f"/api/v1/runs/{run_id}", json={"tags": ["a.b:c"], "archived": True}).json()["tags"] == ["a.b:c"]
+
+
+def test_constraints_the_api_enforces_are_stated_in_the_schema(client):
+    doc = client.get("/openapi.json").json()
+    schemas = doc["components"]["schemas"]
+    mixup = schemas["StageSpec"]["properties"]["mixup"]
+    assert (mixup["exclusiveMinimum"], mixup["maximum"]) == (0, 1)
+    stage = {**tiny_recipe()["stages"][0], "mixup": 0}
+    assert "stages[0].mixup" in problems(client.post("/api/v1/runs", json=tiny_recipe(stages=[stage])))
+    assert schemas["RunSpec"]["properties"]["stages"]["minItems"] == 1
+    sweep_body = doc["paths"]["/api/v1/sweeps"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    body = schemas[sweep_body["$ref"].rsplit("/", 1)[1]]
+    assert body["properties"]["vary"]["minProperties"] == 1 and body["properties"]["seeds"]["minItems"] == 1
+    assert "vary" in problems(client.post("/api/v1/sweeps", json={"base": tiny_recipe(), "vary": {}}))
+    assert "seeds" in problems(client.post("/api/v1/sweeps", json={"base": tiny_recipe(), "vary": {"seed": [1, 2]},
+                                                                  "seeds": [{}]}))
+    ids = next(p for p in doc["paths"]["/api/v1/compare"]["get"]["parameters"] if p["name"] == "ids")
+    for bad in ("01,2", "0,1", "1", "1,,2", "1, 2"):
+        assert not re.fullmatch(ids["schema"]["pattern"].strip("^$"), bad)
+        assert client.get(f"/api/v1/compare?ids={bad}").status_code == 422, bad
+    run_id = queued_run(client)
+    assert client.get(f"/api/v1/compare?ids={run_id},{run_id}").json()["runs"][0]["id"] == run_id  # a repeat: one run

@@ -24,7 +24,7 @@ from app.web.admission import Admission
 from app.web.docs import install_vendor_routes
 from app.web.errors import install_error_handlers
 from app.web.fastpath import RunCache, RunFastPath
-from app.web.middleware import BodyLimit, WebGuard
+from app.web.middleware import BodyLimit, CompleteAllow, WebGuard
 from app.web.openapi import install_openapi
 from app.web.reconciler import reconciler_lifespan
 from app.web.security import AuthThrottle, SessionEpoch, check_token_strength, private_home, session_secret
@@ -67,6 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(SessionMiddleware, secret_key=app.state.session_secret, session_cookie="fitboard_session",
                        same_site="strict", https_only=False, max_age=14 * 24 * 3600)
     app.add_middleware(BodyLimit)
+    app.add_middleware(CompleteAllow, outer=app)
     app.add_middleware(RunFastPath, outer=app)  # a cache hit skips every layer below
     # Admission holds back requests past max_requests, so those inside always find a thread and a connection.
     app.add_middleware(Admission, limit=settings.max_requests, wait=settings.request_wait,
