@@ -56,10 +56,12 @@ class RunPatch(BaseModel):
     # Defaults of None are never validated: a field left out does not change, an explicit null is refused. The
     # patterns state in the schema what the validators enforce (one visible character, no control characters); the
     # validators give the messages.
-    name: Annotated[str, Field(min_length=1, max_length=MAX_NAME, json_schema_extra={"pattern": NAME_REGEX}), AfterValidator(_name)] = None
-    notes: Annotated[str, Field(max_length=MAX_NOTES, json_schema_extra={"pattern": NOTES_REGEX}, description="plain text; \"\" clears"),
-                     AfterValidator(_notes)] = None
-    tags: Annotated[list[Annotated[str, Field(max_length=MAX_TAG, json_schema_extra={"pattern": TAG_REGEX}), AfterValidator(check_tag)]],
+    name: Annotated[str, Field(min_length=1, max_length=MAX_NAME, json_schema_extra={"pattern": NAME_REGEX}),
+                    AfterValidator(_name)] = None
+    notes: Annotated[str, Field(max_length=MAX_NOTES, json_schema_extra={"pattern": NOTES_REGEX},
+                                description="plain text; \"\" clears"), AfterValidator(_notes)] = None
+    tags: Annotated[list[Annotated[str, Field(max_length=MAX_TAG, json_schema_extra={"pattern": TAG_REGEX}),
+                                   AfterValidator(check_tag)]],
                     Field(max_length=MAX_TAGS, description="replaces the run's tags; [] clears"),
                     AfterValidator(_tags)] = None
     archived: Annotated[bool, Field(strict=True)] = None  # true or false: 0, 1 and "yes" are refused
