@@ -34,7 +34,8 @@ def _answer(prediction) -> JSONResponse:
              responses={**PENDING, **errors(403, 404, 409, 413, 422, 503)})
 def post_run_predict(run_id: RunId, request: Request, session: SessionDep, settings: SettingsDep,
                      images: list[UploadFile] = File(..., description=f"1 to {MAX_IMAGES} image files, "
-                                                     f"{MAX_TOTAL_BYTES // 2**20} MB in all"),
+                                                     f"{MAX_TOTAL_BYTES // 2**20} MB in all",
+                                                     json_schema_extra={"minItems": 1, "maxItems": MAX_IMAGES}),
                      wait: float | None = Query(None, ge=0, le=120, description="seconds to wait for the answer "
                                                 "(default FITBOARD_PREDICT_WAIT); 0 answers 202 at once")):
     """The top 5 classes with probabilities for each image, from the run's exported model (a predictor process
