@@ -288,3 +288,119 @@ def test_event_streams_are_capped_share_one_poller_and_end(settings, sqlite_engi
         t0 = time.monotonic()
         text = requests.get(url, timeout=10).text  # a finished run's stream ends at once, after every row
         assert time.monotonic() - t0 < 2 and text.count("event: epoch") == 2 and '"succeeded"' in text
+
+
+# ---- predict: images checked in full before queueing, a failed prediction is not a 200 ----------------------------
+
+def jpeg(width: int, height: int, quality: int = 90) -> bytes:
+    """A real JPEG of noise (so it does not compress to nothing), width x height pixels."""
+    import io
+
+    from PIL import Image
+
+    data = bytes(((x * 7 + y * 13) * 31) % 251 for y in range(16) for x in range(16) for _ in range(3))
+    tile = Image.frombytes("RGB", (16, 16), data).resize((width, height))
+    out = io.BytesIO()
+    tile.save(out, "JPEG", quality=quality)
+    return out.getvalue()
+
+
+def model_run(client, engine) -> int:
+    """A succeeded run whose exported model the store lists (no predictor needed to check uploads)."""
+    from app.store.db import session_scope
+    from app.store.models import Artifact
+
+    run_id = queued_run(client, "with-model")
+    finish_by_hand(engine, run_id, acc=0.9)
+    with session_scope(engine) as s:
+        s.add(Artifact(run_id=run_id, kind="model", size=123))
+    return run_id
+
+
+def test_a_truncated_jpeg_is_422_naming_it_before_anything_is_queued(client, sqlite_engine):
+    from app.store.models import Prediction
+
+    run_id = model_run(client, sqlite_engine)
+    good = jpeg(64, 64)
+    for cut in (good[: len(good) // 2], good[: len(good) - 40]):  # PIL's verify() passed both
+        r = client.post(f"/api/v1/runs/{run_id}/predict",
+                        files=[("images", ("ok.jpg", good, "image/jpeg")), ("images", ("cut.jpg", cut, "image/jpeg"))])
+        assert r.status_code == 422, r.text
+        assert r.json()["detail"] == [{"loc": "images[1] (cut.jpg)", "msg": "truncated or corrupt (OSError)"}]
+    from sqlmodel import Session, select
+    with Session(sqlite_engine) as s:
+        assert s.exec(select(Prediction)).all() == []  # nothing was queued for a predictor
+
+
+def test_the_pixels_of_one_request_are_bounded_and_the_image_past_the_bound_is_named(client, sqlite_engine):
+    from app.services.predictions import MAX_REQUEST_PIXELS
+
+    run_id = model_run(client, sqlite_engine)
+    big = jpeg(4000, 4000, quality=10)  # 16 megapixels in a small file
+    n = MAX_REQUEST_PIXELS // (4000 * 4000) + 1
+    r = client.post(f"/api/v1/runs/{run_id}/predict",
+                    files=[("images", (f"{i}.jpg", big, "image/jpeg")) for i in range(n)])
+    assert r.status_code == 422, r.text
+    [problem] = r.json()["detail"]
+    assert problem["loc"] == f"images[{n - 1}] ({n - 1}.jpg)" and f"{MAX_REQUEST_PIXELS:,}" in problem["msg"]
+
+
+def test_a_failed_prediction_is_not_a_200(client, sqlite_engine):
+    from app.store.db import session_scope
+    from app.store.predictions import create_prediction, fail_prediction
+
+    run_id = model_run(client, sqlite_engine)
+    with session_scope(sqlite_engine) as s:
+        pid = create_prediction(s, run_id, ["a.jpg"], ["eA=="]).id
+        fail_prediction(s, pid, "the model could not read a.jpg")
+    r = client.get(f"/api/v1/predictions/{pid}")
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"] == [{"loc": "images", "msg": f"prediction {pid} failed: the model could not read a.jpg"}]
+
+
+# ---- the spec is the behaviour: what the schema says is what the API enforces ---------------------------------------
+
+def test_a_405_names_every_method_the_path_answers_to(client):
+    run_id = queued_run(client)
+    for path, methods in (("/api/v1/runs", {"GET", "POST"}), (f"/api/v1/runs/{run_id}", {"GET", "PATCH", "DELETE"}),
+                          ("/api/v1/datasets", {"GET", "POST"})):
+        r = client.options(path, headers=BEARER)
+        assert r.status_code == 405, (path, r.text)
+        assert methods <= {m.strip() for m in r.headers["allow"].split(",")}, (path, r.headers["allow"])
+        assert "OPTIONS" not in r.headers["allow"]
+
+
+def test_booleans_are_strict_and_tags_are_what_the_schema_says(client):
+    run_id = queued_run(client)
+    for value in (0, 1, "true", "yes"):
+        assert "archived" in problems(client.patch(f"/api/v1/runs/{run_id}", json={"archived": value}))
+    assert "pretrained" in problems(client.post("/api/v1/runs", json=tiny_recipe(pretrained=0)))
+    schema = client.get("/openapi.json").json()["components"]["schemas"]
+    tag_item = schema["RunPatch"]["properties"]["tags"]["items"]
+    for tag in ("", " a", "a b", "x" * 41):
+        assert "tags[0]" in problems(client.patch(f"/api/v1/runs/{run_id}", json={"tags": [tag]}))
+        assert not re.fullmatch(tag_item["pattern"].strip("^$"), tag)  # the schema refuses it too
+    done = client.patch(f"/api/v1/runs/{run_id}", json={"tags": ["a.b:c"], "archived": True})
+    assert (done.json()["tags"], done.json()["archived"]) == (["a.b:c"], True)
+
+
+def test_constraints_the_api_enforces_are_stated_in_the_schema(client):
+    doc = client.get("/openapi.json").json()
+    schemas = doc["components"]["schemas"]
+    mixup = schemas["StageSpec"]["properties"]["mixup"]
+    assert (mixup["exclusiveMinimum"], mixup["maximum"]) == (0, 1)
+    stage = {**tiny_recipe()["stages"][0], "mixup": 0}
+    assert "stages[0].mixup" in problems(client.post("/api/v1/runs", json=tiny_recipe(stages=[stage])))
+    assert schemas["RunSpec"]["properties"]["stages"]["minItems"] == 1
+    sweep_body = doc["paths"]["/api/v1/sweeps"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    body = schemas[sweep_body["$ref"].rsplit("/", 1)[1]]
+    assert body["properties"]["vary"]["minProperties"] == 1 and body["properties"]["seeds"]["minItems"] == 1
+    assert "vary" in problems(client.post("/api/v1/sweeps", json={"base": tiny_recipe(), "vary": {}}))
+    assert "seeds" in problems(client.post("/api/v1/sweeps", json={"base": tiny_recipe(), "vary": {"seed": [1, 2]},
+                                                                  "seeds": [{}]}))
+    ids = next(p for p in doc["paths"]["/api/v1/compare"]["get"]["parameters"] if p["name"] == "ids")
+    for bad in ("01,2", "0,1", "1", "1,,2", "1, 2"):
+        assert not re.fullmatch(ids["schema"]["pattern"].strip("^$"), bad)
+        assert client.get(f"/api/v1/compare?ids={bad}").status_code == 422, bad
+    run_id = queued_run(client)
+    assert client.get(f"/api/v1/compare?ids={run_id},{run_id}").json()["runs"][0]["id"] == run_id  # a repeat: one run

@@ -15,6 +15,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, select, text
 
 from app.core.artifacts import store_for
+from app.core.redact import redact, redact_secrets
 from app.core.settings import Settings
 from app.store.db import alembic_config, default_database_url, driver_url, make_engine
 from app.store.models import Run
@@ -38,7 +39,7 @@ class Check:
 def _database(settings: Settings) -> tuple[Check, Engine | None]:
     """Reachable, and migrated to the newest revision this version ships."""
     url = driver_url(default_database_url(settings))
-    shown = url.split("@")[-1] if "@" in url else url  # never print a password
+    shown = redact(url)  # never print a user, password or query-string secret
     args = {"connect_args": {"connect_timeout": 5}} if url.startswith("postgresql") else {}
     engine = make_engine(url, **args)
     try:
@@ -63,11 +64,11 @@ def _broker(settings: Settings) -> Check:
         return Check("broker", OK, "embedded broker (SQLite under FITBOARD_HOME): fine for one host",
                      "")
     if not url.startswith(("redis://", "rediss://")):
-        return Check("broker", WARN, f"{url.split('@')[-1]}: not Redis, so not checked")
+        return Check("broker", WARN, f"{redact(url)}: not Redis, so not checked")
     import redis
 
     client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=5)
-    shown = url.split("@")[-1]
+    shown = redact(url)
     try:
         client.ping()
     except Exception as exc:
@@ -236,7 +237,29 @@ def run_checks(settings: Settings) -> list[Check]:
             checks.append(Check(name, FAIL, f"the check itself failed: {type(exc).__name__}: {first_line}"))
     if engine is not None:
         engine.dispose()
-    return checks
+    return [redacted(c, settings) for c in checks]
+
+
+def configured_secrets(settings: Settings) -> list[str]:
+    """The credentials in this host's settings, as literal strings (a driver's error may quote them unparsed)."""
+    secrets = [settings.api_token or ""]
+    for url in (settings.database_url, settings.broker_url, settings.artifact_root, settings.s3_endpoint_url,
+                settings.weights_mirror):
+        if not url or "://" not in url:
+            continue
+        info = url.split("://", 1)[1].rpartition("@")[0]
+        secrets += info.split(":", 1) if info else []
+        for pair in url.partition("?")[2].split("&"):
+            name, _, value = pair.partition("=")
+            if value and redact(pair) != pair:  # a parameter the redaction rule calls secret
+                secrets.append(value)
+    return [s for s in secrets if len(s) >= 4]
+
+
+def redacted(check: Check, settings: Settings) -> Check:
+    """The check with every credential in its detail and fix shown as *** (the report is stored and shown)."""
+    secrets = configured_secrets(settings)
+    return Check(check.name, check.status, redact_secrets(check.detail, secrets), redact_secrets(check.fix, secrets))
 
 
 def report(checks: list[Check]) -> dict:

@@ -13,7 +13,7 @@ from app.api import CSV, WRITE_ERRORS, Offset, RunId, api_router, errors, queued
 from app.core.artifacts import store_for
 from app.core.errors import RecipeError
 from app.core.events import EpochEvent
-from app.core.run_meta import MAX_TAG, RunPatch, check_tag
+from app.core.run_meta import MAX_TAG, TAG_REGEX, RunPatch, check_tag
 from app.core.status import RunStatus
 from app.services import runs
 from app.services.serializers import (
@@ -55,7 +55,8 @@ def post_runs(session: SessionDep, settings: SettingsDep, publisher: PublisherDe
 @router.get("/runs", response_model=RunPage, responses=errors(422))
 def get_runs(session: SessionDep, status: list[RunStatus] | None = Query(None),
              dataset: str | None = Query(None, max_length=1024), name: str | None = Query(None, max_length=200),
-             tag: str | None = Query(None, max_length=MAX_TAG, description="only runs with this tag"),
+             tag: str | None = Query(None, max_length=MAX_TAG, description="only runs with this tag",
+                                     json_schema_extra={"pattern": TAG_REGEX}),
              archived: Literal["hide", "show", "only"] = Query("hide", description="archived runs: hidden (default), "
                                                                                    "listed too, or listed alone"),
              order: Order = "-created_at", limit: int = Query(50, ge=1, le=500), offset: Offset = 0):

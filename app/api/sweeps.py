@@ -13,6 +13,8 @@ from app.web.deps import PublisherDep, SessionDep, SettingsDep
 
 router = api_router("sweeps")
 QUEUED_LATER = queued_later(SweepQueued)
+# What check_seeds enforces, stated in the schema
+SEEDS_SCHEMA = {"items": {"type": "integer", "minimum": 0, "maximum": 2**32 - 1}, "minItems": 1, "uniqueItems": True}
 
 
 def _answer(report: dict, queued: list, note: str | None) -> JSONResponse:
@@ -22,7 +24,8 @@ def _answer(report: dict, queued: list, note: str | None) -> JSONResponse:
 
 @router.post("/sweeps", status_code=201, response_model=SweepQueued, responses={**WRITE_ERRORS, **QUEUED_LATER})
 def post_sweeps(session: SessionDep, settings: SettingsDep, publisher: PublisherDep, base: dict = Body(...),
-                vary: dict = Body(...), seeds: list = Body([0, 1, 2]),
+                vary: dict = Body(..., json_schema_extra={"minProperties": 1}),
+                seeds: list = Body([0, 1, 2], json_schema_extra=SEEDS_SCHEMA),
                 mode: Literal["grid", "one_at_a_time"] = Body("one_at_a_time")):
     """Store a sweep and queue one run per variant and seed (at most FITBOARD_MAX_SWEEP_RUNS); 422 names the bad
     field and stores nothing; 202 with a queued_note when the broker is unreachable."""
@@ -40,7 +43,7 @@ def get_sweep(sweep_id: SweepId, session: SessionDep):
 @router.post("/sweeps/{sweep_id}/seeds", status_code=201, response_model=SweepQueued,
              responses={**WRITE_ERRORS, **errors(404), **QUEUED_LATER})
 def post_sweep_seeds(sweep_id: SweepId, session: SessionDep, settings: SettingsDep, publisher: PublisherDep,
-                     seeds: list = Body(..., embed=True)):
+                     seeds: list = Body(..., embed=True, json_schema_extra=SEEDS_SCHEMA)):
     """Run every variant for more seeds (the sweep stays within FITBOARD_MAX_SWEEP_RUNS)."""
     queued, note = sweeps.add_seeds(session, publisher, sweep_id, seeds, settings.max_sweep_runs)
     return _answer(sweeps.report(session, sweep_id), queued, note)

@@ -8,14 +8,17 @@ Writes are atomic in both: a temporary name renamed into place, or one completed
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
 from typing import BinaryIO
+from urllib.parse import unquote
 
 from app.core.errors import StorageUnavailable
+from app.core.redact import redact
 
 # The file each kind is stored as, under the run's id. Later kinds are added here, nowhere else.
 # checkpoint and best (the keep-best weights a checkpoint refers to) exist only until the run succeeds.
@@ -25,6 +28,13 @@ CHUNK = 1 << 20  # bytes per read when streaming a download
 
 class ArtifactError(StorageUnavailable):
     """The artifact store could not be read or written (a full disk, a missing mount, bad credentials)."""
+
+    def __init__(self, message: str):
+        super().__init__(redact(message))  # its text reaches answers, pages, logs and doctor reports
+
+
+# s3://[KEY:SECRET@]bucket[/prefix]; the secret may hold / and + (AWS secrets do), so it runs to the last @
+S3_URL = re.compile(r"s3://(?:(?P<key>[^:@/]+):(?P<secret>.+)@)?(?P<bucket>[^/@]*)(?P<prefix>/.*)?$", re.DOTALL)
 
 
 def file_name(kind: str) -> str:
@@ -190,11 +200,15 @@ class S3Store(ArtifactStore):
     AWS variables (or an instance role); endpoint_url points at a MinIO-style server."""
 
     def __init__(self, url: str, endpoint_url: str | None = None):
-        bucket, _, prefix = url[len("s3://"):].partition("/")
-        if not bucket:
-            raise ValueError(f"FITBOARD_ARTIFACT_ROOT={url!r} names no bucket (expected s3://bucket/prefix)")
-        self.bucket, self.prefix = bucket, prefix.strip("/")
-        self.location = f"s3://{bucket}/{self.prefix}".rstrip("/") + (f" at {endpoint_url}" if endpoint_url else "")
+        parts = S3_URL.match(url)
+        if parts is None or not parts["bucket"]:
+            raise ValueError(f"FITBOARD_ARTIFACT_ROOT={redact(url)!r} names no bucket (expected s3://bucket/prefix)")
+        self.bucket, self.prefix = parts["bucket"], (parts["prefix"] or "").strip("/")
+        self.location = redact(f"s3://{self.bucket}/{self.prefix}".rstrip("/")
+                               + (f" at {endpoint_url}" if endpoint_url else ""))
+        # Credentials in the URL (s3://KEY:SECRET@bucket) take precedence over the AWS_* variables; never shown.
+        keys = ({"aws_access_key_id": unquote(parts["key"]), "aws_secret_access_key": unquote(parts["secret"])}
+                if parts["key"] else {})
         try:
             import boto3  # optional: only hosts that store artifacts in S3 need it
             from botocore.config import Config
@@ -202,7 +216,7 @@ class S3Store(ArtifactStore):
             raise ArtifactError("an s3:// artifact root needs boto3: pip install 'fitboard[s3]'") from exc
         # Short connect timeout and a few retries: an unreachable endpoint fails a probe in seconds, not minutes.
         config = Config(connect_timeout=10, read_timeout=60, retries={"max_attempts": 3, "mode": "standard"})
-        self.client = boto3.client("s3", endpoint_url=endpoint_url, config=config)
+        self.client = boto3.client("s3", endpoint_url=endpoint_url, config=config, **keys)
 
     def _key(self, name: str) -> str:
         return f"{self.prefix}/{name}" if self.prefix else name
@@ -266,7 +280,7 @@ def open_store(root: str | Path, endpoint_url: str | None = None) -> ArtifactSto
     if text.startswith("s3://"):
         return S3Store(text, endpoint_url)
     if "://" in text:
-        raise ValueError(f"FITBOARD_ARTIFACT_ROOT={text!r}: expected a directory or s3://bucket/prefix")
+        raise ValueError(f"FITBOARD_ARTIFACT_ROOT={redact(text)!r}: expected a directory or s3://bucket/prefix")
     return DirectoryStore(Path(text))
 
 

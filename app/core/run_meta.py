@@ -10,7 +10,10 @@ from app.core.errors import RecipeError
 from app.core.schemas import field_path
 
 MAX_NAME, MAX_NOTES, MAX_TAGS, MAX_TAG = 200, 10_000, 16, 40
-TAG_PATTERN = re.compile(r"[\w.:+/-]{1,%d}" % MAX_TAG)
+TAG_REGEX = r"^[\w.:+/-]{1,%d}$" % MAX_TAG
+TAG_PATTERN = re.compile(TAG_REGEX[1:-1])
+NAME_REGEX = r"^[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*$"  # one line, not blank
+NOTES_REGEX = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"  # line breaks and tabs, no other control characters
 # Notes keep line breaks and tabs; other control characters (NUL above all: PostgreSQL text refuses it) never.
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
@@ -34,8 +37,7 @@ def _notes(value: str) -> str:
 
 def check_tag(value: str) -> str:
     """One tag: letters, digits and . : + / - _ (no comma or space), at most MAX_TAG characters."""
-    value = value.strip()
-    if not TAG_PATTERN.fullmatch(value):
+    if not TAG_PATTERN.fullmatch(value):  # no stripping: " a" is refused, as the schema's pattern says
         raise ValueError(f"a tag is 1 to {MAX_TAG} letters, digits or . : + / - _ (no spaces or commas); "
                          f"got {value[:60]!r}")
     return value
@@ -51,14 +53,18 @@ class RunPatch(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    # Defaults of None are never validated: a field left out does not change, an explicit null is refused.
-    name: Annotated[str, Field(min_length=1, max_length=MAX_NAME), AfterValidator(_name)] = None
-    notes: Annotated[str, Field(max_length=MAX_NOTES, description="plain text; \"\" clears"),
-                     AfterValidator(_notes)] = None
-    tags: Annotated[list[Annotated[str, Field(max_length=MAX_TAG), AfterValidator(check_tag)]],
+    # Defaults of None are never validated: a field left out does not change, an explicit null is refused. The
+    # patterns state in the schema what the validators enforce (one visible character, no control characters); the
+    # validators give the messages.
+    name: Annotated[str, Field(min_length=1, max_length=MAX_NAME, json_schema_extra={"pattern": NAME_REGEX}),
+                    AfterValidator(_name)] = None
+    notes: Annotated[str, Field(max_length=MAX_NOTES, json_schema_extra={"pattern": NOTES_REGEX},
+                                description="plain text; \"\" clears"), AfterValidator(_notes)] = None
+    tags: Annotated[list[Annotated[str, Field(max_length=MAX_TAG, json_schema_extra={"pattern": TAG_REGEX}),
+                                   AfterValidator(check_tag)]],
                     Field(max_length=MAX_TAGS, description="replaces the run's tags; [] clears"),
                     AfterValidator(_tags)] = None
-    archived: bool = None
+    archived: Annotated[bool, Field(strict=True)] = None  # true or false: 0, 1 and "yes" are refused
 
     def changes(self) -> dict:
         """The fields the caller sent."""

@@ -79,7 +79,7 @@ class TTASpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     n: Annotated[int, Field(strict=True, ge=1, le=MAX_TTA, description="augmented passes")] = 4
-    use_max: bool = False
+    use_max: Annotated[bool, Field(strict=True)] = False
 
 
 class AugmentSpec(BaseModel):
@@ -114,10 +114,11 @@ class StageSpec(BaseModel):
     size: Side
     presize: Side | None = None
     bs: Annotated[int, Field(strict=True, gt=0, le=MAX_BS)] = 64
-    freeze: bool = False
+    freeze: Annotated[bool, Field(strict=True)] = False
     lr: Union[float, Literal["find"], list[float]] = "find"
     lr_find_iters: Annotated[int, Field(strict=True, ge=10, le=1000)] = 100  # mock-training steps of lr: find
-    mixup: float | None = None
+    # The schema states what the validators check (they give the messages): alpha in (0, 1], eps in (0, 1).
+    mixup: Annotated[float | None, Field(json_schema_extra={"exclusiveMinimum": 0, "maximum": 1})] = None
 
     @field_validator("lr", mode="before")
     @classmethod
@@ -191,10 +192,11 @@ class RunSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: Annotated[str, Field(min_length=1, max_length=200)]
     dataset: Union[DataPath, DatasetSpec]
-    arch: str = "resnet34"
-    pretrained: bool = True
+    arch: Annotated[str, Field(json_schema_extra={"enum": list(ARCHITECTURES)})] = "resnet34"
+    pretrained: Annotated[bool, Field(strict=True)] = True
     normalize: Literal["none", "imagenet", "dataset"] = "imagenet"
-    label_smoothing: float | None = None
+    label_smoothing: Annotated[float | None, Field(json_schema_extra={"exclusiveMinimum": 0,
+                                                                      "exclusiveMaximum": 1})] = None
     seed: Annotated[int, Field(ge=0, lt=2**32)] = 42
     precision: Literal["fp32", "fp16", "bf16"] = "fp32"
     # fast: presize cache, mixed precision and channels_last on CUDA, pinned persistent loaders (README "Speed")
@@ -205,7 +207,7 @@ class RunSpec(BaseModel):
     augment: AugmentSpec | None = Field(default_factory=AugmentSpec)
     max_attempts: Annotated[int, Field(strict=True, ge=1, le=MAX_ATTEMPTS,
                                        description="attempts before a run whose worker is lost is failed")] = 3
-    stages: Annotated[list[StageSpec], Field(max_length=MAX_STAGES)]
+    stages: Annotated[list[StageSpec], Field(max_length=MAX_STAGES, json_schema_extra={"minItems": 1})]
 
     @field_validator("arch")
     @classmethod

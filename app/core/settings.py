@@ -4,7 +4,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -37,6 +37,11 @@ class Settings(BaseSettings):
     allowed_hosts: str | None = None
     bind_host: str | None = None  # set by `fitboard web`/`up` from --host, added to the default allowed hosts
     cookie_secure: bool | None = None  # the session cookie's Secure flag; None: set when the request came over https
+    # Requests inside the web app at once (each gets a thread and a pooled connection); others wait up to
+    # request_wait seconds, at most request_backlog of them, then get 503 with Retry-After.
+    max_requests: int = Field(16, ge=1, le=256)
+    request_wait: float = Field(3.0, gt=0, le=60)
+    request_backlog: int = Field(1024, ge=0, le=100_000)
     max_streams: int = 64  # concurrent server-sent event streams; more get 503 with Retry-After
     stream_lifetime: float = 300.0  # seconds a stream stays open before the client reconnects with Last-Event-ID
     auth_failures_per_minute: int = 10  # failed logins / wrong bearer tokens per client address before 429

@@ -19,7 +19,8 @@ def parse_ids(ids: str) -> list[int]:
         raise RecipeError.one("ids", "ids must be comma-separated run ids, e.g. 3,5,8") from None
     if any(not 1 <= i <= MAX_ID for i in out):
         raise RecipeError.one("ids", f"run ids are between 1 and {MAX_ID}")
-    if not 2 <= len(out) <= MAX_COMPARE:
+    # Two ids or more, as the schema states; a repeat counts once, so "3,3" shows run 3 alone.
+    if len(ids.split(",")) < 2 or not 1 <= len(out) <= MAX_COMPARE:
         raise RecipeError.one("ids", f"comparing needs two runs or more, and at most {MAX_COMPARE}; got {len(out)}")
     return out
 

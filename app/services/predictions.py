@@ -22,6 +22,9 @@ from app.store.predictions import create_prediction, get_prediction, live_predic
 MAX_IMAGES = 16
 MAX_TOTAL_BYTES = 10 * 1024 * 1024
 MAX_PIXELS = 40_000_000  # a decompression bomb stops here, named, long before it fills memory
+# Pixels decoded per request, all images together: bounds the web's check and the predictor's work (16 images of
+# 40 megapixels cost half a minute of CPU); a 12-megapixel photo at a time still goes through, several at once.
+MAX_REQUEST_PIXELS = 64_000_000
 POLL_SECONDS = 0.02  # how often a waiting request reads its row: small next to a warm prediction
 
 
@@ -41,24 +44,38 @@ def check_images(files: list[tuple[str, bytes]]) -> list[str]:
     total = sum(len(data) for _, data in files)
     if total > MAX_TOTAL_BYTES:
         raise TooLarge(f"images total {total / 2**20:.1f} MB; at most {MAX_TOTAL_BYTES // 2**20} MB per request")
-    encoded = []
+    encoded, pixels = [], 0
     for i, (name, data) in enumerate(files):
         where = f"images[{i}] ({name})"
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
-                with Image.open(io.BytesIO(data)) as img:
-                    if img.width * img.height > MAX_PIXELS:
-                        raise RecipeError.one(where, f"{img.width} x {img.height} pixels is more than "
-                                                     f"{MAX_PIXELS:,}")
-                    img.verify()  # reads the whole file: a truncated or corrupt image fails here, not in the model
-        except RecipeError:
-            raise
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombWarning,
-                Image.DecompressionBombError) as exc:
-            raise RecipeError.one(where, f"not an image PIL can read ({type(exc).__name__})") from None
+        pixels += _decoded_pixels(where, data, MAX_REQUEST_PIXELS - pixels)
         encoded.append(base64.b64encode(data).decode("ascii"))
     return encoded
+
+
+def _decoded_pixels(where: str, data: bytes, left: int) -> int:
+    """Decode one upload completely (a truncated or corrupt file fails here, named, not in the predictor); its
+    pixel count. RecipeError naming the file past MAX_PIXELS, or past the `left` of the request's pixel budget."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                count = img.width * img.height
+                if count > MAX_PIXELS:
+                    raise RecipeError.one(where, f"{img.width} x {img.height} pixels is more than {MAX_PIXELS:,}")
+                if count > left:
+                    raise RecipeError.one(where, f"the images of one request may hold {MAX_REQUEST_PIXELS:,} pixels "
+                                                 f"in all; this one ({img.width} x {img.height}) goes past that")
+                # verify() checks nothing for JPEG: decode every pixel. LOAD_TRUNCATED_IMAGES stays False here, so
+                # a cut-off file raises instead of being padded with grey.
+                img.load()
+                return count
+    except RecipeError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombWarning,
+            Image.DecompressionBombError) as exc:
+        reason = "truncated or corrupt" if isinstance(exc, (OSError, SyntaxError, EOFError)) and not isinstance(
+            exc, UnidentifiedImageError) else "not an image PIL can read"
+        raise RecipeError.one(where, f"{reason} ({type(exc).__name__})") from None
 
 
 def submit(session: Session, run_id: int, files: list[tuple[str, bytes]]) -> Prediction:

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from app.core.csvsafe import csv_row
 from app.core.events import EpochEvent
+from app.core.redact import redact_tree
 from app.core.status import RunStatus
 from app.store.models import Dataset, EpochRow, LRFind, Prediction, Run, RunAttempt, Worker
 
@@ -91,7 +92,7 @@ def serialize_worker(w: Worker) -> dict:
     """A worker's identity, GPU and last heartbeat."""
     return {"name": w.name, "host": w.host, "pid": w.pid, "gpu": w.gpu, "gpu_memory": w.gpu_memory,
             "current_run_id": w.current_run_id, "started_at": _iso(w.started_at), "last_seen": _iso(w.last_seen),
-            "doctor": w.doctor}
+            "doctor": redact_tree(w.doctor)}  # a report stored by an older worker may hold a credential
 
 
 # ---- the same shapes as pydantic models: the API's response models and its OpenAPI document -----------------------

@@ -21,6 +21,7 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 # Any fixed 64-bit key works; every fitboard process must agree on it.
 PG_MIGRATE_LOCK = zlib.crc32(b"fitboard.migrate")
 _READS = ("SELECT", "PRAGMA", "EXPLAIN")
+NOTIFY_CHANNEL = "fitboard_changes"  # PostgreSQL: every commit that wrote notifies it (app.web.changes listens)
 
 
 def default_database_url(settings: Settings | None = None) -> str:
@@ -65,10 +66,40 @@ def _sqlite_events(engine: Engine, foreign_keys: bool = True) -> None:
             cursor.execute("BEGIN IMMEDIATE")
 
 
+def _notify_on_commit(engine: Engine) -> None:
+    """NOTIFY fitboard_changes in every transaction that wrote (delivered only if it commits): the web's event
+    streams wake on it instead of polling. Every fitboard process writes through make_engine, so all writers do."""
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _note_write(conn, cursor, statement, params, context, executemany):
+        if not statement.lstrip().upper().startswith(_READS):
+            conn.info["fitboard_wrote"] = True
+
+    @event.listens_for(engine, "commit")
+    def _notify(conn):
+        if conn.info.pop("fitboard_wrote", False):
+            with conn.connection.dbapi_connection.cursor() as cur:
+                cur.execute(f"NOTIFY {NOTIFY_CHANNEL}")
+
+    @event.listens_for(engine, "rollback")
+    def _forget(conn):
+        conn.info.pop("fitboard_wrote", None)
+
+
 def driver_url(url: str) -> str:
     """A bare postgresql:// means psycopg2 here, the driver fitboard ships (SQLAlchemy 2.1 would pick psycopg 3)."""
     return ("postgresql+psycopg2://" + url.split("://", 1)[1] if url.startswith(("postgresql://", "postgres://"))
             else url)
+
+
+def web_pool(url: str, max_requests: int) -> dict:
+    """Pool settings for the web process: a connection for every admitted request (app.web.admission) plus the event
+    streams' poller, the health check and the reconciler, so a request never waits for one; a short timeout as a
+    last guard (its error is answered 503). SQLite gets the same bounded pool: its connections are cheap, reads run
+    side by side under WAL and writes queue on the file lock (busy_timeout), not on the pool."""
+    if make_url(driver_url(url)).get_backend_name() == "sqlite" and _sqlite_path(url) is None:
+        return {}  # an in-memory database lives in one connection: SQLAlchemy's own pool for it
+    return {"pool_size": max_requests + 4, "max_overflow": 4, "pool_timeout": 10}
 
 
 def make_engine(url: str, sqlite_foreign_keys: bool = True, **kwargs) -> Engine:
@@ -78,7 +109,10 @@ def make_engine(url: str, sqlite_foreign_keys: bool = True, **kwargs) -> Engine:
     kwargs.setdefault("json_serializer", json_dumps)
     if make_url(url).get_backend_name() != "sqlite":
         kwargs.setdefault("pool_pre_ping", True)  # workers hold engines for days; servers restart
-        return create_engine(url, **kwargs)
+        engine = create_engine(url, **kwargs)
+        if engine.dialect.name == "postgresql":
+            _notify_on_commit(engine)
+        return engine
     path = _sqlite_path(url)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)

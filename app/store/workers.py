@@ -6,6 +6,7 @@ from datetime import timedelta
 from sqlalchemy import select, update
 from sqlmodel import Session
 
+from app.core.redact import redact_tree
 from app.store.models import Worker, utcnow
 from app.store.runs import upsert
 
@@ -21,7 +22,7 @@ def record_heartbeat(session: Session, worker_name: str, host: str, pid: int, gp
 
 def record_doctor(session: Session, worker_name: str, report: dict) -> bool:
     """Keep a worker's latest `fitboard doctor` report; False while the worker has no row yet (no heartbeat)."""
-    stmt = update(Worker).where(Worker.name == worker_name).values(doctor=report)
+    stmt = update(Worker).where(Worker.name == worker_name).values(doctor=redact_tree(report))
     return session.exec(stmt.execution_options(synchronize_session=False)).rowcount == 1
 
 

@@ -1,6 +1,8 @@
 """The web process: FastAPI app with the JSON API, the HTML pages, the SSE stream and static files."""
 from __future__ import annotations
 
+import threading
+
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from starlette.middleware.sessions import SessionMiddleware
@@ -11,21 +13,24 @@ from app.api import predictions as api_predictions
 from app.api import runs as api_runs
 from app.api import sweeps as api_sweeps
 from app.api import workers as api_workers
+from app.core.redact import install_log_redaction
 from app.core.resources import static_dir
 from app.core.settings import Settings, get_settings
 from app.pages import routes as page_routes
 from app.services.queue import Publisher, make_celery
 from app.services.serializers import HealthOut
-from app.store.db import default_database_url, make_engine, upgrade
+from app.store.db import default_database_url, make_engine, upgrade, web_pool
+from app.web.admission import Admission
 from app.web.docs import install_vendor_routes
 from app.web.errors import install_error_handlers
 from app.web.fastpath import RunCache, RunFastPath
-from app.web.middleware import BodyLimit, WebGuard
+from app.web.middleware import BodyLimit, CompleteAllow, WebGuard
 from app.web.openapi import install_openapi
 from app.web.reconciler import reconciler_lifespan
 from app.web.security import AuthThrottle, SessionEpoch, check_token_strength, private_home, session_secret
 from app.web.sse import StreamHub
 
+PREDICT_WAITERS = 8
 API_ROUTERS = (api_runs.router, api_datasets.router, api_workers.router, api_compare.router, api_sweeps.router,
                api_predictions.router)
 
@@ -43,23 +48,30 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app: schema brought up to date, database engine and publisher on app.state."""
     settings = settings or get_settings()
     check_token_strength(settings)
+    install_log_redaction()
     private_home(settings)
     url = default_database_url(settings)
     upgrade(url)
     app = FastAPI(title="fitboard", version="0.1.0", docs_url=None, redoc_url=None, lifespan=reconciler_lifespan,
                   description="Launch fastai training runs built from chapter-7 techniques and compare them.")
-    app.state.settings, app.state.engine = settings, make_engine(url)
+    app.state.settings, app.state.engine = settings, make_engine(url, **web_pool(url, settings.max_requests))
     app.state.publisher = Publisher(make_celery(settings))
     app.state.session_secret = session_secret(settings)
     app.state.session_epoch = SessionEpoch(settings.home)
     app.state.auth_throttle = AuthThrottle(settings.auth_failures_per_minute)
     app.state.streams = StreamHub(app.state.engine, settings.max_streams, settings.stream_lifetime)
     app.state.run_cache = RunCache()
+    # POST .../predict requests waiting in a thread for their answer; past this many, the answer is 202 at once
+    app.state.predict_waiting = threading.BoundedSemaphore(PREDICT_WAITERS)
     # Added innermost first: WebGuard (Host, cross-site, headers) wraps everything, the fast path included.
     app.add_middleware(SessionMiddleware, secret_key=app.state.session_secret, session_cookie="fitboard_session",
                        same_site="strict", https_only=False, max_age=14 * 24 * 3600)
     app.add_middleware(BodyLimit)
+    app.add_middleware(CompleteAllow, outer=app)
     app.add_middleware(RunFastPath, outer=app)  # a cache hit skips every layer below
+    # Admission holds back requests past max_requests, so those inside always find a thread and a connection.
+    app.add_middleware(Admission, limit=settings.max_requests, wait=settings.request_wait,
+                       backlog=settings.request_backlog)
     app.add_middleware(WebGuard, settings=settings)
     install_error_handlers(app)
     for router in API_ROUTERS:

@@ -14,7 +14,7 @@ from app.store.db import session_scope
 
 
 def get_session(request: Request) -> Iterator[Session]:
-    """One database session per request, committed when the route returns."""
+    """One database session per request, committed and closed when the route function returns."""
     with session_scope(request.app.state.engine) as session:
         yield session
 
@@ -34,7 +34,11 @@ def get_artifacts(request: Request) -> ArtifactStore:
     return store_for(request.app.state.settings)
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+# scope="function": the session commits and gives its connection back as soon as the route function returns, before
+# the answer is validated and serialised in another worker thread. Held until the answer was sent (the default), a
+# burst of requests could hold every connection while waiting for a thread held by requests waiting for a
+# connection: a deadlock.
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 PublisherDep = Annotated[Publisher, Depends(get_publisher)]
 ArtifactsDep = Annotated[ArtifactStore, Depends(get_artifacts)]

@@ -2,6 +2,7 @@
 answer, the session cookie's Secure flag, and the 1 MB body limit (declared or chunked)."""
 from __future__ import annotations
 
+import re
 import socket
 from urllib.parse import urlsplit
 
@@ -91,7 +92,21 @@ class WebGuard:
                 message = {**message, "headers": raw + SECURITY_HEADERS}
             await send(message)
 
-        await self.app(scope, receive, send_with_headers)
+        started = False
+
+        async def send_tracked(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send_with_headers(message)
+
+        try:
+            await self.app(scope, receive, send_tracked)
+        except Exception:
+            # Starlette's own 500 is sent outside this layer: plain text without the headers. Answer here, in the
+            # API's error shape and with the headers, then let the server log the error.
+            if not started:
+                await _answer(send, 500, "internal error; the server log has the details", secured=True)
+            raise
 
 
 def _cross_site(headers: dict, host: bytes) -> bool:
@@ -147,3 +162,37 @@ class BodyLimit:
         except Exception:
             if not refused:
                 raise
+
+
+class CompleteAllow:
+    """ASGI middleware: a 405 names every method the path answers to in Allow, as the OpenAPI document lists them
+    (Starlette names only those of the first route whose path matches, so `OPTIONS /api/v1/runs` said `Allow: POST`
+    although GET works too). Paths the document does not describe keep Starlette's answer."""
+
+    def __init__(self, app, outer):
+        self.app, self.outer = app, outer  # outer: the FastAPI app, whose document lists the paths
+        self.paths: list[tuple[re.Pattern, bytes]] | None = None
+
+    def _allowed(self, path: str) -> bytes | None:
+        if self.paths is None:  # built once, on the first 405: the document is complete by then
+            self.paths = []
+            for template, operations in self.outer.openapi().get("paths", {}).items():
+                regex = re.compile("^" + re.sub(r"\\{[^/]+?\\}", "[^/]+", re.escape(template)) + "$")
+                methods = {m.upper() for m in operations}
+                methods |= {"HEAD"} if "GET" in methods else set()
+                self.paths.append((regex, ", ".join(sorted(methods)).encode()))
+        return next((allow for regex, allow in self.paths if regex.match(path)), None)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def send_with_allow(message):
+            if message["type"] == "http.response.start" and message["status"] == 405:
+                allow = self._allowed(scope["path"])
+                if allow:
+                    headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"allow"]
+                    message = {**message, "headers": [*headers, (b"allow", allow)]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_allow)

@@ -11,6 +11,9 @@ BEARER = {"type": "http", "scheme": "bearer",
           "description": "FITBOARD_API_TOKEN, when the server has one (a logged-in browser session also works; its "
                          "writes need the X-CSRF-Token header). Without a token configured, no scheme is needed."}
 OPEN_PATHS = ("/healthz",)  # answered without a token
+# Any call can meet a full server (app.web.admission): 503 with Retry-After, as every other 503 here
+BUSY = "the server is busy (too many requests in progress): retry after Retry-After seconds"
+RETRY_AFTER = {"description": "seconds to wait before retrying", "schema": {"type": "integer", "minimum": 1}}
 EVENT_STREAM = ("server-sent events: `epoch` (data: an epoch row, id: its ordinal), `progress` (data: the batch "
                 "progress), `status` (data: the run, in full once it finished)")
 
@@ -36,6 +39,8 @@ def install_openapi(app: FastAPI) -> None:
                     for media in operation.get("requestBody", {}).get("content", {}).values():
                         if "$ref" in media.get("schema", {}):  # a body schema given in openapi_extra: only the ref
                             media["schema"] = {"$ref": media["schema"]["$ref"]}
+                    busy = operation["responses"].setdefault("503", {"description": BUSY})
+                    busy["headers"] = {"Retry-After": RETRY_AFTER}
                     _errors_as_json(operation["responses"])
             app.openapi_schema = doc
         return app.openapi_schema

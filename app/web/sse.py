@@ -1,8 +1,9 @@
 """Server-sent events for one run: stored epoch rows, then new rows, progress and the status change.
 
-One poller for the whole process reads every watched run every POLL_SECONDS (two queries, plus one per run with
-new rows), however many streams are open; each run has one RunFeed, and each stream sends what its run's feed holds
-past its own position. At most max_streams streams are
+One poller for the whole process reads every watched run (two queries, plus one per run with new rows) whenever the
+database says something was committed (app.web.changes: LISTEN/NOTIFY on PostgreSQL, the WAL file on SQLite), and
+at least every BACKSTOP_SECONDS, however many streams are open; each run has one RunFeed, and each stream sends what
+its run's feed holds past its own position. At most max_streams streams are
 open at once (then 503), and each closes after stream_lifetime seconds: the browser's EventSource (and
 `fitboard submit --follow`) reconnects with Last-Event-ID and carries on where it stopped.
 """
@@ -22,8 +23,11 @@ from app.core.status import FINISHED, RunStatus
 from app.services.serializers import serialize_epoch, serialize_run
 from app.store.models import EpochRow, Run
 from app.store.runs import list_epochs
+from app.web.changes import Signal, signal_for
 
-POLL_SECONDS = 0.1  # how often a feed looks for new rows: commit-to-client latency is about half this
+POLL_SECONDS = 0.1  # how often the feeds look for new rows when the database gives no change signal
+BACKSTOP_SECONDS = 1.0  # with a change signal: a look at least this often anyway (a signal lost with a connection)
+MIN_GAP_SECONDS = 0.005  # between two looks: a burst of commits costs one look per gap, not one per commit
 RETRY_MS = 1000  # how long a client waits before reconnecting
 MAX_EVENT_ID = 10**15  # Last-Event-ID is an epoch-row ordinal; anything else is ignored (the stream starts over)
 
@@ -83,6 +87,7 @@ class StreamHub:
         self.open = 0
         self.feeds: dict[int, RunFeed] = {}
         self.task: asyncio.Task | None = None
+        self.signal: Signal | None = None  # made by the poller, in the event loop
 
     def join(self, run_id: int) -> RunFeed:
         feed = self.feeds.get(run_id)
@@ -99,7 +104,14 @@ class StreamHub:
             del self.feeds[feed.run_id]
 
     async def poll(self) -> None:
-        """Every POLL_SECONDS, look at every watched run that has not finished; stop when nobody watches."""
+        """After each change signal (or backstop timeout), look at every watched run that has not finished; stop
+        when nobody watches."""
+        loop = asyncio.get_running_loop()
+        if self.signal is None or getattr(self.signal, "loop", loop) is not loop:  # a new event loop (tests)
+            if self.signal is not None:
+                self.signal.close()
+            self.signal = signal_for(self.engine)
+        wait = BACKSTOP_SECONDS if type(self.signal) is not Signal else POLL_SECONDS
         while True:
             watched = {run_id: len(f.rows) for run_id, f in self.feeds.items() if f.run is None}
             if not watched:
@@ -113,7 +125,8 @@ class StreamHub:
                 for run_id in watched:
                     if (feed := self.feeds.get(run_id)) is not None and snaps is not None:
                         feed.update(snaps.get(run_id))
-            await asyncio.sleep(POLL_SECONDS)
+            await asyncio.sleep(MIN_GAP_SECONDS)
+            await self.signal.wait(wait if watched else MIN_GAP_SECONDS * 20)
 
 
 async def stream_slot(request: Request):

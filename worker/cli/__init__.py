@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from app.core.redact import install_log_redaction
 from worker.cli import doctor, predict, serve, store, submit, train, weights
 
 
@@ -18,4 +19,5 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the fitboard console script."""
     args = build_parser().parse_args(argv)
+    install_log_redaction()  # web, worker and predictor log lines never show a credential
     return args.func(args)

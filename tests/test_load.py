@@ -1,0 +1,122 @@
+"""Load without deadlock: bursts of 200 concurrent reads against a real `fitboard web` process answer 200 or 503 with
+Retry-After (never a 500, never a hang), and the server answers a single request right after each burst."""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+
+import httpx
+import pytest
+import requests
+
+from app.store.db import make_engine, session_scope, upgrade
+from app.store.models import Run
+from tests.helpers import tiny_recipe
+from tests.served import free_port
+
+RUNS = 60
+CONCURRENT = 200
+BOUND_SECONDS = 10  # "answers at once" on a loaded shared machine: generous, and far below the old 60 s stalls
+
+
+def seed_runs(home, n: int) -> None:
+    """n succeeded runs with accuracies 0.5 + i/1000, straight into the server's SQLite file (no worker trains them)."""
+    url = f"sqlite:///{home / 'fitboard.db'}"
+    upgrade(url)
+    engine = make_engine(url)
+    with session_scope(engine) as session:
+        for i in range(n):
+            spec = tiny_recipe(name=f"seeded-{i}")
+            session.add(Run(name=spec["name"], dataset="digits", spec=spec, status="succeeded",
+                            best_accuracy=0.5 + i / 1000, techniques=["normalize"]))
+    engine.dispose()
+
+
+async def burst(url: str, n: int) -> list[httpx.Response]:
+    """n GETs of url at once, each on its own connection."""
+    limits = httpx.Limits(max_connections=n, max_keepalive_connections=0)
+    async with httpx.AsyncClient(limits=limits, timeout=120) as client:
+        return await asyncio.gather(*(client.get(url) for _ in range(n)))
+
+
+class WebProcess:
+    """`python -m worker.cli web` on a free port (the web process alone: reads need no worker)."""
+
+    def __init__(self, home, env: dict | None = None):
+        self.home, self.url = home, f"http://127.0.0.1:{free_port()}"
+        self.env = {**os.environ, "FITBOARD_HOME": str(home), "FITBOARD_DATA_ROOT": str(home / "datasets"),
+                    **(env or {})}
+        for key in ("FITBOARD_DATABASE_URL", "FITBOARD_BROKER_URL", "FITBOARD_API_TOKEN"):
+            if key not in (env or {}):
+                self.env.pop(key, None)
+        self.log_path = home / "web.log"
+        self.proc = subprocess.Popen([sys.executable, "-m", "worker.cli", "web", "--port", self.url.rsplit(":", 1)[1]],
+                                     env=self.env, stdout=self.log_path.open("w"), stderr=subprocess.STDOUT)
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.log()
+            try:
+                if requests.get(f"{self.url}/healthz", timeout=2).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"web not ready in {timeout}s:\n{self.log()}")
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+
+@contextmanager
+def web_process(home, env: dict | None = None):
+    """A ready web process under home; stopped with SIGTERM afterwards."""
+    web = WebProcess(home, env)
+    try:
+        web.wait_ready()
+        yield web
+    finally:
+        web.stop()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    home = tmp_path_factory.mktemp("load-home")
+    seed_runs(home, RUNS)
+    with web_process(home) as web:
+        yield web
+
+
+def test_three_bursts_of_200_concurrent_run_lists_answer_200_or_503_then_a_single_get_answers(server):
+    url = f"{server.url}/api/v1/runs?limit=50"
+    for _ in range(3):
+        answers = asyncio.run(burst(url, CONCURRENT))
+        statuses = [r.status_code for r in answers]
+        assert set(statuses) <= {200, 503}, sorted(set(statuses))
+        for r in answers:
+            assert r.headers["x-content-type-options"] == "nosniff" and "default-src" in r.headers[
+                "content-security-policy"]
+            if r.status_code == 503:
+                assert int(r.headers["retry-after"]) >= 1 and r.json()["detail"]
+            else:  # a full first page, newest first, of the runs stored
+                body = r.json()
+                assert body["total"] == RUNS and len(body["items"]) == 50
+                assert body["items"][0]["name"] == f"seeded-{RUNS - 1}"
+        assert statuses.count(200) > 0
+        single = requests.get(url, timeout=BOUND_SECONDS)  # raises if the server stalls past the bound
+        assert single.status_code == 200 and single.json()["total"] == RUNS
+    assert "Traceback" not in server.log() and "QueuePool" not in server.log()
