@@ -25,9 +25,9 @@ def tiny_recipe(**overrides) -> dict:
 
 
 def finish_by_hand(engine, run_id: int, acc: float, tta: float | None = None, epochs: int = 2, predictions=None,
-                   home=None, labels=("a", "b"), lr_find: bool = False) -> None:
+                   home=None, labels=("a", "b"), lr_find: bool = False, speed: dict | None = None) -> None:
     """Put a stored run through claim -> (LR finder) -> epochs -> succeeded with a given accuracy, without training;
-    predictions go into the default artifact store of FITBOARD_HOME=home."""
+    predictions go into the default artifact store of FITBOARD_HOME=home; speed: a SpeedReport's fields."""
     import csv
 
     from app.core.artifacts import open_store
@@ -48,7 +48,7 @@ def finish_by_hand(engine, run_id: int, acc: float, tta: float | None = None, ep
     result = {"metrics": {"valid_loss": 0.5, "accuracy": acc, "error_rate": 1 - acc},
               "tta": {"n": 1, "use_max": False, "accuracy": tta, "error_rate": 1 - tta} if tta is not None else None,
               "best": {"stage": 0, "epoch": 1, "metric": "accuracy", "value": acc}, "images_per_second": 100.0 * acc,
-              "confusion": {"labels": list(labels), "matrix": [[3, 1], [0, 4]]}}
+              "confusion": {"labels": list(labels), "matrix": [[3, 1], [0, 4]]}, "speed": speed}
     stored = {}
     if predictions is not None:
         path = home / f"pred-{run_id}.csv"

@@ -3,7 +3,6 @@ watches and cancels runs on the digits demo data."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 import urllib.error
@@ -13,28 +12,11 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Error as PlaywrightError
 
+from tests.browser import PHONE, page_width, watched_page
 from tests.served import serving
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 EPOCH_ROWS = "#epoch-rows tr:not(.stage-sep)"  # stage separator rows mark stage boundaries
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
-
-
-@pytest.fixture(scope="module")
-def browser():
-    """Debian's chromium under Playwright; skipped (failed under CI=true) where it is not installed."""
-    if not Path(CHROMIUM).exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{CHROMIUM} is missing and CI=true requires the browser tests (scripts/ensure_chromium.sh)")
-        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium, or run scripts/ensure_chromium.sh)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 @pytest.fixture(scope="module")
@@ -81,9 +63,7 @@ def launch_from_form(page, served, name: str, preset: int, epochs: list[int]) ->
 
 
 def test_launch_watch_live_rows_and_cancel(browser, served):
-    page = browser.new_page()
-    errors = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page, console = watched_page(browser)
     page.on("dialog", lambda dialog: dialog.accept())  # the Cancel button asks for confirmation
 
     run_id = launch_from_form(page, served, "e2e-progressive", preset=1, epochs=[1, 1])
@@ -112,6 +92,10 @@ def test_launch_watch_live_rows_and_cancel(browser, served):
     assert "accuracy" in body.lower() and "tta" in body.lower()
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "run-page.png"), full_page=True)
+    page.set_viewport_size(PHONE)  # a real run's page (speed, top losses, a 10-class confusion matrix) on a phone
+    assert page_width(page) <= PHONE["width"], "the run page scrolls sideways on a phone"
+    page.screenshot(path=str(ARTIFACTS / "run-page-phone.png"), full_page=True)
+    page.set_viewport_size({"width": 1280, "height": 720})
     # Top losses are thumbnails that load (lazily; scrolled into view here), and a confusion cell shows its images.
     first = page.locator("#top-losses img").first
     first.scroll_into_view_if_needed()
@@ -129,7 +113,7 @@ def test_launch_watch_live_rows_and_cancel(browser, served):
     page.click("form[action$='/cancel'] button")
     page.wait_for_selector("[data-status-badge].badge-cancelled", timeout=60_000)
     assert api(served, f"/api/v1/runs/{second}")["status"] == "cancelled"
-    assert not errors, errors
+    assert not console.errors, console.errors
 
 
 def post(served, path: str, body: dict) -> dict:
@@ -147,9 +131,7 @@ def test_sweep_two_variants_three_seeds_through_api_and_pages(browser, served):
     sweep = post(served, "/api/v1/sweeps", {"base": FAST_BASE, "vary": {"label_smoothing": [0.1]},
                                              "seeds": [0, 1, 2], "mode": "one_at_a_time"})
     assert [v["label"] for v in sweep["variants"]] == ["base", "label_smoothing=0.1"] and len(sweep["queued"]) == 6
-    page = browser.new_page()
-    errors = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page, console = watched_page(browser)
     page.goto(f"{served.url}/sweeps/{sweep['id']}")
     deadline = time.monotonic() + 450  # 6 tiny runs (3 seeds: the fewest a sweep takes) on a shared CPU
     while api(served, f"/api/v1/sweeps/{sweep['id']}")["runs_finished"] < 6 and time.monotonic() < deadline:
@@ -174,12 +156,12 @@ def test_sweep_two_variants_three_seeds_through_api_and_pages(browser, served):
                            ".filter(t => t.type !== 'line' && t.name).length")
     assert traces == 6  # one trace per run
     page.screenshot(path=str(ARTIFACTS / "compare-page.png"), full_page=True)
-    assert not errors, errors
+    assert not console.errors, console.errors
 
 
 def test_ablate_action_from_a_run_creates_a_sweep(browser, served):
     runs = api(served, "/api/v1/runs?status=succeeded&limit=1")["items"]
-    page = browser.new_page()
+    page, console = watched_page(browser)
     page.goto(f"{served.url}/runs/{runs[0]['id']}")
     page.click("text=Ablate")
     page.check('input[name="vary:label_smoothing"]')
@@ -196,6 +178,7 @@ def test_ablate_action_from_a_run_creates_a_sweep(browser, served):
                 post(served, f"/api/v1/runs/{r['id']}/cancel", {})
             except urllib.error.HTTPError as exc:
                 assert exc.code == 409  # it finished before the cancel arrived
+    assert not console.errors, console.errors
 
 
 def test_predict_by_file_upload_shows_the_top_classes(browser, served, tmp_path):
@@ -205,32 +188,35 @@ def test_predict_by_file_upload_shows_the_top_classes(browser, served, tmp_path)
     digit = sorted((served.home / "datasets" / "digits" / "train_images").glob("*.jpg"))[0]
     upload = tmp_path / "my digit.png"
     Image.open(digit).convert("RGB").resize((224, 224)).save(upload)
-    page = browser.new_page()
-    errors = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page, console = watched_page(browser)
     page.goto(f"{served.url}/runs/{run['id']}")
     page.set_input_files("#predict-files", [str(upload), str(upload)])
     assert page.locator("#predict-status").inner_text() == "2 images ready."
-    page.click("#predict-button")
+    with page.expect_response(lambda r: r.url.endswith("/predict?wait=0")) as posted:
+        page.click("#predict-button")
     page.wait_for_selector("#predict-results figure.prediction", timeout=120_000)
     figures = page.locator("#predict-results figure.prediction")
     assert figures.count() == 2
-    rows = figures.first.locator("ol.top-classes li").all_inner_texts()
-    assert len(rows) == 5 and all(r.strip().endswith("%") for r in rows)
+    # Each card shows what the API answered for this very request: the top 5 classes, in order, to a tenth of a %.
+    answer = api(served, f"/api/v1/predictions/{posted.value.json()['id']}")
+    assert answer["status"] == "done" and len(answer["results"]) == 2
+    for k, result in enumerate(answer["results"]):
+        shown = [(li.locator(".label").text_content(), li.locator(".num").text_content())
+                 for li in figures.nth(k).locator("ol.top-classes li").all()]
+        assert shown == [(t["label"], f"{100 * t['probability']:.1f}%") for t in result["top"]]
+        assert len(shown) == 5
     assert figures.first.locator("strong.predict-name").inner_text() == "my digit.png"
     assert "Predicted 2 images" in page.locator("#predict-status").inner_text()
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "predict.png"), full_page=True)
-    assert not errors, errors
+    assert not console.errors, console.errors
 
 
 def test_api_docs_render_and_try_a_call(browser, served):
     """/docs renders the OpenAPI 3.1 document (Swagger UI from the installed fastapi-offline package, under the
     CSP), lists every operation, and "Try it out" calls the server."""
-    page = browser.new_page()
-    errors, outside = [], []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.on("console", lambda msg: errors.append(msg.text) if "Content Security Policy" in msg.text else None)
+    page, console = watched_page(browser)
+    outside = []
     page.on("request", lambda req: outside.append(req.url) if not req.url.startswith(served.url) else None)
     page.goto(f"{served.url}/")
     page.click("text=API")  # the top bar's link
@@ -246,4 +232,4 @@ def test_api_docs_render_and_try_a_call(browser, served):
     status.wait_for(timeout=30_000)
     assert status.inner_text().strip() == "200"
     assert '"items"' in block.locator(".live-responses-table .microlight").first.inner_text()
-    assert not errors and not outside, (errors, outside)
+    assert not console.errors and not outside, (console.errors, outside)
