@@ -120,3 +120,41 @@ def test_three_bursts_of_200_concurrent_run_lists_answer_200_or_503_then_a_singl
         single = requests.get(url, timeout=BOUND_SECONDS)  # raises if the server stalls past the bound
         assert single.status_code == 200 and single.json()["total"] == RUNS
     assert "Traceback" not in server.log() and "QueuePool" not in server.log()
+
+
+def test_admission_lets_in_at_most_its_limit_answers_503_past_the_wait_and_gives_every_slot_back():
+    from app.web.admission import Admission
+
+    async def scenario():
+        inside = peak = 0
+        gate = asyncio.Event()
+
+        async def app(scope, receive, send):
+            nonlocal inside, peak
+            inside += 1
+            peak = max(peak, inside)
+            await gate.wait()
+            inside -= 1
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+
+        admission, answers = Admission(app, limit=2, wait=0.2, backlog=100), []
+
+        async def call():
+            async def send(message):
+                if message["type"] == "http.response.start":
+                    answers.append((message["status"], dict(message["headers"]).get(b"retry-after")))
+            await admission({"type": "http", "path": "/api/v1/runs"}, None, send)
+
+        burst = [asyncio.create_task(call()) for _ in range(5)]
+        await asyncio.sleep(0.5)  # a loop timer after the 0.2 s wait: the three left waiting were answered 503
+        gate.set()
+        await asyncio.gather(*burst)
+        first = sorted(answers)
+        answers.clear()
+        await asyncio.gather(*(call() for _ in range(2)))  # both slots came back: two at once get in again
+        return first, sorted(answers), peak
+
+    first, after, peak = asyncio.run(scenario())
+    assert first == [(200, None), (200, None), (503, b"1"), (503, b"1"), (503, b"1")]
+    assert after == [(200, None), (200, None)] and peak == 2

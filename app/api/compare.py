@@ -8,14 +8,13 @@ from fastapi import Query, Response
 
 from app.api import CSV, api_router, errors
 from app.core.schemas import MAX_ID
-from app.services.compare import MAX_COMPARE, compare
+from app.services.compare import IDS_REGEX, compare
 from app.services.serializers import CompareOut
 from app.store.compare import compare_csv
 from app.web.deps import ArtifactsDep, SessionDep
 
 router = api_router("compare")
-# What the service accepts, stated in the schema: ids of 1 to 18 digits without leading zeros, 2 to 200 of them.
-IDS_PATTERN = r"^[1-9][0-9]{0,17}(,[1-9][0-9]{0,17}){1,%d}$" % (MAX_COMPARE - 1)
+
 
 
 # Not validated against CompareOut on the way out: documents of 100 runs hold ~100k values (see the json.dumps below).
@@ -24,7 +23,7 @@ IDS_PATTERN = r"^[1-9][0-9]{0,17}(,[1-9][0-9]{0,17}){1,%d}$" % (MAX_COMPARE - 1)
                        **errors(404, 422, 503)})
 def get_compare(session: SessionDep, files: ArtifactsDep,
                 ids: str = Query(..., description="2 to 200 comma-separated run ids (repeats count once)",
-                                 max_length=4000, pattern=IDS_PATTERN),
+                                 max_length=4000, json_schema_extra={"pattern": IDS_REGEX}),
                 baseline: int | None = Query(None, ge=1, le=MAX_ID), format: Literal["json", "csv"] = "json"):
     """Curves, final table with differences to the baseline, recipe diff, confusion matrices, disagreements."""
     data = compare(session, ids, baseline, files=files)

@@ -44,6 +44,25 @@ class Admission:
         self.slots: asyncio.Semaphore | None = None  # made on first use, in the server's event loop
         self.waiting = 0
 
+    async def _enter(self) -> bool:
+        """Take a slot within self.wait seconds; False when none came. Never loses a slot: an acquire that completes
+        just as the time runs out is kept (asyncio.wait_for could drop it on Python 3.11, shrinking the limit)."""
+        acquire = asyncio.ensure_future(self.slots.acquire())
+        try:
+            done, _ = await asyncio.wait({acquire}, timeout=self.wait)
+        except asyncio.CancelledError:  # the request itself was cancelled: take nothing with it
+            if not acquire.cancel() and not acquire.cancelled():
+                self.slots.release()
+            raise
+        if done:
+            return True
+        acquire.cancel()
+        try:
+            await acquire
+        except asyncio.CancelledError:
+            return False
+        return True  # it completed before the cancel took effect: the slot is ours
+
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["path"].startswith(OPEN_PATHS):
             return await self.app(scope, receive, send)
@@ -53,9 +72,8 @@ class Admission:
             return await overloaded(send)
         self.waiting += 1
         try:
-            await asyncio.wait_for(self.slots.acquire(), timeout=self.wait)
-        except (asyncio.TimeoutError, TimeoutError):
-            return await overloaded(send)
+            if not await self._enter():
+                return await overloaded(send)
         finally:
             self.waiting -= 1
         held, lock, loop = [True], threading.Lock(), asyncio.get_running_loop()
