@@ -32,7 +32,7 @@ lint: setup
 
 # The docs site builds strictly: a broken link or a page missing from the nav fails the build.
 docs: setup
-	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict -q -d build/site
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict -d build/site
 
 test: setup services lint docs
 	$(PY) -m pytest -q -p no:cacheprovider
