@@ -21,6 +21,8 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 # Any fixed 64-bit key works; every fitboard process must agree on it.
 PG_MIGRATE_LOCK = zlib.crc32(b"fitboard.migrate")
 _READS = ("SELECT", "PRAGMA", "EXPLAIN")
+# fitboard's Alembic revision lives here; alembic_version belongs to Optuna's storage (searches share the database).
+VERSION_TABLE = "fitboard_alembic_version"
 
 
 def default_database_url(settings: Settings | None = None) -> str:
