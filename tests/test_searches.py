@@ -9,6 +9,7 @@ import time
 
 import optuna
 import pytest
+import yaml
 from fastapi.testclient import TestClient
 from sqlalchemy import inspect, text
 
@@ -133,6 +134,38 @@ def test_an_old_database_keeps_its_revision_when_optuna_takes_alembic_version(tm
     engine.dispose()
 
 
+@pytest.fixture
+def served_api(settings):
+    """The web app over real HTTP (uvicorn in a thread), for the CLI."""
+    import threading
+
+    import uvicorn
+
+    from tests.served import free_port
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=30)
+
+
+def test_cli_search_starts_a_search_whose_study_optuna_reads(served_api, tmp_path, sqlite_url):
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base_recipe()))
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump({"stages[*].lr": [GOOD, GOOD2]}))
+    cli = [sys.executable, "-m", "worker.cli", "search", str(tmp_path / "base.yaml"), "--space",
+           str(tmp_path / "space.yaml"), "--url", served_api]
+    started = subprocess.run([*cli, "--trials", "2", "--parallel", "1"], capture_output=True, text=True, timeout=120)
+    assert started.returncode == 0, started.stderr
+    assert "search 1 started (Optuna study fitboard-search-1)" in started.stdout
+    study = optuna.load_study(study_name="fitboard-search-1", storage=sqlite_url)
+    assert [t.params for t in study.get_trials()] == [{"stages[*].lr": GOOD}]  # one in parallel: the base first
+
+
 def _wait_search(engine, search_id: int, workers: Workers, timeout: float = 300) -> dict:
     """Poll the search until it is done, failed or cancelled; its report."""
     deadline = time.monotonic() + timeout
@@ -189,5 +222,15 @@ def test_asha_across_two_workers_prunes_the_bad_rate_survives_a_failed_trial_and
         mine = verify["winners"][0]
         assert mine["trial"] == 1 and mine["search_value"] == by[1]["value"]
         assert mine["verified"]["mean"] == pytest.approx(winner["accuracy"]["mean"]) and mine["verified"]["n"] == 2
+        # The page says what the API says: the verdict on top, the pruned trial's rung, the budget.
+        settings = Settings(home=tmp_path, database_url=sqlite_url, data_root=data_root)
+        with TestClient(create_app(settings)) as c:
+            api = c.get(f"/api/v1/searches/{search.id}").json()
+            html = c.get(f"/searches/{search.id}").text
+            assert api["verify"]["winners"][0]["verdict"] == mine["verdict"]
+            assert html.index(mine["verdict"]) < html.index('id="search-trials"')  # verdicts at the top
+            assert "at epoch 1 (rung 0)" in html and f"{api['budget']['epochs_trained']} epochs trained" in html
+            assert f"/runs/{by[0]['run_id']}/search" in c.get(f"/runs/{by[0]['run_id']}").text
+            assert "learning rates" in c.get(f"/runs/{by[0]['run_id']}/search").text
     finally:
         workers.stop()
