@@ -234,3 +234,27 @@ def test_asha_across_two_workers_prunes_the_bad_rate_survives_a_failed_trial_and
             assert "learning rates" in c.get(f"/runs/{by[0]['run_id']}/search").text
     finally:
         workers.stop()
+
+
+def test_search_form_on_a_run_refuses_bad_yaml_then_starts_the_search_with_the_run_as_base(client, sqlite_url):
+    import re
+
+    from app.store.runs import create_run
+    engine = make_engine(sqlite_url)
+    with session_scope(engine) as s:
+        run_id = create_run(s, {**base_recipe(), "name": "my-run"}).id
+    engine.dispose()
+    page = client.get(f"/runs/{run_id}/search").text
+    token = re.search(r'<meta name="csrf-token" content="([^"]+)"', page)[1]
+    form = {"csrf_token": token, "name": "", "space": "stages[*].lr: [0.003, 0.001", "pruner": "asha",
+            "sampler": "tpe", "metric": "accuracy", "max_trials": "3", "max_parallel": "1", "k": "2", "seeds": "2"}
+    bad = client.post(f"/runs/{run_id}/search", data=form)
+    assert bad.status_code == 422 and "space: not valid YAML" in bad.text
+    r = client.post(f"/runs/{run_id}/search", data={**form, "space": "stages[*].lr: [0.003, 0.001]"},
+                    follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/searches/1"
+    api = client.get("/api/v1/searches/1").json()
+    assert api["name"] == "search: my-run" and api["options"]["max_trials"] == 3
+    assert api["base"]["name"] == "my-run" and api["base"]["stages"][0]["lr"] == GOOD
+    assert [t["params"] for t in api["trials"]] == [{"stages[*].lr": GOOD}]  # the run's own recipe first
+    assert "search: my-run" in client.get("/searches").text
