@@ -91,7 +91,7 @@ def test_bad_search_input_is_422_naming_the_field_and_stores_nothing(client, cha
     assert client.get("/api/v1/searches/1").status_code == 404
 
 
-def test_pruned_is_a_status_every_list_filter_and_model_knows(client, sqlite_url, tmp_path):
+def test_pruned_is_a_status_every_list_filter_and_model_knows(client, sqlite_url, tmp_path, monkeypatch, capsys):
     engine = make_engine(sqlite_url)
     with session_scope(engine) as s:
         from app.store.runs import create_run
@@ -99,7 +99,8 @@ def test_pruned_is_a_status_every_list_filter_and_model_knows(client, sqlite_url
     with session_scope(engine) as s:
         claim_run(s, run_id, "w1")
     with session_scope(engine) as s:
-        assert search_store.mark_pruned(s, run_id, "w1", {"stage": 0, "epoch": 0, "step": 1, "value": 0.1}) == "pruned"
+        assert search_store.mark_pruned(s, run_id, "w1", {"stage": 0, "epoch": 0, "step": 1, "metric": "accuracy",
+                                                         "value": 0.1}) == "pruned"
     engine.dispose()
     page = client.get("/api/v1/runs", params={"status": "pruned"}).json()
     assert [r["id"] for r in page["items"]] == [run_id] and page["items"][0]["status"] == "pruned"
@@ -108,11 +109,15 @@ def test_pruned_is_a_status_every_list_filter_and_model_knows(client, sqlite_url
     assert "pruned-one" in html and "badge-pruned" in html
     attempts = client.get(f"/api/v1/runs/{run_id}/attempts").json()
     assert attempts[-1]["outcome"] == "pruned"
-    cli = subprocess.run([sys.executable, "-m", "worker.cli", "runs", "--status", "pruned"], capture_output=True,
-                         text=True, env={**__import__("os").environ, "FITBOARD_DATABASE_URL": sqlite_url,
-                                         "FITBOARD_HOME": str(tmp_path)}, timeout=120)
-    assert cli.returncode == 0, cli.stderr
-    assert "pruned-one" in cli.stdout
+    # The command line, in this process (the same code `fitboard` runs): the status filter and the run in words.
+    monkeypatch.setenv("FITBOARD_DATABASE_URL", sqlite_url)
+    monkeypatch.setenv("FITBOARD_HOME", str(tmp_path))
+    from worker.cli import main
+    assert main(["runs", "--status", "pruned"]) == 0
+    assert "pruned-one" in capsys.readouterr().out
+    assert main(["show", str(run_id)]) == 0
+    assert "pruned by its search after 1 epochs (accuracy 0.1" in capsys.readouterr().out
+    assert "its pruner" in client.get(f"/runs/{run_id}").text
 
 
 def test_an_old_database_keeps_its_revision_when_optuna_takes_alembic_version(tmp_path):
