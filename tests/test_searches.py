@@ -263,3 +263,20 @@ def test_search_form_on_a_run_refuses_bad_yaml_then_starts_the_search_with_the_r
     assert api["base"]["name"] == "my-run" and api["base"]["stages"][0]["lr"] == GOOD
     assert [t["params"] for t in api["trials"]] == [{"stages[*].lr": GOOD}]  # the run's own recipe first
     assert "search: my-run" in client.get("/searches").text
+
+
+def test_on_postgres_the_study_lives_beside_fitboards_tables(postgres_url, tmp_path, data_root):
+    engine = make_engine(postgres_url)
+    publisher = Publisher(make_celery(Settings(home=tmp_path)), queue="search-pg")
+    with session_scope(engine) as s:
+        search = searches.create(s, publisher, base_recipe(), {"stages[*].lr": [GOOD, BAD]}, {"max_parallel": 1},
+                                 data_root, 12, 60)
+    study = optuna.load_study(study_name=search.study_name, storage=postgres_url)
+    assert [t.params for t in study.get_trials()] == [{"stages[*].lr": GOOD}]
+    with engine.connect() as conn:
+        names = set(inspect(conn).get_table_names())
+    assert {"studies", "trials", "alembic_version", "fitboard_alembic_version", "search", "run"} <= names
+    upgrade(postgres_url)  # fitboard's next start leaves Optuna's tables alone
+    with session_scope(engine) as s:
+        assert [r.trial_number for r in search_store.trial_runs(s, search.id)] == [0]
+    engine.dispose()
