@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import inspect, text
 
 from app.core.settings import Settings
-from app.services import searches
+from app.services import search_driver, searches
 from app.services.queue import Publisher, make_celery
 from app.store import searches as search_store
 from app.store.db import make_engine, session_scope, upgrade
@@ -279,4 +279,26 @@ def test_on_postgres_the_study_lives_beside_fitboards_tables(postgres_url, tmp_p
     upgrade(postgres_url)  # fitboard's next start leaves Optuna's tables alone
     with session_scope(engine) as s:
         assert [r.trial_number for r in search_store.trial_runs(s, search.id)] == [0]
+    engine.dispose()
+
+
+def test_a_configuration_asked_again_is_not_trained_again_and_a_base_that_wins_is_said_so(client, sqlite_url, tmp_path):
+    from tests.helpers import finish_by_hand
+    body = {"base": base_recipe(), "space": {"stages[*].lr": [GOOD]},  # one configuration: every later ask repeats it
+            "options": {"max_trials": 3, "max_parallel": 1, "k": 2, "seeds": 2}}
+    search = client.post("/api/v1/searches", json=body).json()
+    engine = make_engine(sqlite_url)
+    finish_by_hand(engine, search["trials"][0]["run_id"], acc=0.8)
+    publisher = Publisher(make_celery(Settings(home=tmp_path, database_url=sqlite_url)), queue="dup")
+    search_driver.drive(engine, publisher)  # tells trial 0, asks trials 1 and 2 (duplicates), starts the verify sweep
+    got = client.get(f"/api/v1/searches/{search['id']}").json()
+    assert [(t["status"], t["duplicate_of"], t["value"]) for t in got["trials"]] == [
+        ("succeeded", None, 0.8), ("duplicate", 0, 0.8), ("duplicate", 0, 0.8)]
+    assert got["budget"]["epochs_trained"] == 2 and got["status"] == "verifying"
+    with session_scope(engine) as s:
+        assert len(search_store.trial_runs(s, search["id"])) == 1
+        sweep = sweep_report(s, got["verify"]["sweep_id"], curves=False)
+    assert [v["key"] for v in sweep["variants"]] == ["{}"] and sweep["seeds"] == [8, 9]  # fresh: the base's is 7
+    assert got["verify"]["winners"] == []
+    assert "The search found nothing better than the base recipe." in client.get(f"/searches/{search['id']}").text
     engine.dispose()

@@ -112,9 +112,10 @@ def _drive_one(engine: Engine, publisher: Publisher, search_id: int) -> None:
     live = sum(r.status in LIVE for r in runs)
     asked = asked_count(study)
     while live < search.options["max_parallel"] and asked < budget:
-        if not _ask(engine, publisher, search, asked):
+        outcome = _ask(engine, publisher, search, asked)
+        if outcome == "exhausted":
             break
-        live, asked = live + 1, asked + 1
+        live, asked = live + (outcome == "queued"), asked + 1
     if asked >= budget and live == 0:
         _start_verify(engine, publisher, search, load_study(engine, search))
 
@@ -162,17 +163,28 @@ def _queue_trial(engine: Engine, publisher: Publisher, search: Search, number: i
     return error
 
 
-def _ask(engine: Engine, publisher: Publisher, search: Search, asked: int) -> bool:
-    """Ask the sampler for one more trial and queue its run; False when the sampler has nothing left (grid done)."""
+def _ask(engine: Engine, publisher: Publisher, search: Search, asked: int) -> str:
+    """Ask the sampler for one more trial and queue its run: "queued"; "duplicate" when it repeats a configuration
+    that already ended (told that trial's outcome, nothing trained: TPE repeats small categorical spaces); "exhausted"
+    when the sampler has nothing left (a grid fully tried)."""
     study = load_study(engine, search, salt=asked)
     try:
         trial = study.ask(studies.distributions(search.space))
     except RuntimeError:  # a grid sampler with every configuration tried
-        return False
+        return "exhausted"
+    same = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+            if t.number != trial.number and t.params == trial.params]
+    if same:
+        trial.set_user_attr("duplicate_of", same[0].number)
+        if same[0].state == TrialState.COMPLETE:
+            study.tell(trial.number, same[0].value, skip_if_finished=True)
+        else:
+            study.tell(trial.number, state=TrialState.PRUNED, skip_if_finished=True)
+        return "duplicate"
     error = _queue_trial(engine, publisher, search, trial.number, trial.params)
     if error is not None:
         study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
-    return True
+    return "queued"
 
 
 def _adopt_orphans(engine: Engine, publisher: Publisher, search: Search, study: optuna.Study, trials: dict,
@@ -203,7 +215,8 @@ def _stop_failing(engine: Engine, search: Search, runs: list[Run], failed: list[
 
 def winners(search: Search, study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     """The top k completed trials, best first, one per distinct configuration."""
-    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None]
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if t.value is not None and "duplicate_of" not in t.user_attrs]
     done.sort(key=lambda t: t.value, reverse=search.options["direction"] == "maximize")
     out, seen = [], set()
     for t in done:

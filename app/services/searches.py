@@ -146,8 +146,10 @@ def _trials(session: Session, search: Search, study: optuna.Study) -> list[dict]
             continue  # enqueued (the base, the user's first configurations), not asked yet
         run = runs.get(t.number)
         epochs, seconds = trained.get(run.id, (0, 0.0)) if run else (0, 0.0)
+        dup = t.user_attrs.get("duplicate_of")
         entry = {"number": t.number, "run_id": run.id if run else None, "state": t.state.name.lower(),
-                 "status": run.status if run else "asked", "params": studies.decode(search.space, t.params),
+                 "status": run.status if run else ("duplicate" if dup is not None else "asked"), "duplicate_of": dup,
+                 "params": studies.decode(search.space, t.params),
                  "value": t.value, "epochs": epochs, "seconds": seconds,
                  "curve": curves.get(run.id, []) if run else [], "error": run.error if run else None,
                  "pruned": None}
