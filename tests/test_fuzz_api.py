@@ -89,7 +89,7 @@ def call_and_validate(case) -> None:
 def test_fuzz_every_operation_with_the_token(server):
     base, app = server
     ops, total = operations(base, app), 0
-    assert len(ops) == 23  # every operation: retry, attempts, edit, delete and predictions included
+    assert len(ops) == 26  # every operation: retry, attempts, edit, delete, predictions and searches included
     for op in ops:
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
             total += fuzz(op, mode, EXAMPLES, call_and_validate)
