@@ -76,9 +76,9 @@ ST_SEED = 1
 
 
 # Three writes check what no schema can state: that the dataset or folder a body names exists under the data root,
-# and (sweeps) that `vary` names recipe fields. For them alone a schema-valid body may get 422; every other check,
+# and (sweeps, searches) that `vary` or the space names recipe fields. For them alone a schema-valid body may get 422; every other check,
 # and every other operation, keeps the default expectations.
-STATEFUL_BODIES = ("/api/v1/datasets", "/api/v1/runs", "/api/v1/sweeps")
+STATEFUL_BODIES = ("/api/v1/datasets", "/api/v1/runs", "/api/v1/sweeps", "/api/v1/searches")
 CONFIG = "".join(f"""
 [[operations]]
 include-path = "{path}"
@@ -99,7 +99,7 @@ def test_every_check_and_phase_of_schemathesis_finds_nothing(server, tmp_path):
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     summary = done.stdout[done.stdout.rfind("SUMMARY"):] if "SUMMARY" in done.stdout else done.stdout[-3000:]
     assert done.returncode == 0, done.stdout[-12000:] + done.stderr[-2000:]
-    assert "Tested: 23" in summary and "Stateful" in summary, summary
+    assert "Tested: 26" in summary and "Stateful" in summary, summary
     print("\n" + summary)
 
 

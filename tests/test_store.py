@@ -23,13 +23,13 @@ from app.core import errors
 from app.core.events import EpochEvent, LRFindEvent, ResultEvent
 from app.core.settings import Settings
 from app.store import attempts, recovery, registry, runs, workers
-from app.store.db import alembic_config, default_database_url, make_engine, session_scope, upgrade
+from app.store.db import VERSION_TABLE, alembic_config, default_database_url, make_engine, session_scope, upgrade
 from app.store.models import Artifact, EpochRow, Lease, LRFind, Run, Worker, utcnow
 from tests.store_fixtures import *  # noqa: F401,F403  (conftest may import them too; same objects)
 
 ROOT = Path(__file__).resolve().parent.parent
-TABLES = {"alembic_version", "dataset", "run", "epoch", "lr_find", "artifact", "worker", "sweep", "run_attempt",
-          "lease", "prediction"}
+TABLES = {"fitboard_alembic_version", "search", "dataset", "run", "epoch", "lr_find", "artifact", "worker", "sweep",
+          "run_attempt", "lease", "prediction"}
 SPEC = {"name": "cassava-normalize", "dataset": "cassava", "arch": "resnet34",
         "stages": [{"epochs": 2, "size": 64, "lr": "find"}]}
 
@@ -69,7 +69,7 @@ def test_migrations_create_every_table_and_match_the_models(db_url, db_engine):
     assert {"ix_run_status", "ix_run_created_at"} <= {ix["name"] for ix in insp.get_indexes("run")}
     assert insp.get_pk_constraint("epoch")["constrained_columns"] == ["run_id", "stage", "epoch"]
     with db_engine.connect() as conn:
-        ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+        ctx = MigrationContext.configure(conn, opts={"compare_type": True, "version_table": VERSION_TABLE})
         assert compare_metadata(ctx, SQLModel.metadata) == []  # the head revision builds exactly the models
         head = ScriptDirectory.from_config(alembic_config(db_url)).get_current_head()
         assert ctx.get_current_revision() == head
@@ -106,7 +106,7 @@ def test_upgrade_from_three_processes_at_once_succeeds_in_all(backend, tmp_path,
     try:
         assert set(inspect(engine).get_table_names()) == TABLES
         with engine.connect() as conn:
-            assert conn.execute(text("SELECT count(*) FROM alembic_version")).scalar() == 1
+            assert conn.execute(text("SELECT count(*) FROM fitboard_alembic_version")).scalar() == 1
     finally:
         engine.dispose()
 

@@ -17,7 +17,7 @@ from sqlalchemy import Engine, select, text
 from app.core.artifacts import store_for
 from app.core.redact import redact, redact_secrets
 from app.core.settings import Settings
-from app.store.db import alembic_config, default_database_url, driver_url, make_engine
+from app.store.db import VERSION_TABLE, alembic_config, default_database_url, driver_url, make_engine
 from app.store.models import Run
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
@@ -44,7 +44,8 @@ def _database(settings: Settings) -> tuple[Check, Engine | None]:
     engine = make_engine(url, **args)
     try:
         with engine.connect() as conn:
-            current = MigrationContext.configure(conn).get_current_revision()
+            ctx = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})  # [search] own table
+            current = ctx.get_current_revision()
     except Exception as exc:
         engine.dispose()
         return Check("database", FAIL, f"{shown}: {type(exc).__name__}: {str(exc).strip().splitlines()[0]}",

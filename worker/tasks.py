@@ -20,12 +20,15 @@ from app.core.status import RunStatus
 from app.services.queue import TRAIN_TASK, Publisher, make_celery
 from app.services.recovery import publish
 from app.services.runs import registry_for
+from app.services.search_driver import after_run  # [search]
 from app.store.db import default_database_url, make_engine, session_scope, upgrade
 from app.store.recovery import requeue_run
 from app.store.runs import claim_run, fail_run, finish_run, is_cancel_requested, mark_cancelled
+from app.store.searches import mark_pruned  # [search]
 from worker.checkpoint import CheckpointFiles
 from worker.engine import RunCancelled, run_recipe  # fastai and torch load with the worker, not during a task
 from worker.liveness import HeartbeatThread, record_doctor_report
+from worker.pruning import trial_callback  # [search]
 from worker.reporters import UNAVAILABLE, DatabaseReporter, DatabaseUnavailable
 
 log = logging.getLogger(__name__)
@@ -114,6 +117,7 @@ def train_run(run_id: int) -> str:
         return _train(run)
     finally:
         _set_current(None)
+        after_run(engine, PUBLISHER, run)  # [search] a trial ended: its search asks for the next (no-op otherwise)
 
 
 def _store_files(run_id: int, result: ResultEvent) -> dict[str, int]:
@@ -149,15 +153,20 @@ def _train(run) -> str:
     reporter = DatabaseReporter(engine, run_id, SHUTTING_DOWN, progress=run.progress,
                                 retry_seconds=settings.write_retry_seconds, worker=WORKER_NAME)
     out_dir = settings.work_dir / str(run_id)
+    pruning = None  # [search]
     try:
         spec = RunSpec.model_validate(run.spec)
+        pruning = trial_callback(engine, run)  # [search] a search trial reports each epoch and may be pruned
         result = run_recipe(spec, reporter, settings.data_root, out_dir,
+                            extra_cbs=(pruning,) if pruning else (),  # [search]
                             registry=registry_lookup, num_workers=settings.num_workers, checkpoints=True,
                             checkpoint_files=CheckpointFiles(out_dir, store_for(settings), run_id),
                             resume=run.resume_from is not None, settings=settings)
         stored = _store_files(run_id, result)
     except RunCancelled:
         shutil.rmtree(out_dir, ignore_errors=True)  # the checkpoint a retry needs is in the artifact store
+        if pruning is not None and pruning.pruned is not None:  # [search] its pruner stopped it: final, not a failure
+            return _until_written(f"run {run_id}", lambda s: mark_pruned(s, run_id, WORKER_NAME, pruning.pruned))
         return _stopped(run)
     except Exception as exc:  # every failure (bad data, missing weights, a crash, a dead database) is stored
         error = str(exc) if isinstance(exc, DatabaseUnavailable) else f"{type(exc).__name__}: {exc}"

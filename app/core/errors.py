@@ -61,6 +61,14 @@ class SweepNotFound(NotFound):
         super().__init__(f"sweep {sweep_id}")
 
 
+class SearchNotFound(NotFound):
+    """No search has this id."""
+
+    def __init__(self, search_id: int):
+        self.search_id = search_id
+        super().__init__(f"search {search_id}")
+
+
 class DatasetNotFound(NotFound):
     """No registered dataset (or folder, where folders count) has this name."""
 

@@ -5,15 +5,17 @@ from enum import StrEnum
 
 
 class RunStatus(StrEnum):
-    """Where a run is in its lifecycle: queued -> running -> succeeded | failed | cancelled."""
+    """Where a run is in its lifecycle: queued -> running -> succeeded | failed | cancelled | pruned
+    (pruned: a search trial its pruner stopped early; it did what was asked, not a failure)."""
 
     queued = "queued"
     running = "running"
     succeeded = "succeeded"
     failed = "failed"
     cancelled = "cancelled"
+    pruned = "pruned"
 
 
 LIVE = (RunStatus.queued, RunStatus.running)
-FINISHED = (RunStatus.succeeded, RunStatus.failed, RunStatus.cancelled)
+FINISHED = (RunStatus.succeeded, RunStatus.failed, RunStatus.cancelled, RunStatus.pruned)
 STATUSES = tuple(s.value for s in RunStatus)

@@ -55,4 +55,7 @@ def reconcile(engine: Engine, publisher: Publisher, settings: Settings, holder: 
         if due:
             log.info("reconciler: sending runs %s", [run_id for run_id, _ in due])
             publish(session, publisher, due, republished=True)
-        return [run_id for run_id, _ in due]
+    # Searches move on from the database too: a trial whose worker's own pass never ran (it died) is told here.
+    from app.services.search_driver import drive  # imported here: search_driver imports this module
+    drive(engine, publisher)
+    return [run_id for run_id, _ in due]

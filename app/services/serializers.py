@@ -30,7 +30,8 @@ def serialize_run(run: Run, full: bool = True) -> dict:
             "attempt": run.attempt, "cancel_requested": run.cancel_requested, "error": run.error,
             "published_at": _iso(run.published_at), "republish_count": run.republish_count,
             "checkpoint": run.checkpoint, "resume_from": run.resume_from, "notes": run.notes or "",
-            "tags": run.tag_list, "archived": bool(run.archived), "sweep_id": run.sweep_id}
+            "tags": run.tag_list, "archived": bool(run.archived), "sweep_id": run.sweep_id,
+            "search_id": run.search_id, "trial_number": run.trial_number}
     if full:
         result = run.result or {}
         data.update(spec=run.spec, progress=run.progress, traceback=run.traceback,
@@ -152,6 +153,8 @@ class RunSummary(BaseModel):
     tags: list[str]
     archived: bool = Field(description="hidden from the runs list unless asked for")
     sweep_id: int | None = Field(description="the sweep this run belongs to, if any")
+    search_id: int | None = Field(None, description="the search this run is a trial of, if any")
+    trial_number: int | None = Field(None, description="its Optuna trial number within the search")
 
 
 class RunOut(RunSummary):
@@ -172,7 +175,8 @@ class AttemptOut(BaseModel):
     worker: str
     started_at: str | None
     ended_at: str | None
-    outcome: str | None = Field(description="succeeded, failed, cancelled, or requeued (worker lost or stopped)")
+    outcome: str | None = Field(description="succeeded, failed, cancelled, pruned (a search's pruner stopped it), or "
+                                            "requeued (worker lost or stopped)")
     reason: str | None
     resumed_from: Position | None
 
@@ -286,6 +290,30 @@ class SweepQueued(SweepOut):
     queued: list[RunSummary]
     queued_note: str | None = Field(None, description="only with 202: the broker was unreachable; the runs are "
                                                       "stored and sent when it is back")
+
+
+class SearchOut(BaseModel):
+    """A search: its options, each trial, the best so far, the budget used and the verify sweep's verdicts."""
+
+    id: int
+    name: str
+    status: Literal["running", "verifying", "done", "failed", "cancelled"]
+    reason: str | None = Field(description="why it stopped, when it failed or was cancelled")
+    study_name: str = Field(description="the Optuna study in fitboard's database (optuna.load_study reads it)")
+    base: dict[str, Any]
+    space: dict[str, Any]
+    options: dict[str, Any]
+    created_at: str
+    finished_at: str | None
+    trials: list[dict[str, Any]] = Field(description="number, run_id, status (a run status, or 'asked'), params, "
+                                                     "value, epochs, seconds, curve, error, pruned {epoch, rung}")
+    counts: dict[str, int] = Field(description="trials by status")
+    best: dict[str, Any] | None
+    best_so_far: list[dict[str, Any]]
+    budget: dict[str, Any]
+    verify: dict[str, Any] | None = Field(description="the verify sweep: winners' search metric beside their "
+                                                      "verified mean, and verdicts against the base recipe")
+    importance: dict[str, float] | None = None
 
 
 class CompareOut(BaseModel):

@@ -22,6 +22,8 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 PG_MIGRATE_LOCK = zlib.crc32(b"fitboard.migrate")
 _READS = ("SELECT", "PRAGMA", "EXPLAIN")
 NOTIFY_CHANNEL = "fitboard_changes"  # PostgreSQL: every commit that wrote notifies it (app.web.changes listens)
+# fitboard's Alembic revision lives here; alembic_version belongs to Optuna's storage (searches share the database).
+VERSION_TABLE = "fitboard_alembic_version"
 
 
 def default_database_url(settings: Settings | None = None) -> str:

@@ -95,6 +95,9 @@ class Run(SQLModel, table=True):
     sweep_id: int | None = Field(default=None, sa_column=sa.Column(
         sa.Integer(), sa.ForeignKey("sweep.id", ondelete="SET NULL"), nullable=True, index=True))
     variant: str | None = Field(default=None, sa_column=sa.Column(sa.String(500), nullable=True))  # sweep variant key
+    search_id: int | None = Field(default=None, sa_column=sa.Column(
+        sa.Integer(), sa.ForeignKey("search.id", ondelete="SET NULL"), nullable=True, index=True))
+    trial_number: int | None = Field(default=None, sa_column=sa.Column(sa.Integer(), nullable=True))  # Optuna's
     # Recovery: when the run's message last went to the broker (NULL: not yet, or it must go again), how often the
     # reconciler re-sent it, the last epoch checkpoint written, where the next attempt resumes, and the attempt
     # number past which a lost worker fails the run instead of requeueing it.
@@ -162,6 +165,29 @@ class Sweep(SQLModel, table=True):
     seeds: list = Field(default_factory=list, sa_column=_json(nullable=False))
     variants: list = Field(default_factory=list, sa_column=_json(nullable=False))  # [{"key", "label", "overrides"}]
     created_at: datetime = Field(default_factory=utcnow, sa_column=_when(nullable=False, index=True))
+
+
+SEARCH_STATES = ("running", "verifying", "done", "failed", "cancelled")
+
+
+class Search(SQLModel, table=True):
+    """A search: a base recipe, a space and a budget; an Optuna study (same database) whose trials are runs, then a
+    verify sweep of the winners and the base over fresh seeds."""
+
+    __tablename__ = "search"
+    __table_args__ = (sa.CheckConstraint(f"status IN ({', '.join(repr(s) for s in SEARCH_STATES)})", name="status"),)
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(sa_column=sa.Column(sa.String(200), nullable=False))
+    base: dict = Field(default_factory=dict, sa_column=_json(nullable=False))  # the base RunSpec as a dict
+    space: dict = Field(default_factory=dict, sa_column=_json(nullable=False))  # field path -> distribution
+    options: dict = Field(default_factory=dict, sa_column=_json(nullable=False))  # budget, metric, pruner, verify
+    study_name: str = Field(sa_column=sa.Column(sa.String(200), nullable=False, unique=True))
+    status: str = Field(default="running", sa_column=sa.Column(sa.String(16), nullable=False, index=True))
+    reason: str | None = Field(default=None, sa_column=sa.Column(sa.Text(), nullable=True))  # why it stopped
+    verify_sweep_id: int | None = Field(default=None, sa_column=sa.Column(
+        sa.Integer(), sa.ForeignKey("sweep.id", ondelete="SET NULL"), nullable=True))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_when(nullable=False, index=True))
+    finished_at: datetime | None = Field(default=None, sa_column=_when())
 
 
 class EpochRow(SQLModel, table=True):

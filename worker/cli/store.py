@@ -119,8 +119,11 @@ def _print_run(data: dict, result: dict | None) -> None:
         m = e["metrics"]
         print(f"  {where(e['stage'], e['epoch'])}: train_loss {_fmt_float(e['train_loss'])} valid_loss "
               f"{_fmt_float(e['valid_loss'])} accuracy {_fmt_float(m.get('accuracy'))} ({e['seconds']:.1f}s)")
-    if result:
+    if result and result.get("metrics"):
         print(result_summary(ResultEvent.model_validate(result)))
+    if result and result.get("pruned"):  # [search] a trial its search's pruner stopped
+        p = result["pruned"]
+        print(f"pruned by its search after {p['step']} epochs ({p.get('metric')} {_fmt_float(p.get('value'))})")
     if data["error"]:
         print(f"error: {data['error']}")
 

@@ -1,0 +1,156 @@
+"""A search's space: recipe field paths with their choices or ranges, validated, applied to a base recipe, counted."""
+from __future__ import annotations
+
+import json
+import math
+import re
+
+from app.core.errors import RecipeError
+from app.core.schemas import parse_spec
+from app.core.sweep_plan import MAX_VALUES, get_path, set_path
+
+MAX_PARAMS = 16  # fields one search varies
+KINDS = ("choices", "int", "float", "log")
+_STAR = re.compile(r"\[\*\]")
+
+
+def expand(base: dict, path: str) -> list[str]:
+    """The concrete paths behind a path: stages[*].lr is stages[0].lr, stages[1].lr, ... of the base recipe."""
+    m = _STAR.search(path)
+    if not m:
+        return [path]
+    items = get_path(base, path[:m.start()])
+    if not isinstance(items, list) or not items:
+        raise KeyError(path)
+    return [p for i in range(len(items)) for p in expand(base, f"{path[:m.start()]}[{i}]{path[m.end():]}")]
+
+
+def _number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def normalize(path: str, dist) -> dict:
+    """One field's distribution as {"choices": [...]} or {"int"|"float"|"log": [low, high]} (a plain list means
+    choices); RecipeError naming space.<path>."""
+    loc = f"space.{path}"
+    if isinstance(dist, list):
+        dist = {"choices": dist}
+    if not isinstance(dist, dict) or len(dist) != 1 or next(iter(dist)) not in KINDS:
+        raise RecipeError.one(loc, "give a list of choices, or one of {choices: [...]}, {int: [low, high]}, "
+                                   "{float: [low, high]}, {log: [low, high]}")
+    kind, values = next(iter(dist.items()))
+    if kind == "choices":
+        if not isinstance(values, list) or not 1 <= len(values) <= MAX_VALUES:
+            raise RecipeError.one(loc, f"give 1 to {MAX_VALUES} choices")
+        if len({json.dumps(v, sort_keys=True) for v in values}) != len(values):
+            raise RecipeError.one(loc, "the choices must be distinct")
+        return {"choices": values}
+    if not (isinstance(values, list) and len(values) == 2 and all(_number(v) for v in values)):
+        raise RecipeError.one(loc, f"{kind}: give [low, high] as two numbers")
+    low, high = values
+    if not low < high:
+        raise RecipeError.one(loc, f"{kind}: low must be below high")
+    if kind == "int" and not all(float(v).is_integer() for v in values):
+        raise RecipeError.one(loc, "int: give whole-number bounds")
+    if kind == "log" and low <= 0:
+        raise RecipeError.one(loc, "log: both bounds must be above 0")
+    return {kind: [int(low), int(high)] if kind == "int" else [float(low), float(high)]}
+
+
+def check_space(base: dict, space) -> dict:
+    """The space with every path checked against the base recipe and every distribution normalized."""
+    if not isinstance(space, dict) or not space:
+        raise RecipeError.one("space", "give at least one field to search: {field path: [choices] or {log: [lo, hi]}}")
+    if len(space) > MAX_PARAMS:
+        raise RecipeError.one("space", f"at most {MAX_PARAMS} fields per search; got {len(space)}")
+    out = {}
+    for path, dist in space.items():
+        try:
+            concrete = expand(base, path)
+            for p in concrete:
+                get_path(base, p)
+        except (KeyError, IndexError, TypeError, ValueError):
+            raise RecipeError.one(f"space.{path}", f"the base recipe has no field {path!r}") from None
+        out[path] = normalize(path, dist)
+    return out
+
+
+def grid_size(space: dict) -> int | None:
+    """How many configurations the full grid has; None when a float range makes it endless."""
+    sizes = []
+    for dist in space.values():
+        kind, values = next(iter(dist.items()))
+        if kind == "choices":
+            sizes.append(len(values))
+        elif kind == "int":
+            sizes.append(values[1] - values[0] + 1)
+        else:
+            return None
+    return math.prod(sizes)
+
+
+def overrides(base: dict, params: dict) -> dict:
+    """{concrete path: value} a trial's params make (stages[*] expanded), for labels and the verify sweep."""
+    return {p: value for path, value in params.items() for p in expand(base, path)}
+
+
+def apply(base: dict, params: dict) -> dict:
+    """The base recipe with a trial's params set, validated; RecipeError names the params that made it invalid."""
+    spec = base
+    for path, value in overrides(base, params).items():
+        spec = set_path(spec, path, value)
+    try:
+        return parse_spec(spec).model_dump(mode="json")
+    except RecipeError as exc:
+        where = ", ".join(f"{k}={json.dumps(v)}" for k, v in params.items())
+        raise RecipeError([{"loc": f"space ({where}): {p['loc']}", "msg": p["msg"]} for p in exc.problems]) from None
+
+
+def _inside(dist: dict, value) -> bool:
+    """Whether a value lies in a field's distribution."""
+    kind, bounds = next(iter(dist.items()))
+    if kind == "choices":
+        return value in bounds
+    if not _number(value) or not bounds[0] <= value <= bounds[1]:
+        return False
+    return kind != "int" or isinstance(value, int)
+
+
+def check_first(space: dict, first) -> list[dict]:
+    """Configurations to try first (after the base): each a {field path: value} inside the space."""
+    if first is None:
+        return []
+    if not isinstance(first, list) or len(first) > MAX_VALUES:
+        raise RecipeError.one("first", f"give a list of at most {MAX_VALUES} {{field path: value}} objects")
+    for i, params in enumerate(first):
+        if not isinstance(params, dict) or not params:
+            raise RecipeError.one(f"first[{i}]", "give a {field path: value} object")
+        for path, value in params.items():
+            if path not in space:
+                raise RecipeError.one(f"first[{i}].{path}", "not a field of the space")
+            if not _inside(space[path], value):
+                raise RecipeError.one(f"first[{i}].{path}", f"{json.dumps(value)} lies outside the space")
+    return first
+
+
+def base_params(base: dict, space: dict) -> dict | None:
+    """The base recipe's own values as params, when every one lies in the space (the search starts from it)."""
+    params = {}
+    for path, dist in space.items():
+        values = {json.dumps(get_path(base, p), sort_keys=True) for p in expand(base, path)}
+        if len(values) != 1:
+            return None
+        value = json.loads(values.pop())
+        if not _inside(dist, value):
+            return None
+        params[path] = value
+    return params
+
+
+PRESETS = {
+    "learning rates": {"stages[*].lr": {"log": [1.0e-4, 3.0e-2]}},
+    "regularisation: MixUp and label smoothing": {"stages[*].mixup": [None, 0.2, 0.4, 1.0],
+                                                  "label_smoothing": [None, 0.05, 0.1]},
+    "augmentation": {"stages[*].mixup": [None, 0.2, 0.4], "stages[0].presize": {"int": [16, 64]}},
+    "image sizes": {"stages[0].size": [16, 24, 32, 48], "stages[0].presize": [24, 32, 48, 64]},
+}

@@ -1,0 +1,117 @@
+"""Optuna, as fitboard uses it: the RDB storage in fitboard's own database, the sampler and pruner a search asked for,
+and a space as Optuna distributions. The web process asks (sampler); the worker reports and asks the pruner."""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+
+import optuna
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+from app.store.db import _sqlite_events, driver_url
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)  # a line per trial would flood the worker's log
+log = logging.getLogger(__name__)
+PRUNERS = ("asha", "hyperband", "median", "none")
+SAMPLERS = ("tpe", "random", "grid")
+_storages: dict[str, optuna.storages.RDBStorage] = {}
+_lock = threading.Lock()
+
+
+def storage(url: str) -> optuna.storages.RDBStorage:
+    """Optuna's RDB storage on fitboard's database, one per process (it creates its tables on first use); SQLite
+    connections get fitboard's pragmas so Optuna's writes queue on the lock like every other write."""
+    url = driver_url(url)
+    with _lock:
+        if url not in _storages:
+            sqlite = url.startswith("sqlite")
+            kwargs = {"connect_args": {"timeout": 30}} if sqlite else {"pool_pre_ping": True}
+            try:
+                st = optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+            except Exception:  # two processes creating Optuna's tables at once: the second sees them the next time
+                log.info("optuna storage: retrying after a concurrent table creation")
+                st = optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+            if sqlite:
+                _sqlite_events(st.engine)
+                st.engine.dispose()  # pooled connections were opened before the pragmas were attached
+            _storages[url] = st
+        return _storages[url]
+
+
+def pruner(options: dict, total_epochs: int) -> optuna.pruners.BasePruner:
+    """The pruner a search asked for; the step is the run's epoch counted across stages (0-based)."""
+    kind, rf, min_r = options["pruner"], options["reduction_factor"], options["min_resource"]
+    if kind == "asha":  # Optuna's successive halving is asynchronous: ASHA
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=min_r, reduction_factor=rf)
+    if kind == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=min_r, max_resource=max(total_epochs, min_r + 1),
+                                              reduction_factor=rf)
+    if kind == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
+    return optuna.pruners.NopPruner()
+
+
+def distributions(space: dict) -> dict:
+    """Each searched field as an Optuna distribution; choices that are not plain values travel as JSON text."""
+    out = {}
+    for path, dist in space.items():
+        kind, values = next(iter(dist.items()))
+        if kind == "choices":
+            out[path] = CategoricalDistribution([_encode(v) for v in values] if _needs_json(values) else values)
+        elif kind == "int":
+            out[path] = IntDistribution(values[0], values[1])
+        else:
+            out[path] = FloatDistribution(values[0], values[1], log=kind == "log")
+    return out
+
+
+def _needs_json(values: list) -> bool:
+    """Lists and dicts (an lr of [low, high]) cannot be Optuna categories; every choice of such a field is JSON."""
+    return any(isinstance(v, (list, dict)) for v in values)
+
+
+def _encode(v) -> str:
+    return json.dumps(v, sort_keys=True)
+
+
+def encode(space: dict, params: dict) -> dict:
+    """Recipe values as Optuna params (for enqueueing the base recipe)."""
+    out = {}
+    for path, value in params.items():
+        values = space[path].get("choices")
+        out[path] = _encode(value) if values is not None and _needs_json(values) else value
+    return out
+
+
+def decode(space: dict, params: dict) -> dict:
+    """Optuna params as recipe values."""
+    out = {}
+    for path, value in params.items():
+        values = space.get(path, {}).get("choices")
+        out[path] = json.loads(value) if values is not None and _needs_json(values) else value
+    return out
+
+
+def sampler(options: dict, space: dict, salt: int) -> optuna.samplers.BaseSampler:
+    """A fresh sampler for one ask: the driver keeps no process alive between asks, so the seed moves with the
+    number of trials asked (salt), or every ask would draw the same configuration."""
+    seed = (options["seed"] * 100_003 + salt) % 2**32
+    if options["sampler"] == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if options["sampler"] == "grid":
+        grid = {p: (list(range(d["int"][0], d["int"][1] + 1)) if "int" in d else distributions({p: d})[p].choices)
+                for p, d in space.items()}
+        return optuna.samplers.GridSampler(grid, seed=options["seed"])
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=options.get("startup_trials", 4))
+
+
+def load(url: str, study_name: str, options: dict, space: dict, total_epochs: int, salt: int = 0) -> optuna.Study:
+    """The search's study with its sampler and pruner."""
+    return optuna.load_study(study_name=study_name, storage=storage(url), sampler=sampler(options, space, salt),
+                             pruner=pruner(options, total_epochs))
+
+
+def create(url: str, study_name: str, direction: str) -> optuna.Study:
+    """A new study for a search (direction: maximize or minimize)."""
+    return optuna.create_study(study_name=study_name, storage=storage(url), direction=direction)

@@ -1,0 +1,47 @@
+"""The worker's pruning callback on a real fastai learner and a real Optuna study in fitboard's SQLite database."""
+from __future__ import annotations
+
+import optuna
+from fastai.test_utils import synth_learner
+
+from app.services import studies
+from tests.store_fixtures import *  # noqa: F401,F403
+from worker.callbacks import ReportCallback
+from worker.pruning import PruneCallback
+from worker.reporters import ListReporter
+
+OPTIONS = {"pruner": "asha", "min_resource": 1, "reduction_factor": 2}
+
+
+def _trial(url: str, name: str) -> optuna.Trial:
+    study = optuna.create_study(study_name=name, storage=studies.storage(url),
+                                pruner=studies.pruner(OPTIONS, total_epochs=4))
+    return study, study.ask()
+
+
+def test_a_resumed_trial_reports_only_the_epochs_it_trains_counting_epochs_trained(sqlite_url):
+    study, trial = _trial(sqlite_url, "resume")
+    report = ReportCallback(ListReporter())
+    report.first_epoch = 2  # resumed after a checkpoint of epoch 2 (0-based 1): epochs 0 and 1 are replayed
+    prune = PruneCallback(trial, "valid_loss", [4])
+    learn = synth_learner(cbs=[report, prune])
+    learn.fit(4, lr=1e-2, start_epoch=2)
+    assert sorted(study.trials[0].intermediate_values) == [3, 4]  # steps = epochs trained; none twice
+    assert prune.pruned is None
+
+
+def test_a_trial_far_behind_the_others_at_a_rung_is_stopped_there(sqlite_url):
+    study, _ = _trial(sqlite_url, "rung")
+    for value in (1e-6, 2e-6):  # two finished trials with tiny losses at every step
+        t = study.ask()
+        for step in range(1, 5):
+            t.report(value, step)
+            t.should_prune()  # as their workers asked: it records the rungs they reached
+        study.tell(t, value)
+    bad = study.ask()
+    report = ReportCallback(ListReporter())
+    prune = PruneCallback(bad, "valid_loss", [4])
+    learn = synth_learner(cbs=[report, prune])
+    learn.fit(4, lr=1e3)  # a rate that sends the loss far above theirs
+    assert prune.pruned is not None and prune.pruned["step"] == 1 and report.cancelled
+    assert sorted(study.trials[bad.number].intermediate_values) == [1]  # stopped at the first rung, not after 4
