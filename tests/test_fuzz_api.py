@@ -75,9 +75,9 @@ ST_EXAMPLES = 10
 ST_SEED = 1
 
 
-# Three writes check what no schema can state: that the dataset or folder a body names exists under the data root,
-# and (sweeps, searches) that `vary` or the space names recipe fields. For them alone a schema-valid body may get 422; every other check,
-# and every other operation, keeps the default expectations.
+# Four writes check what no schema can state: that the dataset or folder a body names exists under the data root,
+# and (sweeps, searches) that `vary` or the space names recipe fields. For them alone a schema-valid body may get
+# 422; every other check, and every other operation, keeps the default expectations.
 STATEFUL_BODIES = ("/api/v1/datasets", "/api/v1/runs", "/api/v1/sweeps", "/api/v1/searches")
 CONFIG = "".join(f"""
 [[operations]]
