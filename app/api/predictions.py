@@ -6,6 +6,7 @@ from fastapi.responses import JSONResponse
 
 from app.api import RunId, api_router, errors
 from app.core.schemas import MAX_ID
+from app.core.status import PREDICTION_FINISHED
 from app.services import predictions
 from app.services.predictions import MAX_IMAGES, MAX_TOTAL_BYTES
 from app.services.serializers import PredictionOut, serialize_prediction
@@ -19,7 +20,7 @@ PENDING = {202: {"model": PredictionOut, "description": "not answered within `wa
 def _answer(prediction) -> JSONResponse:
     """200 with the answer (done or failed), or 202 with where to poll while a predictor is still at it."""
     body = serialize_prediction(prediction)
-    if prediction.status in ("done", "failed"):
+    if prediction.status in PREDICTION_FINISHED:
         return JSONResponse(body)
     return JSONResponse(body, status_code=202, headers={"Location": f"/api/v1/predictions/{prediction.id}"})
 
