@@ -9,25 +9,14 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.core.events import EpochEvent, LRFindEvent, ResultEvent
-from app.core.settings import Settings
 from app.store.db import session_scope
 from app.store.models import Run
 from app.store.runs import claim_run, create_run, finish_run, record_epoch, record_lr_find, record_progress
 from app.store.workers import record_heartbeat
 from app.web.app import create_app
+from tests.api_fixtures import *  # noqa: F401,F403  settings, client
 from tests.helpers import BEARER, TOKEN, tiny_recipe
 from tests.store_fixtures import *  # noqa: F401,F403
-
-
-@pytest.fixture
-def settings(tmp_path, sqlite_url, data_root) -> Settings:
-    return Settings(home=tmp_path, database_url=sqlite_url, data_root=data_root)
-
-
-@pytest.fixture
-def client(settings):
-    with TestClient(create_app(settings)) as c:
-        yield c
 
 
 @pytest.fixture

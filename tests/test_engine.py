@@ -16,6 +16,7 @@ from app.core.datasets import resolve_dataset
 from app.core.demo_data import DIGIT_NAMES
 from app.core.schemas import parse_spec
 from tests.helpers import tiny_recipe
+from worker.checkpoint import CheckpointCallback
 from worker.data import items_frame, make_dls, norm_stats
 from worker.engine import run_recipe
 from worker.reporters import ListReporter
@@ -258,6 +259,52 @@ def test_a_resumed_run_reproduces_the_uninterrupted_losses(data_root, tmp_path, 
         assert got.train_loss == pytest.approx(e.train_loss, abs=1e-6)
         assert got.valid_loss == pytest.approx(e.valid_loss, abs=1e-6)
     assert result.best.model_dump() == straight.of("result")[0].best.model_dump()
+
+
+class AfterCheckpoint(Callback):
+    """A callback ordered after the checkpoint callback, as a pruner or a reporter would be: it reads the run's
+    position from the learner (learn.training_run) and records each trained epoch as (stage, epoch)."""
+
+    order = CheckpointCallback.order + 5
+
+    def __init__(self):
+        self.seen = []
+
+    def after_epoch(self):
+        if hasattr(self.learn, "lr_finder") or hasattr(self.learn, "gather_preds"):
+            return
+        position = self.learn.training_run.position
+        if self.epoch >= position.first_epoch:
+            self.seen.append((position.stage, self.epoch))
+
+
+def _weights(path):
+    """The exported model's weights, loaded fresh from its file."""
+    return {k: v.clone() for k, v in load_learner(path).model.state_dict().items()}
+
+
+def test_a_callback_after_the_checkpoint_callback_keeps_a_resume_exact(data_root, tmp_path):
+    straight, after = ListReporter(), AfterCheckpoint()
+    run_recipe(parse_spec(RESUMABLE), straight, data_root, tmp_path / "straight", num_workers=0, checkpoints=True,
+               extra_cbs=(after,))
+    first, second, lost_after, resumed_after = ListReporter(), ListReporter(), AfterCheckpoint(), AfterCheckpoint()
+    with pytest.raises(KeyboardInterrupt):
+        run_recipe(parse_spec(RESUMABLE), first, data_root, tmp_path / "lost", num_workers=0, checkpoints=True,
+                   extra_cbs=(lost_after, StopAfter(2)))
+    while any(t.name == "fitboard-checkpoint" for t in threading.enumerate()):
+        time.sleep(0.05)
+    run_recipe(parse_spec(RESUMABLE), second, data_root, tmp_path / "lost", num_workers=0, checkpoints=True,
+               resume=True, extra_cbs=(resumed_after,))
+    assert after.seen == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1)]
+    assert lost_after.seen + resumed_after.seen == after.seen  # the resumed attempt starts at stage 0 epoch 2
+    rows = {(e.stage, e.epoch): (e.train_loss, e.valid_loss) for e in first.of("epoch") + second.of("epoch")}
+    assert rows.keys() == {(e.stage, e.epoch) for e in straight.of("epoch")}
+    for e in straight.of("epoch"):
+        assert rows[(e.stage, e.epoch)] == pytest.approx((e.train_loss, e.valid_loss), abs=1e-6)
+    expected, got = _weights(tmp_path / "straight" / "model.pkl"), _weights(tmp_path / "lost" / "model.pkl")
+    assert expected.keys() == got.keys()
+    for name, tensor in expected.items():  # the same model, weight for weight
+        assert torch.allclose(got[name].float(), tensor.float(), atol=1e-6), name
 
 
 def test_a_run_resumes_on_another_hosts_folder_through_the_artifact_store(data_root, tmp_path):

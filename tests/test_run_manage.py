@@ -8,28 +8,15 @@ import sys
 from pathlib import Path
 
 import pytest
-from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from app.core.settings import Settings
 from app.store.db import session_scope
 from app.store.models import EpochRow, LRFind, RunAttempt
 from app.store.sweeps import sweep_report
-from app.web.app import create_app
+from tests.api_fixtures import *  # noqa: F401,F403  settings, client
 from tests.helpers import tiny_recipe
 from tests.store_fixtures import *  # noqa: F401,F403
 from tests.test_api import stored_run
-
-
-@pytest.fixture
-def settings(tmp_path, sqlite_url, data_root) -> Settings:
-    return Settings(home=tmp_path, database_url=sqlite_url, data_root=data_root)
-
-
-@pytest.fixture
-def client(settings):
-    with TestClient(create_app(settings)) as c:
-        yield c
 
 
 def engine(client):

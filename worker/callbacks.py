@@ -9,6 +9,7 @@ from fastai.learner import Recorder
 
 from app.core.events import BestEpoch, EpochEvent, ProgressEvent
 from app.core.numbering import run_eta
+from worker.position import position
 from worker.reporters import Reporter
 
 PROGRESS_INTERVAL = 0.5  # at most 2 progress events a second
@@ -26,9 +27,8 @@ class ReportCallback(Callback):
     order = Recorder.order + 1  # after Recorder so the epoch's log is complete
 
     def __init__(self, reporter: Reporter, plan: list[tuple[int, int]] | None = None):
-        self.reporter, self.stage, self.cancelled, self.side = reporter, 0, False, False
+        self.reporter, self.cancelled, self.side = reporter, False, False
         self.plan = plan or []  # (epochs, size) per stage: for "epoch e of E" and the whole-run ETA
-        self.first_epoch = 0  # a resumed fit replays epochs before this one without training them
         self.epoch_seconds: list[float] = []
         self.timed: list[tuple[int, float]] = []  # (stage, seconds) of each epoch trained by this attempt
         self._last_progress = self._last_cancel_check = 0.0
@@ -37,6 +37,16 @@ class ReportCallback(Callback):
         # lr_find and get_preds are not epochs of the run: no rows or progress from them, but a cancel (or a stopping
         # worker) still counts, or it would wait out a long LR finder.
         self.side = _in_side_loop(self.learn)
+
+    @property
+    def stage(self) -> int:
+        """The stage in training, read from the run."""
+        return position(self.learn).stage
+
+    @property
+    def first_epoch(self) -> int:
+        """The first epoch this attempt trains in the stage (a resumed fit replays those before it)."""
+        return position(self.learn).first_epoch
 
     def before_epoch(self):
         self._epoch_start = time.perf_counter()
@@ -95,13 +105,18 @@ class KeepBestCallback(TrackerCallback):
 
     def __init__(self, monitor: str, fname: str = "best"):
         super().__init__(monitor=monitor, reset_on_fit=False)  # one best over every stage
-        self.fname, self.stage, self.first_epoch = fname, 0, 0
-        self.best_at: BestEpoch | None = None
+        self.fname = fname
+
+    def before_fit(self):
+        self.best = position(self.learn).best  # the run's best so far (a resumed one's too); None starts afresh
+        super().before_fit()
 
     def after_epoch(self):
-        if self.epoch < self.first_epoch:
+        pos = position(self.learn)
+        if self.epoch < pos.first_epoch:
             return  # skipped by a resumed fit: the recorder holds no values for it
         super().after_epoch()
         if self.new_best:
-            self.best_at = BestEpoch(stage=self.stage, epoch=self.epoch, metric=self.monitor, value=float(self.best))
+            pos.best = float(self.best)
+            pos.best_at = BestEpoch(stage=pos.stage, epoch=self.epoch, metric=self.monitor, value=pos.best)
             self.learn.save(self.fname, with_opt=False)

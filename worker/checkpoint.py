@@ -24,12 +24,13 @@ from fastai.callback.core import Callback
 from fastai.torch_core import get_model
 from fastcore.foundation import L
 
-from app.core.artifacts import ArtifactStore
-from app.core.events import CheckpointEvent, NoteEvent
+from app.core.artifacts import ArtifactStore, file_name
+from app.core.events import BestEpoch, CheckpointEvent, NoteEvent, StageSummary
+from worker.position import Position, position
 from worker.reporters import Reporter
 
-CHECKPOINT_FILE = "checkpoint.pth"
-BEST_FILE = "best.pth"  # KeepBestCallback's learn.save("best") in the run's folder
+CHECKPOINT_FILE = file_name("checkpoint")
+BEST_FILE = file_name("best")  # KeepBestCallback's learn.save("best") in the run's folder
 
 
 def _plain(value):
@@ -105,6 +106,15 @@ class Checkpoint:
         if self.epoch + 1 < epochs_per_stage[self.stage]:
             return self.stage, self.epoch + 1
         return self.stage + 1, 0
+
+    def resume_position(self, epochs_per_stage: list[int]) -> Position:
+        """The run's position after this checkpoint: mid-stage, the stage's rate and smoothed loss carry on."""
+        stage, epoch = self.next_position(epochs_per_stage)
+        mid_stage = epoch > 0
+        return Position(stage=stage, first_epoch=epoch, lr=self.lr if mid_stage else None,
+                        stages_done=[StageSummary(**s) for s in self.stages_done], best=self.best,
+                        best_at=BestEpoch(**self.best_at) if self.best_at else None,
+                        smooth_loss=self.smooth_loss if mid_stage else None)
 
 
 def load_checkpoint(out_dir: Path) -> Checkpoint | None:
@@ -198,18 +208,17 @@ def _lowest_priority() -> None:
 
 
 class CheckpointCallback(Callback):
-    """After every epoch of a stage: snapshot the state, write it in a background thread while the next epoch
-    trains, then tell the reporter it is safe. At most one write is in flight; each stage's end waits for it.
+    """After every epoch of a stage: snapshot the state with the run's position, write it in a background thread
+    while the next epoch trains, then tell the reporter it is safe. At most one write is in flight; each stage's end
+    waits for it.
 
     A write that fails (a full artifacts disk, an unreachable bucket) does not fail the run: it goes on, with a note
     that a lost worker would resume from the previous checkpoint."""
 
     order = 65  # after Recorder, the report and KeepBestCallback (60), so the best value saved is this epoch's
 
-    def __init__(self, files: CheckpointFiles, reporter: Reporter, keep=None):
-        self.files, self.reporter, self.keep = files, reporter, keep
-        self.stage, self.first_epoch, self.stage_lr, self.stages_done = 0, 0, None, []
-        self.resume_smooth: dict | None = None  # set for a fit resumed mid-stage
+    def __init__(self, files: CheckpointFiles, reporter: Reporter):
+        self.files, self.reporter = files, reporter
         self._writer: threading.Thread | None = None
         self._failure: str | None = None
 
@@ -217,22 +226,24 @@ class CheckpointCallback(Callback):
         self.run = not hasattr(self.learn, "lr_finder") and not hasattr(self.learn, "gather_preds")
 
     def before_train(self):
-        if self.resume_smooth is not None and self.epoch == self.first_epoch:
+        pos = position(self.learn)
+        if pos.smooth_loss is not None and self.epoch == pos.first_epoch:
             smooth = self.learn.recorder.smooth_loss  # reset by the recorder's before_fit; continue the lost one's
-            smooth.val, smooth.count = torch.tensor(self.resume_smooth["val"]), self.resume_smooth["count"]
-            self.resume_smooth = None
+            smooth.val, smooth.count = torch.tensor(pos.smooth_loss["val"]), pos.smooth_loss["count"]
+            pos.smooth_loss = None
 
     def after_epoch(self):
-        if self.epoch < self.first_epoch:
+        pos = position(self.learn)
+        if self.epoch < pos.first_epoch:
             return  # an epoch a resumed fit skips (fastai still calls after_epoch for it)
-        keep, smooth = self.keep, self.learn.recorder.smooth_loss
-        meta = {"stage": self.stage, "epoch": self.epoch, "lr": self.stage_lr, "stages_done": self.stages_done,
-                "best": None if keep is None or keep.best is None else float(keep.best),
-                "best_at": None if keep is None or keep.best_at is None else keep.best_at.model_dump(),
+        smooth = self.learn.recorder.smooth_loss
+        meta = {"stage": pos.stage, "epoch": self.epoch, "lr": pos.lr,
+                "stages_done": [s.model_dump() for s in pos.stages_done], "best": pos.best,
+                "best_at": None if pos.best_at is None else pos.best_at.model_dump(),
                 "smooth_loss": {"val": float(smooth.val), "count": int(smooth.count)}}
         self.wait()
         state = snapshot(self.learn, meta)
-        self._writer = threading.Thread(target=self._write, args=(state, self.stage, self.epoch),
+        self._writer = threading.Thread(target=self._write, args=(state, pos.stage, self.epoch),
                                         name="fitboard-checkpoint", daemon=True)
         self._writer.start()
 

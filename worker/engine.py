@@ -1,8 +1,11 @@
-"""The recipe engine: a RunSpec becomes DataLoaders, a vision_learner and one fit_one_cycle per stage."""
+"""The recipe engine: a RunSpec becomes DataLoaders, a vision_learner and one fit_one_cycle per stage.
+
+A TrainingRun owns one run's training and tells its story in order: resolve -> plan -> build -> restore -> stages ->
+evaluate -> export. The learner carries the run (learn.training_run), so callbacks read its position from the
+learner, as fastai callbacks read `learn`; they are found by type, never by their place in a list."""
 from __future__ import annotations
 
 import csv
-import os
 import time
 from pathlib import Path
 
@@ -17,15 +20,14 @@ from fastai.metrics import accuracy, error_rate
 from fastai.torch_core import set_seed
 from fastai.vision.all import noop, valley, vision_learner
 
+from app.core.artifacts import file_name
 from app.core.datasets import ResolvedDataset, resolve_dataset
 from app.core.events import (
-    BestEpoch,
     Confusion,
     FinalMetrics,
     LRFindEvent,
     NoteEvent,
     ParamSummary,
-    ProgressEvent,
     ResultEvent,
     SpeedReport,
     StageEndEvent,
@@ -39,9 +41,10 @@ from app.core.events import (
 from app.core.schemas import RunSpec, StageSpec
 from app.core.settings import Settings
 from worker.callbacks import KeepBestCallback, ReportCallback
-from worker.checkpoint import Checkpoint, CheckpointCallback, CheckpointFiles, restore, restore_rng
+from worker.checkpoint import BEST_FILE, Checkpoint, CheckpointCallback, CheckpointFiles, restore, restore_rng
 from worker.data import items_frame, make_dls, norm_stats
-from worker.presize_cache import CacheSet, CacheTooSmall, PresizeCache
+from worker.frames import CachedFrames
+from worker.position import Position, find_cb
 from worker.reporters import Reporter
 from worker.speed import ChannelsLast, SpeedCallback, SpeedPlan, cuda_oom, default_num_workers, plan_speed
 from worker.weights import ensure_cached
@@ -111,38 +114,6 @@ def _param_summary(learn) -> ParamSummary:
     return ParamSummary(params=total, trainable_params=trainable, group_lrs=group_lrs)
 
 
-def _run_stage(learn, idx: int, stage: StageSpec, reporter: Reporter, tracked: list, first_epoch: int = 0,
-               resume: Checkpoint | None = None) -> StageSummary:
-    """Freeze or unfreeze, pick the learning rate, then one fit_one_cycle (with MixUp if asked); returns its summary.
-
-    Resuming mid-stage (first_epoch > 0) reuses the rate the stage found before and continues the same one-cycle
-    schedule at first_epoch, with every random generator as the checkpoint left it."""
-    report_cb = tracked[0]
-    learn.freeze() if stage.freeze else learn.unfreeze()  # fastai clears the optimizer state here
-    if resume is not None:
-        restore(learn, resume)  # so the checkpoint's optimizer state goes in after it
-        lr = resume.lr
-    else:
-        lr = _find_or_cancel(learn, idx, stage, reporter, report_cb) if stage.lr == "find" else stage.lr
-    for cb in tracked:  # the report, keep-best and checkpoint callbacks: which stage, which epochs are replayed
-        cb.stage, cb.first_epoch = idx, first_epoch
-    plan = StagePlan(stage=idx, epochs=stage.epochs, size=stage.size, presize=stage.presize, bs=stage.bs,
-                     frozen=stage.freeze, lr=lr, mixup=stage.mixup)
-    if isinstance(tracked[-1], CheckpointCallback):
-        tracked[-1].stage_lr = lr
-        tracked[-1].resume_smooth = resume.smooth_loss if resume is not None else None
-    reporter.emit(StageEvent(**plan.model_dump()))
-    cbs = [MixUp(stage.mixup)] if stage.mixup else []
-    if resume is not None:
-        restore_rng(resume.rng, learn.dls.train)
-    learn.fit_one_cycle(stage.epochs, slice(*lr) if isinstance(lr, list) else lr, cbs=cbs, start_epoch=first_epoch)
-    summary = _param_summary(learn)
-    reporter.emit(StageEndEvent(stage=idx, **summary.model_dump()))
-    if report_cb.cancelled:
-        raise RunCancelled(f"cancelled during stage {idx}")
-    return StageSummary(**plan.model_dump(), **summary.model_dump())
-
-
 def _metrics(preds, targs, losses) -> FinalMetrics:
     """Loss, accuracy and error rate from gathered predictions."""
     acc = float((preds.argmax(1) == targs).float().mean())
@@ -168,7 +139,7 @@ def _evaluate(learn, ds: ResolvedDataset, spec: RunSpec, out_dir: Path) -> dict:
     result["top_losses"] = [TopLoss(image_id=valid_ids[i], actual=vocab[int(targs[i])],
                                     predicted=vocab[int(decoded[i])], loss=float(losses[i]),
                                     probability=float(preds[i, decoded[i]])) for i in order]
-    pred_file = out_dir / "predictions.csv"
+    pred_file = out_dir / file_name("predictions")
     with pred_file.open("w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["image_id", "actual", "predicted", "correct", "loss"])
@@ -190,59 +161,182 @@ def _images_per_second(n_train: int, epoch_seconds: list[float]) -> float | None
     return n_train * len(epoch_seconds) / sum(epoch_seconds) if epoch_seconds else None
 
 
-def _resume_point(files: CheckpointFiles, resume: bool, reporter: Reporter) -> Checkpoint | None:
-    """The checkpoint to continue from, when asked to resume and one was written; says so when none was."""
-    if not resume:
-        return None
-    ckpt = files.load()
-    if ckpt is None:
-        reporter.emit(NoteEvent(message="no checkpoint was written before the last attempt ended: starting at epoch 0"))
-    return ckpt
+class TrainingRun:
+    """One run's training, owned in one place: the spec, its speed plan, the learner, where its files go (the
+    checkpoint files, over the artifact store for a worker) and its position (stage, first epoch, rate, stages done,
+    best so far). The learner carries it as learn.training_run; every callback reads the position from there."""
 
+    def __init__(self, spec: RunSpec, reporter: Reporter, data_root: Path, out_dir: Path, *, settings: Settings,
+                 dataset: ResolvedDataset | None = None, registry=None, num_workers: int | None = None,
+                 files: CheckpointFiles | None = None, checkpoints: bool = False, extra_cbs: tuple = ()):
+        self.spec, self.reporter, self.data_root, self.settings = spec, reporter, data_root, settings
+        self.out_dir = Path(out_dir)
+        self.ds, self.registry = dataset, registry
+        self.num_workers = default_num_workers() if num_workers is None else num_workers
+        self.files = files or CheckpointFiles(self.out_dir)
+        self.checkpoints, self.extra_cbs = checkpoints, tuple(extra_cbs)
+        self.position = Position()
+        self.checkpoint: Checkpoint | None = None  # the one this attempt continues after (resolve finds it)
+        self.speed: SpeedPlan | None = None
+        self.frames: CachedFrames | None = None
+        self.learn = None
+        self.cbs: list = []  # the callbacks this run added to its learner (removed again before export)
+        self._dls: dict[int, object] = {}
+        self.started = time.perf_counter()
 
-class _CachedFrames:
-    """The items frame with each stage's paths pointing into the presize cache (speed: fast), one set per presize."""
+    def train(self, resume: bool = False) -> ResultEvent:
+        """The whole story; returns the result (also emitted as 'result')."""
+        self.resolve(resume)
+        self.plan()
+        self.build()
+        self.restore()
+        for idx in range(self.position.stage, len(self.spec.stages)):
+            self.train_stage(idx)
+        return self.export(self.evaluate())
 
-    def __init__(self, frame, plan: SpeedPlan, settings: Settings, reporter: Reporter):
-        self.frame, self.plan, self.reporter = frame, plan, reporter
-        self.sets: dict[int, CacheSet | None] = {}
-        self.cache = PresizeCache(settings.presize_cache_dir, int(settings.cache_max_gb * 2**30),
-                                  workers=len(os.sched_getaffinity(0))) if plan.cache else None
+    def resolve(self, resume: bool) -> None:
+        """The dataset and, when asked to resume, the checkpoint to continue after (saying so when none was written)."""
+        self.ds = self.ds or resolve_dataset(self.spec.dataset, self.data_root, seed=self.spec.seed,
+                                             registry=self.registry)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        if resume:
+            self.checkpoint = self.files.load()
+            if self.checkpoint is None:
+                self.reporter.emit(NoteEvent(message="no checkpoint was written before the last attempt ended: "
+                                                     "starting at epoch 0"))
 
-    def for_stage(self, idx: int, presize: int):
-        """(frame, cached) for a stage: cache entries when the cache is on and holds the set, else the originals."""
-        if self.cache is None:
-            return self.frame, False
-        if presize not in self.sets:
-            self.sets[presize] = self._acquire(idx, presize)
-        cset = self.sets[presize]
-        return (self.frame.assign(path=cset.paths), True) if cset else (self.frame, False)
+    def plan(self) -> None:
+        """The speed plan; the start event and notes; the seed, then what every stage's data shares."""
+        spec, ds = self.spec, self.ds
+        self.speed = plan_speed(spec)
+        self.notes = self.speed.notes + ds.warnings
+        at = self.checkpoint.resume_position([s.epochs for s in spec.stages]) if self.checkpoint else None
+        self.reporter.emit(StartEvent(name=spec.name, dataset=ds.report(), techniques=spec.techniques(),
+                                      device="cuda" if torch.cuda.is_available() else "cpu", notes=self.notes,
+                                      resumed_from={"stage": at.stage, "epoch": at.first_epoch} if at else None))
+        for note in self.notes:
+            self.reporter.emit(NoteEvent(message=note))
+        set_seed(spec.seed, reproducible=True)  # before the split shuffle, the init and the first batches
+        frame = items_frame(ds)
+        self.stats = norm_stats(spec.normalize, ds, spec.seed)
+        self.frames = CachedFrames(frame, self.speed, self.settings, self.reporter)
 
-    def _acquire(self, idx: int, presize: int) -> CacheSet | None:
-        """Build or reuse the set, reporting progress; a set too big for the bound falls back with a note."""
-        t0 = time.perf_counter()
+    def dls_for(self, idx: int):
+        """The DataLoaders of a stage, built once (progressive resizing gives each stage its own)."""
+        if idx not in self._dls:
+            stage = self.spec.stages[idx]
+            frame, cached = self.frames.for_stage(idx, stage.presize)
+            self._dls[idx] = make_dls(frame, _vocab(self.ds.classes), stage, self.stats, self.num_workers,
+                                      cached=cached, pin_memory=self.speed.pin_memory,
+                                      prefetch=self.speed.prefetch if self.num_workers else None,
+                                      augment=self.spec.augment)
+        return self._dls[idx]
 
-        def progress(done: int, total: int) -> None:
-            elapsed = time.perf_counter() - t0
-            self.reporter.emit(ProgressEvent(stage=idx, epoch=0, batch=done, total=total, elapsed=elapsed,
-                                             eta=elapsed / done * (total - done), phase="presize cache"))
+    def callbacks(self) -> list:
+        """The run's callbacks; each reads the run's position from the learner, so their order is fastai's `order`
+        alone (a new callback is appended here, or passed in extra_cbs)."""
+        report = ReportCallback(self.reporter, plan=[(s.epochs, s.size) for s in self.spec.stages])
+        keep = [KeepBestCallback(self.spec.keep_best)] if self.spec.keep_best else []
+        checkpoint = [CheckpointCallback(self.files, self.reporter)] if self.checkpoints else []
+        return [report, SpeedCallback(), *keep, *checkpoint, *self.extra_cbs]
+
+    def build(self) -> None:
+        """The learner, on the data of the stage training starts in (the checkpoint's, when resuming)."""
+        self.cbs = self.callbacks()
+        self.learn = _build_learner(self.spec, self.dls_for(self.checkpoint.stage if self.checkpoint else 0),
+                                    self.out_dir, self.cbs, self.speed, self.settings, self.reporter)
+        self.learn.training_run = self
+
+    def restore(self) -> None:
+        """Continue after the checkpoint, when there is one: the position, the weights and optimizer state, the best
+        so far and every random generator, so the resumed epochs repeat the lost ones exactly."""
+        ckpt, learn = self.checkpoint, self.learn
+        if ckpt is None:
+            return
+        pos = self.position = ckpt.resume_position([s.epochs for s in self.spec.stages])
+        mid_stage = pos.first_epoch > 0
+        if mid_stage:
+            learn.dls = self.dls_for(pos.stage)
+            self._freeze(pos.stage)  # fastai clears the optimizer state here: the checkpoint's goes in after it
+        restore(learn, ckpt)
+        if pos.best_at is not None and not (self.out_dir / BEST_FILE).is_file():
+            # The write that stored those weights failed (a note said so then): keep-best starts over from here
+            # rather than failing the run at its end for want of a file.
+            self.reporter.emit(NoteEvent(message=f"the best weights (stage {pos.best_at.stage + 1}, epoch "
+                                                 f"{pos.best_at.epoch + 1}) were not stored with the checkpoint; "
+                                                 "keep-best tracks the best epoch from here on"))
+            pos.best, pos.best_at = None, None
+        # At a stage boundary the next stage's DataLoaders are built from these states, as they were.
+        restore_rng(ckpt.rng, learn.dls.train if mid_stage else None)
+
+    def _freeze(self, idx: int) -> None:
+        """Freeze the body for a frozen stage, else unfreeze (fastai clears the optimizer state either way)."""
+        self.learn.freeze() if self.spec.stages[idx].freeze else self.learn.unfreeze()
+
+    def train_stage(self, idx: int) -> None:
+        """One stage; a CUDA out-of-memory error becomes one that names the stage's batch and image size."""
+        stage = self.spec.stages[idx]
+        base = torch.cuda.memory_allocated() if torch.cuda.is_available() else 0.0
         try:
-            return self.cache.acquire(self.frame["path"].tolist(), presize, progress)
-        except CacheTooSmall as exc:
-            self.reporter.emit(NoteEvent(message=f"presize cache off for presize {presize}: {exc}"))
-            return None
+            self._fit_stage(idx, stage)
+        except torch.cuda.OutOfMemoryError as exc:
+            raise cuda_oom(idx, stage.bs, stage.size, base, exc) from None
 
-    def describe(self) -> str | None:
-        """What the cache did for this run, for the speed block."""
-        if self.cache is None:
-            return None
-        return "; ".join(f"presize {p}: {s.describe() if s else 'too big for the bound'}" for p, s in self.sets.items())
+    def _fit_stage(self, idx: int, stage: StageSpec) -> None:
+        """Freeze or unfreeze, pick the rate, then one fit_one_cycle (with MixUp if asked). A stage restore() resumed
+        mid-way keeps its rate and continues its one-cycle schedule at the position's first epoch."""
+        learn, pos = self.learn, self.position
+        learn.dls = self.dls_for(idx)
+        if not (idx == pos.stage and pos.first_epoch > 0):
+            pos.stage, pos.first_epoch = idx, 0
+            self._freeze(idx)
+            report = find_cb(learn, ReportCallback)
+            pos.lr = _find_or_cancel(learn, idx, stage, self.reporter, report) if stage.lr == "find" else stage.lr
+        plan = StagePlan(stage=idx, epochs=stage.epochs, size=stage.size, presize=stage.presize, bs=stage.bs,
+                         frozen=stage.freeze, lr=pos.lr, mixup=stage.mixup)
+        self.reporter.emit(StageEvent(**plan.model_dump()))
+        cbs = [MixUp(stage.mixup)] if stage.mixup else []
+        learn.fit_one_cycle(stage.epochs, slice(*pos.lr) if isinstance(pos.lr, list) else pos.lr, cbs=cbs,
+                            start_epoch=pos.first_epoch)
+        summary = _param_summary(learn)
+        self.reporter.emit(StageEndEvent(stage=idx, **summary.model_dump()))
+        if find_cb(learn, ReportCallback).cancelled:
+            raise RunCancelled(f"cancelled during stage {idx}")
+        pos.stages_done.append(StageSummary(**plan.model_dump(), **summary.model_dump()))
+
+    def evaluate(self) -> dict:
+        """Final metrics on the best weights (keep-best), at the image size they were trained and scored at."""
+        best_at = self.position.best_at
+        if best_at is not None:
+            self.learn.load(find_cb(self.learn, KeepBestCallback).fname, with_opt=False)
+            self.learn.dls = self.dls_for(best_at.stage)
+        return _evaluate(self.learn, self.ds, self.spec, self.out_dir)
+
+    def export(self, evaluation: dict) -> ResultEvent:
+        """Export the model without the run's callbacks (they hold reporters, not picklable; channels_last is a
+        training-time choice) and emit the result."""
+        learn, pos, speed = self.learn, self.position, self.speed
+        report, speed_cb = find_cb(learn, ReportCallback), find_cb(learn, SpeedCallback)
+        learn.remove_cbs([*self.cbs, *learn.cbs.filter(lambda cb: isinstance(cb, ChannelsLast))])
+        del learn.training_run
+        model_path = self.out_dir / file_name("model")
+        learn.export(model_path)
+        n_train = sum(not it.is_valid for it in self.ds.items)
+        result = ResultEvent(**evaluation, best=pos.best_at, model_path=str(model_path), notes=self.notes,
+                             stages=pos.stages_done, dataset=self.ds.report(), normalize_stats=self.stats,
+                             seconds=time.perf_counter() - self.started,
+                             images_per_second=_images_per_second(n_train, report.epoch_seconds),
+                             speed=SpeedReport(mode=speed.mode, precision=speed.precision,
+                                               channels_last=speed.channels_last,
+                                               presize_cache=self.frames.describe(), num_workers=self.num_workers,
+                                               pin_memory=speed.pin_memory, stages=speed_cb.report()))
+        self.reporter.emit(result)
+        return result
 
     def release(self) -> None:
-        """Unpin every set so eviction may take it later."""
-        for cset in self.sets.values():
-            if cset is not None:
-                cset.release()
+        """Unpin the presize cache sets this run holds."""
+        if self.frames is not None:
+            self.frames.release()
 
 
 def run_recipe(spec: RunSpec, reporter: Reporter, data_root: Path, out_dir: Path, *,
@@ -254,103 +348,10 @@ def run_recipe(spec: RunSpec, reporter: Reporter, data_root: Path, out_dir: Path
     checkpoints: save a checkpoint after every epoch (out_dir/checkpoint.pth, or checkpoint_files: a worker's
     artifact store). resume: continue after the last checkpoint, when there is one. settings: cache and weights
     options (default: read from the env)."""
-    held: list[_CachedFrames] = []
+    run = TrainingRun(spec, reporter, data_root, out_dir, settings=settings or Settings(), dataset=dataset,
+                      registry=registry, num_workers=num_workers, files=checkpoint_files, checkpoints=checkpoints,
+                      extra_cbs=extra_cbs)
     try:
-        return _train_recipe(spec, reporter, data_root, out_dir, dataset=dataset, registry=registry,
-                             num_workers=num_workers, extra_cbs=extra_cbs, checkpoints=checkpoints, resume=resume,
-                             checkpoint_files=checkpoint_files, settings=settings or Settings(), held=held)
+        return run.train(resume)
     finally:
-        for frames in held:
-            frames.release()
-
-
-def _train_recipe(spec: RunSpec, reporter: Reporter, data_root: Path, out_dir: Path, *, dataset, registry,
-                  num_workers, extra_cbs, checkpoints, resume, checkpoint_files, settings: Settings,
-                  held: list) -> ResultEvent:
-    """run_recipe's body; cache sets it pins are appended to held, for the caller to release."""
-    started = time.perf_counter()
-    ds = dataset or resolve_dataset(spec.dataset, data_root, seed=spec.seed, registry=registry)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    plan = plan_speed(spec)
-    notes = plan.notes + ds.warnings
-    n_train = sum(not it.is_valid for it in ds.items)
-    files = checkpoint_files or CheckpointFiles(out_dir)
-    ckpt = _resume_point(files, resume, reporter)
-    start_stage, start_epoch = ckpt.next_position([s.epochs for s in spec.stages]) if ckpt else (0, 0)
-    reporter.emit(StartEvent(name=spec.name, dataset=ds.report(), techniques=spec.techniques(),
-                             device="cuda" if torch.cuda.is_available() else "cpu", notes=notes,
-                             resumed_from={"stage": start_stage, "epoch": start_epoch} if ckpt else None))
-    for note in notes:
-        reporter.emit(NoteEvent(message=note))
-    set_seed(spec.seed, reproducible=True)  # before the split shuffle, the init and the first batches
-    frame = items_frame(ds)
-    stats = norm_stats(spec.normalize, ds, spec.seed)
-    if num_workers is None:
-        num_workers = default_num_workers()
-    frames = _CachedFrames(frame, plan, settings, reporter)
-    held.append(frames)
-    built: dict[int, object] = {}
-
-    def dls_for(idx: int):
-        """The DataLoaders of a stage, built once (progressive resizing gives each stage its own)."""
-        if idx not in built:
-            stage_frame, cached = frames.for_stage(idx, spec.stages[idx].presize)
-            built[idx] = make_dls(stage_frame, _vocab(ds.classes), spec.stages[idx], stats, num_workers, cached=cached,
-                                  pin_memory=plan.pin_memory, prefetch=plan.prefetch if num_workers else None,
-                                  augment=spec.augment)
-        return built[idx]
-
-    report_cb, speed_cb = ReportCallback(reporter, plan=[(s.epochs, s.size) for s in spec.stages]), SpeedCallback()
-    keep = KeepBestCallback(spec.keep_best) if spec.keep_best else None
-    tracked = [report_cb, speed_cb, *([keep] if keep else [])]
-    if checkpoints:
-        tracked.append(CheckpointCallback(files, reporter, keep))
-    learn = _build_learner(spec, dls_for(ckpt.stage if ckpt else 0), out_dir, [*tracked, *extra_cbs], plan,
-                           settings, reporter)
-    stages_done = []
-    if ckpt is not None:
-        restore(learn, ckpt)  # mid-stage, _run_stage restores again after its freeze/unfreeze
-        stages_done = [StageSummary(**s) for s in ckpt.stages_done]
-        if keep is not None:
-            keep.best, keep.best_at = ckpt.best, BestEpoch(**ckpt.best_at) if ckpt.best_at else None
-            if keep.best_at is not None and not (out_dir / f"{keep.fname}.pth").is_file():
-                # The write that stored those weights failed (a note said so then): keep-best starts over from
-                # here rather than failing the run at its end for want of a file.
-                reporter.emit(NoteEvent(message=f"the best weights (stage {keep.best_at.stage + 1}, epoch "
-                                                f"{keep.best_at.epoch + 1}) were not stored with the checkpoint; "
-                                                "keep-best tracks the best epoch from here on"))
-                keep.best, keep.best_at = None, None
-        if start_epoch == 0:
-            # Resuming at a stage boundary: the next stage's DataLoaders are built from these states, as they were.
-            restore_rng(ckpt.rng, None)
-    for idx in range(start_stage, len(spec.stages)):
-        learn.dls = dls_for(idx)
-        mid_stage = ckpt is not None and idx == start_stage and start_epoch > 0
-        if checkpoints:
-            tracked[-1].stages_done = [s.model_dump() for s in stages_done]
-        base = torch.cuda.memory_allocated() if torch.cuda.is_available() else 0.0
-        try:
-            stages_done.append(_run_stage(learn, idx, spec.stages[idx], reporter, tracked,
-                                          first_epoch=start_epoch if mid_stage else 0,
-                                          resume=ckpt if mid_stage else None))
-        except torch.cuda.OutOfMemoryError as exc:
-            raise cuda_oom(idx, spec.stages[idx].bs, spec.stages[idx].size, base, exc) from None
-    if keep is not None and keep.best_at is not None:
-        learn.load(keep.fname, with_opt=False)
-        # Evaluate the best weights at the image size they were trained and scored at.
-        learn.dls = dls_for(keep.best_at.stage)
-    evaluation = _evaluate(learn, ds, spec, out_dir)
-    # They hold reporters (not picklable); channels_last is a training-time choice, not part of the model.
-    learn.remove_cbs([*tracked, *extra_cbs, *learn.cbs.filter(lambda cb: isinstance(cb, ChannelsLast))])
-    model_path = out_dir / "model.pkl"
-    learn.export(model_path)
-    result = ResultEvent(**evaluation, best=keep.best_at if keep else None, model_path=str(model_path), notes=notes,
-                         stages=stages_done, dataset=ds.report(), normalize_stats=stats,
-                         seconds=time.perf_counter() - started,
-                         images_per_second=_images_per_second(n_train, report_cb.epoch_seconds),
-                         speed=SpeedReport(mode=plan.mode, precision=plan.precision, channels_last=plan.channels_last,
-                                           presize_cache=frames.describe(), num_workers=num_workers,
-                                           pin_memory=plan.pin_memory, stages=speed_cb.report()))
-    reporter.emit(result)
-    return result
+        run.release()

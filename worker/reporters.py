@@ -5,7 +5,6 @@ import json
 import logging
 import sys
 import threading
-import time
 from typing import TextIO
 
 from sqlalchemy.engine import Engine
@@ -30,6 +29,7 @@ from app.store.attempts import note_resumed_from
 from app.store.db import session_scope
 from app.store.recovery import record_checkpoint
 from app.store.runs import is_cancel_requested, record_epoch, record_lr_find, record_progress, should_stop
+from worker.retry import retrying
 
 log = logging.getLogger(__name__)
 
@@ -179,10 +179,11 @@ class DatabaseReporter(Reporter):
     update never fails a run)."""
 
     def __init__(self, engine: Engine, run_id: int, stop: threading.Event | None = None,
-                 progress: dict | None = None, retry_seconds: float = 600.0, worker: str | None = None):
+                 progress: dict | None = None, retry_seconds: float = 600.0, worker: str | None = None,
+                 backoff_max: float = 30.0):
         self.engine, self.run_id, self.stop = engine, run_id, stop or threading.Event()
         self.worker = worker  # when given, training also stops once the run is no longer this worker's
-        self.retry_seconds = retry_seconds
+        self.retry_seconds, self.backoff_max = retry_seconds, backoff_max
         # The run's progress document, rewritten as it grows; a resumed attempt continues the lost one's.
         self.state: dict = {"stages": [], "notes": [], **{k: v for k, v in (progress or {}).items() if k != "batch"}}
 
@@ -200,22 +201,17 @@ class DatabaseReporter(Reporter):
 
     def _write(self, write, best_effort: bool = False) -> None:
         """Run one write in its own transaction, retrying with backoff unless it is best effort."""
-        deadline, delay = time.monotonic() + (0 if best_effort else self.retry_seconds), 0.5
-        while True:
-            try:
-                with session_scope(self.engine) as session:
+        try:
+            for attempt in retrying(f"run {self.run_id}: database write", log, on=UNAVAILABLE,
+                                    backoff_max=self.backoff_max, seconds=0 if best_effort else self.retry_seconds):
+                with attempt, session_scope(self.engine) as session:
                     write(session)
+        except UNAVAILABLE as exc:  # a locked, full or unreachable database, for longer than the window
+            if best_effort:
+                log.warning("run %s: progress update dropped: %s", self.run_id, exc)
                 return
-            except UNAVAILABLE as exc:  # a locked, full or unreachable database: wait and try again
-                if time.monotonic() + delay > deadline:
-                    if best_effort:
-                        log.warning("run %s: progress update dropped: %s", self.run_id, exc)
-                        return
-                    raise DatabaseUnavailable(f"could not write to the database for {self.retry_seconds:.0f} s: "
-                                              f"{type(exc).__name__}: {exc}") from exc
-                log.warning("run %s: database write failed (%s); retrying in %.1f s", self.run_id, exc, delay)
-                time.sleep(delay)
-                delay = min(delay * 2, 30.0)
+            raise DatabaseUnavailable(f"could not write to the database for {self.retry_seconds:.0f} s: "
+                                      f"{type(exc).__name__}: {exc}") from exc
 
     def _update_state(self, event: Event) -> bool:
         """Fold an event into the progress document; True when it changed."""

@@ -14,6 +14,7 @@ from fastai.learner import Recorder
 
 from app.core.events import StageSpeed
 from app.core.schemas import RunSpec
+from worker.position import position
 
 MAX_LOADER_WORKERS = 16
 # Batches each loader process keeps ready (torch's default is 2): rides out a slow image without holding much memory.
@@ -94,7 +95,6 @@ class SpeedCallback(Callback):
     order = Recorder.order + 2
 
     def __init__(self):
-        self.stage, self.first_epoch = 0, 0
         self.figures: dict[int, dict] = {}
 
     def before_fit(self):
@@ -113,7 +113,8 @@ class SpeedCallback(Callback):
         if not self.training:
             return
         now = time.perf_counter()
-        f = self.figures.setdefault(self.stage, {"images": 0, "step": 0.0, "wait": 0.0, "steps": 0, "peak": None})
+        f = self.figures.setdefault(position(self.learn).stage,
+                                    {"images": 0, "step": 0.0, "wait": 0.0, "steps": 0, "peak": None})
         f["images"] += len(self.learn.yb[0]) if self.learn.yb else 0
         f["wait"] += self._fetched - self._last
         f["step"] += now - self._last
@@ -121,7 +122,7 @@ class SpeedCallback(Callback):
         self._last = now
 
     def after_fit(self):
-        f = self.figures.get(self.stage)
+        f = self.figures.get(position(self.learn).stage)
         if f is not None and torch.cuda.is_available():
             f["peak"] = max(f["peak"] or 0.0, torch.cuda.max_memory_allocated() / 2**20)
 

@@ -1,55 +1,40 @@
-"""The Celery task that trains one stored run, and the worker process that hosts it."""
+"""The training task's code: claim one stored run, train it, store its files and its final state. Every function
+takes the Worker built by worker.factory.create_worker; importing this module wires nothing."""
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import socket
-import threading
-import time
 import traceback
+from typing import TYPE_CHECKING
 
-from celery import signals
 from celery.exceptions import Reject
 
 from app.core.artifacts import store_for
 from app.core.events import ResultEvent
 from app.core.schemas import DatasetSpec, RunSpec
-from app.core.settings import get_settings
 from app.core.status import RunStatus
-from app.services.queue import TRAIN_TASK, Publisher, make_celery
 from app.services.recovery import publish
 from app.services.runs import registry_for
 from app.services.search_driver import after_run  # [search]
-from app.store.db import default_database_url, make_engine, session_scope, upgrade
+from app.store.db import session_scope
 from app.store.recovery import requeue_run
 from app.store.runs import claim_run, fail_run, finish_run, is_cancel_requested, mark_cancelled
 from app.store.searches import mark_pruned  # [search]
 from worker.checkpoint import CheckpointFiles
 from worker.engine import RunCancelled, run_recipe  # fastai and torch load with the worker, not during a task
-from worker.liveness import HeartbeatThread, record_doctor_report
 from worker.pruning import trial_callback  # [search]
 from worker.reporters import UNAVAILABLE, DatabaseReporter, DatabaseUnavailable
+from worker.retry import retrying
+
+if TYPE_CHECKING:
+    from worker.factory import Worker
 
 log = logging.getLogger(__name__)
-settings = get_settings()
-celery = make_celery(settings)
-engine = make_engine(default_database_url(settings))
-WORKER_NAME = os.environ.get("FITBOARD_WORKER_NAME") or f"{socket.gethostname()}:{os.getpid()}"
-_heartbeat: HeartbeatThread | None = None
-SHUTTING_DOWN = threading.Event()  # set on SIGTERM/Ctrl-C: the current run stops at its next batch
-PUBLISHER = Publisher(celery)  # sends each run to its own queue
-FINAL_WRITE_BACKOFF_MAX = 30.0
 
 
 class FilesNotStored(RuntimeError):
     """A trained run's files could not be put in the artifact store; they stay in its scratch folder."""
-
-
-def registry_lookup(name: str) -> DatasetSpec | None:
-    """Find a registered dataset by name (the engine falls back to a folder under the data root)."""
-    with session_scope(engine) as session:
-        return registry_for(session)(name)
 
 
 def _tail(tb: str, lines: int = 30) -> str:
@@ -57,88 +42,82 @@ def _tail(tb: str, lines: int = 30) -> str:
     return "".join(tb.splitlines(True)[-lines:])
 
 
-def _until_written(what: str, write) -> object:
+def _until_written(worker: Worker, what: str, write) -> object:
     """A final-state write, retried with backoff until the database takes it: a run must never stay 'running'
     because its last write met a full disk or a restarting server. Gives up only when the worker is stopped;
-    the heartbeat of a later worker process then repairs the run."""
-    delay = 0.5
-    while True:
-        try:
-            with session_scope(engine) as session:
-                return write(session)
-        except UNAVAILABLE as exc:  # locked, full, restarting: worth waiting for; anything else is a bug to report
-            if SHUTTING_DOWN.is_set():
-                raise
-            log.warning("%s: database write failed (%s); retrying in %.0f s", what, exc, delay)
-            time.sleep(delay)
-            delay = min(delay * 2, FINAL_WRITE_BACKOFF_MAX)
+    the heartbeat of a later worker process then repairs the run. Locked, full, restarting is worth waiting for;
+    anything else is a bug to report."""
+    for attempt in retrying(f"{what}: database write", log, on=UNAVAILABLE,
+                            backoff_max=worker.settings.retry_backoff_max, stopping=worker.stopping):
+        with attempt, session_scope(worker.engine) as session:
+            return write(session)
 
 
-def _set_current(run_id: int | None) -> None:
+def _set_current(worker: Worker, run_id: int | None) -> None:
     """Tell the heartbeat which run this worker holds (set before the claim, so a repair never takes it away)."""
-    if _heartbeat is not None:
-        _heartbeat.current_run = run_id
+    if worker.heartbeat is not None:
+        worker.heartbeat.current_run = run_id
 
 
-def _stopped(run) -> str:
+def _stopped(worker: Worker, run) -> str:
     """The run stopped at a batch boundary: cancelled by its user, or requeued because this worker is stopping."""
     def settle(session):
         if is_cancel_requested(session, run.id):
             return mark_cancelled(session, run.id).status
-        reason = (f"worker {WORKER_NAME} was stopped (SIGTERM) during the run" if SHUTTING_DOWN.is_set()
-                  else f"worker {WORKER_NAME} no longer held it (requeued after a silence)")
-        return requeue_run(session, run.id, reason, worker=WORKER_NAME)
+        reason = (f"worker {worker.name} was stopped (SIGTERM) during the run" if worker.stopping.is_set()
+                  else f"worker {worker.name} no longer held it (requeued after a silence)")
+        return requeue_run(session, run.id, reason, worker=worker.name)
 
-    status = _until_written(f"run {run.id}", settle)
+    status = _until_written(worker, f"run {run.id}", settle)
     if status == RunStatus.queued:  # on to another worker at once (the reconciler would, a heartbeat later)
-        with session_scope(engine) as session:
-            publish(session, PUBLISHER, [(run.id, run.queue)])
+        with session_scope(worker.engine) as session:
+            publish(session, worker.publisher, [(run.id, run.queue)])
     return status
 
 
-@celery.task(name=TRAIN_TASK)
-def train_run(run_id: int) -> str:
+def train_run(worker: Worker, run_id: int) -> str:
     """Claim a queued run and train it (resuming after its last checkpoint); a duplicate or redelivered message
-    finds it claimed and does nothing."""
-    if SHUTTING_DOWN.is_set():  # a stopping worker takes nothing new: back to the queue for another worker
-        raise Reject(f"worker {WORKER_NAME} is stopping", requeue=True)
-    _set_current(run_id)
+    finds it claimed and does nothing. Returns the run's final status (or "skipped")."""
+    if worker.stopping.is_set():  # a stopping worker takes nothing new: back to the queue for another worker
+        raise Reject(f"worker {worker.name} is stopping", requeue=True)
+    _set_current(worker, run_id)
     try:
-        with session_scope(engine) as session:
-            run = claim_run(session, run_id, WORKER_NAME)
+        with session_scope(worker.engine) as session:
+            run = claim_run(session, run_id, worker.name)
     except Exception:
-        _set_current(None)
+        _set_current(worker, None)
         raise  # not claimed: the message goes back (late ack) or the reconciler re-sends the run
     if run is None:
-        _set_current(None)
+        _set_current(worker, None)
         log.info("run %s is not queued (already claimed, cancelled or gone); skipping", run_id)
         return "skipped"
     try:
-        return _train(run)
+        return _train(worker, run)
     finally:
-        _set_current(None)
-        after_run(engine, PUBLISHER, run)  # [search] a trial ended: its search asks for the next (no-op otherwise)
+        _set_current(worker, None)
+        after_run(worker.engine, worker.publisher, run)  # [search] a trial ended: its search asks for the next
 
 
-def _store_files(run_id: int, result: ResultEvent) -> dict[str, int]:
+def _store_files(worker: Worker, run_id: int, result: ResultEvent) -> dict[str, int]:
     """Move the exported model and predictions into the artifact store, retried with backoff for as long as a
     database write would be (a full shared disk, a restarting bucket); {kind: size}. Drops the run's checkpoint,
     which a succeeded run no longer needs."""
+    settings = worker.settings
     store = store_for(settings)
     files = {"model": result.model_path, "predictions": result.predictions_path}
-    stored, delay, deadline = {}, 0.5, time.monotonic() + settings.write_retry_seconds
+    stored = {}
     for kind, path in files.items():
-        while path and kind not in stored:
-            try:
-                stored[kind] = store.put(run_id, kind, path, move=True)
-            except Exception as exc:  # any backend's failure: OSError, botocore's errors
-                if SHUTTING_DOWN.is_set() or time.monotonic() > deadline:
-                    raise FilesNotStored(f"the {kind} file of run {run_id} could not be stored in {store.location} "
-                                       f"({type(exc).__name__}: {exc}); it is still on {socket.gethostname()} "
-                                       f"at {path}") from exc
-                log.warning("run %s: storing %s failed (%s); retrying in %.0f s", run_id, kind, exc, delay)
-                time.sleep(delay)
-                delay = min(delay * 2, FINAL_WRITE_BACKOFF_MAX)
+        if not path:
+            continue
+        try:  # any backend's failure (OSError, botocore's errors) is worth another try
+            for attempt in retrying(f"run {run_id}: storing {kind}", log, on=Exception, stopping=worker.stopping,
+                                    backoff_max=settings.retry_backoff_max, seconds=settings.write_retry_seconds):
+                with attempt:
+                    stored[kind] = store.put(run_id, kind, path, move=True)
+        except Exception as exc:
+            raise FilesNotStored(f"the {kind} file of run {run_id} could not be stored in {store.location} "
+                                 f"({type(exc).__name__}: {exc}); it is still on {socket.gethostname()} "
+                                 f"at {path}") from exc
     for kind in ("checkpoint", "best"):
         try:
             store.delete(run_id, kind)
@@ -147,61 +126,47 @@ def _store_files(run_id: int, result: ResultEvent) -> dict[str, int]:
     return stored
 
 
-def _train(run) -> str:
+def _registry(worker: Worker):
+    """Find a registered dataset by name (the engine falls back to a folder under the data root)."""
+    def lookup(name: str) -> DatasetSpec | None:
+        with session_scope(worker.engine) as session:
+            return registry_for(session)(name)
+    return lookup
+
+
+def _train(worker: Worker, run) -> str:
     """Train a claimed run to its final state; its files go to the artifact store, its scratch folder goes."""
-    run_id = run.id
-    reporter = DatabaseReporter(engine, run_id, SHUTTING_DOWN, progress=run.progress,
-                                retry_seconds=settings.write_retry_seconds, worker=WORKER_NAME)
+    run_id, settings = run.id, worker.settings
+    reporter = DatabaseReporter(worker.engine, run_id, worker.stopping, progress=run.progress,
+                                retry_seconds=settings.write_retry_seconds, worker=worker.name,
+                                backoff_max=settings.retry_backoff_max)
     out_dir = settings.work_dir / str(run_id)
     pruning = None  # [search]
     try:
         spec = RunSpec.model_validate(run.spec)
-        pruning = trial_callback(engine, run)  # [search] a search trial reports each epoch and may be pruned
+        pruning = trial_callback(worker.engine, run)  # [search] a search trial reports each epoch and may be pruned
         result = run_recipe(spec, reporter, settings.data_root, out_dir,
                             extra_cbs=(pruning,) if pruning else (),  # [search]
-                            registry=registry_lookup, num_workers=settings.num_workers, checkpoints=True,
+                            registry=_registry(worker), num_workers=settings.num_workers, checkpoints=True,
                             checkpoint_files=CheckpointFiles(out_dir, store_for(settings), run_id),
                             resume=run.resume_from is not None, settings=settings)
-        stored = _store_files(run_id, result)
+        stored = _store_files(worker, run_id, result)
     except RunCancelled:
         shutil.rmtree(out_dir, ignore_errors=True)  # the checkpoint a retry needs is in the artifact store
         if pruning is not None and pruning.pruned is not None:  # [search] its pruner stopped it: final, not a failure
-            return _until_written(f"run {run_id}", lambda s: mark_pruned(s, run_id, WORKER_NAME, pruning.pruned))
-        return _stopped(run)
+            return _until_written(worker, f"run {run_id}",
+                                  lambda s: mark_pruned(s, run_id, worker.name, pruning.pruned))
+        return _stopped(worker, run)
     except Exception as exc:  # every failure (bad data, missing weights, a crash, a dead database) is stored
         error = str(exc) if isinstance(exc, DatabaseUnavailable) else f"{type(exc).__name__}: {exc}"
         tb = _tail(traceback.format_exc())
         if not isinstance(exc, FilesNotStored):  # else keep the trained files for the operator to recover
             shutil.rmtree(out_dir, ignore_errors=True)
-        _until_written(f"run {run_id}", lambda s: fail_run(s, run_id, error, tb, worker=WORKER_NAME))
+        _until_written(worker, f"run {run_id}", lambda s: fail_run(s, run_id, error, tb, worker=worker.name))
         return RunStatus.failed.value
     # The stored result names no host's paths: the files are in the artifact store under the run's id.
     result = result.model_copy(update={"model_path": None, "predictions_path": None})
-    _until_written(f"run {run_id}", lambda s: finish_run(s, run_id, result, worker=WORKER_NAME, artifacts=stored))
+    _until_written(worker, f"run {run_id}",
+                   lambda s: finish_run(s, run_id, result, worker=worker.name, artifacts=stored))
     shutil.rmtree(out_dir, ignore_errors=True)
     return RunStatus.succeeded.value
-
-
-@signals.worker_shutting_down.connect
-def _stop_current_run(**_) -> None:
-    """Warm shutdown would wait for the whole run; stop it cooperatively instead, within a batch."""
-    SHUTTING_DOWN.set()
-
-
-@signals.worker_ready.connect
-def _start_heartbeat(**_) -> None:
-    """Begin heartbeating once the worker consumes, so a dead worker's runs can be reaped by the living."""
-    global _heartbeat
-    _heartbeat = HeartbeatThread(engine, WORKER_NAME, settings, PUBLISHER)
-    _heartbeat.start()
-    # In the background: a probe of a slow bucket or broker must not hold up the first task.
-    threading.Thread(target=record_doctor_report, args=(engine, WORKER_NAME, settings), name="fitboard-doctor",
-                     daemon=True).start()
-
-
-def run_worker(queue: str) -> None:
-    """Migrate, then consume one task at a time in this process (solo pool)."""
-    upgrade(default_database_url(settings))
-    celery.worker_main(["worker", "--pool", "solo", "--concurrency", "1", "--queues", queue,
-                        "--hostname", f"fitboard-{os.getpid()}@%h", "--loglevel", "INFO",
-                        "--without-gossip", "--without-mingle", "--without-heartbeat"])

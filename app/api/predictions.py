@@ -7,6 +7,7 @@ from fastapi.responses import JSONResponse
 from app.api import RunId, api_router, errors
 from app.core.redact import redact
 from app.core.schemas import MAX_ID
+from app.core.status import PredictionStatus
 from app.services import predictions
 from app.services.predictions import MAX_IMAGES, MAX_TOTAL_BYTES
 from app.services.serializers import PredictionOut, serialize_prediction
@@ -22,9 +23,9 @@ def _answer(prediction) -> JSONResponse:
     """200 with the answer, 422 naming the images when the predictor failed on them (a failed prediction is not a
     success), or 202 with where to poll while a predictor is still at it."""
     body = serialize_prediction(prediction)
-    if prediction.status == "done":
+    if prediction.status == PredictionStatus.done:
         return JSONResponse(body)
-    if prediction.status == "failed":
+    if prediction.status == PredictionStatus.failed:
         msg = redact(f"prediction {prediction.id} failed: {prediction.error or 'the predictor gave no reason'}")
         return JSONResponse({"detail": [{"loc": "images", "msg": msg}]}, status_code=422)
     return JSONResponse(body, status_code=202, headers={"Location": f"/api/v1/predictions/{prediction.id}"})

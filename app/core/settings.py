@@ -23,11 +23,13 @@ class Settings(BaseSettings):
     database_url: str | None = None  # default: SQLite at $FITBOARD_HOME/fitboard.db
     broker_url: str | None = None  # default: an embedded broker (SQLite file under $FITBOARD_HOME)
     visibility_timeout: int = 48 * 3600  # Redis redelivers an unacked task after this; longer than any run
+    worker_name: str | None = None  # how a worker names itself in the database; default host:pid
     heartbeat_interval: float = 5.0  # seconds between worker heartbeats
     worker_lost_after: float = 60.0  # a running run whose worker is silent this long is requeued (or failed)
     republish_after: float = 300.0  # a queued run no worker took for this long is sent to the broker again
     reconcile_interval: float = 10.0  # how often the web process runs the reconciler (workers: every heartbeat)
     write_retry_seconds: float = 600.0  # a worker retries a failed epoch-row write this long before failing the run
+    retry_backoff_max: float = 30.0  # the longest wait between two tries of a worker's retried write or upload
     max_sweep_runs: int = 256  # variants x seeds of one sweep
     predict_models: int = 4  # learners a predictor keeps loaded (least recently used evicted)
     predict_wait: float = 30.0  # seconds POST .../predict waits for the answer before answering 202 (poll it)

@@ -1,4 +1,5 @@
-"""A run's lifecycle states, spelled once: the database constraint, the API, the CLI and the pages read them here."""
+"""A run's and a prediction's lifecycle states, spelled once: the database constraints, the API, the CLI and the
+pages read them here."""
 from __future__ import annotations
 
 from enum import StrEnum
@@ -19,3 +20,17 @@ class RunStatus(StrEnum):
 LIVE = (RunStatus.queued, RunStatus.running)
 FINISHED = (RunStatus.succeeded, RunStatus.failed, RunStatus.cancelled, RunStatus.pruned)
 STATUSES = tuple(s.value for s in RunStatus)
+
+
+class PredictionStatus(StrEnum):
+    """Where a prediction request is: queued -> loading (its run's model, first time) -> running -> done | failed."""
+
+    queued = "queued"  # stored by the web process; no predictor has claimed it
+    loading = "loading"  # a predictor is loading the run's model (the run's first request there)
+    running = "running"  # a predictor claimed it and is predicting
+    done = "done"  # answered: the top classes per image are stored, the images dropped
+    failed = "failed"  # could not be answered; the error says why
+
+
+PREDICTION_FINISHED = (PredictionStatus.done, PredictionStatus.failed)
+PREDICTION_STATUSES = tuple(s.value for s in PredictionStatus)

@@ -13,7 +13,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from app.core.errors import FitboardError, NotFound, RecipeError, RunNotSucceeded, TooLarge
-from app.core.status import RunStatus
+from app.core.status import PREDICTION_FINISHED, RunStatus
 from app.store import runs as store
 from app.store.db import session_scope
 from app.store.models import Prediction
@@ -100,7 +100,7 @@ def wait(engine: Engine, prediction_id: int, timeout: float) -> Prediction:
     while True:
         with session_scope(engine) as session:
             prediction = get_prediction(session, prediction_id)
-        if prediction.status in ("done", "failed") or time.monotonic() >= deadline:
+        if prediction.status in PREDICTION_FINISHED or time.monotonic() >= deadline:
             return prediction
         time.sleep(POLL_SECONDS)
 

@@ -4,39 +4,300 @@ from __future__ import annotations
 
 import csv
 import io
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from app.core.csvsafe import csv_row
 from app.core.events import EpochEvent
 from app.core.redact import redact_tree
-from app.core.status import RunStatus
+from app.core.status import PredictionStatus, RunStatus
 from app.store.models import Dataset, EpochRow, LRFind, Prediction, Run, RunAttempt, Worker
 
 EPOCH_CSV_COLUMNS = ("stage", "epoch", "train_loss", "valid_loss", "accuracy", "error_rate", "seconds")
 
 
 def _iso(value) -> str | None:
-    return value.isoformat() if value is not None else None
+    """A stored time as ISO 8601 text (already-text values pass)."""
+    return value.isoformat() if hasattr(value, "isoformat") else value
+
+
+IsoTime = Annotated[str | None, BeforeValidator(_iso)]
+Listed = Annotated[list[str], BeforeValidator(lambda v: v or [])]
+
+
+class _With:
+    """An object's attributes with some replaced or added: what a model reads with from_attributes."""
+
+    def __init__(self, obj, **extra):
+        self._obj, self._extra = obj, extra
+
+    def __getattr__(self, name):
+        return self._extra[name] if name in self._extra else getattr(self._obj, name)
+
+
+class _Out(BaseModel):
+    """An API shape, built from a stored row's attributes (the one definition: builders below dump these)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+
+# ---- the API's shapes: response models, the OpenAPI document and the builders below all read these ---------
+# Free-form documents (a stored recipe, a result, a report) stay objects.
+
+class ErrorOut(_Out):
+    """Every error but 422: a sentence saying what went wrong."""
+
+    detail: str
+
+
+class Problem(_Out):
+    """One thing wrong with a request: the field path (e.g. stages[1].lr, or ids) and what is wrong with it."""
+
+    loc: str
+    msg: str
+
+
+class ValidationErrorOut(_Out):
+    """422: every problem found, each naming its field."""
+
+    detail: list[Problem]
+
+
+class Position(_Out):
+    """A place in a run's training: stage and epoch, both stored 0-based (people are shown them 1-based)."""
+
+    stage: int
+    epoch: int
+
+
+class RunSummary(_Out):
+    """A run as lists show it."""
+
+    id: int
+    name: str
+    status: RunStatus
+    dataset: str
+    techniques: Listed
+    best_accuracy: float | None
+    tta_accuracy: float | None
+    created_at: IsoTime = Field(description="ISO 8601, UTC")
+    started_at: IsoTime
+    finished_at: IsoTime
+    duration: float | None = Field(description="seconds from start to finish (or to now while running)")
+    worker: str | None
+    attempt: int
+    cancel_requested: bool
+    error: str | None
+    published_at: IsoTime = Field(description="when its message last went to the broker; null: not sent yet "
+                                                  "(the reconciler sends it when the broker answers)")
+    republish_count: int = Field(description="how often the reconciler sent it again")
+    checkpoint: Position | None = Field(description="the last epoch whose checkpoint is safely written")
+    resume_from: Position | None = Field(description="where its next attempt starts (after a lost worker or retry)")
+    notes: Annotated[str, BeforeValidator(lambda v: v or "")] = Field(
+        description="plain text someone wrote about the run")
+    tags: Listed
+    archived: Annotated[bool, BeforeValidator(bool)] = Field(description="hidden from the runs list unless asked for")
+    sweep_id: int | None = Field(description="the sweep this run belongs to, if any")
+    search_id: int | None = Field(None, description="the search this run is a trial of, if any")
+    trial_number: int | None = Field(None, description="its Optuna trial number within the search")
+
+
+class RunOut(RunSummary):
+    """One run in full: its recipe, live progress, result (metrics, tta, best) and traceback."""
+
+    spec: dict[str, Any]
+    progress: dict[str, Any] | None
+    traceback: str | None
+    result: dict[str, Any] | None
+    queued_note: str | None = Field(None, description="only with 202: the broker was unreachable; the run is stored "
+                                                      "and is sent when the broker is back")
+
+
+class AttemptOut(_Out):
+    """One attempt at a run: its worker, when, where it resumed and how it ended."""
+
+    attempt: int
+    worker: str
+    started_at: IsoTime
+    ended_at: IsoTime
+    outcome: str | None = Field(description="succeeded, failed, cancelled, pruned (a search's pruner stopped it), or "
+                                            "requeued (worker lost or stopped)")
+    reason: str | None
+    resumed_from: Position | None
+
+
+class RunPage(_Out):
+    """One page of runs and how many match."""
+
+    items: list[RunSummary]
+    total: int
+    limit: int
+    offset: int
+
+
+class CancelOut(_Out):
+    """The run's status after the cancel (cancelled when it was queued; running until the worker stops)."""
+
+    id: int
+    status: RunStatus
+    cancel_requested: Literal[True]
+
+
+class DeletedOut(_Out):
+    """The run that was deleted."""
+
+    id: int
+    deleted: Literal[True]
+
+
+class LRFindOut(_Out):
+    """One LR-finder curve and its valley suggestion."""
+
+    stage: int
+    suggestion: float | None
+    lrs: list[float | None]
+    losses: list[float | None]
+
+
+class DatasetOut(_Out):
+    """A registered dataset: its spec and validation report (classes, counts per split, warnings)."""
+
+    name: str
+    spec: dict[str, Any]
+    report: dict[str, Any]
+    created_at: IsoTime
+
+
+class WorkerOut(_Out):
+    """A worker's identity, GPU and last heartbeat."""
+
+    name: str
+    host: str
+    pid: int
+    gpu: str | None
+    gpu_memory: int | None = Field(description="bytes")
+    current_run_id: int | None
+    started_at: IsoTime
+    last_seen: IsoTime
+    doctor: dict[str, Any] | None = Field(None, description="the `fitboard doctor` report the worker made at start: "
+                                          "host, at, ok, counts by status, and each check's name, status, detail, fix")
+
+
+class ClassProbability(_Out):
+    """One class and the model's probability for it."""
+
+    label: str
+    probability: float
+
+
+class ImagePrediction(_Out):
+    """The top classes for one uploaded image, most likely first."""
+
+    name: str
+    top: list[ClassProbability]
+
+
+class PredictionOut(_Out):
+    """A prediction request: its status, and per image the top 5 classes once done."""
+
+    id: int
+    run_id: int
+    status: PredictionStatus
+    names: list[str] = Field(description="the uploaded files' names, in order")
+    results: list[ImagePrediction] | None
+    error: str | None
+    loaded_model: bool = Field(description="the predictor loaded the run's model for this request (its first)")
+    seconds: float | None = Field(description="the predictor's time for this request")
+    note: str | None = Field(description="what is happening while it is not done")
+    created_at: IsoTime
+    finished_at: IsoTime
+
+
+class SweepOut(_Out):
+    """A sweep's report: each variant's runs, mean and std of accuracy, and its seed-paired difference to base."""
+
+    id: int
+    name: str
+    mode: str
+    seeds: list[int]
+    vary: dict[str, Any]
+    base: dict[str, Any]
+    created_at: IsoTime
+    variants: list[dict[str, Any]]
+    runs_total: int
+    runs_finished: int
+    curves: Any
+
+
+class SweepQueued(SweepOut):
+    """The sweep's report and the runs just queued."""
+
+    queued: list[RunSummary]
+    queued_note: str | None = Field(None, description="only with 202: the broker was unreachable; the runs are "
+                                                      "stored and sent when it is back")
+
+
+class SearchOut(_Out):
+    """A search: its options, each trial, the best so far, the budget used and the verify sweep's verdicts."""
+
+    id: int
+    name: str
+    status: Literal["running", "verifying", "done", "failed", "cancelled"]
+    reason: str | None = Field(description="why it stopped, when it failed or was cancelled")
+    study_name: str = Field(description="the Optuna study in fitboard's database (optuna.load_study reads it)")
+    base: dict[str, Any]
+    space: dict[str, Any]
+    options: dict[str, Any]
+    created_at: str
+    finished_at: str | None
+    trials: list[dict[str, Any]] = Field(description="number, run_id, status (a run status, or 'asked'), params, "
+                                                     "value, epochs, seconds, curve, error, pruned {epoch, rung}")
+    counts: dict[str, int] = Field(description="trials by status")
+    best: dict[str, Any] | None
+    best_so_far: list[dict[str, Any]]
+    budget: dict[str, Any]
+    verify: dict[str, Any] | None = Field(description="the verify sweep: winners' search metric beside their "
+                                                      "verified mean, and verdicts against the base recipe")
+    importance: dict[str, float] | None = None
+
+
+class CompareOut(_Out):
+    """Runs side by side: final table with differences to the baseline, curves, recipe diff, confusions."""
+
+    ids: list[int]
+    baseline: int
+    config_diff: dict[str, dict[str, Any]]
+    runs: list[dict[str, Any]]
+    disagreements: dict[str, Any] | None
+
+
+class HealthOut(_Out):
+    status: Literal["ok"]
+
+
+# ---- the builders: a stored row dumped through its model --------------------------------------------------------
+
+def _dump(model: type[_Out], obj, **extra) -> dict:
+    """obj's attributes (with extra) as the model's JSON shape."""
+    return model.model_validate(_With(obj, **extra)).model_dump(mode="json")
+
+
+def _run_result(run: Run) -> dict | None:
+    """The stored result with its headline parts named, and the error when there is one."""
+    if not (run.result or run.error):
+        return None
+    result = run.result or {}
+    return {**result, "metrics": result.get("metrics"), "tta": result.get("tta"), "best": result.get("best"),
+            "error": run.error}
 
 
 def serialize_run(run: Run, full: bool = True) -> dict:
     """A run as the API returns it; full adds spec, progress, result and traceback."""
-    data = {"id": run.id, "name": run.name, "status": str(run.status), "dataset": run.dataset,
-            "techniques": run.techniques or [], "best_accuracy": run.best_accuracy, "tta_accuracy": run.tta_accuracy,
-            "created_at": _iso(run.created_at), "started_at": _iso(run.started_at),
-            "finished_at": _iso(run.finished_at), "duration": run.duration, "worker": run.worker,
-            "attempt": run.attempt, "cancel_requested": run.cancel_requested, "error": run.error,
-            "published_at": _iso(run.published_at), "republish_count": run.republish_count,
-            "checkpoint": run.checkpoint, "resume_from": run.resume_from, "notes": run.notes or "",
-            "tags": run.tag_list, "archived": bool(run.archived), "sweep_id": run.sweep_id,
-            "search_id": run.search_id, "trial_number": run.trial_number}
-    if full:
-        result = run.result or {}
-        data.update(spec=run.spec, progress=run.progress, traceback=run.traceback,
-                    result={**result, "metrics": result.get("metrics"), "tta": result.get("tta"),
-                            "best": result.get("best"), "error": run.error} if run.result or run.error else None)
+    if not full:
+        return _dump(RunSummary, run, tags=run.tag_list)
+    data = _dump(RunOut, run, tags=run.tag_list, result=_run_result(run))
+    data.pop("queued_note")  # said only by the 202 of a submit whose broker was down
     return data
 
 
@@ -66,265 +327,32 @@ def epochs_csv(rows: list[EpochRow]) -> str:
 
 def serialize_lr_find(row: LRFind) -> dict:
     """An LR-finder curve with its suggestion."""
-    return {"stage": row.stage, "suggestion": row.suggestion, "lrs": row.lrs, "losses": row.losses}
+    return _dump(LRFindOut, row)
 
 
 def serialize_attempt(a: RunAttempt) -> dict:
     """One attempt at a run: worker, when, where it resumed and how it ended."""
-    return {"attempt": a.attempt, "worker": a.worker, "started_at": _iso(a.started_at), "ended_at": _iso(a.ended_at),
-            "outcome": a.outcome, "reason": a.reason, "resumed_from": a.resumed_from}
+    return _dump(AttemptOut, a)
 
 
 def serialize_dataset(ds: Dataset) -> dict:
     """A registered dataset with its validation report."""
-    return {"name": ds.name, "spec": ds.spec, "report": ds.report, "created_at": _iso(ds.created_at)}
+    return _dump(DatasetOut, ds)
+
+
+PREDICTION_NOTES = {PredictionStatus.queued: "waiting for a predictor", PredictionStatus.running: "predicting"}
 
 
 def serialize_prediction(p: Prediction) -> dict:
     """A prediction request as it stands, with the answer once there is one."""
-    notes = {"queued": "waiting for a predictor", "loading": f"loading the model of run {p.run_id} (its first "
-             "prediction: this takes a few seconds; the next ones reuse it)", "running": "predicting"}
-    return {"id": p.id, "run_id": p.run_id, "status": p.status, "names": p.names, "results": p.results,
-            "error": p.error, "loaded_model": p.loaded_model, "seconds": p.seconds, "note": notes.get(p.status),
-            "created_at": _iso(p.created_at), "finished_at": _iso(p.finished_at)}
+    note = PREDICTION_NOTES.get(p.status)
+    if p.status == PredictionStatus.loading:
+        note = (f"loading the model of run {p.run_id} (its first prediction: this takes a few seconds; the next "
+                "ones reuse it)")
+    return _dump(PredictionOut, p, note=note)
 
 
 def serialize_worker(w: Worker) -> dict:
     """A worker's identity, GPU and last heartbeat."""
-    return {"name": w.name, "host": w.host, "pid": w.pid, "gpu": w.gpu, "gpu_memory": w.gpu_memory,
-            "current_run_id": w.current_run_id, "started_at": _iso(w.started_at), "last_seen": _iso(w.last_seen),
-            "doctor": redact_tree(w.doctor)}  # a report stored by an older worker may hold a credential
-
-
-# ---- the same shapes as pydantic models: the API's response models and its OpenAPI document -----------------------
-# The serialize_* functions above build these dicts without pydantic (they are on the hot paths); the models say
-# what they hold. Free-form documents (a stored recipe, a result, a report) stay objects.
-
-class ErrorOut(BaseModel):
-    """Every error but 422: a sentence saying what went wrong."""
-
-    detail: str
-
-
-class Problem(BaseModel):
-    """One thing wrong with a request: the field path (e.g. stages[1].lr, or ids) and what is wrong with it."""
-
-    loc: str
-    msg: str
-
-
-class ValidationErrorOut(BaseModel):
-    """422: every problem found, each naming its field."""
-
-    detail: list[Problem]
-
-
-class Position(BaseModel):
-    """A place in a run's training: stage and epoch, both stored 0-based (people are shown them 1-based)."""
-
-    stage: int
-    epoch: int
-
-
-class RunSummary(BaseModel):
-    """A run as lists show it."""
-
-    id: int
-    name: str
-    status: RunStatus
-    dataset: str
-    techniques: list[str]
-    best_accuracy: float | None
-    tta_accuracy: float | None
-    created_at: str | None = Field(description="ISO 8601, UTC")
-    started_at: str | None
-    finished_at: str | None
-    duration: float | None = Field(description="seconds from start to finish (or to now while running)")
-    worker: str | None
-    attempt: int
-    cancel_requested: bool
-    error: str | None
-    published_at: str | None = Field(description="when its message last went to the broker; null: not sent yet "
-                                                  "(the reconciler sends it when the broker answers)")
-    republish_count: int = Field(description="how often the reconciler sent it again")
-    checkpoint: Position | None = Field(description="the last epoch whose checkpoint is safely written")
-    resume_from: Position | None = Field(description="where its next attempt starts (after a lost worker or retry)")
-    notes: str = Field(description="plain text someone wrote about the run")
-    tags: list[str]
-    archived: bool = Field(description="hidden from the runs list unless asked for")
-    sweep_id: int | None = Field(description="the sweep this run belongs to, if any")
-    search_id: int | None = Field(None, description="the search this run is a trial of, if any")
-    trial_number: int | None = Field(None, description="its Optuna trial number within the search")
-
-
-class RunOut(RunSummary):
-    """One run in full: its recipe, live progress, result (metrics, tta, best) and traceback."""
-
-    spec: dict[str, Any]
-    progress: dict[str, Any] | None
-    traceback: str | None
-    result: dict[str, Any] | None
-    queued_note: str | None = Field(None, description="only with 202: the broker was unreachable; the run is stored "
-                                                      "and is sent when the broker is back")
-
-
-class AttemptOut(BaseModel):
-    """One attempt at a run: its worker, when, where it resumed and how it ended."""
-
-    attempt: int
-    worker: str
-    started_at: str | None
-    ended_at: str | None
-    outcome: str | None = Field(description="succeeded, failed, cancelled, pruned (a search's pruner stopped it), or "
-                                            "requeued (worker lost or stopped)")
-    reason: str | None
-    resumed_from: Position | None
-
-
-class RunPage(BaseModel):
-    """One page of runs and how many match."""
-
-    items: list[RunSummary]
-    total: int
-    limit: int
-    offset: int
-
-
-class CancelOut(BaseModel):
-    """The run's status after the cancel (cancelled when it was queued; running until the worker stops)."""
-
-    id: int
-    status: RunStatus
-    cancel_requested: Literal[True]
-
-
-class DeletedOut(BaseModel):
-    """The run that was deleted."""
-
-    id: int
-    deleted: Literal[True]
-
-
-class LRFindOut(BaseModel):
-    """One LR-finder curve and its valley suggestion."""
-
-    stage: int
-    suggestion: float | None
-    lrs: list[float | None]
-    losses: list[float | None]
-
-
-class DatasetOut(BaseModel):
-    """A registered dataset: its spec and validation report (classes, counts per split, warnings)."""
-
-    name: str
-    spec: dict[str, Any]
-    report: dict[str, Any]
-    created_at: str | None
-
-
-class WorkerOut(BaseModel):
-    """A worker's identity, GPU and last heartbeat."""
-
-    name: str
-    host: str
-    pid: int
-    gpu: str | None
-    gpu_memory: int | None = Field(description="bytes")
-    current_run_id: int | None
-    started_at: str | None
-    last_seen: str | None
-    doctor: dict[str, Any] | None = Field(None, description="the `fitboard doctor` report the worker made at start: "
-                                          "host, at, ok, counts by status, and each check's name, status, detail, fix")
-
-
-class ClassProbability(BaseModel):
-    """One class and the model's probability for it."""
-
-    label: str
-    probability: float
-
-
-class ImagePrediction(BaseModel):
-    """The top classes for one uploaded image, most likely first."""
-
-    name: str
-    top: list[ClassProbability]
-
-
-class PredictionOut(BaseModel):
-    """A prediction request: its status, and per image the top 5 classes once done."""
-
-    id: int
-    run_id: int
-    status: Literal["queued", "loading", "running", "done", "failed"]
-    names: list[str] = Field(description="the uploaded files' names, in order")
-    results: list[ImagePrediction] | None
-    error: str | None
-    loaded_model: bool = Field(description="the predictor loaded the run's model for this request (its first)")
-    seconds: float | None = Field(description="the predictor's time for this request")
-    note: str | None = Field(description="what is happening while it is not done")
-    created_at: str | None
-    finished_at: str | None
-
-
-class SweepOut(BaseModel):
-    """A sweep's report: each variant's runs, mean and std of accuracy, and its seed-paired difference to base."""
-
-    id: int
-    name: str
-    mode: str
-    seeds: list[int]
-    vary: dict[str, Any]
-    base: dict[str, Any]
-    created_at: str
-    variants: list[dict[str, Any]]
-    runs_total: int
-    runs_finished: int
-    curves: Any
-
-
-class SweepQueued(SweepOut):
-    """The sweep's report and the runs just queued."""
-
-    queued: list[RunSummary]
-    queued_note: str | None = Field(None, description="only with 202: the broker was unreachable; the runs are "
-                                                      "stored and sent when it is back")
-
-
-class SearchOut(BaseModel):
-    """A search: its options, each trial, the best so far, the budget used and the verify sweep's verdicts."""
-
-    id: int
-    name: str
-    status: Literal["running", "verifying", "done", "failed", "cancelled"]
-    reason: str | None = Field(description="why it stopped, when it failed or was cancelled")
-    study_name: str = Field(description="the Optuna study in fitboard's database (optuna.load_study reads it)")
-    base: dict[str, Any]
-    space: dict[str, Any]
-    options: dict[str, Any]
-    created_at: str
-    finished_at: str | None
-    trials: list[dict[str, Any]] = Field(description="number, run_id, status (a run status, or 'asked'), params, "
-                                                     "value, epochs, seconds, curve, error, pruned {epoch, rung}")
-    counts: dict[str, int] = Field(description="trials by status")
-    best: dict[str, Any] | None
-    best_so_far: list[dict[str, Any]]
-    budget: dict[str, Any]
-    verify: dict[str, Any] | None = Field(description="the verify sweep: winners' search metric beside their "
-                                                      "verified mean, and verdicts against the base recipe")
-    importance: dict[str, float] | None = None
-
-
-class CompareOut(BaseModel):
-    """Runs side by side: final table with differences to the baseline, curves, recipe diff, confusions."""
-
-    ids: list[int]
-    baseline: int
-    config_diff: dict[str, dict[str, Any]]
-    runs: list[dict[str, Any]]
-    disagreements: dict[str, Any] | None
-
-
-class HealthOut(BaseModel):
-    status: Literal["ok"]
+    # a report stored by an older worker may hold a credential
+    return _dump(WorkerOut, w, doctor=redact_tree(w.doctor))

@@ -7,7 +7,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
-from app.core.status import STATUSES, RunStatus
+from app.core.status import PREDICTION_STATUSES, STATUSES, PredictionStatus, RunStatus
 
 # Named constraints let Alembic's SQLite batch mode find and rebuild them in later revisions.
 SQLModel.metadata.naming_convention = {
@@ -240,20 +240,18 @@ class Worker(SQLModel, table=True):
     doctor: dict | None = Field(default=None, sa_column=_json())  # the last `fitboard doctor` report at start-up
 
 
-PREDICTION_STATES = ("queued", "loading", "running", "done", "failed")
-
-
 class Prediction(SQLModel, table=True):
     """Images sent to a succeeded run's model, and what it said: the web process stores the request, a predictor
     process (which alone imports torch) claims it, writes the top classes per image, and drops the images."""
 
     __tablename__ = "prediction"
-    __table_args__ = (sa.CheckConstraint(f"status IN ({', '.join(repr(s) for s in PREDICTION_STATES)})",
+    __table_args__ = (sa.CheckConstraint(f"status IN ({', '.join(repr(s) for s in PREDICTION_STATUSES)})",
                                          name="status"),
                       sa.Index("ix_prediction_status_created", "status", "created_at"))
     id: int | None = Field(default=None, sa_column=sa.Column(sa.Integer(), primary_key=True))
     run_id: int = Field(sa_column=_run_fk())
-    status: str = Field(default="queued", sa_column=sa.Column(sa.String(16), nullable=False, server_default="queued"))
+    status: str = Field(default=PredictionStatus.queued.value, sa_column=sa.Column(
+        sa.String(16), nullable=False, server_default=PredictionStatus.queued.value))
     names: list = Field(default_factory=list, sa_column=_json(nullable=False))  # the uploaded files' names
     images: list | None = Field(default=None, sa_column=_json())  # base64 of each file until a predictor is done
     results: list | None = Field(default=None, sa_column=_json())  # per image: {"name", "top": [{label, probability}]}

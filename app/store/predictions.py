@@ -8,8 +8,9 @@ from sqlalchemy import delete, or_, select, update
 from sqlmodel import Session
 
 from app.core.errors import NotFound
+from app.core.status import PredictionStatus
 from app.store.models import Lease, Prediction, utcnow
-from app.store.runs import upsert
+from app.store.runs import get_or_raise, upsert
 
 RECLAIM_AFTER = 120.0  # seconds: a request claimed this long ago by a predictor that never answered is taken again
 KEEP_FOR = timedelta(days=1)  # answered requests are kept this long for GET /api/v1/predictions/{id}
@@ -44,46 +45,45 @@ def create_prediction(session: Session, run_id: int, names: list[str], images: l
 
 def get_prediction(session: Session, prediction_id: int) -> Prediction:
     """One request; NotFound when unknown."""
-    prediction = session.get(Prediction, prediction_id)
-    if prediction is None:
-        raise NotFound(f"prediction {prediction_id}")
-    return prediction
+    return get_or_raise(session, Prediction, prediction_id, NotFound(f"prediction {prediction_id}"))
 
 
 def claim_prediction(session: Session, predictor: str) -> Prediction | None:
     """Take the oldest queued request (or one whose predictor went silent mid-way); None when there is none."""
     stale = utcnow() - timedelta(seconds=RECLAIM_AFTER)
     candidate = session.exec(select(Prediction.id).where(or_(
-        Prediction.status == "queued",
-        (Prediction.status.in_(("loading", "running"))) & (Prediction.claimed_at < stale)))
+        Prediction.status == PredictionStatus.queued,
+        Prediction.status.in_((PredictionStatus.loading, PredictionStatus.running)) & (Prediction.claimed_at < stale)))
         .order_by(Prediction.created_at).limit(1)).scalars().first()
     if candidate is None:
         return None
     # The conditional UPDATE is the claim: of two predictors, only one sees a row change.
     taken = session.exec(update(Prediction).where(Prediction.id == candidate, or_(
-        Prediction.status == "queued", Prediction.claimed_at < stale))
-        .values(status="running", predictor=predictor, claimed_at=utcnow())
+        Prediction.status == PredictionStatus.queued, Prediction.claimed_at < stale))
+        .values(status=PredictionStatus.running, predictor=predictor, claimed_at=utcnow())
         .execution_options(synchronize_session=False)).rowcount
     return session.get(Prediction, candidate) if taken == 1 else None
 
 
 def mark_loading(session: Session, prediction_id: int) -> None:
     """Say that the predictor is loading the run's model first (the first prediction of a run is slower)."""
-    session.exec(update(Prediction).where(Prediction.id == prediction_id).values(status="loading", loaded_model=True)
+    session.exec(update(Prediction).where(Prediction.id == prediction_id).values(status=PredictionStatus.loading,
+                                                                                  loaded_model=True)
                  .execution_options(synchronize_session=False))
 
 
 def finish_prediction(session: Session, prediction_id: int, results: list[dict], seconds: float) -> None:
     """Store the answer and drop the images."""
     session.exec(update(Prediction).where(Prediction.id == prediction_id).values(
-        status="done", results=results, images=None, seconds=seconds, finished_at=utcnow())
+        status=PredictionStatus.done, results=results, images=None, seconds=seconds, finished_at=utcnow())
         .execution_options(synchronize_session=False))
 
 
 def fail_prediction(session: Session, prediction_id: int, error: str) -> None:
     """Store why the request could not be answered and drop the images."""
-    session.exec(update(Prediction).where(Prediction.id == prediction_id, Prediction.status != "done").values(
-        status="failed", error=error, images=None, finished_at=utcnow())
+    unanswered = (Prediction.id == prediction_id) & (Prediction.status != PredictionStatus.done)
+    session.exec(update(Prediction).where(unanswered).values(
+        status=PredictionStatus.failed, error=error, images=None, finished_at=utcnow())
         .execution_options(synchronize_session=False))
 
 

@@ -43,6 +43,14 @@ def upsert(session: Session, model, values: dict, keys: tuple[str, ...], keep: t
     session.exec(stmt.on_conflict_do_update(index_elements=list(keys), set_=changed))
 
 
+def get_or_raise(session: Session, model, key, missing: Exception):
+    """The row of model with this primary key; raises missing (a NotFound naming it) when there is none."""
+    row = session.get(model, key)
+    if row is None:
+        raise missing
+    return row
+
+
 def _update(session: Session, run_id: int, *where, **values) -> bool:
     """UPDATE one run if it matches where; True when it did."""
     stmt = update(Run).where(Run.id == run_id, *where).values(**values)

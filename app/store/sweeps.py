@@ -12,7 +12,7 @@ from app.core.stats import paired_difference, summary, verdict
 from app.core.status import FINISHED, RunStatus
 from app.core.sweep_plan import BASE_KEY
 from app.store.models import EpochRow, Run, Sweep
-from app.store.runs import create_run
+from app.store.runs import create_run, get_or_raise
 
 
 def store_sweep(session: Session, name: str, base: dict, vary: dict, mode: str, seeds: list[int],
@@ -39,10 +39,7 @@ def queue_sweep_runs(session: Session, sweep: Sweep, specs: dict[str, dict], pai
 
 def get_sweep(session: Session, sweep_id: int) -> Sweep:
     """A sweep by id, or SweepNotFound."""
-    sweep = session.get(Sweep, sweep_id)
-    if sweep is None:
-        raise SweepNotFound(sweep_id)
-    return sweep
+    return get_or_raise(session, Sweep, sweep_id, SweepNotFound(sweep_id))
 
 
 def _mean_curves(session: Session, runs_by_variant: dict[str, list[Run]]) -> dict[str, dict]:

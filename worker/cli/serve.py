@@ -24,9 +24,9 @@ def cmd_worker(args) -> int:
     """Run one solo-pool Celery worker (one per GPU)."""
     if args.gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(args.gpu)  # before torch is imported anywhere
-    from worker.tasks import run_worker  # imports torch: only after CUDA_VISIBLE_DEVICES is set
+    from worker.factory import create_worker  # imports torch: only after CUDA_VISIBLE_DEVICES is set
 
-    run_worker(args.queue)
+    create_worker(settings_from(args)).run(args.queue)
     return EXIT_OK
 
 

@@ -1,0 +1,73 @@
+"""The worker factory: Settings in, a worker's parts out (Celery app with its training task, database engine,
+publisher, name), built on call as Superset builds its app. Importing worker.tasks wires nothing, so a test can
+build a worker of its own and run the task function in-process."""
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from dataclasses import dataclass, field
+
+from celery import Celery, signals
+from sqlalchemy.engine import Engine
+
+from app.core.settings import Settings, get_settings
+from app.services.queue import TRAIN_TASK, Publisher, make_celery
+from app.store.db import default_database_url, make_engine, upgrade
+from worker import tasks
+from worker.liveness import HeartbeatThread, record_doctor_report
+
+
+@dataclass
+class Worker:
+    """One worker process's parts; worker.tasks' functions take it."""
+
+    settings: Settings
+    celery: Celery
+    engine: Engine
+    publisher: Publisher  # sends each run to its own queue
+    name: str
+    stopping: threading.Event = field(default_factory=threading.Event)  # SIGTERM/Ctrl-C: the run stops at a batch
+    heartbeat: HeartbeatThread | None = None
+
+    def start_heartbeat(self) -> None:
+        """Heartbeat (so a dead worker's runs can be reaped by the living) and record a doctor report."""
+        self.heartbeat = HeartbeatThread(self.engine, self.name, self.settings, self.publisher)
+        self.heartbeat.start()
+        # In the background: a probe of a slow bucket or broker must not hold up the first task.
+        threading.Thread(target=record_doctor_report, args=(self.engine, self.name, self.settings),
+                         name="fitboard-doctor", daemon=True).start()
+
+    def run(self, queue: str) -> None:
+        """Migrate, then consume one task at a time in this process (solo pool)."""
+        upgrade(default_database_url(self.settings))
+        self.celery.worker_main(["worker", "--pool", "solo", "--concurrency", "1", "--queues", queue,
+                                 "--hostname", f"fitboard-{os.getpid()}@%h", "--loglevel", "INFO",
+                                 "--without-gossip", "--without-mingle", "--without-heartbeat"])
+
+
+def create_worker(settings: Settings | None = None) -> Worker:
+    """A worker for these settings (default: the environment's), its training task registered on its Celery app."""
+    settings = settings or get_settings()
+    celery = make_celery(settings)
+    worker = Worker(settings=settings, celery=celery, engine=make_engine(default_database_url(settings)),
+                    publisher=Publisher(celery),
+                    name=settings.worker_name or f"{socket.gethostname()}:{os.getpid()}")
+
+    @celery.task(name=TRAIN_TASK)
+    def train_run(run_id: int) -> str:
+        """Claim a queued run and train it (resuming after its last checkpoint)."""
+        return tasks.train_run(worker, run_id)
+
+    @signals.worker_shutting_down.connect(weak=False)
+    def stop_current_run(**_) -> None:
+        """Warm shutdown would wait for the whole run; stop it cooperatively instead, within a batch."""
+        worker.stopping.set()
+
+    @signals.worker_ready.connect(weak=False)
+    def start_heartbeat(sender=None, **_) -> None:
+        """Begin heartbeating once this worker's app consumes."""
+        if getattr(sender, "app", celery) is celery:
+            worker.start_heartbeat()
+
+    return worker
