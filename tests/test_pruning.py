@@ -1,12 +1,15 @@
 """The worker's pruning callback on a real fastai learner and a real Optuna study in fitboard's SQLite database."""
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import optuna
 from fastai.test_utils import synth_learner
 
 from app.services import studies
 from tests.store_fixtures import *  # noqa: F401,F403
 from worker.callbacks import ReportCallback
+from worker.position import Position
 from worker.pruning import PruneCallback
 from worker.reporters import ListReporter
 
@@ -22,9 +25,11 @@ def _trial(url: str, name: str) -> optuna.Trial:
 def test_a_resumed_trial_reports_only_the_epochs_it_trains_counting_epochs_trained(sqlite_url):
     study, trial = _trial(sqlite_url, "resume")
     report = ReportCallback(ListReporter())
-    report.first_epoch = 2  # resumed after a checkpoint of epoch 2 (0-based 1): epochs 0 and 1 are replayed
     prune = PruneCallback(trial, "valid_loss", [4])
     learn = synth_learner(cbs=[report, prune])
+    # Resumed after a checkpoint of epoch 2 (0-based 1): epochs 0 and 1 are replayed. The callbacks read the run's
+    # position from the learner, as a TrainingRun sets it.
+    learn.training_run = SimpleNamespace(position=Position(stage=0, first_epoch=2))
     learn.fit(4, lr=1e-2, start_epoch=2)
     assert sorted(study.trials[0].intermediate_values) == [3, 4]  # steps = epochs trained; none twice
     assert prune.pruned is None

@@ -14,6 +14,7 @@ from app.store.db import session_scope
 from app.store.models import Run
 from app.store.searches import get_search
 from worker.callbacks import ReportCallback, _in_side_loop
+from worker.position import find_cb, position
 
 log = logging.getLogger(__name__)
 
@@ -33,13 +34,13 @@ class PruneCallback(Callback):
     def after_epoch(self):
         if _in_side_loop(self.learn):
             return
-        report = next(cb for cb in self.learn.cbs if isinstance(cb, ReportCallback))
-        if self.epoch < report.first_epoch:
+        report, at = find_cb(self.learn, ReportCallback), position(self.learn)
+        if self.epoch < at.first_epoch:
             return  # replayed by a resumed fit: reported by the attempt that trained it
         row = dict(zip(self.recorder.metric_names, self.recorder.log))
         value = row.get(self.metric)
         value = float(value) if value is not None else math.nan
-        step = self.offsets[report.stage] + self.epoch + 1
+        step = self.offsets[at.stage] + self.epoch + 1
         try:
             self.trial.report(value, step)
             # The last epoch is never pruned: the trial has done all it was asked, and its final metric counts.
@@ -48,7 +49,7 @@ class PruneCallback(Callback):
             log.warning("trial %s: could not report epoch %s to Optuna (%s)", self.trial.number, step, exc)
             return
         if prune:
-            self.pruned = {"stage": report.stage, "epoch": self.epoch, "step": step, "metric": self.metric,
+            self.pruned = {"stage": at.stage, "epoch": self.epoch, "step": step, "metric": self.metric,
                            "value": None if math.isnan(value) else value}
             report.cancelled = True  # the engine ends the run after this stage's fit (RunCancelled)
             raise CancelFitException()
