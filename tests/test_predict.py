@@ -21,7 +21,6 @@ from app.store.runs import create_run
 from app.web.app import create_app
 from tests.helpers import tiny_recipe, train_and_store
 from tests.live import live_app
-from tests.test_e2e_browser import browser  # noqa: F401  (the module-scoped chromium fixture)
 
 DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 
