@@ -39,7 +39,8 @@
     tr.className = "fresh";
     const m = e.metrics || {};
     tr.title = `stage ${e.stage + 1} · epoch ${e.epoch + 1}`;  // stored 0-based, shown 1-based
-    tr.append(cell("td", String(epochs.length), "num"),  // counted over all stages, as the chart counts cell("td", f4(e.train_loss), "num"), cell("td", f4(e.valid_loss), "num"),
+    // The first cell counts over all stages, as the chart counts.
+    tr.append(cell("td", String(epochs.length), "num"), cell("td", f4(e.train_loss), "num"), cell("td", f4(e.valid_loss), "num"),
       cell("td", f4(m.accuracy), "num"), cell("td", f4(m.error_rate), "num"),
       cell("td", e.seconds === null || e.seconds === undefined ? "–" : `${Number(e.seconds).toFixed(1)} s`, "num"));
     tbody.appendChild(tr);
