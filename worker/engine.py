@@ -123,6 +123,7 @@ def _run_stage(learn, idx: int, stage: StageSpec, reporter: Reporter, tracked: l
         restore(learn, resume)  # so the checkpoint's optimizer state goes in after it
         lr = resume.lr
     else:
+        report_cb.stage = idx  # the LR finder's progress names the stage it runs for
         lr = _find_or_cancel(learn, idx, stage, reporter, report_cb) if stage.lr == "find" else stage.lr
     for cb in tracked:  # the report, keep-best and checkpoint callbacks: which stage, which epochs are replayed
         cb.stage, cb.first_epoch = idx, first_epoch
@@ -339,7 +340,8 @@ def _train_recipe(spec: RunSpec, reporter: Reporter, data_root: Path, out_dir: P
         learn.load(keep.fname, with_opt=False)
         # Evaluate the best weights at the image size they were trained and scored at.
         learn.dls = dls_for(keep.best_at.stage)
-    evaluation = _evaluate(learn, ds, spec, out_dir)
+    with report_cb.finishing(tta_passes=spec.tta.n + 1 if spec.tta else 0):  # progress: scoring, then TTA's passes
+        evaluation = _evaluate(learn, ds, spec, out_dir)
     # They hold reporters (not picklable); channels_last is a training-time choice, not part of the model.
     learn.remove_cbs([*tracked, *extra_cbs, *learn.cbs.filter(lambda cb: isinstance(cb, ChannelsLast))])
     model_path = out_dir / "model.pkl"
