@@ -122,12 +122,12 @@
 
   function progressWords(p) {
     const phase = phaseOf(p);
-    const stage = `stage ${p.stage + 1}${of(p.stage_count || data.plan.length)}`;
+    const stage = `stage ${p.stage + 1}${of(p.stage_count)}`;
     if (phase === "lr_find") return `${stage} · LR finder step ${p.batch}${of(p.total)}`;
     if (phase === "presize cache") return `${stage} · resizing image ${p.batch}${of(p.total)} into the presize cache`;
     if (phase === "score") return `scoring the validation set with the final weights · batch ${p.batch}${of(p.total)}`;
     if (phase === "tta") return `TTA pass ${p.batch}${of(p.total)}${p.total && p.batch === p.total ? " (unaugmented)" : ""}`;
-    return `${stage} · epoch ${p.epoch + 1}${of(p.epoch_count || data.plan[p.stage])} · batch ${p.batch}${of(p.total)}`;
+    return `stage ${p.stage + 1}${of(p.stage_count || data.plan.length)} · epoch ${p.epoch + 1}${of(p.epoch_count || data.plan[p.stage])} · batch ${p.batch}${of(p.total)}`;
   }
 
   function etaWords(p) {
