@@ -52,6 +52,7 @@ bench: setup
 	$(PY) bench/predict.py
 	$(PY) bench/pipeline.py
 	$(PY) bench/gpu.py
+	$(PY) bench/progress_gaps.py
 
 clean:
-	rm -rf $(VENV)
+	rm -rf $(VENV) node_modules
