@@ -158,7 +158,7 @@ def test_epoch_rows_and_throttled_progress(full_run):
     assert wrecked.train_loss is None or wrecked.train_loss > 0
     for event in reporter.events:
         json.dumps(event.to_json(), allow_nan=False)
-    progress = reporter.of("progress")
+    progress = [p for p in reporter.of("progress") if p.phase == "train"]  # the other phases: test_progress_phases
     assert progress and all(p.batch <= p.total and p.eta >= 0 for p in progress)
     # "stage s of S · epoch e of E" and a whole-run ETA that covers at least the rest of this epoch, shrinking.
     assert all(p.stage_count == 3 and p.epoch_count == FULL["stages"][p.stage]["epochs"] for p in progress)

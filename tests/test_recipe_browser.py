@@ -11,7 +11,6 @@ from app.store.db import session_scope
 from app.store.models import Run
 from tests.store_fixtures import *  # noqa: F401,F403
 from tests.test_browser_pages import page, site  # noqa: F401  (fixtures)
-from tests.test_e2e_browser import browser  # noqa: F401  (the module-scoped chromium fixture)
 
 
 def queued_spec(app, page) -> dict:  # noqa: F811

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 
 from fastai.callback.core import Callback, CancelFitException
 from fastai.callback.tracker import TrackerCallback
@@ -9,6 +10,7 @@ from fastai.learner import Recorder
 
 from app.core.events import BestEpoch, EpochEvent, ProgressEvent
 from app.core.numbering import run_eta
+from app.core.progress import LR_FIND, SCORE, TRAIN, TTA
 from worker.position import position
 from worker.reporters import Reporter
 
@@ -32,11 +34,33 @@ class ReportCallback(Callback):
         self.epoch_seconds: list[float] = []
         self.timed: list[tuple[int, float]] = []  # (stage, seconds) of each epoch trained by this attempt
         self._last_progress = self._last_cancel_check = 0.0
+        self._finder: tuple[int, int, float] | None = None  # LR finder: (steps so far, planned steps, start)
+        self._finder_shown = 0  # the last LR-finder step reported
+        self._finish: _Finishing | None = None  # the final scoring and TTA, while they run
 
     def before_fit(self):
-        # lr_find and get_preds are not epochs of the run: no rows or progress from them, but a cancel (or a stopping
-        # worker) still counts, or it would wait out a long LR finder.
+        # lr_find and get_preds are not epochs of the run: no rows from them, but a cancel (or a stopping worker)
+        # still counts, or it would wait out a long LR finder; the LR finder reports its own progress.
         self.side = _in_side_loop(self.learn)
+        finder = getattr(self.learn, "lr_finder", None)
+        self._finder = (0, finder.num_it, time.perf_counter()) if finder is not None else None
+        self._finder_shown = 0
+
+    @contextmanager
+    def finishing(self, tta_passes: int):
+        """Progress for the evaluation after training: one scoring pass over the validation set (get_preds), then
+        tta_passes passes of TTA (fastai's n augmented passes and one plain one), in that order."""
+        self._finish = _Finishing(tta_passes, time.perf_counter())
+        try:
+            yield
+        finally:
+            self._finish = None
+
+    def before_validate(self):
+        if self._finish is not None:
+            self._finish.passes += 1
+            if self._finish.passes > 1:  # every TTA pass is announced as it starts (a few events in all)
+                self._emit_finishing(time.perf_counter())
 
     @property
     def stage(self) -> int:
@@ -56,6 +80,10 @@ class ReportCallback(Callback):
 
     def after_batch(self):
         if not self.training:
+            if self._finish is not None:
+                self._finish.batches += 1
+                self._finish.per_pass = self.n_iter
+                self._throttled(self._emit_finishing)
             return
         now = time.perf_counter()
         if now - self._last_cancel_check >= CANCEL_INTERVAL:
@@ -63,20 +91,53 @@ class ReportCallback(Callback):
             if self.reporter.should_cancel():
                 self.cancelled = True
                 raise CancelFitException()
-        if not self.side and now - self._last_progress >= PROGRESS_INTERVAL:
+        if self._finder is not None:
+            steps, planned, start = self._finder
+            self._finder = (steps + 1, planned, start)
+            self._throttled(self._emit_finder)
+        elif not self.side:
+            self._throttled(self._emit_progress)
+
+    def _throttled(self, emit) -> None:
+        """Call emit(now) at most every PROGRESS_INTERVAL."""
+        now = time.perf_counter()
+        if now - self._last_progress >= PROGRESS_INTERVAL:
             self._last_progress = now
-            self._emit_progress(now)
+            emit(now)
+
+    def _where(self) -> dict:
+        """The fields every progress event of this run shares: the stage and its place in the plan."""
+        known = self.stage < len(self.plan)
+        return dict(stage=self.stage, stage_count=len(self.plan) or None,
+                    epoch_count=self.plan[self.stage][0] if known else None)
+
+    def _emit_finder(self, now: float) -> None:
+        """'LR finder step n of N' (N: the steps asked for; the finder stops sooner when the loss diverges)."""
+        steps, planned, start = self._finder
+        elapsed, self._finder_shown = now - start, steps
+        self.reporter.emit(ProgressEvent(**self._where(), epoch=0, batch=steps, total=planned, elapsed=elapsed,
+                                         eta=elapsed / steps * max(planned - steps, 0), phase=LR_FIND))
+
+    def _emit_finishing(self, now: float) -> None:
+        """'scoring · batch b of B', then 'TTA pass p of P'; ETAs from the pace of the batches scored so far."""
+        f = self._finish
+        elapsed, per_batch = now - f.start, (now - f.start) / max(f.batches, 1)
+        left_in_run = per_batch * max((1 + f.tta_passes) * f.per_pass - f.batches, 0)
+        if f.passes <= 1:
+            batch, total, left = self.iter + 1, self.n_iter, per_batch * max(self.n_iter - self.iter - 1, 0)
+        else:
+            batch, total, left = f.passes - 1, f.tta_passes, left_in_run
+        self.reporter.emit(ProgressEvent(**self._where(), epoch=self.epoch, batch=batch, total=total,
+                                         elapsed=elapsed, eta=left, run_eta=left_in_run,
+                                         phase=SCORE if f.passes <= 1 else TTA))
 
     def _emit_progress(self, now: float) -> None:
         batch, total = self.iter + 1, self.n_iter
         elapsed = now - self._train_start
         smooth = self.recorder.smooth_loss.value
-        known = self.stage < len(self.plan)
-        self.reporter.emit(ProgressEvent(stage=self.stage, epoch=self.epoch, batch=batch, total=total, elapsed=elapsed,
-                                         eta=elapsed / batch * (total - batch),
+        self.reporter.emit(ProgressEvent(**self._where(), epoch=self.epoch, batch=batch, total=total, elapsed=elapsed,
+                                         eta=elapsed / batch * (total - batch), phase=TRAIN,
                                          smooth_loss=None if smooth is None else float(smooth),
-                                         stage_count=len(self.plan) or None,
-                                         epoch_count=self.plan[self.stage][0] if known else None,
                                          run_eta=run_eta(self.plan, self.stage, self.epoch, batch, total, elapsed,
                                                          self.timed)))
 
@@ -92,7 +153,17 @@ class ReportCallback(Callback):
                                       valid_loss=_num(row.get("valid_loss")), metrics=metrics, seconds=seconds))
 
     def after_fit(self):
-        self.side = False
+        if self._finder is not None and self._finder[0] > self._finder_shown:
+            self._emit_finder(time.perf_counter())  # the last step, unthrottled: the count the finder really ran
+        self.side, self._finder = False, None
+
+
+class _Finishing:
+    """The final scoring and TTA as they run: validation passes started, batches scored, batches per pass."""
+
+    def __init__(self, tta_passes: int, start: float):
+        self.tta_passes, self.start = tta_passes, start
+        self.passes = self.batches = self.per_pass = 0
 
 
 def _num(v) -> float | None:

@@ -310,7 +310,9 @@ class TrainingRun:
         if best_at is not None:
             self.learn.load(find_cb(self.learn, KeepBestCallback).fname, with_opt=False)
             self.learn.dls = self.dls_for(best_at.stage)
-        return _evaluate(self.learn, self.ds, self.spec, self.out_dir)
+        tta_passes = self.spec.tta.n + 1 if self.spec.tta else 0  # fastai's n augmented passes and a plain one
+        with find_cb(self.learn, ReportCallback).finishing(tta_passes=tta_passes):  # progress: scoring, then TTA
+            return _evaluate(self.learn, self.ds, self.spec, self.out_dir)
 
     def export(self, evaluation: dict) -> ResultEvent:
         """Export the model without the run's callbacks (they hold reporters, not picklable; channels_last is a

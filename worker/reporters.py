@@ -24,7 +24,8 @@ from app.core.events import (
     StageEvent,
     StartEvent,
 )
-from app.core.numbering import progress_words, where
+from app.core.numbering import where
+from app.core.progress import progress_text
 from app.store.attempts import note_resumed_from
 from app.store.db import session_scope
 from app.store.recovery import record_checkpoint
@@ -137,7 +138,7 @@ class ConsoleReporter(Reporter):
         filled = int(event.batch / max(event.total, 1) * 30)
         loss = event.smooth_loss
         eta = f", run ETA {event.run_eta:.0f}s" if event.run_eta is not None else ""
-        where = progress_words(event.stage, event.stage_count, event.epoch, event.epoch_count, event.batch, event.total)
+        where = progress_text(event.model_dump())
         self.bar.write(f"\r\033[K[{'#' * filled}{'.' * (30 - filled)}] {where} {event.elapsed:.0f}s<{event.eta:.0f}s"
                        + eta + (f" loss {loss:.4f}" if loss is not None else ""))
         self.bar.flush()

@@ -97,7 +97,12 @@ class StageSummary(StagePlan, ParamSummary):
 
 
 class ProgressEvent(EngineEvent):
-    """Batch progress within an epoch (at most two a second); stage, epoch stored 0-based, batch 1-based of total."""
+    """Progress within a phase (at most two events a second); stage, epoch stored 0-based, batch 1-based of total.
+
+    phase says what batch and total count (app.core.progress puts them in words): "train" (or none, as stored
+    before phases): batch b of an epoch's B; "lr_find": LR finder step n of the N asked for; "score": batch b of the
+    final scoring of the validation set; "tta": TTA pass p of P (fastai's n augmented passes, then a plain one);
+    "presize cache": image n of N resized into the cache."""
 
     event: Literal["progress"] = "progress"
     stage: int
@@ -105,12 +110,12 @@ class ProgressEvent(EngineEvent):
     batch: int
     total: int
     elapsed: float
-    eta: float  # seconds left in this epoch's training pass
+    eta: float  # seconds left in this phase (training: in this epoch's training pass)
     smooth_loss: float | None = None
-    phase: str | None = None  # set while something other than training runs, e.g. "presize cache" being built
+    phase: Literal["train", "lr_find", "score", "tta", "presize cache"] | None = None
     stage_count: int | None = None  # stages in the run
     epoch_count: int | None = None  # epochs in this stage
-    run_eta: float | None = None  # seconds left in the whole run (app.core.numbering.run_eta)
+    run_eta: float | None = None  # seconds left in the whole run (app.core.numbering.run_eta), when known
 
 
 class EpochEvent(EngineEvent):

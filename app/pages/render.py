@@ -9,7 +9,8 @@ from fastapi import Depends, HTTPException, Path, Request
 from fastapi.responses import RedirectResponse
 from fastapi.templating import Jinja2Templates
 
-from app.core.numbering import progress_words, where
+from app.core.numbering import where
+from app.core.progress import progress_eta, progress_text, progress_title
 from app.core.resources import templates_dir
 from app.core.schemas import MAX_ID
 from app.core.status import RunStatus
@@ -40,8 +41,7 @@ env.filters.update(lr=fmt_lr, field_label=field_label, heat_cells=heat,
                    f4=lambda v: "–" if v is None else f"{v:.4f}",
                    pct=lambda v: "–" if v is None else f"{100 * v:.1f}%",
                    where=_where,
-                   progress_words=lambda b: progress_words(b["stage"], b.get("stage_count"), b["epoch"],
-                                                           b.get("epoch_count"), b["batch"], b["total"]))
+                   progress_words=progress_text, progress_title=progress_title, progress_eta=progress_eta)
 templates = Jinja2Templates(env=env, context_processors=[_context])
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from datetime import datetime
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Query, Request
@@ -15,6 +16,7 @@ from app.pages.render import FormData, PageId, redirect, render
 from app.pages.wording import attempt_ending, attempts_seconds, describe_stage, describe_techniques
 from app.services import datasets, error_images, runs, sweeps
 from app.services.serializers import serialize_epoch, serialize_lr_find
+from app.store.models import utcnow
 from app.web.deps import PublisherDep, SessionDep, SettingsDep
 
 router = APIRouter()
@@ -60,11 +62,18 @@ def get_runs(request: Request, session: SessionDep, status: list[str] = Query([]
                   for p in range(n_pages) if p in (0, n_pages - 1) or abs(p - current) <= 2]
     names = sorted(set(runs.dataset_names(session)) | {d.name for d in datasets.registered(session)})
     return render(request, "runs.html", runs=items, groups=group_by_sweep(session, items), total=total,
+                  running_for=running_for(items, utcnow()),
                   params=params, sort=sort, order=order,
                   back=request.url.path + query(params, offset=offset or None),
                   page_links=page_links, offset=offset, limit=limit, statuses=list(STATUSES), datasets=names,
                   prev=query(params, offset=(offset - limit) or None) if offset > 0 else None,
                   next=query(params, offset=offset + limit) if offset + limit < total else None)
+
+
+def running_for(items: list, now: datetime) -> dict[int, float]:
+    """Seconds each running run of the list has been running (since its current attempt started), by id."""
+    return {r.id: max((now - r.started_at).total_seconds(), 0.0) for r in items
+            if r.status == RunStatus.running and r.started_at is not None}
 
 
 def group_by_sweep(session, items: list) -> list[dict]:

@@ -50,3 +50,37 @@ document.addEventListener("DOMContentLoaded", () => {
   });
   update();
 });
+
+// Seconds as the server's secs() macro writes them.
+window.fitboardDuration = (s) => {
+  if (s < 60) return `${Math.round(s)} s`;
+  if (s < 3600) return `${Math.floor(s / 60)} min ${Math.floor(s % 60)} s`;
+  return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
+};
+
+// The runs list: a running run's time so far keeps counting from what the server rendered (the browser's clock
+// may be off, its stopwatch is not); when one of them stops running, the list reloads to show how it ended.
+document.addEventListener("DOMContentLoaded", () => {
+  const POLL_MS = 5000;
+  const clocks = [...document.querySelectorAll(".elapsed[data-run]")];
+  if (!clocks.length) return;
+  const loaded = performance.now();
+  window.setInterval(() => {
+    const since = (performance.now() - loaded) / 1000;
+    clocks.forEach((el) => {
+      el.querySelector("[data-elapsed-text]").textContent = window.fitboardDuration(Number(el.dataset.elapsed) + since);
+    });
+  }, 1000);
+  const poll = window.setInterval(async () => {
+    try {
+      const r = await fetch("/api/v1/runs?status=running&archived=show&limit=500", { headers: { Accept: "application/json" } });
+      if (!r.ok) return;
+      const running = new Set((await r.json()).items.map((run) => String(run.id)));
+      if (clocks.some((el) => !running.has(el.dataset.run))) {
+        window.clearInterval(poll);
+        window.location.reload();
+      }
+    } catch { /* the server restarting: ask again next time */ }
+  }, POLL_MS);
+});
+

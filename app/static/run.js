@@ -39,7 +39,8 @@
     tr.className = "fresh";
     const m = e.metrics || {};
     tr.title = `stage ${e.stage + 1} · epoch ${e.epoch + 1}`;  // stored 0-based, shown 1-based
-    tr.append(cell("td", String(epochs.length), "num"),  // counted over all stages, as the chart counts cell("td", f4(e.train_loss), "num"), cell("td", f4(e.valid_loss), "num"),
+    // The first cell counts over all stages, as the chart counts.
+    tr.append(cell("td", String(epochs.length), "num"), cell("td", f4(e.train_loss), "num"), cell("td", f4(e.valid_loss), "num"),
       cell("td", f4(m.accuracy), "num"), cell("td", f4(m.error_rate), "num"),
       cell("td", e.seconds === null || e.seconds === undefined ? "–" : `${Number(e.seconds).toFixed(1)} s`, "num"));
     tbody.appendChild(tr);
@@ -110,11 +111,29 @@
     });
   }
 
-  // "stage s of S · epoch e of E · batch b of B": stored positions are 0-based, people count from 1.
+  // Progress in words, phase by phase, as app.core.progress words it on the server. Stored positions are 0-based,
+  // people count from 1; a progress event without a phase (stored before phases) is training.
+  const TITLES = { "presize cache": "Presize cache", lr_find: "LR finder", train: "Training", score: "Final scoring",
+    tta: "Test-time augmentation" };
+  const ETA_OF = { "presize cache": "the presize cache", lr_find: "the LR finder", train: "this epoch",
+    score: "the final scoring", tta: "TTA" };
+  const phaseOf = (p) => (p.phase && TITLES[p.phase] ? p.phase : "train");
+  const of = (n) => (n ? ` of ${n}` : "");
+
   function progressWords(p) {
-    const stages = p.stage_count || data.plan.length, epochsInStage = p.epoch_count || data.plan[p.stage];
-    const of = (n) => (n ? ` of ${n}` : "");
-    return `stage ${p.stage + 1}${of(stages)} · epoch ${p.epoch + 1}${of(epochsInStage)} · batch ${p.batch}${of(p.total)}`;
+    const phase = phaseOf(p);
+    const stage = `stage ${p.stage + 1}${of(p.stage_count)}`;
+    if (phase === "lr_find") return `${stage} · LR finder step ${p.batch}${of(p.total)}`;
+    if (phase === "presize cache") return `${stage} · resizing image ${p.batch}${of(p.total)} into the presize cache`;
+    if (phase === "score") return `scoring the validation set with the final weights · batch ${p.batch}${of(p.total)}`;
+    if (phase === "tta") return `TTA pass ${p.batch}${of(p.total)}${p.total && p.batch === p.total ? " (unaugmented)" : ""}`;
+    return `stage ${p.stage + 1}${of(p.stage_count || data.plan.length)} · epoch ${p.epoch + 1}${of(p.epoch_count || data.plan[p.stage])} · batch ${p.batch}${of(p.total)}`;
+  }
+
+  function etaWords(p) {
+    const known = (v) => v !== null && v !== undefined;
+    if (known(p.run_eta)) return `ETA ${duration(p.run_eta)} for the whole run`;
+    return known(p.eta) ? `ETA ${duration(p.eta)} for ${ETA_OF[phaseOf(p)]}` : "";
   }
 
   // Seconds as the server's secs() macro writes them.
@@ -138,11 +157,11 @@
     if (!bar) return;
     bar.max = p.total || 1;
     bar.value = p.batch;
+    document.getElementById("progress-phase").textContent = TITLES[phaseOf(p)];
     document.getElementById("progress-text").textContent = progressWords(p);
-    document.getElementById("progress-eta").textContent = (p.run_eta === null || p.run_eta === undefined)
-      ? `ETA ${duration(p.eta)} for this epoch` : `ETA ${duration(p.run_eta)} for the whole run`;
+    document.getElementById("progress-eta").textContent = etaWords(p);
     document.getElementById("progress-loss").textContent = p.smooth_loss === null || p.smooth_loss === undefined ? "" : `smoothed loss ${Number(p.smooth_loss).toFixed(4)}`;
-    if (p.stage !== lrStage) {  // a new stage may have just run the LR finder
+    if (phaseOf(p) === "train" && p.stage !== lrStage) {  // the stage's training began: its LR finder has finished
       lrStage = p.stage;
       if (document.getElementById("lr-finds")) {
         fetch(`/api/v1/runs/${data.id}/lr_finds`, { headers: { Accept: "application/json" } })
@@ -174,7 +193,7 @@
   window.addEventListener("DOMContentLoaded", () => {
     drawChart();
     drawLrFinds(data.lr_finds);
-    if (data.batch) lrStage = data.batch.stage;
+    if (data.batch && phaseOf(data.batch) === "train") lrStage = data.batch.stage;  // its LR finder is drawn
     if (data.live) connect();
   });
 })();

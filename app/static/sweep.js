@@ -55,7 +55,7 @@
           window.clearInterval(timer);
           window.location.reload();
         }
-      } catch (e) { /* the server restarting: try again next tick */ }
+      } catch { /* the server restarting: try again next tick */ }
     }, POLL_MS);
   }
 
