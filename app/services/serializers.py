@@ -29,7 +29,8 @@ def serialize_run(run: Run, full: bool = True) -> dict:
             "attempt": run.attempt, "cancel_requested": run.cancel_requested, "error": run.error,
             "published_at": _iso(run.published_at), "republish_count": run.republish_count,
             "checkpoint": run.checkpoint, "resume_from": run.resume_from, "notes": run.notes or "",
-            "tags": run.tag_list, "archived": bool(run.archived), "sweep_id": run.sweep_id}
+            "tags": run.tag_list, "archived": bool(run.archived), "sweep_id": run.sweep_id,
+            "kind": run.kind or "queued"}
     if full:
         result = run.result or {}
         data.update(spec=run.spec, progress=run.progress, traceback=run.traceback,
@@ -151,6 +152,8 @@ class RunSummary(BaseModel):
     tags: list[str]
     archived: bool = Field(description="hidden from the runs list unless asked for")
     sweep_id: int | None = Field(description="the sweep this run belongs to, if any")
+    kind: Literal["queued", "tracked"] = Field("queued", description="queued: trained by a worker from its recipe; "
+                                               "tracked: trained elsewhere (FitboardCallback), rows sent over the API")
 
 
 class RunOut(RunSummary):

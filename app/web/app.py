@@ -10,6 +10,7 @@ from app.api import datasets as api_datasets
 from app.api import predictions as api_predictions
 from app.api import runs as api_runs
 from app.api import sweeps as api_sweeps
+from app.api import tracked as api_tracked
 from app.api import workers as api_workers
 from app.core.resources import static_dir
 from app.core.settings import Settings, get_settings
@@ -27,7 +28,7 @@ from app.web.security import AuthThrottle, SessionEpoch, check_token_strength, p
 from app.web.sse import StreamHub
 
 API_ROUTERS = (api_runs.router, api_datasets.router, api_workers.router, api_compare.router, api_sweeps.router,
-               api_predictions.router)
+               api_predictions.router, api_tracked.router)
 
 
 def _health_route(app: FastAPI) -> None:
