@@ -151,12 +151,18 @@ class FitboardCallback(Callback):
 
     @_safely
     def before_fit(self):
-        # lr_find and get_preds/validate are not stages: the finder's curve is kept for the next stage.
+        # lr_find and get_preds are not stages (the finder's curve is kept for the next stage); learn.validate()
+        # sends before_fit too, but never before_train, so a stage begins at its first training pass.
         self.side = hasattr(self.learn, "lr_finder") or hasattr(self.learn, "gather_preds")
-        self.in_fit = True
+        self.in_fit = False
         self._ensure_tracker()
-        if self.side:
+
+    @_safely
+    def before_train(self):
+        self._train_start = time.perf_counter()
+        if self.side or self.in_fit:
             return
+        self.in_fit = True
         self.stage += 1
         self.size, self.lr_peak = None, []
         self.schedule = "fit_one_cycle" if any(type(cb).__name__ == "ParamScheduler" for cb in self.learn.cbs) \
@@ -166,11 +172,6 @@ class FitboardCallback(Callback):
     def after_batch(self):
         if self.side or not self.training or not self.in_fit:
             return
-        if self.size is None:
-            x = self.xb[0] if self.xb else None
-            shape = getattr(x, "shape", ())
-            self.size = int(shape[-1]) if len(shape) >= 3 else 0
-            self.tracker.put("stage", self._stage_plan())
         hypers = self.opt.hypers
         if len(self.lr_peak) != len(hypers):
             self.lr_peak = [0.0] * len(hypers)
@@ -178,6 +179,11 @@ class FitboardCallback(Callback):
             lr = h.get("lr", 0.0)
             if lr > self.lr_peak[i]:
                 self.lr_peak[i] = float(lr)
+        if self.size is None:
+            x = self.xb[0] if self.xb else None
+            shape = getattr(x, "shape", ())
+            self.size = int(shape[-1]) if len(shape) >= 3 else 0
+            self.tracker.put("stage", self._stage_plan())
         now = time.perf_counter()
         if now - self._last_progress >= PROGRESS_INTERVAL:
             self._last_progress = now
@@ -188,10 +194,6 @@ class FitboardCallback(Callback):
                                           "total": total, "elapsed": elapsed,
                                           "eta": elapsed / batch * (total - batch), "smooth_loss": _num(smooth),
                                           "epoch_count": int(self.n_epoch)})
-
-    @_safely
-    def before_train(self):
-        self._train_start = time.perf_counter()
 
     @_safely
     def before_epoch(self):
@@ -242,17 +244,20 @@ class FitboardCallback(Callback):
         if self.tracker is None or self.finished:
             return self.run_id
         self.finished = True
-        try:
-            body = {"status": status, "error": error, "metrics": self._final_metrics(),
-                    "seconds": time.perf_counter() - self._start if self._start else None}
-            if self.want_confusion or self.want_top_losses:
-                body.update(self._interpretation())
-            self.tracker.put("finish", body)
-            if self.export_model:
-                self._export()
-        except Exception as exc:  # the end of tracking must not raise into the notebook either
-            self._say(f"fitboard: could not read the final metrics ({exc!r}); finishing the run without them")
-            self.tracker.put("finish", {"status": status, "error": error})
+        body = {"status": status, "error": error,
+                "seconds": time.perf_counter() - self._start if self._start else None}
+        # Each part on its own: one that fails is said and left out; the end of tracking never raises either.
+        parts = [("final metrics", lambda: {"metrics": self._final_metrics()})]
+        if self.want_confusion or self.want_top_losses:
+            parts.append(("confusion matrix and top losses", self._interpretation))
+        if self.export_model:
+            parts.append(("exported model", self._export))
+        for what, part in parts:
+            try:
+                body.update(part() or {})
+            except Exception as exc:
+                self._say(f"fitboard: could not send the {what} ({exc!r}); finishing the run without it")
+        self.tracker.put("finish", body)
         self.tracker.close(timeout)
         return self.run_id
 
@@ -277,8 +282,8 @@ class FitboardCallback(Callback):
             items = getattr(self.learn.dls.valid_ds, "items", None)
             rows = []
             for loss, i in zip(losses.tolist(), idxs.tolist()):
-                item = items[i] if items is not None else i
-                image_id = Path(str(item.iloc[0] if hasattr(item, "iloc") else item)).name[:200]
+                item = i if items is None else (items.iloc[i] if hasattr(items, "iloc") else items[i])
+                image_id = Path(str(item.iloc[0] if hasattr(item, "iloc") else item)).name[:200]  # a df row: 1st col
                 rows.append({"image_id": image_id, "actual": vocab[int(interp.targs[i])],
                              "predicted": vocab[int(interp.decoded[i])], "loss": _num(loss),
                              "probability": _num(interp.preds[i].max())})

@@ -53,6 +53,9 @@ def test_tracked_run_lifecycle_rows_idempotent_and_in_lists(client):
     rows = client.get(f"/api/v1/runs/{rid}/epochs").json()
     assert [(r["stage"], r["epoch"], r["metrics"]["accuracy"]) for r in rows] == [(0, 0, 0.5), (0, 1, 0.7)]
     assert client.get(f"/api/v1/runs/{rid}/lr_finds").json()[0]["suggestion"] == 0.002
+    page = client.get(f"/runs/{rid}")  # the run page, live, reads the same rows
+    assert page.status_code == 200 and "stage 1: 2 epochs at 16 px" in page.text
+    client.cookies.clear()  # the page's session cookie would make the API calls below cookie writes (CSRF)
     spec = client.get(f"/api/v1/runs/{rid}").json()["spec"]
     assert spec["stages"] == [{"epochs": 2, "size": 16, "bs": 32, "freeze": True, "lr": 0.002}]
     done = client.post(f"/api/v1/tracked/{rid}/finish", json={
@@ -67,7 +70,7 @@ def test_tracked_run_lifecycle_rows_idempotent_and_in_lists(client):
     assert late.status_code == 409 and "finished" in late.json()["detail"]
     retry = client.post(f"/api/v1/runs/{rid}/retry", json={"from": "scratch"})
     assert retry.status_code == 409 and "tracked" in retry.json()["detail"]
-    clone = client.get(f"/runs/{rid}/clone")
+    clone = client.get(f"/runs/{rid}/clone")  # Clone: the form with what could be read
     assert clone.status_code == 200 and '<option selected>resnet18</option>' in clone.text
     assert 'value="nb-run-clone"' in clone.text and 'data-field="size" value="16"' in clone.text
 

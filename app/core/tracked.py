@@ -109,8 +109,11 @@ def recipe_from(name: str, dataset: str, facts: TrackedFacts, stages: list[dict]
         value = getattr(facts, field)
         if value is not None:
             spec[field] = value
-    spec["stages"] = [{k: v for k, v in s.items() if k not in ("stage", "schedule") and v is not None}
-                      for s in sorted(stages, key=lambda s: s["stage"])]
+    spec["stages"], size = [], None
+    for s in sorted(stages, key=lambda s: s["stage"]):
+        size = s.get("size") or size  # the pages describe every stage by its size: an unseen one keeps the last
+        spec["stages"].append({**{k: v for k, v in s.items() if k not in ("stage", "schedule") and v is not None},
+                               "size": size})
     spec["tracked"] = facts.model_dump(mode="json", exclude={"arch", "pretrained", "normalize", "label_smoothing",
                                                              "precision", "seed"}, exclude_none=True)
     spec["tracked"]["schedules"] = [s.get("schedule") for s in sorted(stages, key=lambda s: s["stage"])]
@@ -120,9 +123,12 @@ def recipe_from(name: str, dataset: str, facts: TrackedFacts, stages: list[dict]
 def techniques_of(spec: dict) -> list[str]:
     """Technique chips for a tracked run: RunSpec's own chips when the facts make a valid recipe, and 'tracked'."""
     recipe = {k: v for k, v in spec.items() if k != "tracked"}
-    recipe["stages"] = [{"epochs": s.get("epochs", 1), "size": s.get("size") or 224, "bs": s.get("bs") or 64,
-                         "freeze": bool(s.get("freeze")), "lr": s.get("lr") or 1e-3, "mixup": s.get("mixup")}
-                        for s in spec.get("stages") or []] or [{"epochs": 1, "size": 224}]
+    stages, size = [], 224
+    for s in spec.get("stages") or []:
+        size = s.get("size") or size  # a stage whose size was not seen keeps the one before (no false chip)
+        stages.append({"epochs": s.get("epochs", 1), "size": size, "bs": s.get("bs") or 64,
+                       "freeze": bool(s.get("freeze")), "lr": s.get("lr") or 1e-3, "mixup": s.get("mixup")})
+    recipe["stages"] = stages or [{"epochs": 1, "size": 224}]
     recipe.setdefault("normalize", "none")  # no chip for what the learner did not tell
     try:
         # any arch name will do here: the chips do not depend on it, and a notebook may train any model

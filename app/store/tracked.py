@@ -56,11 +56,10 @@ def record_batch(session: Session, run_id: int, batch: TrackedBatch) -> Run:
     values: dict = {"last_contact_at": utcnow()}
     progress = dict(run.progress or {"stages": [], "notes": []})
     if batch.stages:
-        stages = {s["stage"]: s for s in (run.spec.get("tracked", {}).get("stage_plans") or [])}
+        stages = {s["stage"]: s for s in progress.get("plans") or []}
         stages.update({s.stage: s.model_dump(mode="json") for s in batch.stages})
-        plans = [stages[k] for k in sorted(stages)]
+        plans = progress["plans"] = [stages[k] for k in sorted(stages)]
         spec = recipe_from(run.name, run.dataset, _facts(run.spec), plans)
-        spec["tracked"]["stage_plans"] = plans
         values.update(spec=spec, techniques=techniques_of(spec))
         progress["stages"] = [{"stage": p["stage"], "epochs": p["epochs"], "size": p.get("size"), "bs": p.get("bs"),
                                "frozen": p.get("freeze"), "lr": p.get("lr"), "mixup": p.get("mixup")} for p in plans]
