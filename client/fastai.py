@@ -270,23 +270,24 @@ class FitboardCallback(Callback):
 
     def _interpretation(self) -> dict:
         """The confusion matrix (labels in vocab order) and the top losses, from one pass over the validation set."""
-        from fastai.interpret import ClassificationInterpretation
-
-        interp = ClassificationInterpretation.from_learner(self.learn)
+        preds, targs, losses = self.learn.get_preds(with_loss=True)
+        decoded = preds.argmax(dim=1)
         vocab = [str(v) for v in self.learn.dls.vocab]
         out = {}
         if self.want_confusion:
-            out["confusion"] = {"labels": vocab, "matrix": interp.confusion_matrix().astype(int).tolist()}
+            matrix = [[0] * len(vocab) for _ in vocab]
+            for t, p in zip(targs.tolist(), decoded.tolist()):
+                matrix[int(t)][int(p)] += 1
+            out["confusion"] = {"labels": vocab, "matrix": matrix}
         if self.want_top_losses:
-            losses, idxs = interp.top_losses(min(int(self.want_top_losses), 100))
             items = getattr(self.learn.dls.valid_ds, "items", None)
+            top = losses.topk(min(int(self.want_top_losses), 100, len(losses)))
             rows = []
-            for loss, i in zip(losses.tolist(), idxs.tolist()):
+            for loss, i in zip(top.values.tolist(), top.indices.tolist()):
                 item = i if items is None else (items.iloc[i] if hasattr(items, "iloc") else items[i])
                 image_id = Path(str(item.iloc[0] if hasattr(item, "iloc") else item)).name[:200]  # a df row: 1st col
-                rows.append({"image_id": image_id, "actual": vocab[int(interp.targs[i])],
-                             "predicted": vocab[int(interp.decoded[i])], "loss": _num(loss),
-                             "probability": _num(interp.preds[i].max())})
+                rows.append({"image_id": image_id, "actual": vocab[int(targs[i])], "predicted": vocab[int(decoded[i])],
+                             "loss": _num(loss), "probability": _num(preds[i].max())})
             out["top_losses"] = rows
         return out
 
@@ -295,5 +296,7 @@ class FitboardCallback(Callback):
         it)."""
         folder = Path(tempfile.mkdtemp(prefix="fitboard-export-"))
         path = folder / "export.pkl"
-        self.learn.export(path)
+        learn = self.learn  # removing the callback unsets its .learn
+        with learn.removed_cbs(self):  # the callback holds a thread and a socket: not part of the model
+            learn.export(path)
         self.tracker.put("model", str(path))
