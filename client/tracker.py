@@ -41,7 +41,7 @@ class Tracker:
         self.model: str | None = None
         self.sent_epochs = 0
         self._closing = threading.Event()
-        self._idle = threading.Event()
+        self._deadline = float("inf")
         self._next_try = 0.0
         self._backoff = 1.0
         self.thread = threading.Thread(target=self._loop, name="fitboard-tracker", daemon=True)
@@ -54,14 +54,15 @@ class Tracker:
         self.inbox.put((kind, payload))
 
     def close(self, timeout: float = 30.0) -> bool:
-        """Send what is left (with the finish) for up to timeout seconds; True when everything went."""
+        """Send what is left (with the finish), trying for up to timeout seconds; True when everything went."""
+        self._deadline = time.monotonic() + timeout
         self._closing.set()
         self.inbox.put(("wake", None))
-        self.thread.join(timeout)
+        self.thread.join(timeout + 5)
         left = self._pending_count()
         if left and not self.stopped:
-            self._say_once("unsent", f"fitboard: {left} tracked rows could not be sent to {self.http.url} "
-                                     f"before the end (dashboard unreachable)")
+            self._say_once("unsent", f"fitboard: {left} tracked items were not sent to {self.http.url}: the "
+                                     f"dashboard did not answer within {timeout:.0f} s of the end")
         self.http.close()
         return not self.thread.is_alive() and left == 0
 
@@ -118,23 +119,28 @@ class Tracker:
                 if closing:
                     return
                 continue
-            if time.monotonic() >= self._next_try or closing:
-                try:
-                    self._send()
-                    self._backoff = 1.0
-                except (Unreachable, FitboardError) as exc:
-                    self._failed(exc)
-                except Exception as exc:  # a bug here must cost tracking, never the training
-                    self._say_once("bug", f"fitboard: tracking stopped after an unexpected error: {exc!r}")
-                    self.stopped = True
-            if closing and (self._pending_count() == 0 or self.stopped or not self._retry_allowed()):
-                return
+            ok = True
+            if closing or time.monotonic() >= self._next_try:
+                ok = self._attempt()
             if closing:
-                time.sleep(min(self._backoff, 1.0))
+                left = self._deadline - time.monotonic()
+                if self._pending_count() == 0 or self.stopped or left <= 0:
+                    return
+                if not ok:  # closing: try about every second until close()'s timeout
+                    time.sleep(min(1.0, left))
 
-    def _retry_allowed(self) -> bool:
-        """While closing, keep trying only while the server answers (close()'s timeout bounds the rest)."""
-        return self._backoff <= 1.0
+    def _attempt(self) -> bool:
+        """One try at sending what is waiting; False when it must be tried again later."""
+        try:
+            self._send()
+            self._backoff = 1.0
+            return True
+        except FitboardError as exc:
+            self._failed(exc)
+        except Exception as exc:  # a bug here must cost tracking, never the training
+            self._say_once("bug", f"fitboard: tracking stopped after an unexpected error: {exc!r}")
+            self.stopped = True
+        return False
 
     def _failed(self, exc: FitboardError) -> None:
         """A refused or unanswered post: wait and try again, or stop for good when the run has ended."""
