@@ -102,8 +102,8 @@ class FitboardCallback(Callback):
         if getattr(learn, "pretrained", None) is not None:
             facts["pretrained"] = bool(learn.pretrained)
         if getattr(learn, "normalize", None) is not None:
-            facts["normalize"] = "imagenet" if learn.normalize and getattr(learn, "pretrained", False) else (
-                "dataset" if learn.normalize else "none")
+            # vision_learner adds the pretrained weights' (ImageNet) stats, and only for pretrained weights
+            facts["normalize"] = "imagenet" if learn.normalize and getattr(learn, "pretrained", False) else "none"
         eps = getattr(loss, "eps", None)
         if "LabelSmoothing" in type(loss).__name__ and eps:
             facts["label_smoothing"] = float(eps)
