@@ -67,6 +67,7 @@ class FitboardCallback(Callback):
         self.want_confusion, self.want_top_losses, self.export_model = confusion, top_losses, export_model
         self.flush_every, self.max_pending, self.verbose = flush_every, max_pending, verbose
         self.tracker: Tracker | None = None
+        self.learner = None
         self.stage, self.broken, self.side, self.finished, self.in_fit = -1, False, False, False, False
         self.lr_peak: list[float] = []
         self._last_progress = 0.0
@@ -155,6 +156,7 @@ class FitboardCallback(Callback):
         # sends before_fit too, but never before_train, so a stage begins at its first training pass.
         self.side = hasattr(self.learn, "lr_finder") or hasattr(self.learn, "gather_preds")
         self.in_fit = False
+        self.learner = self.learn  # fit(cbs=...) detaches the callback afterwards; finish() still needs the learner
         self._ensure_tracker()
 
     @_safely
@@ -232,7 +234,7 @@ class FitboardCallback(Callback):
         if len(lrs) > 2:
             import torch
 
-            suggestion, _ = valley(torch.tensor(lrs), torch.tensor(losses), num_it)
+            suggestion, _ = valley(torch.tensor(lrs, dtype=torch.float64), torch.tensor(losses), num_it)
         self.tracker.put("lr_find", {"stage": self.stage + 1, "suggestion": _num(suggestion), "method": "valley",
                                      "lrs": lrs[:2000], "losses": [_num(v) for v in losses[:2000]]})
 
@@ -244,6 +246,8 @@ class FitboardCallback(Callback):
         if self.tracker is None or self.finished:
             return self.run_id
         self.finished = True
+        if self.learn is None:
+            self.learn = self.learner
         body = {"status": status, "error": error,
                 "seconds": time.perf_counter() - self._start if self._start else None}
         # Each part on its own: one that fails is said and left out; the end of tracking never raises either.
