@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-__all__ = ["Client", "Run", "FitboardError", "ValidationError", "NotFound", "Conflict"]
+__all__ = ["Client", "Run", "FitboardError", "ValidationError", "NotFound", "Conflict", "Unreachable"]
 
 if TYPE_CHECKING:
     from fitboard.client import Client
-    from fitboard.errors import Conflict, FitboardError, NotFound, ValidationError
+    from fitboard.errors import Conflict, FitboardError, NotFound, Unreachable, ValidationError
     from fitboard.runs import Run
 
 
@@ -22,7 +22,7 @@ def __getattr__(name: str):
         from fitboard.runs import Run
 
         return Run
-    if name in ("FitboardError", "ValidationError", "NotFound", "Conflict"):
+    if name in ("FitboardError", "ValidationError", "NotFound", "Conflict", "Unreachable"):
         from fitboard import errors
 
         return getattr(errors, name)
