@@ -35,6 +35,9 @@ def test_wheel_ships_templates_migrations_static_files_and_demo_data(tmp_path):
             "app/migrations/script.py.mako", "app/migrations/versions/0001_initial_schema.py",
             "app/static/run.js", "app/static/fitboard.css", "app/core/data/digits.csv.gz"} <= names
     assert not any(n.startswith(("templates/", "migrations/", "tests/")) for n in names)  # nothing loose at the top
+    # the public Python API: client/ ships as the fitboard package
+    assert {"fitboard/__init__.py", "fitboard/client.py", "fitboard/fastai.py", "fitboard/tracker.py"} <= names
+    assert not any(n.startswith("client/") for n in names)
 
 
 def test_web_install_without_torch_migrates_writes_demo_data_and_serves_pages(tmp_path):

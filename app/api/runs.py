@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from fastapi import Body, Depends, Header, Query, Request, Response
-from fastapi.responses import FileResponse, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.sse import EventSourceResponse
 from starlette.concurrency import iterate_in_threadpool
 
@@ -59,14 +59,18 @@ def get_runs(session: SessionDep, status: list[RunStatus] | None = Query(None),
                                      json_schema_extra={"pattern": TAG_REGEX}),
              archived: Literal["hide", "show", "only"] = Query("hide", description="archived runs: hidden (default), "
                                                                                    "listed too, or listed alone"),
-             order: Order = "-created_at", limit: int = Query(50, ge=1, le=500), offset: Offset = 0):
+             order: Order = "-created_at", limit: int = Query(50, ge=1, le=500), offset: Offset = 0,
+             detail: bool = Query(False, description="each run in full (recipe, progress, result), as GET "
+                                                     "/runs/{id} answers it: what fitboard.Client tables read")):
     """Runs, newest first, filtered by status (repeatable), dataset, name and tag; archived runs hidden unless asked
     for; paginated."""
     if tag is not None:
         tag = _query_tag(tag)
     items, total = runs.page(session, status=status, dataset=dataset, name_contains=name, limit=limit,
                              offset=offset, order=order, tag=tag, archived=runs.ARCHIVED[archived])
-    return {"items": [serialize_run(r, full=False) for r in items], "total": total, "limit": limit, "offset": offset}
+    page = {"items": [serialize_run(r, full=detail) for r in items], "total": total, "limit": limit, "offset": offset}
+    # In full the items carry more than RunSummary: sent as they are (response_model would trim them to a summary).
+    return JSONResponse(page) if detail else page
 
 
 def _query_tag(tag: str) -> str:

@@ -22,7 +22,9 @@ from app.core.redact import redact
 
 # The file each kind is stored as, under the run's id. Later kinds are added here, nowhere else.
 # checkpoint and best (the keep-best weights a checkpoint refers to) exist only until the run succeeds.
-KINDS = {"model": "model.pkl", "predictions": "predictions.csv", "checkpoint": "checkpoint.pth", "best": "best.pth"}
+KINDS = {"model": "model.pkl", "predictions": "predictions.csv", "checkpoint": "checkpoint.pth", "best": "best.pth",
+         # a tracked run's learn.export file as its notebook uploaded it: stored and served back, never loaded here
+         "uploaded_model": "uploaded-model.pkl"}
 CHUNK = 1 << 20  # bytes per read when streaming a download
 
 

@@ -25,6 +25,7 @@ class Settings(BaseSettings):
     visibility_timeout: int = 48 * 3600  # Redis redelivers an unacked task after this; longer than any run
     worker_name: str | None = None  # how a worker names itself in the database; default host:pid
     heartbeat_interval: float = 5.0  # seconds between worker heartbeats
+    tracked_lost_after: float = 3600.0  # a tracked run (notebook) with no write this long is failed as lost
     worker_lost_after: float = 60.0  # a running run whose worker is silent this long is requeued (or failed)
     republish_after: float = 300.0  # a queued run no worker took for this long is sent to the broker again
     reconcile_interval: float = 10.0  # how often the web process runs the reconciler (workers: every heartbeat)

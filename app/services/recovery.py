@@ -12,6 +12,7 @@ from app.services.queue import Publisher
 from app.store import recovery
 from app.store.db import session_scope
 from app.store.models import Run
+from app.store.tracked import fail_silent_tracked
 
 log = logging.getLogger(__name__)
 BROKER_DOWN_NOTE = "broker unreachable; it will be sent when the broker is back"
@@ -50,6 +51,10 @@ def reconcile(engine: Engine, publisher: Publisher, settings: Settings, holder: 
     with session_scope(engine) as session:
         if not recovery.acquire_lease(session, holder, ttl=3 * every):
             return []
+    with session_scope(engine) as session:
+        lost = fail_silent_tracked(session, settings.tracked_lost_after)
+        if lost:
+            log.warning("reconciler: tracked runs %s failed as lost (silent %.0f s)", lost, settings.tracked_lost_after)
     with session_scope(engine) as session:
         due = recovery.due_for_publish(session, settings.republish_after, settings.worker_lost_after)
         if due:

@@ -90,10 +90,11 @@ def artifacts(session: Session, run_id: int) -> dict[str, int | None]:
 def model_file(session: Session, files: ArtifactStore, run_id: int) -> Path | tuple[Iterator[bytes], int]:
     """The run's exported model: a local file (a directory store) or a stream of chunks and its size (a bucket);
     NotFound when it has none (not finished, failed, or the file is gone from the store)."""
-    store.get_run(session, run_id)
-    if "model" in store.list_artifacts(session, run_id):
-        path = files.local_path(run_id, "model")
-        opened = path or files.open(run_id, "model")
+    # a tracked run's model is the file its notebook uploaded (served back, never loaded here)
+    kind = "uploaded_model" if store.get_run(session, run_id).kind == "tracked" else "model"
+    if kind in store.list_artifacts(session, run_id):
+        path = files.local_path(run_id, kind)
+        opened = path or files.open(run_id, kind)
         if opened:
             return opened
     raise NotFound(f"an exported model for run {run_id}")
@@ -102,7 +103,10 @@ def model_file(session: Session, files: ArtifactStore, run_id: int) -> Path | tu
 def cancel(session: Session, run_id: int, orphaned_after: float | None = None) -> str:
     """Cancel a queued run now or ask a running one to stop, committed; the new status. RunFinished if it ended.
     A running run whose worker is gone (silent orphaned_after seconds) is cancelled at once."""
-    status = store.request_cancel(session, run_id, orphaned_after)
+    if store.get_run(session, run_id).kind == "tracked":  # no worker to notice a request: it ends now
+        status = str(store.mark_cancelled(session, run_id).status)
+    else:
+        status = store.request_cancel(session, run_id, orphaned_after)
     session.commit()
     return status
 

@@ -101,6 +101,8 @@ class RunSummary(_Out):
     sweep_id: int | None = Field(description="the sweep this run belongs to, if any")
     search_id: int | None = Field(None, description="the search this run is a trial of, if any")
     trial_number: int | None = Field(None, description="its Optuna trial number within the search")
+    kind: Literal["queued", "tracked"] = Field("queued", description="queued: trained by a worker from its recipe; "
+                                               "tracked: trained elsewhere (FitboardCallback), rows sent over the API")
 
 
 class RunOut(RunSummary):
@@ -295,8 +297,8 @@ def _run_result(run: Run) -> dict | None:
 def serialize_run(run: Run, full: bool = True) -> dict:
     """A run as the API returns it; full adds spec, progress, result and traceback."""
     if not full:
-        return _dump(RunSummary, run, tags=run.tag_list)
-    data = _dump(RunOut, run, tags=run.tag_list, result=_run_result(run))
+        return _dump(RunSummary, run, tags=run.tag_list, kind=run.kind or "queued")
+    data = _dump(RunOut, run, tags=run.tag_list, kind=run.kind or "queued", result=_run_result(run))
     data.pop("queued_note")  # said only by the 202 of a submit whose broker was down
     return data
 

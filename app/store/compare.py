@@ -168,7 +168,7 @@ def _assemble(session: Session, runs: list[Run], baseline: int, epochs: dict, fi
     ids = [r.id for r in runs]
     rows = _with_diffs({r.id: _row(r) for r in runs}, baseline)
     out = {"ids": ids, "baseline": baseline, "config_diff": config_diff(runs),
-           "runs": [{"id": r.id, "name": r.name, "status": str(r.status), "dataset": r.dataset,
+           "runs": [{"id": r.id, "name": r.name, "status": str(r.status), "kind": r.kind, "dataset": r.dataset,
                      "techniques": r.techniques or [], **rows[r.id], "lr_finds": finds.get(r.id, []),
                      **({"curves": _curves(epochs.get(r.id, []))} if curves else {}),
                      "confusion": (r.result or {}).get("confusion"),

@@ -55,6 +55,9 @@ def _run_fk(ondelete: str = "CASCADE", primary_key: bool = False, nullable: bool
                      primary_key=primary_key, nullable=nullable)
 
 
+RUN_KINDS = ("queued", "tracked")
+
+
 class Dataset(SQLModel, table=True):
     """A dataset registered once and referenced by name from recipes."""
 
@@ -72,6 +75,7 @@ class Run(SQLModel, table=True):
     __tablename__ = "run"
     # AUTOINCREMENT: SQLite never hands a deleted run's id to a new run.
     __table_args__ = (sa.CheckConstraint(f"status IN ({', '.join(repr(s) for s in STATUSES)})", name="status"),
+                      sa.CheckConstraint(f"kind IN ({', '.join(repr(k) for k in RUN_KINDS)})", name="kind"),
                       {"sqlite_autoincrement": True})
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(sa_column=sa.Column(sa.String(200), nullable=False))
@@ -114,6 +118,10 @@ class Run(SQLModel, table=True):
     tags: str = Field(default="", sa_column=sa.Column(sa.String(1000), nullable=False, server_default=""))
     archived: bool = Field(default=False, sa_column=sa.Column(sa.Boolean(), nullable=False, index=True,
                                                              server_default=sa.false()))
+    # queued: a worker trains it from its recipe; tracked: trained elsewhere (a notebook's FitboardCallback), its
+    # rows arrive over the API, and last_contact_at (its last write) is what says it is still alive.
+    kind: str = Field(default="queued", sa_column=sa.Column(sa.String(16), nullable=False, server_default="queued"))
+    last_contact_at: datetime | None = Field(default=None, sa_column=_when())
 
     @property
     def tag_list(self) -> list[str]:

@@ -14,7 +14,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session
 
-from app.core.errors import RunActive
+from app.core.errors import Conflict, RunActive
 from app.core.status import LIVE, RunStatus
 from app.store.attempts import end_attempt, list_attempts
 from app.store.models import Artifact, EpochRow, Lease, LRFind, Run, utcnow
@@ -111,7 +111,9 @@ def requeue_run(session: Session, run_id: int, reason: str, worker: str | None =
 
 def reap_lost_workers(session: Session, silent_after: float) -> dict[int, str]:
     """Requeue (or fail) running runs whose worker stopped heartbeating silent_after seconds ago; id -> new status."""
-    stmt = select(Run.id, Run.worker).where(Run.status == RunStatus.running, silent_since(silent_after))
+    # A tracked run has no worker and no heartbeat (app.store.tracked fails it after its own silence).
+    stmt = select(Run.id, Run.worker).where(Run.status == RunStatus.running, Run.kind == "queued",
+                                            silent_since(silent_after))
     return {run_id: requeue_run(session, run_id, f"worker {worker} lost (no heartbeat for {silent_after:.0f} s)",
                                 worker=worker)
             for run_id, worker in session.exec(stmt.order_by(Run.id)).all()}
@@ -130,6 +132,9 @@ def retry_run(session: Session, run_id: int, from_checkpoint: bool, max_attempts
     """Queue a failed or cancelled run again under its own id: from its last checkpoint (rows kept) or from scratch
     (rows, curves and files forgotten). RunActive for a queued or running run; it is published after the commit."""
     run = get_run(session, run_id)
+    if run.kind == "tracked":
+        raise Conflict(f"run {run_id} was trained outside fitboard (tracked): there is no recipe to queue again; "
+                       "clone it to train a queued run from what could be read")
     if run.status in LIVE or run.status == RunStatus.succeeded:
         raise RunActive(run_id, run.status)
     resume = next_position(run.spec, run.checkpoint) if from_checkpoint else None

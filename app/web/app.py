@@ -13,6 +13,7 @@ from app.api import predictions as api_predictions
 from app.api import runs as api_runs
 from app.api import searches as api_searches
 from app.api import sweeps as api_sweeps
+from app.api import tracked as api_tracked
 from app.api import workers as api_workers
 from app.core.redact import install_log_redaction
 from app.core.resources import static_dir
@@ -33,8 +34,7 @@ from app.web.sse import StreamHub
 
 PREDICT_WAITERS = 8
 API_ROUTERS = (api_runs.router, api_datasets.router, api_workers.router, api_compare.router, api_sweeps.router,
-               api_searches.router,
-               api_predictions.router)
+               api_searches.router, api_predictions.router, api_tracked.router)
 
 
 def _health_route(app: FastAPI) -> None:

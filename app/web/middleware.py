@@ -12,6 +12,9 @@ from app.web.security import UNSAFE
 MAX_BODY = 1024 * 1024  # request bodies over 1 MB get 413
 # ...except image uploads to a model (10 MB of images, checked by the service, plus the multipart framing)
 MAX_PREDICT_BODY = 11 * 1024 * 1024
+# ...and a tracked run's exported model (app.api.tracked streams it to disk and checks the same bound)
+MAX_MODEL_UPLOAD = 2 * 1024**3
+TRACKED_MODEL = re.compile(r"^/api/v1/tracked/\d+/model$")
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 WILDCARD_BINDS = ("", "0.0.0.0", "::")
 
@@ -131,6 +134,8 @@ class BodyLimit:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         limit = MAX_PREDICT_BODY if scope["path"].endswith("/predict") else self.default_limit
+        if scope["method"] == "PUT" and TRACKED_MODEL.match(scope["path"]):
+            limit = MAX_MODEL_UPLOAD
         too_large = f"request body larger than {limit // (1024 * 1024)} MB"
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:

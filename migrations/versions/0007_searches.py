@@ -1,6 +1,6 @@
 """searches: the search table, run.search_id / run.trial_number, and the terminal run status 'pruned'
 
-Revision ID: 0007_searches
+Revision ID: 0007
 Revises: 0006
 Create Date: 2026-12-05 00:30:00
 
@@ -12,7 +12,7 @@ from typing import Sequence, Union
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = '0007_searches'
+revision: str = '0007'
 down_revision: Union[str, Sequence[str], None] = '0006'
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None

@@ -1,0 +1,138 @@
+"""Tracked runs: what a notebook's FitboardCallback sends (open, batches of rows, finish) and the recipe-like spec
+the server keeps from it. Every list and string has an upper bound; unknown fields are refused."""
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from app.core.errors import RecipeError
+from app.core.events import BestEpoch, Confusion, EpochEvent, FinalMetrics, LRFindEvent, ProgressEvent, TopLoss
+from app.core.schemas import MAX_BS, MAX_EPOCHS, MAX_LR, MAX_SIDE, RunSpec, problems_from
+
+MAX_TRACKED_STAGES = 100  # fit calls in one tracked run (a notebook may call fit many times)
+MAX_BATCH_ROWS = 1000  # epoch rows per batch
+MAX_BATCH_FINDS = 10
+MAX_CURVE_POINTS = 2000  # points of one LR-finder curve
+MAX_CLASSES = 1000
+MAX_TOP_LOSSES = 100
+Short = Annotated[str, Field(max_length=200)]
+Rate = Annotated[float, Field(gt=0, le=MAX_LR)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TrackedFacts(_Strict):
+    """What the callback could read from the learner before training; every field optional."""
+
+    arch: Short | None = None
+    pretrained: bool | None = None
+    normalize: Literal["none", "imagenet", "dataset"] | None = None
+    label_smoothing: Annotated[float, Field(gt=0, lt=1)] | None = None
+    loss_func: Short | None = None
+    opt_func: Short | None = None
+    metrics: Annotated[list[Short], Field(max_length=20)] = []
+    precision: Literal["fp32", "fp16", "bf16"] | None = None
+    seed: Annotated[int, Field(ge=0, lt=2**32)] | None = None
+    n_train: Annotated[int, Field(ge=0)] | None = None
+    n_valid: Annotated[int, Field(ge=0)] | None = None
+    classes: Annotated[list[Short], Field(max_length=MAX_CLASSES)] = []
+    host: Short | None = None
+    fastai: Short | None = None  # fastai's version
+
+
+class TrackedOpen(_Strict):
+    """POST /api/v1/tracked: a run trained outside fitboard begins."""
+
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    dataset: Annotated[str, Field(min_length=1, max_length=500)] = "notebook"
+    facts: TrackedFacts = TrackedFacts()
+
+
+class TrackedStage(_Strict):
+    """One fit call as the callback saw it (0-based stage), in the recipe's stage words."""
+
+    stage: Annotated[int, Field(ge=0, lt=MAX_TRACKED_STAGES)]
+    epochs: Annotated[int, Field(gt=0, le=MAX_EPOCHS)]
+    size: Annotated[int, Field(gt=0, le=MAX_SIDE)] | None = None
+    bs: Annotated[int, Field(gt=0, le=MAX_BS)] | None = None
+    freeze: bool | None = None
+    lr: Rate | Annotated[list[Rate], Field(min_length=2, max_length=2)] | None = None
+    mixup: Annotated[float, Field(gt=0, le=1)] | None = None
+    schedule: Short | None = None  # fit_one_cycle, fit, fine_tune...
+
+
+class Curve(LRFindEvent):
+    """An LR-finder curve with bounded length."""
+
+    lrs: Annotated[list[float | None], Field(max_length=MAX_CURVE_POINTS)]
+    losses: Annotated[list[float | None], Field(max_length=MAX_CURVE_POINTS)]
+
+
+class TrackedBatch(_Strict):
+    """POST /api/v1/tracked/{id}/rows: stages begun, epoch rows, LR-finder curves and the latest batch progress.
+    Rows are keyed (stage, epoch), so sending a batch twice changes nothing."""
+
+    stages: Annotated[list[TrackedStage], Field(max_length=MAX_TRACKED_STAGES)] = []
+    epochs: Annotated[list[EpochEvent], Field(max_length=MAX_BATCH_ROWS)] = []
+    lr_finds: Annotated[list[Curve], Field(max_length=MAX_BATCH_FINDS)] = []
+    progress: ProgressEvent | None = None
+
+
+class TrackedFinish(_Strict):
+    """POST /api/v1/tracked/{id}/finish: how it ended, its final metrics, and what the user asked to keep."""
+
+    status: Literal["succeeded", "failed", "cancelled"] = "succeeded"
+    metrics: FinalMetrics = FinalMetrics()
+    best: BestEpoch | None = None
+    confusion: Confusion | None = None
+    top_losses: Annotated[list[TopLoss], Field(max_length=MAX_TOP_LOSSES)] = []
+    error: Annotated[str, Field(max_length=10_000)] | None = None
+    seconds: Annotated[float, Field(ge=0)] | None = None
+
+
+def parse(model: type[BaseModel], data) -> BaseModel:
+    """Validate a body, raising RecipeError (422) with one problem per bad field."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise RecipeError(problems_from(exc)) from None
+
+
+def recipe_from(name: str, dataset: str, facts: TrackedFacts, stages: list[dict]) -> dict:
+    """The recipe-like spec kept for a tracked run: RunSpec's field names where the learner told us, and what has
+    no recipe field (loss, optimiser, metrics, sizes of the splits) under `tracked`."""
+    spec: dict = {"name": name, "dataset": dataset}
+    for field in ("arch", "pretrained", "normalize", "label_smoothing", "precision", "seed"):
+        value = getattr(facts, field)
+        if value is not None:
+            spec[field] = value
+    spec["stages"], size = [], None
+    for s in sorted(stages, key=lambda s: s["stage"]):
+        size = s.get("size") or size  # the pages describe every stage by its size: an unseen one keeps the last
+        spec["stages"].append({**{k: v for k, v in s.items() if k not in ("stage", "schedule") and v is not None},
+                               "size": size})
+    spec["tracked"] = facts.model_dump(mode="json", exclude={"arch", "pretrained", "normalize", "label_smoothing",
+                                                             "precision", "seed"}, exclude_none=True)
+    spec["tracked"]["schedules"] = [s.get("schedule") for s in sorted(stages, key=lambda s: s["stage"])]
+    return spec
+
+
+def techniques_of(spec: dict) -> list[str]:
+    """Technique chips for a tracked run: RunSpec's own chips when the facts make a valid recipe, and 'tracked'."""
+    recipe = {k: v for k, v in spec.items() if k != "tracked"}
+    stages, size = [], 224
+    for s in spec.get("stages") or []:
+        size = s.get("size") or size  # a stage whose size was not seen keeps the one before (no false chip)
+        stages.append({"epochs": s.get("epochs", 1), "size": size, "bs": s.get("bs") or 64,
+                       "freeze": bool(s.get("freeze")), "lr": s.get("lr") or 1e-3, "mixup": s.get("mixup")})
+    recipe["stages"] = stages or [{"epochs": 1, "size": 224}]
+    recipe.setdefault("normalize", "none")  # no chip for what the learner did not tell
+    try:
+        # any arch name will do here: the chips do not depend on it, and a notebook may train any model
+        chips = RunSpec.model_validate({**recipe, "arch": "resnet34"}).techniques()
+    except ValidationError:
+        chips = []
+    return ["tracked", *[c for c in chips if c != "lr finder"]]

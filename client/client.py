@@ -1,0 +1,104 @@
+"""fitboard.Client: submit recipes and sweeps, read runs, compare them, all over the REST API."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from fitboard import tables
+from fitboard.http import Http
+from fitboard.runs import Run, RunList
+
+PAGE = 500  # the API's largest page of runs
+
+
+def recipe_dict(recipe) -> dict:
+    """A recipe from a dict, a YAML/JSON file path, or an object with model_dump (a RunSpec)."""
+    if hasattr(recipe, "model_dump"):
+        return recipe.model_dump(mode="json")
+    if isinstance(recipe, dict):
+        return recipe
+    if isinstance(recipe, (str, Path)):
+        path = Path(recipe)
+        if not path.is_file():
+            raise FileNotFoundError(f"no recipe file at {path}")
+        text = path.read_text()
+        if path.suffix == ".json":
+            return json.loads(text)
+        import yaml  # fitboard's own dependency; only recipe files need it
+
+        data = yaml.safe_load(text)
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: a recipe file holds a mapping of fields")
+        return data
+    raise TypeError(f"a recipe is a dict, a path to a YAML or JSON file, or a RunSpec; got {type(recipe).__name__}")
+
+
+class Client:
+    """A fitboard server: url and token default to FITBOARD_URL and FITBOARD_API_TOKEN."""
+
+    def __init__(self, url: str | None = None, token: str | None = None, timeout: float = 30.0, retries: int = 3):
+        self.http = Http(url, token, timeout, retries)
+
+    @property
+    def url(self) -> str:
+        return self.http.url
+
+    def __repr__(self) -> str:
+        return f"<fitboard.Client {self.url}>"
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.http.close()
+
+    def submit(self, recipe) -> Run:
+        """Queue a run from a recipe (dict, YAML/JSON path or RunSpec); ValidationError names each bad field."""
+        return Run(self.http, self.http.json("POST", "runs", json=recipe_dict(recipe)))
+
+    def run(self, run_id: int) -> Run:
+        """One run by id; NotFound if none."""
+        return Run(self.http, self.http.json("GET", f"runs/{run_id}"))
+
+    def runs(self, status: str | list[str] | None = None, tag: str | None = None, dataset: str | None = None,
+             name: str | None = None, archived: str = "hide", limit: int | None = None) -> RunList:
+        """Every run matching the filters (newest first; at most limit), each in full: `.to_pandas()` for a table."""
+        params = {"status": status, "tag": tag, "dataset": dataset, "name": name, "archived": archived,
+                  "detail": "true"}
+        params = {k: v for k, v in params.items() if v is not None}
+        out = RunList()
+        while limit is None or len(out) < limit:
+            size = PAGE if limit is None else min(PAGE, limit - len(out))
+            page = self.http.json("GET", "runs", params={**params, "limit": size, "offset": len(out)})
+            out.extend(page["items"])
+            if not page["items"] or len(out) >= page["total"]:
+                break
+        return out
+
+    def compare(self, ids, baseline: int | None = None, curves: bool = False):
+        """Runs side by side as a DataFrame: final values, differences to the baseline (the oldest run unless
+        given), the recipe fields that differ; curves=True returns (table, long-form curves)."""
+        params = {"ids": ",".join(str(getattr(i, "id", i)) for i in ids)}
+        if baseline is not None:
+            params["baseline"] = baseline
+        doc = self.http.json("GET", "compare", params=params)
+        table = tables.compare_frame(doc)
+        return (table, tables.curves_frame(doc)) if curves else table
+
+    def sweep(self, base=None, vary: dict | None = None, seeds=(0, 1, 2), mode: str = "one_at_a_time", *,
+              id: int | None = None):
+        """With an int (or id=): that sweep's report as a DataFrame, one row per variant (runs, mean and std of
+        accuracy, paired difference to base, verdict). With a base recipe and vary: start a sweep, returning
+        (sweep id, the queued Runs)."""
+        if isinstance(base, int) and not isinstance(base, bool):
+            id, base = base, None
+        if id is not None:
+            return tables.sweep_frame(self.http.json("GET", f"sweeps/{id}"))
+        if base is None or not vary:
+            raise ValueError("sweep needs an id, or a base recipe and vary={field path: [values]}")
+        report = self.http.json("POST", "sweeps", json={"base": recipe_dict(base), "vary": vary,
+                                                        "seeds": list(seeds), "mode": mode})
+        return report["id"], [Run(self.http, r) for r in report["queued"]]
