@@ -45,7 +45,9 @@ docs: setup
 test: setup services lint docs
 	$(PY) -m pytest -q -p no:cacheprovider
 
+# Benchmarks print figures; the load benchmark's Locust comes from the bench extra.
 bench: setup
+	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) bench/engine_overhead.py
 	$(PY) bench/store_and_start.py
 	$(PY) bench/web.py
@@ -57,6 +59,10 @@ bench: setup
 	$(PY) bench/pipeline.py
 	$(PY) bench/gpu.py
 	$(PY) bench/progress_gaps.py
+	$(PY) bench/augment.py
+	$(PY) bench/search.py
+	$(PY) bench/callback.py
+	$(PY) bench/load.py
 
 clean:
 	rm -rf $(VENV) node_modules

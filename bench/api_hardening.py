@@ -49,7 +49,8 @@ class Server:
             env.pop(key, None)
         if token:
             env["FITBOARD_API_TOKEN"] = token
-        self.proc = subprocess.Popen([sys.executable, "-m", "worker.cli", "web", "--port", str(self.port)], cwd=code,
+        self.proc = subprocess.Popen([sys.executable, "-m", "fitboard.worker.cli", "web", "--port", str(self.port)],
+                                      cwd=code,
                                      env=env, stdout=(home / "web.log").open("w"), stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -148,7 +149,7 @@ def main() -> None:
     parser.add_argument("--code", type=Path, default=ROOT, help="the checkout whose `fitboard web` is measured")
     code = parser.parse_args().code.resolve()
     sys.path.insert(0, str(code))
-    from app.core.demo_data import write_digits
+    from fitboard.app.core.demo_data import write_digits
 
     print(f"code: {code}")
     for token in (None, TOKEN):

@@ -23,12 +23,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from app.core.datasets import resolve_dataset  # noqa: E402
-from app.core.demo_data import write_digits  # noqa: E402
-from app.core.recipes import read_recipe_file  # noqa: E402
-from app.core.schemas import AugmentSpec, parse_spec  # noqa: E402
-from worker.engine import run_recipe  # noqa: E402
-from worker.reporters import ListReporter  # noqa: E402
+from fitboard.app.core.datasets import resolve_dataset  # noqa: E402
+from fitboard.app.core.demo_data import write_digits  # noqa: E402
+from fitboard.app.core.recipes import read_recipe_file  # noqa: E402
+from fitboard.app.core.schemas import AugmentSpec, parse_spec  # noqa: E402
+from fitboard.worker.engine import run_recipe  # noqa: E402
+from fitboard.worker.reporters import ListReporter  # noqa: E402
 
 SETTINGS = (("fastai defaults (flips on)", AugmentSpec().model_dump()),
             ("flips off (demo recipe)", AugmentSpec(flip=False).model_dump()))

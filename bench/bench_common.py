@@ -7,9 +7,9 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from app.core.events import EpochEvent
-from app.store.db import session_scope
-from app.store.models import Run, Worker
+from fitboard.app.core.events import EpochEvent
+from fitboard.app.store.db import session_scope
+from fitboard.app.store.models import Run, Worker
 
 
 def wait_worker_ready(engine, proc: subprocess.Popen, log_path: Path, timeout: float = 120) -> float:

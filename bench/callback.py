@@ -22,9 +22,9 @@ from fastai.vision.all import ImageDataLoaders, Resize, accuracy, error_rate, vi
 from torchvision.models import squeezenet1_1
 
 import fitboard
-from app.core.demo_data import write_digits
-from app.store.db import make_engine, session_scope
-from app.store.models import Run
+from fitboard.app.core.demo_data import write_digits
+from fitboard.app.store.db import make_engine, session_scope
+from fitboard.app.store.models import Run
 from fitboard.fastai import FitboardCallback
 from tests.served import free_port, serving
 

@@ -22,11 +22,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from fastapi.testclient import TestClient  # noqa: E402
 from sqlalchemy import insert  # noqa: E402
 
-from app.core.schemas import parse_spec  # noqa: E402
-from app.core.settings import Settings  # noqa: E402
-from app.store.db import make_engine, session_scope, upgrade  # noqa: E402
-from app.store.models import EpochRow, LRFind, Run, utcnow  # noqa: E402
-from app.web.app import create_app  # noqa: E402
+from fitboard.app.core.schemas import parse_spec  # noqa: E402
+from fitboard.app.core.settings import Settings  # noqa: E402
+from fitboard.app.store.db import make_engine, session_scope, upgrade  # noqa: E402
+from fitboard.app.store.models import EpochRow, LRFind, Run, utcnow  # noqa: E402
+from fitboard.app.web.app import create_app  # noqa: E402
 
 N_RUNS, N_EPOCHS = 100, 50
 CHROMIUM = "/usr/bin/chromium"

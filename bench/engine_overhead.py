@@ -39,12 +39,12 @@ from fastai.vision.all import (  # noqa: E402
     vision_learner,
 )
 
-from app.core.datasets import resolve_dataset  # noqa: E402
-from app.core.demo_data import write_digits  # noqa: E402
-from app.core.recipes import load_recipe  # noqa: E402
-from worker.data import dataset_stats, items_frame  # noqa: E402
-from worker.engine import run_recipe  # noqa: E402
-from worker.reporters import JsonReporter  # noqa: E402
+from fitboard.app.core.datasets import resolve_dataset  # noqa: E402
+from fitboard.app.core.demo_data import write_digits  # noqa: E402
+from fitboard.app.core.recipes import load_recipe  # noqa: E402
+from fitboard.worker.data import dataset_stats, items_frame  # noqa: E402
+from fitboard.worker.engine import run_recipe  # noqa: E402
+from fitboard.worker.reporters import JsonReporter  # noqa: E402
 
 
 class EpochTimer(Callback):

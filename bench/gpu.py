@@ -112,9 +112,9 @@ def plain_notebook(frame, stages, timer, out: Path, epochs: int) -> None:
 
 def fitboard(frame_root: Path, stages, timer, out: Path, epochs: list[int], speed: str) -> None:
     """The same training through fitboard's engine in a speed mode."""
-    from app.core.schemas import parse_spec
-    from worker.engine import run_recipe
-    from worker.reporters import ListReporter
+    from fitboard.app.core.schemas import parse_spec
+    from fitboard.worker.engine import run_recipe
+    from fitboard.worker.reporters import ListReporter
 
     spec = parse_spec({"name": f"gpu-{speed}", "dataset": "photos", "arch": ARCH, "pretrained": False,
                        "normalize": "imagenet", "speed": speed,
@@ -143,8 +143,8 @@ def main() -> int:
     started = time.perf_counter()
     from bench.pipeline import write_dataset
     if args.prefetch:
-        import worker.speed
-        worker.speed.FAST_PREFETCH = args.prefetch
+        import fitboard.worker.speed
+        fitboard.worker.speed.FAST_PREFETCH = args.prefetch
     if CUDA:
         print(f"GPU: {torch.cuda.get_device_name(0)}, {torch.cuda.get_device_properties(0).total_memory / 2**30:.0f} "
               f"GiB; {os.cpu_count()} CPUs; bf16 {'yes' if torch.cuda.is_bf16_supported() else 'no'}", flush=True)

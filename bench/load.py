@@ -34,12 +34,12 @@ sys.path.insert(0, str(ROOT))
 import httpx  # noqa: E402
 from sqlalchemy import insert, select  # noqa: E402
 
-from app.core.demo_data import write_digits  # noqa: E402
-from app.core.events import EpochEvent  # noqa: E402
-from app.services.datasets import ensure_demo_dataset  # noqa: E402
-from app.store.db import make_engine, session_scope, upgrade  # noqa: E402
-from app.store.models import EpochRow, Run, Worker, utcnow  # noqa: E402
-from app.store.runs import claim_run, create_run, record_epoch  # noqa: E402
+from fitboard.app.core.demo_data import write_digits  # noqa: E402
+from fitboard.app.core.events import EpochEvent  # noqa: E402
+from fitboard.app.services.datasets import ensure_demo_dataset  # noqa: E402
+from fitboard.app.store.db import make_engine, session_scope, upgrade  # noqa: E402
+from fitboard.app.store.models import EpochRow, Run, Worker, utcnow  # noqa: E402
+from fitboard.app.store.runs import claim_run, create_run, record_epoch  # noqa: E402
 
 PG_ADMIN = os.environ.get("FITBOARD_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS = os.environ.get("FITBOARD_BENCH_REDIS", "redis://127.0.0.1:6379/9")
@@ -131,7 +131,8 @@ class Stack:
         self.procs = []
         for name, args in (("web", ["web", "--port", str(self.port)]), ("worker", ["worker"])):
             log = open(home / f"{name}.log", "w")
-            self.procs.append(subprocess.Popen([sys.executable, "-m", "worker.cli", *args], env=self.env, stdout=log,
+            self.procs.append(subprocess.Popen([sys.executable, "-m", "fitboard.worker.cli", *args], env=self.env,
+                                                stdout=log,
                                                stderr=subprocess.STDOUT, cwd=ROOT))
         self.home = home
 

@@ -18,11 +18,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 warnings.filterwarnings("ignore")
 
-from app.core.demo_data import write_digits  # noqa: E402
-from app.core.schemas import parse_spec  # noqa: E402
-from app.pages.presets import preset_recipes  # noqa: E402
-from worker.engine import run_recipe  # noqa: E402
-from worker.reporters import ListReporter  # noqa: E402
+from fitboard.app.core.demo_data import write_digits  # noqa: E402
+from fitboard.app.core.schemas import parse_spec  # noqa: E402
+from fitboard.app.pages.presets import preset_recipes  # noqa: E402
+from fitboard.worker.engine import run_recipe  # noqa: E402
+from fitboard.worker.reporters import ListReporter  # noqa: E402
 
 DIGITS_SIDE = 32  # write_digits' image size
 

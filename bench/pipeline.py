@@ -27,10 +27,10 @@ import pandas as pd  # noqa: E402
 from fastai.vision.all import Pipeline, Resize, ToTensor  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from app.core.demo_data import load_digits  # noqa: E402
-from app.core.schemas import StageSpec  # noqa: E402
-from worker.data import make_dls  # noqa: E402
-from worker.presize_cache import PresizeCache, PresizedCrop, load_cached  # noqa: E402
+from fitboard.app.core.demo_data import load_digits  # noqa: E402
+from fitboard.app.core.schemas import StageSpec  # noqa: E402
+from fitboard.worker.data import make_dls  # noqa: E402
+from fitboard.worker.presize_cache import PresizeCache, PresizedCrop, load_cached  # noqa: E402
 
 STAGES = (StageSpec(epochs=1, size=224, presize=460, bs=64), StageSpec(epochs=1, size=448, presize=560, bs=32))
 W, H = 800, 600

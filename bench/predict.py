@@ -22,11 +22,11 @@ sys.path.insert(0, str(ROOT))
 import requests  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from app.core.demo_data import write_digits  # noqa: E402
-from app.core.schemas import parse_spec  # noqa: E402
-from app.core.settings import Settings  # noqa: E402
-from app.store.db import make_engine, session_scope  # noqa: E402
-from app.store.predictions import live_predictors  # noqa: E402
+from fitboard.app.core.demo_data import write_digits  # noqa: E402
+from fitboard.app.core.schemas import parse_spec  # noqa: E402
+from fitboard.app.core.settings import Settings  # noqa: E402
+from fitboard.app.store.db import make_engine, session_scope  # noqa: E402
+from fitboard.app.store.predictions import live_predictors  # noqa: E402
 from tests.helpers import train_and_store  # noqa: E402
 from tests.live import live_app  # noqa: E402
 
@@ -50,7 +50,7 @@ def main() -> None:
         write_digits(data_root / "digits", limit=300)
         url, run_id = train(home, data_root, args.arch)
         env = {**os.environ, "FITBOARD_HOME": str(home), "FITBOARD_DATABASE_URL": url}
-        predictor = subprocess.Popen([sys.executable, "-m", "worker.cli", "predictor"], env=env,
+        predictor = subprocess.Popen([sys.executable, "-m", "fitboard.worker.cli", "predictor"], env=env,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             engine = make_engine(url)

@@ -10,10 +10,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from app.core.demo_data import write_digits  # noqa: E402
-from app.core.schemas import parse_spec  # noqa: E402
-from worker.engine import run_recipe  # noqa: E402
-from worker.reporters import Reporter  # noqa: E402
+from fitboard.app.core.demo_data import write_digits  # noqa: E402
+from fitboard.app.core.schemas import parse_spec  # noqa: E402
+from fitboard.worker.engine import run_recipe  # noqa: E402
+from fitboard.worker.reporters import Reporter  # noqa: E402
 
 RECIPE = {"name": "gaps", "dataset": "digits", "arch": "squeezenet1_1", "pretrained": False, "normalize": "dataset",
           "seed": 1, "tta": {"n": 4, "use_max": False},

@@ -22,15 +22,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from app.core.demo_data import write_digits  # noqa: E402
+from fitboard.app.core.demo_data import write_digits  # noqa: E402
 
 # One process per attempt, as a worker would be: it trains `spec` into `out`, printing one JSON event per line.
 CHILD = """
 import json, sys
 from pathlib import Path
-from app.core.schemas import parse_spec
-from worker.engine import run_recipe
-from worker.reporters import JsonReporter
+from fitboard.app.core.schemas import parse_spec
+from fitboard.worker.engine import run_recipe
+from fitboard.worker.reporters import JsonReporter
 spec, root, out, checkpoints, resume = json.loads(sys.argv[1])
 run_recipe(parse_spec(spec), JsonReporter(), Path(root), Path(out), num_workers=0, checkpoints=checkpoints,
            resume=resume)

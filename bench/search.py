@@ -22,14 +22,14 @@ from sqlalchemy import func, select
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from app.core import search_space  # noqa: E402
-from app.core.demo_data import write_digits  # noqa: E402
-from app.core.status import FINISHED  # noqa: E402
-from app.services import searches  # noqa: E402
-from app.services.queue import Publisher, make_celery  # noqa: E402
-from app.store import searches as search_store  # noqa: E402
-from app.store.db import session_scope, upgrade  # noqa: E402
-from app.store.models import EpochRow, Run  # noqa: E402
+from fitboard.app.core import search_space  # noqa: E402
+from fitboard.app.core.demo_data import write_digits  # noqa: E402
+from fitboard.app.core.status import FINISHED  # noqa: E402
+from fitboard.app.services import searches  # noqa: E402
+from fitboard.app.services.queue import Publisher, make_celery  # noqa: E402
+from fitboard.app.store import searches as search_store  # noqa: E402
+from fitboard.app.store.db import session_scope, upgrade  # noqa: E402
+from fitboard.app.store.models import EpochRow, Run  # noqa: E402
 from tests.workers import Workers  # noqa: E402
 
 BASE = {"name": "digits-search", "dataset": "digits", "arch": "resnet18", "pretrained": False,

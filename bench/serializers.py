@@ -10,8 +10,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from app.services.serializers import serialize_run  # noqa: E402
-from app.store.models import Run  # noqa: E402
+from fitboard.app.services.serializers import serialize_run  # noqa: E402
+from fitboard.app.store.models import Run  # noqa: E402
 
 
 def sample(i: int) -> Run:

@@ -7,7 +7,7 @@ Prints figures; it is a benchmark, not a test.
    (list_runs, get_run, list_epochs). SQLite always; PostgreSQL too with --postgres (a scratch database,
    dropped afterwards). Target: p99 <= 5 ms.
 2. Start latency: enqueue -> first optimizer step on an already running worker (warm) versus spawning
-   `python -m worker.cli train RECIPE --json` (cold), alternating, each --reps times; the recipe is
+   `python -m fitboard.worker.cli train RECIPE --json` (cold), alternating, each --reps times; the recipe is
    recipes/demo.yaml cut to 1 stage of 1 epoch. Target: warm at least 3x quicker.
 
 Usage:
@@ -35,9 +35,17 @@ sys.path.insert(0, str(ROOT))
 from bench_common import epoch_row, print_summary, run_state, wait_worker_ready  # noqa: E402  (bench/ is on sys.path when run as a script)
 from sqlalchemy import make_url  # noqa: E402
 
-from app.core.status import FINISHED  # noqa: E402
-from app.store.db import make_engine, session_scope, upgrade  # noqa: E402
-from app.store.runs import claim_run, create_run, get_run, list_epochs, list_runs, record_epoch, record_progress  # noqa: E402
+from fitboard.app.core.status import FINISHED  # noqa: E402
+from fitboard.app.store.db import make_engine, session_scope, upgrade  # noqa: E402
+from fitboard.app.store.runs import (  # noqa: E402
+    claim_run,
+    create_run,
+    get_run,
+    list_epochs,
+    list_runs,
+    record_epoch,
+    record_progress,
+)
 
 POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 WRITE_TARGET_MS = 5.0
@@ -201,7 +209,7 @@ def bench_writes(args, spec: dict, work: Path) -> list[str]:
 
 def short_recipe() -> dict:
     """recipes/demo.yaml with only its first stage, cut to 1 epoch."""
-    from app.core.recipes import read_recipe_file
+    from fitboard.app.core.recipes import read_recipe_file
 
     recipe = read_recipe_file(ROOT / "recipes" / "demo.yaml")
     recipe["stages"] = [{**recipe["stages"][0], "epochs": 1}]
@@ -217,17 +225,18 @@ def fitboard_env(home: Path, db_url: str, data_root: Path) -> dict:
 
 
 def start_worker(env: dict, queue: str, log_path: Path) -> subprocess.Popen:
-    """Start `python -m worker.cli worker --queue QUEUE`, logging to log_path."""
+    """Start `python -m fitboard.worker.cli worker --queue QUEUE`, logging to log_path."""
     log = open(log_path, "w")
-    return subprocess.Popen([sys.executable, "-m", "worker.cli", "worker", "--queue", queue], cwd=ROOT, env=env,
+    return subprocess.Popen([sys.executable, "-m", "fitboard.worker.cli", "worker", "--queue", queue], cwd=ROOT,
+                             env=env,
                             stdout=log, stderr=subprocess.STDOUT)
 
 
 def warm_once(engine, celery, settings, recipe: dict, queue: str, timeout: float = 180) -> tuple[float, float]:
     """Seconds from just before submit until the worker claims the run, and until its progress holds a "batch"."""
-    from app.services import runs
-    from app.services.queue import Publisher
-    from app.store.runs import request_cancel
+    from fitboard.app.services import runs
+    from fitboard.app.services.queue import Publisher
+    from fitboard.app.store.runs import request_cancel
 
     t0 = time.perf_counter()
     with session_scope(engine) as session:
@@ -263,8 +272,9 @@ def wait_finished(engine, run_id: int, timeout: float = 180) -> str:
 
 
 def cold_once(env: dict, recipe_path: Path, data_root: Path, out: Path, log_path: Path, timeout: float = 180) -> float:
-    """Seconds from spawning `worker.cli train --json` until its first "progress" line; then kill it."""
-    cmd = [sys.executable, "-m", "worker.cli", "train", str(recipe_path), "--json", "--data-root", str(data_root),
+    """Seconds from spawning `fitboard.worker.cli train --json` until its first "progress" line; then kill it."""
+    cmd = [sys.executable, "-m", "fitboard.worker.cli", "train", str(recipe_path), "--json", "--data-root",
+           str(data_root),
            "--out", str(out)]
     with open(log_path, "w") as err:
         t0 = time.perf_counter()
@@ -303,9 +313,9 @@ def stop_process(proc: subprocess.Popen) -> None:
 
 def bench_start(args, work: Path) -> list[str]:
     """Part 2: warm and cold alternately, args.reps times each; returns summary lines."""
-    from app.core.demo_data import write_digits
-    from app.core.settings import Settings
-    from app.services.queue import make_celery
+    from fitboard.app.core.demo_data import write_digits
+    from fitboard.app.core.settings import Settings
+    from fitboard.app.services.queue import make_celery
 
     home, data_root = work / "home", work / "datasets"
     home.mkdir()

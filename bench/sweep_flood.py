@@ -21,7 +21,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from app.core.demo_data import write_digits  # noqa: E402
+from fitboard.app.core.demo_data import write_digits  # noqa: E402
 from tests.served import free_port  # noqa: E402
 
 
@@ -41,7 +41,8 @@ def main() -> int:
         env = {**os.environ, "FITBOARD_HOME": str(home), "FITBOARD_MAX_SWEEP_RUNS": str(args.runs)}
         for key in ("FITBOARD_DATABASE_URL", "FITBOARD_BROKER_URL", "FITBOARD_API_TOKEN"):
             env.pop(key, None)
-        web = subprocess.Popen([sys.executable, "-m", "worker.cli", "web", "--port", str(port)], cwd=ROOT, env=env,
+        web = subprocess.Popen([sys.executable, "-m", "fitboard.worker.cli", "web", "--port", str(port)], cwd=ROOT,
+                                env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         base = f"http://127.0.0.1:{port}"
         try:

@@ -4,9 +4,9 @@ Prints figures; it is a benchmark, not a test.
 
 1. SSE latency: p50/p95 milliseconds from an epoch row's commit (record_epoch in session_scope, clock read
    right after the commit returns) to the arrival of its `event: epoch` frame at a client (another process)
-   streaming GET /api/v1/runs/{id}/events from a real `python -m worker.cli web` server. Target p95 <= 250 ms.
+   streaming GET /api/v1/runs/{id}/events from a real `python -m fitboard.worker.cli web` server. Target p95 <= 250 ms.
 2. API throughput: requests/s and p99 latency of GET /api/v1/runs/{id} against the same server while a real
-   worker (`python -m worker.cli worker`) trains recipes/demo.yaml on the digits data. Load from `wrk`
+   worker (`python -m fitboard.worker.cli worker`) trains recipes/demo.yaml on the digits data. Load from `wrk`
    (-t1 -c8, keep-alive) when installed, else an asyncio + httpx keep-alive client. When a target is missed,
    a second load window is profiled with py-spy (if installed) and the hot functions are printed.
    Targets: >= 1,000 req/s and p99 <= 50 ms.
@@ -46,12 +46,12 @@ sys.path.insert(0, str(ROOT))
 from bench_common import epoch_row, print_summary, run_state, wait_worker_ready  # noqa: E402
 from sqlalchemy import insert  # noqa: E402
 
-from app.core.events import ResultEvent  # noqa: E402
-from app.core.settings import Settings  # noqa: E402
-from app.core.status import FINISHED
-from app.store.db import make_engine, session_scope, upgrade  # noqa: E402
-from app.store.models import Run, utcnow  # noqa: E402
-from app.store.runs import claim_run, create_run, finish_run, record_epoch, request_cancel  # noqa: E402
+from fitboard.app.core.events import ResultEvent  # noqa: E402
+from fitboard.app.core.settings import Settings  # noqa: E402
+from fitboard.app.core.status import FINISHED
+from fitboard.app.store.db import make_engine, session_scope, upgrade  # noqa: E402
+from fitboard.app.store.models import Run, utcnow  # noqa: E402
+from fitboard.app.store.runs import claim_run, create_run, finish_run, record_epoch, request_cancel  # noqa: E402
 
 SSE_TARGET_MS = 250.0
 RPS_TARGET, P99_TARGET_MS = 1000.0, 50.0
@@ -99,8 +99,8 @@ def settings_for(home: Path, db_url: str, data_root: Path) -> Settings:
 
 
 def spawn(args: list[str], env: dict, log_path: Path) -> subprocess.Popen:
-    """Start `python -m worker.cli ARGS` from the repository root, logging to log_path."""
-    return subprocess.Popen([sys.executable, "-m", "worker.cli", *args], cwd=ROOT, env=env,
+    """Start `python -m fitboard.worker.cli ARGS` from the repository root, logging to log_path."""
+    return subprocess.Popen([sys.executable, "-m", "fitboard.worker.cli", *args], cwd=ROOT, env=env,
                             stdout=open(log_path, "w"), stderr=subprocess.STDOUT)
 
 
@@ -173,7 +173,7 @@ def measure_cpu(pids: dict[str, int], window) -> tuple[dict, dict[str, tuple[flo
 
 def demo_recipe(epochs: int) -> dict:
     """recipes/demo.yaml with its first stage stretched to `epochs` epochs."""
-    from app.core.recipes import read_recipe_file
+    from fitboard.app.core.recipes import read_recipe_file
 
     recipe = read_recipe_file(ROOT / "recipes" / "demo.yaml")
     recipe["stages"][0] = {**recipe["stages"][0], "epochs": epochs}
@@ -239,14 +239,14 @@ def bench_sse(engine, base: str, n: int, gap_s: float) -> list[str]:
         client.join(10)
         if client.is_alive():
             client.kill()
-    from app.web.sse import POLL_SECONDS
+    from fitboard.app.web.sse import POLL_SECONDS
 
     ms = [(arrivals[k] - t) * 1000 for k, t in committed.items() if k in arrivals]
     p95 = percentile(ms, 95)
     return [f"SSE commit -> client: p50 {percentile(ms, 50):.1f} ms, p95 {p95:.1f} ms, max {max(ms):.1f} ms, "
             f"min {min(ms):.1f} ms (received {len(ms)}/{n}; target p95 <= {SSE_TARGET_MS:g} ms: "
             f"{verdict(p95 <= SSE_TARGET_MS and len(ms) == n)})",
-            f"  the stream polls the database every {POLL_SECONDS * 1000:.0f} ms (app.web.sse.POLL_SECONDS), "
+            f"  the stream polls the database every {POLL_SECONDS * 1000:.0f} ms (fitboard.app.web.sse.POLL_SECONDS), "
             "so latency is spread over one poll interval plus delivery"]
 
 
@@ -256,8 +256,8 @@ def bench_sse(engine, base: str, n: int, gap_s: float) -> list[str]:
 
 def submit_training(engine, settings: Settings, queue: str, epochs: int) -> int:
     """Store the demo recipe (first stage stretched to `epochs`) and enqueue it; returns the run id."""
-    from app.services import runs
-    from app.services.queue import Publisher, make_celery
+    from fitboard.app.services import runs
+    from fitboard.app.services.queue import Publisher, make_celery
 
     publisher = Publisher(make_celery(settings), queue=queue)
     with session_scope(engine) as session:
@@ -419,7 +419,7 @@ def thread_hops(settings: Settings, paths: list[str]) -> list[str]:
     import anyio.to_thread
     from fastapi.testclient import TestClient
 
-    from app.web.app import create_app
+    from fitboard.app.web.app import create_app
 
     calls, original = [], anyio.to_thread.run_sync
 
@@ -515,7 +515,7 @@ ARCHS = ("resnet18", "resnet34", "resnet50", "densenet121")
 
 def fake_spec(rng: random.Random, name: str, dataset: str) -> dict:
     """A validated RunSpec dict with a random mix of chapter-7 techniques, and its technique chips."""
-    from app.core.schemas import RunSpec
+    from fitboard.app.core.schemas import RunSpec
 
     grow = rng.random() < 0.5
     stages = [{"epochs": rng.randint(2, 15), "size": 224, "presize": 460 if rng.random() < 0.6 else 224, "bs": 64,
@@ -600,7 +600,7 @@ def bench_page(args, work: Path) -> list[str]:
     """Bulk-insert args.runs runs, then time GET / and GET /api/v1/runs?limit=50 in-process."""
     from fastapi.testclient import TestClient
 
-    from app.web.app import create_app
+    from fitboard.app.web.app import create_app
 
     home = work / "page-home"
     url = f"sqlite:///{home / 'fitboard.db'}"
@@ -653,8 +653,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def serve_parts(args, work: Path) -> list[str]:
-    """Parts 1 and 2 against one `worker.cli web` server; returns summary lines."""
-    from app.core.demo_data import write_digits
+    """Parts 1 and 2 against one `fitboard.worker.cli web` server; returns summary lines."""
+    from fitboard.app.core.demo_data import write_digits
 
     home, data_root = work / "home", work / "datasets"
     write_digits(data_root / "digits")
@@ -668,7 +668,7 @@ def serve_parts(args, work: Path) -> list[str]:
     lines = []
     try:
         up_s = wait_http(base + "/healthz", server, log)
-        print(f"web: `python -m worker.cli web --port {port}` up after {up_s:.1f} s", flush=True)
+        print(f"web: `python -m fitboard.worker.cli web --port {port}` up after {up_s:.1f} s", flush=True)
         if not args.skip_sse:
             lines += bench_sse(engine, base, args.rows, args.gap_ms / 1000)
         if not args.skip_api:

@@ -1,1 +1,1 @@
-"""Alembic migrations; shipped inside the package as app.migrations."""
+"""Alembic migrations; shipped inside the package as fitboard.migrations."""

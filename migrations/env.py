@@ -7,8 +7,10 @@ from alembic import context
 from sqlalchemy import inspect, make_url, text
 from sqlmodel import SQLModel
 
-from app.store.db import VERSION_TABLE, default_database_url, make_engine
-from app.store.models import UTCDateTime  # importing app.store.models registers the tables on SQLModel.metadata
+from fitboard.app.store.db import VERSION_TABLE, default_database_url, make_engine
+from fitboard.app.store.models import (
+    UTCDateTime,  # importing fitboard.app.store.models registers the tables on SQLModel.metadata
+)
 
 config = context.config
 target_metadata = SQLModel.metadata

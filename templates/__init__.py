@@ -1,1 +1,1 @@
-"""Jinja2 templates; shipped inside the package as app.templates (fragments start with "_")."""
+"""Jinja2 templates; shipped inside the package as fitboard.templates (fragments start with "_")."""

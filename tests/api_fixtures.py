@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from app.core.settings import Settings
-from app.web.app import create_app
+from fitboard.app.core.settings import Settings
+from fitboard.app.web.app import create_app
 
 __all__ = ["settings", "client"]
 

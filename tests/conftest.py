@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from app.core.demo_data import write_digits
+from fitboard.app.core.demo_data import write_digits
 from tests.browser import browser, page  # noqa: F401  (fixtures of the browser tests: chromium, a watched page)
 
 # TestClient sends "Host: testserver"; the served processes are reached as 127.0.0.1.

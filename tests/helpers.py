@@ -30,10 +30,10 @@ def finish_by_hand(engine, run_id: int, acc: float, tta: float | None = None, ep
     predictions go into the default artifact store of FITBOARD_HOME=home; speed: a SpeedReport's fields."""
     import csv
 
-    from app.core.artifacts import open_store
-    from app.core.events import EpochEvent, LRFindEvent, ResultEvent
-    from app.store.db import session_scope
-    from app.store.runs import claim_run, finish_run, record_epoch, record_lr_find
+    from fitboard.app.core.artifacts import open_store
+    from fitboard.app.core.events import EpochEvent, LRFindEvent, ResultEvent
+    from fitboard.app.store.db import session_scope
+    from fitboard.app.store.runs import claim_run, finish_run, record_epoch, record_lr_find
 
     with session_scope(engine) as s:
         claim_run(s, run_id, "w")
@@ -67,11 +67,11 @@ def train_and_store(home, spec, data_root) -> tuple[str, int]:
     worker finishes it: model and predictions in the default artifact store. (database URL, run id)."""
     from pathlib import Path
 
-    from app.core.artifacts import open_store
-    from app.store.db import make_engine, session_scope, upgrade
-    from app.store.runs import claim_run, create_run, finish_run
-    from worker.engine import run_recipe
-    from worker.reporters import ListReporter
+    from fitboard.app.core.artifacts import open_store
+    from fitboard.app.store.db import make_engine, session_scope, upgrade
+    from fitboard.app.store.runs import claim_run, create_run, finish_run
+    from fitboard.worker.engine import run_recipe
+    from fitboard.worker.reporters import ListReporter
 
     url = f"sqlite:///{home / 'fitboard.db'}"
     upgrade(url)

@@ -10,8 +10,8 @@ from typing import Iterator
 import uvicorn
 from fastapi import FastAPI
 
-from app.core.settings import Settings
-from app.web.app import create_app
+from fitboard.app.core.settings import Settings
+from fitboard.app.web.app import create_app
 from tests.served import free_port
 
 

@@ -29,7 +29,7 @@ class Served:
         for key in ("FITBOARD_DATABASE_URL", "FITBOARD_BROKER_URL", "FITBOARD_API_TOKEN"):
             self.env.pop(key, None)
         self.log_path = home / "up.log"
-        self.proc = subprocess.Popen([sys.executable, "-m", "worker.cli", "up", "--port", str(self.port)],
+        self.proc = subprocess.Popen([sys.executable, "-m", "fitboard.worker.cli", "up", "--port", str(self.port)],
                                      env=self.env, stdout=self.log_path.open("w"), stderr=subprocess.STDOUT)
 
     def log(self) -> str:

@@ -19,7 +19,7 @@ import psycopg2
 import pytest
 from sqlalchemy import make_url
 
-from app.store.db import make_engine, upgrade
+from fitboard.app.store.db import make_engine, upgrade
 
 __all__ = ["sqlite_template", "sqlite_url", "sqlite_engine", "postgres_server", "postgres_template",
            "postgres_url", "postgres_empty_url", "postgres_engine", "db_url", "db_engine"]

@@ -8,12 +8,12 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 
-from app.core.events import EpochEvent, LRFindEvent, ResultEvent
-from app.store.db import session_scope
-from app.store.models import Run
-from app.store.runs import claim_run, create_run, finish_run, record_epoch, record_lr_find, record_progress
-from app.store.workers import record_heartbeat
-from app.web.app import create_app
+from fitboard.app.core.events import EpochEvent, LRFindEvent, ResultEvent
+from fitboard.app.store.db import session_scope
+from fitboard.app.store.models import Run
+from fitboard.app.store.runs import claim_run, create_run, finish_run, record_epoch, record_lr_find, record_progress
+from fitboard.app.store.workers import record_heartbeat
+from fitboard.app.web.app import create_app
 from tests.api_fixtures import *  # noqa: F401,F403  settings, client
 from tests.helpers import BEARER, TOKEN, tiny_recipe
 from tests.store_fixtures import *  # noqa: F401,F403

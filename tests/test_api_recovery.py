@@ -8,13 +8,13 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from app.core.events import EpochEvent, LRFindEvent
-from app.core.settings import Settings
-from app.store.db import session_scope
-from app.store.models import Run, Sweep
-from app.store.recovery import record_checkpoint, requeue_run
-from app.store.runs import claim_run, create_run, fail_run, record_epoch, record_lr_find
-from app.web.app import create_app
+from fitboard.app.core.events import EpochEvent, LRFindEvent
+from fitboard.app.core.settings import Settings
+from fitboard.app.store.db import session_scope
+from fitboard.app.store.models import Run, Sweep
+from fitboard.app.store.recovery import record_checkpoint, requeue_run
+from fitboard.app.store.runs import claim_run, create_run, fail_run, record_epoch, record_lr_find
+from fitboard.app.web.app import create_app
 from tests.helpers import tiny_recipe
 from tests.store_fixtures import *  # noqa: F401,F403
 

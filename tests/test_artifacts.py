@@ -5,7 +5,7 @@ import uuid
 
 import pytest
 
-from app.core.artifacts import ArtifactError, DirectoryStore, S3Store, open_store
+from fitboard.app.core.artifacts import ArtifactError, DirectoryStore, S3Store, open_store
 from tests.s3server import S3Server
 from tests.store_fixtures import *  # noqa: F401,F403  postgres_empty_url, ...
 
@@ -97,9 +97,9 @@ def test_migrating_from_stored_paths_keeps_every_run_and_its_files(empty_db_url,
     from fastapi.testclient import TestClient
     from sqlalchemy import text
 
-    from app.core.settings import Settings
-    from app.store.db import make_engine, upgrade
-    from app.web.app import create_app
+    from fitboard.app.core.settings import Settings
+    from fitboard.app.store.db import make_engine, upgrade
+    from fitboard.app.web.app import create_app
 
     upgrade(empty_db_url, "0003")
     home = tmp_path / "home"

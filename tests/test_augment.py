@@ -8,16 +8,16 @@ from fastai.vision.all import LightingTfm, RandomResizedCropGPU, resnet18, visio
 from fastai.vision.augment import AffineCoordTfm
 from fastapi.testclient import TestClient
 
-from app.core.datasets import resolve_dataset
-from app.core.recipes import load_recipe
-from app.core.schemas import AugmentSpec, RecipeError, parse_spec
-from app.core.settings import Settings
-from app.web.app import create_app
+from fitboard.app.core.datasets import resolve_dataset
+from fitboard.app.core.recipes import load_recipe
+from fitboard.app.core.schemas import AugmentSpec, RecipeError, parse_spec
+from fitboard.app.core.settings import Settings
+from fitboard.app.web.app import create_app
+from fitboard.worker.data import items_frame, make_dls
+from fitboard.worker.engine import run_recipe
+from fitboard.worker.reporters import ListReporter
 from tests.helpers import tiny_recipe
 from tests.store_fixtures import *  # noqa: F401,F403
-from worker.data import items_frame, make_dls
-from worker.engine import run_recipe
-from worker.reporters import ListReporter
 
 
 def problems(augment) -> dict[str, str]:

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import plotly
 import pytest
 
-from app.core.settings import Settings
+from fitboard.app.core.settings import Settings
 from tests.browser import PHONE, page_width, table_rows
 from tests.helpers import finish_by_hand, tiny_recipe
 from tests.live import live_app

@@ -15,9 +15,9 @@ from fastai.vision.all import ImageDataLoaders, Resize, accuracy, error_rate, lo
 from torchvision.models import squeezenet1_1
 
 import fitboard
-from app.core.demo_data import write_digits
-from app.core.settings import Settings
-from app.web.app import create_app
+from fitboard.app.core.demo_data import write_digits
+from fitboard.app.core.settings import Settings
+from fitboard.app.web.app import create_app
 from fitboard.fastai import FitboardCallback
 from fitboard.tracker import Tracker
 from tests.conftest import TINY_IMAGES

@@ -7,10 +7,10 @@ import asyncio
 import pytest
 from sqlalchemy import text
 
-from app.core.events import EpochEvent
-from app.store.db import make_engine, session_scope
-from app.store.runs import claim_run, create_run, record_epoch
-from app.web.changes import FileSignal, NotifySignal, signal_for
+from fitboard.app.core.events import EpochEvent
+from fitboard.app.store.db import make_engine, session_scope
+from fitboard.app.store.runs import claim_run, create_run, record_epoch
+from fitboard.app.web.changes import FileSignal, NotifySignal, signal_for
 from tests.helpers import tiny_recipe
 from tests.store_fixtures import *  # noqa: F401,F403  db_url (sqlite and postgres)
 

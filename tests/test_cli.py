@@ -13,7 +13,7 @@ from tests.helpers import tiny_recipe
 
 def fitboard(*args, env=None, timeout=300) -> subprocess.CompletedProcess:
     """Run the fitboard CLI in a fresh Python process."""
-    return subprocess.run([sys.executable, "-m", "worker.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "fitboard.worker.cli", *args], capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, **(env or {})})
 
 
@@ -77,8 +77,8 @@ def test_demo_data_command(tmp_path):
 
 
 def test_train_finds_registered_datasets(data_root, tmp_path):
-    from app.store.db import make_engine, session_scope, upgrade
-    from app.store.registry import register_dataset
+    from fitboard.app.store.db import make_engine, session_scope, upgrade
+    from fitboard.app.store.registry import register_dataset
 
     url = f"sqlite:///{tmp_path / 'fitboard.db'}"
     upgrade(url)

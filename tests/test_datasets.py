@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from app.core.datasets import class_order, resolve_dataset
-from app.core.demo_data import DIGIT_NAMES, write_digits
-from app.core.schemas import DatasetSpec, RecipeError
+from fitboard.app.core.datasets import class_order, resolve_dataset
+from fitboard.app.core.demo_data import DIGIT_NAMES, write_digits
+from fitboard.app.core.schemas import DatasetSpec, RecipeError
 
 
 @pytest.fixture
@@ -157,9 +157,9 @@ def test_label_map_order_is_used_even_when_the_file_lists_keys_out_of_order(root
 def test_api_reports_classes_in_the_dataset_order(root, tmp_path):
     from fastapi.testclient import TestClient
 
-    from app.core.settings import Settings
-    from app.store.db import upgrade
-    from app.web.app import create_app
+    from fitboard.app.core.settings import Settings
+    from fitboard.app.store.db import upgrade
+    from fitboard.app.web.app import create_app
 
     url = f"sqlite:///{tmp_path / 'api.db'}"
     upgrade(url)

@@ -9,19 +9,20 @@ from datetime import timedelta
 
 from sqlalchemy import update
 
-from app.core.schemas import parse_spec
-from app.core.settings import Settings
-from app.store.db import session_scope
-from app.store.models import Run, utcnow
-from app.store.runs import create_run
+from fitboard.app.core.schemas import parse_spec
+from fitboard.app.core.settings import Settings
+from fitboard.app.store.db import session_scope
+from fitboard.app.store.models import Run, utcnow
+from fitboard.app.store.runs import create_run
+from fitboard.worker.doctor import FAIL, OK, WARN, run_checks, table
 from tests.helpers import tiny_recipe
 from tests.store_fixtures import *  # noqa: F401,F403  sqlite_url, ...
 from tests.workers import redis_url
-from worker.doctor import FAIL, OK, WARN, run_checks, table
 
 
 def doctor(env: dict, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "worker.cli", "doctor", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "fitboard.worker.cli", "doctor", *args], capture_output=True,
+                           text=True,
                           env={**os.environ, **env}, timeout=120)
 
 

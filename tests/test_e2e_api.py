@@ -36,7 +36,8 @@ def test_submit_follow_shows_the_live_table_until_success(served, tmp_path):
     recipe["stages"] = [{"epochs": 2, "size": 32, "presize": 40, "bs": 64, "lr": 3e-3}]
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump(recipe))
-    proc = subprocess.run([sys.executable, "-m", "worker.cli", "submit", str(path), "--url", served.url, "--follow"],
+    proc = subprocess.run([sys.executable, "-m", "fitboard.worker.cli", "submit", str(path), "--url", served.url,
+                           "--follow"],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     lines = proc.stdout.splitlines()
@@ -52,7 +53,7 @@ def test_submit_refuses_a_bad_recipe_naming_the_field(served, tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump({"name": "bad", "dataset": "digits",
                                     "stages": [{"epochs": 1, "size": 32, "presize": 8}]}))
-    proc = subprocess.run([sys.executable, "-m", "worker.cli", "submit", str(path), "--url", served.url],
+    proc = subprocess.run([sys.executable, "-m", "fitboard.worker.cli", "submit", str(path), "--url", served.url],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "stages[0].presize" in proc.stderr
 

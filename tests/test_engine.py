@@ -12,15 +12,15 @@ from fastai.callback.core import Callback
 from fastai.learner import load_learner
 from fastai.vision.all import Normalize, Resize, imagenet_stats
 
-from app.core.datasets import resolve_dataset
-from app.core.demo_data import DIGIT_NAMES
-from app.core.schemas import parse_spec
+from fitboard.app.core.datasets import resolve_dataset
+from fitboard.app.core.demo_data import DIGIT_NAMES
+from fitboard.app.core.schemas import parse_spec
+from fitboard.worker.checkpoint import CheckpointCallback
+from fitboard.worker.data import items_frame, make_dls, norm_stats
+from fitboard.worker.engine import run_recipe
+from fitboard.worker.reporters import ListReporter
+from fitboard.worker.weights import WeightsMissing
 from tests.helpers import tiny_recipe
-from worker.checkpoint import CheckpointCallback
-from worker.data import items_frame, make_dls, norm_stats
-from worker.engine import run_recipe
-from worker.reporters import ListReporter
-from worker.weights import WeightsMissing
 
 
 class Probe(Callback):
@@ -310,8 +310,8 @@ def test_a_callback_after_the_checkpoint_callback_keeps_a_resume_exact(data_root
 def test_a_run_resumes_on_another_hosts_folder_through_the_artifact_store(data_root, tmp_path):
     """The lost worker's folder is gone (another host): checkpoint and keep-best weights come from the store; and a
     checkpoint whose best weights never reached the store resumes with a note instead of failing at the end."""
-    from app.core.artifacts import DirectoryStore
-    from worker.checkpoint import CheckpointFiles
+    from fitboard.app.core.artifacts import DirectoryStore
+    from fitboard.worker.checkpoint import CheckpointFiles
 
     store = DirectoryStore(tmp_path / "shared")
     first = ListReporter()
@@ -353,7 +353,7 @@ class CancelAfter(ListReporter):
 
 
 def test_a_cancel_during_the_lr_finder_stops_it_before_any_training(data_root, tmp_path):
-    from worker.engine import RunCancelled
+    from fitboard.worker.engine import RunCancelled
 
     recipe = tiny_recipe()
     recipe["stages"][0].update(lr="find", lr_find_iters=1000)  # minutes of finder if the cancel went unheard

@@ -8,11 +8,11 @@ import re
 import pytest
 from fastapi.testclient import TestClient
 
-from app.core.schemas import parse_spec
-from app.core.settings import Settings
-from app.store.db import session_scope
-from app.store.runs import create_run
-from app.web.app import create_app
+from fitboard.app.core.schemas import parse_spec
+from fitboard.app.core.settings import Settings
+from fitboard.app.store.db import session_scope
+from fitboard.app.store.runs import create_run
+from fitboard.app.web.app import create_app
 from tests.helpers import finish_by_hand, tiny_recipe
 from tests.store_fixtures import *  # noqa: F401,F403
 

@@ -11,11 +11,11 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from app.core.settings import Settings
-from app.store.attempts import list_attempts
-from app.store.db import session_scope
-from app.store.models import Worker
-from app.web.app import create_app
+from fitboard.app.core.settings import Settings
+from fitboard.app.store.attempts import list_attempts
+from fitboard.app.store.db import session_scope
+from fitboard.app.store.models import Worker
+from fitboard.app.web.app import create_app
 from tests.helpers import tiny_recipe
 from tests.s3server import S3Server
 from tests.store_fixtures import *  # noqa: F401,F403  postgres_url, ...

@@ -16,9 +16,9 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
-from app.core.settings import Settings
-from app.store.db import make_engine
-from app.web.openapi import OPEN_PATHS
+from fitboard.app.core.settings import Settings
+from fitboard.app.store.db import make_engine
+from fitboard.app.web.openapi import OPEN_PATHS
 from tests.helpers import BEARER, TOKEN, finish_by_hand, tiny_recipe
 from tests.live import live_app
 from tests.store_fixtures import sqlite_template  # noqa: F401  (the migrated SQLite file the server's copy is from)

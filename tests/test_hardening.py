@@ -14,8 +14,8 @@ import pytest
 import requests
 from fastapi.testclient import TestClient
 
-from app.core.settings import Settings
-from app.web.app import create_app
+from fitboard.app.core.settings import Settings
+from fitboard.app.web.app import create_app
 from tests.helpers import BEARER, TOKEN, finish_by_hand, tiny_recipe
 from tests.live import live_app
 from tests.store_fixtures import *  # noqa: F401,F403  sqlite_template, sqlite_url, sqlite_engine
@@ -172,7 +172,8 @@ def test_short_tokens_refuse_to_start(settings, tmp_path):
     with pytest.raises(SystemExit, match="at least 32"):
         create_app(settings.model_copy(update={"api_token": "s3cret"}))
     env = {"FITBOARD_HOME": str(tmp_path / "h"), "FITBOARD_API_TOKEN": "s3cret", "PATH": "/usr/bin:/bin"}
-    out = subprocess.run([sys.executable, "-m", "worker.cli", "web", "--port", "1"], env=env, capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "fitboard.worker.cli", "web", "--port", "1"], env=env,
+                          capture_output=True,
                          text=True, timeout=60)
     assert out.returncode != 0 and "at least 32" in out.stderr
 
@@ -307,8 +308,8 @@ def jpeg(width: int, height: int, quality: int = 90) -> bytes:
 
 def model_run(client, engine) -> int:
     """A succeeded run whose exported model the store lists (no predictor needed to check uploads)."""
-    from app.store.db import session_scope
-    from app.store.models import Artifact
+    from fitboard.app.store.db import session_scope
+    from fitboard.app.store.models import Artifact
 
     run_id = queued_run(client, "with-model")
     finish_by_hand(engine, run_id, acc=0.9)
@@ -318,7 +319,7 @@ def model_run(client, engine) -> int:
 
 
 def test_a_truncated_jpeg_is_422_naming_it_before_anything_is_queued(client, sqlite_engine):
-    from app.store.models import Prediction
+    from fitboard.app.store.models import Prediction
 
     run_id = model_run(client, sqlite_engine)
     good = jpeg(64, 64)
@@ -333,7 +334,7 @@ def test_a_truncated_jpeg_is_422_naming_it_before_anything_is_queued(client, sql
 
 
 def test_the_pixels_of_one_request_are_bounded_and_the_image_past_the_bound_is_named(client, sqlite_engine):
-    from app.services.predictions import MAX_REQUEST_PIXELS
+    from fitboard.app.services.predictions import MAX_REQUEST_PIXELS
 
     run_id = model_run(client, sqlite_engine)
     big = jpeg(4000, 4000, quality=10)  # 16 megapixels in a small file
@@ -346,8 +347,8 @@ def test_the_pixels_of_one_request_are_bounded_and_the_image_past_the_bound_is_n
 
 
 def test_a_failed_prediction_is_not_a_200(client, sqlite_engine):
-    from app.store.db import session_scope
-    from app.store.predictions import create_prediction, fail_prediction
+    from fitboard.app.store.db import session_scope
+    from fitboard.app.store.predictions import create_prediction, fail_prediction
 
     run_id = model_run(client, sqlite_engine)
     with session_scope(sqlite_engine) as s:

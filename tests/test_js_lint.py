@@ -76,7 +76,7 @@ def test_unused_values_and_variables_fail(eslint):
 def test_prose_comments_that_mention_calls_pass(eslint):
     source = '''"use strict";
 // Plotly.react(el, traces) redraws in place, unlike newPlot.
-// from app.core.status, via the page
+// from fitboard.app.core.status, via the page
 // "stage s of S · epoch e of E": stored positions are 0-based, people count from 1.
 // EventSource sends Last-Event-ID itself on reconnects (see connect()).
 window.x = 1;  // as the server's secs() macro writes them

@@ -7,7 +7,7 @@ import urllib.request
 
 import pytest
 
-from app.core.settings import Settings
+from fitboard.app.core.settings import Settings
 from tests.helpers import tiny_recipe
 from tests.live import live_app
 from tests.store_fixtures import *  # noqa: F401,F403  sqlite_url

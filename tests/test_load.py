@@ -14,8 +14,8 @@ import httpx
 import pytest
 import requests
 
-from app.store.db import make_engine, session_scope, upgrade
-from app.store.models import Run
+from fitboard.app.store.db import make_engine, session_scope, upgrade
+from fitboard.app.store.models import Run
 from tests.helpers import tiny_recipe
 from tests.served import free_port
 
@@ -45,7 +45,7 @@ async def burst(url: str, n: int) -> list[httpx.Response]:
 
 
 class WebProcess:
-    """`python -m worker.cli web` on a free port (the web process alone: reads need no worker)."""
+    """`python -m fitboard.worker.cli web` on a free port (the web process alone: reads need no worker)."""
 
     def __init__(self, home, env: dict | None = None):
         self.home, self.url = home, f"http://127.0.0.1:{free_port()}"
@@ -55,7 +55,8 @@ class WebProcess:
             if key not in (env or {}):
                 self.env.pop(key, None)
         self.log_path = home / "web.log"
-        self.proc = subprocess.Popen([sys.executable, "-m", "worker.cli", "web", "--port", self.url.rsplit(":", 1)[1]],
+        self.proc = subprocess.Popen([sys.executable, "-m", "fitboard.worker.cli", "web", "--port",
+                                      self.url.rsplit(":", 1)[1]],
                                      env=self.env, stdout=self.log_path.open("w"), stderr=subprocess.STDOUT)
 
     def log(self) -> str:
@@ -123,7 +124,7 @@ def test_three_bursts_of_200_concurrent_run_lists_answer_200_or_503_then_a_singl
 
 
 def test_admission_lets_in_at_most_its_limit_answers_503_past_the_wait_and_gives_every_slot_back():
-    from app.web.admission import Admission
+    from fitboard.app.web.admission import Admission
 
     async def scenario():
         inside = peak = 0

@@ -11,7 +11,7 @@ import pytest
 from nbclient import NotebookClient
 
 import fitboard
-from app.core.demo_data import write_digits
+from fitboard.app.core.demo_data import write_digits
 from tests.conftest import TINY_IMAGES
 from tests.served import serving
 

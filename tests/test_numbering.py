@@ -6,13 +6,13 @@ import re
 
 import pytest
 
-from app.core.events import EpochEvent, ProgressEvent, ResultEvent
-from app.core.numbering import progress_words, run_eta, where
-from app.store.db import session_scope
-from app.store.runs import record_progress
+from fitboard.app.core.events import EpochEvent, ProgressEvent, ResultEvent
+from fitboard.app.core.numbering import progress_words, run_eta, where
+from fitboard.app.store.db import session_scope
+from fitboard.app.store.runs import record_progress
+from fitboard.worker.reporters import ConsoleReporter, result_summary
 from tests.store_fixtures import *  # noqa: F401,F403
 from tests.test_pages import add_run, client, engine, make_client  # noqa: F401  (a TestClient on its own database)
-from worker.reporters import ConsoleReporter, result_summary
 
 PLAN = [(2, 32), (3, 64)]  # two stages: 2 epochs at 32 px, then 3 at 64 px
 

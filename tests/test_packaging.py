@@ -31,13 +31,12 @@ def build_wheel(tmp_path: Path) -> Path:
 
 def test_wheel_ships_templates_migrations_static_files_and_demo_data(tmp_path):
     names = set(zipfile.ZipFile(build_wheel(tmp_path)).namelist())
-    assert {"app/templates/run.html", "app/templates/_macros.html", "app/migrations/env.py",
-            "app/migrations/script.py.mako", "app/migrations/versions/0001_initial_schema.py",
-            "app/static/run.js", "app/static/fitboard.css", "app/core/data/digits.csv.gz"} <= names
-    assert not any(n.startswith(("templates/", "migrations/", "tests/")) for n in names)  # nothing loose at the top
-    # the public Python API: client/ ships as the fitboard package
-    assert {"fitboard/__init__.py", "fitboard/client.py", "fitboard/fastai.py", "fitboard/tracker.py"} <= names
-    assert not any(n.startswith("client/") for n in names)
+    assert {"fitboard/templates/run.html", "fitboard/templates/_macros.html", "fitboard/migrations/env.py",
+            "fitboard/migrations/script.py.mako", "fitboard/migrations/versions/0001_initial_schema.py",
+            "fitboard/app/static/run.js", "fitboard/app/static/fitboard.css", "fitboard/app/core/data/digits.csv.gz",
+            "fitboard/worker/tasks.py", "fitboard/__init__.py", "fitboard/client.py", "fitboard/fastai.py"} <= names
+    # One import name: nothing at the top of site-packages but fitboard and its metadata (no app, worker, client).
+    assert {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")} == {"fitboard"}
 
 
 def test_web_install_without_torch_migrates_writes_demo_data_and_serves_pages(tmp_path):
@@ -47,10 +46,16 @@ def test_web_install_without_torch_migrates_writes_demo_data_and_serves_pages(tm
     subprocess.run([venv / "bin" / "pip", "install", "-q", str(wheel)], check=True, capture_output=True, text=True,
                    timeout=900)
     py, fitboard = venv / "bin" / "python", venv / "bin" / "fitboard"
-    # The web install has no torch.
-    assert subprocess.run([py, "-c", "import torch"], capture_output=True).returncode != 0
     run_dir = tmp_path / "elsewhere"  # not the checkout: the installed package must find its own files
     run_dir.mkdir()
+
+    def imports(module: str) -> bool:
+        return subprocess.run([py, "-c", f"import {module}"], cwd=run_dir, capture_output=True).returncode == 0
+
+    # The web install has no torch; its one import name is fitboard (a user's own app or worker module is theirs).
+    assert not imports("torch")
+    assert imports("fitboard") and imports("fitboard.app.web.app")
+    assert not imports("app") and not imports("worker")
     env = {**os.environ, "FITBOARD_HOME": str(tmp_path / "home")}
     env.pop("FITBOARD_DATABASE_URL", None)
     env.pop("FITBOARD_BROKER_URL", None)
@@ -77,9 +82,34 @@ def test_web_install_without_torch_migrates_writes_demo_data_and_serves_pages(tm
         assert "fitboard" in page and "Runs" in page
         assert _get(f"http://127.0.0.1:{port}/static/fitboard.css", web).startswith("/* fitboard")
         assert _get(f"http://127.0.0.1:{port}/static/run.js", web).startswith("//")
+        # fitboard.Client works in the web-only install (httpx only, no pandas or torch): the runs the API lists
+        client = subprocess.run([py, "-c", "import sys, fitboard; print(len(fitboard.Client(sys.argv[1]).runs()))",
+                                 f"http://127.0.0.1:{port}"], cwd=run_dir, env=env, capture_output=True, text=True,
+                                timeout=60)
+        assert client.returncode == 0 and client.stdout.strip() == "0", client.stderr
     finally:
         web.terminate()
         web.wait(timeout=30)
+    # With the training packages beside it (this interpreter's, linked in rather than installed again: torch is
+    # gigabytes), the same install runs `fitboard up`: web, a worker and a predictor, from the wheel's own files.
+    purelib = venv / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
+    (purelib / "zz_training_packages.pth").write_text("\n".join(p for p in sys.path if p.endswith("site-packages")))
+    assert imports("torch") and imports("fitboard.worker.engine") and not imports("app")
+    port = free_port()
+    up_env = {**env, "FITBOARD_HOME": str(tmp_path / "home-up")}  # up writes the whole demo dataset there
+    up = subprocess.Popen([fitboard, "up", "--port", str(port)], cwd=run_dir, env=up_env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        workers = []
+        while not workers and time.monotonic() < deadline:
+            workers = json.loads(_get(f"http://127.0.0.1:{port}/api/v1/workers", up))
+            time.sleep(0.5)
+        assert workers, "fitboard up started no worker that heartbeats"
+    finally:
+        up.terminate()
+        up.wait(timeout=60)
+    assert up.returncode == 0
 
 
 def _get(url: str, proc: subprocess.Popen, timeout: float = 60) -> str:

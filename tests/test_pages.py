@@ -10,17 +10,25 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
 
-from app.core.artifacts import store_for
-from app.core.events import EpochEvent, LRFindEvent, ResultEvent
-from app.core.schemas import parse_spec
-from app.core.settings import Settings
-from app.pages.forms import recipe_from_form
-from app.pages.presets import presets
-from app.store.db import session_scope
-from app.store.models import Dataset, Run, Worker, utcnow
-from app.store.runs import claim_run, create_run, fail_run, finish_run, record_epoch, record_lr_find, record_progress
-from app.store.workers import record_heartbeat
-from app.web.app import create_app
+from fitboard.app.core.artifacts import store_for
+from fitboard.app.core.events import EpochEvent, LRFindEvent, ResultEvent
+from fitboard.app.core.schemas import parse_spec
+from fitboard.app.core.settings import Settings
+from fitboard.app.pages.forms import recipe_from_form
+from fitboard.app.pages.presets import presets
+from fitboard.app.store.db import session_scope
+from fitboard.app.store.models import Dataset, Run, Worker, utcnow
+from fitboard.app.store.runs import (
+    claim_run,
+    create_run,
+    fail_run,
+    finish_run,
+    record_epoch,
+    record_lr_find,
+    record_progress,
+)
+from fitboard.app.store.workers import record_heartbeat
+from fitboard.app.web.app import create_app
 from tests.helpers import TOKEN
 from tests.store_fixtures import *  # noqa: F401,F403  sqlite_template, sqlite_url, ...
 

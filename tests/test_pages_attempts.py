@@ -9,13 +9,13 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
-from app.core.settings import Settings
-from app.store.attempts import list_attempts
-from app.store.db import session_scope
-from app.store.models import Run, RunAttempt
-from app.store.recovery import requeue_run
-from app.store.runs import claim_run, create_run, get_run, mark_cancelled, request_cancel
-from app.web.app import create_app
+from fitboard.app.core.settings import Settings
+from fitboard.app.store.attempts import list_attempts
+from fitboard.app.store.db import session_scope
+from fitboard.app.store.models import Run, RunAttempt
+from fitboard.app.store.recovery import requeue_run
+from fitboard.app.store.runs import claim_run, create_run, get_run, mark_cancelled, request_cancel
+from fitboard.app.web.app import create_app
 from tests.helpers import tiny_recipe
 from tests.store_fixtures import *  # noqa: F401,F403
 

@@ -9,12 +9,12 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from app.core.schemas import parse_spec
-from app.core.settings import Settings
-from app.store.db import session_scope
-from app.store.models import Run, Sweep
-from app.store.runs import create_run
-from app.web.app import create_app
+from fitboard.app.core.schemas import parse_spec
+from fitboard.app.core.settings import Settings
+from fitboard.app.store.db import session_scope
+from fitboard.app.store.models import Run, Sweep
+from fitboard.app.store.runs import create_run
+from fitboard.app.web.app import create_app
 from tests.helpers import TOKEN, finish_by_hand, tiny_recipe
 from tests.store_fixtures import *  # noqa: F401,F403
 
@@ -241,7 +241,7 @@ def test_an_added_stage_is_one_row_in_words_against_a_dash(client):
     longer = {**three, "stages": [*three["stages"][:2], {**three["stages"][2], "epochs": 5}]}
     both = client.get("/api/v1/compare", params={"ids": f"{b},{add_run(client, longer)}"}).json()
     assert set(both["config_diff"]) == {"stages[2].epochs"}  # a stage both runs have: field by field, as before
-    from app.pages.compare import recipe_diff_rows
+    from fitboard.app.pages.compare import recipe_diff_rows
 
     tracked = recipe_diff_rows({"stages[1]": {1: {"lr": 0.1}, 2: None}}, [1, 2], baseline=2)  # a tracked run's stage
     assert tracked == [("stages[1]", [('{"lr": 0.1}', True), ("—", False)])]  # shown as stored, never a 500

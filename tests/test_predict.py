@@ -13,12 +13,12 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from app.core.schemas import parse_spec
-from app.core.settings import Settings
-from app.store.db import make_engine, session_scope
-from app.store.predictions import live_predictors
-from app.store.runs import create_run
-from app.web.app import create_app
+from fitboard.app.core.schemas import parse_spec
+from fitboard.app.core.settings import Settings
+from fitboard.app.store.db import make_engine, session_scope
+from fitboard.app.store.predictions import live_predictors
+from fitboard.app.store.runs import create_run
+from fitboard.app.web.app import create_app
 from tests.helpers import tiny_recipe, train_and_store
 from tests.live import live_app
 
@@ -44,7 +44,7 @@ def predictor(trained):
     env = {**os.environ, "FITBOARD_HOME": str(trained["home"]), "FITBOARD_DATABASE_URL": trained["url"],
            "OMP_NUM_THREADS": "1"}
     log = open(trained["home"] / "predictor.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "worker.cli", "predictor"], env=env, stdout=log,
+    proc = subprocess.Popen([sys.executable, "-m", "fitboard.worker.cli", "predictor"], env=env, stdout=log,
                             stderr=subprocess.STDOUT)
     engine = make_engine(trained["url"])
     deadline = time.monotonic() + 120
@@ -141,13 +141,13 @@ def test_the_predict_command_prints_the_top_classes_and_names_a_bad_file(trained
     settings = Settings(home=trained["home"], database_url=trained["url"], data_root=data_root)
     with live_app(settings) as (base, _):
         env = {**os.environ, "FITBOARD_URL": base}
-        good = subprocess.run([sys.executable, "-m", "worker.cli", "predict", str(trained["run"]), str(image)],
+        good = subprocess.run([sys.executable, "-m", "fitboard.worker.cli", "predict", str(trained["run"]), str(image)],
                               capture_output=True, text=True, env=env, timeout=120)
         assert good.returncode == 0, good.stderr
         lines = good.stdout.splitlines()
         assert lines[0] == "digit.jpg" and len(lines) == 6 and all(line.strip()[0].isdigit() for line in lines[1:])
         assert lines[1].split()[1] in DIGITS and lines[1].split()[0].endswith("%")
-        bad = subprocess.run([sys.executable, "-m", "worker.cli", "predict", str(trained["run"]), str(image),
+        bad = subprocess.run([sys.executable, "-m", "fitboard.worker.cli", "predict", str(trained["run"]), str(image),
                               str(text)], capture_output=True, text=True, env=env, timeout=120)
         assert bad.returncode == 2 and "images[1] (notes.png)" in bad.stderr
 
@@ -192,7 +192,7 @@ def test_without_a_predictor_the_answer_is_503_saying_how_to_start_one(client, t
 def fresh_predictor_learner(trained, data_root, name: str):
     """The run's learner loaded the way the predictor process loads it: a new Predictor, the model fetched from the
     artifact store the worker exported it to, unpickled anew."""
-    from worker.predictor import Predictor
+    from fitboard.worker.predictor import Predictor
 
     settings = Settings(home=trained["home"], database_url=trained["url"], data_root=data_root)
     engine = make_engine(trained["url"])
@@ -209,7 +209,7 @@ def test_the_exported_model_loaded_fresh_answers_the_same_every_time_and_as_get_
     import pandas as pd
     import torch
 
-    from worker.predictor import predict_batch
+    from fitboard.worker.predictor import predict_batch
 
     paths = sorted((data_root / "digits" / "train_images").glob("*.jpg"))[:3]
     images = [p.read_bytes() for p in paths]

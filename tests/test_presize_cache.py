@@ -14,9 +14,9 @@ import pytest
 from fastai.vision.all import PILImage, Resize, ToTensor
 from PIL import Image
 
-from app.core.schemas import StageSpec
-from worker.data import make_dls
-from worker.presize_cache import PresizeCache, PresizedCrop, load_cached
+from fitboard.app.core.schemas import StageSpec
+from fitboard.worker.data import make_dls
+from fitboard.worker.presize_cache import PresizeCache, PresizedCrop, load_cached
 
 PRESIZE = 48
 
@@ -97,7 +97,7 @@ def test_second_acquire_builds_nothing(photos, tmp_path):
 BUILD = """
 import sys, time
 from pathlib import Path
-from worker.presize_cache import PresizeCache
+from fitboard.worker.presize_cache import PresizeCache
 paths = sys.argv[3:]
 while time.time() < float(sys.argv[2]):
     time.sleep(0.005)

@@ -8,9 +8,9 @@ import urllib.request
 
 import pytest
 
-from app.core.settings import Settings
-from app.store.db import session_scope
-from app.store.runs import record_progress
+from fitboard.app.core.settings import Settings
+from fitboard.app.store.db import session_scope
+from fitboard.app.store.runs import record_progress
 from tests.live import live_app
 from tests.store_fixtures import *  # noqa: F401,F403  sqlite_url
 from tests.test_api import stored_run

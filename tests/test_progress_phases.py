@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from fastai.callback.core import Callback
 
-from app.core.schemas import parse_spec
+from fitboard.app.core.schemas import parse_spec
+from fitboard.worker.engine import run_recipe
+from fitboard.worker.reporters import ListReporter
 from tests.helpers import tiny_recipe
-from worker.engine import run_recipe
-from worker.reporters import ListReporter
 
 FINDER_STEPS, TTA_N = 12, 2
 

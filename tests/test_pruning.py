@@ -6,12 +6,12 @@ from types import SimpleNamespace
 import optuna
 from fastai.test_utils import synth_learner
 
-from app.services import studies
+from fitboard.app.services import studies
+from fitboard.worker.callbacks import ReportCallback
+from fitboard.worker.position import Position
+from fitboard.worker.pruning import PruneCallback
+from fitboard.worker.reporters import ListReporter
 from tests.store_fixtures import *  # noqa: F401,F403
-from worker.callbacks import ReportCallback
-from worker.position import Position
-from worker.pruning import PruneCallback
-from worker.reporters import ListReporter
 
 OPTIONS = {"pruner": "asha", "min_resource": 1, "reduction_factor": 2}
 

@@ -8,10 +8,10 @@ import sys
 import pytest
 import yaml
 
-from app.core.errors import RecipeError
-from app.store.db import session_scope
-from app.store.models import Run
-from app.store.runs import list_lr_finds, request_cancel
+from fitboard.app.core.errors import RecipeError
+from fitboard.app.store.db import session_scope
+from fitboard.app.store.models import Run
+from fitboard.app.store.runs import list_lr_finds, request_cancel
 from tests.helpers import tiny_recipe
 from tests.store_fixtures import *  # noqa: F401,F403  sqlite_template, sqlite_url, ...
 from tests.workers import Workers, redis_url
@@ -106,7 +106,7 @@ def test_bad_recipe_or_dataset_refused_at_enqueue_and_nothing_stored(make_worker
         workers.submit(tiny_recipe(dataset="no-such-data"))
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(tiny_recipe(arch="resnet5")))
-    proc = subprocess.run([sys.executable, "-m", "worker.cli", "enqueue", str(bad), "--queue", workers.queue],
+    proc = subprocess.run([sys.executable, "-m", "fitboard.worker.cli", "enqueue", str(bad), "--queue", workers.queue],
                           env=workers.env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "arch: unknown architecture 'resnet5'" in proc.stderr
     with session_scope(workers.engine) as session:
@@ -118,7 +118,7 @@ def test_operator_cli_enqueue_runs_show_cancel(make_workers, tmp_path):
     recipe = tmp_path / "r.yaml"
     recipe.write_text(yaml.safe_dump(tiny_recipe(name="from-cli")))
     def cli(*a):
-        return subprocess.run([sys.executable, "-m", "worker.cli", *a], env=workers.env, capture_output=True,
+        return subprocess.run([sys.executable, "-m", "fitboard.worker.cli", *a], env=workers.env, capture_output=True,
                               text=True, timeout=120)
     enq = cli("enqueue", str(recipe), "--queue", workers.queue)
     assert enq.returncode == 0, enq.stderr

@@ -5,10 +5,10 @@ import re
 
 from sqlalchemy import select
 
-from app.core.recipes import read_recipe_file
-from app.core.schemas import parse_spec
-from app.store.db import session_scope
-from app.store.models import Run
+from fitboard.app.core.recipes import read_recipe_file
+from fitboard.app.core.schemas import parse_spec
+from fitboard.app.store.db import session_scope
+from fitboard.app.store.models import Run
 from tests.store_fixtures import *  # noqa: F401,F403
 from tests.test_browser_pages import page, site  # noqa: F401  (fixtures)
 

@@ -11,14 +11,14 @@ import yaml
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from app.core.recipes import MAX_RECIPE_BYTES, read_recipe_file
-from app.core.schemas import RunSpec, parse_spec
-from app.core.settings import Settings
-from app.pages.forms import RUN_FIELDS, form_from_spec, recipe_from_form
-from app.pages.presets import presets
-from app.store.db import session_scope
-from app.store.models import Run
-from app.web.app import create_app
+from fitboard.app.core.recipes import MAX_RECIPE_BYTES, read_recipe_file
+from fitboard.app.core.schemas import RunSpec, parse_spec
+from fitboard.app.core.settings import Settings
+from fitboard.app.pages.forms import RUN_FIELDS, form_from_spec, recipe_from_form
+from fitboard.app.pages.presets import presets
+from fitboard.app.store.db import session_scope
+from fitboard.app.store.models import Run
+from fitboard.app.web.app import create_app
 from tests.store_fixtures import *  # noqa: F401,F403
 from tests.test_pages import add_run, csrf, errors_of, make_client, value_of  # noqa: F401  make_client: a fixture
 
@@ -200,7 +200,7 @@ def test_the_blank_form_shows_runspecs_defaults(tmp_path, sqlite_url):
 
 
 def form_from_post_like(fields: dict) -> dict:
-    from app.pages.forms import form_from_post
+    from fitboard.app.pages.forms import form_from_post
     return form_from_post(fields)
 
 

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from app.core.settings import Settings
-from app.store.attempts import list_attempts
-from app.store.db import session_scope, upgrade
-from app.store.models import Run
-from app.store.recovery import next_position
-from app.web.app import create_app
+from fitboard.app.core.settings import Settings
+from fitboard.app.store.attempts import list_attempts
+from fitboard.app.store.db import session_scope, upgrade
+from fitboard.app.store.models import Run
+from fitboard.app.store.recovery import next_position
+from fitboard.app.web.app import create_app
 from tests.helpers import tiny_recipe
 from tests.store_fixtures import *  # noqa: F401,F403  sqlite_template, sqlite_url, ...
 from tests.workers import PrivateRedis, Workers

@@ -1,4 +1,4 @@
-"""One redaction rule (app.core.redact): secrets planted in every setting that takes a URL never appear in an
+"""One redaction rule (fitboard.app.core.redact): secrets planted in every setting that takes a URL never appear in an
 answer, a page, a log line or a doctor report; 422s name paths relative to the data root."""
 from __future__ import annotations
 
@@ -12,14 +12,14 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import make_url
 
-from app.core.redact import redact
-from app.core.settings import Settings
-from app.store.db import make_engine, session_scope
-from app.store.workers import record_doctor, record_heartbeat
-from app.web.app import create_app
+from fitboard.app.core.redact import redact
+from fitboard.app.core.settings import Settings
+from fitboard.app.store.db import make_engine, session_scope
+from fitboard.app.store.workers import record_doctor, record_heartbeat
+from fitboard.app.web.app import create_app
+from fitboard.worker.doctor import report, run_checks
 from tests.helpers import finish_by_hand, tiny_recipe
 from tests.store_fixtures import *  # noqa: F401,F403  postgres_url
-from worker.doctor import report, run_checks
 
 SECRETS = ["PGSECRET1x", "QSECRET2x", "REDISSECRET3x", "RTOKSECRET4x", "AKIAIOSFODNN7EXAMPLE", "S3SECRET5/ab+cd",
            "EPSECRET6x", "SIGSECRET7x", "WMSECRET8x", "WMTOKEN9x", "brokeruser", "epuser", "wmuser"]
@@ -113,7 +113,8 @@ def test_the_doctor_command_prints_no_planted_secret(planted):
            "AWS_DEFAULT_REGION": "us-east-1"}
     for key in ("database_url", "broker_url", "artifact_root", "s3_endpoint_url", "weights_mirror"):
         env[f"FITBOARD_{key.upper()}"] = getattr(planted, key)
-    done = subprocess.run([sys.executable, "-m", "worker.cli", "doctor"], capture_output=True, text=True, env=env,
+    done = subprocess.run([sys.executable, "-m", "fitboard.worker.cli", "doctor"], capture_output=True, text=True,
+                           env=env,
                           timeout=120)
     assert "database" in done.stdout and "artifact store" in done.stdout, done.stdout + done.stderr
     assert "***:***@127.0.0.1:5432" in done.stdout  # the database is named, its credentials hidden

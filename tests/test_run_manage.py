@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from app.store.db import session_scope
-from app.store.models import EpochRow, LRFind, RunAttempt
-from app.store.sweeps import sweep_report
+from fitboard.app.store.db import session_scope
+from fitboard.app.store.models import EpochRow, LRFind, RunAttempt
+from fitboard.app.store.sweeps import sweep_report
 from tests.api_fixtures import *  # noqa: F401,F403  settings, client
 from tests.helpers import tiny_recipe
 from tests.store_fixtures import *  # noqa: F401,F403
@@ -148,7 +148,7 @@ def test_list_bulk_archive_and_delete(client):
 def test_cli_edit_runs_delete(client, settings):
     run_id = stored_run(engine(client), "succeeded", name="a-very-long-run-name-" + "x" * 40)
     env = {"FITBOARD_HOME": str(settings.home), "FITBOARD_DATABASE_URL": settings.database_url}
-    cli = lambda *a: subprocess.run([sys.executable, "-m", "worker.cli", *a], capture_output=True,  # noqa: E731
+    cli = lambda *a: subprocess.run([sys.executable, "-m", "fitboard.worker.cli", *a], capture_output=True,  # noqa: E731
                                     text=True, env={**os.environ, **env}, timeout=120)
     p = cli("edit", str(run_id), "--tag", "keep", "--tag", "cli", "--notes", "from the shell")
     assert p.returncode == 0, p.stderr
@@ -163,8 +163,8 @@ def test_cli_edit_runs_delete(client, settings):
 
 
 def test_store_edit_delete_and_tag_filter_on_both_backends(db_engine):
-    from app.core.errors import RunLive
-    from app.store.runs import delete_run, list_runs, update_run
+    from fitboard.app.core.errors import RunLive
+    from fitboard.app.store.runs import delete_run, list_runs, update_run
 
     done = stored_run(db_engine, "succeeded", epochs=2, name="done")
     live = stored_run(db_engine, "running", name="live")

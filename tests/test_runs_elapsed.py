@@ -10,12 +10,12 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from app.core.events import ResultEvent
-from app.core.settings import Settings
-from app.pages.wording import secs
-from app.store.db import session_scope
-from app.store.models import Run, utcnow
-from app.store.runs import finish_run
+from fitboard.app.core.events import ResultEvent
+from fitboard.app.core.settings import Settings
+from fitboard.app.pages.wording import secs
+from fitboard.app.store.db import session_scope
+from fitboard.app.store.models import Run, utcnow
+from fitboard.app.store.runs import finish_run
 from tests.live import live_app
 from tests.store_fixtures import *  # noqa: F401,F403  sqlite_url
 from tests.test_api import stored_run

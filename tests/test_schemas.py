@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from app.core.recipes import load_recipe
-from app.core.schemas import RecipeError, parse_spec
+from fitboard.app.core.recipes import load_recipe
+from fitboard.app.core.schemas import RecipeError, parse_spec
 from tests.helpers import tiny_recipe
 
 

@@ -13,14 +13,14 @@ import yaml
 from fastapi.testclient import TestClient
 from sqlalchemy import inspect, text
 
-from app.core.settings import Settings
-from app.services import search_driver, searches
-from app.services.queue import Publisher, make_celery
-from app.store import searches as search_store
-from app.store.db import make_engine, session_scope, upgrade
-from app.store.runs import claim_run
-from app.store.sweeps import sweep_report
-from app.web.app import create_app
+from fitboard.app.core.settings import Settings
+from fitboard.app.services import search_driver, searches
+from fitboard.app.services.queue import Publisher, make_celery
+from fitboard.app.store import searches as search_store
+from fitboard.app.store.db import make_engine, session_scope, upgrade
+from fitboard.app.store.runs import claim_run
+from fitboard.app.store.sweeps import sweep_report
+from fitboard.app.web.app import create_app
 from tests.helpers import tiny_recipe
 from tests.store_fixtures import *  # noqa: F401,F403
 from tests.workers import Workers
@@ -94,7 +94,7 @@ def test_bad_search_input_is_422_naming_the_field_and_stores_nothing(client, cha
 def test_pruned_is_a_status_every_list_filter_and_model_knows(client, sqlite_url, tmp_path, monkeypatch, capsys):
     engine = make_engine(sqlite_url)
     with session_scope(engine) as s:
-        from app.store.runs import create_run
+        from fitboard.app.store.runs import create_run
         run_id = create_run(s, {**base_recipe(), "name": "pruned-one"}).id
     with session_scope(engine) as s:
         claim_run(s, run_id, "w1")
@@ -112,7 +112,7 @@ def test_pruned_is_a_status_every_list_filter_and_model_knows(client, sqlite_url
     # The command line, in this process (the same code `fitboard` runs): the status filter and the run in words.
     monkeypatch.setenv("FITBOARD_DATABASE_URL", sqlite_url)
     monkeypatch.setenv("FITBOARD_HOME", str(tmp_path))
-    from worker.cli import main
+    from fitboard.worker.cli import main
     assert main(["runs", "--status", "pruned"]) == 0
     assert "pruned-one" in capsys.readouterr().out
     assert main(["show", str(run_id)]) == 0
@@ -162,7 +162,7 @@ def served_api(settings):
 def test_cli_search_starts_a_search_whose_study_optuna_reads(served_api, tmp_path, sqlite_url):
     (tmp_path / "base.yaml").write_text(yaml.safe_dump(base_recipe()))
     (tmp_path / "space.yaml").write_text(yaml.safe_dump({"stages[*].lr": [GOOD, GOOD2]}))
-    cli = [sys.executable, "-m", "worker.cli", "search", str(tmp_path / "base.yaml"), "--space",
+    cli = [sys.executable, "-m", "fitboard.worker.cli", "search", str(tmp_path / "base.yaml"), "--space",
            str(tmp_path / "space.yaml"), "--url", served_api]
     started = subprocess.run([*cli, "--trials", "2", "--parallel", "1"], capture_output=True, text=True, timeout=120)
     assert started.returncode == 0, started.stderr
@@ -244,7 +244,7 @@ def test_asha_across_two_workers_prunes_the_bad_rate_survives_a_failed_trial_and
 def test_search_form_on_a_run_refuses_bad_yaml_then_starts_the_search_with_the_run_as_base(client, sqlite_url):
     import re
 
-    from app.store.runs import create_run
+    from fitboard.app.store.runs import create_run
     engine = make_engine(sqlite_url)
     with session_scope(engine) as s:
         run_id = create_run(s, {**base_recipe(), "name": "my-run"}).id

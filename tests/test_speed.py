@@ -4,12 +4,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from app.core.errors import RecipeError
-from app.core.schemas import parse_spec
+from fitboard.app.core.errors import RecipeError
+from fitboard.app.core.schemas import parse_spec
+from fitboard.worker.engine import run_recipe
+from fitboard.worker.reporters import ListReporter
+from fitboard.worker.speed import oom_message
 from tests.helpers import tiny_recipe
-from worker.engine import run_recipe
-from worker.reporters import ListReporter
-from worker.speed import oom_message
 
 TWO_STAGES = [{"epochs": 1, "size": 24, "presize": 32, "bs": 32, "lr": 3e-3},
               {"epochs": 1, "size": 32, "presize": 40, "bs": 32, "lr": 1e-3}]

@@ -7,7 +7,7 @@ import random
 import pytest
 from scipy import stats as sp
 
-from app.core.stats import MIN_SEEDS, TOO_FEW, betainc, paired_difference, summary, t_cdf, t_ppf, verdict
+from fitboard.app.core.stats import MIN_SEEDS, TOO_FEW, betainc, paired_difference, summary, t_cdf, t_ppf, verdict
 
 
 @pytest.mark.parametrize("df", [1, 2, 3, 4, 7, 10, 30, 120])

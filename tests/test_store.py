@@ -19,12 +19,19 @@ from sqlalchemy import delete, inspect, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import SQLModel
 
-from app.core import errors
-from app.core.events import EpochEvent, LRFindEvent, ResultEvent
-from app.core.settings import Settings
-from app.store import attempts, recovery, registry, runs, workers
-from app.store.db import VERSION_TABLE, alembic_config, default_database_url, make_engine, session_scope, upgrade
-from app.store.models import Artifact, EpochRow, Lease, LRFind, Run, Worker, utcnow
+from fitboard.app.core import errors
+from fitboard.app.core.events import EpochEvent, LRFindEvent, ResultEvent
+from fitboard.app.core.settings import Settings
+from fitboard.app.store import attempts, recovery, registry, runs, workers
+from fitboard.app.store.db import (
+    VERSION_TABLE,
+    alembic_config,
+    default_database_url,
+    make_engine,
+    session_scope,
+    upgrade,
+)
+from fitboard.app.store.models import Artifact, EpochRow, Lease, LRFind, Run, Worker, utcnow
 from tests.store_fixtures import *  # noqa: F401,F403  (conftest may import them too; same objects)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -88,7 +95,7 @@ def test_sqlite_connections_get_wal_busy_timeout_and_foreign_keys(sqlite_engine)
 def _upgrade_in_processes(url: str, cwd: Path, n: int = 3) -> list[subprocess.CompletedProcess]:
     """Run upgrade(url) in n fresh interpreters at once, from a directory that is not the repository."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    code = f"from app.store.db import upgrade; upgrade({url!r})"
+    code = f"from fitboard.app.store.db import upgrade; upgrade({url!r})"
     procs = [subprocess.Popen([sys.executable, "-c", code], cwd=cwd, env=env, text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(n)]
     return [subprocess.CompletedProcess(p.args, p.wait(timeout=60), *p.communicate()) for p in procs]

@@ -7,13 +7,13 @@ from statistics import mean, stdev
 import pytest
 from fastapi.testclient import TestClient
 
-from app.core.schemas import parse_spec
-from app.core.settings import Settings
-from app.core.stats import t_ppf
-from app.core.sweep_plan import plan_variants, set_path
-from app.store.db import session_scope
-from app.store.models import Run, Sweep
-from app.web.app import create_app
+from fitboard.app.core.schemas import parse_spec
+from fitboard.app.core.settings import Settings
+from fitboard.app.core.stats import t_ppf
+from fitboard.app.core.sweep_plan import plan_variants, set_path
+from fitboard.app.store.db import session_scope
+from fitboard.app.store.models import Run, Sweep
+from fitboard.app.web.app import create_app
 from tests.helpers import finish_by_hand, tiny_recipe
 from tests.store_fixtures import *  # noqa: F401,F403
 
@@ -140,7 +140,7 @@ def test_compare_api_table_diff_curves_and_disagreements(client, engine, tmp_pat
 
 
 def test_variants_are_named_in_words_from_the_techniques_the_recipe_knows():
-    from app.core.variant_words import variant_words
+    from fitboard.app.core.variant_words import variant_words
 
     base = parse_spec(two_stage_recipe()).model_dump(mode="json")  # stages at 32 then 40 px: progressive resizing
     base["stages"][0]["lr"] = "find"

@@ -7,18 +7,18 @@ import io
 
 import pytest
 
-from app.core.artifacts import open_store
-from app.core.settings import Settings
-from app.core.status import RunStatus
-from app.services import runs
-from app.services.queue import TRAIN_TASK
-from app.store.db import session_scope
-from app.store.models import Run
-from app.store.runs import list_epochs
+from fitboard.app.core.artifacts import open_store
+from fitboard.app.core.settings import Settings
+from fitboard.app.core.status import RunStatus
+from fitboard.app.services import runs
+from fitboard.app.services.queue import TRAIN_TASK
+from fitboard.app.store.db import session_scope
+from fitboard.app.store.models import Run
+from fitboard.app.store.runs import list_epochs
+from fitboard.worker import tasks
+from fitboard.worker.factory import create_worker
 from tests.helpers import tiny_recipe
 from tests.store_fixtures import *  # noqa: F401,F403  sqlite_template, sqlite_url, ...
-from worker import tasks
-from worker.factory import create_worker
 
 
 @pytest.fixture

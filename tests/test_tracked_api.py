@@ -8,12 +8,12 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
-from app.core.settings import Settings
-from app.store.db import session_scope
-from app.store.models import Run, utcnow
-from app.store.recovery import reap_lost_workers
-from app.store.tracked import fail_silent_tracked
-from app.web.app import create_app
+from fitboard.app.core.settings import Settings
+from fitboard.app.store.db import session_scope
+from fitboard.app.store.models import Run, utcnow
+from fitboard.app.store.recovery import reap_lost_workers
+from fitboard.app.store.tracked import fail_silent_tracked
+from fitboard.app.web.app import create_app
 from tests.store_fixtures import *  # noqa: F401,F403
 
 FACTS = {"arch": "resnet18", "pretrained": False, "loss_func": "CrossEntropyLossFlat", "opt_func": "Adam",

@@ -11,12 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from app.core.schemas import parse_spec
-from tests.helpers import tiny_recipe
-from worker.cli import main
-from worker.engine import run_recipe
-from worker.reporters import ListReporter
-from worker.weights import (
+from fitboard.app.core.schemas import parse_spec
+from fitboard.worker.cli import main
+from fitboard.worker.engine import run_recipe
+from fitboard.worker.reporters import ListReporter
+from fitboard.worker.weights import (
     WeightsMissing,
     WeightsRejected,
     add_file,
@@ -26,6 +25,7 @@ from worker.weights import (
     list_cached,
     pull,
 )
+from tests.helpers import tiny_recipe
 
 JUNK = b"not the real resnet18 weights " * 1000
 

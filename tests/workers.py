@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from app.services import runs
-from app.services.queue import Publisher, make_celery
-from app.store.db import make_engine, session_scope
-from app.store.models import Run
-from app.store.runs import list_epochs
+from fitboard.app.services import runs
+from fitboard.app.services.queue import Publisher, make_celery
+from fitboard.app.store.db import make_engine, session_scope
+from fitboard.app.store.models import Run
+from fitboard.app.store.runs import list_epochs
 from tests.served import free_port
 
 
@@ -83,21 +83,21 @@ class Workers:
 
     def settings(self):
         """Settings as the workers see them (for enqueueing from the test)."""
-        from app.core.settings import Settings
+        from fitboard.app.core.settings import Settings
 
         return Settings(home=self.home, database_url=self.db_url, broker_url=self.env.get("FITBOARD_BROKER_URL"),
                         visibility_timeout=int(self.env.get("FITBOARD_VISIBILITY_TIMEOUT", 48 * 3600)))
 
     def cli(self) -> list[str]:
         """The fitboard command line, as this group's processes run it."""
-        return [sys.executable, "-m", "worker.cli"]
+        return [sys.executable, "-m", "fitboard.worker.cli"]
 
     def start(self, n: int = 1) -> list[subprocess.Popen]:
         """Start n workers; each logs to its own file under home."""
         started = []
         for _ in range(n):
             log = open(self.home / f"worker-{len(self.procs)}.log", "w")
-            proc = subprocess.Popen([sys.executable, "-m", "worker.cli", "worker", "--queue", self.queue],
+            proc = subprocess.Popen([sys.executable, "-m", "fitboard.worker.cli", "worker", "--queue", self.queue],
                                     env=self.env, stdout=log, stderr=subprocess.STDOUT)
             self.procs.append(proc)
             started.append(proc)

@@ -8,11 +8,11 @@ from fastai.callback.core import Callback, CancelFitException
 from fastai.callback.tracker import TrackerCallback
 from fastai.learner import Recorder
 
-from app.core.events import BestEpoch, EpochEvent, ProgressEvent
-from app.core.numbering import run_eta
-from app.core.progress import LR_FIND, SCORE, TRAIN, TTA
-from worker.position import position
-from worker.reporters import Reporter
+from fitboard.app.core.events import BestEpoch, EpochEvent, ProgressEvent
+from fitboard.app.core.numbering import run_eta
+from fitboard.app.core.progress import LR_FIND, SCORE, TRAIN, TTA
+from fitboard.worker.position import position
+from fitboard.worker.reporters import Reporter
 
 PROGRESS_INTERVAL = 0.5  # at most 2 progress events a second
 CANCEL_INTERVAL = 0.5  # how often the reporter (maybe a database) is asked about cancel

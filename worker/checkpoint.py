@@ -24,10 +24,10 @@ from fastai.callback.core import Callback
 from fastai.torch_core import get_model
 from fastcore.foundation import L
 
-from app.core.artifacts import ArtifactStore, file_name
-from app.core.events import BestEpoch, CheckpointEvent, NoteEvent, StageSummary
-from worker.position import Position, position
-from worker.reporters import Reporter
+from fitboard.app.core.artifacts import ArtifactStore, file_name
+from fitboard.app.core.events import BestEpoch, CheckpointEvent, NoteEvent, StageSummary
+from fitboard.worker.position import Position, position
+from fitboard.worker.reporters import Reporter
 
 CHECKPOINT_FILE = file_name("checkpoint")
 BEST_FILE = file_name("best")  # KeepBestCallback's learn.save("best") in the run's folder

@@ -21,9 +21,9 @@ from fastai.vision.all import (
 )
 from PIL import Image
 
-from app.core.datasets import ResolvedDataset
-from app.core.schemas import AugmentSpec, StageSpec
-from worker.presize_cache import PresizedCrop, load_cached
+from fitboard.app.core.datasets import ResolvedDataset
+from fitboard.app.core.schemas import AugmentSpec, StageSpec
+from fitboard.worker.presize_cache import PresizedCrop, load_cached
 
 STATS_SAMPLE = 256  # training images read to estimate the dataset's channel statistics
 

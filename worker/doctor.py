@@ -14,11 +14,11 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, select, text
 
-from app.core.artifacts import store_for
-from app.core.redact import redact, redact_secrets
-from app.core.settings import Settings
-from app.store.db import VERSION_TABLE, alembic_config, default_database_url, driver_url, make_engine
-from app.store.models import Run
+from fitboard.app.core.artifacts import store_for
+from fitboard.app.core.redact import redact, redact_secrets
+from fitboard.app.core.settings import Settings
+from fitboard.app.store.db import VERSION_TABLE, alembic_config, default_database_url, driver_url, make_engine
+from fitboard.app.store.models import Run
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
 DISK_FAIL_BYTES, DISK_WARN_BYTES = 2 * 2**30, 20 * 2**30  # checkpoints and exported models of a few runs
@@ -133,7 +133,7 @@ def _weights(engine: Engine | None) -> Check:
         archs = sorted({a for a in conn.execute(select(Run.spec["arch"].as_string()).where(
             Run.spec["pretrained"].as_boolean().is_(True)).distinct()).scalars() if a})
     try:
-        from worker.weights import cached_weights_path, list_cached
+        from fitboard.worker.weights import cached_weights_path, list_cached
     except ImportError:
         return Check("weights", OK if not archs else WARN,
                      f"not checked without torch (recipes use {', '.join(archs) or 'no pretrained weights'})")

@@ -20,9 +20,9 @@ from fastai.metrics import accuracy, error_rate
 from fastai.torch_core import set_seed
 from fastai.vision.all import noop, valley, vision_learner
 
-from app.core.artifacts import file_name
-from app.core.datasets import ResolvedDataset, resolve_dataset
-from app.core.events import (
+from fitboard.app.core.artifacts import file_name
+from fitboard.app.core.datasets import ResolvedDataset, resolve_dataset
+from fitboard.app.core.events import (
     Confusion,
     FinalMetrics,
     LRFindEvent,
@@ -38,16 +38,16 @@ from app.core.events import (
     TopLoss,
     TTAMetrics,
 )
-from app.core.schemas import RunSpec, StageSpec
-from app.core.settings import Settings
-from worker.callbacks import KeepBestCallback, ReportCallback
-from worker.checkpoint import BEST_FILE, Checkpoint, CheckpointCallback, CheckpointFiles, restore, restore_rng
-from worker.data import items_frame, make_dls, norm_stats
-from worker.frames import CachedFrames
-from worker.position import Position, find_cb
-from worker.reporters import Reporter
-from worker.speed import ChannelsLast, SpeedCallback, SpeedPlan, cuda_oom, default_num_workers, plan_speed
-from worker.weights import ensure_cached
+from fitboard.app.core.schemas import RunSpec, StageSpec
+from fitboard.app.core.settings import Settings
+from fitboard.worker.callbacks import KeepBestCallback, ReportCallback
+from fitboard.worker.checkpoint import BEST_FILE, Checkpoint, CheckpointCallback, CheckpointFiles, restore, restore_rng
+from fitboard.worker.data import items_frame, make_dls, norm_stats
+from fitboard.worker.frames import CachedFrames
+from fitboard.worker.position import Position, find_cb
+from fitboard.worker.reporters import Reporter
+from fitboard.worker.speed import ChannelsLast, SpeedCallback, SpeedPlan, cuda_oom, default_num_workers, plan_speed
+from fitboard.worker.weights import ensure_cached
 
 TOP_LOSSES = 16
 LR_CURVE_POINTS = 200

@@ -1,5 +1,5 @@
 """The worker factory: Settings in, a worker's parts out (Celery app with its training task, database engine,
-publisher, name), built on call as Superset builds its app. Importing worker.tasks wires nothing, so a test can
+publisher, name), built on call as Superset builds its app. Importing fitboard.worker.tasks wires nothing, so a test can
 build a worker of its own and run the task function in-process."""
 from __future__ import annotations
 
@@ -11,16 +11,16 @@ from dataclasses import dataclass, field
 from celery import Celery, signals
 from sqlalchemy.engine import Engine
 
-from app.core.settings import Settings, get_settings
-from app.services.queue import TRAIN_TASK, Publisher, make_celery
-from app.store.db import default_database_url, make_engine, upgrade
-from worker import tasks
-from worker.liveness import HeartbeatThread, record_doctor_report
+from fitboard.app.core.settings import Settings, get_settings
+from fitboard.app.services.queue import TRAIN_TASK, Publisher, make_celery
+from fitboard.app.store.db import default_database_url, make_engine, upgrade
+from fitboard.worker import tasks
+from fitboard.worker.liveness import HeartbeatThread, record_doctor_report
 
 
 @dataclass
 class Worker:
-    """One worker process's parts; worker.tasks' functions take it."""
+    """One worker process's parts; fitboard.worker.tasks' functions take it."""
 
     settings: Settings
     celery: Celery

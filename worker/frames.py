@@ -4,11 +4,11 @@ from __future__ import annotations
 import os
 import time
 
-from app.core.events import NoteEvent, ProgressEvent
-from app.core.settings import Settings
-from worker.presize_cache import CacheSet, CacheTooSmall, PresizeCache
-from worker.reporters import Reporter
-from worker.speed import SpeedPlan
+from fitboard.app.core.events import NoteEvent, ProgressEvent
+from fitboard.app.core.settings import Settings
+from fitboard.worker.presize_cache import CacheSet, CacheTooSmall, PresizeCache
+from fitboard.worker.reporters import Reporter
+from fitboard.worker.speed import SpeedPlan
 
 
 class CachedFrames:

@@ -11,13 +11,13 @@ import time
 import torch
 from sqlalchemy.engine import Engine
 
-from app.core.settings import Settings
-from app.services.queue import Publisher
-from app.services.recovery import reconcile
-from app.store.db import session_scope
-from app.store.recovery import reap_lost_workers, repair_worker_runs
-from app.store.workers import record_doctor, record_heartbeat
-from worker.doctor import report, run_checks
+from fitboard.app.core.settings import Settings
+from fitboard.app.services.queue import Publisher
+from fitboard.app.services.recovery import reconcile
+from fitboard.app.store.db import session_scope
+from fitboard.app.store.recovery import reap_lost_workers, repair_worker_runs
+from fitboard.app.store.workers import record_doctor, record_heartbeat
+from fitboard.worker.doctor import report, run_checks
 
 log = logging.getLogger(__name__)
 

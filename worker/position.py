@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from app.core.events import BestEpoch, StageSummary
+from fitboard.app.core.events import BestEpoch, StageSummary
 
 
 @dataclass

@@ -19,11 +19,11 @@ from fastai.learner import load_learner
 from fastai.vision.core import PILImage, TensorImage
 from sqlalchemy import Engine
 
-from app.core.artifacts import store_for
-from app.core.settings import Settings
-from app.store.db import session_scope
-from app.store.models import Prediction
-from app.store.predictions import (
+from fitboard.app.core.artifacts import store_for
+from fitboard.app.core.settings import Settings
+from fitboard.app.store.db import session_scope
+from fitboard.app.store.models import Prediction
+from fitboard.app.store.predictions import (
     claim_prediction,
     drop_predictor,
     fail_prediction,

@@ -9,12 +9,12 @@ import optuna
 from fastai.callback.core import Callback, CancelFitException
 from sqlalchemy import Engine
 
-from app.services import search_driver, studies
-from app.store.db import session_scope
-from app.store.models import Run
-from app.store.searches import get_search
-from worker.callbacks import ReportCallback, _in_side_loop
-from worker.position import find_cb, position
+from fitboard.app.services import search_driver, studies
+from fitboard.app.store.db import session_scope
+from fitboard.app.store.models import Run
+from fitboard.app.store.searches import get_search
+from fitboard.worker.callbacks import ReportCallback, _in_side_loop
+from fitboard.worker.position import find_cb, position
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ from typing import TextIO
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 
-from app.core.errors import RunNotFound
-from app.core.events import (
+from fitboard.app.core.errors import RunNotFound
+from fitboard.app.core.events import (
     CheckpointEvent,
     EpochEvent,
     ErrorEvent,
@@ -24,13 +24,13 @@ from app.core.events import (
     StageEvent,
     StartEvent,
 )
-from app.core.numbering import where
-from app.core.progress import progress_text
-from app.store.attempts import note_resumed_from
-from app.store.db import session_scope
-from app.store.recovery import record_checkpoint
-from app.store.runs import is_cancel_requested, record_epoch, record_lr_find, record_progress, should_stop
-from worker.retry import retrying
+from fitboard.app.core.numbering import where
+from fitboard.app.core.progress import progress_text
+from fitboard.app.store.attempts import note_resumed_from
+from fitboard.app.store.db import session_scope
+from fitboard.app.store.recovery import record_checkpoint
+from fitboard.app.store.runs import is_cancel_requested, record_epoch, record_lr_find, record_progress, should_stop
+from fitboard.worker.retry import retrying
 
 log = logging.getLogger(__name__)
 

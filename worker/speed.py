@@ -12,9 +12,9 @@ import torch
 from fastai.callback.core import Callback
 from fastai.learner import Recorder
 
-from app.core.events import StageSpeed
-from app.core.schemas import RunSpec
-from worker.position import position
+from fitboard.app.core.events import StageSpeed
+from fitboard.app.core.schemas import RunSpec
+from fitboard.worker.position import position
 
 MAX_LOADER_WORKERS = 16
 # Batches each loader process keeps ready (torch's default is 2): rides out a slow image without holding much memory.

@@ -1,5 +1,5 @@
 """The training task's code: claim one stored run, train it, store its files and its final state. Every function
-takes the Worker built by worker.factory.create_worker; importing this module wires nothing."""
+takes the Worker built by fitboard.worker.factory.create_worker; importing this module wires nothing."""
 from __future__ import annotations
 
 import logging
@@ -10,25 +10,25 @@ from typing import TYPE_CHECKING
 
 from celery.exceptions import Reject
 
-from app.core.artifacts import store_for
-from app.core.events import ResultEvent
-from app.core.schemas import DatasetSpec, RunSpec
-from app.core.status import RunStatus
-from app.services.recovery import publish
-from app.services.runs import registry_for
-from app.services.search_driver import after_run  # [search]
-from app.store.db import session_scope
-from app.store.recovery import requeue_run
-from app.store.runs import claim_run, fail_run, finish_run, is_cancel_requested, mark_cancelled
-from app.store.searches import mark_pruned  # [search]
-from worker.checkpoint import CheckpointFiles
-from worker.engine import RunCancelled, run_recipe  # fastai and torch load with the worker, not during a task
-from worker.pruning import trial_callback  # [search]
-from worker.reporters import UNAVAILABLE, DatabaseReporter, DatabaseUnavailable
-from worker.retry import retrying
+from fitboard.app.core.artifacts import store_for
+from fitboard.app.core.events import ResultEvent
+from fitboard.app.core.schemas import DatasetSpec, RunSpec
+from fitboard.app.core.status import RunStatus
+from fitboard.app.services.recovery import publish
+from fitboard.app.services.runs import registry_for
+from fitboard.app.services.search_driver import after_run  # [search]
+from fitboard.app.store.db import session_scope
+from fitboard.app.store.recovery import requeue_run
+from fitboard.app.store.runs import claim_run, fail_run, finish_run, is_cancel_requested, mark_cancelled
+from fitboard.app.store.searches import mark_pruned  # [search]
+from fitboard.worker.checkpoint import CheckpointFiles
+from fitboard.worker.engine import RunCancelled, run_recipe  # fastai and torch load with the worker, not during a task
+from fitboard.worker.pruning import trial_callback  # [search]
+from fitboard.worker.reporters import UNAVAILABLE, DatabaseReporter, DatabaseUnavailable
+from fitboard.worker.retry import retrying
 
 if TYPE_CHECKING:
-    from worker.factory import Worker
+    from fitboard.worker.factory import Worker
 
 log = logging.getLogger(__name__)
 

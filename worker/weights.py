@@ -16,8 +16,8 @@ from typing import Callable
 import torch
 from torchvision.models import get_model_weights
 
-from app.core.artifacts import copy_atomically
-from app.core.schemas import ARCHITECTURES
+from fitboard.app.core.artifacts import copy_atomically
+from fitboard.app.core.schemas import ARCHITECTURES
 
 HASH_PREFIX = re.compile(r"-([a-f0-9]+)\.")  # torch.hub's rule for the hash prefix in a file name
 CONNECT_TIMEOUT = 10.0  # seconds; an offline host fails at once instead of hanging

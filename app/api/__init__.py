@@ -6,9 +6,9 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import JSONResponse
 
-from app.core.schemas import MAX_ID
-from app.services.serializers import ErrorOut, ValidationErrorOut
-from app.web.security import require_api_auth
+from fitboard.app.core.schemas import MAX_ID
+from fitboard.app.services.serializers import ErrorOut, ValidationErrorOut
+from fitboard.app.web.security import require_api_auth
 
 PREFIX = "/api/v1"
 RunId = Annotated[int, Path(ge=1, le=MAX_ID, description="a run's id")]

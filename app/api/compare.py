@@ -6,12 +6,12 @@ from typing import Literal
 
 from fastapi import Query, Response
 
-from app.api import CSV, api_router, errors
-from app.core.schemas import MAX_ID
-from app.services.compare import IDS_REGEX, compare
-from app.services.serializers import CompareOut
-from app.store.compare import compare_csv
-from app.web.deps import ArtifactsDep, SessionDep
+from fitboard.app.api import CSV, api_router, errors
+from fitboard.app.core.schemas import MAX_ID
+from fitboard.app.services.compare import IDS_REGEX, compare
+from fitboard.app.services.serializers import CompareOut
+from fitboard.app.store.compare import compare_csv
+from fitboard.app.web.deps import ArtifactsDep, SessionDep
 
 router = api_router("compare")
 

@@ -5,11 +5,11 @@ from typing import Annotated
 
 from fastapi import Body, Path
 
-from app.api import WRITE_ERRORS, api_router, errors
-from app.core.schemas import DatasetSpec
-from app.services import datasets
-from app.services.serializers import DatasetOut, serialize_dataset
-from app.web.deps import SessionDep, SettingsDep
+from fitboard.app.api import WRITE_ERRORS, api_router, errors
+from fitboard.app.core.schemas import DatasetSpec
+from fitboard.app.services import datasets
+from fitboard.app.services.serializers import DatasetOut, serialize_dataset
+from fitboard.app.web.deps import SessionDep, SettingsDep
 
 router = api_router("datasets")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"

@@ -4,15 +4,15 @@ from __future__ import annotations
 from fastapi import File, Path, Query, Request, UploadFile
 from fastapi.responses import JSONResponse
 
-from app.api import RunId, api_router, errors
-from app.core.redact import redact
-from app.core.schemas import MAX_ID
-from app.core.status import PredictionStatus
-from app.services import predictions
-from app.services.predictions import MAX_IMAGES, MAX_TOTAL_BYTES
-from app.services.serializers import PredictionOut, serialize_prediction
-from app.web.admission import leave_admission
-from app.web.deps import SessionDep, SettingsDep
+from fitboard.app.api import RunId, api_router, errors
+from fitboard.app.core.redact import redact
+from fitboard.app.core.schemas import MAX_ID
+from fitboard.app.core.status import PredictionStatus
+from fitboard.app.services import predictions
+from fitboard.app.services.predictions import MAX_IMAGES, MAX_TOTAL_BYTES
+from fitboard.app.services.serializers import PredictionOut, serialize_prediction
+from fitboard.app.web.admission import leave_admission
+from fitboard.app.web.deps import SessionDep, SettingsDep
 
 router = api_router("predictions")
 PENDING = {202: {"model": PredictionOut, "description": "not answered within `wait` seconds (a model loading, a busy "

@@ -9,14 +9,14 @@ from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.sse import EventSourceResponse
 from starlette.concurrency import iterate_in_threadpool
 
-from app.api import CSV, WRITE_ERRORS, Offset, RunId, api_router, errors, queued_later, stored
-from app.core.artifacts import store_for
-from app.core.errors import RecipeError
-from app.core.events import EpochEvent
-from app.core.run_meta import MAX_TAG, TAG_REGEX, RunPatch, check_tag
-from app.core.status import RunStatus
-from app.services import runs
-from app.services.serializers import (
+from fitboard.app.api import CSV, WRITE_ERRORS, Offset, RunId, api_router, errors, queued_later, stored
+from fitboard.app.core.artifacts import store_for
+from fitboard.app.core.errors import RecipeError
+from fitboard.app.core.events import EpochEvent
+from fitboard.app.core.run_meta import MAX_TAG, TAG_REGEX, RunPatch, check_tag
+from fitboard.app.core.status import RunStatus
+from fitboard.app.services import runs
+from fitboard.app.services.serializers import (
     AttemptOut,
     CancelOut,
     DeletedOut,
@@ -29,9 +29,9 @@ from app.services.serializers import (
     serialize_lr_find,
     serialize_run,
 )
-from app.store.db import session_scope
-from app.web.deps import PublisherDep, SessionDep, SettingsDep
-from app.web.sse import resume_point, run_events, stream_slot
+from fitboard.app.store.db import session_scope
+from fitboard.app.web.deps import PublisherDep, SessionDep, SettingsDep
+from fitboard.app.web.sse import resume_point, run_events, stream_slot
 
 router = api_router("runs")
 Order = Literal["created_at", "-created_at", "name", "-name", "best_accuracy", "-best_accuracy",
@@ -98,7 +98,7 @@ def delete_run(run_id: RunId, request: Request, session: SessionDep, settings: S
     return {"id": run_id, "deleted": True}
 
 
-# Served by app.web.fastpath for bearer-token and open callers (no response validation there: it is the hottest
+# Served by fitboard.app.web.fastpath for bearer-token and open callers (no response validation there: it is the hottest
 # call); this handler answers cookie sessions, misses and 404s.
 @router.get("/runs/{run_id}", response_model=RunOut, responses=errors(404, 422))
 def get_run(run_id: RunId, session: SessionDep):

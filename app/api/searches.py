@@ -5,11 +5,11 @@ from typing import Annotated
 
 from fastapi import Body, Path
 
-from app.api import WRITE_ERRORS, api_router, errors
-from app.core.schemas import MAX_ID
-from app.services import searches
-from app.services.serializers import SearchOut
-from app.web.deps import PublisherDep, SessionDep, SettingsDep
+from fitboard.app.api import WRITE_ERRORS, api_router, errors
+from fitboard.app.core.schemas import MAX_ID
+from fitboard.app.services import searches
+from fitboard.app.services.serializers import SearchOut
+from fitboard.app.web.deps import PublisherDep, SessionDep, SettingsDep
 
 router = api_router("searches")
 SearchId = Annotated[int, Path(ge=1, le=MAX_ID, description="a search's id")]

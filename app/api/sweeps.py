@@ -6,10 +6,10 @@ from typing import Literal
 from fastapi import Body
 from fastapi.responses import JSONResponse
 
-from app.api import WRITE_ERRORS, SweepId, api_router, errors, queued_later, stored
-from app.services import sweeps
-from app.services.serializers import SweepOut, SweepQueued, serialize_run
-from app.web.deps import PublisherDep, SessionDep, SettingsDep
+from fitboard.app.api import WRITE_ERRORS, SweepId, api_router, errors, queued_later, stored
+from fitboard.app.services import sweeps
+from fitboard.app.services.serializers import SweepOut, SweepQueued, serialize_run
+from fitboard.app.web.deps import PublisherDep, SessionDep, SettingsDep
 
 router = api_router("sweeps")
 QUEUED_LATER = queued_later(SweepQueued)

@@ -7,13 +7,13 @@ from pathlib import Path
 from fastapi import Body, Request
 from starlette.concurrency import run_in_threadpool
 
-from app.api import WRITE_ERRORS, RunId, api_router, errors
-from app.core.artifacts import store_for
-from app.core.errors import TooLarge
-from app.services import tracked
-from app.services.serializers import RunOut, serialize_run
-from app.store.db import session_scope
-from app.web.deps import SessionDep
+from fitboard.app.api import WRITE_ERRORS, RunId, api_router, errors
+from fitboard.app.core.artifacts import store_for
+from fitboard.app.core.errors import TooLarge
+from fitboard.app.services import tracked
+from fitboard.app.services.serializers import RunOut, serialize_run
+from fitboard.app.store.db import session_scope
+from fitboard.app.web.deps import SessionDep
 
 router = api_router("tracked")
 MAX_MODEL_BYTES = 2 * 1024**3  # one exported model; the body-size layer lets this path through up to here

@@ -1,10 +1,10 @@
 """/api/v1/workers: every worker with its host, GPU, last heartbeat and current run."""
 from __future__ import annotations
 
-from app.api import api_router
-from app.services import workers
-from app.services.serializers import WorkerOut, serialize_worker
-from app.web.deps import SessionDep, SettingsDep
+from fitboard.app.api import api_router
+from fitboard.app.services import workers
+from fitboard.app.services.serializers import WorkerOut, serialize_worker
+from fitboard.app.web.deps import SessionDep, SettingsDep
 
 router = api_router("workers")
 

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import unquote
 
-from app.core.errors import StorageUnavailable
-from app.core.redact import redact
+from fitboard.app.core.errors import StorageUnavailable
+from fitboard.app.core.redact import redact
 
 # The file each kind is stored as, under the run's id. Later kinds are added here, nowhere else.
 # checkpoint and best (the keep-best weights a checkpoint refers to) exist only until the run succeeds.

@@ -11,8 +11,8 @@ from typing import Callable
 
 from PIL import Image
 
-from app.core.errors import RecipeError
-from app.core.schemas import DatasetSpec
+from fitboard.app.core.errors import RecipeError
+from fitboard.app.core.schemas import DatasetSpec
 
 IMAGE_COLUMNS = ("image_id", "image", "filename", "file", "fname", "path")
 LABEL_COLUMNS = ("label", "labels", "class", "target", "category")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from app.core.resources import digits_csv
+from fitboard.app.core.resources import digits_csv
 
 DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 SIDE = 8  # the table's images are 8x8 with values 0..16

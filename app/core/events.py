@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
-from app.core.jsonsafe import json_safe
+from fitboard.app.core.jsonsafe import json_safe
 
 
 class EngineEvent(BaseModel):
@@ -99,7 +99,7 @@ class StageSummary(StagePlan, ParamSummary):
 class ProgressEvent(EngineEvent):
     """Progress within a phase (at most two events a second); stage, epoch stored 0-based, batch 1-based of total.
 
-    phase says what batch and total count (app.core.progress puts them in words): "train" (or none, as stored
+    phase says what batch and total count (fitboard.app.core.progress puts them in words): "train" (or none, as stored
     before phases): batch b of an epoch's B; "lr_find": LR finder step n of the N asked for; "score": batch b of the
     final scoring of the validation set; "tta": TTA pass p of P (fastai's n augmented passes, then a plain one);
     "presize cache": image n of N resized into the cache."""
@@ -115,7 +115,7 @@ class ProgressEvent(EngineEvent):
     phase: Literal["train", "lr_find", "score", "tta", "presize cache"] | None = None
     stage_count: int | None = None  # stages in the run
     epoch_count: int | None = None  # epochs in this stage
-    run_eta: float | None = None  # seconds left in the whole run (app.core.numbering.run_eta), when known
+    run_eta: float | None = None  # seconds left in the whole run (fitboard.app.core.numbering.run_eta), when known
 
 
 class EpochEvent(EngineEvent):

@@ -5,7 +5,7 @@ A progress document is a ProgressEvent as JSON; an old one without a phase is tr
 """
 from __future__ import annotations
 
-from app.core.numbering import progress_words
+from fitboard.app.core.numbering import progress_words
 
 PRESIZE, LR_FIND, TRAIN, SCORE, TTA = "presize cache", "lr_find", "train", "score", "tta"
 TITLES = {PRESIZE: "Presize cache", LR_FIND: "LR finder", TRAIN: "Training", SCORE: "Final scoring",

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import yaml
 
-from app.core.errors import RecipeError
-from app.core.schemas import RunSpec, parse_spec
+from fitboard.app.core.errors import RecipeError
+from fitboard.app.core.schemas import RunSpec, parse_spec
 
 MAX_RECIPE_BYTES = 64 * 1024  # a recipe pasted or uploaded in the browser; real ones are well under 2 KB
 

@@ -6,8 +6,8 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
-from app.core.errors import RecipeError
-from app.core.schemas import field_path
+from fitboard.app.core.errors import RecipeError
+from fitboard.app.core.schemas import field_path
 
 MAX_NAME, MAX_NOTES, MAX_TAGS, MAX_TAG = 200, 10_000, 16, 40
 TAG_REGEX = r"^[\w.:+/-]{1,%d}$" % MAX_TAG

@@ -5,7 +5,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from app.core.errors import RecipeError
+from fitboard.app.core.errors import RecipeError
 
 # Architectures fastai knows how to split (body/head) for freeze and discriminative rates.
 ARCHITECTURES = (

@@ -5,9 +5,9 @@ import json
 import math
 import re
 
-from app.core.errors import RecipeError
-from app.core.schemas import parse_spec
-from app.core.sweep_plan import MAX_VALUES, get_path, set_path
+from fitboard.app.core.errors import RecipeError
+from fitboard.app.core.schemas import parse_spec
+from fitboard.app.core.sweep_plan import MAX_VALUES, get_path, set_path
 
 MAX_PARAMS = 16  # fields one search varies
 KINDS = ("choices", "int", "float", "log")

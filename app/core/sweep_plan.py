@@ -7,8 +7,8 @@ import json
 import math
 import re
 
-from app.core.errors import RecipeError
-from app.core.schemas import parse_spec
+from fitboard.app.core.errors import RecipeError
+from fitboard.app.core.schemas import parse_spec
 
 _PART = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)((?:\[\d+\])*)")
 BASE_KEY = "{}"

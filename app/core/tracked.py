@@ -6,9 +6,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from app.core.errors import RecipeError
-from app.core.events import BestEpoch, Confusion, EpochEvent, FinalMetrics, LRFindEvent, ProgressEvent, TopLoss
-from app.core.schemas import MAX_BS, MAX_EPOCHS, MAX_LR, MAX_SIDE, RunSpec, problems_from
+from fitboard.app.core.errors import RecipeError
+from fitboard.app.core.events import BestEpoch, Confusion, EpochEvent, FinalMetrics, LRFindEvent, ProgressEvent, TopLoss
+from fitboard.app.core.schemas import MAX_BS, MAX_EPOCHS, MAX_LR, MAX_SIDE, RunSpec, problems_from
 
 MAX_TRACKED_STAGES = 100  # fit calls in one tracked run (a notebook may call fit many times)
 MAX_BATCH_ROWS = 1000  # epoch rows per batch

@@ -6,13 +6,13 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Query, Request
 
-from app.core.errors import RecipeError
-from app.core.schemas import MAX_ID
-from app.pages.render import render
-from app.pages.wording import COLORS, describe_stage, is_number, secs, show
-from app.services import error_images
-from app.services.compare import compare
-from app.web.deps import ArtifactsDep, SessionDep, SettingsDep
+from fitboard.app.core.errors import RecipeError
+from fitboard.app.core.schemas import MAX_ID
+from fitboard.app.pages.render import render
+from fitboard.app.pages.wording import COLORS, describe_stage, is_number, secs, show
+from fitboard.app.services import error_images
+from fitboard.app.services.compare import compare
+from fitboard.app.web.deps import ArtifactsDep, SessionDep, SettingsDep
 
 router = APIRouter()
 MAX_CONFUSIONS = 12

@@ -7,13 +7,13 @@ from fastapi import APIRouter, Path, Request
 from fastapi.responses import FileResponse
 from pydantic import ValidationError
 
-from app.core.datasets import ResolvedDataset
-from app.core.errors import DatasetExists, RecipeError
-from app.core.schemas import MAX_ID, DatasetSpec, problems_from
-from app.pages import forms
-from app.pages.render import FormData, redirect, render
-from app.services import datasets
-from app.web.deps import SessionDep, SettingsDep
+from fitboard.app.core.datasets import ResolvedDataset
+from fitboard.app.core.errors import DatasetExists, RecipeError
+from fitboard.app.core.schemas import MAX_ID, DatasetSpec, problems_from
+from fitboard.app.pages import forms
+from fitboard.app.pages.render import FormData, redirect, render
+from fitboard.app.services import datasets
+from fitboard.app.web.deps import SessionDep, SettingsDep
 
 router = APIRouter()
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 
-from app.core.schemas import MAX_STAGES, AugmentSpec, RunSpec, StageSpec, TTASpec
+from fitboard.app.core.schemas import MAX_STAGES, AugmentSpec, RunSpec, StageSpec, TTASpec
 
 STAGE_FIELDS = ("epochs", "size", "presize", "bs", "lr", "lr_find_iters", "freeze", "mixup")
 AUG_FLAGS = ("flip", "flip_vert")

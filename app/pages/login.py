@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from app.pages.render import FormData, redirect, render
-from app.web.deps import SettingsDep
-from app.web.security import client_address, log_in, log_out, token_matches
+from fitboard.app.pages.render import FormData, redirect, render
+from fitboard.app.web.deps import SettingsDep
+from fitboard.app.web.security import client_address, log_in, log_out, token_matches
 
 router = APIRouter()
 
@@ -44,6 +44,6 @@ def post_login(request: Request, settings: SettingsDep, data: FormData):
 
 @router.post("/logout")
 def post_logout(request: Request, settings: SettingsDep, data: FormData):
-    """End this browser's login, and every other session signed before (see app.web.security.SessionEpoch)."""
+    """End this browser's login, and every other session signed before (see fitboard.app.web.security.SessionEpoch)."""
     log_out(request)
     return redirect("/login" if settings.api_token else "/")

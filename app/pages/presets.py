@@ -1,8 +1,8 @@
 """The seed notebook's four experiments as run-form presets, sized for each dataset's images; the digits demo too."""
 from __future__ import annotations
 
-from app.pages.forms import form_from_spec
-from app.services.datasets import DatasetInfo
+from fitboard.app.pages.forms import form_from_spec
+from fitboard.app.services.datasets import DatasetInfo
 
 
 def dataset_choices(infos: list[DatasetInfo]) -> list[dict]:

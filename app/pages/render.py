@@ -9,14 +9,14 @@ from fastapi import Depends, HTTPException, Path, Request
 from fastapi.responses import RedirectResponse
 from fastapi.templating import Jinja2Templates
 
-from app.core.numbering import where
-from app.core.progress import progress_eta, progress_text, progress_title
-from app.core.resources import templates_dir
-from app.core.schemas import MAX_ID
-from app.core.status import RunStatus
-from app.pages.forms import field_label
-from app.pages.wording import COLORS, fmt_lr, heat
-from app.web.security import check_csrf, csrf_token, logged_in
+from fitboard.app.core.numbering import where
+from fitboard.app.core.progress import progress_eta, progress_text, progress_title
+from fitboard.app.core.resources import templates_dir
+from fitboard.app.core.schemas import MAX_ID
+from fitboard.app.core.status import RunStatus
+from fitboard.app.pages.forms import field_label
+from fitboard.app.pages.wording import COLORS, fmt_lr, heat
+from fitboard.app.web.security import check_csrf, csrf_token, logged_in
 
 PageId = Annotated[int, Path(ge=1, le=MAX_ID)]  # a run or sweep id in a page's path: bounded before any query
 

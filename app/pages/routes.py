@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
-from app.pages import compare, datasets, login, run_form, run_manage, runs, searches, sweeps, workers
-from app.pages.render import require_login
+from fitboard.app.pages import compare, datasets, login, run_form, run_manage, runs, searches, sweeps, workers
+from fitboard.app.pages.render import require_login
 
 router = APIRouter(include_in_schema=False)
 router.include_router(login.router)

@@ -8,16 +8,16 @@ import yaml
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
-from app.core.errors import RecipeError, RunNotFound
-from app.core.recipes import MAX_RECIPE_BYTES, parse_recipe_text
-from app.core.schemas import ARCHITECTURES, MAX_ID, RunSpec, parse_spec
-from app.pages import forms
-from app.pages.presets import dataset_choices
-from app.pages.render import FormData, PageId, redirect, render
-from app.services import datasets, runs
-from app.store.models import Run
-from app.web.deps import PublisherDep, SessionDep, SettingsDep
-from app.web.security import check_csrf
+from fitboard.app.core.errors import RecipeError, RunNotFound
+from fitboard.app.core.recipes import MAX_RECIPE_BYTES, parse_recipe_text
+from fitboard.app.core.schemas import ARCHITECTURES, MAX_ID, RunSpec, parse_spec
+from fitboard.app.pages import forms
+from fitboard.app.pages.presets import dataset_choices
+from fitboard.app.pages.render import FormData, PageId, redirect, render
+from fitboard.app.services import datasets, runs
+from fitboard.app.store.models import Run
+from fitboard.app.web.deps import PublisherDep, SessionDep, SettingsDep
+from fitboard.app.web.security import check_csrf
 
 router = APIRouter()
 BLANK = {"stages": [{"epochs": 1, "size": 32}]}  # everything else at RunSpec's and StageSpec's defaults

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from app.core.errors import NotFound, RecipeError, RunLive
-from app.core.run_meta import parse_patch, parse_tags
-from app.core.schemas import MAX_ID
-from app.pages.render import FormData, FormLists, PageId, redirect
-from app.pages.runs import run_page
-from app.services import runs
-from app.web.deps import SessionDep, SettingsDep
+from fitboard.app.core.errors import NotFound, RecipeError, RunLive
+from fitboard.app.core.run_meta import parse_patch, parse_tags
+from fitboard.app.core.schemas import MAX_ID
+from fitboard.app.pages.render import FormData, FormLists, PageId, redirect
+from fitboard.app.pages.runs import run_page
+from fitboard.app.services import runs
+from fitboard.app.web.deps import SessionDep, SettingsDep
 
 router = APIRouter()
 MAX_PICKED = 200  # ticked runs in one list action: a page holds at most 200

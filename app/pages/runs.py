@@ -7,17 +7,17 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Query, Request
 
-from app.core.artifacts import store_for
-from app.core.errors import RunActive, RunFinished
-from app.core.run_meta import TAG_PATTERN
-from app.core.schemas import MAX_ID
-from app.core.status import FINISHED, STATUSES, RunStatus
-from app.pages.render import FormData, PageId, redirect, render
-from app.pages.wording import attempt_ending, attempts_seconds, describe_stage, describe_techniques
-from app.services import datasets, error_images, runs, sweeps
-from app.services.serializers import serialize_epoch, serialize_lr_find
-from app.store.models import utcnow
-from app.web.deps import PublisherDep, SessionDep, SettingsDep
+from fitboard.app.core.artifacts import store_for
+from fitboard.app.core.errors import RunActive, RunFinished
+from fitboard.app.core.run_meta import TAG_PATTERN
+from fitboard.app.core.schemas import MAX_ID
+from fitboard.app.core.status import FINISHED, STATUSES, RunStatus
+from fitboard.app.pages.render import FormData, PageId, redirect, render
+from fitboard.app.pages.wording import attempt_ending, attempts_seconds, describe_stage, describe_techniques
+from fitboard.app.services import datasets, error_images, runs, sweeps
+from fitboard.app.services.serializers import serialize_epoch, serialize_lr_find
+from fitboard.app.store.models import utcnow
+from fitboard.app.web.deps import PublisherDep, SessionDep, SettingsDep
 
 router = APIRouter()
 SORTABLE = ("name", "status", "dataset", "best_accuracy", "tta_accuracy", "created_at")

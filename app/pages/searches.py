@@ -7,13 +7,13 @@ import json
 import yaml
 from fastapi import APIRouter, Request
 
-from app.core.errors import RecipeError
-from app.core.search_space import PRESETS
-from app.pages.render import FormData, PageId, redirect, render
-from app.services import runs, searches
-from app.services.studies import PRUNERS, SAMPLERS
-from app.store.models import Run
-from app.web.deps import PublisherDep, SessionDep, SettingsDep
+from fitboard.app.core.errors import RecipeError
+from fitboard.app.core.search_space import PRESETS
+from fitboard.app.pages.render import FormData, PageId, redirect, render
+from fitboard.app.services import runs, searches
+from fitboard.app.services.studies import PRUNERS, SAMPLERS
+from fitboard.app.store.models import Run
+from fitboard.app.web.deps import PublisherDep, SessionDep, SettingsDep
 
 router = APIRouter()
 MAX_SPACE_TEXT = 20_000  # characters of YAML in the form

@@ -5,17 +5,17 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
 
-from app.core.errors import RecipeError
-from app.core.schemas import MAX_EPOCHS
-from app.core.stats import MIN_SEEDS
-from app.core.status import FINISHED
-from app.core.sweep_plan import BASE_KEY, get_path
-from app.pages.render import FormData, PageId, redirect, render
-from app.pages.wording import COLORS, mean_std, paired_diff
-from app.services import runs, sweeps
-from app.services.compare import MAX_COMPARE
-from app.store.models import Run
-from app.web.deps import PublisherDep, SessionDep, SettingsDep
+from fitboard.app.core.errors import RecipeError
+from fitboard.app.core.schemas import MAX_EPOCHS
+from fitboard.app.core.stats import MIN_SEEDS
+from fitboard.app.core.status import FINISHED
+from fitboard.app.core.sweep_plan import BASE_KEY, get_path
+from fitboard.app.pages.render import FormData, PageId, redirect, render
+from fitboard.app.pages.wording import COLORS, mean_std, paired_diff
+from fitboard.app.services import runs, sweeps
+from fitboard.app.services.compare import MAX_COMPARE
+from fitboard.app.store.models import Run
+from fitboard.app.web.deps import PublisherDep, SessionDep, SettingsDep
 
 router = APIRouter()
 MAX_SEEDS = 10

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from app.core.variant_words import fmt_lr
+from fitboard.app.core.variant_words import fmt_lr
 
 # One color per run (or variant), shared by the tables' swatches and the charts so a name can be found in both.
 COLORS = ("#2563eb", "#ea580c", "#16a34a", "#9333ea", "#dc2626", "#0891b2", "#ca8a04", "#db2777", "#4b5563",

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from app.pages.render import render
-from app.services import workers
-from app.web.deps import SessionDep, SettingsDep
+from fitboard.app.pages.render import render
+from fitboard.app.services import workers
+from fitboard.app.web.deps import SessionDep, SettingsDep
 
 router = APIRouter()
 

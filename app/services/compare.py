@@ -5,9 +5,9 @@ import re
 
 from sqlmodel import Session
 
-from app.core.artifacts import ArtifactStore
-from app.core.errors import RecipeError
-from app.store.compare import compare_runs
+from fitboard.app.core.artifacts import ArtifactStore
+from fitboard.app.core.errors import RecipeError
+from fitboard.app.store.compare import compare_runs
 
 MAX_COMPARE = 200
 # 2 to MAX_COMPARE ids of 1 to 18 digits without leading zeros (18 digits stay below the largest id the database holds)

@@ -10,12 +10,12 @@ from PIL import Image
 from pydantic import ValidationError
 from sqlmodel import Session
 
-from app.core.datasets import ResolvedDataset, detect_spec, inside, resolve_dataset
-from app.core.demo_data import write_digits
-from app.core.errors import DatasetExists, DatasetNotFound, NotFound, RecipeError
-from app.core.schemas import DatasetSpec
-from app.store import registry
-from app.store.models import Dataset
+from fitboard.app.core.datasets import ResolvedDataset, detect_spec, inside, resolve_dataset
+from fitboard.app.core.demo_data import write_digits
+from fitboard.app.core.errors import DatasetExists, DatasetNotFound, NotFound, RecipeError
+from fitboard.app.core.schemas import DatasetSpec
+from fitboard.app.store import registry
+from fitboard.app.store.models import Dataset
 
 CACHE_SECONDS = 60.0  # resolving re-reads the CSV and decodes images; pages ask again on every load
 

@@ -10,11 +10,11 @@ from urllib.parse import quote
 
 from sqlmodel import Session
 
-from app.core.artifacts import ArtifactStore
-from app.core.errors import NotFound
-from app.services import datasets
-from app.store import runs as store
-from app.store.compare import cell_images
+from fitboard.app.core.artifacts import ArtifactStore
+from fitboard.app.core.errors import NotFound
+from fitboard.app.services import datasets
+from fitboard.app.store import runs as store
+from fitboard.app.store.compare import cell_images
 
 PAGE = 100  # thumbnails on one page; more are paged
 

@@ -12,12 +12,12 @@ from PIL import Image, UnidentifiedImageError
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from app.core.errors import FitboardError, NotFound, RecipeError, RunNotSucceeded, TooLarge
-from app.core.status import PREDICTION_FINISHED, RunStatus
-from app.store import runs as store
-from app.store.db import session_scope
-from app.store.models import Prediction
-from app.store.predictions import create_prediction, get_prediction, live_predictors
+from fitboard.app.core.errors import FitboardError, NotFound, RecipeError, RunNotSucceeded, TooLarge
+from fitboard.app.core.status import PREDICTION_FINISHED, RunStatus
+from fitboard.app.store import runs as store
+from fitboard.app.store.db import session_scope
+from fitboard.app.store.models import Prediction
+from fitboard.app.store.predictions import create_prediction, get_prediction, live_predictors
 
 MAX_IMAGES = 16
 MAX_TOTAL_BYTES = 10 * 1024 * 1024

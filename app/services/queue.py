@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from celery import Celery
 
-from app.core.settings import Settings
-from app.store.runs import DEFAULT_QUEUE
+from fitboard.app.core.settings import Settings
+from fitboard.app.store.runs import DEFAULT_QUEUE
 
 TRAIN_TASK = "fitboard.train_run"
 

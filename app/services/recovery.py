@@ -7,12 +7,12 @@ import logging
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from app.core.settings import Settings
-from app.services.queue import Publisher
-from app.store import recovery
-from app.store.db import session_scope
-from app.store.models import Run
-from app.store.tracked import fail_silent_tracked
+from fitboard.app.core.settings import Settings
+from fitboard.app.services.queue import Publisher
+from fitboard.app.store import recovery
+from fitboard.app.store.db import session_scope
+from fitboard.app.store.models import Run
+from fitboard.app.store.tracked import fail_silent_tracked
 
 log = logging.getLogger(__name__)
 BROKER_DOWN_NOTE = "broker unreachable; it will be sent when the broker is back"
@@ -61,6 +61,6 @@ def reconcile(engine: Engine, publisher: Publisher, settings: Settings, holder: 
             log.info("reconciler: sending runs %s", [run_id for run_id, _ in due])
             publish(session, publisher, due, republished=True)
     # Searches move on from the database too: a trial whose worker's own pass never ran (it died) is told here.
-    from app.services.search_driver import drive  # imported here: search_driver imports this module
+    from fitboard.app.services.search_driver import drive  # imported here: search_driver imports this module
     drive(engine, publisher)
     return [run_id for run_id, _ in due]

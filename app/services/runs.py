@@ -8,19 +8,19 @@ from pathlib import Path
 
 from sqlmodel import Session
 
-from app.core.artifacts import ArtifactStore, store_for
-from app.core.datasets import ResolvedDataset, resolve_dataset
-from app.core.errors import NotFound
-from app.core.run_meta import RunPatch
-from app.core.schemas import DatasetSpec, RunSpec, parse_spec
-from app.core.settings import Settings
-from app.services.queue import DEFAULT_QUEUE, Publisher
-from app.services.recovery import publish_committed
-from app.store import runs as store
-from app.store.attempts import list_attempts
-from app.store.models import EpochRow, LRFind, Run, RunAttempt
-from app.store.recovery import retry_run
-from app.store.registry import get_dataset_spec
+from fitboard.app.core.artifacts import ArtifactStore, store_for
+from fitboard.app.core.datasets import ResolvedDataset, resolve_dataset
+from fitboard.app.core.errors import NotFound
+from fitboard.app.core.run_meta import RunPatch
+from fitboard.app.core.schemas import DatasetSpec, RunSpec, parse_spec
+from fitboard.app.core.settings import Settings
+from fitboard.app.services.queue import DEFAULT_QUEUE, Publisher
+from fitboard.app.services.recovery import publish_committed
+from fitboard.app.store import runs as store
+from fitboard.app.store.attempts import list_attempts
+from fitboard.app.store.models import EpochRow, LRFind, Run, RunAttempt
+from fitboard.app.store.recovery import retry_run
+from fitboard.app.store.registry import get_dataset_spec
 
 log = logging.getLogger(__name__)
 

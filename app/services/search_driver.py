@@ -15,19 +15,19 @@ import optuna
 from optuna.trial import TrialState
 from sqlalchemy import Engine
 
-from app.core import search_space
-from app.core.errors import RecipeError
-from app.core.status import FINISHED, LIVE, RunStatus
-from app.core.sweep_plan import BASE_KEY, variant_label, variant_specs
-from app.services import studies
-from app.services.queue import Publisher
-from app.services.recovery import publish_committed
-from app.services.sweeps import _store_and_publish
-from app.store import searches as store
-from app.store.db import session_scope
-from app.store.models import Run, Search
-from app.store.runs import request_cancel
-from app.store.sweeps import store_sweep, sweep_report
+from fitboard.app.core import search_space
+from fitboard.app.core.errors import RecipeError
+from fitboard.app.core.status import FINISHED, LIVE, RunStatus
+from fitboard.app.core.sweep_plan import BASE_KEY, variant_label, variant_specs
+from fitboard.app.services import studies
+from fitboard.app.services.queue import Publisher
+from fitboard.app.services.recovery import publish_committed
+from fitboard.app.services.sweeps import _store_and_publish
+from fitboard.app.store import searches as store
+from fitboard.app.store.db import session_scope
+from fitboard.app.store.models import Run, Search
+from fitboard.app.store.runs import request_cancel
+from fitboard.app.store.sweeps import store_sweep, sweep_report
 
 log = logging.getLogger(__name__)
 LEASE_TTL = 120.0  # a driver that dies mid-pass holds the lease this long at most

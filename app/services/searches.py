@@ -11,16 +11,16 @@ from optuna.trial import TrialState
 from sqlalchemy import func, select
 from sqlmodel import Session
 
-from app.core import search_space
-from app.core.errors import RecipeError
-from app.core.status import LIVE, RunStatus
-from app.services import search_driver, studies
-from app.services.queue import Publisher
-from app.services.runs import validate_recipe
-from app.store import searches as store
-from app.store.models import Run, Search, Worker, utcnow
-from app.store.runs import request_cancel
-from app.store.sweeps import sweep_report
+from fitboard.app.core import search_space
+from fitboard.app.core.errors import RecipeError
+from fitboard.app.core.status import LIVE, RunStatus
+from fitboard.app.services import search_driver, studies
+from fitboard.app.services.queue import Publisher
+from fitboard.app.services.runs import validate_recipe
+from fitboard.app.store import searches as store
+from fitboard.app.store.models import Run, Search, Worker, utcnow
+from fitboard.app.store.runs import request_cancel
+from fitboard.app.store.sweeps import sweep_report
 
 log = logging.getLogger(__name__)
 METRICS = {"accuracy": "maximize", "error_rate": "minimize", "valid_loss": "minimize"}

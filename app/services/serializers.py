@@ -8,11 +8,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from app.core.csvsafe import csv_row
-from app.core.events import EpochEvent
-from app.core.redact import redact_tree
-from app.core.status import PredictionStatus, RunStatus
-from app.store.models import Dataset, EpochRow, LRFind, Prediction, Run, RunAttempt, Worker
+from fitboard.app.core.csvsafe import csv_row
+from fitboard.app.core.events import EpochEvent
+from fitboard.app.core.redact import redact_tree
+from fitboard.app.core.status import PredictionStatus, RunStatus
+from fitboard.app.store.models import Dataset, EpochRow, LRFind, Prediction, Run, RunAttempt, Worker
 
 EPOCH_CSV_COLUMNS = ("stage", "epoch", "train_loss", "valid_loss", "accuracy", "error_rate", "seconds")
 

@@ -9,7 +9,7 @@ import threading
 import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from app.store.db import _sqlite_events, driver_url
+from fitboard.app.store.db import _sqlite_events, driver_url
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # a line per trial would flood the worker's log
 log = logging.getLogger(__name__)

@@ -5,16 +5,16 @@ from pathlib import Path
 
 from sqlmodel import Session
 
-from app.core.datasets import resolve_dataset
-from app.core.errors import RecipeError
-from app.core.stats import MIN_SEEDS, verdict
-from app.core.sweep_plan import check_seeds, check_size, check_vary, plan_variants, variant_specs
-from app.core.variant_words import variant_words
-from app.services.queue import Publisher
-from app.services.recovery import publish_committed
-from app.services.runs import registry_for, validate_recipe
-from app.store import sweeps as store
-from app.store.models import Run, Sweep
+from fitboard.app.core.datasets import resolve_dataset
+from fitboard.app.core.errors import RecipeError
+from fitboard.app.core.stats import MIN_SEEDS, verdict
+from fitboard.app.core.sweep_plan import check_seeds, check_size, check_vary, plan_variants, variant_specs
+from fitboard.app.core.variant_words import variant_words
+from fitboard.app.services.queue import Publisher
+from fitboard.app.services.recovery import publish_committed
+from fitboard.app.services.runs import registry_for, validate_recipe
+from fitboard.app.store import sweeps as store
+from fitboard.app.store.models import Run, Sweep
 
 MODES = ("grid", "one_at_a_time")
 BATCH = 32  # runs stored and published per transaction: a big sweep never holds the database for long

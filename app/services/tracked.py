@@ -5,10 +5,10 @@ from pathlib import Path
 
 from sqlmodel import Session
 
-from app.core.artifacts import ArtifactStore
-from app.core.tracked import TrackedBatch, TrackedFinish, TrackedOpen, parse
-from app.store import tracked as store
-from app.store.models import Run
+from fitboard.app.core.artifacts import ArtifactStore
+from fitboard.app.core.tracked import TrackedBatch, TrackedFinish, TrackedOpen, parse
+from fitboard.app.store import tracked as store
+from fitboard.app.store.models import Run
 
 UPLOAD_KIND = "uploaded_model"
 

@@ -5,8 +5,8 @@ from dataclasses import dataclass
 
 from sqlmodel import Session
 
-from app.store.models import Run, Worker, utcnow
-from app.store.workers import list_workers
+from fitboard.app.store.models import Run, Worker, utcnow
+from fitboard.app.store.workers import list_workers
 
 
 @dataclass

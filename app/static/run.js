@@ -3,7 +3,7 @@
 
 (() => {
   const data = JSON.parse(document.getElementById("run-data").textContent);
-  const FINISHED = data.finished_statuses; // from app.core.status, via the page
+  const FINISHED = data.finished_statuses; // from fitboard.app.core.status, via the page
   const epochs = data.epochs.slice();
   const tbody = document.getElementById("epoch-rows");
   const f4 = (v) => (v === null || v === undefined ? "–" : Number(v).toFixed(4));
@@ -111,7 +111,7 @@
     });
   }
 
-  // Progress in words, phase by phase, as app.core.progress words it on the server. Stored positions are 0-based,
+  // Progress in words, phase by phase, as fitboard.app.core.progress words it on the server. Stored positions are 0-based,
   // people count from 1; a progress event without a phase (stored before phases) is training.
   const TITLES = { "presize cache": "Presize cache", lr_find: "LR finder", train: "Training", score: "Final scoring",
     tta: "Test-time augmentation" };

@@ -4,7 +4,7 @@ from __future__ import annotations
 from sqlalchemy import select, update
 from sqlmodel import Session
 
-from app.store.models import RunAttempt, utcnow
+from fitboard.app.store.models import RunAttempt, utcnow
 
 
 def start_attempt(session: Session, run_id: int, attempt: int, worker: str, resumed_from: dict | None) -> None:

@@ -8,11 +8,11 @@ from collections import defaultdict
 from sqlalchemy import select
 from sqlmodel import Session
 
-from app.core.artifacts import ArtifactStore
-from app.core.csvsafe import csv_row
-from app.core.errors import RunNotFound
-from app.core.numbering import where
-from app.store.models import Artifact, EpochRow, LRFind, Run
+from fitboard.app.core.artifacts import ArtifactStore
+from fitboard.app.core.csvsafe import csv_row
+from fitboard.app.core.errors import RunNotFound
+from fitboard.app.core.numbering import where
+from fitboard.app.store.models import Artifact, EpochRow, LRFind, Run
 
 TABLE_COLUMNS = ("accuracy", "tta_accuracy", "best_epoch", "wall_seconds", "images_per_second")
 MAX_DISAGREEMENTS = 60

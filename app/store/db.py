@@ -13,9 +13,9 @@ from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, make_url, text
 from sqlmodel import Session
 
-from app.core.jsonsafe import json_safe
-from app.core.resources import migrations_dir
-from app.core.settings import Settings, get_settings
+from fitboard.app.core.jsonsafe import json_safe
+from fitboard.app.core.resources import migrations_dir
+from fitboard.app.core.settings import Settings, get_settings
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 # Any fixed 64-bit key works; every fitboard process must agree on it.

@@ -7,7 +7,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
-from app.core.status import PREDICTION_STATUSES, STATUSES, PredictionStatus, RunStatus
+from fitboard.app.core.status import PREDICTION_STATUSES, STATUSES, PredictionStatus, RunStatus
 
 # Named constraints let Alembic's SQLite batch mode find and rebuild them in later revisions.
 SQLModel.metadata.naming_convention = {

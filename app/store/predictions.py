@@ -7,10 +7,10 @@ from datetime import timedelta
 from sqlalchemy import delete, or_, select, update
 from sqlmodel import Session
 
-from app.core.errors import NotFound
-from app.core.status import PredictionStatus
-from app.store.models import Lease, Prediction, utcnow
-from app.store.runs import get_or_raise, upsert
+from fitboard.app.core.errors import NotFound
+from fitboard.app.core.status import PredictionStatus
+from fitboard.app.store.models import Lease, Prediction, utcnow
+from fitboard.app.store.runs import get_or_raise, upsert
 
 RECLAIM_AFTER = 120.0  # seconds: a request claimed this long ago by a predictor that never answered is taken again
 KEEP_FOR = timedelta(days=1)  # answered requests are kept this long for GET /api/v1/predictions/{id}

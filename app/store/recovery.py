@@ -14,12 +14,12 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session
 
-from app.core.errors import Conflict, RunActive
-from app.core.status import LIVE, RunStatus
-from app.store.attempts import end_attempt, list_attempts
-from app.store.models import Artifact, EpochRow, Lease, LRFind, Run, utcnow
-from app.store.runs import fail_run, get_run, mark_cancelled, silent_since
-from app.store.workers import any_idle_worker
+from fitboard.app.core.errors import Conflict, RunActive
+from fitboard.app.core.status import LIVE, RunStatus
+from fitboard.app.store.attempts import end_attempt, list_attempts
+from fitboard.app.store.models import Artifact, EpochRow, Lease, LRFind, Run, utcnow
+from fitboard.app.store.runs import fail_run, get_run, mark_cancelled, silent_since
+from fitboard.app.store.workers import any_idle_worker
 
 RECONCILER_LEASE = "reconciler"
 
@@ -111,7 +111,7 @@ def requeue_run(session: Session, run_id: int, reason: str, worker: str | None =
 
 def reap_lost_workers(session: Session, silent_after: float) -> dict[int, str]:
     """Requeue (or fail) running runs whose worker stopped heartbeating silent_after seconds ago; id -> new status."""
-    # A tracked run has no worker and no heartbeat (app.store.tracked fails it after its own silence).
+    # A tracked run has no worker and no heartbeat (fitboard.app.store.tracked fails it after its own silence).
     stmt = select(Run.id, Run.worker).where(Run.status == RunStatus.running, Run.kind == "queued",
                                             silent_since(silent_after))
     return {run_id: requeue_run(session, run_id, f"worker {worker} lost (no heartbeat for {silent_after:.0f} s)",

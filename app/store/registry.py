@@ -4,7 +4,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlmodel import Session
 
-from app.store.models import Dataset
+from fitboard.app.store.models import Dataset
 
 
 def register_dataset(session: Session, name: str, spec: dict, report: dict) -> Dataset:

@@ -14,12 +14,12 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session
 
-from app.core.errors import RunFinished, RunLive, RunNotFound
-from app.core.events import EpochEvent, LRFindEvent, ResultEvent
-from app.core.run_meta import tags_column
-from app.core.status import FINISHED, LIVE, RunStatus
-from app.store.attempts import end_attempt, start_attempt
-from app.store.models import Artifact, EpochRow, LRFind, Run, RunAttempt, Worker, utcnow
+from fitboard.app.core.errors import RunFinished, RunLive, RunNotFound
+from fitboard.app.core.events import EpochEvent, LRFindEvent, ResultEvent
+from fitboard.app.core.run_meta import tags_column
+from fitboard.app.core.status import FINISHED, LIVE, RunStatus
+from fitboard.app.store.attempts import end_attempt, start_attempt
+from fitboard.app.store.models import Artifact, EpochRow, LRFind, Run, RunAttempt, Worker, utcnow
 
 DEFAULT_QUEUE = "fitboard"  # the broker queue workers consume unless told otherwise
 ORDERABLE = ("id", "name", "dataset", "status", "created_at", "started_at", "finished_at",

@@ -6,13 +6,13 @@ from datetime import timedelta
 from sqlalchemy import func, select, update
 from sqlmodel import Session
 
-from app.core.errors import SearchNotFound
-from app.core.schemas import parse_spec
-from app.core.status import RunStatus
-from app.store.attempts import end_attempt
-from app.store.models import EpochRow, Lease, Run, Search, utcnow
-from app.store.recovery import acquire_lease
-from app.store.runs import _held_by, _update, create_run
+from fitboard.app.core.errors import SearchNotFound
+from fitboard.app.core.schemas import parse_spec
+from fitboard.app.core.status import RunStatus
+from fitboard.app.store.attempts import end_attempt
+from fitboard.app.store.models import EpochRow, Lease, Run, Search, utcnow
+from fitboard.app.store.recovery import acquire_lease
+from fitboard.app.store.runs import _held_by, _update, create_run
 
 ACTIVE = ("running", "verifying")
 

@@ -6,13 +6,13 @@ from collections import defaultdict
 from sqlalchemy import func, select
 from sqlmodel import Session
 
-from app.core.errors import SweepNotFound
-from app.core.schemas import parse_spec
-from app.core.stats import paired_difference, summary, verdict
-from app.core.status import FINISHED, RunStatus
-from app.core.sweep_plan import BASE_KEY
-from app.store.models import EpochRow, Run, Sweep
-from app.store.runs import create_run, get_or_raise
+from fitboard.app.core.errors import SweepNotFound
+from fitboard.app.core.schemas import parse_spec
+from fitboard.app.core.stats import paired_difference, summary, verdict
+from fitboard.app.core.status import FINISHED, RunStatus
+from fitboard.app.core.sweep_plan import BASE_KEY
+from fitboard.app.store.models import EpochRow, Run, Sweep
+from fitboard.app.store.runs import create_run, get_or_raise
 
 
 def store_sweep(session: Session, name: str, base: dict, vary: dict, mode: str, seeds: list[int],

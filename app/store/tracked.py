@@ -11,12 +11,12 @@ from datetime import timedelta
 from sqlalchemy import select, update
 from sqlmodel import Session
 
-from app.core.errors import Conflict, RunFinished
-from app.core.events import ResultEvent
-from app.core.status import RunStatus
-from app.core.tracked import TrackedBatch, TrackedFacts, TrackedFinish, TrackedOpen, recipe_from, techniques_of
-from app.store.models import Artifact, Run, utcnow
-from app.store.runs import _float, get_run, record_epoch, record_lr_find, upsert
+from fitboard.app.core.errors import Conflict, RunFinished
+from fitboard.app.core.events import ResultEvent
+from fitboard.app.core.status import RunStatus
+from fitboard.app.core.tracked import TrackedBatch, TrackedFacts, TrackedFinish, TrackedOpen, recipe_from, techniques_of
+from fitboard.app.store.models import Artifact, Run, utcnow
+from fitboard.app.store.runs import _float, get_run, record_epoch, record_lr_find, upsert
 
 TRACKED = "tracked"
 

@@ -6,9 +6,9 @@ from datetime import timedelta
 from sqlalchemy import select, update
 from sqlmodel import Session
 
-from app.core.redact import redact_tree
-from app.store.models import Worker, utcnow
-from app.store.runs import upsert
+from fitboard.app.core.redact import redact_tree
+from fitboard.app.store.models import Worker, utcnow
+from fitboard.app.store.runs import upsert
 
 
 def record_heartbeat(session: Session, worker_name: str, host: str, pid: int, gpu: str | None = None,

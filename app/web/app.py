@@ -7,30 +7,30 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from starlette.middleware.sessions import SessionMiddleware
 
-from app.api import compare as api_compare
-from app.api import datasets as api_datasets
-from app.api import predictions as api_predictions
-from app.api import runs as api_runs
-from app.api import searches as api_searches
-from app.api import sweeps as api_sweeps
-from app.api import tracked as api_tracked
-from app.api import workers as api_workers
-from app.core.redact import install_log_redaction
-from app.core.resources import static_dir
-from app.core.settings import Settings, get_settings
-from app.pages import routes as page_routes
-from app.services.queue import Publisher, make_celery
-from app.services.serializers import HealthOut
-from app.store.db import default_database_url, make_engine, upgrade, web_pool
-from app.web.admission import Admission
-from app.web.docs import install_vendor_routes
-from app.web.errors import install_error_handlers
-from app.web.fastpath import RunCache, RunFastPath
-from app.web.middleware import BodyLimit, CompleteAllow, WebGuard
-from app.web.openapi import install_openapi
-from app.web.reconciler import reconciler_lifespan
-from app.web.security import AuthThrottle, SessionEpoch, check_token_strength, private_home, session_secret
-from app.web.sse import StreamHub
+from fitboard.app.api import compare as api_compare
+from fitboard.app.api import datasets as api_datasets
+from fitboard.app.api import predictions as api_predictions
+from fitboard.app.api import runs as api_runs
+from fitboard.app.api import searches as api_searches
+from fitboard.app.api import sweeps as api_sweeps
+from fitboard.app.api import tracked as api_tracked
+from fitboard.app.api import workers as api_workers
+from fitboard.app.core.redact import install_log_redaction
+from fitboard.app.core.resources import static_dir
+from fitboard.app.core.settings import Settings, get_settings
+from fitboard.app.pages import routes as page_routes
+from fitboard.app.services.queue import Publisher, make_celery
+from fitboard.app.services.serializers import HealthOut
+from fitboard.app.store.db import default_database_url, make_engine, upgrade, web_pool
+from fitboard.app.web.admission import Admission
+from fitboard.app.web.docs import install_vendor_routes
+from fitboard.app.web.errors import install_error_handlers
+from fitboard.app.web.fastpath import RunCache, RunFastPath
+from fitboard.app.web.middleware import BodyLimit, CompleteAllow, WebGuard
+from fitboard.app.web.openapi import install_openapi
+from fitboard.app.web.reconciler import reconciler_lifespan
+from fitboard.app.web.security import AuthThrottle, SessionEpoch, check_token_strength, private_home, session_secret
+from fitboard.app.web.sse import StreamHub
 
 PREDICT_WAITERS = 8
 API_ROUTERS = (api_runs.router, api_datasets.router, api_workers.router, api_compare.router, api_sweeps.router,

@@ -10,7 +10,7 @@ import os
 
 from sqlalchemy import Engine
 
-from app.store.db import NOTIFY_CHANNEL
+from fitboard.app.store.db import NOTIFY_CHANNEL
 
 log = logging.getLogger(__name__)
 STAT_SECONDS = 0.005  # SQLite: how often the files are looked at (two stat calls, in the event loop)

@@ -7,10 +7,10 @@ from typing import Annotated, Iterator
 from fastapi import Depends, Request
 from sqlmodel import Session
 
-from app.core.artifacts import ArtifactStore, store_for
-from app.core.settings import Settings
-from app.services.queue import Publisher
-from app.store.db import session_scope
+from fitboard.app.core.artifacts import ArtifactStore, store_for
+from fitboard.app.core.settings import Settings
+from fitboard.app.services.queue import Publisher
+from fitboard.app.store.db import session_scope
 
 
 def get_session(request: Request) -> Iterator[Session]:

@@ -10,7 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
-from app.web.security import csrf_token
+from fitboard.app.web.security import csrf_token
 
 # fastapi-offline ships Swagger UI 5 (which reads the OpenAPI 3.1 document FastAPI writes) as plain files.
 SWAGGER_DIR = Path(fastapi_offline.__file__).parent / "static"

@@ -6,10 +6,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from app.core.errors import FitboardError, NotFound, RecipeError
-from app.core.redact import redact
-from app.core.schemas import field_path
-from app.pages.render import render
+from fitboard.app.core.errors import FitboardError, NotFound, RecipeError
+from fitboard.app.core.redact import redact
+from fitboard.app.core.schemas import field_path
+from fitboard.app.pages.render import render
 
 API_PREFIX = "/api/"
 

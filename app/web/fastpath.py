@@ -13,10 +13,10 @@ import time
 
 from starlette.concurrency import run_in_threadpool
 
-from app.services.serializers import serialize_run
-from app.store.db import session_scope
-from app.store.models import Run
-from app.web.security import client_address, token_matches
+from fitboard.app.services.serializers import serialize_run
+from fitboard.app.store.db import session_scope
+from fitboard.app.store.models import Run
+from fitboard.app.web.security import client_address, token_matches
 
 RUN_PATH = re.compile(r"^/api/v1/runs/([1-9]\d{0,17})$")  # ids up to 18 digits; the app answers the rest
 TTL_SECONDS = 0.25

@@ -6,13 +6,13 @@ import re
 import socket
 from urllib.parse import urlsplit
 
-from app.core.settings import Settings
-from app.web.security import UNSAFE
+from fitboard.app.core.settings import Settings
+from fitboard.app.web.security import UNSAFE
 
 MAX_BODY = 1024 * 1024  # request bodies over 1 MB get 413
 # ...except image uploads to a model (10 MB of images, checked by the service, plus the multipart framing)
 MAX_PREDICT_BODY = 11 * 1024 * 1024
-# ...and a tracked run's exported model (app.api.tracked streams it to disk and checks the same bound)
+# ...and a tracked run's exported model (fitboard.app.api.tracked streams it to disk and checks the same bound)
 MAX_MODEL_UPLOAD = 2 * 1024**3
 TRACKED_MODEL = re.compile(r"^/api/v1/tracked/\d+/model$")
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")

@@ -5,13 +5,13 @@ from __future__ import annotations
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from app.core.schemas import RunSpec
+from fitboard.app.core.schemas import RunSpec
 
 BEARER = {"type": "http", "scheme": "bearer",
           "description": "FITBOARD_API_TOKEN, when the server has one (a logged-in browser session also works; its "
                          "writes need the X-CSRF-Token header). Without a token configured, no scheme is needed."}
 OPEN_PATHS = ("/healthz",)  # answered without a token
-# Any call can meet a full server (app.web.admission): 503 with Retry-After, as every other 503 here
+# Any call can meet a full server (fitboard.app.web.admission): 503 with Retry-After, as every other 503 here
 BUSY = "the server is busy (too many requests in progress): retry after Retry-After seconds"
 RETRY_AFTER = {"description": "seconds to wait before retrying", "schema": {"type": "integer", "minimum": 1}}
 EVENT_STREAM = ("server-sent events: `epoch` (data: an epoch row, id: its ordinal), `progress` (data: the batch "

@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app.services.recovery import reconcile
+from fitboard.app.services.recovery import reconcile
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from fastapi import HTTPException, Request, status
 
-from app.core.settings import Settings
+from fitboard.app.core.settings import Settings
 
 UNSAFE = ("POST", "PUT", "PATCH", "DELETE")
 MIN_TOKEN_CHARS = 32

@@ -19,11 +19,11 @@ from sqlalchemy import func, select
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
-from app.core.status import FINISHED, RunStatus
-from app.services.serializers import serialize_epoch, serialize_run
-from app.store.models import EpochRow, Run
-from app.store.runs import list_epochs
-from app.web.changes import Signal, signal_for
+from fitboard.app.core.status import FINISHED, RunStatus
+from fitboard.app.services.serializers import serialize_epoch, serialize_run
+from fitboard.app.store.models import EpochRow, Run
+from fitboard.app.store.runs import list_epochs
+from fitboard.app.web.changes import Signal, signal_for
 
 POLL_SECONDS = 0.1  # how often the feeds look for new rows when the database gives no change signal
 BACKSTOP_SECONDS = 1.0  # with a change signal: a look at least this often anyway (a signal lost with a connection)

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import argparse
 
-from app.core.redact import install_log_redaction
-from worker.cli import doctor, predict, search, serve, store, submit, train, weights
+from fitboard.app.core.redact import install_log_redaction
+from fitboard.worker.cli import doctor, predict, search, serve, store, submit, train, weights
 
 
 def build_parser() -> argparse.ArgumentParser:

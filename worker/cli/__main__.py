@@ -1,6 +1,6 @@
-"""`python -m worker.cli`: the fitboard command line."""
+"""`python -m fitboard.worker.cli`: the fitboard command line."""
 import sys
 
-from worker.cli import main
+from fitboard.worker.cli import main
 
 sys.exit(main())

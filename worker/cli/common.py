@@ -6,8 +6,8 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
-from app.core.settings import Settings
-from app.store.db import default_database_url, make_engine, upgrade
+from fitboard.app.core.settings import Settings
+from fitboard.app.store.db import default_database_url, make_engine, upgrade
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import json
 
-from worker.cli.common import EXIT_FAILED, EXIT_OK, add_data_root, settings_from
-from worker.doctor import FAIL, report, run_checks, table
+from fitboard.worker.cli.common import EXIT_FAILED, EXIT_OK, add_data_root, settings_from
+from fitboard.worker.doctor import FAIL, report, run_checks, table
 
 
 def cmd_doctor(args) -> int:

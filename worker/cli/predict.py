@@ -11,8 +11,8 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-from worker.cli.common import EXIT_FAILED, EXIT_INVALID, EXIT_OK
-from worker.cli.submit import DEFAULT_URL
+from fitboard.worker.cli.common import EXIT_FAILED, EXIT_INVALID, EXIT_OK
+from fitboard.worker.cli.submit import DEFAULT_URL
 
 POLL_SECONDS = 0.2
 GIVE_UP_AFTER = 600.0

@@ -10,10 +10,10 @@ import urllib.error
 
 import yaml
 
-from app.core.errors import RecipeError
-from app.core.recipes import read_recipe_file
-from worker.cli.common import EXIT_FAILED, EXIT_INVALID, EXIT_OK
-from worker.cli.submit import DEFAULT_URL, _request
+from fitboard.app.core.errors import RecipeError
+from fitboard.app.core.recipes import read_recipe_file
+from fitboard.worker.cli.common import EXIT_FAILED, EXIT_INVALID, EXIT_OK
+from fitboard.worker.cli.submit import DEFAULT_URL, _request
 
 POLL_SECONDS = 3.0
 MAX_SPACE_BYTES = 1_000_000

@@ -11,20 +11,20 @@ import threading
 
 import uvicorn
 
-from app.core.settings import Settings
-from app.services.datasets import ensure_demo_dataset
-from app.services.queue import DEFAULT_QUEUE
-from app.store.db import session_scope
-from app.web.app import create_app
-from app.web.security import MIN_TOKEN_CHARS
-from worker.cli.common import EXIT_INVALID, EXIT_OK, add_data_root, settings_from, store_engine
+from fitboard.app.core.settings import Settings
+from fitboard.app.services.datasets import ensure_demo_dataset
+from fitboard.app.services.queue import DEFAULT_QUEUE
+from fitboard.app.store.db import session_scope
+from fitboard.app.web.app import create_app
+from fitboard.app.web.security import MIN_TOKEN_CHARS
+from fitboard.worker.cli.common import EXIT_INVALID, EXIT_OK, add_data_root, settings_from, store_engine
 
 
 def cmd_worker(args) -> int:
     """Run one solo-pool Celery worker (one per GPU)."""
     if args.gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(args.gpu)  # before torch is imported anywhere
-    from worker.factory import create_worker  # imports torch: only after CUDA_VISIBLE_DEVICES is set
+    from fitboard.worker.factory import create_worker  # imports torch: only after CUDA_VISIBLE_DEVICES is set
 
     create_worker(settings_from(args)).run(args.queue)
     return EXIT_OK
@@ -34,7 +34,7 @@ def cmd_predictor(args) -> int:
     """Answer prediction requests with succeeded runs' models until Ctrl-C or SIGTERM."""
     if args.gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(args.gpu)
-    from worker.predictor import Predictor  # imports torch and fastai
+    from fitboard.worker.predictor import Predictor  # imports torch and fastai
 
     settings = settings_from(args)
     stop = threading.Event()
@@ -117,8 +117,8 @@ def cmd_up(args) -> int:
     # finally below still stops the worker instead of the process dying with the worker orphaned.
     signal.signal(signal.SIGTERM, _raise_exit)
     env = {**os.environ, "FITBOARD_DATA_ROOT": str(settings.data_root)}  # --data-root reaches the worker too
-    worker = subprocess.Popen([sys.executable, "-m", "worker.cli", "worker", "--queue", args.queue], env=env)
-    predictor = subprocess.Popen([sys.executable, "-m", "worker.cli", "predictor"], env=env)
+    worker = subprocess.Popen([sys.executable, "-m", "fitboard.worker.cli", "worker", "--queue", args.queue], env=env)
+    predictor = subprocess.Popen([sys.executable, "-m", "fitboard.worker.cli", "predictor"], env=env)
     print(f"fitboard is up: http://{args.host}:{args.port}  (Ctrl-C stops web, worker and predictor)", flush=True)
     try:
         serve(settings, args.host, args.port)

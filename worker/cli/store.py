@@ -4,18 +4,18 @@ from __future__ import annotations
 import json
 import sys
 
-from app.core.errors import RecipeError, RunActive, RunFinished, RunLive, RunNotFound
-from app.core.events import ResultEvent
-from app.core.numbering import where
-from app.core.recipes import read_recipe_file
-from app.core.run_meta import parse_patch
-from app.core.status import STATUSES, RunStatus
-from app.services import runs
-from app.services.queue import DEFAULT_QUEUE, Publisher, make_celery
-from app.services.serializers import serialize_epoch, serialize_run
-from app.store.db import default_database_url, session_scope, upgrade
-from worker.cli.common import EXIT_FAILED, EXIT_INVALID, EXIT_OK, add_data_root, settings_from, store_engine
-from worker.reporters import result_summary
+from fitboard.app.core.errors import RecipeError, RunActive, RunFinished, RunLive, RunNotFound
+from fitboard.app.core.events import ResultEvent
+from fitboard.app.core.numbering import where
+from fitboard.app.core.recipes import read_recipe_file
+from fitboard.app.core.run_meta import parse_patch
+from fitboard.app.core.status import STATUSES, RunStatus
+from fitboard.app.services import runs
+from fitboard.app.services.queue import DEFAULT_QUEUE, Publisher, make_celery
+from fitboard.app.services.serializers import serialize_epoch, serialize_run
+from fitboard.app.store.db import default_database_url, session_scope, upgrade
+from fitboard.worker.cli.common import EXIT_FAILED, EXIT_INVALID, EXIT_OK, add_data_root, settings_from, store_engine
+from fitboard.worker.reporters import result_summary
 
 
 def cmd_db_upgrade(args) -> int:

@@ -8,12 +8,12 @@ import time
 import urllib.error
 import urllib.request
 
-from app.core.errors import RecipeError
-from app.core.events import ResultEvent, parse_event
-from app.core.recipes import read_recipe_file
-from app.core.status import RunStatus
-from worker.cli.common import EXIT_FAILED, EXIT_INVALID, EXIT_OK
-from worker.reporters import ConsoleReporter
+from fitboard.app.core.errors import RecipeError
+from fitboard.app.core.events import ResultEvent, parse_event
+from fitboard.app.core.recipes import read_recipe_file
+from fitboard.app.core.status import RunStatus
+from fitboard.worker.cli.common import EXIT_FAILED, EXIT_INVALID, EXIT_OK
+from fitboard.worker.reporters import ConsoleReporter
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 MAX_RECONNECTS = 10_000  # streams last minutes each: weeks of following

@@ -4,17 +4,17 @@ from __future__ import annotations
 import traceback
 from pathlib import Path
 
-from app.core.datasets import ResolvedDataset, resolve_dataset
-from app.core.demo_data import write_digits
-from app.core.errors import RecipeError
-from app.core.events import ErrorEvent
-from app.core.recipes import load_recipe
-from app.core.schemas import RunSpec
-from app.core.settings import Settings
-from app.services.runs import registry_for
-from app.store.db import session_scope
-from worker.cli.common import EXIT_FAILED, EXIT_INVALID, EXIT_OK, add_data_root, settings_from, store_engine
-from worker.reporters import ConsoleReporter, JsonReporter
+from fitboard.app.core.datasets import ResolvedDataset, resolve_dataset
+from fitboard.app.core.demo_data import write_digits
+from fitboard.app.core.errors import RecipeError
+from fitboard.app.core.events import ErrorEvent
+from fitboard.app.core.recipes import load_recipe
+from fitboard.app.core.schemas import RunSpec
+from fitboard.app.core.settings import Settings
+from fitboard.app.services.runs import registry_for
+from fitboard.app.store.db import session_scope
+from fitboard.worker.cli.common import EXIT_FAILED, EXIT_INVALID, EXIT_OK, add_data_root, settings_from, store_engine
+from fitboard.worker.reporters import ConsoleReporter, JsonReporter
 
 
 def _resolve_with_registry(spec: RunSpec, settings: Settings) -> ResolvedDataset:
@@ -39,7 +39,7 @@ def cmd_train(args) -> int:
     except RecipeError as exc:
         reporter.emit(ErrorEvent(message=str(exc), problems=exc.problems))
         return EXIT_INVALID
-    from worker.engine import run_recipe  # torch and fastai load only once recipe and dataset are known good
+    from fitboard.worker.engine import run_recipe  # torch and fastai load only once recipe and dataset are known good
 
     out_dir = Path(args.out) if args.out else settings.home / "cli-runs" / spec.name
     try:

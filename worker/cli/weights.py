@@ -4,8 +4,8 @@ from __future__ import annotations
 import sys
 import time
 
-from app.core.settings import Settings
-from worker.cli.common import EXIT_FAILED, EXIT_OK
+from fitboard.app.core.settings import Settings
+from fitboard.worker.cli.common import EXIT_FAILED, EXIT_OK
 
 
 def _mb(n: int | None) -> str:
@@ -15,7 +15,7 @@ def _mb(n: int | None) -> str:
 
 def cmd_list(args) -> int:
     """One line per cached weights file: architecture, file, size and hash check."""
-    from worker.weights import cache_dir, list_cached  # torch loads only for the weights commands
+    from fitboard.worker.weights import cache_dir, list_cached  # torch loads only for the weights commands
 
     rows = list_cached()
     print(f"torch weights cache: {cache_dir()}")
@@ -30,7 +30,7 @@ def cmd_list(args) -> int:
 
 def cmd_add(args) -> int:
     """Copy files downloaded elsewhere into the cache, each only if its hash prefix checks out."""
-    from worker.weights import WeightsRejected, add_file
+    from fitboard.worker.weights import WeightsRejected, add_file
 
     status = EXIT_OK
     for name in args.files:
@@ -59,7 +59,7 @@ class Bar:
 
 def cmd_pull(args) -> int:
     """Download architectures' weights from the publisher or the mirror, verified against their names."""
-    from worker.weights import WeightsRejected, cached_weights_path, pull, source_url
+    from fitboard.worker.weights import WeightsRejected, cached_weights_path, pull, source_url
 
     mirror = args.mirror or Settings().weights_mirror
     status = EXIT_OK
@@ -80,7 +80,7 @@ def cmd_pull(args) -> int:
 
 def _arch(value: str) -> str:
     """An architecture name fitboard knows."""
-    from app.core.schemas import ARCHITECTURES
+    from fitboard.app.core.schemas import ARCHITECTURES
 
     if value not in ARCHITECTURES:
         raise ValueError(value)
