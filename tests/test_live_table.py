@@ -11,7 +11,6 @@ from fitboard.app.core.settings import Settings
 from tests.helpers import tiny_recipe
 from tests.live import live_app
 from tests.store_fixtures import *  # noqa: F401,F403  sqlite_url
-from tests.test_e2e_browser import browser  # noqa: F401  (the module-scoped chromium fixture)
 from tests.workers import Workers
 
 # Every row the stream appends is copied to sessionStorage as it lands (a reload keeps sessionStorage), with the

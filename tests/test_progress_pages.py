@@ -14,7 +14,7 @@ from fitboard.app.store.runs import record_progress
 from tests.live import live_app
 from tests.store_fixtures import *  # noqa: F401,F403  sqlite_url
 from tests.test_api import stored_run
-from tests.test_e2e_browser import browser, wait_js  # noqa: F401  (the module-scoped chromium fixture)
+from tests.test_e2e_browser import wait_js
 
 WHERE = {"stage": 0, "epoch": 0, "elapsed": 4.0, "stage_count": 1, "epoch_count": 3, "smooth_loss": None}
 # (progress document, heading, words, ETA), in the order a run goes through them.

@@ -10,7 +10,7 @@ from fitboard.app.core.schemas import parse_spec
 from fitboard.app.store.db import session_scope
 from fitboard.app.store.models import Run
 from tests.store_fixtures import *  # noqa: F401,F403
-from tests.test_browser_pages import page, site  # noqa: F401  (fixtures)
+from tests.test_browser_pages import site  # noqa: F401  (the fixture)
 
 
 def queued_spec(app, page) -> dict:  # noqa: F811

@@ -19,7 +19,7 @@ from fitboard.app.store.runs import finish_run
 from tests.live import live_app
 from tests.store_fixtures import *  # noqa: F401,F403  sqlite_url
 from tests.test_api import stored_run
-from tests.test_e2e_browser import browser, wait_js  # noqa: F401  (the module-scoped chromium fixture)
+from tests.test_e2e_browser import wait_js
 
 STARTED_AGO = 125  # seconds: "2 min 5 s", in the minutes format
 
