@@ -3,6 +3,7 @@ exceptions, Content-Security-Policy violations), and what the tests read off the
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -63,9 +64,33 @@ def page(browser):
     assert not console.errors, console.errors
 
 
-def page_width(page) -> int:
-    """How wide the document is: more than the viewport means the page scrolls sideways."""
-    return page.evaluate("document.documentElement.scrollWidth")
+def page_width(page, settle: float = 5.0) -> int:
+    """How wide the document is: more than the viewport means the page scrolls sideways. After a resize, charts
+    re-lay themselves out on the window's resize event, so the width is read once it settles (at most settle s).
+    Polled from here: page.wait_for_function would compile its predicate inside the page, which the CSP refuses."""
+    limit, deadline = page.viewport_size["width"], time.monotonic() + settle
+    width = page.evaluate("document.documentElement.scrollWidth")
+    while width > limit and time.monotonic() < deadline:
+        page.wait_for_timeout(100)
+        width = page.evaluate("document.documentElement.scrollWidth")
+    if width > limit:
+        print("wider than the viewport:", page.evaluate(WIDE_JS, limit))
+    return width
+
+
+# The innermost elements reaching past the viewport's right edge (what makes a page scroll sideways).
+WIDE_JS = """(limit) => [...document.querySelectorAll("body *")]
+  .filter((el) => el.getBoundingClientRect().right > limit + 1 && ![...el.children].some(
+    (c) => c.getBoundingClientRect().right > limit + 1))
+  .slice(0, 8).map((el) => {
+    const path = [];
+    for (let n = el; n && n !== document.body; n = n.parentElement) {
+      const cls = typeof n.className === "string" ? n.className.split(" ")[0] : "";
+      if (n.id || cls) path.unshift(n.id ? `#${n.id}` : `.${cls}`);
+    }
+    const right = Math.round(el.getBoundingClientRect().right);
+    return `${path.slice(-4).join(" > ")} ${el.tagName.toLowerCase()}: right ${right}`;
+  })"""
 
 
 TABLE_JS = """(table) => {

@@ -160,9 +160,11 @@ def test_sweep_two_variants_three_seeds_through_api_and_pages(browser, served):
 
 
 def test_ablate_action_from_a_run_creates_a_sweep(browser, served):
-    runs = api(served, "/api/v1/runs?status=succeeded&limit=1")["items"]
+    # A run without label smoothing (the sweep's base runs), so the toggled variant is "label smoothing 0.1".
+    finished = api(served, "/api/v1/runs?status=succeeded&limit=50")["items"]
+    base = next(r for r in finished if api(served, f"/api/v1/runs/{r['id']}")["spec"]["label_smoothing"] is None)
     page, console = watched_page(browser)
-    page.goto(f"{served.url}/runs/{runs[0]['id']}")
+    page.goto(f"{served.url}/runs/{base['id']}")
     page.click("text=Ablate")
     page.check('input[name="vary:label_smoothing"]')
     page.fill('input[name="seeds"]', "3")
@@ -223,7 +225,7 @@ def test_api_docs_render_and_try_a_call(browser, served):
     page.wait_for_selector(".opblock", timeout=30_000)
     assert "Unable to render" not in page.content()
     operations = sum(len(ops) for ops in api(served, "/openapi.json")["paths"].values())
-    assert operations == 23 and page.locator(".opblock").count() == operations
+    assert operations == 30 and page.locator(".opblock").count() == operations
     block = page.locator("#operations-runs-get_runs_api_v1_runs_get")
     block.locator(".opblock-summary").click()
     block.locator("button.try-out__btn").click()

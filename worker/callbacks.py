@@ -83,6 +83,8 @@ class ReportCallback(Callback):
             if self._finish is not None:
                 self._finish.batches += 1
                 self._finish.per_pass = self.n_iter
+                if self._finish.batches == 1:
+                    self._last_progress = 0.0  # the scoring's first batch is always said, however soon after training
                 self._throttled(self._emit_finishing)
             return
         now = time.perf_counter()
