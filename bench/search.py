@@ -3,7 +3,7 @@ training every configuration of its space fully. Prints a markdown table: epochs
 full grid (target <= 40%), the search winner's rank in the full grid at the same seed (target top 3), wall time from
 submit to the verify verdict and how much of it runs waited in the queue.
 
-    .venv/bin/python bench/search.py [--limit 1000] [--trials 8] [--seeds 2]
+    .venv/bin/python bench/search.py [--limit 1000] [--trials 8] [--seeds 3]
 
 The space (12 configurations) holds clearly bad ones: a learning rate 100x too high, and MixUp 1.0 on a 1-epoch
 stage.
@@ -67,7 +67,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--limit", type=int, default=1000, help="digits images (of 1797)")
     parser.add_argument("--trials", type=int, default=8)
-    parser.add_argument("--seeds", type=int, default=2, help="fresh seeds of the verify sweep")
+    parser.add_argument("--seeds", type=int, default=3, help="fresh seeds of the verify sweep")
     parser.add_argument("--out", help="also write the table to this markdown file")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="fitboard-bench-search-") as tmp:

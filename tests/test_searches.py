@@ -197,7 +197,7 @@ def test_asha_across_two_workers_prunes_the_bad_rate_survives_a_failed_trial_and
         first = [{"stages[*].lr": GOOD2, "pretrained": False}, {"stages[*].lr": BAD, "pretrained": False},
                  {"stages[*].lr": GOOD, "pretrained": True}]
         # valid_loss: on 240 images two epochs barely move accuracy, but a rate 1000x too high shows in the loss.
-        options = {"max_trials": 4, "max_parallel": 2, "k": 2, "seeds": 2, "reduction_factor": 2,
+        options = {"max_trials": 4, "max_parallel": 2, "k": 2, "seeds": 3, "reduction_factor": 2,
                    "sampler": "random", "first": first, "metric": "valid_loss"}
         with session_scope(workers.engine) as s:
             search = searches.create(s, publisher, base_recipe(), space, options, data_root, 12, 60)
@@ -219,14 +219,14 @@ def test_asha_across_two_workers_prunes_the_bad_rate_survives_a_failed_trial_and
         assert sorted(study.get_trials()[2].intermediate_values) == [1]  # steps count epochs trained
         # The verify sweep: the winners and the base on fresh seeds, with verdicts.
         verify = report["verify"]
-        assert verify["runs_finished"] == verify["runs_total"] == 4 and 7 not in verify["seeds"]
+        assert verify["runs_finished"] == verify["runs_total"] == 6 and 7 not in verify["seeds"]
         with session_scope(workers.engine) as s:
             sweep = sweep_report(s, verify["sweep_id"])
         winner = next(v for v in sweep["variants"] if v.get("trial") == 1)
         assert winner["overrides"] == {"stages[0].lr": GOOD2} and "points" in winner["verdict"]
         mine = verify["winners"][0]
         assert mine["trial"] == 1 and mine["search_value"] == by[1]["value"]
-        assert mine["verified"]["mean"] == pytest.approx(winner["accuracy"]["mean"]) and mine["verified"]["n"] == 2
+        assert mine["verified"]["mean"] == pytest.approx(winner["accuracy"]["mean"]) and mine["verified"]["n"] == 3
         # The page says what the API says: the verdict on top, the pruned trial's rung, the budget.
         settings = Settings(home=tmp_path, database_url=sqlite_url, data_root=data_root)
         with TestClient(create_app(settings)) as c:
@@ -252,7 +252,7 @@ def test_search_form_on_a_run_refuses_bad_yaml_then_starts_the_search_with_the_r
     page = client.get(f"/runs/{run_id}/search").text
     token = re.search(r'<meta name="csrf-token" content="([^"]+)"', page)[1]
     form = {"csrf_token": token, "name": "", "space": "stages[*].lr: [0.003, 0.001", "pruner": "asha",
-            "sampler": "tpe", "metric": "accuracy", "max_trials": "3", "max_parallel": "1", "k": "2", "seeds": "2"}
+            "sampler": "tpe", "metric": "accuracy", "max_trials": "3", "max_parallel": "1", "k": "2", "seeds": "3"}
     bad = client.post(f"/runs/{run_id}/search", data=form)
     assert bad.status_code == 422 and "space: not valid YAML" in bad.text
     r = client.post(f"/runs/{run_id}/search", data={**form, "space": "stages[*].lr: [0.003, 0.001]"},
@@ -285,7 +285,7 @@ def test_on_postgres_the_study_lives_beside_fitboards_tables(postgres_url, tmp_p
 def test_a_configuration_asked_again_is_not_trained_again_and_a_base_that_wins_is_said_so(client, sqlite_url, tmp_path):
     from tests.helpers import finish_by_hand
     body = {"base": base_recipe(), "space": {"stages[*].lr": [GOOD]},  # one configuration: every later ask repeats it
-            "options": {"max_trials": 3, "max_parallel": 1, "k": 2, "seeds": 2}}
+            "options": {"max_trials": 3, "max_parallel": 1, "k": 2, "seeds": 3}}
     search = client.post("/api/v1/searches", json=body).json()
     engine = make_engine(sqlite_url)
     finish_by_hand(engine, search["trials"][0]["run_id"], acc=0.8)
@@ -298,7 +298,7 @@ def test_a_configuration_asked_again_is_not_trained_again_and_a_base_that_wins_i
     with session_scope(engine) as s:
         assert len(search_store.trial_runs(s, search["id"])) == 1
         sweep = sweep_report(s, got["verify"]["sweep_id"], curves=False)
-    assert [v["key"] for v in sweep["variants"]] == ["{}"] and sweep["seeds"] == [8, 9]  # fresh: the base's is 7
+    assert [v["key"] for v in sweep["variants"]] == ["{}"] and sweep["seeds"] == [8, 9, 10]  # fresh: the base's is 7
     assert got["verify"]["winners"] == []
     assert "The search found nothing better than the base recipe." in client.get(f"/searches/{search['id']}").text
     engine.dispose()

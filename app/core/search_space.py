@@ -151,6 +151,7 @@ PRESETS = {
     "learning rates": {"stages[*].lr": {"log": [1.0e-4, 3.0e-2]}},
     "regularisation: MixUp and label smoothing": {"stages[*].mixup": [None, 0.2, 0.4, 1.0],
                                                   "label_smoothing": [None, 0.05, 0.1]},
-    "augmentation": {"stages[*].mixup": [None, 0.2, 0.4], "stages[0].presize": {"int": [16, 64]}},
+    "augmentation": {"augment.max_rotate": {"float": [0.0, 30.0]}, "augment.max_zoom": {"float": [1.0, 1.5]},
+                     "augment.max_lighting": {"float": [0.0, 0.4]}, "augment.p_affine": {"float": [0.25, 1.0]}},
     "image sizes": {"stages[0].size": [16, 24, 32, 48], "stages[0].presize": [24, 32, 48, 64]},
 }

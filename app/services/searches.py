@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 METRICS = {"accuracy": "maximize", "error_rate": "minimize", "valid_loss": "minimize"}
 MAX_K = 8
 MAX_VERIFY_SEEDS = 16
+MIN_SEEDS = 3  # as for any sweep: fewer paired seeds give no interval
 
 
 def _int(raw: dict, name: str, default: int | None, low: int, high: int) -> int | None:
@@ -55,7 +56,7 @@ def check_options(raw: dict, base: dict, max_runs: int) -> dict:
     opts = {"metric": metric, "direction": direction, "pruner": pruner, "sampler": sampler,
             "max_trials": _int(raw, "max_trials", min(20, max_runs), 1, max_runs),
             "max_parallel": _int(raw, "max_parallel", None, 1, 256),
-            "k": _int(raw, "k", 2, 1, MAX_K), "seeds": _int(raw, "seeds", 3, 2, MAX_VERIFY_SEEDS),
+            "k": _int(raw, "k", 2, 1, MAX_K), "seeds": _int(raw, "seeds", 3, MIN_SEEDS, MAX_VERIFY_SEEDS),
             "min_resource": _int(raw, "min_resource", 1, 1, 1000),
             "reduction_factor": _int(raw, "reduction_factor", 3, 2, 10),
             "seed": _int(raw, "seed", base.get("seed", 0), 0, 2**32 - 1), "first": raw.get("first")}
