@@ -8,26 +8,17 @@ import time
 import urllib.request
 from datetime import datetime, timedelta
 
-import pytest
-
 from fitboard.app.core.events import ResultEvent
-from fitboard.app.core.settings import Settings
 from fitboard.app.pages.wording import secs
 from fitboard.app.store.db import session_scope
 from fitboard.app.store.models import Run, utcnow
 from fitboard.app.store.runs import finish_run
-from tests.live import live_app
 from tests.store_fixtures import *  # noqa: F401,F403  sqlite_url
 from tests.test_api import stored_run
+from tests.test_browser_pages import site  # noqa: F401  (the live-server fixture)
 from tests.test_e2e_browser import wait_js
 
 STARTED_AGO = 125  # seconds: "2 min 5 s", in the minutes format
-
-
-@pytest.fixture
-def site(tmp_path, sqlite_url, data_root):
-    with live_app(Settings(home=tmp_path, database_url=sqlite_url, data_root=data_root)) as served:
-        yield served
 
 
 def api(base: str, path: str) -> dict:
@@ -54,7 +45,7 @@ def shown_elapsed(page_html: str, run_id: int) -> str:
     return found[1]
 
 
-def test_the_list_shows_each_running_runs_time_since_it_started(site):
+def test_the_list_shows_each_running_runs_time_since_it_started(site):  # noqa: F811  (the imported fixture)
     base, app = site
     run_id, done = running_run(app), stored_run(app.state.engine, "succeeded", name="finished")
     before = time.time()

@@ -12,7 +12,7 @@ from fitboard.app.core.status import RunStatus
 from fitboard.app.store.attempts import end_attempt
 from fitboard.app.store.models import EpochRow, Lease, Run, Search, utcnow
 from fitboard.app.store.recovery import acquire_lease
-from fitboard.app.store.runs import _held_by, _update, create_run
+from fitboard.app.store.runs import _held_by, _update, create_run, get_or_raise
 
 ACTIVE = ("running", "verifying")
 
@@ -29,10 +29,7 @@ def store_search(session: Session, name: str, base: dict, space: dict, options: 
 
 def get_search(session: Session, search_id: int) -> Search:
     """A search by id, or SearchNotFound."""
-    search = session.get(Search, search_id)
-    if search is None:
-        raise SearchNotFound(search_id)
-    return search
+    return get_or_raise(session, Search, search_id, SearchNotFound(search_id))
 
 
 def active_ids(session: Session) -> list[int]:

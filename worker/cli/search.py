@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
-import urllib.error
 
 import yaml
 
 from fitboard.app.core.errors import RecipeError
 from fitboard.app.core.recipes import read_recipe_file
-from fitboard.worker.cli.common import EXIT_FAILED, EXIT_INVALID, EXIT_OK
-from fitboard.worker.cli.submit import DEFAULT_URL, _request
+from fitboard.worker.cli.common import EXIT_FAILED, EXIT_OK
+from fitboard.worker.cli.submit import DEFAULT_URL, _request, post_or_refuse
 
 POLL_SECONDS = 3.0
 MAX_SPACE_BYTES = 1_000_000
@@ -77,22 +75,10 @@ def cmd_search(args) -> int:
     options = {k: v for k, v in {"max_trials": args.trials, "max_parallel": args.parallel, "pruner": args.pruner,
                                  "sampler": args.sampler, "metric": args.metric, "k": args.k,
                                  "seeds": args.seeds}.items() if v is not None}
-    try:
-        body = {"base": read_recipe_file(args.recipe), "space": _read_space(args.space), "options": options}
-        with _request(f"{base}/api/v1/searches", body) as response:
-            search = json.load(response)
-    except RecipeError as exc:
-        print(f"refused: {exc}", file=sys.stderr)
-        return EXIT_INVALID
-    except urllib.error.HTTPError as exc:
-        detail = json.loads(exc.read() or b"{}").get("detail")
-        problems = detail if isinstance(detail, list) else [{"loc": "", "msg": str(detail)}]
-        for p in problems:
-            print(f"refused: {p['loc']}: {p['msg']}" if p.get("loc") else f"refused: {p['msg']}", file=sys.stderr)
-        return EXIT_INVALID if exc.code == 422 else EXIT_FAILED
-    except urllib.error.URLError as exc:
-        print(f"cannot reach {base}: {exc.reason}", file=sys.stderr)
-        return EXIT_FAILED
+    search = post_or_refuse(base, "searches", lambda: {"base": read_recipe_file(args.recipe),
+                                                       "space": _read_space(args.space), "options": options})
+    if isinstance(search, int):
+        return search
     print(f"search {search['id']} started (Optuna study {search['study_name']}): {base}/searches/{search['id']}",
           flush=True)
     return follow(base, search["id"]) if args.follow else EXIT_OK

@@ -29,6 +29,26 @@ def _request(url: str, data: dict | None = None, headers: dict | None = None):
     return urllib.request.urlopen(urllib.request.Request(url, data=body, headers=headers), timeout=60)
 
 
+def post_or_refuse(base: str, path: str, build_body):
+    """POST the body build_body() makes to /api/v1/<path>: the JSON answer, or the exit code after saying why it
+    was refused (the recipe file, each field the API named, or an unreachable server)."""
+    try:
+        with _request(f"{base}/api/v1/{path}", build_body()) as response:
+            return json.load(response)
+    except RecipeError as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    except urllib.error.HTTPError as exc:
+        detail = json.loads(exc.read() or b"{}").get("detail")
+        problems = detail if isinstance(detail, list) else [{"loc": "", "msg": str(detail)}]
+        for p in problems:
+            print(f"refused: {p['loc']}: {p['msg']}" if p.get("loc") else f"refused: {p['msg']}", file=sys.stderr)
+        return EXIT_INVALID if exc.code == 422 else EXIT_FAILED
+    except urllib.error.URLError as exc:
+        print(f"cannot reach {base}: {exc.reason}", file=sys.stderr)
+        return EXIT_FAILED
+
+
 def sse_events(response):
     """Parse a server-sent event stream into (event, data, id) triples (id None when the event has none)."""
     event, data, event_id = "message", [], None
@@ -79,22 +99,9 @@ def follow(base: str, run_id: int) -> int:
 def cmd_submit(args) -> int:
     """Post a recipe; print the run id (and follow it with --follow)."""
     base = (args.url or os.environ.get("FITBOARD_URL") or DEFAULT_URL).rstrip("/")
-    try:
-        recipe = read_recipe_file(args.recipe)
-        with _request(f"{base}/api/v1/runs", recipe) as response:
-            run = json.load(response)
-    except RecipeError as exc:
-        print(f"refused: {exc}", file=sys.stderr)
-        return EXIT_INVALID
-    except urllib.error.HTTPError as exc:
-        detail = json.loads(exc.read() or b"{}").get("detail")
-        problems = detail if isinstance(detail, list) else [{"loc": "", "msg": str(detail)}]
-        for p in problems:
-            print(f"refused: {p['loc']}: {p['msg']}" if p.get("loc") else f"refused: {p['msg']}", file=sys.stderr)
-        return EXIT_INVALID if exc.code == 422 else EXIT_FAILED
-    except urllib.error.URLError as exc:
-        print(f"cannot reach {base}: {exc.reason}", file=sys.stderr)
-        return EXIT_FAILED
+    run = post_or_refuse(base, "runs", lambda: read_recipe_file(args.recipe))
+    if isinstance(run, int):
+        return run
     print(f"run {run['id']} queued: {base}/runs/{run['id']}", flush=True)
     if run.get("queued_note"):
         print(f"run {run['id']} stored; {run['queued_note']}", flush=True)
