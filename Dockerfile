@@ -3,6 +3,7 @@ FROM python:3.11-slim
 ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 FITBOARD_HOME=/fitboard FITBOARD_DATA_ROOT=/data
 WORKDIR /app
 COPY pyproject.toml README.md alembic.ini ./
+COPY fitboard fitboard
 COPY app app
 COPY worker worker
 COPY migrations migrations
