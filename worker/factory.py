@@ -29,11 +29,15 @@ class Worker:
     name: str
     stopping: threading.Event = field(default_factory=threading.Event)  # SIGTERM/Ctrl-C: the run stops at a batch
     heartbeat: HeartbeatThread | None = None
+    current_run: int | None = None  # the run this worker holds; the heartbeat must never repair it away
 
     def start_heartbeat(self) -> None:
         """Heartbeat (so a dead worker's runs can be reaped by the living) and record a doctor report."""
-        self.heartbeat = HeartbeatThread(self.engine, self.name, self.settings, self.publisher)
-        self.heartbeat.start()
+        heartbeat = HeartbeatThread(self.engine, self.name, self.settings, self.publisher)
+        self.heartbeat = heartbeat
+        # A task can claim its run before worker_ready starts the heartbeat: the first repair must know that run.
+        heartbeat.current_run = self.current_run
+        heartbeat.start()
         # In the background: a probe of a slow bucket or broker must not hold up the first task.
         threading.Thread(target=record_doctor_report, args=(self.engine, self.name, self.settings),
                          name="fitboard-doctor", daemon=True).start()

@@ -55,6 +55,7 @@ def _until_written(worker: Worker, what: str, write) -> object:
 
 def _set_current(worker: Worker, run_id: int | None) -> None:
     """Tell the heartbeat which run this worker holds (set before the claim, so a repair never takes it away)."""
+    worker.current_run = run_id
     if worker.heartbeat is not None:
         worker.heartbeat.current_run = run_id
 
