@@ -3,6 +3,7 @@ bounds, and a whole search with ASHA across two real worker processes through it
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -23,6 +24,7 @@ from fitboard.app.store.sweeps import sweep_report
 from fitboard.app.web.app import create_app
 from tests.helpers import tiny_recipe
 from tests.store_fixtures import *  # noqa: F401,F403
+from tests.test_recovery import holder
 from tests.workers import Workers
 
 GOOD, GOOD2, BAD = 3e-3, 1e-3, 3.0  # BAD: 1000x the tiny recipe's rate: the net learns nothing in an epoch
@@ -90,6 +92,37 @@ def test_bad_search_input_is_422_naming_the_field_and_stores_nothing(client, cha
     assert field in json.dumps(r.json())
     assert client.get("/api/v1/searches/1").status_code == 404
 
+
+
+def test_a_trial_whose_worker_is_killed_resumes_on_the_other_worker_and_the_search_finishes(tmp_path, sqlite_url,
+                                                                                            data_root):
+    workers = Workers(tmp_path, sqlite_url, data_root, None, worker_lost_after=4)
+    try:
+        workers.start(2)
+        publisher = Publisher(make_celery(workers.settings()), queue=workers.queue)
+        options = {"max_trials": 2, "max_parallel": 1, "k": 1, "seeds": 3, "pruner": "none", "sampler": "random",
+                   "metric": "valid_loss"}
+        with session_scope(workers.engine) as s:
+            search = searches.create(s, publisher, base_recipe(epochs=4), {"stages[*].lr": [GOOD, GOOD2]}, options,
+                                     data_root, 12, 60)
+            first = search_store.trial_runs(s, search.id)[0].id
+        # kill -9 the worker training trial 0 once an epoch's checkpoint is stored and a later epoch runs
+        victim = holder(workers, workers.wait(first, lambda r: (r.checkpoint or {}).get("epoch", -1) >= 1
+                                              and (r.progress or {}).get("batch", {}).get("epoch", -1) >= 2))
+        victim.send_signal(signal.SIGKILL)
+        victim.wait()
+        report = _wait_search(workers.engine, search.id, workers)
+        assert report["status"] == "done", (report["reason"], report["trials"])
+        trial = next(t for t in report["trials"] if t["number"] == 0)
+        assert trial["status"] == "succeeded" and trial["epochs"] == 4
+        run = workers.run(first)
+        assert run.attempt == 2 and int(run.worker.rsplit(":", 1)[1]) != victim.pid  # resumed by the other worker
+        assert workers.rows(first) == [(0, e) for e in range(4)]  # every epoch once, none lost to the kill
+        study = optuna.load_study(study_name=report["study_name"], storage=sqlite_url)
+        assert sorted(study.get_trials()[0].intermediate_values) == [1, 2, 3, 4]  # it kept reporting after resuming
+        assert report["verify"] is not None and report["verify"]["runs_finished"] == report["verify"]["runs_total"]
+    finally:
+        workers.stop()
 
 def test_pruned_is_a_status_every_list_filter_and_model_knows(client, sqlite_url, tmp_path, monkeypatch, capsys):
     engine = make_engine(sqlite_url)
