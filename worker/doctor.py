@@ -44,7 +44,8 @@ def _database(settings: Settings) -> tuple[Check, Engine | None]:
     engine = make_engine(url, **args)
     try:
         with engine.connect() as conn:
-            ctx = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})  # [search] own table
+            # fitboard's own version table: alembic_version belongs to Optuna's storage
+            ctx = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
             current = ctx.get_current_revision()
     except Exception as exc:
         engine.dispose()

@@ -16,14 +16,14 @@ from fitboard.app.core.schemas import DatasetSpec, RunSpec
 from fitboard.app.core.status import RunStatus
 from fitboard.app.services.recovery import publish
 from fitboard.app.services.runs import registry_for
-from fitboard.app.services.search_driver import after_run  # [search]
+from fitboard.app.services.search_driver import after_run
 from fitboard.app.store.db import session_scope
 from fitboard.app.store.recovery import requeue_run
 from fitboard.app.store.runs import claim_run, fail_run, finish_run, is_cancel_requested, mark_cancelled
-from fitboard.app.store.searches import mark_pruned  # [search]
+from fitboard.app.store.searches import mark_pruned
 from fitboard.worker.checkpoint import CheckpointFiles
 from fitboard.worker.engine import RunCancelled, run_recipe  # fastai and torch load with the worker, not during a task
-from fitboard.worker.pruning import trial_callback  # [search]
+from fitboard.worker.pruning import trial_callback
 from fitboard.worker.reporters import UNAVAILABLE, DatabaseReporter, DatabaseUnavailable
 from fitboard.worker.retry import retrying
 
@@ -96,7 +96,7 @@ def train_run(worker: Worker, run_id: int) -> str:
         return _train(worker, run)
     finally:
         _set_current(worker, None)
-        after_run(worker.engine, worker.publisher, run)  # [search] a trial ended: its search asks for the next
+        after_run(worker.engine, worker.publisher, run)  # a trial ended: its search asks for the next
 
 
 def _store_files(worker: Worker, run_id: int, result: ResultEvent) -> dict[str, int]:
@@ -142,19 +142,19 @@ def _train(worker: Worker, run) -> str:
                                 retry_seconds=settings.write_retry_seconds, worker=worker.name,
                                 backoff_max=settings.retry_backoff_max)
     out_dir = settings.work_dir / str(run_id)
-    pruning = None  # [search]
+    pruning = None
     try:
         spec = RunSpec.model_validate(run.spec)
-        pruning = trial_callback(worker.engine, run)  # [search] a search trial reports each epoch and may be pruned
+        pruning = trial_callback(worker.engine, run)  # a search trial reports each epoch and may be pruned
         result = run_recipe(spec, reporter, settings.data_root, out_dir,
-                            extra_cbs=(pruning,) if pruning else (),  # [search]
+                            extra_cbs=(pruning,) if pruning else (),
                             registry=_registry(worker), num_workers=settings.num_workers, checkpoints=True,
                             checkpoint_files=CheckpointFiles(out_dir, store_for(settings), run_id),
                             resume=run.resume_from is not None, settings=settings)
         stored = _store_files(worker, run_id, result)
     except RunCancelled:
         shutil.rmtree(out_dir, ignore_errors=True)  # the checkpoint a retry needs is in the artifact store
-        if pruning is not None and pruning.pruned is not None:  # [search] its pruner stopped it: final, not a failure
+        if pruning is not None and pruning.pruned is not None:  # its pruner stopped it: final, not a failure
             return _until_written(worker, f"run {run_id}",
                                   lambda s: mark_pruned(s, run_id, worker.name, pruning.pruned))
         return _stopped(worker, run)

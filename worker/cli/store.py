@@ -121,7 +121,7 @@ def _print_run(data: dict, result: dict | None) -> None:
               f"{_fmt_float(e['valid_loss'])} accuracy {_fmt_float(m.get('accuracy'))} ({e['seconds']:.1f}s)")
     if result and result.get("metrics"):
         print(result_summary(ResultEvent.model_validate(result)))
-    if result and result.get("pruned"):  # [search] a trial its search's pruner stopped
+    if result and result.get("pruned"):  # a trial its search's pruner stopped
         p = result["pruned"]
         print(f"pruned by its search after {p['step']} epochs ({p.get('metric')} {_fmt_float(p.get('value'))})")
     if data["error"]:
