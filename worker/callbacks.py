@@ -37,6 +37,7 @@ class ReportCallback(Callback):
         self._finder: tuple[int, int, float] | None = None  # LR finder: (steps so far, planned steps, start)
         self._finder_shown = 0  # the last LR-finder step reported
         self._finish: _Finishing | None = None  # the final scoring and TTA, while they run
+        self._first_batch = True
 
     def before_fit(self):
         # lr_find and get_preds are not epochs of the run: no rows from them, but a cancel (or a stopping worker)
@@ -45,6 +46,7 @@ class ReportCallback(Callback):
         finder = getattr(self.learn, "lr_finder", None)
         self._finder = (0, finder.num_it, time.perf_counter()) if finder is not None else None
         self._finder_shown = 0
+        self._first_batch = True  # of this fit: said at once, however soon after the LR finder's last step
 
     @contextmanager
     def finishing(self, tta_passes: int):
@@ -98,6 +100,8 @@ class ReportCallback(Callback):
             self._finder = (steps + 1, planned, start)
             self._throttled(self._emit_finder)
         elif not self.side:
+            if self._first_batch:  # a short stage could otherwise pass unreported, throttled behind the finder
+                self._first_batch, self._last_progress = False, 0.0
             self._throttled(self._emit_progress)
 
     def _throttled(self, emit) -> None:
