@@ -30,6 +30,7 @@ from fitboard.app.services.serializers import (
     serialize_run,
 )
 from fitboard.app.store.db import session_scope
+from fitboard.app.web.access import needs
 from fitboard.app.web.deps import PublisherDep, SessionDep, SettingsDep
 from fitboard.app.web.sse import resume_point, run_events, stream_slot
 
@@ -45,6 +46,7 @@ QUEUED_LATER = queued_later(RunOut)
 
 @router.post("/runs", status_code=201, response_model=RunOut, responses={**WRITE_ERRORS, **QUEUED_LATER},
              openapi_extra=RUN_SPEC_BODY)
+@needs("member")
 def post_runs(session: SessionDep, settings: SettingsDep, publisher: PublisherDep, payload: dict = Body(...)):
     """Submit a RunSpec: validated with its dataset, stored and queued; 422 names every bad field. 202 with a
     queued_note when the broker is unreachable: the run is stored and is sent when the broker is back."""
@@ -53,6 +55,7 @@ def post_runs(session: SessionDep, settings: SettingsDep, publisher: PublisherDe
 
 
 @router.get("/runs", response_model=RunPage, responses=errors(422))
+@needs("read")
 def get_runs(session: SessionDep, status: list[RunStatus] | None = Query(None),
              dataset: str | None = Query(None, max_length=1024), name: str | None = Query(None, max_length=200),
              tag: str | None = Query(None, max_length=MAX_TAG, description="only runs with this tag",
@@ -82,6 +85,7 @@ def _query_tag(tag: str) -> str:
 
 
 @router.patch("/runs/{run_id}", response_model=RunOut, responses={**WRITE_ERRORS, **errors(404)})
+@needs("member")
 def patch_run(run_id: RunId, request: Request, session: SessionDep, patch: RunPatch = Body(...)):
     """Rename a run, replace its notes (plain text) or tags, archive or unarchive it; fields left out stay."""
     run = runs.edit(session, run_id, patch)
@@ -90,6 +94,7 @@ def patch_run(run_id: RunId, request: Request, session: SessionDep, patch: RunPa
 
 
 @router.delete("/runs/{run_id}", response_model=DeletedOut, responses={**errors(403, 404, 409, 422)})
+@needs("admin", audit="delete")
 def delete_run(run_id: RunId, request: Request, session: SessionDep, settings: SettingsDep):
     """Delete a finished run: its epoch rows, LR finds, attempts and files; it leaves its sweep's statistics. 409 for
     a queued or running run (cancel it first)."""
@@ -101,6 +106,7 @@ def delete_run(run_id: RunId, request: Request, session: SessionDep, settings: S
 # Served by fitboard.app.web.fastpath for bearer-token and open callers (no response validation there: it is the hottest
 # call); this handler answers cookie sessions, misses and 404s.
 @router.get("/runs/{run_id}", response_model=RunOut, responses=errors(404, 422))
+@needs("read")
 def get_run(run_id: RunId, session: SessionDep):
     """One run: status, spec, live progress, result (metrics, tta, best) and error."""
     return serialize_run(runs.get(session, run_id))
@@ -109,6 +115,7 @@ def get_run(run_id: RunId, session: SessionDep):
 @router.get("/runs/{run_id}/epochs", response_model=list[EpochEvent],
             responses={200: {"content": CSV, "description": "the epoch table (CSV with format=csv)"},
                        **errors(404, 422)})
+@needs("read")
 def get_run_epochs(run_id: RunId, session: SessionDep, format: Literal["json", "csv"] = "json"):
     """The epoch table, as the engine's JSON events or as CSV."""
     rows = runs.epochs(session, run_id)
@@ -119,12 +126,14 @@ def get_run_epochs(run_id: RunId, session: SessionDep, format: Literal["json", "
 
 
 @router.get("/runs/{run_id}/lr_finds", response_model=list[LRFindOut], responses=errors(404, 422))
+@needs("read")
 def get_run_lr_finds(run_id: RunId, session: SessionDep):
     """Each LR-finder curve of the run, with its valley suggestion."""
     return [serialize_lr_find(r) for r in runs.lr_finds(session, run_id)]
 
 
 @router.get("/runs/{run_id}/attempts", response_model=list[AttemptOut], responses=errors(404, 422))
+@needs("read")
 def get_run_attempts(run_id: RunId, session: SessionDep):
     """Each attempt at the run: worker, start, end, where it resumed and why it ended."""
     runs.get(session, run_id)
@@ -135,6 +144,7 @@ def get_run_attempts(run_id: RunId, session: SessionDep):
             responses={200: {"content": {"application/octet-stream": {"schema": {"type": "string",
                                                                                   "format": "binary"}}},
                              "description": "fastai's learn.export file"}, **errors(404, 422, 503)})
+@needs("read")
 def get_run_model(run_id: RunId, session: SessionDep, settings: SettingsDep):
     """Download the exported model (fastai's learn.export file), from whichever host's store holds it."""
     found, name = runs.model_file(session, store_for(settings), run_id), f"run-{run_id}-model.pkl"
@@ -147,6 +157,7 @@ def get_run_model(run_id: RunId, session: SessionDep, settings: SettingsDep):
 
 
 @router.post("/runs/{run_id}/cancel", response_model=CancelOut, responses={**errors(403, 404, 409, 422)})
+@needs("member", audit="cancel")
 def post_run_cancel(run_id: RunId, request: Request, session: SessionDep, settings: SettingsDep):
     """Cancel a queued run, or ask a running one to stop at its next batch (at once when no live worker holds it);
     409 when it already ended."""
@@ -156,6 +167,7 @@ def post_run_cancel(run_id: RunId, request: Request, session: SessionDep, settin
 
 
 @router.post("/runs/{run_id}/retry", response_model=RunOut, responses={**errors(403, 404, 409, 422), **QUEUED_LATER})
+@needs("member", audit="retry")
 def post_run_retry(run_id: RunId, request: Request, session: SessionDep, publisher: PublisherDep,
                    start: Literal["checkpoint", "scratch"] = Body("checkpoint", alias="from", embed=True)):
     """Queue a failed or cancelled run again under its id: from its last epoch checkpoint (its rows kept) or from
@@ -174,6 +186,7 @@ def existing_run(run_id: RunId, request: Request) -> int:
 
 @router.get("/runs/{run_id}/events", response_class=EventSourceResponse,
             dependencies=[Depends(stream_slot)], responses=errors(404, 422, 503))
+@needs("read")
 async def get_run_events(request: Request, run_id: Annotated[int, Depends(existing_run)],
                          last_event_id: Annotated[str | None, Query(
                              description="resume after this epoch row (for clients that cannot set the header)",

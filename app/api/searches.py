@@ -9,6 +9,7 @@ from fitboard.app.api import WRITE_ERRORS, api_router, errors
 from fitboard.app.core.schemas import MAX_ID
 from fitboard.app.services import searches
 from fitboard.app.services.serializers import SearchOut
+from fitboard.app.web.access import needs
 from fitboard.app.web.deps import PublisherDep, SessionDep, SettingsDep
 
 router = api_router("searches")
@@ -16,6 +17,7 @@ SearchId = Annotated[int, Path(ge=1, le=MAX_ID, description="a search's id")]
 
 
 @router.post("/searches", status_code=201, response_model=SearchOut, responses=WRITE_ERRORS)
+@needs("member")
 def post_searches(session: SessionDep, settings: SettingsDep, publisher: PublisherDep, base: dict = Body(...),
                   space: dict = Body(...), options: dict = Body({})):
     """Store a search, create its Optuna study in fitboard's database and queue its first trials. options:
@@ -28,6 +30,7 @@ def post_searches(session: SessionDep, settings: SettingsDep, publisher: Publish
 
 
 @router.get("/searches/{search_id}", response_model=SearchOut, responses=errors(404, 422))
+@needs("read")
 def get_search(search_id: SearchId, session: SessionDep):
     """The trials (status, params, epochs trained, metric, where pruned ones stopped), best, best-so-far, the budget
     used against the full grid, and the verify sweep's verdicts."""
@@ -35,6 +38,7 @@ def get_search(search_id: SearchId, session: SessionDep):
 
 
 @router.post("/searches/{search_id}/cancel", response_model=SearchOut, responses={**errors(404, 422), **WRITE_ERRORS})
+@needs("member", audit="cancel")
 def post_search_cancel(search_id: SearchId, session: SessionDep, settings: SettingsDep):
     """Stop asking for trials and cancel the queued and running trials (and verify runs)."""
     searches.cancel(session, search_id, settings.worker_lost_after)

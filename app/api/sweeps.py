@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 from fitboard.app.api import WRITE_ERRORS, SweepId, api_router, errors, queued_later, stored
 from fitboard.app.services import sweeps
 from fitboard.app.services.serializers import SweepOut, SweepQueued, serialize_run
+from fitboard.app.web.access import needs
 from fitboard.app.web.deps import PublisherDep, SessionDep, SettingsDep
 
 router = api_router("sweeps")
@@ -23,6 +24,7 @@ def _answer(report: dict, queued: list, note: str | None) -> JSONResponse:
 
 
 @router.post("/sweeps", status_code=201, response_model=SweepQueued, responses={**WRITE_ERRORS, **QUEUED_LATER})
+@needs("member")
 def post_sweeps(session: SessionDep, settings: SettingsDep, publisher: PublisherDep, base: dict = Body(...),
                 vary: dict = Body(..., json_schema_extra={"minProperties": 1}),
                 seeds: list = Body([0, 1, 2], json_schema_extra=SEEDS_SCHEMA),
@@ -35,6 +37,7 @@ def post_sweeps(session: SessionDep, settings: SettingsDep, publisher: Publisher
 
 
 @router.get("/sweeps/{sweep_id}", response_model=SweepOut, responses=errors(404, 422))
+@needs("read")
 def get_sweep(sweep_id: SweepId, session: SessionDep):
     """Each variant's runs, mean and std of accuracy and TTA accuracy, and its seed-paired difference to base."""
     return sweeps.report(session, sweep_id)
@@ -42,6 +45,7 @@ def get_sweep(sweep_id: SweepId, session: SessionDep):
 
 @router.post("/sweeps/{sweep_id}/seeds", status_code=201, response_model=SweepQueued,
              responses={**WRITE_ERRORS, **errors(404), **QUEUED_LATER})
+@needs("member", audit="launch")
 def post_sweep_seeds(sweep_id: SweepId, session: SessionDep, settings: SettingsDep, publisher: PublisherDep,
                      seeds: list = Body(..., embed=True, json_schema_extra=SEEDS_SCHEMA)):
     """Run every variant for more seeds (the sweep stays within FITBOARD_MAX_SWEEP_RUNS)."""

@@ -13,6 +13,7 @@ from fitboard.app.core.errors import TooLarge
 from fitboard.app.services import tracked
 from fitboard.app.services.serializers import RunOut, serialize_run
 from fitboard.app.store.db import session_scope
+from fitboard.app.web.access import needs
 from fitboard.app.web.deps import SessionDep
 
 router = api_router("tracked")
@@ -20,6 +21,7 @@ MAX_MODEL_BYTES = 2 * 1024**3  # one exported model; the body-size layer lets th
 
 
 @router.post("/tracked", status_code=201, response_model=RunOut, responses=WRITE_ERRORS)
+@needs("member", worker=True)
 def post_tracked(session: SessionDep, payload: dict = Body(...)):
     """Open a tracked run: name, dataset label and what the callback read from the learner (arch, loss, optimiser,
     ...). It is running from now and takes its rows over POST /tracked/{id}/rows."""
@@ -27,6 +29,7 @@ def post_tracked(session: SessionDep, payload: dict = Body(...)):
 
 
 @router.post("/tracked/{run_id}/rows", response_model=RunOut, responses={**WRITE_ERRORS, **errors(404, 409)})
+@needs("member", worker=True)
 def post_tracked_rows(run_id: RunId, request: Request, session: SessionDep, payload: dict = Body(...)):
     """A batch of stage plans, epoch rows (keyed (stage, epoch): a batch sent twice changes nothing), LR-finder
     curves and batch progress; 409 once the run has ended (cancelled on the dashboard, or lost)."""
@@ -36,6 +39,7 @@ def post_tracked_rows(run_id: RunId, request: Request, session: SessionDep, payl
 
 
 @router.post("/tracked/{run_id}/finish", response_model=RunOut, responses={**WRITE_ERRORS, **errors(404, 409)})
+@needs("member", worker=True)
 def post_tracked_finish(run_id: RunId, request: Request, session: SessionDep, payload: dict = Body(...)):
     """End a tracked run: status (succeeded, failed, cancelled), final metrics, optional confusion and top losses."""
     run = tracked.finish(session, run_id, payload)
@@ -46,6 +50,7 @@ def post_tracked_finish(run_id: RunId, request: Request, session: SessionDep, pa
 @router.put("/tracked/{run_id}/model", responses={**errors(403, 404, 409, 413, 422, 503)},
             openapi_extra={"requestBody": {"required": True, "content": {"application/octet-stream": {
                 "schema": {"type": "string", "format": "binary"}}}}})
+@needs("member", worker=True)
 async def put_tracked_model(run_id: RunId, request: Request) -> dict:
     """Upload the run's learn.export file (up to 2 GB), kept for download at /runs/{id}/model; fitboard never
     loads it (unpickling runs code)."""

@@ -9,6 +9,7 @@ from fitboard.app.core.schemas import MAX_ID
 from fitboard.app.pages.render import FormData, FormLists, PageId, redirect
 from fitboard.app.pages.runs import run_page
 from fitboard.app.services import runs
+from fitboard.app.web.access import needs
 from fitboard.app.web.deps import SessionDep, SettingsDep
 
 router = APIRouter()
@@ -22,6 +23,7 @@ def _ids(values: list[str]) -> list[int]:
 
 
 @router.post("/runs/{run_id}/edit")
+@needs("member")
 def post_run_edit(request: Request, session: SessionDep, run_id: PageId, data: FormData):
     """Save a run's name, tags and notes from its page."""
     fields = {"name": data.get("name", ""), "notes": data.get("notes", ""), "tags": parse_tags(data.get("tags", ""))}
@@ -36,6 +38,7 @@ def post_run_edit(request: Request, session: SessionDep, run_id: PageId, data: F
 
 
 @router.post("/runs/{run_id}/archive")
+@needs("member")
 def post_run_archive(request: Request, session: SessionDep, run_id: PageId, data: FormData):
     """Archive a run (hidden from the list) or bring it back."""
     archived = data.get("archived") != "0"
@@ -47,6 +50,7 @@ def post_run_archive(request: Request, session: SessionDep, run_id: PageId, data
 
 
 @router.post("/runs/{run_id}/delete")
+@needs("admin")
 def post_run_delete(request: Request, session: SessionDep, settings: SettingsDep, run_id: PageId, data: FormData):
     """Delete a finished run with its rows and files."""
     try:
@@ -60,6 +64,7 @@ def post_run_delete(request: Request, session: SessionDep, settings: SettingsDep
 
 
 @router.post("/runs/bulk")
+@needs("member")
 def post_runs_bulk(request: Request, session: SessionDep, settings: SettingsDep, data: FormLists):
     """Archive, unarchive or delete the runs ticked in the list; says what was done and what was refused."""
     action = (data.get("action") or [""])[-1]

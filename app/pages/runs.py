@@ -17,6 +17,7 @@ from fitboard.app.pages.wording import attempt_ending, attempts_seconds, describ
 from fitboard.app.services import datasets, error_images, runs, sweeps
 from fitboard.app.services.serializers import serialize_epoch, serialize_lr_find
 from fitboard.app.store.models import utcnow
+from fitboard.app.web.access import needs
 from fitboard.app.web.deps import PublisherDep, SessionDep, SettingsDep
 
 router = APIRouter()
@@ -42,6 +43,7 @@ def next_order(column: str, order: str) -> str:
 
 @router.get("/")
 @router.get("/runs")
+@needs("read")
 def get_runs(request: Request, session: SessionDep, status: list[str] = Query([]), dataset: str = "",
              name: str = "", tag: str = "", archived: str = "", order: str = "-created_at", limit: int = PAGE_SIZE,
              offset: int = 0):
@@ -124,6 +126,7 @@ def run_page(request: Request, session, run_id: int, message: str | None = None,
 
 
 @router.get("/runs/{run_id}")
+@needs("read")
 def get_run(request: Request, session: SessionDep, run_id: PageId, actual: str | None = Query(None, max_length=200),
             predicted: str | None = Query(None, max_length=200), offset: int = Query(0, ge=0, le=MAX_ID)):
     """One run, live while it trains; ?actual=&predicted= shows the validation images of that confusion cell."""
@@ -132,6 +135,7 @@ def get_run(request: Request, session: SessionDep, run_id: PageId, actual: str |
 
 
 @router.post("/runs/{run_id}/cancel")
+@needs("member")
 def post_run_cancel(request: Request, session: SessionDep, settings: SettingsDep, run_id: PageId, data: FormData):
     """Cancel a queued run, or ask a running one to stop at its next batch."""
     try:
@@ -145,6 +149,7 @@ def post_run_cancel(request: Request, session: SessionDep, settings: SettingsDep
 
 
 @router.post("/runs/{run_id}/retry")
+@needs("member")
 def post_run_retry(request: Request, session: SessionDep, publisher: PublisherDep, run_id: PageId, data: FormData):
     """Queue a failed or cancelled run again: from its last checkpoint, or from scratch."""
     scratch = data.get("from") == "scratch"

@@ -13,6 +13,7 @@ from fitboard.app.pages.render import FormData, PageId, redirect, render
 from fitboard.app.services import runs, searches
 from fitboard.app.services.studies import PRUNERS, SAMPLERS
 from fitboard.app.store.models import Run
+from fitboard.app.web.access import needs
 from fitboard.app.web.deps import PublisherDep, SessionDep, SettingsDep
 
 router = APIRouter()
@@ -32,6 +33,7 @@ def _form_page(request: Request, run: Run, form: dict, errors: list[str] | None 
 
 
 @router.get("/runs/{run_id}/search")
+@needs("member")
 def get_search_form(request: Request, session: SessionDep, run_id: PageId):
     """Search around this run's recipe: pick a space (or a preset), a budget and a pruner."""
     run = runs.get(session, run_id)
@@ -56,6 +58,7 @@ def _options(form: dict) -> tuple[dict, list[str]]:
 
 
 @router.post("/runs/{run_id}/search")
+@needs("member")
 def post_search(request: Request, session: SessionDep, settings: SettingsDep, publisher: PublisherDep, run_id: PageId,
                 data: FormData):
     """Start the search and show it."""
@@ -91,12 +94,14 @@ def _param_text(params: dict) -> str:
 
 
 @router.get("/searches")
+@needs("read")
 def get_searches(request: Request, session: SessionDep):
     """Every search, newest first."""
     return render(request, "search.html", searches=searches.recent(session), search=None)
 
 
 @router.get("/searches/{search_id}")
+@needs("read")
 def get_search(request: Request, session: SessionDep, search_id: PageId):
     """One search: verdicts on top, trials, charts and budget; it reloads itself while active."""
     report = searches.report(session, search_id, with_importance=True)
@@ -110,6 +115,7 @@ def get_search(request: Request, session: SessionDep, search_id: PageId):
 
 
 @router.post("/searches/{search_id}/cancel")
+@needs("member")
 def post_search_cancel(request: Request, session: SessionDep, settings: SettingsDep, search_id: PageId):
     """Cancel the search's queued and running trials."""
     searches.cancel(session, search_id, settings.worker_lost_after)

@@ -15,6 +15,7 @@ from fitboard.app.pages.wording import COLORS, mean_std, paired_diff
 from fitboard.app.services import runs, sweeps
 from fitboard.app.services.compare import MAX_COMPARE
 from fitboard.app.store.models import Run
+from fitboard.app.web.access import needs
 from fitboard.app.web.deps import PublisherDep, SessionDep, SettingsDep
 
 router = APIRouter()
@@ -83,6 +84,7 @@ def _seed_count(text: str | None, least: int = 1) -> int | None:
 
 
 @router.get("/runs/{run_id}/ablate")
+@needs("member")
 def get_ablate(request: Request, session: SessionDep, run_id: PageId):
     """Tick the techniques to toggle against this run; each becomes a variant run for several seeds."""
     run = runs.get(session, run_id)
@@ -104,6 +106,7 @@ def _stage_epochs(data: dict, stages: list[dict]) -> tuple[list[str], list[int] 
 
 
 @router.post("/runs/{run_id}/ablate")
+@needs("member")
 def post_ablate(request: Request, session: SessionDep, settings: SettingsDep, publisher: PublisherDep, run_id: PageId,
                 data: FormData):
     """Store the sweep, queue one run per variant and seed, and show it."""
@@ -167,18 +170,21 @@ def _sweep_page(request: Request, report: dict, errors: list[str] | None = None,
 
 
 @router.get("/sweeps")
+@needs("read")
 def get_sweeps(request: Request, session: SessionDep):
     """Every sweep, newest first, with how many of its runs have finished."""
     return render(request, "sweep.html", sweeps=sweeps.recent(session))
 
 
 @router.get("/sweeps/{sweep_id}")
+@needs("read")
 def get_sweep(request: Request, session: SessionDep, sweep_id: PageId):
     """One sweep, refreshed while its runs train."""
     return _sweep_page(request, sweeps.report(session, sweep_id))
 
 
 @router.post("/sweeps/{sweep_id}/seeds")
+@needs("member")
 def post_sweep_seeds(request: Request, session: SessionDep, settings: SettingsDep, publisher: PublisherDep,
                      sweep_id: PageId, data: FormData):
     """Run every variant for a few more seeds (the next unused ones)."""
