@@ -30,7 +30,7 @@ from fitboard.app.services.serializers import (
     serialize_run,
 )
 from fitboard.app.store.db import session_scope
-from fitboard.app.web.access import needs
+from fitboard.app.web.access import AccessDep, needs
 from fitboard.app.web.deps import PublisherDep, SessionDep, SettingsDep
 from fitboard.app.web.sse import resume_point, run_events, stream_slot
 
@@ -47,10 +47,12 @@ QUEUED_LATER = queued_later(RunOut)
 @router.post("/runs", status_code=201, response_model=RunOut, responses={**WRITE_ERRORS, **QUEUED_LATER},
              openapi_extra=RUN_SPEC_BODY)
 @needs("member")
-def post_runs(session: SessionDep, settings: SettingsDep, publisher: PublisherDep, payload: dict = Body(...)):
+def post_runs(access: AccessDep, session: SessionDep, settings: SettingsDep, publisher: PublisherDep,
+              payload: dict = Body(...)):
     """Submit a RunSpec: validated with its dataset, stored and queued; 422 names every bad field. 202 with a
     queued_note when the broker is unreachable: the run is stored and is sent when the broker is back."""
     run, note = runs.submit(session, publisher, payload, settings.data_root)
+    access.note("launch", f"run {run.id}")
     return stored(serialize_run(run), note)
 
 
@@ -86,10 +88,12 @@ def _query_tag(tag: str) -> str:
 
 @router.patch("/runs/{run_id}", response_model=RunOut, responses={**WRITE_ERRORS, **errors(404)})
 @needs("member")
-def patch_run(run_id: RunId, request: Request, session: SessionDep, patch: RunPatch = Body(...)):
+def patch_run(run_id: RunId, request: Request, access: AccessDep, session: SessionDep, patch: RunPatch = Body(...)):
     """Rename a run, replace its notes (plain text) or tags, archive or unarchive it; fields left out stay."""
     run = runs.edit(session, run_id, patch)
     request.app.state.run_cache.invalidate(run_id)
+    if patch.archived is not None:
+        access.note("archive" if patch.archived else "unarchive", f"run {run_id}")
     return serialize_run(run)
 
 

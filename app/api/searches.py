@@ -9,7 +9,7 @@ from fitboard.app.api import WRITE_ERRORS, api_router, errors
 from fitboard.app.core.schemas import MAX_ID
 from fitboard.app.services import searches
 from fitboard.app.services.serializers import SearchOut
-from fitboard.app.web.access import needs
+from fitboard.app.web.access import AccessDep, needs
 from fitboard.app.web.deps import PublisherDep, SessionDep, SettingsDep
 
 router = api_router("searches")
@@ -18,7 +18,8 @@ SearchId = Annotated[int, Path(ge=1, le=MAX_ID, description="a search's id")]
 
 @router.post("/searches", status_code=201, response_model=SearchOut, responses=WRITE_ERRORS)
 @needs("member")
-def post_searches(session: SessionDep, settings: SettingsDep, publisher: PublisherDep, base: dict = Body(...),
+def post_searches(access: AccessDep, session: SessionDep, settings: SettingsDep, publisher: PublisherDep,
+                  base: dict = Body(...),
                   space: dict = Body(...), options: dict = Body({})):
     """Store a search, create its Optuna study in fitboard's database and queue its first trials. options:
     max_trials (<= FITBOARD_MAX_SWEEP_RUNS), max_parallel (default: live workers), metric, direction, pruner
@@ -26,6 +27,7 @@ def post_searches(session: SessionDep, settings: SettingsDep, publisher: Publish
     the bad field and stores nothing."""
     search = searches.create(session, publisher, base, space, options, settings.data_root,
                              settings.max_sweep_runs, settings.worker_lost_after)
+    access.note("launch", f"search {search.id}")
     return searches.report(session, search.id)
 
 

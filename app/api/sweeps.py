@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 from fitboard.app.api import WRITE_ERRORS, SweepId, api_router, errors, queued_later, stored
 from fitboard.app.services import sweeps
 from fitboard.app.services.serializers import SweepOut, SweepQueued, serialize_run
-from fitboard.app.web.access import needs
+from fitboard.app.web.access import AccessDep, needs
 from fitboard.app.web.deps import PublisherDep, SessionDep, SettingsDep
 
 router = api_router("sweeps")
@@ -25,7 +25,8 @@ def _answer(report: dict, queued: list, note: str | None) -> JSONResponse:
 
 @router.post("/sweeps", status_code=201, response_model=SweepQueued, responses={**WRITE_ERRORS, **QUEUED_LATER})
 @needs("member")
-def post_sweeps(session: SessionDep, settings: SettingsDep, publisher: PublisherDep, base: dict = Body(...),
+def post_sweeps(access: AccessDep, session: SessionDep, settings: SettingsDep, publisher: PublisherDep,
+                base: dict = Body(...),
                 vary: dict = Body(..., json_schema_extra={"minProperties": 1}),
                 seeds: list = Body([0, 1, 2], json_schema_extra=SEEDS_SCHEMA),
                 mode: Literal["grid", "one_at_a_time"] = Body("one_at_a_time")):
@@ -33,6 +34,7 @@ def post_sweeps(session: SessionDep, settings: SettingsDep, publisher: Publisher
     field and stores nothing; 202 with a queued_note when the broker is unreachable."""
     sweep, queued, note = sweeps.create(session, publisher, base, vary, seeds, mode, settings.data_root,
                                         settings.max_sweep_runs)
+    access.note("launch", f"sweep {sweep.id} ({len(queued)} runs)")
     return _answer(sweeps.report(session, sweep.id), queued, note)
 
 

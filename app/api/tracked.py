@@ -13,7 +13,7 @@ from fitboard.app.core.errors import TooLarge
 from fitboard.app.services import tracked
 from fitboard.app.services.serializers import RunOut, serialize_run
 from fitboard.app.store.db import session_scope
-from fitboard.app.web.access import needs
+from fitboard.app.web.access import AccessDep, needs
 from fitboard.app.web.deps import SessionDep
 
 router = api_router("tracked")
@@ -22,10 +22,12 @@ MAX_MODEL_BYTES = 2 * 1024**3  # one exported model; the body-size layer lets th
 
 @router.post("/tracked", status_code=201, response_model=RunOut, responses=WRITE_ERRORS)
 @needs("member", worker=True)
-def post_tracked(session: SessionDep, payload: dict = Body(...)):
+def post_tracked(access: AccessDep, session: SessionDep, payload: dict = Body(...)):
     """Open a tracked run: name, dataset label and what the callback read from the learner (arch, loss, optimiser,
     ...). It is running from now and takes its rows over POST /tracked/{id}/rows."""
-    return serialize_run(tracked.open_run(session, payload))
+    run = tracked.open_run(session, payload)
+    access.note("launch", f"tracked run {run.id}")
+    return serialize_run(run)
 
 
 @router.post("/tracked/{run_id}/rows", response_model=RunOut, responses={**WRITE_ERRORS, **errors(404, 409)})

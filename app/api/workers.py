@@ -14,4 +14,6 @@ router = api_router("workers")
 @needs("read")
 def get_workers(session: SessionDep, settings: SettingsDep):
     """Workers with their host, GPU, last heartbeat and current run."""
-    return [serialize_worker(s.worker) for s in workers.states(session, settings.worker_lost_after)]
+    # states() reads each current run through this request's project scope: another project's run is None there
+    return [serialize_worker(s.worker, run_visible=s.run is not None)
+            for s in workers.states(session, settings.worker_lost_after)]

@@ -16,7 +16,7 @@ from fitboard.app.pages.presets import dataset_choices
 from fitboard.app.pages.render import FormData, PageId, redirect, render
 from fitboard.app.services import datasets, runs
 from fitboard.app.store.models import Run
-from fitboard.app.web.access import needs
+from fitboard.app.web.access import AccessDep, needs
 from fitboard.app.web.deps import PublisherDep, SessionDep, SettingsDep
 from fitboard.app.web.security import check_csrf
 
@@ -60,7 +60,8 @@ def get_run_form(request: Request, session: SessionDep, settings: SettingsDep, d
 
 @router.post("/runs/new")
 @needs("member")
-def post_run_form(request: Request, session: SessionDep, settings: SettingsDep, publisher: PublisherDep,
+def post_run_form(request: Request, access: AccessDep, session: SessionDep, settings: SettingsDep,
+                  publisher: PublisherDep,
                   data: FormData):
     """Store and queue the run the form describes, or show each problem beside its field."""
     form = forms.form_from_post(data)
@@ -70,6 +71,7 @@ def post_run_form(request: Request, session: SessionDep, settings: SettingsDep, 
         session.rollback()
         return _form_page(request, session, settings, form, forms.field_errors(exc.problems), 422,
                           clone_of=_clone_source(session, data.get("clone_of")))
+    access.note("launch", f"run {run.id}")
     request.session["notice"] = f"Run {run.id} queued." if note is None else f"Run {run.id} stored; {note}."
     return redirect(f"/runs/{run.id}")
 

@@ -17,7 +17,7 @@ from fitboard.app.pages.wording import attempt_ending, attempts_seconds, describ
 from fitboard.app.services import datasets, error_images, runs, sweeps
 from fitboard.app.services.serializers import serialize_epoch, serialize_lr_find
 from fitboard.app.store.models import utcnow
-from fitboard.app.web.access import needs
+from fitboard.app.web.access import AccessDep, needs
 from fitboard.app.web.deps import PublisherDep, SessionDep, SettingsDep
 
 router = APIRouter()
@@ -136,13 +136,15 @@ def get_run(request: Request, session: SessionDep, run_id: PageId, actual: str |
 
 @router.post("/runs/{run_id}/cancel")
 @needs("member")
-def post_run_cancel(request: Request, session: SessionDep, settings: SettingsDep, run_id: PageId, data: FormData):
+def post_run_cancel(request: Request, access: AccessDep, session: SessionDep, settings: SettingsDep, run_id: PageId,
+                    data: FormData):
     """Cancel a queued run, or ask a running one to stop at its next batch."""
     try:
         status = runs.cancel(session, run_id, orphaned_after=settings.worker_lost_after)
     except RunFinished as exc:
         return run_page(request, session, run_id, f"Nothing to cancel: run {run_id} already {exc.status}.", 409)
     request.app.state.run_cache.invalidate(run_id)  # API readers see the cancel at once
+    access.note("cancel", f"run {run_id}")
     request.session["notice"] = ("Run cancelled before it started." if status == RunStatus.cancelled
                                  else "Asked the worker to stop at the next batch.")
     return redirect(f"/runs/{run_id}")
@@ -150,7 +152,8 @@ def post_run_cancel(request: Request, session: SessionDep, settings: SettingsDep
 
 @router.post("/runs/{run_id}/retry")
 @needs("member")
-def post_run_retry(request: Request, session: SessionDep, publisher: PublisherDep, run_id: PageId, data: FormData):
+def post_run_retry(request: Request, access: AccessDep, session: SessionDep, publisher: PublisherDep, run_id: PageId,
+                   data: FormData):
     """Queue a failed or cancelled run again: from its last checkpoint, or from scratch."""
     scratch = data.get("from") == "scratch"
     try:
@@ -158,6 +161,7 @@ def post_run_retry(request: Request, session: SessionDep, publisher: PublisherDe
     except RunActive as exc:
         return run_page(request, session, run_id, str(exc), 409)
     request.app.state.run_cache.invalidate(run_id)
+    access.note("retry", f"run {run_id}")
     where = "from scratch (its epoch rows were cleared)" if scratch else (
         f"from stage {run.resume_from['stage'] + 1}, epoch {run.resume_from['epoch'] + 1}" if run.resume_from
         else "from the start (it had no checkpoint)")

@@ -13,7 +13,7 @@ from fitboard.app.pages.render import FormData, PageId, redirect, render
 from fitboard.app.services import runs, searches
 from fitboard.app.services.studies import PRUNERS, SAMPLERS
 from fitboard.app.store.models import Run
-from fitboard.app.web.access import needs
+from fitboard.app.web.access import AccessDep, needs
 from fitboard.app.web.deps import PublisherDep, SessionDep, SettingsDep
 
 router = APIRouter()
@@ -59,7 +59,8 @@ def _options(form: dict) -> tuple[dict, list[str]]:
 
 @router.post("/runs/{run_id}/search")
 @needs("member")
-def post_search(request: Request, session: SessionDep, settings: SettingsDep, publisher: PublisherDep, run_id: PageId,
+def post_search(request: Request, access: AccessDep, session: SessionDep, settings: SettingsDep,
+                publisher: PublisherDep, run_id: PageId,
                 data: FormData):
     """Start the search and show it."""
     run = runs.get(session, run_id)
@@ -84,6 +85,7 @@ def post_search(request: Request, session: SessionDep, settings: SettingsDep, pu
         session.rollback()
         return _form_page(request, run, form, [f"{p['loc']}: {p['msg']}" if p.get("loc") else p["msg"]
                                                for p in exc.problems], 422)
+    access.note("launch", f"search {search.id}")
     request.session["notice"] = f"Search {search.id} started: its first trials are queued."
     return redirect(f"/searches/{search.id}")
 
@@ -116,8 +118,10 @@ def get_search(request: Request, session: SessionDep, search_id: PageId):
 
 @router.post("/searches/{search_id}/cancel")
 @needs("member")
-def post_search_cancel(request: Request, session: SessionDep, settings: SettingsDep, search_id: PageId):
+def post_search_cancel(request: Request, access: AccessDep, session: SessionDep, settings: SettingsDep,
+                       search_id: PageId):
     """Cancel the search's queued and running trials."""
     searches.cancel(session, search_id, settings.worker_lost_after)
+    access.note("cancel", f"search {search_id}")
     request.session["notice"] = f"Search {search_id} cancelled."
     return redirect(f"/searches/{search_id}")

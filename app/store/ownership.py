@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from sqlalchemy import event, select
 from sqlalchemy.orm import ORMExecuteState, column_property, with_loader_criteria
+from sqlalchemy.orm.exc import DetachedInstanceError
 from sqlmodel import Session
 
 from fitboard.app.store.models import DEFAULT_PROJECT_ID, Dataset, Prediction, Project, Run, Search, Sweep
@@ -57,6 +58,19 @@ def _stamp_new_rows(session: Session, _context, _instances) -> None:
             row.launched_by = session.info.get(PERSON_KEY)
 
 
+@event.listens_for(Session, "after_flush")
+def _note_new_runs(session: Session, _context) -> None:
+    session.info.setdefault("fitboard_new_runs", []).extend(r for r in session.new if isinstance(r, Run))
+
+
+@event.listens_for(Session, "after_flush_postexec")
+def _load_owner_names(session: Session, _context) -> None:
+    # A run answered right after it was added (POST /runs) says its project and launcher even once its session
+    # has closed: read both names now, while the session is open.
+    for run in session.info.pop("fitboard_new_runs", []):
+        session.refresh(run, ["project_name", "launcher_name"])
+
+
 @event.listens_for(Session, "do_orm_execute")
 def _only_this_project(state: ORMExecuteState) -> None:
     project_id = state.session.info.get(PROJECT_KEY)
@@ -66,3 +80,11 @@ def _only_this_project(state: ORMExecuteState) -> None:
         state.statement = state.statement.options(*(
             with_loader_criteria(model, lambda cls: cls.project_id == project_id, include_aliases=True)
             for model in OWNED))
+
+
+def owner_names(run: Run) -> tuple[str, str | None]:
+    """The run's project name and its launcher's name (read with the run; loaded now if it was just added)."""
+    try:
+        return run.project_name or "default", run.launcher_name
+    except DetachedInstanceError:  # a run built outside any session (tests' fixtures): only its id is known
+        return "default", None

@@ -150,7 +150,7 @@ def _compare_ids(request: Request) -> list[int]:
 
 
 def _resource_projects(request: Request, session: Session) -> list[tuple[int, Exception]]:
-    """(project id, its 404) of each thing the path (or a compare's ids) names; 404 for one that does not exist."""
+    """(project id, its 404) of each existing thing the path (or a compare's ids) names."""
     found = []
     for key, (model, missing) in RESOURCES.items():
         if (rid := _int(request.path_params.get(key))) is not None:
@@ -165,10 +165,8 @@ def _resource_projects(request: Request, session: Session) -> list[tuple[int, Ex
         ids = _compare_ids(request)
         rows = dict(session.exec(select(Run.id, Run.project_id).where(Run.id.in_(ids))).all()) if ids else {}
         found += [(rows.get(i), RunNotFound(i)) for i in ids]
-    for pid, missing in found:
-        if pid is None:
-            raise missing
-    return found
+    # One that does not exist is left to the route, which answers it exactly as before (404, or 422 for bad input).
+    return [(pid, missing) for pid, missing in found if pid is not None]
 
 
 def _default_project(who: Principal) -> int | None:

@@ -4,14 +4,14 @@ from __future__ import annotations
 import argparse
 
 from fitboard.app.core.redact import install_log_redaction
-from fitboard.worker.cli import doctor, predict, search, serve, store, submit, train, weights
+from fitboard.worker.cli import doctor, people, predict, search, serve, store, submit, train, weights
 
 
 def build_parser() -> argparse.ArgumentParser:
     """All subcommands and their options."""
     parser = argparse.ArgumentParser(prog="fitboard", description="Launch and compare fastai training runs.")
     sub = parser.add_subparsers(dest="command", required=True)
-    for group in (train, serve, submit, search, store, doctor, predict, weights):
+    for group in (train, serve, submit, search, store, doctor, predict, weights, people):
         group.add_commands(sub)
     return parser
 
