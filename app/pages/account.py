@@ -19,8 +19,8 @@ def _account(request: Request, access, session, status_code: int = 200, **extra)
     who = access.principal
     person = session.get(Person, who.person_id) if who.person_id else None
     tokens = people.tokens(session, person) if person else []
-    return render(request, "account.html", status_code, person=person, tokens=tokens,
-                  new_token=None, error=None, **extra)
+    return render(request, "account.html", status_code,
+                  **{"person": person, "tokens": tokens, "new_token": None, "error": None, **extra})
 
 
 @router.get("/account")

@@ -176,12 +176,13 @@ def _default_project(who: Principal) -> int | None:
     return min(who.roles) if who.roles else None
 
 
-def _named(request: Request) -> str | None:
-    """The project the request names: the path's, ?project=NAME, or (pages) the one this browser last switched to."""
+def _named(request: Request) -> tuple[str | None, bool]:
+    """The project the request names and whether it named it itself (the path's, ?project=NAME), or else the one
+    this browser last switched to (pages remember the switcher's choice)."""
     named = request.path_params.get("project") or request.query_params.get("project")
-    if named and not request.url.path.startswith(API) and "session" in request.scope:
-        request.session["project"] = named[:100]  # the switcher's choice holds while browsing
-    return named or (request.session.get("project") if "session" in request.scope else None)
+    if named:
+        return named, True
+    return (request.session.get("project") if "session" in request.scope else None), False
 
 
 def _project(request: Request, session: Session, who: Principal) -> tuple[int, dict[int, str]]:
@@ -192,16 +193,15 @@ def _project(request: Request, session: Session, who: Principal) -> tuple[int, d
         if who.level(pid) < 1:
             raise missing
     visible = {i: n for i, n in people_store.projects(session).items() if who.level(i) >= 1}
-    named = None if found else _named(request)
     if found:
-        pid = found[0][0]
-    elif named:
-        pid = next((i for i, n in visible.items() if n == named), None)
-        if pid is None and (request.query_params.get("project") or request.path_params.get("project")):
-            raise NotFound(f"project {named!r}")
-        pid = pid or _default_project(who)  # a remembered choice no longer visible: back to the default
-    else:
-        pid = _default_project(who)
+        return found[0][0], visible
+    named, explicit = _named(request)
+    pid = next((i for i, n in visible.items() if n == named), None) if named else None
+    if pid is None and explicit:
+        raise NotFound(f"project {named!r}")
+    if pid is not None and explicit and not request.url.path.startswith(API) and "session" in request.scope:
+        request.session["project"] = named  # the switcher's choice holds while this browser moves between pages
+    pid = pid or _default_project(who)  # a remembered choice no longer visible: back to the default
     if pid is None:
         raise NotFound("a project of yours (ask an admin to add you to one)")
     return pid, visible
