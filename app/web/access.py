@@ -192,7 +192,7 @@ def _project(request: Request, session: Session, who: Principal) -> tuple[int, d
     for pid, missing in found:
         if who.level(pid) < 1:
             raise missing
-    visible = {i: n for i, n in people_store.projects(session).items() if who.level(i) >= 1}
+    visible = {i: n for i, n in request.app.state.directory.projects(session).items() if who.level(i) >= 1}
     if found:
         return found[0][0], visible
     named, explicit = _named(request)
@@ -230,7 +230,7 @@ def check(request: Request, session: Session) -> Access:
             raise HTTPException(status.HTTP_403_FORBIDDEN, "only site admins may do this")
         return Access(who, address=address)
     pid, visible = _project(request, session, who)
-    name = visible.get(pid) or people_store.projects(session).get(pid, "default")
+    name = visible.get(pid) or request.app.state.directory.projects(session).get(pid, "default")
     access = Access(who, pid, name, address, visible)
     if not access.can(rule.level):
         raise HTTPException(status.HTTP_403_FORBIDDEN, f"this needs the {rule.level} role in project {name!r}")

@@ -61,6 +61,7 @@ class Directory:
         self._tokens: dict[str, tuple[float, Principal | None, object]] = {}  # digest -> (until, who, expires)
         self._sessions: dict[tuple[int, int], tuple[float, Principal | None]] = {}  # (person, version) -> who
         self._touched: dict[int, float] = {}
+        self._projects: dict[int, str] | None = None  # every project: id -> name
         self.people_seen: tuple[float, bool] = (0.0, False)  # (when checked, people exist) for the fast path
 
     def sync(self, session: Session) -> None:
@@ -70,7 +71,14 @@ class Directory:
             if current != self._generation:
                 self._tokens.clear()
                 self._sessions.clear()
+                self._projects = None
                 self._generation = current
+
+    def projects(self, session: Session) -> dict[int, str]:
+        """Every project: id -> name (a new project moves the generation, so this is never stale past a sync)."""
+        if self._projects is None:
+            self._projects = store.projects(session)
+        return self._projects
 
     def people_exist(self, session: Session) -> bool:
         """True once any person exists (then every caller must identify); remembered for the fast path."""

@@ -37,6 +37,16 @@ def _run(args: argparse.Namespace, action) -> int:
         engine.dispose()
 
 
+def accounts_on(settings) -> bool:
+    """True once anyone has an account: then every caller must log in, and the server may face a network."""
+    engine = store_engine(settings)
+    try:
+        with session_scope(engine) as session:
+            return store.people_exist(session)
+    finally:
+        engine.dispose()
+
+
 def _audit(session, action: str, target: str) -> None:
     store.record(session, _actor(), None, action, target, None, "local")
 
