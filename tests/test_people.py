@@ -15,7 +15,7 @@ from sqlalchemy import select
 from fitboard.app.core.settings import Settings
 from fitboard.app.services import people
 from fitboard.app.store.db import alembic_config, make_engine, session_scope, upgrade
-from fitboard.app.store.models import Run
+from fitboard.app.store.models import Run, Worker
 from fitboard.app.web.app import create_app
 from tests.helpers import BEARER, TOKEN, tiny_recipe
 from tests.people_world import CSRF, PASSWORD
@@ -102,6 +102,16 @@ def test_a_foreign_dataset_name_and_a_foreign_workers_run_are_not_told(team, sql
     assert "alpha-digits" not in [d["name"] for d in client.get("/api/v1/datasets",
                                                                 headers=bearer(tokens["bo"])).json()]
     assert client.get("/api/v1/datasets/alpha-digits", headers=bearer(tokens["bo"])).status_code == 404
+    # a worker training alpha's run: bo sees the worker, not what it trains
+    run = client.post("/api/v1/runs", json=tiny_recipe(), headers=bearer(tokens["mia"])).json()["id"]
+    engine = make_engine(sqlite_url)
+    with session_scope(engine) as s:
+        s.add(Worker(name="gpu0:1", host="gpu0", pid=1, current_run_id=run))
+    engine.dispose()
+    seen = {name: client.get("/api/v1/workers", headers=bearer(tokens[name])).json() for name in ("mia", "bo")}
+    assert [w["current_run_id"] for w in seen["mia"]] == [run] and [w["current_run_id"] for w in seen["bo"]] == [None]
+    page = client.get("/workers", headers=bearer(tokens["bo"])).text
+    assert "gpu0:1" in page and f"/runs/{run}" not in page
 
 
 def test_the_cli_adds_people_and_projects_and_its_revoke_holds_at_the_next_request(team):

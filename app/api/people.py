@@ -60,7 +60,7 @@ def _owner(access, session, name: str | None) -> Person:
     return session.get(Person, who.person_id)
 
 
-@router.get("/tokens", response_model=list[TokenOut])
+@router.get("/tokens", response_model=list[TokenOut], responses=errors(409, 422))
 @needs("self")
 def get_tokens(access: AccessDep, session: SessionDep,
                person: str | None = Query(None, max_length=64, description="site admins: whose tokens")):
@@ -80,7 +80,7 @@ def post_tokens(access: AccessDep, session: SessionDep, body: TokenIn = Body(...
     return {**TokenOut.model_validate(row).model_dump(mode="json"), "token": token}
 
 
-@router.delete("/tokens/{token_id}", response_model=TokenOut, responses=errors(422))
+@router.delete("/tokens/{token_id}", response_model=TokenOut, responses=errors(409, 422))
 @needs("self")
 def delete_token(access: AccessDep, session: SessionDep, token_id: int = Path(ge=1, le=MAX_ID),
                  person: str | None = Query(None, max_length=64, description="site admins: whose token")):

@@ -49,7 +49,7 @@ class TokenIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     label: str = Field("", max_length=100)
     scope: Literal["read", "write", "worker"] = "write"
-    expires_days: int | None = Field(None, ge=1, le=3650, description="null: never expires")
+    expires_days: int | None = Field(None, ge=1, le=3650, strict=True, description="null: never expires")
     person: str | None = Field(None, max_length=64, description="site admins: whose token (default: yours)")
 
 
@@ -59,7 +59,7 @@ class PersonIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(..., min_length=1, max_length=64)
     password: str = Field(..., min_length=8, max_length=1024)
-    site_admin: bool = False
+    site_admin: bool = Field(False, strict=True)  # true or false: 0, 1 and "yes" are refused
 
 
 class PersonOut(_Out):
