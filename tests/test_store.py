@@ -36,7 +36,8 @@ from tests.store_fixtures import *  # noqa: F401,F403  (conftest may import them
 
 ROOT = Path(__file__).resolve().parent.parent
 TABLES = {"fitboard_alembic_version", "search", "dataset", "run", "epoch", "lr_find", "artifact", "worker", "sweep",
-          "run_attempt", "lease", "prediction"}
+          "run_attempt", "lease", "prediction", "project", "person", "api_token", "membership", "audit",
+          "access_generation"}
 SPEC = {"name": "cassava-normalize", "dataset": "cassava", "arch": "resnet34",
         "stages": [{"epochs": 2, "size": 64, "lr": "find"}]}
 

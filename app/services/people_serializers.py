@@ -49,7 +49,7 @@ class TokenIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     label: str = Field("", max_length=100)
     scope: Literal["read", "write", "worker"] = "write"
-    expires_days: int | None = Field(None, ge=1, le=3650, strict=True, description="null: never expires")
+    expires_days: int | None = Field(None, ge=1, le=3650, description="null: never expires")
     person: str | None = Field(None, max_length=64, description="site admins: whose token (default: yours)")
 
 

@@ -77,9 +77,9 @@ def _only_this_project(state: ORMExecuteState) -> None:
     if project_id is None or state.is_column_load or state.is_relationship_load:
         return
     if state.is_select or state.is_update or state.is_delete:
+        # Plain expressions, not lambdas: their bound value keeps the compiled statement cacheable and cheap.
         state.statement = state.statement.options(*(
-            with_loader_criteria(model, lambda cls: cls.project_id == project_id, include_aliases=True)
-            for model in OWNED))
+            with_loader_criteria(model, model.project_id == project_id, include_aliases=True) for model in OWNED))
 
 
 def owner_names(run: Run) -> tuple[str, str | None]:
