@@ -5,11 +5,13 @@ ended in (a killed one as lost, after FITBOARD_TRACKED_LOST_AFTER)."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import pytest
@@ -78,30 +80,36 @@ SCRIPT = textwrap.dedent('''
 
 
 class Script:
-    """The script above, started for one ending; its report is read from its first line."""
+    """The script above, started for one ending; a thread collects what it prints, its report is the JSON line."""
 
     def __init__(self, folder, url: str, ending: str):
         path = folder / f"train_{ending}.py"
         path.write_text(SCRIPT)
+        # One thread each: several scripts share two cores with the server, and torch's spinning threads would
+        # make a two-epoch fit take minutes.
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
         self.proc = subprocess.Popen([sys.executable, str(path), url, ending], stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True)
+                                     stderr=subprocess.STDOUT, text=True, env=env)
         self.said: list[str] = []
+        self.reader = threading.Thread(target=lambda: self.said.extend(self.proc.stdout), daemon=True)
+        self.reader.start()
 
-    def report(self, timeout: float = 120) -> dict:
+    def report(self, timeout: float = 180) -> dict:
+        """The JSON line: the run's id and what the recorder logged."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                break
-            self.said.append(line)
-            if line.startswith("{"):
+            line = next((x for x in list(self.said) if x.startswith("{")), None)
+            if line:
                 return json.loads(line)
-        raise AssertionError("the script reported nothing:\n" + "".join(self.said))
+            if self.proc.poll() is not None and not self.reader.is_alive():
+                break
+            time.sleep(0.1)
+        raise AssertionError("the script reported nothing:\n" + self.output())
 
     def wait(self, timeout: float = 60) -> int:
-        """Its exit code, once it exited; the rest of what it said (a few lines: the pipe never fills)."""
-        self.proc.wait(timeout)  # not communicate(): with a timeout it reads past readline's buffer and loses it
-        self.said.append(self.proc.stdout.read())
+        """Its exit code, once it exited and everything it said was read."""
+        self.proc.wait(timeout)
+        self.reader.join(10)
         return self.proc.returncode
 
     def output(self) -> str:
@@ -111,8 +119,7 @@ class Script:
         """Kill it if a failed test left it sleeping."""
         if self.proc.poll() is None:
             self.proc.kill()
-        self.proc.wait()
-        self.proc.stdout.close()
+        self.wait()
 
 
 @pytest.fixture(scope="module")
@@ -123,10 +130,20 @@ def served(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def scripts(served, tmp_path_factory):
+def forgetful(tmp_path_factory):
+    """`fitboard web` that fails a tracked run as lost after 10 s of silence (not less: a script starved of CPU
+    by its neighbours may be silent for seconds while it trains), checking twice a second."""
+    env = {"FITBOARD_TRACKED_LOST_AFTER": "10", "FITBOARD_RECONCILE_INTERVAL": "0.5"}
+    with serving(tmp_path_factory.mktemp("tracked-lost"), command="web", env=env) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def scripts(served, forgetful, tmp_path_factory):
     """One script per ending, started together (most of each one's time is importing torch and fastai)."""
     folder = tmp_path_factory.mktemp("scripts")
     started = {ending: Script(folder, served.url, ending) for ending in ("exit", "raise", "interrupt", "scoped")}
+    started["kill"] = Script(folder, forgetful.url, "kill")
     yield started
     for script in started.values():
         script.stop()
@@ -141,6 +158,20 @@ def dashboard_rows(url: str, run_id: int) -> list[list[float]]:
 def finished(url: str, run_id: int) -> fitboard.Run:
     """The run as the dashboard says right now."""
     return fitboard.Client(url).run(run_id)
+
+
+def test_kill_9_leaves_the_run_to_the_lost_rule(forgetful, scripts):
+    script = scripts["kill"]
+    report = script.report()
+    script.proc.kill()  # first of the tests, at once: the run has been silent for well under 10 s
+    assert script.wait() == -signal.SIGKILL
+    assert finished(forgetful.url, report["run"]).status == "running"  # nothing ran at its exit
+    deadline = time.monotonic() + 30
+    while (run := finished(forgetful.url, report["run"])).status == "running" and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert (run.status, run["error"]) == ("failed", "tracked run lost: no word from the notebook for 10 s "
+                                                    "(FITBOARD_TRACKED_LOST_AFTER); its rows so far are kept")
+    assert dashboard_rows(forgetful.url, report["run"]) == report["rows"]  # the fit's end sent them all
 
 
 def test_exit_without_finish_keeps_every_row_and_succeeds(served, scripts):
@@ -186,21 +217,6 @@ def test_the_scoped_form_ends_the_run_at_the_end_of_its_block(served, scripts):
     assert dashboard_rows(served.url, report["run"]) == report["rows"]
     assert script.wait() == 0
     assert "finished at exit" not in script.output()  # nothing left for the exit to do
-
-
-def test_kill_9_leaves_the_run_to_the_lost_rule(tmp_path):
-    env = {"FITBOARD_TRACKED_LOST_AFTER": "2", "FITBOARD_RECONCILE_INTERVAL": "0.5"}
-    (tmp_path / "home").mkdir()
-    with serving(tmp_path / "home", command="web", env=env) as server:
-        script = Script(tmp_path, server.url, "kill")
-        report = script.report()
-        script.proc.kill()
-        assert script.wait() == -signal.SIGKILL
-        deadline = time.monotonic() + 30
-        while (run := finished(server.url, report["run"])).status == "running" and time.monotonic() < deadline:
-            time.sleep(0.3)
-        assert run.status == "failed" and run["error"].startswith("tracked run lost: no word from the notebook")
-        assert dashboard_rows(server.url, report["run"]) == report["rows"]  # the fit's end sent them all
 
 
 def test_a_fits_end_does_not_wait_for_a_dashboard_that_is_down():
