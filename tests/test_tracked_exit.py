@@ -1,7 +1,8 @@
 """Scripts that train with FitboardCallback and end every way a script ends, each a real Python process against a
-served fitboard: an exit without finish(), an exception after training, Ctrl-C during a fit, the scoped form, and
-kill -9. Every epoch row the script's recorder logged is on the dashboard, and the run ends in the status the script
-ended in (a killed one as lost, after FITBOARD_TRACKED_LOST_AFTER)."""
+served fitboard: kill -9, an exit without finish(), an exception after training (in the main thread, or in the
+thread that trained), Ctrl-C during a fit, and the scoped form. Every epoch row the script's recorder logged is on
+the dashboard, and the run ends in the status the script ended in (a killed one as lost, after
+FITBOARD_TRACKED_LOST_AFTER)."""
 from __future__ import annotations
 
 import json
@@ -22,7 +23,7 @@ from fitboard.tracker import Tracker
 from tests.served import free_port, serving
 
 SCRIPT = textwrap.dedent('''
-    import atexit, json, signal, sys, time
+    import atexit, json, signal, sys, threading, time
     import fastai.callback.schedule  # noqa: F401  (fit_one_cycle)
     from fastai.callback.core import Callback
     from fastai.callback.progress import ProgressCallback
@@ -51,27 +52,37 @@ SCRIPT = textwrap.dedent('''
                 report(self.learn, cb)
                 time.sleep(600)  # Ctrl-C arrives here, in the middle of the fit
 
+    def plain():  # the endings exit, raise and kill
+        learn.fit_one_cycle(2, 1e-3, cbs=cb)
+        report(learn, cb)
+
+    def interrupt():
+        learn.fit_one_cycle(3, 1e-3, cbs=[cb, PauseAfterSecondEpoch()])
+
+    def scoped():
+        try:
+            with cb:
+                learn.fit_one_cycle(2, 1e-3, cbs=cb)
+                raise RuntimeError("scoring went wrong")
+        except RuntimeError:
+            pass
+        import fitboard
+        run = fitboard.Client(url).run(cb.run_id)  # what the dashboard says once the block is left
+        report(learn, cb, status=run.status, error=run["error"])
+
+    def thread():
+        def train():
+            plain()
+            raise OSError("disk full while saving")
+        worker = threading.Thread(target=train)
+        worker.start()
+        worker.join()
+
     learn = synth_learner(n_trn=8, n_val=4, metrics=[mae])
     learn.remove_cb(ProgressCallback)
     cb = FitboardCallback(url, name=f"script-{ending}", verbose=True)
     with learn.no_logging():
-        if ending == "interrupt":
-            learn.fit_one_cycle(3, 1e-3, cbs=[cb, PauseAfterSecondEpoch()])
-        elif ending == "scoped":
-            try:
-                with cb:
-                    learn.fit_one_cycle(2, 1e-3, cbs=cb)
-                    raise RuntimeError("scoring went wrong")
-            except RuntimeError:
-                pass
-        else:
-            learn.fit_one_cycle(2, 1e-3, cbs=cb)
-    if ending == "scoped":  # what the dashboard says once the block is left, the script still running
-        import fitboard
-        run = fitboard.Client(url).run(cb.run_id)
-        report(learn, cb, status=run.status, error=run["error"])
-    else:
-        report(learn, cb)
+        {"interrupt": interrupt, "scoped": scoped, "thread": thread}.get(ending, plain)()
     if ending == "raise":
         raise ValueError("labels.csv lacks 3 rows")
     if ending == "kill":
@@ -142,7 +153,8 @@ def forgetful(tmp_path_factory):
 def scripts(served, forgetful, tmp_path_factory):
     """One script per ending, started together (most of each one's time is importing torch and fastai)."""
     folder = tmp_path_factory.mktemp("scripts")
-    started = {ending: Script(folder, served.url, ending) for ending in ("exit", "raise", "interrupt", "scoped")}
+    started = {ending: Script(folder, served.url, ending) for ending in ("exit", "raise", "interrupt", "scoped",
+                                                                          "thread")}
     started["kill"] = Script(folder, forgetful.url, "kill")
     yield started
     for script in started.values():
@@ -194,6 +206,16 @@ def test_an_exception_after_training_fails_the_run_with_its_message(served, scri
     assert "ValueError: labels.csv lacks 3 rows" in script.output()  # the user's traceback still printed
     run = finished(served.url, report["run"])
     assert (run.status, run["error"]) == ("failed", "ValueError: labels.csv lacks 3 rows")
+    assert dashboard_rows(served.url, report["run"]) == report["rows"]
+
+
+def test_an_exception_in_the_training_thread_fails_the_run(served, scripts):
+    script = scripts["thread"]
+    report = script.report()
+    assert script.wait() == 0  # a thread's exception does not change the exit code
+    assert "OSError: disk full while saving" in script.output()  # threading's own hook still printed it
+    run = finished(served.url, report["run"])
+    assert (run.status, run["error"]) == ("failed", "OSError: disk full while saving")
     assert dashboard_rows(served.url, report["run"]) == report["rows"]
 
 
