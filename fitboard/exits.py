@@ -91,5 +91,5 @@ def _at_exit() -> None:
     for run in runs:
         try:
             run.end_at_exit(max(0.0, deadline - time.monotonic()))
-        except Exception:  # noqa: S112 - the interpreter is exiting: a broken run must not stop the others
+        except Exception:  # the interpreter is exiting: one broken run must not stop the others
             continue

@@ -276,11 +276,14 @@ class FitboardCallback(Callback):
 
     def end_at_exit(self, timeout: float) -> None:
         """The interpreter is exiting with this run open: end it as the script ended (see fitboard.exits)."""
+        # A broken callback saw no more events: whether its last fit completed is not known, so it is not held
+        # against the run.
+        unfinished_fit = self.stage >= 0 and not self.fit_done and not self.broken
         exc = exits.fatal(self.fit_thread)
-        if exc is None and self.stage >= 0 and not self.fit_done:
+        if exc is None and unfinished_fit:
             exc = exits.last_exception()  # a notebook's interrupted fit (IPython keeps it there)
         status, error = exits.outcome(exc)
-        if status == "succeeded" and self.stage >= 0 and not self.fit_done:
+        if status == "succeeded" and unfinished_fit:
             status, error = "failed", f"the script ended during stage {self.stage + 1}, before its fit completed"
         self._end(status, error, timeout, full=False)
         if self.delivered:
