@@ -168,27 +168,3 @@ def logged_in(request: Request) -> bool:
     auth = request.session.get("auth")
     return (isinstance(auth, str) and hmac.compare_digest(auth, token_digest(state.session_secret, token))
             and request.session.get("epoch") == state.session_epoch.current())
-
-
-async def require_api_auth(request: Request) -> None:
-    """API guard: a Bearer token, or a logged-in browser session whose writes carry the CSRF header."""
-    # async although it awaits nothing: a sync dependency would cost every API call a thread-pool round trip.
-    token = request.app.state.settings.api_token
-    header = request.headers.get("authorization", "")
-    if header.lower().startswith("bearer "):
-        if not token:
-            return
-        # Throttled addresses are refused before the comparison, so guessing on cannot tell a right token either.
-        throttle, address = request.app.state.auth_throttle, client_address(request)
-        if throttle.failures and (wait := throttle.retry_after(address)) is not None:
-            raise too_many(wait)
-        if not token_matches(header[7:].strip(), token):
-            throttle.fail(address)
-            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid API token",
-                                headers={"WWW-Authenticate": "Bearer"})
-        return
-    if token and not logged_in(request):
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "send Authorization: Bearer <FITBOARD_API_TOKEN>",
-                            headers={"WWW-Authenticate": "Bearer"})
-    if request.method in UNSAFE and "fitboard_session" in request.cookies:
-        check_csrf(request, request.headers.get("x-csrf-token"))  # a cookie alone must not authorize a write
