@@ -15,6 +15,7 @@ import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
+from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from fitboard.app.core.settings import Settings
 from fitboard.app.services import people
@@ -129,8 +130,12 @@ def test_fuzz_with_a_persons_token_nothing_fails_and_every_answer_is_documented(
     statuses: dict[int, int] = {}
 
     def check(case):
-        response = case.call(headers={"Authorization": f"Bearer {token}"}, timeout=30)
-        case.validate_response(response)  # no 5xx; only documented statuses, content types and body shapes
+        case.headers = {**(case.headers or {}), "Authorization": f"Bearer {token}"}  # over a generated one
+        response = case.call(timeout=30)
+        # no 5xx; only documented statuses, content types and body shapes (a schema-valid body naming a dataset that
+        # is not there may get 422 on the four STATEFUL_BODIES writes, as in the test above)
+        excluded = [positive_data_acceptance] if case.path in STATEFUL_BODIES else []
+        case.validate_response(response, excluded_checks=excluded)
         statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
 
     total = sum(fuzz(op, GenerationMode.POSITIVE, 5, check) for op in operations(base, app))
