@@ -11,7 +11,7 @@ from starlette.concurrency import iterate_in_threadpool
 
 from fitboard.app.api import CSV, WRITE_ERRORS, Offset, RunId, api_router, errors, queued_later, stored
 from fitboard.app.core.artifacts import store_for
-from fitboard.app.core.errors import RecipeError
+from fitboard.app.core.errors import RecipeError, RunNotFound
 from fitboard.app.core.events import EpochEvent
 from fitboard.app.core.run_meta import MAX_TAG, TAG_REGEX, RunPatch, check_tag
 from fitboard.app.core.status import RunStatus
@@ -29,7 +29,6 @@ from fitboard.app.services.serializers import (
     serialize_lr_find,
     serialize_run,
 )
-from fitboard.app.store.db import session_scope
 from fitboard.app.web.access import AccessDep, needs
 from fitboard.app.web.deps import PublisherDep, SessionDep, SettingsDep
 from fitboard.app.web.sse import resume_point, run_events, stream_slot
@@ -181,10 +180,11 @@ def post_run_retry(run_id: RunId, request: Request, session: SessionDep, publish
     return stored(serialize_run(run), note, status_code=200)
 
 
-def existing_run(run_id: RunId, request: Request) -> int:
-    """The run id, once the run is known to exist (404 otherwise): a short session, as streams last for hours."""
-    with session_scope(request.app.state.engine) as session:
-        runs.get(session, run_id)
+async def existing_run(run_id: RunId, access: AccessDep) -> int:
+    """The run id, once the run is known to exist (404 otherwise): the access check already looked it up, so a
+    stream starts without another database round trip or thread hop."""
+    if "run_id" not in access.exists:
+        raise RunNotFound(run_id)
     return run_id
 
 

@@ -66,6 +66,7 @@ class Access:
     project_name: str | None = None
     address: str = ""
     projects: dict[int, str] = field(default_factory=dict)  # every project the caller can see: id -> name
+    exists: frozenset[str] = frozenset()  # path parameters (run_id, ...) whose thing this check found
     notes: list[tuple[str, str]] = field(default_factory=list)
 
     def can(self, level: str) -> bool:
@@ -156,6 +157,8 @@ def _resource_projects(request: Request, session: Session) -> list[tuple[int, Ex
         if (rid := _int(request.path_params.get(key))) is not None:
             pid = session.exec(select(model.project_id).where(model.id == rid)).scalar_one_or_none()
             found.append((pid, missing(rid)))
+            if pid is not None:
+                request.state.exists = {*getattr(request.state, "exists", ()), key}
     name = request.path_params.get("name")
     if isinstance(name, str) and request.url.path.startswith(("/datasets/", f"{API}v1/datasets/")):
         pid = session.exec(select(Dataset.project_id).where(Dataset.name == name)).scalar_one_or_none()
@@ -231,7 +234,7 @@ def check(request: Request, session: Session) -> Access:
         return Access(who, address=address)
     pid, visible = _project(request, session, who)
     name = visible.get(pid) or request.app.state.directory.projects(session).get(pid, "default")
-    access = Access(who, pid, name, address, visible)
+    access = Access(who, pid, name, address, visible, frozenset(getattr(request.state, "exists", ())))
     if not access.can(rule.level):
         raise HTTPException(status.HTTP_403_FORBIDDEN, f"this needs the {rule.level} role in project {name!r}")
     return access
