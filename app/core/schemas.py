@@ -6,6 +6,7 @@ from typing import Annotated, Literal, Union
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fitboard.app.core.errors import RecipeError
+from fitboard.text import NO_CONTROLS_PATTERN, first_control
 
 # Architectures fastai knows how to split (body/head) for freeze and discriminative rates.
 ARCHITECTURES = (
@@ -35,8 +36,26 @@ def _check_data_path(value: str) -> str:
     return value
 
 
+def _no_controls(value: str) -> str:
+    """Refuse control and bidi characters: a name is printed by terminals and pages, where they could rewrite
+    what the user sees (CR, ESC sequences, a U+202E reversing the text)."""
+    found = first_control(value)
+    if found is not None:
+        raise ValueError(f"must not contain control or bidi characters (found {found})")
+    return value
+
+
+def text(max_length: int, min_length: int = 0):
+    """A string type of bounded length without control or bidi characters (the schema states both)."""
+    return Annotated[str, Field(min_length=min_length, max_length=max_length,
+                                json_schema_extra={"pattern": NO_CONTROLS_PATTERN}), AfterValidator(_no_controls)]
+
+
+MAX_NAME = 200
+Name = text(MAX_NAME, 1)  # a run's, sweep's, search's or tracked run's name
 # A path inside the data root (a dataset folder, its CSV, image folder or label map), or a dataset name.
-DataPath = Annotated[str, Field(min_length=1, max_length=MAX_PATH_CHARS), AfterValidator(_check_data_path)]
+DataPath = Annotated[str, Field(min_length=1, max_length=MAX_PATH_CHARS), AfterValidator(_check_data_path),
+                    AfterValidator(_no_controls)]
 INT_FIELDS = ("epochs", "size", "presize", "bs")
 
 
@@ -190,7 +209,7 @@ class RunSpec(BaseModel):
     """A training recipe: the dataset, the model and the chapter-7 techniques, stage by stage."""
 
     model_config = ConfigDict(extra="forbid")
-    name: Annotated[str, Field(min_length=1, max_length=200)]
+    name: Name
     dataset: Union[DataPath, DatasetSpec]
     arch: Annotated[str, Field(json_schema_extra={"enum": list(ARCHITECTURES)})] = "resnet34"
     pretrained: Annotated[bool, Field(strict=True)] = True

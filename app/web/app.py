@@ -30,8 +30,15 @@ from fitboard.app.web.gate import BodyFirst, IdentityGate
 from fitboard.app.web.middleware import BodyLimit, CompleteAllow, WebGuard
 from fitboard.app.web.openapi import install_openapi
 from fitboard.app.web.reconciler import reconciler_lifespan
-from fitboard.app.web.security import (SESSION_COOKIE, SESSION_MAX_AGE, AuthThrottle, SessionEpoch,
-                                       check_token_strength, private_home, session_secret)
+from fitboard.app.web.security import (
+    SESSION_COOKIE,
+    SESSION_MAX_AGE,
+    AuthThrottle,
+    SessionEpoch,
+    check_token_strength,
+    private_home,
+    session_secret,
+)
 from fitboard.app.web.sse import StreamHub
 
 PREDICT_WAITERS = 8

@@ -9,6 +9,7 @@ import socket
 from urllib.parse import urlsplit
 
 from fitboard.app.core.settings import Settings
+from fitboard.app.core.tracked import MAX_MODEL_BYTES
 from fitboard.app.web.security import UNSAFE
 
 log = logging.getLogger("fitboard.web")
@@ -16,7 +17,7 @@ MAX_BODY = 1024 * 1024  # request bodies over 1 MB get 413
 # ...except image uploads to a model (10 MB of images, checked by the service, plus the multipart framing)
 MAX_PREDICT_BODY = 11 * 1024 * 1024
 # ...and a tracked run's exported model (fitboard.app.api.tracked streams it to disk and checks the same bound)
-MAX_MODEL_UPLOAD = 2 * 1024**3
+MAX_MODEL_UPLOAD = MAX_MODEL_BYTES
 TRACKED_MODEL = re.compile(r"^/api/v1/tracked/\d+/model$")
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 WILDCARD_BINDS = ("", "0.0.0.0", "::")
