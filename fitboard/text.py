@@ -22,3 +22,19 @@ def printable(text) -> str:
     """text with every control and bidi character shown as an escape (\\x1b, \\u202e): what a terminal may print."""
     text = text if isinstance(text, str) else str(text)
     return CONTROL.sub(lambda m: ascii(m.group())[1:-1], text)
+
+
+class SafeOutput:
+    """A text stream that escapes control and bidi characters on their way to a terminal, except those in `keep`
+    (the newlines of the program's own lines): whatever a server sent, the terminal never receives an escape."""
+
+    def __init__(self, stream, keep: str = "\n\t"):
+        self.stream, self.keep = stream, keep
+
+    def write(self, text: str) -> int:
+        self.stream.write(CONTROL.sub(lambda m: m.group() if m.group() in self.keep else ascii(m.group())[1:-1],
+                                      text))
+        return len(text)
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)  # flush, isatty, encoding...

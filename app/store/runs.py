@@ -16,6 +16,7 @@ from sqlmodel import Session
 
 from fitboard.app.core.errors import RunFinished, RunLive, RunNotFound
 from fitboard.app.core.events import EpochEvent, LRFindEvent, ResultEvent
+from fitboard.app.core.redact import redact
 from fitboard.app.core.run_meta import tags_column
 from fitboard.app.core.status import FINISHED, LIVE, RunStatus
 from fitboard.app.store.attempts import end_attempt, start_attempt
@@ -116,7 +117,10 @@ def record_epoch(session: Session, run_id: int, row: EpochEvent) -> None:
 
 
 def record_progress(session: Session, run_id: int, progress: dict) -> None:
-    """Replace the run's live batch progress (one UPDATE, no read)."""
+    """Replace the run's live batch progress (one UPDATE, no read); its notes redacted (a fallback note may quote
+    a URL)."""
+    if progress.get("notes"):
+        progress = {**progress, "notes": [redact(note) for note in progress["notes"]]}
     if not _update(session, run_id, progress=progress):
         raise RunNotFound(run_id)
 
@@ -158,6 +162,8 @@ def fail_run(session: Session, run_id: int, error: str, traceback: str | None = 
     """Mark a queued or running run failed with its error (with worker: only while that worker holds it); a
     finished run is returned unchanged."""
     # No raise on a finished run: error handlers and the reaper call this and must not fail themselves.
+    # Redacted here, where every failure is written: an error may quote a URL with credentials (a weights mirror).
+    error, traceback = redact(error), (redact(traceback) if traceback else traceback)
     if _update(session, run_id, Run.status.in_(LIVE), *_held_by(worker), status=RunStatus.failed, finished_at=utcnow(),
                error=error, traceback=traceback):
         end_attempt(session, run_id, RunStatus.failed, error)
