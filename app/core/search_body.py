@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag
 
 from fitboard.app.core.schemas import Name, RunSpec, text
 from fitboard.app.core.search_space import INT_LIMIT, MAX_PARAMS
@@ -16,14 +16,33 @@ Whole = Annotated[int, Field(ge=-INT_LIMIT, le=INT_LIMIT)]
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 Key = text(100, 1)
 Leaf = Union[None, bool, Whole, Finite, text(200)]
+
+
+def _no_deeper(value):
+    """A list or object where only a plain value may be: the choice nests too deep."""
+    if isinstance(value, (list, dict)):
+        raise ValueError("a choice nests lists and objects at most 3 deep")
+    return value
+
+
+def _shape(value) -> str:
+    return "List" if isinstance(value, list) else "Dict" if isinstance(value, dict) else "Leaf"
+
+
+def nest(inner):
+    """A plain value, or a bounded list or object of `inner` (one member tried: the 422 says what is wrong)."""
+    return Annotated[Union[Annotated[Leaf, Tag("Leaf")],
+                           Annotated[list[inner], Field(max_length=MAX_ITEMS), Tag("List")],
+                           Annotated[dict[Key, inner], Field(max_length=MAX_ITEMS), Tag("Dict")]],
+                     Discriminator(_shape)]
+
+
 # A choice nests lists and objects at most three deep, spelled out so the schema states the depth (a recursive
 # type would state none, and a fuzzer could nest 900 deep).
-Choice1 = Union[Leaf, Annotated[list[Leaf], Field(max_length=MAX_ITEMS)],
-                Annotated[dict[Key, Leaf], Field(max_length=MAX_ITEMS)]]
-Choice2 = Union[Leaf, Annotated[list[Choice1], Field(max_length=MAX_ITEMS)],
-                Annotated[dict[Key, Choice1], Field(max_length=MAX_ITEMS)]]
-Choice = Union[Leaf, Annotated[list[Choice2], Field(max_length=MAX_ITEMS)],
-               Annotated[dict[Key, Choice2], Field(max_length=MAX_ITEMS)]]
+Innermost = Annotated[Leaf, BeforeValidator(_no_deeper)]
+Choice1 = nest(Innermost)
+Choice2 = nest(Choice1)
+Choice = nest(Choice2)
 Choices = Annotated[list[Choice], Field(min_length=1, max_length=MAX_VALUES)]
 FieldPath = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z_][A-Za-z0-9_\[\]*.]*$")]
 
@@ -56,7 +75,25 @@ class LogRange(_Strict):
     log: Annotated[list[Annotated[float, Field(gt=0, allow_inf_nan=False)]], Field(min_length=2, max_length=2)]
 
 
-Distribution = Union[Choices, ChoicesOf, IntRange, FloatRange, LogRange]
+def _kind(value) -> str | None:
+    """Which form of distribution a value is: a list, or the one key of {choices|int|float|log: ...}."""
+    if isinstance(value, list):
+        return "List"
+    if isinstance(value, dict) and len(value) == 1:
+        return KINDS.get(next(iter(value)))
+    return None
+
+
+# Tags are capitalised so error locations read space.<path>.int[1], not space.<path>.int.int[1] (field_path drops
+# capitalised parts); one member is tried, so the 422 names what is wrong with it alone.
+KINDS = {"choices": "Choices", "int": "Int", "float": "Float", "log": "Log"}
+Distribution = Annotated[Union[Annotated[Choices, Tag("List")], Annotated[ChoicesOf, Tag("Choices")],
+                               Annotated[IntRange, Tag("Int")], Annotated[FloatRange, Tag("Float")],
+                               Annotated[LogRange, Tag("Log")]],
+                         Discriminator(_kind, custom_error_type="distribution",
+                                       custom_error_message="give a list of choices, or one of {choices: [...]}, "
+                                                            "{int: [low, high]}, {float: [low, high]}, "
+                                                            "{log: [low, high]}")]
 
 
 class SearchOptions(_Strict):

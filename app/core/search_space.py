@@ -11,7 +11,7 @@ from fitboard.app.core.sweep_plan import MAX_VALUES, get_path, set_path
 
 MAX_PARAMS = 16  # fields one search varies
 MAX_GRID = 10_000  # configurations a grid sampler may list (Optuna's GridSampler materialises every one)
-MAX_DEPTH = 4  # lists and objects nested in one choice (an lr of [low, high] is 1; a stage list 3)
+MAX_DEPTH = 3  # lists and objects nested in one choice (an lr of [low, high] is 1; a list of stages 2)
 INT_LIMIT = 2**53  # int range bounds: every one a float holds exactly, as JSON readers see them
 KINDS = ("choices", "int", "float", "log")
 _STAR = re.compile(r"\[\*\]")
