@@ -6,8 +6,8 @@ from typing import Annotated
 from fastapi import Path
 
 from fitboard.app.api import WRITE_ERRORS, api_router, errors
+from fitboard.app.core.bodies import SearchIn
 from fitboard.app.core.schemas import MAX_ID
-from fitboard.app.core.search_body import SearchIn
 from fitboard.app.services import searches
 from fitboard.app.services.serializers import SearchOut
 from fitboard.app.web.deps import PublisherDep, SessionDep, SettingsDep

@@ -53,6 +53,8 @@ def text(max_length: int, min_length: int = 0):
 
 MAX_NAME = 200
 Name = text(MAX_NAME, 1)  # a run's, sweep's, search's or tracked run's name
+Column = text(200)  # a CSV column's name, or a label
+MAX_LABELS = 10_000  # entries of an inline label map
 # A path inside the data root (a dataset folder, its CSV, image folder or label map), or a dataset name.
 DataPath = Annotated[str, Field(min_length=1, max_length=MAX_PATH_CHARS), AfterValidator(_check_data_path),
                     AfterValidator(_no_controls)]
@@ -134,7 +136,8 @@ class StageSpec(BaseModel):
     presize: Side | None = None
     bs: Annotated[int, Field(strict=True, gt=0, le=MAX_BS)] = 64
     freeze: Annotated[bool, Field(strict=True)] = False
-    lr: Union[float, Literal["find"], list[float]] = "find"
+    lr: Union[float, Literal["find"], Annotated[list[float], Field(json_schema_extra={"minItems": 2,
+                                                                                      "maxItems": 2})]] = "find"
     lr_find_iters: Annotated[int, Field(strict=True, ge=10, le=1000)] = 100  # mock-training steps of lr: find
     # The schema states what the validators check (they give the messages): alpha in (0, 1], eps in (0, 1).
     mixup: Annotated[float | None, Field(json_schema_extra={"exclusiveMinimum": 0, "maximum": 1})] = None
@@ -198,11 +201,11 @@ class DatasetSpec(BaseModel):
     path: DataPath
     csv: DataPath | None = None
     images: DataPath | None = None
-    image_col: str | None = None
-    label_col: str | None = None
-    valid_col: str | None = None
+    image_col: Column | None = None
+    label_col: Column | None = None
+    valid_col: Column | None = None
     valid_pct: Annotated[float, Field(gt=0, lt=1)] = 0.2
-    label_map: DataPath | dict[str, str] | None = None
+    label_map: DataPath | Annotated[dict[Column, Column], Field(max_length=MAX_LABELS)] | None = None
 
 
 class RunSpec(BaseModel):

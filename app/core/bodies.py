@@ -1,13 +1,13 @@
-"""POST /api/v1/searches as a typed body: the base recipe, the space and the options, every bound in the schema and
-unknown fields refused, so a typo such as max_trialz is a 422 naming it (fitboard.app.core.search_space and the
-searches service check the same bounds for the form and the CLI)."""
+"""The API's request bodies that are not a recipe alone (searches, sweeps, datasets, retries), typed: every bound in
+the schema and unknown fields refused, so a typo such as max_trialz is a 422 naming it and a fuzzer reaches every
+field (the services check the same bounds, with their own words, for the forms and the CLI)."""
 from __future__ import annotations
 
 from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag
 
-from fitboard.app.core.schemas import Name, RunSpec, text
+from fitboard.app.core.schemas import DatasetSpec, Name, RunSpec, text
 from fitboard.app.core.search_space import INT_LIMIT, MAX_PARAMS
 from fitboard.app.core.sweep_plan import MAX_VALUES
 
@@ -126,3 +126,37 @@ class SearchIn(_Strict):
         """(base, space, options) as the searches service takes them: plain JSON values, as sent."""
         data = self.model_dump(mode="json", by_alias=True, exclude_unset=True)
         return self.base.model_dump(mode="json"), data["space"], data.get("options", {})
+
+
+MAX_VARIED = 64  # fields one sweep varies (FITBOARD_MAX_SWEEP_RUNS bounds the runs they make)
+MAX_SEEDS = 1024
+Seed = Annotated[int, Field(ge=0, lt=2**32)]
+Seeds = Annotated[list[Seed], Field(min_length=1, max_length=MAX_SEEDS, json_schema_extra={"uniqueItems": True})]
+
+
+class SweepIn(_Strict):
+    """POST /api/v1/sweeps: a base recipe, the fields to vary with their values, the seeds and the mode."""
+
+    base: RunSpec
+    vary: Annotated[dict[FieldPath, Choices], Field(min_length=1, max_length=MAX_VARIED)]
+    seeds: Seeds = [0, 1, 2]
+    mode: Literal["grid", "one_at_a_time"] = "one_at_a_time"
+
+
+class SeedsIn(_Strict):
+    """POST /api/v1/sweeps/{id}/seeds: more seeds for every variant."""
+
+    seeds: Seeds
+
+
+class DatasetIn(_Strict):
+    """POST /api/v1/datasets: a name and the dataset's layout under the data root."""
+
+    name: Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+    spec: DatasetSpec
+
+
+class RetryIn(_Strict):
+    """POST /api/v1/runs/{id}/retry: from the last epoch checkpoint (rows kept) or from scratch."""
+
+    start: Literal["checkpoint", "scratch"] = Field("checkpoint", alias="from")
