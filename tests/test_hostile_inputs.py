@@ -174,3 +174,13 @@ def test_a_model_upload_while_the_artifact_store_is_down_is_a_503(tmp_path, sqli
                   headers={"Content-Type": "application/octet-stream"})
     assert r.status_code == 503 and r.headers["retry-after"], r.text
     assert "could not store the uploaded_model" in r.text and "sekrit" not in r.text
+
+
+def test_run_names_refuse_control_and_bidi_characters_on_submit_and_rename(client):
+    for name in HOSTILE_NAMES:
+        assert locs(client.post("/api/v1/runs", json=tiny_recipe(name=name))) == ["name"], name
+    run_id = client.post("/api/v1/runs", json=tiny_recipe(name="plain")).json()["id"]
+    for name in ("abc\u202etxt.exe", "a\x9b31m", "tab\tbed"):
+        assert locs(client.patch(f"/api/v1/runs/{run_id}", json={"name": name})) == ["name"], name
+    assert locs(client.patch(f"/api/v1/runs/{run_id}", json={"notes": "see \u202eevil"})) == ["notes"]
+    assert client.get(f"/api/v1/runs/{run_id}").json()["name"] == "plain"
