@@ -48,7 +48,8 @@ FieldPath = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    # strict: a boolean is no number, as the schema says (JSON false is not max_trials 0)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, strict=True)
 
 
 class ChoicesOf(_Strict):

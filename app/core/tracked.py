@@ -32,8 +32,12 @@ Seconds = Annotated[float, Field(ge=0, le=MAX_SECONDS)]
 Metrics = Annotated[dict[Short, float | None], Field(max_length=MAX_METRICS)]
 
 
+# strict: a boolean is no number (JSON false is not epoch 0 or 0 seconds), as the schema says
+STRICT = ConfigDict(extra="forbid", strict=True)
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
 
 class TrackedFacts(_Strict):
@@ -79,6 +83,8 @@ class TrackedStage(_Strict):
 class Curve(LRFindEvent):
     """An LR-finder curve with bounded length."""
 
+    model_config = STRICT
+
     stage: Stage
     method: Short = "valley"
     lrs: Annotated[list[float | None], Field(max_length=MAX_CURVE_POINTS)]
@@ -88,6 +94,8 @@ class Curve(LRFindEvent):
 class TrackedEpoch(EpochEvent):
     """One epoch row with its key in range: stage below MAX_TRACKED_STAGES, epoch below MAX_EPOCHS."""
 
+    model_config = STRICT
+
     stage: Stage
     epoch: Epoch
     metrics: Metrics = {}
@@ -96,6 +104,8 @@ class TrackedEpoch(EpochEvent):
 
 class TrackedProgress(ProgressEvent):
     """The latest batch progress, every count bounded."""
+
+    model_config = STRICT
 
     stage: Stage
     epoch: Epoch
@@ -111,6 +121,8 @@ class TrackedProgress(ProgressEvent):
 class TrackedBest(BestEpoch):
     """Where the best epoch was, in range."""
 
+    model_config = STRICT
+
     stage: Stage
     epoch: Epoch
     metric: Short
@@ -119,12 +131,16 @@ class TrackedBest(BestEpoch):
 class TrackedConfusion(Confusion):
     """A confusion matrix of at most MAX_CLASSES classes."""
 
+    model_config = STRICT
+
     labels: Annotated[list[Short], Field(max_length=MAX_CLASSES)]
     matrix: Annotated[list[Annotated[list[Count], Field(max_length=MAX_CLASSES)]], Field(max_length=MAX_CLASSES)]
 
 
 class TrackedTopLoss(TopLoss):
     """A validation image the model got most wrong, its strings bounded."""
+
+    model_config = STRICT
 
     image_id: ImageId
     actual: Short
@@ -141,11 +157,17 @@ class TrackedBatch(_Strict):
     progress: TrackedProgress | None = None
 
 
+class TrackedMetrics(FinalMetrics):
+    """Validation metrics of the final (or best) weights."""
+
+    model_config = STRICT
+
+
 class TrackedFinish(_Strict):
     """POST /api/v1/tracked/{id}/finish: how it ended, its final metrics, and what the user asked to keep."""
 
     status: Literal["succeeded", "failed", "cancelled"] = "succeeded"
-    metrics: FinalMetrics = FinalMetrics()
+    metrics: TrackedMetrics = TrackedMetrics()
     best: TrackedBest | None = None
     confusion: TrackedConfusion | None = None
     top_losses: Annotated[list[TrackedTopLoss], Field(max_length=MAX_TOP_LOSSES)] = []
