@@ -116,6 +116,23 @@ def record_epoch(session: Session, run_id: int, row: EpochEvent) -> None:
     upsert(session, EpochRow, values, keys=("run_id", "stage", "epoch"), keep=("created_at",))
 
 
+def record_epochs(session: Session, run_id: int, rows: list[EpochEvent]) -> None:
+    """Store a batch of epoch rows in one statement (a tracked run's batch holds up to a thousand); a repeated
+    (stage, epoch) keeps the last row, and one stored before is overwritten, as record_epoch does."""
+    if not rows:
+        return
+    _status(session, run_id)
+    now = utcnow()
+    by_key = {(r.stage, r.epoch): {"run_id": run_id, "stage": r.stage, "epoch": r.epoch,
+                                   "train_loss": _float(r.train_loss), "valid_loss": _float(r.valid_loss),
+                                   "metrics": dict(r.metrics), "seconds": _float(r.seconds), "created_at": now}
+              for r in rows}
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    stmt = insert(EpochRow).values(list(by_key.values()))
+    changed = {k: stmt.excluded[k] for k in ("train_loss", "valid_loss", "metrics", "seconds")}
+    session.exec(stmt.on_conflict_do_update(index_elements=["run_id", "stage", "epoch"], set_=changed))
+
+
 def record_progress(session: Session, run_id: int, progress: dict) -> None:
     """Replace the run's live batch progress (one UPDATE, no read); its notes redacted (a fallback note may quote
     a URL)."""

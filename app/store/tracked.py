@@ -25,7 +25,7 @@ from fitboard.app.core.tracked import (
     techniques_of,
 )
 from fitboard.app.store.models import Artifact, EpochRow, Run, utcnow
-from fitboard.app.store.runs import _float, get_run, record_epoch, record_lr_find, upsert
+from fitboard.app.store.runs import _float, get_run, record_epochs, record_lr_find, upsert
 
 TRACKED = "tracked"
 
@@ -88,8 +88,7 @@ def record_batch(session: Session, run_id: int, batch: TrackedBatch) -> Run:
     if batch.progress is not None:
         progress["batch"] = batch.progress.model_dump(mode="json", exclude={"event"})
     values["progress"] = progress
-    for row in batch.epochs:
-        record_epoch(session, run_id, row)
+    record_epochs(session, run_id, batch.epochs)
     for find in batch.lr_finds:
         record_lr_find(session, run_id, find)
     session.exec(update(Run).where(Run.id == run_id).values(**values).execution_options(synchronize_session=False))
