@@ -80,6 +80,8 @@ def _kind(value) -> str | None:
     """Which form of distribution a value is: a list, or the one key of {choices|int|float|log: ...}."""
     if isinstance(value, list):
         return "List"
+    if isinstance(value, BaseModel):  # dumping a validated body: the member it already is
+        return {ChoicesOf: "Choices", IntRange: "Int", FloatRange: "Float", LogRange: "Log"}[type(value)]
     if isinstance(value, dict) and len(value) == 1:
         return KINDS.get(next(iter(value)))
     return None
