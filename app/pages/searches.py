@@ -8,7 +8,9 @@ import yaml
 from fastapi import APIRouter, Request
 
 from fitboard.app.core.errors import RecipeError
+from fitboard.app.core.schemas import MAX_NAME
 from fitboard.app.core.search_space import PRESETS
+from fitboard.app.core.yamlsafe import load_yaml
 from fitboard.app.pages.render import FormData, PageId, redirect, render
 from fitboard.app.services import runs, searches
 from fitboard.app.services.studies import PRUNERS, SAMPLERS
@@ -16,7 +18,7 @@ from fitboard.app.store.models import Run
 from fitboard.app.web.deps import PublisherDep, SessionDep, SettingsDep
 
 router = APIRouter()
-MAX_SPACE_TEXT = 20_000  # characters of YAML in the form
+MAX_SPACE_BYTES = 20_000  # bytes of YAML in the form
 NUMBERS = {"max_trials": 12, "max_parallel": "", "k": 2, "seeds": 3}
 
 
@@ -61,16 +63,13 @@ def post_search(request: Request, session: SessionDep, settings: SettingsDep, pu
     """Start the search and show it."""
     run = runs.get(session, run_id)
     form = {k: str(data.get(k) or "") for k in ("name", "space", "pruner", "sampler", "metric", *NUMBERS)}
-    form["name"] = form["name"].strip() or f"search: {run.name}"
+    form["name"] = form["name"].strip() or f"search: {run.name}"[:MAX_NAME]
     options, errors = _options(form)
     space = None
-    if len(form["space"]) > MAX_SPACE_TEXT:
-        errors.append(f"space: at most {MAX_SPACE_TEXT} characters.")
-    else:
-        try:
-            space = yaml.safe_load(form["space"])
-        except yaml.YAMLError as exc:
-            errors.append(f"space: not valid YAML ({str(exc).splitlines()[0]}).")
+    try:
+        space = load_yaml(form["space"], "space", MAX_SPACE_BYTES)
+    except RecipeError as exc:
+        errors += [f"{p['loc']}: {p['msg']}" for p in exc.problems]
     if errors:
         return _form_page(request, run, form, errors, 422)
     base = {**run.spec, "name": run.name}
@@ -110,7 +109,8 @@ def get_search(request: Request, session: SessionDep, search_id: PageId):
 
 
 @router.post("/searches/{search_id}/cancel")
-def post_search_cancel(request: Request, session: SessionDep, settings: SettingsDep, search_id: PageId):
+def post_search_cancel(request: Request, session: SessionDep, settings: SettingsDep, search_id: PageId,
+                       data: FormData):
     """Cancel the search's queued and running trials."""
     searches.cancel(session, search_id, settings.worker_lost_after)
     request.session["notice"] = f"Search {search_id} cancelled."
