@@ -97,16 +97,26 @@ def test_no_page_logs_a_console_error_or_csp_violation(everything, browser, page
     assert not found, found
 
 
+MENU_INSIDE_BAR = """(() => { const bar = document.querySelector('.topbar');
+  if (!bar) return true;
+  const box = bar.getBoundingClientRect();
+  return [...bar.querySelectorAll('a, button')].every((a) => {
+    const r = a.getBoundingClientRect(); return r.right <= box.right && r.bottom <= box.bottom; }); })()"""
+CARDS_STICKING_OUT = """[...document.querySelectorAll('.card')].filter((c) => c.scrollWidth > c.clientWidth)
+  .map((c) => (c.querySelector('h2') || c).textContent.trim().slice(0, 30))"""
+
+
 def test_no_page_scrolls_sideways_on_a_phone(everything, browser, pages):  # noqa: F811
-    """Every page at 390 x 844 is at most 390 px wide (the culprits are printed when one is not)."""
+    """Every page at 390 x 844 fits the screen: at most 390 px wide, the menu wraps inside its bar, wide tables
+    scroll inside their card and charts shrink (the culprits are printed when a page is too wide)."""
     page, console = watched_page(browser, viewport=PHONE)
     wide = {}
     for url in pages:
         page.goto(everything.base + url)
         page.wait_for_load_state("load")
         page.wait_for_timeout(SETTLE_MS // 2)
-        width = page_width(page)
-        if width > PHONE["width"]:
-            wide[url] = width
+        width, bar, cards = page_width(page), page.evaluate(MENU_INSIDE_BAR), page.evaluate(CARDS_STICKING_OUT)
+        if width > PHONE["width"] or not bar or cards:
+            wide[url] = {"width": width, "menu inside its bar": bar, "cards with content sticking out": cards}
     page.close()
     assert not wide and not console.errors, (wide, console.errors)
