@@ -71,7 +71,8 @@ def test_compare_page_shows_table_diffs_recipe_diff_confusions_and_disagreements
     assert XSS not in page and html.escape(XSS, quote=False) in page and "smoothed" in page
     assert "+5.00 pts" in page and "80.00%" in page and "86.00%" in page  # accuracy diff to the baseline
     assert page.count(">baseline</span>") == 4  # the baseline row's four Δ cells
-    assert "<code>label_smoothing</code>" in page and "<code>arch</code>" not in page  # only differing fields
+    assert '<th scope="row" title="label_smoothing">label smoothing</th>' in page  # in words, the path on hover
+    assert 'title="arch"' not in page  # only differing fields
     assert page.count('class="confusion"') == 2 and "cat&lt;1&gt;" in page
     assert page.count(" h15\"") == 2  # 3 of 4 cats right (shade step 15 of 20), in each run's matrix
     assert "/api/v1/compare?ids=" in page and "format=csv" in page and "/vendor/plotly.min.js" in page
