@@ -108,8 +108,8 @@ def test_a_base_outside_the_space_is_said_and_trial_0_is_then_not_the_base(clien
            {"epochs": 2, "size": 32, "presize": 40, "bs": 32, "lr": [1e-4, 1e-3]}]
     run_id = stored(sqlite_url, name="finder", stages=two)
     form = client.get(f"/runs/{run_id}/search").text  # the first preset: learning rates, a log range
-    assert ("The base recipe's learning rate in every stage (find, [0.0001, 0.001]) lies outside the space, so the "
-            "sampler picks every trial, trial 0 included") in html.unescape(form)
+    assert ("The base recipe's learning rate in every stage (find, [0.0001, 0.001]) lies outside the space, so no "
+            "trial trains the base recipe itself (trial 0 is the sampler's pick)") in html.unescape(form)
     token = re.search(r'<meta name="csrf-token" content="([^"]+)"', form)[1]
     data = {"csrf_token": token, "name": "", "space": "stages[*].lr: {log: [0.0001, 0.03]}", "pruner": "asha",
             "sampler": "tpe", "metric": "accuracy", "max_trials": "1", "max_parallel": "1", "k": "1", "seeds": "3",
@@ -121,7 +121,7 @@ def test_a_base_outside_the_space_is_said_and_trial_0_is_then_not_the_base(clien
     lr = api["trials"][0]["params"]["stages[*].lr"]
     assert isinstance(lr, float) and 1e-4 <= lr <= 0.03  # the sampler's pick, not the base's "find"
     page = html.unescape(client.get(r.headers["location"]).text)
-    assert "lies outside the space, so the sampler picks every trial, trial 0 included" in page
+    assert "lies outside the space, so no trial trains the base recipe itself" in page
     assert "the best 1 configuration and the base recipe train on 3 fresh seeds" in page  # singular, plural
     bad = client.post(f"/runs/{run_id}/search", data={**data, "epochs-0": "0"})
     assert bad.status_code == 422 and "stage 1 epochs: give a whole number from 1 to" in bad.text
@@ -133,7 +133,7 @@ def test_search_form_cuts_epochs_and_a_preset_says_whether_the_run_is_trial_0(ev
     note = page.locator("#search-base-note")
     assert note.inner_text() == INSIDE  # learning rates
     page.select_option("#search-preset", "image sizes")  # the run's 32 px lies in it, its presize 40 does not
-    assert note.inner_text().startswith("The base recipe's presize (px) (40) lies outside the space")
+    assert note.inner_text().startswith("The base recipe's presize (40) lies outside the space")
     page.select_option("#search-preset", "regularisation: MixUp and label smoothing")
     assert note.inner_text() == INSIDE
     assert page.locator("#stage-epochs input").count() == 1

@@ -122,8 +122,8 @@ def variant_name(variant: dict, base: dict) -> str:
     return f"trial {variant['trial']}: {words}" if variant.get("trial") is not None else words
 
 
-FIELD_WORDS = {"lr": "learning rate", "mixup": "MixUp α", "bs": "batch size", "size": "size (px)",
-               "presize": "presize (px)", "epochs": "epochs", "freeze": "frozen", "label_smoothing": "label smoothing",
+FIELD_WORDS = {"lr": "learning rate", "mixup": "MixUp α", "bs": "batch size", "size": "image size",
+               "presize": "presize", "epochs": "epochs", "freeze": "frozen", "label_smoothing": "label smoothing",
                "tta": "TTA", "keep_best": "keep best by", "normalize": "normalization"}
 
 

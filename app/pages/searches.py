@@ -38,8 +38,9 @@ def base_note(base: dict, space) -> str:
         return "Trial 0 is the base recipe: its own values lie in the space."
     outside = [f"{field_title(path, base)} ({_base_values(base, path)})" for path, dist in space.items()
                if search_space.base_params(base, {path: dist}) is None]
-    return (f"The base recipe's {', '.join(outside)} lies outside the space, so the sampler picks every trial, "
-            f"trial 0 included; the verify sweep still trains the base recipe against the winners.")
+    verb = "lies" if len(outside) == 1 else "lie"
+    return (f"The base recipe's {', '.join(outside)} {verb} outside the space, so no trial trains the base recipe "
+            f"itself (trial 0 is the sampler's pick); the verify sweep still trains it against the winners.")
 
 
 def _base_values(base: dict, path: str) -> str:
