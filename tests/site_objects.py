@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 import urllib.request
 from types import SimpleNamespace
 
@@ -18,19 +19,20 @@ from tests.live import live_app
 
 # Final accuracies of the search's trials, in trial order; the lr each trial had comes from Optuna.
 TRIAL_ACCURACIES = [0.712, 0.781, 0.655, 0.803]
+TIMEOUT = 120  # seconds an answer may take: generous, as the suite shares 2 cores with other work
 SEARCH_SPACE = {"stages[*].lr": {"log": [1.0e-4, 3.0e-2]}, "label_smoothing": [None, 0.1]}
 TRACKED_FACTS = {"arch": "resnet18", "pretrained": False, "loss_func": "CrossEntropyLossFlat", "opt_func": "Adam",
                  "metrics": ["accuracy", "error_rate"], "n_train": 240, "n_valid": 60, "classes": ["0", "1"]}
 
 
 def get_json(base: str, path: str):
-    return json.load(urllib.request.urlopen(f"{base}{path}", timeout=30))
+    return json.load(urllib.request.urlopen(f"{base}{path}", timeout=TIMEOUT))
 
 
 def post_json(base: str, path: str, body: dict):
     request = urllib.request.Request(f"{base}{path}", data=json.dumps(body).encode(),
                                      headers={"Content-Type": "application/json"})
-    return json.load(urllib.request.urlopen(request, timeout=30))
+    return json.load(urllib.request.urlopen(request, timeout=TIMEOUT))
 
 
 def _search(base: str, app, home) -> int:
@@ -39,9 +41,10 @@ def _search(base: str, app, home) -> int:
     body = {"base": recipe, "space": SEARCH_SPACE, "options": {"max_trials": 4, "max_parallel": 4, "k": 2, "seeds": 3}}
     search = post_json(base, "/api/v1/searches", body)
     publisher = Publisher(make_celery(Settings(home=home, database_url=str(app.state.engine.url))), queue="pages")
-    for _ in range(len(TRIAL_ACCURACIES)):  # each pass tells Optuna the finished trials and asks for the next
-        trials = get_json(base, f"/api/v1/searches/{search['id']}")["trials"]
-        for t in trials:
+    deadline = time.monotonic() + 120  # each pass tells Optuna the finished trials and asks for the next
+    while (got := get_json(base, f"/api/v1/searches/{search['id']}"))["verify"] is None:
+        assert time.monotonic() < deadline, f"the search did not reach its verify sweep: {got['status']}"
+        for t in got["trials"]:
             if t["status"] == "queued":
                 finish_by_hand(app.state.engine, t["run_id"], TRIAL_ACCURACIES[t["number"]], epochs=2)
         search_driver.drive(app.state.engine, publisher, [search["id"]], wait=10)

@@ -11,7 +11,7 @@ import pytest
 from fastapi import routing
 
 from tests.browser import PHONE, page_width, watched_page
-from tests.site_objects import everything, get_json  # noqa: F401  (the module's live server)
+from tests.site_objects import TIMEOUT, everything, get_json  # noqa: F401  (the module's live server)
 from tests.store_fixtures import *  # noqa: F401,F403
 
 NOT_PAGES = ("/api/", "/static/", "/vendor/")  # the API, and files: not pages a person opens
@@ -58,7 +58,7 @@ def page_urls(site) -> tuple[list[str], list[str]]:
 def _is_html(url: str, problems: list[str]) -> bool:
     """Whether the URL answers an HTML page; an answer of 500 or 404 for a real object is a problem."""
     try:
-        with urllib.request.urlopen(url, timeout=30) as r:
+        with urllib.request.urlopen(url, timeout=TIMEOUT) as r:
             return r.headers.get_content_type() == "text/html"
     except urllib.error.HTTPError as exc:
         problems.append(f"{url}: {exc.code}")
