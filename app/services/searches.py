@@ -16,6 +16,7 @@ from fitboard.app.core import search_space
 from fitboard.app.core.errors import RecipeError
 from fitboard.app.core.schemas import MAX_NAME, Name, problems_from
 from fitboard.app.core.status import LIVE, RunStatus
+from fitboard.app.core.variant_words import variant_name
 from fitboard.app.services import search_driver, studies
 from fitboard.app.services.queue import Publisher
 from fitboard.app.services.runs import validate_recipe
@@ -213,7 +214,8 @@ def _verify(session: Session, search: Search) -> dict | None:
             continue
         diff = v.get("diff_accuracy") or {}
         beat = None if diff.get("low") is None else diff["low"] > 0
-        winners.append({"trial": v["trial"], "label": v["label"], "search_value": v.get("search_value"),
+        winners.append({"trial": v["trial"], "label": v["label"], "words": variant_name(v, report["base"]),
+                        "search_value": v.get("search_value"),
                         "verified": v["accuracy"], "verdict": v.get("verdict"), "beat_base": beat,
                         "did_not_beat_base": diff.get("low") is not None and not diff["low"] > 0})
     return {"sweep_id": report["id"], "seeds": report["seeds"], "runs_total": report["runs_total"],
