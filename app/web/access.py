@@ -24,7 +24,7 @@ from fitboard.app.store import people as people_store
 from fitboard.app.store.db import session_scope
 from fitboard.app.store.models import DEFAULT_PROJECT_ID, Dataset, Prediction, Run, Search, Sweep
 from fitboard.app.web.principals import LOCAL_ADMIN, SITE_TOKEN, Principal
-from fitboard.app.web.security import check_csrf, client_address, logged_in, token_matches, too_many
+from fitboard.app.web.security import TOO_MANY, check_csrf, client_address, logged_in, token_matches
 
 LEVELS = ("open", "self", "read", "member", "admin", "site")
 ROLE_LEVEL = {"read": 1, "member": 2, "admin": 3}
@@ -99,7 +99,7 @@ def _bearer(request: Request, session: Session) -> Principal:
     throttle, address = state.auth_throttle, client_address(request)
     # Throttled addresses are refused before any comparison, so guessing on cannot tell a right token either.
     if throttle.failures and (wait := throttle.retry_after(address)) is not None:
-        raise too_many(wait)
+        raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, TOO_MANY, headers={"Retry-After": str(wait)})
     if site and token_matches(token, site):
         return SITE_TOKEN
     who = state.directory.by_token(session, token)
