@@ -15,7 +15,7 @@ import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
-from schemathesis.specs.openapi.checks import positive_data_acceptance
+from schemathesis.specs.openapi.checks import negative_data_rejection, positive_data_acceptance
 
 from fitboard.app.core.settings import Settings
 from fitboard.app.services import people
@@ -130,15 +130,17 @@ def test_fuzz_with_a_persons_token_nothing_fails_and_every_answer_is_documented(
     statuses: dict[int, int] = {}
 
     def check(case):
-        case.headers = {**(case.headers or {}), "Authorization": f"Bearer {token}"}  # over a generated one
-        response = case.call(timeout=30)
-        # no 5xx; only documented statuses, content types and body shapes (a schema-valid body naming a dataset that
-        # is not there may get 422 on the four STATEFUL_BODIES writes, as in the test above)
-        excluded = [positive_data_acceptance] if case.path in STATEFUL_BODIES else []
-        case.validate_response(response, excluded_checks=excluded)
+        case.headers = {k: v for k, v in (case.headers or {}).items() if k.lower() != "authorization"}
+        response = case.call(headers={"Authorization": f"Bearer {token}"}, timeout=30)  # over a generated one
+        # no 5xx; only documented statuses, content types and body shapes. Whether schema-valid input is accepted
+        # is the test above's (with the site token), which knows the writes that check more than a schema states.
+        # (negative_data_rejection: the generated Authorization header it judges by is replaced with the token)
+        case.validate_response(response, excluded_checks=[positive_data_acceptance, negative_data_rejection])
         statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
 
-    total = sum(fuzz(op, GenerationMode.POSITIVE, 5, check) for op in operations(base, app))
+    # not DELETE /tokens/{id}: the fuzzer would revoke the very token it fuzzes with (then all is 401, rightly)
+    total = sum(fuzz(op, GenerationMode.POSITIVE, 5, check) for op in operations(base, app)
+                if op.label != "DELETE /api/v1/tokens/{token_id}")
     assert statuses.get(403), statuses  # a member meets what only admins and site admins may do
     assert statuses.get(200), statuses
     print(f"\nfuzz with a member's token: {total} cases, statuses {dict(sorted(statuses.items()))}")
