@@ -75,6 +75,16 @@ class Run:
                                    json={"from": "checkpoint" if from_checkpoint else "scratch"})
         return self
 
+    def edit(self, **changes) -> "Run":
+        """Rename it, set its notes, replace its tags, archive or unarchive it (name=, notes=, tags=, archived=);
+        ValidationError names a bad field."""
+        self.data = self.http.json("PATCH", f"runs/{self.id}", json=changes)
+        return self
+
+    def delete(self) -> None:
+        """Delete a finished run with its rows and files; Conflict while it is queued or running."""
+        self.http.json("DELETE", f"runs/{self.id}")
+
     def predict(self, paths, wait: float | None = None) -> list[dict]:
         """The top classes for each image file from the run's exported model (a succeeded run): per image
         {'name', 'top': [{'label', 'probability'}, ...]}; polls while a predictor loads the model."""

@@ -185,8 +185,8 @@ def test_store_edit_delete_and_tag_filter_on_both_backends(db_engine):
 
 
 def test_cli_with_only_fitboard_url_asks_that_server_and_opens_no_database(settings, tmp_path):
-    """`fitboard runs`, `show`, `cancel` and `retry` with FITBOARD_URL set (no database URL) ask that server: its runs,
-    not an empty local database created in FITBOARD_HOME."""
+    """`fitboard runs`, `show`, `cancel`, `retry`, `edit` and `delete` with FITBOARD_URL set (no database URL) ask that
+    server: its runs, not an empty local database created in FITBOARD_HOME."""
     from tests.live import live_app
 
     home = tmp_path / "laptop-home"
@@ -208,6 +208,11 @@ def test_cli_with_only_fitboard_url_asks_that_server_and_opens_no_database(setti
         retried = cli("retry", str(queued))
         assert retried.returncode == 0 and f"run {queued} queued again from the start" in retried.stdout
         assert cli("runs", "--status", "queued").stdout.splitlines()[-1] == "1 of 1 runs"
+        edited = cli("edit", str(done), "--tag", "keep", "--name", "renamed-there")
+        assert edited.stdout.strip() == f"run {done} 'renamed-there': tags keep", edited.stderr
+        assert cli("edit", str(done), "--tag", "bad tag").returncode == 2  # the server's 422, naming the field
+        assert cli("delete", str(queued)).returncode == 1  # queued again: the server's 409
+        assert cli("delete", str(done)).stdout.strip() == f"run {done} deleted"
         missing = cli("show", "999")
         assert missing.returncode == 1 and "run 999" in missing.stderr and "Traceback" not in missing.stderr
     assert not home.exists() or not any(home.rglob("*.db"))  # no local database was opened or created

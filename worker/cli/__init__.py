@@ -1,8 +1,9 @@
 """The fitboard command line: one module per command group, each adding its own subcommands.
 
-The client groups (submit, follow, search, predict, runs, show, retry, cancel) talk HTTP through fitboard.Client and
-work from a light `pip install fitboard`. The others need the server's packages or the training ones: where those
-are missing, their commands are still listed and say which extra to install instead of failing with a traceback."""
+The client groups (submit, follow, search, predict, runs, show, retry, cancel, edit, delete) talk HTTP through
+fitboard.Client and work from a light `pip install fitboard`. The others need the server's packages or the training
+ones: where those are missing, their commands are still listed and say which extra to install instead of failing
+with a traceback."""
 from __future__ import annotations
 
 import argparse
@@ -18,7 +19,7 @@ CLIENT_GROUPS = (submit, manage, search, predict)
 SERVER_GROUPS = {
     "train": {"train": "train", "demo-data": "server"},
     "serve": {"worker": "train", "predictor": "train", "up": "train", "web": "server"},
-    "store": {"db": "server", "enqueue": "server", "edit": "server", "delete": "server"},
+    "store": {"db": "server", "enqueue": "server"},
     "doctor": {"doctor": "server"},
     "weights": {"weights": "train"},
 }

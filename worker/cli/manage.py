@@ -1,6 +1,6 @@
-"""`fitboard runs`, `show`, `retry` and `cancel`: over HTTP (fitboard.Client) when a server is named (--url or
-FITBOARD_URL) or this install has no database of its own; otherwise on this host's database (fitboard.worker.cli.
-store). Either way the same lines are printed, from the API's JSON shape."""
+"""`fitboard runs`, `show`, `retry`, `cancel`, `edit` and `delete`: over HTTP (fitboard.Client) when a server is
+named (--url or FITBOARD_URL) or this install has no database of its own; otherwise on this host's database
+(fitboard.worker.cli.store). Either way the same lines are printed, from the API's JSON shape."""
 from __future__ import annotations
 
 import json
@@ -60,6 +60,21 @@ def retried_line(data: dict, scratch: bool, note: str | None) -> str:
     start = "from scratch" if scratch else (
         f"from stage {position['stage'] + 1} epoch {position['epoch'] + 1}" if position else "from the start")
     return f"run {data['id']} queued again {start}" + (f"; {note}" if note else "")
+
+
+def edit_changes(args, tags: list[str]) -> dict:
+    """The fields `fitboard edit` changes, given the run's tags now (--tag adds, --untag removes)."""
+    changes = {k: v for k, v in (("name", args.name), ("notes", args.notes), ("archived", args.archived))
+               if v is not None}
+    if args.tag or args.untag:
+        changes["tags"] = [t for t in tags + (args.tag or []) if t not in (args.untag or [])]
+    return changes
+
+
+def edited_line(data: dict) -> str:
+    """"run 7 'name': tags a,b (archived)"."""
+    return f"run {data['id']} {data['name']!r}: tags {','.join(data.get('tags') or []) or '-'}" + (
+        " (archived)" if data.get("archived") else "")
 
 
 def cmd_runs(args) -> int:
@@ -126,8 +141,39 @@ def cmd_cancel(args) -> int:
     return EXIT_OK
 
 
+def cmd_edit(args) -> int:
+    """Rename a run, set its notes, add or remove tags, archive or unarchive it."""
+    if not asks_server(args):
+        from fitboard.worker.cli.store import local_edit  # the server's packages load only here
+
+        return local_edit(args)
+    with client_for(args) as client:
+        try:
+            run = client.run(args.run)
+            run.edit(**edit_changes(args, run.data.get("tags") or []))
+        except FitboardError as exc:
+            return refused(exc, client.url)
+    say(edited_line(run.data))
+    return EXIT_OK
+
+
+def cmd_delete(args) -> int:
+    """Delete a finished run with its rows and files."""
+    if not asks_server(args):
+        from fitboard.worker.cli.store import local_delete  # the server's packages load only here
+
+        return local_delete(args)
+    with client_for(args) as client:
+        try:
+            client.run(args.run).delete()
+        except FitboardError as exc:
+            return refused(exc, client.url)
+    say(f"run {args.run} deleted")
+    return EXIT_OK
+
+
 def add_commands(sub) -> None:
-    """runs, show, retry and cancel."""
+    """runs, show, retry, cancel, edit and delete."""
     p = sub.add_parser("runs", help="list runs")
     p.add_argument("--status", choices=STATUSES)
     p.add_argument("--tag", help="only runs with this tag")
@@ -152,3 +198,17 @@ def add_commands(sub) -> None:
     p.add_argument("run", type=int)
     add_url(p)
     p.set_defaults(func=cmd_cancel)
+    p = sub.add_parser("edit", help="rename a run, set notes, add or remove tags, archive it")
+    p.add_argument("run", type=int)
+    p.add_argument("--name")
+    p.add_argument("--notes", help="plain text; \"\" clears")
+    p.add_argument("--tag", action="append", help="add a tag (repeatable)")
+    p.add_argument("--untag", action="append", help="remove a tag (repeatable)")
+    p.add_argument("--archive", dest="archived", action="store_const", const=True)
+    p.add_argument("--unarchive", dest="archived", action="store_const", const=False)
+    add_url(p)
+    p.set_defaults(func=cmd_edit)
+    p = sub.add_parser("delete", help="delete a finished run with its epochs and files")
+    p.add_argument("run", type=int)
+    add_url(p)
+    p.set_defaults(func=cmd_delete)

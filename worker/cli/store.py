@@ -1,9 +1,8 @@
-"""Operator commands on this host's run store: `db upgrade`, `enqueue`, `edit`, `delete`, and the database side of
-`runs`, `show`, `retry` and `cancel` (fitboard.worker.cli.manage decides between it and a server)."""
+"""Operator commands on this host's run store: `db upgrade`, `enqueue`, and the database side of `runs`,
+`show`, `retry`, `cancel`, `edit` and `delete` (fitboard.worker.cli.manage decides between it and a server)."""
 from __future__ import annotations
 
 import json
-import sys
 
 from fitboard.app.core.errors import RecipeError, RunActive, RunFinished, RunLive, RunNotFound
 from fitboard.app.core.recipes import read_recipe_file
@@ -23,14 +22,14 @@ from fitboard.worker.cli.common import (
     store_engine,
     warn,
 )
-from fitboard.worker.cli.manage import print_run, print_runs, retried_line
+from fitboard.worker.cli.manage import edit_changes, edited_line, print_run, print_runs, retried_line
 
 
 def cmd_db_upgrade(args) -> int:
     """Bring the database schema up to date."""
     url = default_database_url(settings_from(args))
     upgrade(url)
-    print(f"database at head: {url}")
+    say(f"database at head: {url}")
     return EXIT_OK
 
 
@@ -42,11 +41,11 @@ def cmd_enqueue(args) -> int:
         with session_scope(store_engine(settings)) as session:
             run, note = runs.submit(session, publisher, read_recipe_file(args.recipe), settings.data_root)
     except RecipeError as exc:
-        print(f"refused: {exc}", file=sys.stderr)
+        warn(f"refused: {exc}")
         return EXIT_INVALID
-    print(run.id, flush=True)
+    say(str(run.id))
     if note:
-        print(f"run {run.id} stored; {note}", file=sys.stderr)
+        warn(f"run {run.id} stored; {note}")
     return EXIT_OK
 
 
@@ -73,35 +72,29 @@ def local_runs(args) -> int:
     return EXIT_OK
 
 
-def cmd_edit(args) -> int:
-    """Rename a run, set its notes, add or remove tags, archive or unarchive it."""
+def local_edit(args) -> int:
+    """Rename a run in this host's database, set its notes, add or remove tags, archive or unarchive it."""
     with session_scope(store_engine(settings_from(args))) as session:
         try:
             run = runs.get(session, args.run)
-            changes = {k: v for k, v in (("name", args.name), ("notes", args.notes),
-                                         ("archived", args.archived)) if v is not None}
-            if args.tag or args.untag:
-                tags = [t for t in run.tag_list + (args.tag or []) if t not in (args.untag or [])]
-                changes["tags"] = tags
-            run = runs.edit(session, args.run, parse_patch(changes))
+            run = runs.edit(session, args.run, parse_patch(edit_changes(args, run.tag_list)))
         except (RunNotFound, RecipeError) as exc:
-            print(f"refused: {exc}" if isinstance(exc, RecipeError) else exc, file=sys.stderr)
+            warn(f"refused: {exc}" if isinstance(exc, RecipeError) else str(exc))
             return EXIT_INVALID if isinstance(exc, RecipeError) else EXIT_FAILED
-        print(f"run {run.id} {run.name!r}: tags {','.join(run.tag_list) or '-'}"
-              f"{' (archived)' if run.archived else ''}")
+        say(edited_line(serialize_run(run, full=False)))
     return EXIT_OK
 
 
-def cmd_delete(args) -> int:
-    """Delete a finished run with its rows and files."""
+def local_delete(args) -> int:
+    """Delete a finished run with its rows and files from this host's database and artifact store."""
     settings = settings_from(args)
     with session_scope(store_engine(settings)) as session:
         try:
             runs.delete(session, settings, args.run)
         except (RunNotFound, RunLive) as exc:
-            print(exc, file=sys.stderr)
+            warn(str(exc))
             return EXIT_FAILED
-    print(f"run {args.run} deleted")
+    say(f"run {args.run} deleted")
     return EXIT_OK
 
 
@@ -135,7 +128,7 @@ def local_cancel(args) -> int:
 
 
 def add_commands(sub) -> None:
-    """db, enqueue, edit and delete (runs, show, retry and cancel: fitboard.worker.cli.manage)."""
+    """db and enqueue (runs, show, retry, cancel, edit and delete: fitboard.worker.cli.manage)."""
     p = sub.add_parser("db", help="database maintenance")
     p.add_argument("action", choices=["upgrade"])
     p.set_defaults(func=cmd_db_upgrade)
@@ -144,15 +137,3 @@ def add_commands(sub) -> None:
     p.add_argument("--queue", default=DEFAULT_QUEUE)
     add_data_root(p)
     p.set_defaults(func=cmd_enqueue)
-    p = sub.add_parser("edit", help="rename a run, set notes, add or remove tags, archive it")
-    p.add_argument("run", type=int)
-    p.add_argument("--name")
-    p.add_argument("--notes", help="plain text; \"\" clears")
-    p.add_argument("--tag", action="append", help="add a tag (repeatable)")
-    p.add_argument("--untag", action="append", help="remove a tag (repeatable)")
-    p.add_argument("--archive", dest="archived", action="store_const", const=True)
-    p.add_argument("--unarchive", dest="archived", action="store_const", const=False)
-    p.set_defaults(func=cmd_edit)
-    p = sub.add_parser("delete", help="delete a finished run with its epochs and files")
-    p.add_argument("run", type=int)
-    p.set_defaults(func=cmd_delete)
