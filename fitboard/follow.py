@@ -13,8 +13,6 @@ from fitboard.errors import Unreachable
 from fitboard.http import API, Http, check
 
 FINISHED = ("succeeded", "failed", "cancelled", "pruned")
-
-
 MAX_RETRY_AFTER = 30.0  # seconds: a busy server's Retry-After is honoured up to this
 
 
