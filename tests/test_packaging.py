@@ -12,6 +12,7 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.api_fixtures import *  # noqa: F401,F403  settings
@@ -21,8 +22,8 @@ from tests.served import free_port
 from tests.store_fixtures import *  # noqa: F401,F403
 
 ROOT = Path(__file__).resolve().parent.parent
-NOT_SOURCE = shutil.ignore_patterns(".git", ".venv", "__pycache__", "build", "dist", "*.egg-info", ".pytest_cache",
-                                    "test-artifacts")
+NOT_SOURCE = shutil.ignore_patterns(".git", ".venv", "node_modules", "__pycache__", "build", "dist", "*.egg-info",
+                                    ".pytest_cache", ".ruff_cache", ".import_linter_cache", "test-artifacts")
 
 
 def build_wheel(tmp_path: Path) -> Path:
@@ -36,8 +37,14 @@ def build_wheel(tmp_path: Path) -> Path:
     return wheel
 
 
-def test_wheel_ships_templates_migrations_static_files_and_demo_data(tmp_path):
-    names = set(zipfile.ZipFile(build_wheel(tmp_path)).namelist())
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    """The wheel, built once for every test here."""
+    return build_wheel(tmp_path_factory.mktemp("wheel"))
+
+
+def test_wheel_ships_templates_migrations_static_files_and_demo_data(wheel):
+    names = set(zipfile.ZipFile(wheel).namelist())
     assert {"fitboard/templates/run.html", "fitboard/templates/_macros.html", "fitboard/migrations/env.py",
             "fitboard/migrations/script.py.mako", "fitboard/migrations/versions/0001_initial_schema.py",
             "fitboard/app/static/run.js", "fitboard/app/static/fitboard.css", "fitboard/app/core/data/digits.csv.gz",
@@ -55,10 +62,10 @@ def install(tmp_path: Path, wheel: Path, extras: str = "") -> Path:
     return venv
 
 
-def test_light_install_is_the_client_alone_and_it_works_against_a_server(tmp_path, settings):
+def test_light_install_is_the_client_alone_and_it_works_against_a_server(tmp_path, settings, wheel):
     """`pip install fitboard` (no extras): none of the server's or the trainer's packages, yet fitboard.Client and the
     client commands work against a served fitboard, and the server commands say which extra to install."""
-    venv = install(tmp_path, build_wheel(tmp_path))
+    venv = install(tmp_path, wheel)
     py, fitboard = venv / "bin" / "python", venv / "bin" / "fitboard"
     run_dir = tmp_path / "elsewhere"
     run_dir.mkdir()
@@ -99,8 +106,7 @@ def test_light_install_is_the_client_alone_and_it_works_against_a_server(tmp_pat
     assert not (tmp_path / "laptop").exists()  # a client keeps nothing on the laptop
 
 
-def test_web_install_without_torch_migrates_writes_demo_data_and_serves_pages(tmp_path):
-    wheel = build_wheel(tmp_path)
+def test_web_install_without_torch_migrates_writes_demo_data_and_serves_pages(tmp_path, wheel):
     venv = install(tmp_path, wheel, "[server]")
     py, fitboard = venv / "bin" / "python", venv / "bin" / "fitboard"
     run_dir = tmp_path / "elsewhere"  # not the checkout: the installed package must find its own files
