@@ -53,6 +53,13 @@ def test_wheel_ships_templates_migrations_static_files_and_demo_data(wheel):
     assert {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")} == {"fitboard"}
 
 
+def installed_env(home: Path) -> dict:
+    """The environment an installed fitboard runs in: its own FITBOARD_HOME, no other FITBOARD_ setting, and no
+    PYTHONPATH (which would put the checkout's code before the installed wheel's)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FITBOARD_") and k != "PYTHONPATH"}
+    return {**env, "FITBOARD_HOME": str(home)}
+
+
 def install(tmp_path: Path, wheel: Path, extras: str = "") -> Path:
     """A fresh venv with the wheel installed (its dependencies from the package index); the venv's folder."""
     venv = tmp_path / "venv"
@@ -69,8 +76,7 @@ def test_light_install_is_the_client_alone_and_it_works_against_a_server(tmp_pat
     py, fitboard = venv / "bin" / "python", venv / "bin" / "fitboard"
     run_dir = tmp_path / "elsewhere"
     run_dir.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FITBOARD_") and k != "PYTHONPATH"}
-    env["FITBOARD_HOME"] = str(tmp_path / "laptop")
+    env = installed_env(tmp_path / "laptop")
 
     def python(code: str, *args) -> subprocess.CompletedProcess:
         return subprocess.run([py, "-c", code, *args], cwd=run_dir, env=env, capture_output=True, text=True,
@@ -112,17 +118,15 @@ def test_web_install_without_torch_migrates_writes_demo_data_and_serves_pages(tm
     run_dir = tmp_path / "elsewhere"  # not the checkout: the installed package must find its own files
     run_dir.mkdir()
 
+    env = installed_env(tmp_path / "home")
+
     def imports(module: str) -> bool:
-        return subprocess.run([py, "-c", f"import {module}"], cwd=run_dir, capture_output=True).returncode == 0
+        return subprocess.run([py, "-c", f"import {module}"], cwd=run_dir, env=env, capture_output=True).returncode == 0
 
     # The web install has no torch; its one import name is fitboard (a user's own app or worker module is theirs).
     assert not imports("torch")
     assert imports("fitboard") and imports("fitboard.app.web.app")
     assert not imports("app") and not imports("worker")
-    env = {**os.environ, "FITBOARD_HOME": str(tmp_path / "home")}
-    env.pop("FITBOARD_DATABASE_URL", None)
-    env.pop("FITBOARD_BROKER_URL", None)
-    env.pop("FITBOARD_API_TOKEN", None)
 
     def fitboard_cmd(*args):
         return subprocess.run([fitboard, *args], cwd=run_dir, env=env, capture_output=True, text=True, timeout=120)
