@@ -18,7 +18,7 @@ PROGRESS_INTERVAL = 0.5  # at most 2 progress events a second
 CANCEL_INTERVAL = 0.5  # how often the reporter (maybe a database) is asked about cancel
 
 
-def _in_side_loop(learn) -> bool:
+def in_side_loop(learn) -> bool:
     """True while fastai runs lr_find or get_preds, which are not epochs of the run."""
     return hasattr(learn, "lr_finder") or hasattr(learn, "gather_preds")
 
@@ -42,7 +42,7 @@ class ReportCallback(Callback):
     def before_fit(self):
         # lr_find and get_preds are not epochs of the run: no rows from them, but a cancel (or a stopping worker)
         # still counts, or it would wait out a long LR finder; the LR finder reports its own progress.
-        self.side = _in_side_loop(self.learn)
+        self.side = in_side_loop(self.learn)
         finder = getattr(self.learn, "lr_finder", None)
         self._finder = (0, finder.num_it, time.perf_counter()) if finder is not None else None
         self._finder_shown = 0

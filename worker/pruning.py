@@ -13,7 +13,7 @@ from fitboard.app.services import search_driver, studies
 from fitboard.app.store.db import session_scope
 from fitboard.app.store.models import Run
 from fitboard.app.store.searches import get_search
-from fitboard.worker.callbacks import ReportCallback, _in_side_loop
+from fitboard.worker.callbacks import ReportCallback, in_side_loop
 from fitboard.worker.position import find_cb, position
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ class PruneCallback(Callback):
         self.pruned: dict | None = None  # where the pruner stopped the run
 
     def after_epoch(self):
-        if _in_side_loop(self.learn):
+        if in_side_loop(self.learn):
             return
         report, at = find_cb(self.learn, ReportCallback), position(self.learn)
         if self.epoch < at.first_epoch:

@@ -19,8 +19,14 @@ from fitboard.app.services.runs import registry_for
 from fitboard.app.services.search_driver import after_run
 from fitboard.app.store.db import session_scope
 from fitboard.app.store.recovery import requeue_run
-from fitboard.app.store.runs import claim_run, fail_run, finish_run, is_cancel_requested, mark_cancelled
-from fitboard.app.store.searches import mark_pruned
+from fitboard.app.store.runs import (
+    claim_run,
+    fail_run,
+    finish_run,
+    is_cancel_requested,
+    mark_cancelled,
+    mark_pruned,
+)
 from fitboard.worker.checkpoint import CheckpointFiles
 from fitboard.worker.engine import RunCancelled, run_recipe  # fastai and torch load with the worker, not during a task
 from fitboard.worker.pruning import trial_callback

@@ -22,7 +22,7 @@ from fitboard.app.core.sweep_plan import BASE_KEY, variant_label, variant_specs
 from fitboard.app.services import studies
 from fitboard.app.services.queue import Publisher
 from fitboard.app.services.recovery import publish_committed
-from fitboard.app.services.sweeps import _store_and_publish
+from fitboard.app.services.sweeps import store_and_publish
 from fitboard.app.store import searches as store
 from fitboard.app.store.db import session_scope
 from fitboard.app.store.models import Run, Search
@@ -268,7 +268,7 @@ def _start_verify(engine: Engine, publisher: Publisher, search: Search, study: o
         sweep = store_sweep(session, f"verify: {search.name}"[:200], search.base, vary, "grid", verify_seeds(search),
                             variants)
         store.set_state(session, search.id, "verifying", None, verify_sweep_id=sweep.id)
-        _store_and_publish(session, publisher, sweep, specs, sweep.seeds)
+        store_and_publish(session, publisher, sweep, specs, sweep.seeds)
     log.info("search %s: budget spent; verify sweep %s started", search.id, sweep.id)
 
 

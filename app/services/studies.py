@@ -9,7 +9,7 @@ import threading
 import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from fitboard.app.store.db import _sqlite_events, driver_url
+from fitboard.app.store.db import driver_url, sqlite_events
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # a line per trial would flood the worker's log
 log = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ def storage(url: str) -> optuna.storages.RDBStorage:
                 log.info("optuna storage: retrying after a concurrent table creation")
                 st = optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
             if sqlite:
-                _sqlite_events(st.engine)
+                sqlite_events(st.engine)
                 st.engine.dispose()  # pooled connections were opened before the pragmas were attached
             _storages[url] = st
         return _storages[url]

@@ -1,4 +1,4 @@
-"""Searches in the database: the search row, its trial runs, a pruned run's final state, and the search lease."""
+"""Searches in the database: the search row, its trial runs and the search lease."""
 from __future__ import annotations
 
 from datetime import timedelta
@@ -9,10 +9,9 @@ from sqlmodel import Session
 from fitboard.app.core.errors import SearchNotFound
 from fitboard.app.core.schemas import parse_spec
 from fitboard.app.core.status import RunStatus
-from fitboard.app.store.attempts import end_attempt
 from fitboard.app.store.models import EpochRow, Lease, Run, Search, utcnow
 from fitboard.app.store.recovery import acquire_lease
-from fitboard.app.store.runs import _held_by, _update, create_run, get_or_raise
+from fitboard.app.store.runs import create_run, get_or_raise
 
 ACTIVE = ("running", "verifying")
 
@@ -63,16 +62,6 @@ def set_state(session: Session, search_id: int, status: str, reason: str | None 
         values["finished_at"] = utcnow()
     stmt = update(Search).where(Search.id == search_id).values(status=status, reason=reason, **values)
     session.exec(stmt.execution_options(synchronize_session=False))
-
-
-def mark_pruned(session: Session, run_id: int, worker: str, where: dict) -> str:
-    """Mark a running run pruned (its search's pruner stopped it at `where`: stage, epoch, step, value) while this
-    worker holds it; returns the status it has afterwards."""
-    if _update(session, run_id, Run.status == RunStatus.running, *_held_by(worker), status=RunStatus.pruned,
-               finished_at=utcnow(), progress=None, result={"pruned": where}):
-        end_attempt(session, run_id, RunStatus.pruned, f"pruned after {where['step']} epochs")
-        return RunStatus.pruned.value
-    return session.exec(select(Run.status).where(Run.id == run_id)).scalar_one()
 
 
 def epochs_trained(session: Session, run_ids: list[int]) -> dict[int, tuple[int, float]]:
