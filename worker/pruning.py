@@ -9,7 +9,7 @@ import optuna
 from fastai.callback.core import Callback, CancelFitException
 from sqlalchemy import Engine
 
-from fitboard.app.services import search_driver, studies
+from fitboard.app.services import studies
 from fitboard.app.store.db import session_scope
 from fitboard.app.store.models import Run
 from fitboard.app.store.searches import get_search
@@ -61,9 +61,5 @@ def trial_callback(engine: Engine, run: Run) -> PruneCallback | None:
         return None
     with session_scope(engine) as session:
         search = get_search(session, run.search_id)
-    study = search_driver.load_study(engine, search)
-    storage = studies.storage(search_driver.db_url(engine))
-    study_id = storage.get_study_id_from_name(search.study_name)
-    trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, run.trial_number)
-    return PruneCallback(optuna.trial.Trial(study, trial_id), search.options["metric"],
+    return PruneCallback(studies.trial(engine, search, run.trial_number), search.options["metric"],
                          [int(s["epochs"]) for s in run.spec["stages"]])

@@ -1,5 +1,5 @@
-"""A run's and a prediction's lifecycle states, spelled once: the database constraints, the API, the CLI and the
-pages read them here."""
+"""A run's, a search's and a prediction's lifecycle states, spelled once: the database constraints, the API, the CLI
+and the pages read them here."""
 from __future__ import annotations
 
 from enum import StrEnum
@@ -20,6 +20,21 @@ class RunStatus(StrEnum):
 LIVE = (RunStatus.queued, RunStatus.running)
 FINISHED = (RunStatus.succeeded, RunStatus.failed, RunStatus.cancelled, RunStatus.pruned)
 STATUSES = tuple(s.value for s in RunStatus)
+
+
+class SearchStatus(StrEnum):
+    """Where a search is: running (asking for trials) -> verifying (the budget is spent; the verify sweep trains the
+    winners and the base on fresh seeds) -> done; or failed / cancelled."""
+
+    running = "running"
+    verifying = "verifying"
+    done = "done"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+SEARCH_ACTIVE = (SearchStatus.running, SearchStatus.verifying)
+SEARCH_STATUSES = tuple(s.value for s in SearchStatus)
 
 
 class PredictionStatus(StrEnum):

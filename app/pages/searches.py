@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request
 
 from fitboard.app.core.errors import RecipeError
 from fitboard.app.core.search_space import PRESETS
+from fitboard.app.core.status import SEARCH_ACTIVE
 from fitboard.app.pages.render import FormData, PageId, redirect, render
 from fitboard.app.services import runs, searches
 from fitboard.app.services.studies import PRUNERS, SAMPLERS
@@ -106,7 +107,7 @@ def get_search(request: Request, session: SessionDep, search_id: PageId):
                         "value": t["value"]} for t in report["trials"]],
             "best_so_far": report["best_so_far"], "importance": report["importance"] or {}}
     return render(request, "search.html", search=report, rows=rows, data=data, searches=None,
-                  live=report["status"] in ("running", "verifying"))
+                  live=report["status"] in SEARCH_ACTIVE)
 
 
 @router.post("/searches/{search_id}/cancel")
