@@ -19,36 +19,50 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class Served:
-    """A running `fitboard up`: its URL, environment and log."""
+def wait_port(port: int, what: str, timeout: float = 30) -> None:
+    """Until something accepts connections on 127.0.0.1:port; AssertionError naming `what` after timeout s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError(f"{what} did not start")
 
-    def __init__(self, home: Path):
-        self.home, self.port = home, free_port()
+
+class Served:
+    """A running `fitboard up` (or `fitboard web`, the web process alone): its URL, environment and log. The
+    database, broker and token come from home unless env names them."""
+
+    def __init__(self, home: Path, command: str = "up", env: dict | None = None):
+        self.home, self.port, self.command = home, free_port(), command
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, "FITBOARD_HOME": str(home), "FITBOARD_DATA_ROOT": str(home / "datasets")}
         for key in ("FITBOARD_DATABASE_URL", "FITBOARD_BROKER_URL", "FITBOARD_API_TOKEN"):
             self.env.pop(key, None)
-        self.log_path = home / "up.log"
-        self.proc = subprocess.Popen([sys.executable, "-m", "fitboard.worker.cli", "up", "--port", str(self.port)],
+        self.env.update(env or {})
+        self.log_path = home / f"{command}.log"
+        self.proc = subprocess.Popen([sys.executable, "-m", "fitboard.worker.cli", command, "--port", str(self.port)],
                                      env=self.env, stdout=self.log_path.open("w"), stderr=subprocess.STDOUT)
 
     def log(self) -> str:
         return self.log_path.read_text()
 
     def wait_ready(self, timeout: float = 120) -> None:
-        """Until /healthz answers and the worker has said it is ready."""
+        """Until /healthz answers and (for `up`) the worker has said it is ready."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise AssertionError(f"fitboard up exited early:\n{self.log()}")
+                raise AssertionError(f"fitboard {self.command} exited early:\n{self.log()}")
             try:
                 urllib.request.urlopen(f"{self.url}/healthz", timeout=2)
-                if " ready." in self.log():
+                if self.command != "up" or " ready." in self.log():
                     return
             except OSError:
                 pass
             time.sleep(0.3)
-        raise AssertionError(f"fitboard up not ready in {timeout}s:\n{self.log()}")
+        raise AssertionError(f"fitboard {self.command} not ready in {timeout}s:\n{self.log()}")
 
     def stop(self) -> int:
         """SIGTERM, as a service manager stops it; returns the exit code."""

@@ -102,7 +102,7 @@ def _train_with_store(worker, data_root, monkeypatch, error: Exception):
     monkeypatch.setattr(tasks, "store_for", lambda settings: store)
     with session_scope(worker.engine) as session:
         run_id = runs.submit(session, worker.publisher, tiny_recipe(), data_root)[0].id
-    status = worker.celery.tasks[TRAIN_TASK].run(run_id)
+    status = tasks.train_run(worker, run_id)  # the task's code, with this test's worker
     with session_scope(worker.engine) as session:
         return status, session.get(Run, run_id), store
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 
-from fastai.callback.core import Callback, CancelFitException
+from fastai.callback.core import Callback
 from fastai.callback.tracker import TrackerCallback
 from fastai.learner import Recorder
 
 from fitboard.app.core.events import BestEpoch, EpochEvent, ProgressEvent
 from fitboard.app.core.numbering import run_eta
 from fitboard.app.core.progress import LR_FIND, SCORE, TRAIN, TTA
-from fitboard.worker.position import position
+from fitboard.worker.position import position, stop_training
 from fitboard.worker.reporters import Reporter
 
 PROGRESS_INTERVAL = 0.5  # at most 2 progress events a second
@@ -24,12 +24,12 @@ def in_side_loop(learn) -> bool:
 
 
 class ReportCallback(Callback):
-    """Sends progress (throttled) and one row per epoch to a Reporter; stops the fit when cancel is asked."""
+    """Sends progress (throttled) and one row per epoch to a Reporter; stops the run when cancel is asked."""
 
     order = Recorder.order + 1  # after Recorder so the epoch's log is complete
 
     def __init__(self, reporter: Reporter, plan: list[tuple[int, int]] | None = None):
-        self.reporter, self.cancelled, self.side = reporter, False, False
+        self.reporter, self.side = reporter, False
         self.plan = plan or []  # (epochs, size) per stage: for "epoch e of E" and the whole-run ETA
         self.epoch_seconds: list[float] = []
         self.timed: list[tuple[int, float]] = []  # (stage, seconds) of each epoch trained by this attempt
@@ -93,8 +93,7 @@ class ReportCallback(Callback):
         if now - self._last_cancel_check >= CANCEL_INTERVAL:
             self._last_cancel_check = now
             if self.reporter.should_cancel():
-                self.cancelled = True
-                raise CancelFitException()
+                stop_training(self.learn, "cancelled")
         if self._finder is not None:
             steps, planned, start = self._finder
             self._finder = (steps + 1, planned, start)

@@ -23,14 +23,13 @@ STATUSES = tuple(s.value for s in RunStatus)
 
 
 class SearchStatus(StrEnum):
-    """Where a search is: running (asking for trials) -> verifying (the budget is spent; the verify sweep trains the
-    winners and the base on fresh seeds) -> done; or failed / cancelled."""
+    """Where a search is: running -> verifying -> done; or failed / cancelled."""
 
-    running = "running"
-    verifying = "verifying"
-    done = "done"
-    failed = "failed"
-    cancelled = "cancelled"
+    running = "running"  # asking its sampler for trials and training them
+    verifying = "verifying"  # the budget is spent: the verify sweep trains the winners and the base
+    done = "done"  # the verify sweep finished every run
+    failed = "failed"  # most trials failed, none completed, or its verify sweep was deleted; the reason says which
+    cancelled = "cancelled"  # by its user
 
 
 SEARCH_ACTIVE = (SearchStatus.running, SearchStatus.verifying)
