@@ -6,7 +6,9 @@ import errno
 import logging
 import sqlite3
 
+import boto3
 import pytest
+from botocore.config import Config
 from botocore.exceptions import ClientError
 from kombu import Connection
 from sqlalchemy import create_engine, text
@@ -60,7 +62,7 @@ def test_sqlite_lock_contention_is_transient_and_a_missing_table_or_constraint_i
         engine.dispose()
 
 
-def test_an_unreachable_postgres_and_a_down_broker_are_transient():
+def test_an_unreachable_postgres_broker_and_bucket_are_transient():
     engine = create_engine("postgresql+psycopg2://nobody@127.0.0.1:1/none", connect_args={"connect_timeout": 2})
     refused = _raised(engine.connect)
     engine.dispose()
@@ -69,6 +71,10 @@ def test_an_unreachable_postgres_and_a_down_broker_are_transient():
     down = _raised(lambda: broker.ensure_connection(max_retries=1, interval_start=0, interval_step=0))
     broker.release()
     assert transient(down), type(down)
+    s3 = boto3.client("s3", endpoint_url="http://127.0.0.1:1", aws_access_key_id="k", aws_secret_access_key="s",
+                      region_name="us-east-1", config=Config(connect_timeout=2, retries={"max_attempts": 1}))
+    unreachable = _raised(lambda: s3.put_object(Bucket="b", Key="k", Body=b"x"))
+    assert type(unreachable).__name__ == "EndpointConnectionError" and transient(unreachable)
 
 
 def test_os_errors_count_by_what_a_moment_can_cure():

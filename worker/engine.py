@@ -150,8 +150,9 @@ def _evaluate(learn, spec: RunSpec, out_dir: Path) -> Evaluation:
         for i, image_id in enumerate(valid_ids):
             w.writerow([image_id, vocab[int(targs[i])], vocab[int(decoded[i])], int(targs[i] == decoded[i]),
                         f"{float(losses[i]):.6f}"])
-    return Evaluation(metrics=_metrics(preds, targs, losses), tta=tta, confusion=Confusion(labels=vocab,
-                      matrix=cm.tolist()), top_losses=top_losses, predictions_path=str(pred_file))
+    confusion = Confusion(labels=vocab, matrix=cm.tolist())
+    return Evaluation(metrics=_metrics(preds, targs, losses), tta=tta, confusion=confusion, top_losses=top_losses,
+                      predictions_path=str(pred_file))
 
 
 def _vocab(classes: list[str]) -> pd.Series:
@@ -191,7 +192,8 @@ class TrainingRun:
         # Set by build().
         self.learn = None
         self.cbs: list = []  # the callbacks this run added to its learner (removed again before export)
-        self._dls: dict[int, object] = {}  # each stage's DataLoaders, built once (dls_for)
+        # Filled and set as training goes.
+        self._dls: dict[int, object] = {}  # each stage's DataLoaders, built on first use (dls_for)
         self.stopped: str | None = None  # why training was stopped (stop()), if it was
         self.started = time.perf_counter()
 

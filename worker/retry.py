@@ -25,6 +25,14 @@ from tenacity import (
 
 from fitboard.app.core.errors import StorageUnavailable
 
+try:  # botocore comes with the s3 extra only
+    from botocore.exceptions import ClientError, ConnectionClosedError, ReadTimeoutError
+    from botocore.exceptions import ConnectionError as StoreConnectionError  # endpoint, connect timeout, proxy
+
+    STORE_UNREACHABLE: tuple = (StoreConnectionError, ConnectionClosedError, ReadTimeoutError)
+except ImportError:
+    ClientError, STORE_UNREACHABLE = None, ()
+
 FIRST_WAIT = 0.5  # seconds before the second try; each later wait doubles, up to the cap
 # OS errors a moment can cure: a full or flaky disk, a stale shared mount, a network that drops or times out.
 TRANSIENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.ESTALE, errno.EAGAIN, errno.EBUSY, errno.ETIMEDOUT,
@@ -46,7 +54,7 @@ THROTTLED = ("SlowDown", "RequestTimeout", "Throttling", "ThrottlingException", 
 def _database(exc: DBAPIError) -> bool:
     """A database error of a dropped connection, lock contention or a full disk; never a bug's (a missing table,
     a constraint, bad SQL: IntegrityError, ProgrammingError and SQLite's plain SQLITE_ERROR)."""
-    if exc.connection_invalidated or isinstance(exc, DisconnectionError):
+    if exc.connection_invalidated:
         return True
     if not isinstance(exc, (OperationalError, InterfaceError)):
         return False
@@ -60,14 +68,12 @@ def _database(exc: DBAPIError) -> bool:
 
 def _store(exc: BaseException) -> bool:
     """An S3 store (botocore) that cannot be reached, timed out, throttled or answered 5xx."""
-    if type(exc).__name__ in ("EndpointConnectionError", "ConnectTimeoutError", "ConnectionClosedError",
-                              "ReadTimeoutError") and type(exc).__module__.startswith("botocore"):
+    if isinstance(exc, STORE_UNREACHABLE):
         return True
-    response = getattr(exc, "response", None)
-    if not isinstance(response, dict) or not type(exc).__module__.startswith("botocore"):
+    if ClientError is None or not isinstance(exc, ClientError):
         return False
-    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
-    return status >= 500 or status == 429 or response.get("Error", {}).get("Code") in THROTTLED
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+    return status >= 500 or status == 429 or exc.response.get("Error", {}).get("Code") in THROTTLED
 
 
 def transient(exc: BaseException) -> bool:
@@ -81,12 +87,14 @@ def transient(exc: BaseException) -> bool:
         return True
     if isinstance(exc, httpx.HTTPStatusError):
         return exc.response.status_code >= 500
+    if _store(exc):  # before OSError: botocore's read timeout is one, without an errno
+        return True
     if isinstance(exc, OSError):
         return exc.errno in TRANSIENT_ERRNOS
     if isinstance(exc, StorageUnavailable) or type(exc).__name__ == "S3UploadFailedError":
         cause = exc.__cause__ or exc.__context__  # a wrapper: judge what the store itself said
         return cause is not None and transient(cause)
-    return _store(exc)
+    return False
 
 
 def retrying(what: str, log: logging.Logger, *, backoff_max: float, seconds: float | None = None,
