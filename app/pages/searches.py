@@ -11,6 +11,7 @@ from fitboard.app.core import search_space
 from fitboard.app.core.errors import RecipeError
 from fitboard.app.core.schemas import MAX_NAME
 from fitboard.app.core.search_space import PRESETS
+from fitboard.app.core.status import SEARCH_ACTIVE
 from fitboard.app.core.variant_words import describe_change, field_title
 from fitboard.app.core.yamlsafe import load_yaml
 from fitboard.app.pages.render import FormData, PageId, redirect, render
@@ -162,7 +163,7 @@ def get_search(request: Request, session: SessionDep, search_id: PageId):
                         "value": t["value"]} for t in report["trials"]],
             "best_so_far": report["best_so_far"], "importance": report["importance"] or {}}
     return render(request, "search.html", search=report, rows=rows, data=data, searches=None,
-                  note=base_note(base, report["space"]), live=report["status"] in ("running", "verifying"))
+                  note=base_note(base, report["space"]), live=report["status"] in SEARCH_ACTIVE)
 
 
 @router.post("/searches/{search_id}/cancel")

@@ -11,7 +11,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from fitboard.app.core.csvsafe import csv_row
 from fitboard.app.core.events import EpochEvent
 from fitboard.app.core.redact import redact_tree
-from fitboard.app.core.status import PredictionStatus, RunStatus
+from fitboard.app.core.status import PredictionStatus, RunStatus, SearchStatus
 from fitboard.app.store.models import Dataset, EpochRow, LRFind, Prediction, Run, RunAttempt, Worker
 
 EPOCH_CSV_COLUMNS = ("stage", "epoch", "train_loss", "valid_loss", "accuracy", "error_rate", "seconds")
@@ -245,7 +245,7 @@ class SearchOut(_Out):
 
     id: int
     name: str
-    status: Literal["running", "verifying", "done", "failed", "cancelled"]
+    status: SearchStatus
     reason: str | None = Field(description="why it stopped, when it failed or was cancelled")
     study_name: str = Field(description="the Optuna study in fitboard's database (optuna.load_study reads it)")
     base: dict[str, Any]

@@ -43,7 +43,7 @@ def _sqlite_path(url: str) -> Path | None:
     return None if database in (None, "", ":memory:") or database.startswith("file:") else Path(database)
 
 
-def _sqlite_events(engine: Engine, foreign_keys: bool = True) -> None:
+def sqlite_events(engine: Engine, foreign_keys: bool = True) -> None:
     """Pragmas on every connection, and write transactions that queue on the lock instead of failing."""
 
     @event.listens_for(engine, "connect")
@@ -119,7 +119,7 @@ def make_engine(url: str, sqlite_foreign_keys: bool = True, **kwargs) -> Engine:
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, **kwargs)
-    _sqlite_events(engine, sqlite_foreign_keys)
+    sqlite_events(engine, sqlite_foreign_keys)
     return engine
 
 

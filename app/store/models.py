@@ -7,7 +7,14 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
-from fitboard.app.core.status import PREDICTION_STATUSES, STATUSES, PredictionStatus, RunStatus
+from fitboard.app.core.status import (
+    PREDICTION_STATUSES,
+    SEARCH_STATUSES,
+    STATUSES,
+    PredictionStatus,
+    RunStatus,
+    SearchStatus,
+)
 
 # Named constraints let Alembic's SQLite batch mode find and rebuild them in later revisions.
 SQLModel.metadata.naming_convention = {
@@ -175,7 +182,6 @@ class Sweep(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_column=_when(nullable=False, index=True))
 
 
-SEARCH_STATES = ("running", "verifying", "done", "failed", "cancelled")
 
 
 class Search(SQLModel, table=True):
@@ -183,14 +189,15 @@ class Search(SQLModel, table=True):
     verify sweep of the winners and the base over fresh seeds."""
 
     __tablename__ = "search"
-    __table_args__ = (sa.CheckConstraint(f"status IN ({', '.join(repr(s) for s in SEARCH_STATES)})", name="status"),)
+    __table_args__ = (sa.CheckConstraint(f"status IN ({', '.join(repr(s) for s in SEARCH_STATUSES)})", name="status"),)
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(sa_column=sa.Column(sa.String(200), nullable=False))
     base: dict = Field(default_factory=dict, sa_column=_json(nullable=False))  # the base RunSpec as a dict
     space: dict = Field(default_factory=dict, sa_column=_json(nullable=False))  # field path -> distribution
     options: dict = Field(default_factory=dict, sa_column=_json(nullable=False))  # budget, metric, pruner, verify
     study_name: str = Field(sa_column=sa.Column(sa.String(200), nullable=False, unique=True))
-    status: str = Field(default="running", sa_column=sa.Column(sa.String(16), nullable=False, index=True))
+    status: str = Field(default=SearchStatus.running.value,
+                        sa_column=sa.Column(sa.String(16), nullable=False, index=True))
     reason: str | None = Field(default=None, sa_column=sa.Column(sa.Text(), nullable=True))  # why it stopped
     verify_sweep_id: int | None = Field(default=None, sa_column=sa.Column(
         sa.Integer(), sa.ForeignKey("sweep.id", ondelete="SET NULL"), nullable=True))

@@ -6,7 +6,6 @@ processes racing on one run (a redelivered message, a cancel during a claim) can
 """
 from __future__ import annotations
 
-import math
 from datetime import timedelta
 
 from sqlalchemy import delete, exists, func, select, update
@@ -16,6 +15,7 @@ from sqlmodel import Session
 
 from fitboard.app.core.errors import RunFinished, RunLive, RunNotFound
 from fitboard.app.core.events import EpochEvent, LRFindEvent, ResultEvent
+from fitboard.app.core.jsonsafe import finite_float
 from fitboard.app.core.redact import redact
 from fitboard.app.core.run_meta import tags_column
 from fitboard.app.core.status import FINISHED, LIVE, RunStatus
@@ -29,11 +29,6 @@ ORDERABLE = ("id", "name", "dataset", "status", "created_at", "started_at", "fin
 
 class RunNotRunning(RuntimeError):
     """A worker reported a result for a run it does not hold (still queued)."""
-
-
-def _float(v) -> float | None:
-    """A number as a float, with NaN/inf (a diverged loss) as None so both backends store the same."""
-    return None if v is None or not math.isfinite(float(v)) else float(v)
 
 
 def upsert(session: Session, model, values: dict, keys: tuple[str, ...], keep: tuple[str, ...] = ()) -> None:
@@ -110,8 +105,9 @@ def claim_run(session: Session, run_id: int, worker: str) -> Run | None:
 def record_epoch(session: Session, run_id: int, row: EpochEvent) -> None:
     """Store one epoch row; a repeat of the same (stage, epoch) overwrites it, so redelivery never duplicates."""
     _status(session, run_id)
-    values = {"run_id": run_id, "stage": row.stage, "epoch": row.epoch, "train_loss": _float(row.train_loss),
-              "valid_loss": _float(row.valid_loss), "metrics": dict(row.metrics), "seconds": _float(row.seconds),
+    values = {"run_id": run_id, "stage": row.stage, "epoch": row.epoch, "train_loss": finite_float(row.train_loss),
+              "valid_loss": finite_float(row.valid_loss), "metrics": dict(row.metrics),
+              "seconds": finite_float(row.seconds),
               "created_at": utcnow()}
     upsert(session, EpochRow, values, keys=("run_id", "stage", "epoch"), keep=("created_at",))
 
@@ -124,8 +120,8 @@ def record_epochs(session: Session, run_id: int, rows: list[EpochEvent]) -> None
     _status(session, run_id)
     now = utcnow()
     by_key = {(r.stage, r.epoch): {"run_id": run_id, "stage": r.stage, "epoch": r.epoch,
-                                   "train_loss": _float(r.train_loss), "valid_loss": _float(r.valid_loss),
-                                   "metrics": dict(r.metrics), "seconds": _float(r.seconds), "created_at": now}
+                                   "train_loss": finite_float(r.train_loss), "valid_loss": finite_float(r.valid_loss),
+                                   "metrics": dict(r.metrics), "seconds": finite_float(r.seconds), "created_at": now}
               for r in rows}
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     stmt = insert(EpochRow).values(list(by_key.values()))
@@ -145,8 +141,8 @@ def record_progress(session: Session, run_id: int, progress: dict) -> None:
 def record_lr_find(session: Session, run_id: int, find: LRFindEvent) -> None:
     """Store a stage's LR-finder curve and suggestion; a repeat overwrites it."""
     _status(session, run_id)
-    values = {"run_id": run_id, "stage": find.stage, "suggestion": _float(find.suggestion),
-              "lrs": [_float(x) for x in find.lrs], "losses": [_float(x) for x in find.losses]}
+    values = {"run_id": run_id, "stage": find.stage, "suggestion": finite_float(find.suggestion),
+              "lrs": [finite_float(x) for x in find.lrs], "losses": [finite_float(x) for x in find.losses]}
     upsert(session, LRFind, values, keys=("run_id", "stage"))
 
 
@@ -162,8 +158,8 @@ def finish_run(session: Session, run_id: int, result: ResultEvent, worker: str |
     successor's attempt)."""
     done = _update(session, run_id, Run.status == RunStatus.running, *_held_by(worker), status=RunStatus.succeeded,
                    finished_at=utcnow(), result=result.stored(), progress=None,
-                   best_accuracy=_float(result.metrics.accuracy),
-                   tta_accuracy=_float(result.tta.accuracy if result.tta else None))
+                   best_accuracy=finite_float(result.metrics.accuracy),
+                   tta_accuracy=finite_float(result.tta.accuracy if result.tta else None))
     if not done:
         status = _status(session, run_id)
         if status in FINISHED:
@@ -185,6 +181,16 @@ def fail_run(session: Session, run_id: int, error: str, traceback: str | None = 
                error=error, traceback=traceback):
         end_attempt(session, run_id, RunStatus.failed, error)
     return get_run(session, run_id)
+
+
+def mark_pruned(session: Session, run_id: int, worker: str, where: dict) -> str:
+    """Mark a running run pruned (its search's pruner stopped it at `where`: stage, epoch, step, value) while this
+    worker holds it; returns the status it has afterwards."""
+    if _update(session, run_id, Run.status == RunStatus.running, *_held_by(worker), status=RunStatus.pruned,
+               finished_at=utcnow(), progress=None, result={"pruned": where}):
+        end_attempt(session, run_id, RunStatus.pruned, f"pruned after {where['step']} epochs")
+        return RunStatus.pruned.value
+    return _status(session, run_id)
 
 
 def mark_cancelled(session: Session, run_id: int) -> Run:

@@ -11,7 +11,7 @@ import yaml
 from fitboard.app.core.errors import RecipeError
 from fitboard.app.core.recipes import read_recipe_file
 from fitboard.worker.cli.common import EXIT_FAILED, EXIT_OK
-from fitboard.worker.cli.submit import DEFAULT_URL, _request, post_or_refuse
+from fitboard.worker.cli.submit import DEFAULT_URL, api_request, post_or_refuse
 
 POLL_SECONDS = 3.0
 MAX_SPACE_BYTES = 1_000_000
@@ -48,7 +48,7 @@ def follow(base: str, search_id: int) -> int:
     """Print each trial as it ends, then the budget and verdicts; exit 0 when the search is done."""
     said, verifying = set(), False
     while True:
-        with _request(f"{base}/api/v1/searches/{search_id}") as response:
+        with api_request(f"{base}/api/v1/searches/{search_id}") as response:
             s = json.load(response)
         for t in s["trials"]:
             if t["number"] not in said and t["status"] in ("succeeded", "failed", "cancelled", "pruned"):

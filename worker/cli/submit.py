@@ -19,7 +19,7 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 MAX_RECONNECTS = 10_000  # streams last minutes each: weeks of following
 
 
-def _request(url: str, data: dict | None = None, headers: dict | None = None):
+def api_request(url: str, data: dict | None = None, headers: dict | None = None):
     """An HTTP request with the API token when FITBOARD_API_TOKEN is set."""
     headers = {"Content-Type": "application/json", **(headers or {})}
     token = os.environ.get("FITBOARD_API_TOKEN")
@@ -33,7 +33,7 @@ def post_or_refuse(base: str, path: str, build_body):
     """POST the body build_body() makes to /api/v1/<path>: the JSON answer, or the exit code after saying why it
     was refused (the recipe file, each field the API named, or an unreachable server)."""
     try:
-        with _request(f"{base}/api/v1/{path}", build_body()) as response:
+        with api_request(f"{base}/api/v1/{path}", build_body()) as response:
             return json.load(response)
     except RecipeError as exc:
         print(f"refused: {exc}", file=sys.stderr)
@@ -73,7 +73,7 @@ def follow(base: str, run_id: int) -> int:
     for _ in range(MAX_RECONNECTS):
         headers = {"Accept": "text/event-stream", **({"Last-Event-ID": last_id} if last_id else {})}
         try:
-            response = _request(f"{base}/api/v1/runs/{run_id}/events", headers=headers)
+            response = api_request(f"{base}/api/v1/runs/{run_id}/events", headers=headers)
         except urllib.error.HTTPError as exc:
             if exc.code != 503:  # 503: the server's stream slots are full for now
                 raise
