@@ -1,21 +1,26 @@
 """fitboard.fastai.FitboardCallback: log a fastai training run, trained anywhere, to a fitboard dashboard as a
 tracked run: the learner's recipe-like facts, every epoch row, LR-finder curves, the final metrics, optionally the
 confusion matrix, top losses and the exported model. Rows go through a background sender (fitboard.tracker):
-training never waits for the dashboard and never fails because of it."""
+training never waits for the dashboard and never fails because of it. A run nobody finished is finished when the
+interpreter exits, with the status the script ended in (fitboard.exits); `with FitboardCallback(...) as cb:` finishes
+it at the end of the block."""
 from __future__ import annotations
 
 import math
 import platform
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 from fastai.callback.core import Callback
 from fastai.learner import Recorder
 
+from fitboard import exits
 from fitboard.tracker import Tracker
 
 PROGRESS_INTERVAL = 0.5  # seconds between progress updates handed to the sender
+FIT_END_WAIT = 5.0  # seconds the end of a fit waits for its rows to reach a dashboard that answers
 
 
 def _name(obj) -> str | None:
@@ -55,8 +60,9 @@ def _safely(method):
 
 class FitboardCallback(Callback):
     """`learn.fit_one_cycle(5, cbs=FitboardCallback(url, name=...))`: one tracked run per callback instance,
-    each fit call a stage. url/token default to FITBOARD_URL/FITBOARD_API_TOKEN. `finish()` ends the run (called
-    by `learn.export`-free code at the end; the first fit's end does not, so several fits make one run)."""
+    each fit call a stage. url/token default to FITBOARD_URL/FITBOARD_API_TOKEN. `finish()` ends the run (a fit's
+    end does not, so several fits make one run); so does leaving a `with FitboardCallback(...) as cb:` block, and
+    the interpreter's exit for a run still open."""
 
     order = Recorder.order + 1  # after Recorder: its log holds the whole epoch when after_epoch runs (fastai#3102)
 
@@ -69,6 +75,10 @@ class FitboardCallback(Callback):
         self.tracker: Tracker | None = None
         self.learner = None
         self.stage, self.broken, self.side, self.finished, self.in_fit = -1, False, False, False, False
+        self.fit_done = False  # the last training fit reached its end (after_fit), so an exit then is a success
+        self.fit_thread: int | None = None  # the thread that trains: its exception is the run's end
+        self.last_metrics: dict = {}  # the last epoch row's valid_loss/accuracy/error_rate, the result at an exit
+        self.delivered = False  # the finish reached the dashboard
         self.lr_peak: list[float] = []
         self._last_progress = 0.0
         self._start = None
@@ -89,6 +99,7 @@ class FitboardCallback(Callback):
             self.tracker = Tracker(self.run_name, self.dataset, self.facts(), self.url, self.token,
                                    flush_every=self.flush_every, max_pending=self.max_pending, say=self._say)
             self._start = time.perf_counter()
+            exits.watch(self)
 
     # ---- what the learner says about itself ---------------------------------------------------------------------
 
@@ -157,6 +168,7 @@ class FitboardCallback(Callback):
         self.side = hasattr(self.learn, "lr_finder") or hasattr(self.learn, "gather_preds")
         self.in_fit = False
         self.learner = self.learn  # fit(cbs=...) detaches the callback afterwards; finish() still needs the learner
+        self.fit_thread = threading.get_ident()
         self._ensure_tracker()
 
     @_safely
@@ -164,7 +176,7 @@ class FitboardCallback(Callback):
         self._train_start = time.perf_counter()
         if self.side or self.in_fit:
             return
-        self.in_fit = True
+        self.in_fit, self.fit_done = True, False
         self.stage += 1
         self.size, self.lr_peak = None, []
         self.schedule = "fit_one_cycle" if any(type(cb).__name__ == "ParamScheduler" for cb in self.learn.cbs) \
@@ -215,11 +227,16 @@ class FitboardCallback(Callback):
                                    "valid_loss": _num(row.get("valid_loss")), "metrics": metrics,
                                    "seconds": time.perf_counter() - self._epoch_start})
         self.tracker.put("stage", self._stage_plan())  # the lr peak is known by now
+        self.last_metrics = {k: v for k, v in {"valid_loss": _num(row.get("valid_loss")), **metrics}.items()
+                             if k in ("valid_loss", "accuracy", "error_rate") and v is not None}
 
     @_safely
     def after_fit(self):
         if self.side and hasattr(self.learn, "lr_finder"):
             self._lr_find_curve()
+        if self.in_fit:  # a training fit ended (fastai skips after_fit when an exception stops it)
+            self.fit_done = True
+            self.tracker.flush(FIT_END_WAIT)  # its last rows reach the dashboard before the script goes on
         self.side, self.in_fit = False, False
 
     def _lr_find_curve(self) -> None:
@@ -243,18 +260,50 @@ class FitboardCallback(Callback):
     def finish(self, status: str = "succeeded", error: str | None = None, timeout: float = 30.0) -> int | None:
         """End the tracked run: final validation metrics (learn.validate), the confusion matrix and top losses if
         asked, the exported model if asked; waits up to timeout seconds for the sender. The run's id."""
+        return self._end(status, error, timeout, full=True)
+
+    def __enter__(self) -> FitboardCallback:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        """The block's end finishes the run: as finish() does, or failed/cancelled by the exception (not swallowed)."""
+        status, error = exits.outcome(exc)
+        try:
+            self._end(status, error, 30.0, full=status == "succeeded")
+        except Exception as bug:  # the block's own exception (if any) is the one the user must see
+            self._say(f"fitboard: could not finish the tracked run ({bug!r})")
+        return False
+
+    def end_at_exit(self, timeout: float) -> None:
+        """The interpreter is exiting with this run open: end it as the script ended (see fitboard.exits)."""
+        # A broken callback saw no more events: whether its last fit completed is not known, so it is not held
+        # against the run.
+        unfinished_fit = self.stage >= 0 and not self.fit_done and not self.broken
+        exc = exits.fatal(self.fit_thread)
+        if exc is None and unfinished_fit:
+            exc = exits.last_exception()  # a notebook's interrupted fit (IPython keeps it there)
+        status, error = exits.outcome(exc)
+        if status == "succeeded" and unfinished_fit:
+            status, error = "failed", f"the script ended during stage {self.stage + 1}, before its fit completed"
+        self._end(status, error, timeout, full=False)
+        if self.delivered:
+            self._say(f"fitboard: run {self.run_id} finished at exit: {status}" + (f" ({error})" if error else ""))
+
+    def _end(self, status: str, error: str | None, timeout: float, full: bool) -> int | None:
+        """Send the finish (with the parts that run the learner only when full) and wait for the sender."""
         if self.tracker is None or self.finished:
             return self.run_id
         self.finished = True
+        exits.unwatch(self)
         if self.learn is None:
             self.learn = self.learner
-        body = {"status": status, "error": error,
+        body = {"status": status, "error": error, "metrics": self.last_metrics,
                 "seconds": time.perf_counter() - self._start if self._start else None}
         # Each part on its own: one that fails is said and left out; the end of tracking never raises either.
-        parts = [("final metrics", lambda: {"metrics": self._final_metrics()})]
-        if self.want_confusion or self.want_top_losses:
+        parts = [("final metrics", lambda: {"metrics": self._final_metrics()})] if full else []
+        if full and (self.want_confusion or self.want_top_losses):
             parts.append(("confusion matrix and top losses", self._interpretation))
-        if self.export_model:
+        if full and self.export_model:
             parts.append(("exported model", self._export))
         for what, part in parts:
             try:
@@ -262,7 +311,7 @@ class FitboardCallback(Callback):
             except Exception as exc:
                 self._say(f"fitboard: could not send the {what} ({exc!r}); finishing the run without it")
         self.tracker.put("finish", body)
-        self.tracker.close(timeout)
+        self.delivered = self.tracker.close(timeout)
         return self.run_id
 
     def _final_metrics(self) -> dict:

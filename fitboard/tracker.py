@@ -31,6 +31,7 @@ class Tracker:
         self.run_id: int | None = None
         self.stopped = False  # the run ended on the server (cancelled, lost): nothing more is sent
         self.dropped = 0
+        self.down = False  # the last try found the dashboard unreachable (or failing)
         self._said: set[str] = set()
         # What is waiting to go: stage plans and epoch rows keyed, so a re-sent row replaces the waiting one.
         self.stages: dict[int, dict] = {}
@@ -40,6 +41,7 @@ class Tracker:
         self.finish: dict | None = None
         self.model: str | None = None
         self.sent_epochs = 0
+        self._flushes: list[threading.Event] = []  # callers of flush() waiting for what was handed over so far
         self._closing = threading.Event()
         self._deadline = float("inf")
         self._next_try = 0.0
@@ -52,6 +54,15 @@ class Tracker:
     def put(self, kind: str, payload) -> None:
         """Hand something to the sender (stage, epoch, lr_find, progress, facts, finish, model); never blocks."""
         self.inbox.put((kind, payload))
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait up to timeout seconds until everything handed over so far is sent; True when it was. Returns at once
+        when the dashboard is known to be down, so training never waits for one that is not answering."""
+        if self.stopped or self.down or not self.thread.is_alive():
+            return False
+        done = threading.Event()
+        self.inbox.put(("flush", done))
+        return done.wait(timeout) and not self.down and self._pending_count() == 0
 
     def close(self, timeout: float = 30.0) -> bool:
         """Send what is left (with the finish), trying for up to timeout seconds; True when everything went."""
@@ -101,6 +112,8 @@ class Tracker:
             self.finish = payload
         elif kind == "model":
             self.model = payload
+        elif kind == "flush":
+            self._flushes.append(payload)
 
     def _drain(self, wait: float) -> None:
         """Take everything queued, waiting up to `wait` seconds for the first item."""
@@ -115,13 +128,11 @@ class Tracker:
         while True:
             closing = self._closing.is_set()
             self._drain(0.0 if closing else self.flush_every)
-            if self.stopped:
-                if closing:
-                    return
-                continue
             ok = True
-            if closing or time.monotonic() >= self._next_try:
+            # A flush (a fit just ended) is tried at once, past the backoff: it waits for this answer.
+            if not self.stopped and (closing or self._flushes or time.monotonic() >= self._next_try):
                 ok = self._attempt()
+            self._release(ok)
             if closing:
                 left = self._deadline - time.monotonic()
                 if self._pending_count() == 0 or self.stopped or left <= 0:
@@ -129,11 +140,18 @@ class Tracker:
                 if not ok:  # closing: try about every second until close()'s timeout
                     time.sleep(min(1.0, left))
 
+    def _release(self, ok: bool) -> None:
+        """Wake the flush() callers once everything went, or the try failed (they do not wait for a retry)."""
+        if self._flushes and (not ok or self.stopped or self._pending_count() == 0):
+            for done in self._flushes:
+                done.set()
+            self._flushes.clear()
+
     def _attempt(self) -> bool:
         """One try at sending what is waiting; False when it must be tried again later."""
         try:
             self._send()
-            self._backoff = 1.0
+            self._backoff, self.down = 1.0, False
             return True
         except FitboardError as exc:
             self._failed(exc)
@@ -150,6 +168,7 @@ class Tracker:
                                     "tracking stops, training goes on")
             return
         if isinstance(exc, Unreachable) or exc.status >= 500 or exc.status in (408, 429):
+            self.down = True
             self._say_once("down", f"fitboard: dashboard at {self.http.url} unreachable ({exc.detail}); "
                                    "keeping rows and retrying")
             self._next_try = time.monotonic() + self._backoff
