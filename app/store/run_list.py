@@ -132,7 +132,7 @@ def _name_match(dialect: str, needle: str, through_index: bool):
 def _where(f: RunFilter, variant: tuple, dialect: str, drive: bool) -> list:
     """The WHERE of one range; drive: the filters are to find the rows (few match), else to test each row."""
     archived, status = variant
-    where = [Run.archived.is_(archived)]
+    where = [Run.archived == archived]  # "= false", not "IS false": PostgreSQL's B-tree takes only the first
     if status is not None:
         where.append(Run.status == status)
     if f.dataset is not None:
@@ -154,7 +154,7 @@ def _count(session: Session, f: RunFilter, variant: tuple, cap: int) -> int:
     """How many runs of one range match, counting no further than cap."""
     dialect = session.get_bind().dialect.name
     inner = sa.select(sa.literal(1))
-    if dialect == "sqlite" and f.tag:
+    if f.tag:
         # Stream the tag's rows and stop at cap: an IN list would first gather every run with the tag.
         inner = inner.select_from(RunTag).join(Run, Run.id == RunTag.run_id).where(RunTag.tag == f.tag)
         f = replace(f, tag=None)
@@ -273,7 +273,7 @@ def _scan(session: Session, f: RunFilter, variant: tuple, arm: tuple, keys: list
     where, order_by = arm[:2]
     index = INDEX_FOR[next(k for k, v in ORDERS.items() if v[0] == keys[0].key)]
     cols, test = _tests(f, variant)
-    stmt = (sa.select(*keys, *cols).where(Run.archived.is_(variant[0]), *where).order_by(*order_by)
+    stmt = (sa.select(*keys, *cols).where(Run.archived == variant[0], *where).order_by(*order_by)
             .with_hint(Run, f"INDEXED BY {index}", "sqlite"))
     got, seen = [], 0
     result = session.execute(stmt.execution_options(yield_per=500))  # SQLite steps the walk only as rows are read
