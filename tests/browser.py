@@ -51,6 +51,7 @@ class Console:
 def watched_page(browser, **options):
     """A new page with a Console on it: (page, console)."""
     page = browser.new_page(**options)
+    page.set_default_timeout(90_000)  # not Playwright's 30 s: the suite shares 2 cores, and a slow page is no bug here
     return page, Console(page)
 
 

@@ -235,7 +235,10 @@ class TrainingRun:
     def callbacks(self) -> list:
         """The run's callbacks; each reads the run's position from the learner, so their order is fastai's `order`
         alone (a new callback is appended here, or passed in extra_cbs)."""
-        report = ReportCallback(self.reporter, plan=[(s.epochs, s.size) for s in self.spec.stages])
+        # After training: one scoring pass over the validation set, then TTA's n augmented passes and a plain one.
+        final = 1 + (self.spec.tta.n + 1 if self.spec.tta else 0)
+        report = ReportCallback(self.reporter, plan=[(s.epochs, s.size) for s in self.spec.stages],
+                                final_passes=final)
         keep = [KeepBestCallback(self.spec.keep_best)] if self.spec.keep_best else []
         checkpoint = [CheckpointCallback(self.files, self.reporter)] if self.checkpoints else []
         return [report, SpeedCallback(), *keep, *checkpoint, *self.extra_cbs]

@@ -11,6 +11,7 @@ from starlette.concurrency import iterate_in_threadpool
 
 from fitboard.app.api import CSV, WRITE_ERRORS, RunId, api_router, errors, queued_later, stored
 from fitboard.app.core.artifacts import store_for
+from fitboard.app.core.bodies import RetryIn
 from fitboard.app.core.errors import RecipeError
 from fitboard.app.core.events import EpochEvent
 from fitboard.app.core.run_meta import MAX_TAG, TAG_REGEX, RunPatch, check_tag
@@ -171,10 +172,10 @@ def post_run_cancel(run_id: RunId, request: Request, session: SessionDep, settin
 
 @router.post("/runs/{run_id}/retry", response_model=RunOut, responses={**errors(403, 404, 409, 422), **QUEUED_LATER})
 def post_run_retry(run_id: RunId, request: Request, session: SessionDep, publisher: PublisherDep,
-                   start: Literal["checkpoint", "scratch"] = Body("checkpoint", alias="from", embed=True)):
+                   body: RetryIn | None = None):
     """Queue a failed or cancelled run again under its id: from its last epoch checkpoint (its rows kept) or from
     scratch (rows cleared); 409 for a queued, running or succeeded run."""
-    run, note = runs.retry(session, publisher, run_id, from_checkpoint=start == "checkpoint")
+    run, note = runs.retry(session, publisher, run_id, from_checkpoint=body is None or body.start == "checkpoint")
     request.app.state.run_cache.invalidate(run_id)
     return stored(serialize_run(run), note, status_code=200)
 

@@ -50,6 +50,12 @@ def load_study(engine: Engine, search: Search, salt: int = 0) -> optuna.Study:
                         salt)
 
 
+def read_study(engine: Engine, search: Search) -> optuna.Study:
+    """The search's study to read (trials, importances): no sampler or pruner is built, so a report never lists
+    a grid."""
+    return studies.load_to_read(db_url(engine), search.study_name)
+
+
 def drive(engine: Engine, publisher: Publisher, search_ids: list[int] | None = None, wait: float = 0.0) -> None:
     """One driver pass over the given (default: every active) search, if the lease can be had within `wait` s."""
     if search_ids is None:

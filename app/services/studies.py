@@ -9,6 +9,7 @@ import threading
 import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
+from fitboard.app.core.search_space import MAX_GRID, grid_size
 from fitboard.app.store.db import _sqlite_events, driver_url
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # a line per trial would flood the worker's log
@@ -99,10 +100,13 @@ def sampler(options: dict, space: dict, salt: int) -> optuna.samplers.BaseSample
     seed = (options["seed"] * 100_003 + salt) % 2**32
     if options["sampler"] == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    if options["sampler"] == "grid":
+    if options["sampler"] == "grid" and (grid_size(space) or MAX_GRID + 1) <= MAX_GRID:
         grid = {p: (list(range(d["int"][0], d["int"][1] + 1)) if "int" in d else distributions({p: d})[p].choices)
                 for p, d in space.items()}
         return optuna.samplers.GridSampler(grid, seed=options["seed"])
+    if options["sampler"] == "grid":  # stored before grids were bounded: listing it would take minutes and GBs
+        log.warning("a grid of more than %s configurations: sampling it at random instead", MAX_GRID)
+        return optuna.samplers.RandomSampler(seed=seed)
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=options.get("startup_trials", 4))
 
 
@@ -110,6 +114,12 @@ def load(url: str, study_name: str, options: dict, space: dict, total_epochs: in
     """The search's study with its sampler and pruner."""
     return optuna.load_study(study_name=study_name, storage=storage(url), sampler=sampler(options, space, salt),
                              pruner=pruner(options, total_epochs))
+
+
+def load_to_read(url: str, study_name: str) -> optuna.Study:
+    """The study for reading its trials: a random sampler and no pruner, both free to build."""
+    return optuna.load_study(study_name=study_name, storage=storage(url), sampler=optuna.samplers.RandomSampler(),
+                             pruner=optuna.pruners.NopPruner())
 
 
 def create(url: str, study_name: str, direction: str) -> optuna.Study:

@@ -16,6 +16,7 @@ from sqlmodel import Session
 
 from fitboard.app.core.errors import RunFinished, RunLive, RunNotFound
 from fitboard.app.core.events import EpochEvent, LRFindEvent, ResultEvent
+from fitboard.app.core.redact import redact
 from fitboard.app.core.run_meta import tags_column
 from fitboard.app.core.status import FINISHED, LIVE, RunStatus
 from fitboard.app.store.attempts import end_attempt, start_attempt
@@ -114,8 +115,28 @@ def record_epoch(session: Session, run_id: int, row: EpochEvent) -> None:
     upsert(session, EpochRow, values, keys=("run_id", "stage", "epoch"), keep=("created_at",))
 
 
+def record_epochs(session: Session, run_id: int, rows: list[EpochEvent]) -> None:
+    """Store a batch of epoch rows in one statement (a tracked run's batch holds up to a thousand); a repeated
+    (stage, epoch) keeps the last row, and one stored before is overwritten, as record_epoch does."""
+    if not rows:
+        return
+    _status(session, run_id)
+    now = utcnow()
+    by_key = {(r.stage, r.epoch): {"run_id": run_id, "stage": r.stage, "epoch": r.epoch,
+                                   "train_loss": _float(r.train_loss), "valid_loss": _float(r.valid_loss),
+                                   "metrics": dict(r.metrics), "seconds": _float(r.seconds), "created_at": now}
+              for r in rows}
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    stmt = insert(EpochRow).values(list(by_key.values()))
+    changed = {k: stmt.excluded[k] for k in ("train_loss", "valid_loss", "metrics", "seconds")}
+    session.exec(stmt.on_conflict_do_update(index_elements=["run_id", "stage", "epoch"], set_=changed))
+
+
 def record_progress(session: Session, run_id: int, progress: dict) -> None:
-    """Replace the run's live batch progress (one UPDATE, no read)."""
+    """Replace the run's live batch progress (one UPDATE, no read); its notes redacted (a fallback note may quote
+    a URL)."""
+    if progress.get("notes"):
+        progress = {**progress, "notes": [redact(note) for note in progress["notes"]]}
     if not _update(session, run_id, progress=progress):
         raise RunNotFound(run_id)
 
@@ -157,6 +178,8 @@ def fail_run(session: Session, run_id: int, error: str, traceback: str | None = 
     """Mark a queued or running run failed with its error (with worker: only while that worker holds it); a
     finished run is returned unchanged."""
     # No raise on a finished run: error handlers and the reaper call this and must not fail themselves.
+    # Redacted here, where every failure is written: an error may quote a URL with credentials (a weights mirror).
+    error, traceback = redact(error), (redact(traceback) if traceback else traceback)
     if _update(session, run_id, Run.status.in_(LIVE), *_held_by(worker), status=RunStatus.failed, finished_at=utcnow(),
                error=error, traceback=traceback):
         end_attempt(session, run_id, RunStatus.failed, error)
