@@ -161,7 +161,7 @@ def test_an_old_database_keeps_its_revision_when_optuna_takes_alembic_version(tm
         conn.execute(text("ALTER TABLE fitboard_alembic_version RENAME TO alembic_version"))
     upgrade(url)
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM fitboard_alembic_version")).scalar() == "0008"  # head
+        assert conn.execute(text("SELECT version_num FROM fitboard_alembic_version")).scalar() == "0009"  # head
         assert "alembic_version" not in inspect(conn).get_table_names()
     optuna.create_study(study_name="s", storage=url)  # Optuna stamps its own alembic_version, and reads it back
     assert optuna.load_study(study_name="s", storage=url).study_name == "s"

@@ -130,12 +130,15 @@ class AttemptOut(_Out):
 
 
 class RunPage(_Out):
-    """One page of runs and how many match."""
+    """One page of runs, how many match and the cursors of the pages around it."""
 
     items: list[RunSummary]
-    total: int
+    total: int | None = Field(description="how many runs match, counted up to 10,000; null when more do")
+    total_at_least: int = Field(description="a lower bound of the count: total when counted, 10,001 when more match")
     limit: int
     offset: int
+    next_cursor: str | None = Field(description="pass as cursor for the next page; null on the last page")
+    prev_cursor: str | None = Field(description="pass as cursor for the page before; null on the first page")
 
 
 class CancelOut(_Out):

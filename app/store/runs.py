@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import delete, exists, func, select, update
+from sqlalchemy import delete, exists, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session
@@ -20,11 +20,10 @@ from fitboard.app.core.redact import redact
 from fitboard.app.core.run_meta import tags_column
 from fitboard.app.core.status import FINISHED, LIVE, RunStatus
 from fitboard.app.store.attempts import end_attempt, start_attempt
-from fitboard.app.store.models import Artifact, EpochRow, LRFind, Run, RunAttempt, Worker, utcnow
+from fitboard.app.store.models import Artifact, EpochRow, LRFind, Run, RunAttempt, RunTag, Worker, utcnow
+from fitboard.app.store.run_list import RunFilter, RunsPage, page_runs
 
 DEFAULT_QUEUE = "fitboard"  # the broker queue workers consume unless told otherwise
-ORDERABLE = ("id", "name", "dataset", "status", "created_at", "started_at", "finished_at",
-             "best_accuracy", "tta_accuracy")
 
 
 class RunNotRunning(RuntimeError):
@@ -244,6 +243,10 @@ def update_run(session: Session, run_id: int, changes: dict) -> Run:
         values["tags"] = tags_column(changes["tags"])
     if values and not _update(session, run_id, **values):
         raise RunNotFound(run_id)
+    if "tags" in changes:  # the indexed copy the list's tag filter reads, in the same transaction
+        session.exec(delete(RunTag).where(RunTag.run_id == run_id).execution_options(synchronize_session=False))
+        session.add_all([RunTag(run_id=run_id, tag=t) for t in dict.fromkeys(changes["tags"])])
+        session.flush()
     return get_run(session, run_id)
 
 
@@ -253,7 +256,7 @@ def delete_run(session: Session, run_id: int) -> None:
     status = _status(session, run_id)
     if status in LIVE:
         raise RunLive(run_id, status)
-    for model in (EpochRow, LRFind, Artifact, RunAttempt):  # the foreign keys cascade too; explicit for clarity
+    for model in (EpochRow, LRFind, Artifact, RunAttempt, RunTag):  # the foreign keys cascade too; explicit here
         session.exec(delete(model).where(model.run_id == run_id).execution_options(synchronize_session=False))
     session.exec(update(Worker).where(Worker.current_run_id == run_id).values(current_run_id=None)
                  .execution_options(synchronize_session=False))
@@ -264,34 +267,22 @@ def delete_run(session: Session, run_id: int) -> None:
         raise RunLive(run_id, _status(session, run_id))
 
 
-def list_runs(session: Session, status: str | list[str] | None = None, dataset: str | None = None,
+def runs_page(session: Session, status: str | list[str] | None = None, dataset: str | None = None,
               name_contains: str | None = None, limit: int = 50, offset: int = 0,
-              order: str = "-created_at", tag: str | None = None,
-              archived: bool | None = None) -> tuple[list[Run], int]:
-    """A page of runs matching the filters, and how many match in all; order is a column, "-" for descending.
-    archived: None lists all, False hides archived runs, True lists only them."""
-    where = []
-    if tag:
-        where.append(Run.tags.contains(f",{tag},", autoescape=True))
-    if archived is not None:
-        where.append(Run.archived.is_(archived))
-    if status is not None:
-        where.append(Run.status.in_([status] if isinstance(status, str) else list(status)))
-    if dataset is not None:
-        where.append(Run.dataset == dataset)
-    if name_contains:
-        where.append(Run.name.icontains(name_contains, autoescape=True))
-    field = order.lstrip("-")
-    if field not in ORDERABLE:
-        raise ValueError(f"cannot order runs by {field!r}; choose one of {', '.join(ORDERABLE)}")
-    column = getattr(Run, field)
-    desc = order.startswith("-")
-    # Runs without a value (no accuracy yet) go last either way; id breaks ties so pages are stable.
-    sort = (column.desc() if desc else column.asc()).nulls_last()
-    stmt = select(Run).where(*where).order_by(sort, Run.id.desc() if desc else Run.id.asc())
-    items = list(session.exec(stmt.limit(limit).offset(offset)).scalars().all())
-    total = session.exec(select(func.count()).select_from(Run).where(*where)).scalar_one()
-    return items, total
+              order: str = "-created_at", tag: str | None = None, archived: bool | None = None,
+              sweep_id: int | None = None, search_id: int | None = None, cursor: str | None = None) -> RunsPage:
+    """A page of runs matching the filters with its count and cursors (see run_list.page_runs); order is a column,
+    "-" for descending. archived: None lists all, False hides archived runs, True lists only them."""
+    statuses = () if status is None else tuple(dict.fromkeys([status] if isinstance(status, str) else status))
+    f = RunFilter(status=tuple(str(s) for s in statuses), dataset=dataset, name_contains=name_contains or None,
+                  tag=tag or None, archived=archived, sweep_id=sweep_id, search_id=search_id)
+    return page_runs(session, f, order=order, limit=limit, offset=offset, cursor=cursor)
+
+
+def list_runs(session: Session, **filters) -> tuple[list[Run], int | None]:
+    """A page of runs matching the filters (see runs_page) and how many match (None: more than COUNT_LIMIT)."""
+    page = runs_page(session, **filters)
+    return page.items, page.total
 
 
 def dataset_names(session: Session) -> list[str]:

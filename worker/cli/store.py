@@ -66,8 +66,9 @@ def _fmt_float(v) -> str:
 def cmd_runs(args) -> int:
     """A table of runs, newest first; names cut to fit a line unless --wide."""
     with session_scope(store_engine(settings_from(args))) as session:
-        items, total = runs.page(session, status=args.status, limit=args.limit, tag=args.tag,
-                                 archived=runs.ARCHIVED[args.archived])
+        found = runs.page(session, status=args.status, limit=args.limit, tag=args.tag,
+                          archived=runs.ARCHIVED[args.archived])
+        items, total = found.items, found.total
         width = max([len(r.name) for r in items] + [4]) if args.wide else 32
         print(f"{'id':>5}  {'status':<10} {'name':<{width}} {'dataset':<16} {'accuracy':>8} {'tta':>8}  created"
               + ("  tags" if args.wide else ""))
@@ -76,7 +77,7 @@ def cmd_runs(args) -> int:
             print(f"{r.id:>5}  {r.status:<10} {name:<{width}} {r.dataset[:16]:<16} {_fmt_float(r.best_accuracy):>8} "
                   f"{_fmt_float(r.tta_accuracy):>8}  {r.created_at:%Y-%m-%d %H:%M:%S}"
                   + (f"  {','.join(r.tag_list)}" if args.wide else ""))
-    print(f"{len(items)} of {total} runs")
+    print(f"{len(items)} of {total if total is not None else 'more than 10,000'} runs")
     return EXIT_OK
 
 
