@@ -42,8 +42,11 @@ lint: setup $(NODE_STAMP)
 docs: setup
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict -d build/site
 
+# pytest-xdist spreads the test files over $(TEST_PROCS) processes: most tests wait on worker processes, servers or
+# chromium, so three keep two cores busy; --dist loadfile keeps a file's tests (and its module fixtures) together.
+TEST_PROCS ?= 3
 test: setup services lint docs
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_PROCS) --dist loadfile
 
 # Benchmarks print figures; the load benchmark's Locust comes from the bench extra.
 bench: setup

@@ -58,13 +58,15 @@ class Client:
         params = {"status": status, "tag": tag, "dataset": dataset, "name": name, "archived": archived,
                   "detail": "true"}
         params = {k: v for k, v in params.items() if v is not None}
-        out = RunList()
+        out, cursor = RunList(), None
         while limit is None or len(out) < limit:
             size = PAGE if limit is None else min(PAGE, limit - len(out))
-            page = self.http.json("GET", "runs", params={**params, "limit": size, "offset": len(out)})
+            page = self.http.json("GET", "runs", params={**params, "limit": size, **({"cursor": cursor} if cursor
+                                                                                     else {})})
             out.extend(page["items"])
-            out.total = page["total"]
-            if not page["items"] or len(out) >= page["total"]:
+            out.total = page.get("total")
+            cursor = page.get("next_cursor")
+            if not page["items"] or not cursor:
                 break
         return out
 

@@ -14,7 +14,7 @@ import plotly
 import pytest
 
 from fitboard.app.core.settings import Settings
-from tests.browser import PHONE, page_width, table_rows
+from tests.browser import table_rows
 from tests.helpers import finish_by_hand, tiny_recipe
 from tests.live import live_app
 from tests.store_fixtures import *  # noqa: F401,F403
@@ -226,30 +226,6 @@ def test_sweep_table_is_the_apis_report(finished, page):
         shown_diff = numbers(row["Δ accuracy vs base"])
         expected = (diff["mean"], diff["low"], diff["high"])
         assert all(any(shown(n, x, 100) for n in shown_diff) for x in expected), (shown_diff, diff)
-
-
-PHONE_PAGES = ("/runs", "/runs/{run}", "/compare?ids={ids}", "/sweeps/{sweep}")
-
-
-def test_no_page_scrolls_sideways_on_a_phone(finished, browser, page):
-    """At 390 x 844 the runs list, a run page, compare and a sweep fit the screen: the menu wraps inside its bar,
-    wide tables scroll inside their card, charts shrink."""
-    page.set_viewport_size(PHONE)
-    wide = {}
-    for path in PHONE_PAGES:
-        url = finished.base + path.format(run=finished.runs[0], ids=",".join(map(str, finished.runs[:2])),
-                                          sweep=finished.sweep)
-        page.goto(url)
-        page.wait_for_load_state("load")
-        width = page_width(page)
-        bar = page.evaluate("""(() => { const bar = document.querySelector('.topbar').getBoundingClientRect();
-          return [...document.querySelectorAll('.topbar a, .topbar button')].every((a) => {
-            const r = a.getBoundingClientRect(); return r.right <= bar.right && r.bottom <= bar.bottom; }); })()""")
-        cards = page.evaluate("[...document.querySelectorAll('.card')].filter((c) => c.scrollWidth > c.clientWidth)"
-                              ".map((c) => (c.querySelector('h2') || c).textContent.trim().slice(0, 30))")
-        if width > PHONE["width"] or not bar or cards:
-            wide[path] = {"width": width, "menu inside its bar": bar, "cards with content sticking out": cards}
-    assert not wide, wide
 
 
 def test_chart_toolbar_draws_its_icons_from_plotlys_own_rules(finished, page):

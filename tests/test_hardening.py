@@ -397,7 +397,7 @@ def test_constraints_the_api_enforces_are_stated_in_the_schema(client):
     body = schemas[sweep_body["$ref"].rsplit("/", 1)[1]]
     assert body["properties"]["vary"]["minProperties"] == 1 and body["properties"]["seeds"]["minItems"] == 1
     assert "vary" in problems(client.post("/api/v1/sweeps", json={"base": tiny_recipe(), "vary": {}}))
-    assert "seeds" in problems(client.post("/api/v1/sweeps", json={"base": tiny_recipe(), "vary": {"seed": [1, 2]},
+    assert "seeds[0]" in problems(client.post("/api/v1/sweeps", json={"base": tiny_recipe(), "vary": {"seed": [1, 2]},
                                                                   "seeds": [{}]}))
     ids = next(p for p in doc["paths"]["/api/v1/compare"]["get"]["parameters"] if p["name"] == "ids")
     for bad in ("01,2", "0,1", "1", "1,,2", "1, 2"):

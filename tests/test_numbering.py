@@ -25,13 +25,18 @@ def test_positions_are_shown_one_based():
 
 def test_run_eta_covers_every_epoch_left_not_just_this_one():
     # Halfway through the first epoch at 1 s a batch of 10: 5 s left in it, one more 10 s epoch in this stage,
-    # then 3 epochs at 4x the pixels.
-    eta = run_eta(PLAN, 0, 0, 5, 10, 5.0, timed=[])
-    assert eta == pytest.approx(5 + 10 + 3 * 40)
-    # Once an epoch is timed (12 s with validation), the stage's estimate uses it.
-    assert run_eta(PLAN, 0, 1, 5, 10, 5.0, timed=[(0, 12.0)]) == pytest.approx(7 + 3 * 48)
-    # In the last stage it is re-estimated from that stage's own epochs.
-    assert run_eta(PLAN, 1, 2, 10, 10, 30.0, timed=[(0, 12.0), (0, 12.0), (1, 30.0), (1, 30.0)]) == pytest.approx(0)
+    # then 3 epochs at 4x the pixels; 3 validation batches at a third of a step each (1 s) after every epoch.
+    assert run_eta(PLAN, 0, 0, 5, 10, 5.0, timed=[]) == pytest.approx(5 + 10 + 3 * 40)
+    assert run_eta(PLAN, 0, 0, 5, 10, 5.0, timed=[], valid_batches=3) == pytest.approx(5 + 1 + 11 + 3 * 44)
+    # Once an epoch is timed (12 s: 10 of training, 1.5 of validation, 0.5 beside), the estimate uses it: the
+    # validation scales with the image area, what is beside does not.
+    timed = [(0, 12.0, 10.0, 1.5)]
+    assert run_eta(PLAN, 0, 1, 5, 10, 5.0, timed=timed) == pytest.approx(5 + 2 + 3 * (40 + 6 + 0.5))
+    # In the last stage it is re-estimated from that stage's own epochs; its last batch leaves its validation and
+    # the final passes (scoring and TTA), each a validation pass.
+    timed = [(0, 12.0, 10.0, 1.5), (0, 12.0, 10.0, 1.5), (1, 30.0, 27.0, 2.5), (1, 30.0, 27.0, 2.5)]
+    assert run_eta(PLAN, 1, 2, 10, 10, 30.0, timed=timed) == pytest.approx(3)
+    assert run_eta(PLAN, 1, 2, 10, 10, 30.0, timed=timed, final_passes=3) == pytest.approx(3 + 3 * 2.5)
     assert run_eta(PLAN, 5, 0, 1, 10, 1.0, timed=[]) is None  # a stage outside the plan: unknown, not a guess
 
 

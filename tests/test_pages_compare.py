@@ -71,7 +71,8 @@ def test_compare_page_shows_table_diffs_recipe_diff_confusions_and_disagreements
     assert XSS not in page and html.escape(XSS, quote=False) in page and "smoothed" in page
     assert "+5.00 pts" in page and "80.00%" in page and "86.00%" in page  # accuracy diff to the baseline
     assert page.count(">baseline</span>") == 4  # the baseline row's four Δ cells
-    assert "<code>label_smoothing</code>" in page and "<code>arch</code>" not in page  # only differing fields
+    assert '<th scope="row" title="label_smoothing">label smoothing</th>' in page  # in words, the path on hover
+    assert 'title="arch"' not in page  # only differing fields
     assert page.count('class="confusion"') == 2 and "cat&lt;1&gt;" in page
     assert page.count(" h15\"") == 2  # 3 of 4 cats right (shade step 15 of 20), in each run's matrix
     assert "/api/v1/compare?ids=" in page and "format=csv" in page and "/vendor/plotly.min.js" in page
@@ -233,9 +234,9 @@ def test_an_added_stage_is_one_row_in_words_against_a_dash(client):
     assert added[str(a)] is None and added[str(b)]["epochs"] == 2 and added[str(b)]["mixup"] == 0.2
     page = client.get(f"/compare?ids={a},{b}&baseline={a}").text
     table = page[page.index('class="config-diff"'):page.index("</table>", page.index('class="config-diff"'))]
-    rows = re.findall(r'<tr><th scope="row"><code>([^<]+)</code></th>(.*?)</tr>', table, re.S)
+    rows = re.findall(r'<tr><th scope="row" title="([^"]+)">[^<]+</th>(.*?)</tr>', table, re.S)
     assert [path for path, _ in rows] == ["name", "stages[2]"]
-    cells = re.findall(r'<td class="([^"]*)"><code>([^<]*)</code></td>', dict(rows)["stages[2]"])
+    cells = re.findall(r'<td class="([^"]*)">([^<]*)</td>', dict(rows)["stages[2]"])
     assert cells == [("", "—"), ("changed", "stage 3: 2 epochs at 28 px (presize 36), bs 16, unfrozen, "
                                              "discriminative lr slice(1e-5, 1e-4), MixUp α=0.2")]
     longer = {**three, "stages": [*three["stages"][:2], {**three["stages"][2], "epochs": 5}]}
@@ -244,4 +245,4 @@ def test_an_added_stage_is_one_row_in_words_against_a_dash(client):
     from fitboard.app.pages.compare import recipe_diff_rows
 
     tracked = recipe_diff_rows({"stages[1]": {1: {"lr": 0.1}, 2: None}}, [1, 2], baseline=2)  # a tracked run's stage
-    assert tracked == [("stages[1]", [('{"lr": 0.1}', True), ("—", False)])]  # shown as stored, never a 500
+    assert tracked == [("stage 2", "stages[1]", [('{"lr": 0.1}', True), ("—", False)])]  # as stored, never a 500

@@ -29,12 +29,13 @@ from fitboard.app.store.db import session_scope
 from fitboard.app.store.recovery import record_checkpoint
 from fitboard.app.store.runs import is_cancel_requested, record_epoch, record_lr_find, record_progress, should_stop
 from fitboard.worker.console import Console, result_text
-from fitboard.worker.retry import retrying
+from fitboard.worker.retry import retrying, transient
 
 log = logging.getLogger(__name__)
 
 
-# What a database says when it cannot take a write just now (locked, disk full, connection lost, restarting).
+# What a database may say when it cannot take a write just now (locked, disk full, connection lost, restarting);
+# retry.transient tells those from a bug's OperationalError (a missing table).
 UNAVAILABLE = (OperationalError, InterfaceError, DisconnectionError)
 
 
@@ -143,14 +144,16 @@ class DatabaseReporter(Reporter):
     def _write(self, write, best_effort: bool = False) -> None:
         """Run one write in its own transaction, retrying with backoff unless it is best effort."""
         try:
-            for attempt in retrying(f"run {self.run_id}: database write", log, on=UNAVAILABLE,
-                                    backoff_max=self.backoff_max, seconds=0 if best_effort else self.retry_seconds):
+            for attempt in retrying(f"run {self.run_id}: database write", log, backoff_max=self.backoff_max,
+                                    seconds=0 if best_effort else self.retry_seconds):
                 with attempt, session_scope(self.engine) as session:
                     write(session)
         except UNAVAILABLE as exc:  # a locked, full or unreachable database, for longer than the window
             if best_effort:
                 log.warning("run %s: progress update dropped: %s", self.run_id, exc)
                 return
+            if not transient(exc):
+                raise  # a bug (a missing table or column), tried once: its own message, not "for 600 s"
             raise DatabaseUnavailable(f"could not write to the database for {self.retry_seconds:.0f} s: "
                                       f"{type(exc).__name__}: {exc}") from exc
 

@@ -21,8 +21,9 @@ ERRORS = {
     401: "no token (or login), or a wrong one",
     403: "a write a browser marked as cross-site, or a cookie-session write without its X-CSRF-Token header",
     404: "no such thing",
+    408: "the request body did not arrive whole within FITBOARD_BODY_TIMEOUT seconds (a model upload: a chunk)",
     409: "the thing's current state does not allow this",
-    413: "request body over 1 MB (image uploads: 11 MB of body, 10 MB of images)",
+    413: "request body over 1 MB (image uploads: 11 MB of body, 10 MB of images; a tracked run's model: 1 GB)",
     422: "invalid input: every problem, each naming its field",
     429: "too many wrong tokens from this address; retry after Retry-After seconds",
     503: "a service it needs is not there now: too many open event streams (retry after Retry-After seconds), the "
@@ -37,7 +38,7 @@ def errors(*codes: int) -> dict:
 
 # Every API call can meet the Host check and the token check (and its throttle); writes also the cross-site and
 # body-size checks and input validation.
-WRITE_ERRORS = errors(403, 413, 422)
+WRITE_ERRORS = errors(403, 408, 413, 422)
 CSV = {"text/csv": {"schema": {"type": "string"}}}
 
 

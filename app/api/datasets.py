@@ -3,24 +3,21 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Body, Path
+from fastapi import Path
 
 from fitboard.app.api import WRITE_ERRORS, api_router, errors
-from fitboard.app.core.schemas import DatasetSpec
+from fitboard.app.core.bodies import DatasetIn
 from fitboard.app.services import datasets
 from fitboard.app.services.serializers import DatasetOut, serialize_dataset
 from fitboard.app.web.deps import SessionDep, SettingsDep
 
 router = api_router("datasets")
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 
 
 @router.post("/datasets", status_code=201, response_model=DatasetOut, responses={**WRITE_ERRORS, **errors(409)})
-def post_datasets(session: SessionDep, settings: SettingsDep,
-                  name: str = Body(..., min_length=1, max_length=200, pattern=NAME_PATTERN),
-                  spec: DatasetSpec = Body(...)):
+def post_datasets(session: SessionDep, settings: SettingsDep, body: DatasetIn):
     """Register a dataset under a name after validating it (paths must stay inside FITBOARD_DATA_ROOT)."""
-    return serialize_dataset(datasets.register(session, name, spec, settings.data_root, loc_prefix="spec"))
+    return serialize_dataset(datasets.register(session, body.name, body.spec, settings.data_root, loc_prefix="spec"))
 
 
 @router.get("/datasets", response_model=list[DatasetOut])

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Body, Path
+from fastapi import Path
 
 from fitboard.app.api import WRITE_ERRORS, api_router, errors
+from fitboard.app.core.bodies import SearchIn
 from fitboard.app.core.schemas import MAX_ID
 from fitboard.app.services import searches
 from fitboard.app.services.serializers import SearchOut
@@ -16,12 +17,12 @@ SearchId = Annotated[int, Path(ge=1, le=MAX_ID, description="a search's id")]
 
 
 @router.post("/searches", status_code=201, response_model=SearchOut, responses=WRITE_ERRORS)
-def post_searches(session: SessionDep, settings: SettingsDep, publisher: PublisherDep, base: dict = Body(...),
-                  space: dict = Body(...), options: dict = Body({})):
+def post_searches(session: SessionDep, settings: SettingsDep, publisher: PublisherDep, body: SearchIn):
     """Store a search, create its Optuna study in fitboard's database and queue its first trials. options:
     max_trials (<= FITBOARD_MAX_SWEEP_RUNS), max_parallel (default: live workers), metric, direction, pruner
-    (asha | hyperband | median | none), sampler (tpe | random | grid), k and seeds of the verify sweep; 422 names
-    the bad field and stores nothing."""
+    (asha | hyperband | median | none), sampler (tpe | random | grid: at most 10,000 configurations), k and seeds
+    of the verify sweep; 422 names the bad field (an unknown one too) and stores nothing."""
+    base, space, options = body.parts()
     search = searches.create(session, publisher, base, space, options, settings.data_root,
                              settings.max_sweep_runs, settings.worker_lost_after)
     return searches.report(session, search.id)

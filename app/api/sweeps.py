@@ -1,20 +1,16 @@
 """/api/v1/sweeps: start an ablation sweep, read its report, add seeds."""
 from __future__ import annotations
 
-from typing import Literal
-
-from fastapi import Body
 from fastapi.responses import JSONResponse
 
 from fitboard.app.api import WRITE_ERRORS, SweepId, api_router, errors, queued_later, stored
+from fitboard.app.core.bodies import SeedsIn, SweepIn
 from fitboard.app.services import sweeps
 from fitboard.app.services.serializers import SweepOut, SweepQueued, serialize_run
 from fitboard.app.web.deps import PublisherDep, SessionDep, SettingsDep
 
 router = api_router("sweeps")
 QUEUED_LATER = queued_later(SweepQueued)
-# What check_seeds enforces, stated in the schema
-SEEDS_SCHEMA = {"items": {"type": "integer", "minimum": 0, "maximum": 2**32 - 1}, "minItems": 1, "uniqueItems": True}
 
 
 def _answer(report: dict, queued: list, note: str | None) -> JSONResponse:
@@ -23,13 +19,12 @@ def _answer(report: dict, queued: list, note: str | None) -> JSONResponse:
 
 
 @router.post("/sweeps", status_code=201, response_model=SweepQueued, responses={**WRITE_ERRORS, **QUEUED_LATER})
-def post_sweeps(session: SessionDep, settings: SettingsDep, publisher: PublisherDep, base: dict = Body(...),
-                vary: dict = Body(..., json_schema_extra={"minProperties": 1}),
-                seeds: list = Body([0, 1, 2], json_schema_extra=SEEDS_SCHEMA),
-                mode: Literal["grid", "one_at_a_time"] = Body("one_at_a_time")):
+def post_sweeps(session: SessionDep, settings: SettingsDep, publisher: PublisherDep, body: SweepIn):
     """Store a sweep and queue one run per variant and seed (at most FITBOARD_MAX_SWEEP_RUNS); 422 names the bad
     field and stores nothing; 202 with a queued_note when the broker is unreachable."""
-    sweep, queued, note = sweeps.create(session, publisher, base, vary, seeds, mode, settings.data_root,
+    data = body.model_dump(mode="json", include={"vary"})
+    sweep, queued, note = sweeps.create(session, publisher, body.base.model_dump(mode="json"), data["vary"],
+                                        body.seeds, body.mode, settings.data_root,
                                         settings.max_sweep_runs)
     return _answer(sweeps.report(session, sweep.id), queued, note)
 
@@ -43,7 +38,7 @@ def get_sweep(sweep_id: SweepId, session: SessionDep):
 @router.post("/sweeps/{sweep_id}/seeds", status_code=201, response_model=SweepQueued,
              responses={**WRITE_ERRORS, **errors(404), **QUEUED_LATER})
 def post_sweep_seeds(sweep_id: SweepId, session: SessionDep, settings: SettingsDep, publisher: PublisherDep,
-                     seeds: list = Body(..., embed=True, json_schema_extra=SEEDS_SCHEMA)):
+                     body: SeedsIn):
     """Run every variant for more seeds (the sweep stays within FITBOARD_MAX_SWEEP_RUNS)."""
-    queued, note = sweeps.add_seeds(session, publisher, sweep_id, seeds, settings.max_sweep_runs)
+    queued, note = sweeps.add_seeds(session, publisher, sweep_id, body.seeds, settings.max_sweep_runs)
     return _answer(sweeps.report(session, sweep_id), queued, note)

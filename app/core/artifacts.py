@@ -150,7 +150,10 @@ class DirectoryStore(ArtifactStore):
                 return size
             except OSError:
                 pass  # another filesystem (a shared mount): copy, then rename below
-        copy_atomically(src, dest, fsync=True)
+        try:
+            copy_atomically(src, dest, fsync=True)
+        except OSError as exc:  # a full disk, a permission problem, a stale shared mount
+            raise ArtifactError(f"{self.location}: could not store the {kind} of run {run_id}: {exc}") from exc
         if move:
             Path(src).unlink(missing_ok=True)
         return size
@@ -233,7 +236,10 @@ class S3Store(ArtifactStore):
     def put(self, run_id: int, kind: str, src: Path, move: bool = False) -> int:
         size = Path(src).stat().st_size
         # An upload becomes visible only once complete (multipart uploads too): readers never see half a file.
-        self.client.upload_file(str(src), self.bucket, self._run_key(run_id, kind))
+        try:
+            self.client.upload_file(str(src), self.bucket, self._run_key(run_id, kind))
+        except Exception as exc:  # an unreachable endpoint, refused credentials: the web answers 503, not 500
+            raise ArtifactError(f"{self.location}: could not store the {kind} of run {run_id}: {exc}") from exc
         if move:
             Path(src).unlink(missing_ok=True)
         return size

@@ -12,10 +12,12 @@ from fitboard.app.core.schemas import field_path
 MAX_NAME, MAX_NOTES, MAX_TAGS, MAX_TAG = 200, 10_000, 16, 40
 TAG_REGEX = r"^[\w.:+/-]{1,%d}$" % MAX_TAG
 TAG_PATTERN = re.compile(TAG_REGEX[1:-1])
-NAME_REGEX = r"^[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*$"  # one line, not blank
-NOTES_REGEX = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"  # line breaks and tabs, no other control characters
+# DEL, C1 controls, bidi marks and overrides, line separators (as fitboard.text.CONTROLS)
+_BIDI = r"\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069"
+NAME_REGEX = rf"^[^\x00-\x1f{_BIDI}]*[^\s\x00-\x1f{_BIDI}][^\x00-\x1f{_BIDI}]*$"  # one line, not blank
+NOTES_REGEX = rf"^[^\x00-\x08\x0b\x0c\x0e-\x1f{_BIDI}]*$"  # line breaks and tabs, no other control characters
 # Notes keep line breaks and tabs; other control characters (NUL above all: PostgreSQL text refuses it) never.
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_CONTROL = re.compile(rf"[\x00-\x08\x0b\x0c\x0e-\x1f{_BIDI}]")
 
 
 def _name(value: str) -> str:
@@ -23,15 +25,15 @@ def _name(value: str) -> str:
     value = value.strip()
     if not value:
         raise ValueError("must not be blank")
-    if _CONTROL.search(value) or "\n" in value or "\r" in value:
-        raise ValueError("must be one line without control characters")
+    if _CONTROL.search(value) or "\n" in value or "\r" in value or "\t" in value:
+        raise ValueError("must be one line without control or bidi characters")
     return value
 
 
 def _notes(value: str) -> str:
     """Plain-text notes: any text but control characters; line breaks are kept."""
     if _CONTROL.search(value):
-        raise ValueError("must not contain control characters")
+        raise ValueError("must not contain control or bidi characters")
     return value.replace("\r\n", "\n").strip()
 
 

@@ -6,6 +6,7 @@ from typing import Annotated, Literal, Union
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fitboard.app.core.errors import RecipeError
+from fitboard.text import NO_CONTROLS_PATTERN, first_control
 
 # Architectures fastai knows how to split (body/head) for freeze and discriminative rates.
 ARCHITECTURES = (
@@ -35,8 +36,28 @@ def _check_data_path(value: str) -> str:
     return value
 
 
+def _no_controls(value: str) -> str:
+    """Refuse control and bidi characters: a name is printed by terminals and pages, where they could rewrite
+    what the user sees (CR, ESC sequences, a U+202E reversing the text)."""
+    found = first_control(value)
+    if found is not None:
+        raise ValueError(f"must not contain control or bidi characters (found {found})")
+    return value
+
+
+def text(max_length: int, min_length: int = 0):
+    """A string type of bounded length without control or bidi characters (the schema states both)."""
+    return Annotated[str, Field(min_length=min_length, max_length=max_length,
+                                json_schema_extra={"pattern": NO_CONTROLS_PATTERN}), AfterValidator(_no_controls)]
+
+
+MAX_NAME = 200
+Name = text(MAX_NAME, 1)  # a run's, sweep's, search's or tracked run's name
+Column = text(200)  # a CSV column's name, or a label
+MAX_LABELS = 10_000  # entries of an inline label map
 # A path inside the data root (a dataset folder, its CSV, image folder or label map), or a dataset name.
-DataPath = Annotated[str, Field(min_length=1, max_length=MAX_PATH_CHARS), AfterValidator(_check_data_path)]
+DataPath = Annotated[str, Field(min_length=1, max_length=MAX_PATH_CHARS), AfterValidator(_check_data_path),
+                    AfterValidator(_no_controls)]
 INT_FIELDS = ("epochs", "size", "presize", "bs")
 
 
@@ -115,7 +136,8 @@ class StageSpec(BaseModel):
     presize: Side | None = None
     bs: Annotated[int, Field(strict=True, gt=0, le=MAX_BS)] = 64
     freeze: Annotated[bool, Field(strict=True)] = False
-    lr: Union[float, Literal["find"], list[float]] = "find"
+    lr: Union[float, Literal["find"], Annotated[list[float], Field(json_schema_extra={"minItems": 2,
+                                                                                      "maxItems": 2})]] = "find"
     lr_find_iters: Annotated[int, Field(strict=True, ge=10, le=1000)] = 100  # mock-training steps of lr: find
     # The schema states what the validators check (they give the messages): alpha in (0, 1], eps in (0, 1).
     mixup: Annotated[float | None, Field(json_schema_extra={"exclusiveMinimum": 0, "maximum": 1})] = None
@@ -179,18 +201,18 @@ class DatasetSpec(BaseModel):
     path: DataPath
     csv: DataPath | None = None
     images: DataPath | None = None
-    image_col: str | None = None
-    label_col: str | None = None
-    valid_col: str | None = None
+    image_col: Column | None = None
+    label_col: Column | None = None
+    valid_col: Column | None = None
     valid_pct: Annotated[float, Field(gt=0, lt=1)] = 0.2
-    label_map: DataPath | dict[str, str] | None = None
+    label_map: DataPath | Annotated[dict[Column, Column], Field(max_length=MAX_LABELS)] | None = None
 
 
 class RunSpec(BaseModel):
     """A training recipe: the dataset, the model and the chapter-7 techniques, stage by stage."""
 
     model_config = ConfigDict(extra="forbid")
-    name: Annotated[str, Field(min_length=1, max_length=200)]
+    name: Name
     dataset: Union[DataPath, DatasetSpec]
     arch: Annotated[str, Field(json_schema_extra={"enum": list(ARCHITECTURES)})] = "resnet34"
     pretrained: Annotated[bool, Field(strict=True)] = True

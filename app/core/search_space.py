@@ -10,6 +10,9 @@ from fitboard.app.core.schemas import parse_spec
 from fitboard.app.core.sweep_plan import MAX_VALUES, get_path, set_path
 
 MAX_PARAMS = 16  # fields one search varies
+MAX_GRID = 10_000  # configurations a grid sampler may list (Optuna's GridSampler materialises every one)
+MAX_DEPTH = 3  # lists and objects nested in one choice (an lr of [low, high] is 1; a list of stages 2)
+INT_LIMIT = 2**53  # int range bounds: every one a float holds exactly, as JSON readers see them
 KINDS = ("choices", "int", "float", "log")
 _STAR = re.compile(r"\[\*\]")
 
@@ -26,7 +29,25 @@ def expand(base: dict, path: str) -> list[str]:
 
 
 def _number(x) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+    if isinstance(x, bool):
+        return False
+    if isinstance(x, int):
+        return abs(x) <= INT_LIMIT  # a huge int is no float (isfinite and float() would raise)
+    return isinstance(x, float) and math.isfinite(x)
+
+
+def depth(value) -> int:
+    """How deeply lists and objects nest in a JSON value (0 for a number or string), counted without recursion."""
+    deepest, todo = 0, [(value, 0)]
+    while todo:
+        node, level = todo.pop()
+        if isinstance(node, (list, dict)):
+            level += 1
+            deepest = max(deepest, level)
+            if level > MAX_DEPTH + 1:
+                break  # deep enough to refuse: no need to walk the rest
+            todo.extend((v, level) for v in (node.values() if isinstance(node, dict) else node))
+    return deepest
 
 
 def normalize(path: str, dist) -> dict:
@@ -42,11 +63,13 @@ def normalize(path: str, dist) -> dict:
     if kind == "choices":
         if not isinstance(values, list) or not 1 <= len(values) <= MAX_VALUES:
             raise RecipeError.one(loc, f"give 1 to {MAX_VALUES} choices")
+        if any(depth(v) > MAX_DEPTH for v in values):
+            raise RecipeError.one(loc, f"a choice may nest lists and objects at most {MAX_DEPTH} deep")
         if len({json.dumps(v, sort_keys=True) for v in values}) != len(values):
             raise RecipeError.one(loc, "the choices must be distinct")
         return {"choices": values}
     if not (isinstance(values, list) and len(values) == 2 and all(_number(v) for v in values)):
-        raise RecipeError.one(loc, f"{kind}: give [low, high] as two numbers")
+        raise RecipeError.one(loc, f"{kind}: give [low, high] as two numbers (whole ones within ±2**53)")
     low, high = values
     if not low < high:
         raise RecipeError.one(loc, f"{kind}: low must be below high")
@@ -87,6 +110,19 @@ def grid_size(space: dict) -> int | None:
         else:
             return None
     return math.prod(sizes)
+
+
+def check_grid(space: dict) -> int:
+    """The grid's size, computed (never listed); RecipeError naming the widest field past MAX_GRID or endless."""
+    size = grid_size(space)
+    if size is None:
+        raise RecipeError.one("sampler", "a grid needs choices or int ranges; a float or log range is endless")
+    if size > MAX_GRID:
+        widest = max(space, key=lambda p: grid_size({p: space[p]}))
+        raise RecipeError.one(f"space.{widest}", f"a grid sampler lists every configuration: this space has {size:,}, "
+                                                 f"at most {MAX_GRID:,} are allowed; narrow it or use sampler tpe "
+                                                 "or random")
+    return size
 
 
 def overrides(base: dict, params: dict) -> dict:

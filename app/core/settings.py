@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     max_requests: int = Field(16, ge=1, le=256)
     request_wait: float = Field(3.0, gt=0, le=60)
     request_backlog: int = Field(1024, ge=0, le=100_000)
+    # A request body must arrive whole within body_timeout seconds (a streamed model upload: each chunk), read
+    # before the request takes one of max_requests; past it, 408 and the connection closed.
+    body_timeout: float = Field(30.0, gt=0, le=600)
     max_streams: int = 64  # concurrent server-sent event streams; more get 503 with Retry-After
     stream_lifetime: float = 300.0  # seconds a stream stays open before the client reconnects with Last-Event-ID
     auth_failures_per_minute: int = 10  # failed logins / wrong bearer tokens per client address before 429

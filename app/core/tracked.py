@@ -8,20 +8,36 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fitboard.app.core.errors import RecipeError
 from fitboard.app.core.events import BestEpoch, Confusion, EpochEvent, FinalMetrics, LRFindEvent, ProgressEvent, TopLoss
-from fitboard.app.core.schemas import MAX_BS, MAX_EPOCHS, MAX_LR, MAX_SIDE, RunSpec, problems_from
+from fitboard.app.core.schemas import MAX_BS, MAX_EPOCHS, MAX_LR, MAX_SIDE, Name, RunSpec, problems_from, text
 
 MAX_TRACKED_STAGES = 100  # fit calls in one tracked run (a notebook may call fit many times)
+MAX_TRACKED_ROWS = 2000  # epoch rows one tracked run keeps (its page shows them all)
 MAX_BATCH_ROWS = 1000  # epoch rows per batch
 MAX_BATCH_FINDS = 10
 MAX_CURVE_POINTS = 2000  # points of one LR-finder curve
 MAX_CLASSES = 1000
 MAX_TOP_LOSSES = 100
-Short = Annotated[str, Field(max_length=200)]
+MAX_METRICS = 20
+MAX_COUNT = 10**12  # images, batches: more than any dataset has
+MAX_SECONDS = 10**9  # about 30 years
+MAX_MODEL_BYTES = 1024**3  # one uploaded learn.export file; a resnet152 export is under 250 MB
+Short = text(200)
+Label = text(500, 1)  # the dataset a notebook says it trained on
+ImageId = text(1000)
 Rate = Annotated[float, Field(gt=0, le=MAX_LR)]
+Stage = Annotated[int, Field(ge=0, lt=MAX_TRACKED_STAGES)]
+Epoch = Annotated[int, Field(ge=0, lt=MAX_EPOCHS)]
+Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
+Seconds = Annotated[float, Field(ge=0, le=MAX_SECONDS)]
+Metrics = Annotated[dict[Short, float | None], Field(max_length=MAX_METRICS)]
+
+
+# strict: a boolean is no number (JSON false is not epoch 0 or 0 seconds), as the schema says
+STRICT = ConfigDict(extra="forbid", strict=True)
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
 
 class TrackedFacts(_Strict):
@@ -36,8 +52,8 @@ class TrackedFacts(_Strict):
     metrics: Annotated[list[Short], Field(max_length=20)] = []
     precision: Literal["fp32", "fp16", "bf16"] | None = None
     seed: Annotated[int, Field(ge=0, lt=2**32)] | None = None
-    n_train: Annotated[int, Field(ge=0)] | None = None
-    n_valid: Annotated[int, Field(ge=0)] | None = None
+    n_train: Count | None = None
+    n_valid: Count | None = None
     classes: Annotated[list[Short], Field(max_length=MAX_CLASSES)] = []
     host: Short | None = None
     fastai: Short | None = None  # fastai's version
@@ -46,15 +62,15 @@ class TrackedFacts(_Strict):
 class TrackedOpen(_Strict):
     """POST /api/v1/tracked: a run trained outside fitboard begins."""
 
-    name: Annotated[str, Field(min_length=1, max_length=200)]
-    dataset: Annotated[str, Field(min_length=1, max_length=500)] = "notebook"
+    name: Name
+    dataset: Label = "notebook"
     facts: TrackedFacts = TrackedFacts()
 
 
 class TrackedStage(_Strict):
     """One fit call as the callback saw it (0-based stage), in the recipe's stage words."""
 
-    stage: Annotated[int, Field(ge=0, lt=MAX_TRACKED_STAGES)]
+    stage: Stage
     epochs: Annotated[int, Field(gt=0, le=MAX_EPOCHS)]
     size: Annotated[int, Field(gt=0, le=MAX_SIDE)] | None = None
     bs: Annotated[int, Field(gt=0, le=MAX_BS)] | None = None
@@ -67,8 +83,68 @@ class TrackedStage(_Strict):
 class Curve(LRFindEvent):
     """An LR-finder curve with bounded length."""
 
+    model_config = STRICT
+
+    stage: Stage
+    method: Short = "valley"
     lrs: Annotated[list[float | None], Field(max_length=MAX_CURVE_POINTS)]
     losses: Annotated[list[float | None], Field(max_length=MAX_CURVE_POINTS)]
+
+
+class TrackedEpoch(EpochEvent):
+    """One epoch row with its key in range: stage below MAX_TRACKED_STAGES, epoch below MAX_EPOCHS."""
+
+    model_config = STRICT
+
+    stage: Stage
+    epoch: Epoch
+    metrics: Metrics = {}
+    seconds: Seconds | None = None
+
+
+class TrackedProgress(ProgressEvent):
+    """The latest batch progress, every count bounded."""
+
+    model_config = STRICT
+
+    stage: Stage
+    epoch: Epoch
+    batch: Count
+    total: Count
+    elapsed: Seconds
+    eta: Seconds
+    stage_count: Annotated[int, Field(ge=0, le=MAX_TRACKED_STAGES)] | None = None
+    epoch_count: Annotated[int, Field(ge=0, le=MAX_EPOCHS)] | None = None
+    run_eta: Seconds | None = None
+
+
+class TrackedBest(BestEpoch):
+    """Where the best epoch was, in range."""
+
+    model_config = STRICT
+
+    stage: Stage
+    epoch: Epoch
+    metric: Short
+
+
+class TrackedConfusion(Confusion):
+    """A confusion matrix of at most MAX_CLASSES classes."""
+
+    model_config = STRICT
+
+    labels: Annotated[list[Short], Field(max_length=MAX_CLASSES)]
+    matrix: Annotated[list[Annotated[list[Count], Field(max_length=MAX_CLASSES)]], Field(max_length=MAX_CLASSES)]
+
+
+class TrackedTopLoss(TopLoss):
+    """A validation image the model got most wrong, its strings bounded."""
+
+    model_config = STRICT
+
+    image_id: ImageId
+    actual: Short
+    predicted: Short
 
 
 class TrackedBatch(_Strict):
@@ -76,25 +152,33 @@ class TrackedBatch(_Strict):
     Rows are keyed (stage, epoch), so sending a batch twice changes nothing."""
 
     stages: Annotated[list[TrackedStage], Field(max_length=MAX_TRACKED_STAGES)] = []
-    epochs: Annotated[list[EpochEvent], Field(max_length=MAX_BATCH_ROWS)] = []
+    epochs: Annotated[list[TrackedEpoch], Field(max_length=MAX_BATCH_ROWS)] = []
     lr_finds: Annotated[list[Curve], Field(max_length=MAX_BATCH_FINDS)] = []
-    progress: ProgressEvent | None = None
+    progress: TrackedProgress | None = None
+
+
+class TrackedMetrics(FinalMetrics):
+    """Validation metrics of the final (or best) weights."""
+
+    model_config = STRICT
 
 
 class TrackedFinish(_Strict):
     """POST /api/v1/tracked/{id}/finish: how it ended, its final metrics, and what the user asked to keep."""
 
     status: Literal["succeeded", "failed", "cancelled"] = "succeeded"
-    metrics: FinalMetrics = FinalMetrics()
-    best: BestEpoch | None = None
-    confusion: Confusion | None = None
-    top_losses: Annotated[list[TopLoss], Field(max_length=MAX_TOP_LOSSES)] = []
+    metrics: TrackedMetrics = TrackedMetrics()
+    best: TrackedBest | None = None
+    confusion: TrackedConfusion | None = None
+    top_losses: Annotated[list[TrackedTopLoss], Field(max_length=MAX_TOP_LOSSES)] = []
     error: Annotated[str, Field(max_length=10_000)] | None = None
-    seconds: Annotated[float, Field(ge=0)] | None = None
+    seconds: Seconds | None = None
 
 
 def parse(model: type[BaseModel], data) -> BaseModel:
     """Validate a body, raising RecipeError (422) with one problem per bad field."""
+    if isinstance(data, model):
+        return data  # the API validated it already
     try:
         return model.model_validate(data)
     except ValidationError as exc:

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query, Request
 
 from fitboard.app.core.errors import RecipeError
 from fitboard.app.core.schemas import MAX_ID
+from fitboard.app.core.variant_words import describe_change, field_title
 from fitboard.app.pages.render import render
 from fitboard.app.pages.wording import COLORS, describe_stage, is_number, secs, show
 from fitboard.app.services import error_images
@@ -62,7 +63,8 @@ ABSENT = "—"
 
 
 def _diff_cell(path: str, value) -> str:
-    """A recipe value for the diff table; a whole stage (one only some runs have) in words, its absence as a dash."""
+    """A recipe value for the diff table in words ('label smoothing 0.1', 'LR finder'); a whole stage (one only some
+    runs have) in words, its absence as a dash."""
     stage = WHOLE_STAGE.fullmatch(path)
     if stage:
         if not isinstance(value, dict):
@@ -71,15 +73,27 @@ def _diff_cell(path: str, value) -> str:
             return describe_stage(int(stage[1]), value)
         except (KeyError, TypeError, ValueError):  # a tracked run's stage may lack fields a recipe always has
             return show(value)
-    return show(value)
+    if path == "name":
+        return show(value)
+    # An empty base: the row's title already says which stage, so a cell needs no "in stage n".
+    return describe_change(path, value, {})
 
 
-def recipe_diff_rows(config_diff: dict, ids: list[int], baseline: int) -> list[tuple[str, list[tuple[str, bool]]]]:
-    """(field path, [(value as shown, differs from the baseline's)] per run) for the recipe differences table."""
+def _diff_title(path: str) -> str:
+    """A diff row's field in words: 'learning rate in stage 2', 'label smoothing', 'stage 3'."""
+    stage = WHOLE_STAGE.fullmatch(path)
+    if stage:
+        return f"stage {int(stage[1]) + 1}"
+    return field_title(path, {"stages": [{}, {}]} if path.startswith("stages[") else {})
+
+
+def recipe_diff_rows(config_diff: dict, ids: list[int], baseline: int) -> list[tuple[str, str, list[tuple[str, bool]]]]:
+    """(field in words, field path, [(value in words, differs from the baseline's)] per run) for the recipe
+    differences table."""
     rows = []
     for path, vals in config_diff.items():
         texts = {i: _diff_cell(path, vals.get(i)) for i in ids}
-        rows.append((path, [(texts[i], texts[i] != texts[baseline]) for i in ids]))
+        rows.append((_diff_title(path), path, [(texts[i], texts[i] != texts[baseline]) for i in ids]))
     return rows
 
 

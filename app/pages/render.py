@@ -14,8 +14,9 @@ from fitboard.app.core.progress import progress_eta, progress_text, progress_tit
 from fitboard.app.core.resources import templates_dir
 from fitboard.app.core.schemas import MAX_ID
 from fitboard.app.core.status import RunStatus
+from fitboard.app.core.variant_words import field_title
 from fitboard.app.pages.forms import field_label
-from fitboard.app.pages.wording import COLORS, fmt_lr, heat
+from fitboard.app.pages.wording import COLORS, fmt_lr, heat, plural
 from fitboard.app.web.security import check_csrf, csrf_token, logged_in
 
 PageId = Annotated[int, Path(ge=1, le=MAX_ID)]  # a run or sweep id in a page's path: bounded before any query
@@ -40,7 +41,7 @@ env.filters.update(lr=fmt_lr, field_label=field_label, heat_cells=heat,
                    swatch=lambda color: f"c{COLORS.index(color) if color in COLORS else 0}",
                    f4=lambda v: "–" if v is None else f"{v:.4f}",
                    pct=lambda v: "–" if v is None else f"{100 * v:.1f}%",
-                   where=_where,
+                   where=_where, plural=plural, field_title=field_title,
                    progress_words=progress_text, progress_title=progress_title, progress_eta=progress_eta)
 templates = Jinja2Templates(env=env, context_processors=[_context])
 

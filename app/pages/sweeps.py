@@ -6,11 +6,11 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Request
 
 from fitboard.app.core.errors import RecipeError
-from fitboard.app.core.schemas import MAX_EPOCHS
 from fitboard.app.core.stats import MIN_SEEDS
 from fitboard.app.core.status import FINISHED
 from fitboard.app.core.sweep_plan import BASE_KEY, get_path
 from fitboard.app.pages.render import FormData, PageId, redirect, render
+from fitboard.app.pages.stage_epochs import run_epochs, stage_epochs, with_epochs
 from fitboard.app.pages.wording import COLORS, mean_std, paired_diff
 from fitboard.app.services import runs, sweeps
 from fitboard.app.services.compare import MAX_COMPARE
@@ -86,21 +86,8 @@ def _seed_count(text: str | None, least: int = 1) -> int | None:
 def get_ablate(request: Request, session: SessionDep, run_id: PageId):
     """Tick the techniques to toggle against this run; each becomes a variant run for several seeds."""
     run = runs.get(session, run_id)
-    epochs = [str(s.get("epochs", "")) for s in (run.spec or {}).get("stages", [])]
     return _ablate_page(request, run, {"name": run.name, "seeds": "3", "mode": "one_at_a_time", "picked": [],
-                                       "epochs": epochs})
-
-
-def _stage_epochs(data: dict, stages: list[dict]) -> tuple[list[str], list[int] | None, list[str]]:
-    """The per-stage epochs typed on the Ablate form (blank keeps the run's): as typed, as numbers, and problems."""
-    typed = [(data.get(f"epochs-{i}") or "").strip() or str(s.get("epochs", "")) for i, s in enumerate(stages)]
-    values, errors = [], []
-    for i, text in enumerate(typed):
-        n = int(text) if text.isdigit() and len(text) <= 5 else None
-        if n is None or not 1 <= n <= MAX_EPOCHS:
-            errors.append(f"stage {i + 1} epochs: give a whole number from 1 to {MAX_EPOCHS}; got {text[:20]!r}.")
-        values.append(n)
-    return typed, (values if not errors else None), errors
+                                       "epochs": run_epochs(run.spec)})
 
 
 @router.post("/runs/{run_id}/ablate")
@@ -111,7 +98,7 @@ def post_ablate(request: Request, session: SessionDep, settings: SettingsDep, pu
     toggles = [t for t in ablation_toggles(run.spec or {}) if not t["problem"]]
     picked = [t for t in toggles if data.get(f"vary:{t['key']}")]  # values come from the run, never from the form
     stages = (run.spec or {}).get("stages", [])
-    typed, epochs, errors = _stage_epochs(data, stages)
+    typed, epochs, errors = stage_epochs(data, stages)
     form = {"name": (data.get("name") or "").strip() or run.name, "seeds": data.get("seeds", ""),
             "mode": data.get("mode", "one_at_a_time"), "picked": [t["key"] for t in picked], "epochs": typed}
     n = _seed_count(form["seeds"], least=MIN_SEEDS)
@@ -126,8 +113,7 @@ def post_ablate(request: Request, session: SessionDep, settings: SettingsDep, pu
         # Both values per field: one-at-a-time drops the run's own value (it is the base), a grid crosses them all.
         vary = {t["path"]: [_current(run.spec, t["path"]), t["value"]] for t in picked}
         # Epochs per stage apply to the whole sweep (base and every variant): ablate a long recipe on a short budget.
-        base = {**run.spec, "name": form["name"],
-                "stages": [{**s, "epochs": e} for s, e in zip(stages, epochs)] if stages else run.spec.get("stages")}
+        base = {**run.spec, "name": form["name"], "stages": with_epochs(run.spec, epochs)}
         sweep, queued, note = sweeps.create(session, publisher, base, vary,
                                             list(range(n)), form["mode"], settings.data_root, settings.max_sweep_runs)
     except RecipeError as exc:

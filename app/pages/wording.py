@@ -112,3 +112,8 @@ def attempt_ending(outcome: str | None, reason: str | None) -> str:
     if reason.startswith(outcome + " "):  # "cancelled while no live worker held it" says its outcome already
         return reason
     return f"{outcome}: {reason}" if outcome else reason
+
+
+def plural(n, noun: str) -> str:
+    """'1 configuration', '2 configurations', '0 epochs'."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

@@ -8,12 +8,15 @@ from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
+from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import func, select
 from sqlmodel import Session
 
 from fitboard.app.core import search_space
 from fitboard.app.core.errors import RecipeError
-from fitboard.app.core.status import LIVE, RunStatus
+from fitboard.app.core.schemas import MAX_NAME, Name, problems_from
+from fitboard.app.core.status import LIVE, SEARCH_ACTIVE, RunStatus, SearchStatus
+from fitboard.app.core.variant_words import variant_name
 from fitboard.app.services import search_driver, studies
 from fitboard.app.services.queue import Publisher
 from fitboard.app.services.runs import validate_recipe
@@ -27,6 +30,7 @@ METRICS = {"accuracy": "maximize", "error_rate": "minimize", "valid_loss": "mini
 MAX_K = 8
 MAX_VERIFY_SEEDS = 16
 MIN_SEEDS = 3  # as for any sweep: fewer paired seeds give no interval
+NAME = TypeAdapter(Name)
 
 
 def _int(raw: dict, name: str, default: int | None, low: int, high: int) -> int | None:
@@ -70,6 +74,17 @@ def check_options(raw: dict, base: dict, max_runs: int) -> dict:
     return opts
 
 
+def check_name(name, default: str) -> str:
+    """The search's name: the default when none is given; RecipeError naming `name` when too long or holding
+    control characters."""
+    if name is None or name == "":
+        return default
+    try:
+        return NAME.validate_python(name)
+    except ValidationError as exc:
+        raise RecipeError([{**p, "loc": "name"} for p in problems_from(exc)]) from None
+
+
 def live_workers(session: Session, alive_within: float) -> int:
     """Workers that heartbeat within alive_within seconds."""
     cutoff = utcnow() - timedelta(seconds=alive_within)
@@ -87,17 +102,17 @@ def create(session: Session, publisher: Publisher, base: dict, space: dict, opti
     space = search_space.check_space(base, space)
     opts = check_options(options, base, max_runs)
     opts["first"] = search_space.check_first(space, opts["first"])
-    if opts["sampler"] == "grid" and search_space.grid_size(space) is None:
-        raise RecipeError.one("sampler", "a grid needs choices or int ranges; a float or log range is endless")
+    if opts["sampler"] == "grid":
+        search_space.check_grid(space)
     opts["queue"] = publisher.queue  # trials go where the search was sent, whichever process asks for them
     if opts["max_parallel"] is None:
         opts["max_parallel"] = max(1, live_workers(session, alive_within))
-    name = str(options.get("name") or f"search: {spec.name}")[:200]
+    name = check_name(options.get("name"), f"search: {spec.name}"[:MAX_NAME])
     search = store.store_search(session, name, base, space, opts)
     session.commit()  # Optuna writes through its own connections: nothing of ours may hold the SQLite write lock
     engine = session.get_bind()
     try:
-        study = studies.create(search_driver.db_url(engine), search.study_name, opts["direction"])
+        study = studies.create(studies.db_url(engine), search.study_name, opts["direction"])
         first = search_space.base_params(base, space)
         if first is not None:  # start from what the user has: ASHA then prunes what is clearly worse
             study.enqueue_trial(studies.encode(space, first))
@@ -105,7 +120,7 @@ def create(session: Session, publisher: Publisher, base: dict, space: dict, opti
             study.enqueue_trial(studies.encode(space, params))
         study.set_user_attr("fitboard_search_id", search.id)
     except Exception as exc:
-        store.set_state(session, search.id, "failed", f"could not create the Optuna study: {exc}")
+        store.set_state(session, search.id, SearchStatus.failed, f"could not create the Optuna study: {exc}")
         session.commit()
         raise
     search_driver.drive(engine, publisher, [search.id], wait=search_driver.LEASE_WAIT)
@@ -122,8 +137,8 @@ def cancel(session: Session, search_id: int, orphaned_after: float | None = None
                                                  Run.status.in_(LIVE))).scalars().all()
     for run_id in ids:
         request_cancel(session, run_id, orphaned_after)
-    if search.status in store.ACTIVE:
-        store.set_state(session, search_id, "cancelled", "cancelled by its user")
+    if search.status in SEARCH_ACTIVE:
+        store.set_state(session, search_id, SearchStatus.cancelled, "cancelled by its user")
     session.commit()
     session.expire_all()
     return store.get_search(session, search_id)
@@ -175,7 +190,7 @@ def _best_so_far(trials: list[dict], maximize: bool) -> list[dict]:
 
 def _budget(search: Search, trials: list[dict]) -> dict:
     """Epochs and seconds trained against training every asked trial, and the full grid, to the end."""
-    per_run = search_driver.total_epochs(search.base)
+    per_run = studies.total_epochs(search.base)
     trained = sum(t["epochs"] for t in trials)
     seconds = sum(t["seconds"] for t in trials)
     per_epoch = seconds / trained if trained else None
@@ -199,7 +214,8 @@ def _verify(session: Session, search: Search) -> dict | None:
             continue
         diff = v.get("diff_accuracy") or {}
         beat = None if diff.get("low") is None else diff["low"] > 0
-        winners.append({"trial": v["trial"], "label": v["label"], "search_value": v.get("search_value"),
+        winners.append({"trial": v["trial"], "label": v["label"], "words": variant_name(v, report["base"]),
+                        "search_value": v.get("search_value"),
                         "verified": v["accuracy"], "verdict": v.get("verdict"), "beat_base": beat,
                         "did_not_beat_base": diff.get("low") is not None and not diff["low"] > 0})
     return {"sweep_id": report["id"], "seeds": report["seeds"], "runs_total": report["runs_total"],
@@ -222,7 +238,7 @@ def importances(search: Search, study: optuna.Study) -> dict:
 def report(session: Session, search_id: int, with_importance: bool = False) -> dict:
     """A search in full: options, trials, best, best-so-far, budget and its verify sweep."""
     search = store.get_search(session, search_id)
-    study = search_driver.load_study(session.get_bind(), search)
+    study = studies.read_study(session.get_bind(), search)
     trials = _trials(session, search, study)
     maximize = search.options["direction"] == "maximize"
     done = [t for t in trials if t["state"] == "complete" and t["value"] is not None]

@@ -1,5 +1,6 @@
-"""Optuna, as fitboard uses it: the RDB storage in fitboard's own database, the sampler and pruner a search asked for,
-and a space as Optuna distributions. The web process asks (sampler); the worker reports and asks the pruner."""
+"""Optuna, as fitboard uses it, in one module: the RDB storage in fitboard's own database, a search's study with the
+sampler and pruner it asked for, a trial by number, and a space as Optuna distributions. The web process asks
+(sampler); the worker reports and asks the pruner."""
 from __future__ import annotations
 
 import json
@@ -8,8 +9,11 @@ import threading
 
 import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from sqlalchemy import Engine
 
-from fitboard.app.store.db import _sqlite_events, driver_url
+from fitboard.app.core.search_space import MAX_GRID, grid_size
+from fitboard.app.store.db import driver_url, sqlite_events
+from fitboard.app.store.models import Search
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # a line per trial would flood the worker's log
 log = logging.getLogger(__name__)
@@ -33,7 +37,7 @@ def storage(url: str) -> optuna.storages.RDBStorage:
                 log.info("optuna storage: retrying after a concurrent table creation")
                 st = optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
             if sqlite:
-                _sqlite_events(st.engine)
+                sqlite_events(st.engine)
                 st.engine.dispose()  # pooled connections were opened before the pragmas were attached
             _storages[url] = st
         return _storages[url]
@@ -99,10 +103,13 @@ def sampler(options: dict, space: dict, salt: int) -> optuna.samplers.BaseSample
     seed = (options["seed"] * 100_003 + salt) % 2**32
     if options["sampler"] == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    if options["sampler"] == "grid":
+    if options["sampler"] == "grid" and (grid_size(space) or MAX_GRID + 1) <= MAX_GRID:
         grid = {p: (list(range(d["int"][0], d["int"][1] + 1)) if "int" in d else distributions({p: d})[p].choices)
                 for p, d in space.items()}
         return optuna.samplers.GridSampler(grid, seed=options["seed"])
+    if options["sampler"] == "grid":  # stored before grids were bounded: listing it would take minutes and GBs
+        log.warning("a grid of more than %s configurations: sampling it at random instead", MAX_GRID)
+        return optuna.samplers.RandomSampler(seed=seed)
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=options.get("startup_trials", 4))
 
 
@@ -112,6 +119,40 @@ def load(url: str, study_name: str, options: dict, space: dict, total_epochs: in
                              pruner=pruner(options, total_epochs))
 
 
+def load_to_read(url: str, study_name: str) -> optuna.Study:
+    """The study for reading its trials: a random sampler and no pruner, both free to build."""
+    return optuna.load_study(study_name=study_name, storage=storage(url), sampler=optuna.samplers.RandomSampler(),
+                             pruner=optuna.pruners.NopPruner())
+
+
 def create(url: str, study_name: str, direction: str) -> optuna.Study:
     """A new study for a search (direction: maximize or minimize)."""
     return optuna.create_study(study_name=study_name, storage=storage(url), direction=direction)
+
+
+def db_url(engine: Engine) -> str:
+    """The engine's URL with its password (Optuna opens its own connections)."""
+    return engine.url.render_as_string(hide_password=False)
+
+
+def total_epochs(spec: dict) -> int:
+    """Epochs a recipe trains, all stages (the pruner's largest resource)."""
+    return sum(int(s["epochs"]) for s in spec["stages"])
+
+
+def load_study(engine: Engine, search: Search, salt: int = 0) -> optuna.Study:
+    """The search's Optuna study with its sampler and pruner, on the engine's database."""
+    return load(db_url(engine), search.study_name, search.options, search.space, total_epochs(search.base), salt)
+
+
+def read_study(engine: Engine, search: Search) -> optuna.Study:
+    """The search's study to read (trials, importances): no sampler or pruner is built, so a report never lists
+    a grid."""
+    return load_to_read(db_url(engine), search.study_name)
+
+
+def trial(engine: Engine, search: Search, number: int) -> optuna.Trial:
+    """Trial `number` of the search's study, live: report() and should_prune() go to the database."""
+    rdb = storage(db_url(engine))
+    study_id = rdb.get_study_id_from_name(search.study_name)
+    return optuna.trial.Trial(load_study(engine, search), rdb.get_trial_id_from_study_id_trial_number(study_id, number))

@@ -34,6 +34,11 @@ def finish(session: Session, run_id: int, data: dict) -> Run:
     return run
 
 
+def check_uploadable(session: Session, run_id: int) -> None:
+    """RunNotFound, or a 409 when the run is not tracked or has finished: its model upload is refused."""
+    store.running_tracked(session, run_id)
+
+
 def keep_model(session: Session, files: ArtifactStore, run_id: int, path: Path) -> int:
     """Store an uploaded learn.export file for a tracked run; its size. It is never unpickled by fitboard
     (unpickling a file someone uploaded runs their code): only downloaded back."""

@@ -7,7 +7,6 @@
   const plain = (s) => String(s).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
   const base = { paper_bgcolor: "rgba(0,0,0,0)", plot_bgcolor: "rgba(0,0,0,0)", hovermode: "closest",
     legend: { orientation: "h", x: 0, y: 1.02, yanchor: "bottom" }, margin: { l: 55, r: 15, t: 10, b: 45 } };
-  const config = { displaylogo: false, responsive: true };
   // Past this many runs a chart drops its point markers and legend (the table's swatches name the runs) and draws
   // one stage line per position: 100 runs of 50 epochs were 20,000 SVG markers, 400 legend entries and 400 shapes.
   const MANY = 12;
@@ -54,7 +53,7 @@
       xaxis: { title: { text: "epoch (all stages)" }, rangemode: "tozero", tickformat: "d", tick0: 0,
         dtick: Math.max(1, Math.ceil(Math.max(...data.runs.map((r) => r.curves.x.length)) / 12)) },
       yaxis: { title: { text: metric }, rangemode: metric.endsWith("loss") ? "tozero" : "normal" } });
-    window.Plotly.newPlot(el, traces, layout, config);
+    window.Plotly.newPlot(el, traces, layout, window.fitboardPlotConfig);
   }
 
   function nearest(lrs, target) {
@@ -103,7 +102,7 @@
     }
     const layout = Object.assign({}, base, { height: 360, showlegend: !many,
       xaxis: { type: "log", dtick: 1, title: { text: "learning rate" }, exponentformat: "e" }, yaxis: { title: { text: "loss" } } });
-    window.Plotly.newPlot(el, traces, layout, config);
+    window.Plotly.newPlot(el, traces, layout, window.fitboardPlotConfig);
   }
 
   // This script runs before plotly.min.js (both deferred, in order): the series are on their way while the browser

@@ -51,6 +51,13 @@ document.addEventListener("DOMContentLoaded", () => {
   update();
 });
 
+// Every chart's Plotly config: fitboard is self-hosted and offline, so no logo, no "Share chart" to Plotly Cloud, no
+// "Edit in Chart Studio" and no link out (the last two are older Plotly names: harmless where unknown).
+window.fitboardPlotConfig = {
+  displaylogo: false, responsive: true, showSendToCloud: false, showEditInChartStudio: false, showLink: false,
+  modeBarButtonsToRemove: ["sendChartToCloud", "sendDataToCloud"],
+};
+
 // Seconds as the server's secs() macro writes them.
 window.fitboardDuration = (s) => {
   if (s < 60) return `${Math.round(s)} s`;

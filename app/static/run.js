@@ -82,7 +82,7 @@
       yaxis2: { title: { text: "accuracy" }, overlaying: "y", side: "right", range: [0, 1.02], dtick: 0.2, tickformat: ".0%", showgrid: false },
       legend: { orientation: "h", y: -0.25 }, paper_bgcolor: "rgba(0,0,0,0)", plot_bgcolor: "rgba(0,0,0,0)",
     };
-    window.Plotly.react(el, traces, layout, { displaylogo: false, responsive: true });
+    window.Plotly.react(el, traces, layout, window.fitboardPlotConfig);
   }
 
   function drawLrFinds(finds) {
@@ -107,7 +107,7 @@
         margin: { l: 50, r: 10, t: 10, b: 40 }, height: 240, showlegend: false,
         xaxis: { type: "log", title: { text: "learning rate" }, exponentformat: "e" }, yaxis: { title: { text: "loss" } },
         paper_bgcolor: "rgba(0,0,0,0)", plot_bgcolor: "rgba(0,0,0,0)",
-      }, { displaylogo: false, responsive: true });
+      }, window.fitboardPlotConfig);
     });
   }
 

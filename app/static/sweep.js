@@ -39,7 +39,7 @@
       xaxis: { title: { text: "epoch (all stages)" }, ...integerTicks(Math.max(...data.series.map((s) => s.epoch.length))) },
       yaxis: { title: { text: "accuracy" } },
       legend: { orientation: "h", x: 0, y: 1.02, yanchor: "bottom" }, paper_bgcolor: "rgba(0,0,0,0)", plot_bgcolor: "rgba(0,0,0,0)",
-    }, { displaylogo: false, responsive: true });
+    }, window.fitboardPlotConfig);
   }
 
   // The server renders everything; while runs train, ask the API every few seconds and reload on any change.

@@ -4,6 +4,7 @@ from __future__ import annotations
 from sqlalchemy import select, update
 from sqlmodel import Session
 
+from fitboard.app.core.redact import redact
 from fitboard.app.store.models import RunAttempt, utcnow
 
 
@@ -14,9 +15,9 @@ def start_attempt(session: Session, run_id: int, attempt: int, worker: str, resu
 
 
 def end_attempt(session: Session, run_id: int, outcome: str, reason: str | None = None) -> None:
-    """Close the run's open attempt (there is at most one) with its outcome and why."""
+    """Close the run's open attempt (there is at most one) with its outcome and why (redacted)."""
     stmt = (update(RunAttempt).where(RunAttempt.run_id == run_id, RunAttempt.ended_at.is_(None))
-            .values(ended_at=utcnow(), outcome=outcome, reason=reason))
+            .values(ended_at=utcnow(), outcome=outcome, reason=redact(reason) if reason else reason))
     session.exec(stmt.execution_options(synchronize_session=False))
 
 

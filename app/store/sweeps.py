@@ -11,6 +11,7 @@ from fitboard.app.core.schemas import parse_spec
 from fitboard.app.core.stats import paired_difference, summary, verdict
 from fitboard.app.core.status import FINISHED, RunStatus
 from fitboard.app.core.sweep_plan import BASE_KEY
+from fitboard.app.core.variant_words import variant_name
 from fitboard.app.store.models import EpochRow, Run, Sweep
 from fitboard.app.store.runs import create_run, get_or_raise
 
@@ -29,7 +30,8 @@ def queue_sweep_runs(session: Session, sweep: Sweep, specs: dict[str, dict], pai
     """One queued run per (variant, seed) pair (the caller commits, then publishes)."""
     runs = []
     for v, seed in pairs:
-        spec = {**specs[v["key"]], "seed": seed, "name": f"{sweep.name} | {v['label']} | seed {seed}"}
+        # Named in words ("label smoothing 0.1"), as the verdicts are; the field path stays the variant's label.
+        spec = {**specs[v["key"]], "seed": seed, "name": f"{sweep.name} | {variant_name(v, sweep.base)} | seed {seed}"}
         run = create_run(session, spec, techniques=parse_spec(spec).techniques(), queue=queue)
         run.sweep_id, run.variant = sweep.id, v["key"]
         runs.append(run)
@@ -85,7 +87,8 @@ def sweep_report(session: Session, sweep_id: int, curves: bool = True) -> dict:
         if v["key"] != BASE_KEY:
             diff = paired_difference([(acc[s], base_acc[s]) for s in acc if s in base_acc])
             tdiff = paired_difference([(tta[s], base_tta[s]) for s in tta if s in base_tta])
-            entry.update(diff_accuracy=diff, diff_tta_accuracy=tdiff, verdict=verdict(v["label"], diff))
+            entry.update(diff_accuracy=diff, diff_tta_accuracy=tdiff,
+                         verdict=verdict(variant_name(v, sweep.base), diff))
         variants.append(entry)
     statuses = [r.status for r in runs]
     return {"id": sweep.id, "name": sweep.name, "mode": sweep.mode, "seeds": sweep.seeds, "vary": sweep.vary,

@@ -11,12 +11,22 @@ from datetime import timedelta
 from sqlalchemy import select, update
 from sqlmodel import Session
 
-from fitboard.app.core.errors import Conflict, RunFinished
+from fitboard.app.core.errors import Conflict, RecipeError, RunFinished
 from fitboard.app.core.events import ResultEvent
+from fitboard.app.core.jsonsafe import finite_float
+from fitboard.app.core.redact import redact
 from fitboard.app.core.status import RunStatus
-from fitboard.app.core.tracked import TrackedBatch, TrackedFacts, TrackedFinish, TrackedOpen, recipe_from, techniques_of
-from fitboard.app.store.models import Artifact, Run, utcnow
-from fitboard.app.store.runs import _float, get_run, record_epoch, record_lr_find, upsert
+from fitboard.app.core.tracked import (
+    MAX_TRACKED_ROWS,
+    TrackedBatch,
+    TrackedFacts,
+    TrackedFinish,
+    TrackedOpen,
+    recipe_from,
+    techniques_of,
+)
+from fitboard.app.store.models import Artifact, EpochRow, Run, utcnow
+from fitboard.app.store.runs import get_run, record_epochs, record_lr_find, upsert
 
 TRACKED = "tracked"
 
@@ -40,7 +50,7 @@ def open_tracked(session: Session, body: TrackedOpen) -> Run:
     return run
 
 
-def _running_tracked(session: Session, run_id: int) -> Run:
+def running_tracked(session: Session, run_id: int) -> Run:
     """The run, if it is tracked and still running; NotTracked or RunFinished (409) otherwise."""
     run = get_run(session, run_id)
     if run.kind != TRACKED:
@@ -50,9 +60,22 @@ def _running_tracked(session: Session, run_id: int) -> Run:
     return run
 
 
+def _check_row_count(session: Session, run_id: int, batch: TrackedBatch) -> None:
+    """RecipeError (422) when the batch would give the run more than MAX_TRACKED_ROWS epoch rows."""
+    keys = {(row.stage, row.epoch) for row in batch.epochs}
+    if not keys:
+        return
+    kept = set(session.exec(select(EpochRow.stage, EpochRow.epoch).where(EpochRow.run_id == run_id)).all())
+    total = len(kept | keys)
+    if total > MAX_TRACKED_ROWS:
+        raise RecipeError.one("epochs", f"a tracked run keeps at most {MAX_TRACKED_ROWS} epoch rows; this batch "
+                                        f"would make it {total}")
+
+
 def record_batch(session: Session, run_id: int, batch: TrackedBatch) -> Run:
     """Fold stages, epoch rows, curves and progress into the run (idempotent: rows keyed (stage, epoch))."""
-    run = _running_tracked(session, run_id)
+    run = running_tracked(session, run_id)
+    _check_row_count(session, run_id, batch)
     values: dict = {"last_contact_at": utcnow()}
     progress = dict(run.progress or {"stages": [], "notes": []})
     if batch.stages:
@@ -66,8 +89,7 @@ def record_batch(session: Session, run_id: int, batch: TrackedBatch) -> Run:
     if batch.progress is not None:
         progress["batch"] = batch.progress.model_dump(mode="json", exclude={"event"})
     values["progress"] = progress
-    for row in batch.epochs:
-        record_epoch(session, run_id, row)
+    record_epochs(session, run_id, batch.epochs)
     for find in batch.lr_finds:
         record_lr_find(session, run_id, find)
     session.exec(update(Run).where(Run.id == run_id).values(**values).execution_options(synchronize_session=False))
@@ -84,12 +106,12 @@ def _facts(spec: dict) -> TrackedFacts:
 
 def finish_tracked(session: Session, run_id: int, body: TrackedFinish) -> Run:
     """End a tracked run with its status, final metrics and what the user asked to keep; RunFinished if it ended."""
-    _running_tracked(session, run_id)
+    running_tracked(session, run_id)
     result = ResultEvent(metrics=body.metrics, best=body.best, confusion=body.confusion, top_losses=body.top_losses,
                          seconds=body.seconds)
     stmt = (update(Run).where(Run.id == run_id, Run.status == RunStatus.running)
             .values(status=body.status, finished_at=utcnow(), last_contact_at=utcnow(), result=result.stored(),
-                    best_accuracy=_float(body.metrics.accuracy), error=body.error,
+                    best_accuracy=finite_float(body.metrics.accuracy), error=redact(body.error) if body.error else None,
                     cancel_requested=body.status == RunStatus.cancelled,
                     progress={k: v for k, v in (get_run(session, run_id).progress or {}).items() if k != "batch"})
             .execution_options(synchronize_session=False))
@@ -99,10 +121,9 @@ def finish_tracked(session: Session, run_id: int, body: TrackedFinish) -> Run:
 
 
 def record_upload(session: Session, run_id: int, kind: str, size: int) -> None:
-    """Note a file the notebook uploaded (kept in the artifact store, never loaded by fitboard)."""
-    run = get_run(session, run_id)
-    if run.kind != TRACKED:
-        raise NotTracked(run_id)
+    """Note a file the notebook uploaded (kept in the artifact store, never loaded by fitboard); only while the
+    run is running (RunFinished, 409, after its finish)."""
+    running_tracked(session, run_id)
     upsert(session, Artifact, {"run_id": run_id, "kind": kind, "size": size}, keys=("run_id", "kind"))
 
 

@@ -26,10 +26,19 @@ from fitboard.app.web.admission import Admission
 from fitboard.app.web.docs import install_vendor_routes
 from fitboard.app.web.errors import install_error_handlers
 from fitboard.app.web.fastpath import RunCache, RunFastPath
+from fitboard.app.web.gate import BodyFirst, IdentityGate
 from fitboard.app.web.middleware import BodyLimit, CompleteAllow, WebGuard
 from fitboard.app.web.openapi import install_openapi
 from fitboard.app.web.reconciler import reconciler_lifespan
-from fitboard.app.web.security import AuthThrottle, SessionEpoch, check_token_strength, private_home, session_secret
+from fitboard.app.web.security import (
+    SESSION_COOKIE,
+    SESSION_MAX_AGE,
+    AuthThrottle,
+    SessionEpoch,
+    check_token_strength,
+    private_home,
+    session_secret,
+)
 from fitboard.app.web.sse import StreamHub
 
 PREDICT_WAITERS = 8
@@ -66,14 +75,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # POST .../predict requests waiting in a thread for their answer; past this many, the answer is 202 at once
     app.state.predict_waiting = threading.BoundedSemaphore(PREDICT_WAITERS)
     # Added innermost first: WebGuard (Host, cross-site, headers) wraps everything, the fast path included.
-    app.add_middleware(SessionMiddleware, secret_key=app.state.session_secret, session_cookie="fitboard_session",
-                       same_site="strict", https_only=False, max_age=14 * 24 * 3600)
-    app.add_middleware(BodyLimit)
+    app.add_middleware(SessionMiddleware, secret_key=app.state.session_secret, session_cookie=SESSION_COOKIE,
+                       same_site="strict", https_only=False, max_age=SESSION_MAX_AGE)
     app.add_middleware(CompleteAllow, outer=app)
     app.add_middleware(RunFastPath, outer=app)  # a cache hit skips every layer below
     # Admission holds back requests past max_requests, so those inside always find a thread and a connection.
     app.add_middleware(Admission, limit=settings.max_requests, wait=settings.request_wait,
                        backlog=settings.request_backlog)
+    # Outside admission: credentials checked on the headers, then the body read whole (bounded in size and time),
+    # so neither a client without credentials nor a slow one ever holds a slot.
+    app.add_middleware(BodyFirst, timeout=settings.body_timeout)
+    app.add_middleware(BodyLimit)
+    app.add_middleware(IdentityGate, outer=app)
     app.add_middleware(WebGuard, settings=settings)
     install_error_handlers(app)
     for router in API_ROUTERS:

@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from fitboard.app.services.serializers import serialize_run
 from fitboard.app.store.db import session_scope
 from fitboard.app.store.models import Run
-from fitboard.app.web.security import client_address, token_matches
+from fitboard.app.web.security import AuthRefused, client_address, identify
 
 RUN_PATH = re.compile(r"^/api/v1/runs/([1-9]\d{0,17})$")  # ids up to 18 digits; the app answers the rest
 TTL_SECONDS = 0.25
@@ -55,21 +55,18 @@ class RunFastPath:
     def __init__(self, app, outer):
         self.app, self.outer = app, outer  # outer: the FastAPI app, for its state (settings, engine, cache)
 
-    def _authorized(self, scope) -> bool | None:
-        """True: serve here. None: let the full app decide (cookie sessions, missing or wrong tokens)."""
-        state = self.outer.state
-        token = state.settings.api_token
-        if not token:
-            return True
-        if state.auth_throttle.failures and state.auth_throttle.retry_after(client_address(scope)) is not None:
-            return None  # a throttled address gets its 429 from the app, right token or not
-        header = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
-        ok = header[:7].lower() == "bearer " and token_matches(header[7:].strip(), token)
-        return True if ok else None
+    def _authorized(self, scope) -> bool:
+        """True: serve here (a right token, or none configured). False: the full app decides (logged-in browser
+        sessions; refusals, which the identity gate answered already)."""
+        try:
+            caller = identify(self.outer.state, dict(scope["headers"]), client_address(scope))
+        except AuthRefused:
+            return False
+        return caller.via != "session"
 
     async def __call__(self, scope, receive, send):
         match = RUN_PATH.match(scope.get("path", "")) if scope["type"] == "http" and scope["method"] == "GET" else None
-        if match is None or self._authorized(scope) is None:
+        if match is None or not self._authorized(scope):
             return await self.app(scope, receive, send)
         run_id, cache = int(match.group(1)), self.outer.state.run_cache
         body = cache.get(run_id)

@@ -2,18 +2,22 @@
 answer, the session cookie's Secure flag, and the 1 MB body limit (declared or chunked)."""
 from __future__ import annotations
 
+import json
+import logging
 import re
 import socket
 from urllib.parse import urlsplit
 
 from fitboard.app.core.settings import Settings
+from fitboard.app.core.tracked import MAX_MODEL_BYTES
 from fitboard.app.web.security import UNSAFE
 
+log = logging.getLogger("fitboard.web")
 MAX_BODY = 1024 * 1024  # request bodies over 1 MB get 413
 # ...except image uploads to a model (10 MB of images, checked by the service, plus the multipart framing)
 MAX_PREDICT_BODY = 11 * 1024 * 1024
 # ...and a tracked run's exported model (fitboard.app.api.tracked streams it to disk and checks the same bound)
-MAX_MODEL_UPLOAD = 2 * 1024**3
+MAX_MODEL_UPLOAD = MAX_MODEL_BYTES
 TRACKED_MODEL = re.compile(r"^/api/v1/tracked/\d+/model$")
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 WILDCARD_BINDS = ("", "0.0.0.0", "::")
@@ -55,11 +59,12 @@ def host_name(value: bytes) -> str:
     return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
-async def _answer(send, status: int, detail: str, secured: bool = False) -> None:
+async def answer(send, status: int, detail: str, secured: bool = False, headers: dict | None = None) -> None:
     """A small JSON error answer in the API's error shape; secured: add the security headers (WebGuard's own
-    answers; the layers inside it get them from WebGuard)."""
-    body = ('{"detail": "%s"}' % detail).encode()
+    answers; the layers inside it get them from WebGuard); headers: more of them (Retry-After, Connection...)."""
+    body = json.dumps({"detail": detail}).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+               *[(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()],
                *(SECURITY_HEADERS if secured else [])]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
@@ -80,10 +85,10 @@ class WebGuard:
         host = headers.get(b"host", b"")
         # /healthz answers any Host: container and load-balancer probes call it by address, and it reveals nothing.
         if self.hosts is not None and host_name(host) not in self.hosts and scope["path"] != "/healthz":
-            return await _answer(send, 400, "this server does not answer to that Host name; "
+            return await answer(send, 400, "this server does not answer to that Host name; "
                                             "add it to FITBOARD_ALLOWED_HOSTS", secured=True)
         if scope["method"] in UNSAFE and _cross_site(headers, host):
-            return await _answer(send, 403, "cross-site request refused", secured=True)
+            return await answer(send, 403, "cross-site request refused", secured=True)
         secure = self.secure if self.secure is not None else scope.get("scheme") == "https"
 
         async def send_with_headers(message):
@@ -105,11 +110,12 @@ class WebGuard:
         try:
             await self.app(scope, receive, send_tracked)
         except Exception:
-            # Starlette's own 500 is sent outside this layer: plain text without the headers. Answer here, in the
-            # API's error shape and with the headers, then let the server log the error.
-            if not started:
-                await _answer(send, 500, "internal error; the server log has the details", secured=True)
-            raise
+            if started:
+                raise  # an answer already under way cannot be completed: the server closes the connection
+            # Answer here, in the API's error shape and with the headers, log it, and return normally: re-raised,
+            # the server would reset the kept-alive connection and the client's next request would fail too.
+            log.exception("internal error answering %s %s", scope["method"], scope["path"])
+            await answer(send, 500, "internal error; the server log has the details", secured=True)
 
 
 def _cross_site(headers: dict, host: bytes) -> bool:
@@ -139,7 +145,7 @@ class BodyLimit:
         too_large = f"request body larger than {limit // (1024 * 1024)} MB"
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            return await _answer(send, 413, too_large)
+            return await answer(send, 413, too_large)
         seen, refused, started = 0, False, False
 
         async def limited_receive():
@@ -152,7 +158,7 @@ class BodyLimit:
                 # Answer now, while the app is still reading: the app only sees the client leave, and whatever it
                 # makes of that (FastAPI calls it a 400) is not sent.
                 refused = True
-                await _answer(send, 413, too_large)
+                await answer(send, 413, too_large)
                 return {"type": "http.disconnect"}
             return message
 

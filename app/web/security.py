@@ -3,20 +3,28 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import math
 import os
 import secrets
 import time
+from base64 import b64decode
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 
 from fastapi import HTTPException, Request, status
+from itsdangerous import BadSignature, TimestampSigner
+from starlette.requests import cookie_parser
 
 from fitboard.app.core.settings import Settings
 
 UNSAFE = ("POST", "PUT", "PATCH", "DELETE")
 MIN_TOKEN_CHARS = 32
 THROTTLE_WINDOW = 60.0  # seconds over which failed logins and wrong tokens are counted per client address
+TOO_MANY = "too many failed attempts; wait and retry"
+SESSION_COOKIE = "fitboard_session"
+SESSION_MAX_AGE = 14 * 24 * 3600  # seconds a login lasts
 
 
 def write_private(path: Path, text: str, replace: bool = True) -> bool:
@@ -125,11 +133,6 @@ def client_address(request_or_scope) -> str:
     return client[0] if client else "unknown"
 
 
-def too_many(retry_after: int) -> HTTPException:
-    return HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, "too many failed attempts; wait and retry",
-                         headers={"Retry-After": str(retry_after)})
-
-
 def csrf_token(request: Request) -> str:
     """This browser session's CSRF token (created on first use), for forms and the page's fetch calls."""
     token = request.session.get("csrf")
@@ -162,33 +165,82 @@ def log_out(request: Request) -> None:
 def logged_in(request: Request) -> bool:
     """True when no token is configured, or this browser logged in with the current token since the last logout."""
     state = request.app.state
+    return not state.settings.api_token or _session_valid(state, request.session)
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who a request is, as its headers alone say: how it proved it (token, session, open) and whether its writes
+    must carry the CSRF header (a cookie alone must not authorize a write)."""
+
+    via: str  # "token": a Bearer token; "session": a logged-in browser; "open": no token configured
+    cookie: bool = False  # the request carries the session cookie (its writes need X-CSRF-Token)
+
+
+class AuthRefused(Exception):
+    """The headers prove no caller: 401 (no or wrong credentials) or 429 (throttled), with its headers."""
+
+    def __init__(self, status_code: int, detail: str, headers: dict[str, str]):
+        super().__init__(detail)
+        self.status_code, self.detail, self.headers = status_code, detail, headers
+
+    def http(self) -> HTTPException:
+        return HTTPException(self.status_code, self.detail, headers=self.headers)
+
+
+def _session_of(state, cookie_header: str) -> dict:
+    """The signed session cookie's content (as SessionMiddleware reads it), or {} when absent, forged or expired."""
+    raw = cookie_parser(cookie_header).get(SESSION_COOKIE)
+    if not raw:
+        return {}
+    try:
+        data = TimestampSigner(str(state.session_secret)).unsign(raw.encode("utf-8"), max_age=SESSION_MAX_AGE)
+        session = json.loads(b64decode(data))
+    except (BadSignature, ValueError):
+        return {}
+    return session if isinstance(session, dict) else {}
+
+
+def _session_valid(state, session: dict) -> bool:
+    """The session logged in under the current token since the last logout."""
+    auth = session.get("auth")
+    return (isinstance(auth, str) and hmac.compare_digest(auth, token_digest(state.session_secret,
+                                                                             state.settings.api_token))
+            and session.get("epoch") == state.session_epoch.current())
+
+
+def identify(state, headers: dict[bytes, bytes], address: str) -> Caller:
+    """Who this request is, from its headers alone (before any body is read): the one check the ASGI gate and
+    the API dependency share. AuthRefused when the headers prove no caller; a wrong token counts against the
+    address's throttle."""
     token = state.settings.api_token
+    authorization = headers.get(b"authorization", b"").decode("latin-1")
+    cookie = headers.get(b"cookie", b"").decode("latin-1")
+    has_cookie = SESSION_COOKIE in cookie
+    if authorization[:7].lower() == "bearer ":
+        if not token:
+            return Caller("open")
+        # Throttled addresses are refused before the comparison, so guessing on cannot tell a right token either.
+        throttle = state.auth_throttle
+        if throttle.failures and (wait := throttle.retry_after(address)) is not None:
+            raise AuthRefused(429, TOO_MANY, {"Retry-After": str(wait)})
+        if not token_matches(authorization[7:].strip(), token):
+            throttle.fail(address)
+            raise AuthRefused(401, "invalid API token", {"WWW-Authenticate": "Bearer"})
+        return Caller("token")
     if not token:
-        return True
-    auth = request.session.get("auth")
-    return (isinstance(auth, str) and hmac.compare_digest(auth, token_digest(state.session_secret, token))
-            and request.session.get("epoch") == state.session_epoch.current())
+        return Caller("open", cookie=has_cookie)
+    if has_cookie and _session_valid(state, _session_of(state, cookie)):
+        return Caller("session", cookie=True)
+    raise AuthRefused(401, "send Authorization: Bearer <FITBOARD_API_TOKEN>", {"WWW-Authenticate": "Bearer"})
 
 
 async def require_api_auth(request: Request) -> None:
     """API guard: a Bearer token, or a logged-in browser session whose writes carry the CSRF header."""
     # async although it awaits nothing: a sync dependency would cost every API call a thread-pool round trip.
-    token = request.app.state.settings.api_token
-    header = request.headers.get("authorization", "")
-    if header.lower().startswith("bearer "):
-        if not token:
-            return
-        # Throttled addresses are refused before the comparison, so guessing on cannot tell a right token either.
-        throttle, address = request.app.state.auth_throttle, client_address(request)
-        if throttle.failures and (wait := throttle.retry_after(address)) is not None:
-            raise too_many(wait)
-        if not token_matches(header[7:].strip(), token):
-            throttle.fail(address)
-            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid API token",
-                                headers={"WWW-Authenticate": "Bearer"})
-        return
-    if token and not logged_in(request):
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "send Authorization: Bearer <FITBOARD_API_TOKEN>",
-                            headers={"WWW-Authenticate": "Bearer"})
-    if request.method in UNSAFE and "fitboard_session" in request.cookies:
+    try:
+        caller = identify(request.app.state, dict(request.scope["headers"]), client_address(request))
+    except AuthRefused as refused:
+        raise refused.http() from None
+    if caller.via != "token" and request.method in UNSAFE and caller.cookie:
         check_csrf(request, request.headers.get("x-csrf-token"))  # a cookie alone must not authorize a write

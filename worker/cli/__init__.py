@@ -11,6 +11,7 @@ import importlib
 import sys
 
 from fitboard.app.core.redact import install_log_redaction
+from fitboard.text import SafeOutput
 from fitboard.worker.cli import manage, predict, search, submit
 from fitboard.worker.cli.common import EXIT_FAILED, warn
 
@@ -84,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     if rest and not getattr(args, "takes_any", False):
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     install_log_redaction()  # web, worker and predictor log lines never show a credential
+    # Names, errors and labels come from a server or a database: a terminal never gets their ESC, CR or U+202E.
+    out, err = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = SafeOutput(out), SafeOutput(err, keep="\n\t\r")  # \r: our own progress lines
     try:
         return args.func(args)
     except ModuleNotFoundError as exc:  # e.g. `fitboard worker` on a web-only install: no torch
@@ -91,3 +95,5 @@ def main(argv: list[str] | None = None) -> int:
         if extra is None:
             raise
         return _missing(args.command, extra, exc.name)(args)
+    finally:
+        sys.stdout, sys.stderr = out, err

@@ -24,7 +24,7 @@ def _when(iso: str | None) -> str:
     return datetime.fromisoformat(iso).strftime("%Y-%m-%d %H:%M:%S") if iso else ""
 
 
-def print_runs(items: list[dict], total: int, wide: bool) -> None:
+def print_runs(items: list[dict], total: int | None, wide: bool) -> None:
     """A table of runs (the API's JSON), newest first; names cut to fit a line unless wide."""
     width = max([len(r["name"]) for r in items] + [4]) if wide else 32
     say(f"{'id':>5}  {'status':<10} {'name':<{width}} {'dataset':<16} {'accuracy':>8} {'tta':>8}  created"
@@ -34,7 +34,7 @@ def print_runs(items: list[dict], total: int, wide: bool) -> None:
         say(f"{r['id']:>5}  {r['status']:<10} {name:<{width}} {r['dataset'][:16]:<16} {_f4(r['best_accuracy']):>8} "
             f"{_f4(r['tta_accuracy']):>8}  {_when(r['created_at'])}"
             + (f"  {','.join(r.get('tags') or [])}" if wide else ""))
-    say(f"{len(items)} of {total} runs")
+    say(f"{len(items)} of {total if total is not None else 'more than 10,000'} runs")  # None: not counted exactly
 
 
 def print_run(data: dict) -> None:
@@ -88,7 +88,7 @@ def cmd_runs(args) -> int:
             items = client.runs(status=args.status, tag=args.tag, archived=args.archived, limit=args.limit)
         except FitboardError as exc:
             return refused(exc, client.url)
-    print_runs(items, items.total or 0, args.wide)
+    print_runs(items, items.total, args.wide)
     return EXIT_OK
 
 

@@ -66,9 +66,9 @@ def local_retry(args) -> int:
 def local_runs(args) -> int:
     """A table of the runs in this host's database, newest first."""
     with session_scope(store_engine(settings_from(args))) as session:
-        items, total = runs.page(session, status=args.status, limit=args.limit, tag=args.tag,
-                                 archived=runs.ARCHIVED[args.archived])
-        print_runs([serialize_run(r, full=False) for r in items], total, args.wide)
+        found = runs.page(session, status=args.status, limit=args.limit, tag=args.tag,
+                          archived=runs.ARCHIVED[args.archived])
+        print_runs([serialize_run(r, full=False) for r in found.items], found.total, args.wide)
     return EXIT_OK
 
 
