@@ -60,9 +60,9 @@ def _form_page(request: Request, run: Run, form: dict, errors: list[str] | None 
     """The search form for a run, with any problems listed on top."""
     base = run.spec or {}
     notes = {name: base_note(base, space) for name, space in PRESETS.items()}
-    try:
-        typed = base_note(base, yaml.safe_load(form["space"]))
-    except yaml.YAMLError:
+    try:  # the one YAML loader of every form: no aliases, tags, huge numbers or deep nesting
+        typed = base_note(base, load_yaml(form["space"], "space", MAX_SPACE_BYTES))
+    except RecipeError:
         typed = base_note(base, None)
     return render(request, "search_form.html", status_code, run=run, form=form, errors=errors or [],
                   presets=_preset_texts(), notes=notes, note=typed, pruners=PRUNERS, samplers=SAMPLERS,
