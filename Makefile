@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e '.[train,test]'
+	$(PY) -m pip install -q -e '.[train,test]'  # train brings the server's packages too (fitboard[server])
 	touch $(STAMP)
 
 $(NODE_STAMP): package.json package-lock.json
@@ -42,8 +42,11 @@ lint: setup $(NODE_STAMP)
 docs: setup
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict -d build/site
 
+# pytest-xdist spreads the test files over $(TEST_PROCS) processes: most tests wait on worker processes, servers or
+# chromium, so three keep two cores busy; --dist loadfile keeps a file's tests (and its module fixtures) together.
+TEST_PROCS ?= 3
 test: setup services lint docs
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_PROCS) --dist loadfile
 
 # Benchmarks print figures; the load benchmark's Locust comes from the bench extra.
 bench: setup

@@ -1,10 +1,9 @@
 """fitboard.Client: submit recipes and sweeps, read runs, compare them, all over the REST API."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from fitboard import tables
+from fitboard import recipe_files, tables
 from fitboard.http import Http
 from fitboard.runs import Run, RunList
 
@@ -18,18 +17,7 @@ def recipe_dict(recipe) -> dict:
     if isinstance(recipe, dict):
         return recipe
     if isinstance(recipe, (str, Path)):
-        path = Path(recipe)
-        if not path.is_file():
-            raise FileNotFoundError(f"no recipe file at {path}")
-        text = path.read_text()
-        if path.suffix == ".json":
-            return json.loads(text)
-        import yaml  # fitboard's own dependency; only recipe files need it
-
-        data = yaml.safe_load(text)
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: a recipe file holds a mapping of fields")
-        return data
+        return recipe_files.read_recipe_file(recipe)  # RecipeFileError (a ValueError) names the file
     raise TypeError(f"a recipe is a dict, a path to a YAML or JSON file, or a RunSpec; got {type(recipe).__name__}")
 
 
@@ -65,16 +53,20 @@ class Client:
 
     def runs(self, status: str | list[str] | None = None, tag: str | None = None, dataset: str | None = None,
              name: str | None = None, archived: str = "hide", limit: int | None = None) -> RunList:
-        """Every run matching the filters (newest first; at most limit), each in full: `.to_pandas()` for a table."""
+        """Every run matching the filters (newest first; at most limit), each in full: `.to_pandas()` for a table,
+        `.total` for how many match in all."""
         params = {"status": status, "tag": tag, "dataset": dataset, "name": name, "archived": archived,
                   "detail": "true"}
         params = {k: v for k, v in params.items() if v is not None}
-        out = RunList()
+        out, cursor = RunList(), None
         while limit is None or len(out) < limit:
             size = PAGE if limit is None else min(PAGE, limit - len(out))
-            page = self.http.json("GET", "runs", params={**params, "limit": size, "offset": len(out)})
+            page = self.http.json("GET", "runs", params={**params, "limit": size, **({"cursor": cursor} if cursor
+                                                                                     else {})})
             out.extend(page["items"])
-            if not page["items"] or len(out) >= page["total"]:
+            out.total = page.get("total")
+            cursor = page.get("next_cursor")
+            if not page["items"] or not cursor:
                 break
         return out
 
@@ -102,3 +94,16 @@ class Client:
         report = self.http.json("POST", "sweeps", json={"base": recipe_dict(base), "vary": vary,
                                                         "seeds": list(seeds), "mode": mode})
         return report["id"], [Run(self.http, r) for r in report["queued"]]
+
+    def search(self, base=None, space: dict | None = None, *, id: int | None = None, **options) -> dict:
+        """With an int (or id=): that search's report (status, trials, budget, verify). With a base recipe and a
+        space ({field path: [choices] or {int|float|log: [low, high]}}): start a search, options as the API takes
+        them (max_trials, max_parallel, pruner, sampler, metric, k, seeds); its report."""
+        if isinstance(base, int) and not isinstance(base, bool):
+            id, base = base, None
+        if id is not None:
+            return self.http.json("GET", f"searches/{id}")
+        if base is None or not space:
+            raise ValueError("search needs an id, or a base recipe and space={field path: choices or range}")
+        return self.http.json("POST", "searches", json={"base": recipe_dict(base), "space": space,
+                                                        "options": options})

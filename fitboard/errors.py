@@ -46,3 +46,12 @@ def error_for(status: int, detail, method: str, path: str) -> FitboardError:
     """The exception class for an HTTP status."""
     cls = {422: ValidationError, 404: NotFound, 409: Conflict}.get(status, FitboardError)
     return cls(status, detail, method, path)
+
+
+class RecipeFileError(ValueError):
+    """A recipe file (or text) that cannot be read as a mapping of fields; `loc` names the file, `msg` what is
+    wrong. Raised before anything is sent."""
+
+    def __init__(self, loc: str, msg: str):
+        self.loc, self.msg = loc, msg
+        super().__init__(f"{loc}: {msg}")

@@ -13,8 +13,12 @@ import threading
 import time
 from pathlib import Path
 
-from fastai.callback.core import Callback
-from fastai.learner import Recorder
+try:
+    from fastai.callback.core import Callback
+    from fastai.learner import Recorder
+except ModuleNotFoundError as exc:  # the light client has no fastai: say how to get it, not just that it is missing
+    raise ImportError(f"fitboard.fastai needs fastai ({exc.name} is not installed): pip install 'fitboard[fastai]' "
+                      "(or pip install fastai) where you train") from exc
 
 from fitboard import exits
 from fitboard.tracker import Tracker

@@ -4,43 +4,69 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Iterator
 
 import httpx
 
+from fitboard.errors import Unreachable
 from fitboard.http import API, Http, check
 
 FINISHED = ("succeeded", "failed", "cancelled", "pruned")
+MAX_RETRY_AFTER = 30.0  # seconds: a busy server's Retry-After is honoured up to this
+
+
+def sse(lines) -> Iterator[tuple[str, dict, str | None]]:
+    """A server-sent event stream's lines as (event, data, id) triples; comments and data-less events are skipped."""
+    kind, data, event_id = "message", [], None
+    for line in lines:
+        if line.startswith("event:"):
+            kind = line[6:].strip()
+        elif line.startswith("data:"):
+            data.append(line[5:].strip())
+        elif line.startswith("id:"):
+            event_id = line[3:].strip()
+        elif line == "":
+            if data:
+                yield kind, json.loads("\n".join(data)), event_id
+            kind, data, event_id = "message", [], None
+
+
+def _busy(response: httpx.Response) -> float | None:
+    """Seconds to wait when the server's stream slots are full (503), else None."""
+    if response.status_code != 503:
+        return None
+    try:
+        return min(float(response.headers.get("Retry-After") or 5), MAX_RETRY_AFTER)
+    except ValueError:
+        return 5.0
 
 
 def events(http: Http, run_id: int, max_reconnects: int = 10_000) -> Iterator[tuple[str, dict]]:
-    """(event, data) pairs until the run has finished; each epoch row is yielded once across reconnects."""
+    """(event, data) pairs until the run has finished; each epoch row is yielded once across reconnects. The server
+    ends a stream after FITBOARD_STREAM_LIFETIME seconds: the next one resumes after the last row (Last-Event-ID)."""
     last_id = None
+    path = f"{API}/runs/{run_id}/events"
     for _ in range(max_reconnects):
-        headers = {"Last-Event-ID": last_id} if last_id else {}
-        path = f"{API}/runs/{run_id}/events"
+        headers = {"Accept": "text/event-stream", **({"Last-Event-ID": last_id} if last_id else {})}
         # No read timeout: an epoch may take longer than any bound between two events.
-        with http.client.stream("GET", path, headers=headers, timeout=httpx.Timeout(None, connect=5.0)) as response:
-            if response.status_code >= 400:
-                response.read()
-                check(response, "GET", path)
-            kind, data, event_id = None, [], None
-            for line in response.iter_lines():
-                if line.startswith("event:"):
-                    kind = line[6:].strip()
-                elif line.startswith("data:"):
-                    data.append(line[5:].strip())
-                elif line.startswith("id:"):
-                    event_id = line[3:].strip()
-                elif line == "":
-                    if kind and data:
-                        payload = json.loads("\n".join(data))
-                        if event_id:
-                            last_id = event_id
-                        yield kind, payload
-                        if kind == "status" and payload.get("status") in FINISHED:
-                            return
-                    kind, data, event_id = None, [], None
+        try:
+            with http.client.stream("GET", path, headers=headers,
+                                    timeout=httpx.Timeout(None, connect=5.0)) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    wait = _busy(response)
+                    if wait is None:
+                        check(response, "GET", path)
+                    time.sleep(wait)
+                    continue
+                for kind, payload, event_id in sse(response.iter_lines()):
+                    last_id = event_id or last_id
+                    yield kind, payload
+                    if kind == "status" and payload.get("status") in FINISHED:
+                        return
+        except httpx.TransportError as exc:
+            raise Unreachable(0, f"{http.url} did not answer: {exc}", "GET", path) from exc
     raise RuntimeError(f"run {run_id}: event stream reconnected {max_reconnects} times without the run finishing")
 
 

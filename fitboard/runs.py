@@ -1,14 +1,19 @@
 """A run as the client sees it: read it, wait for it, follow it live, cancel, retry, predict, download its model."""
 from __future__ import annotations
 
+import mimetypes
 import time
 from pathlib import Path
+
+import httpx
 
 from fitboard import follow as live
 from fitboard import tables
 from fitboard.http import Http, check
 
 FINISHED = live.FINISHED
+PREDICT_TIMEOUT = 150.0  # seconds: above the longest a server holds a predict request (120 s)
+PREDICT_POLL = 0.2
 
 
 class Run:
@@ -70,19 +75,43 @@ class Run:
                                    json={"from": "checkpoint" if from_checkpoint else "scratch"})
         return self
 
+    def edit(self, **changes) -> "Run":
+        """Rename it, set its notes, replace its tags, archive or unarchive it (name=, notes=, tags=, archived=);
+        ValidationError names a bad field."""
+        self.data = self.http.json("PATCH", f"runs/{self.id}", json=changes)
+        return self
+
+    def delete(self) -> None:
+        """Delete a finished run with its rows and files; Conflict while it is queued or running."""
+        self.http.json("DELETE", f"runs/{self.id}")
+
     def predict(self, paths, wait: float | None = None) -> list[dict]:
         """The top classes for each image file from the run's exported model (a succeeded run): per image
         {'name', 'top': [{'label', 'probability'}, ...]}; polls while a predictor loads the model."""
-        paths = [Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
-        files = [("images", (p.name, p.read_bytes(), "application/octet-stream")) for p in paths]
-        params = {} if wait is None else {"wait": wait}
-        answer = self.http.json("POST", f"runs/{self.id}/predict", files=files, params=params)
-        while answer["status"] not in ("done", "failed"):
-            time.sleep(0.5)
-            answer = self.http.json("GET", f"predictions/{answer['id']}")
+        answer = self.prediction(paths, wait)
         if answer["status"] == "failed":
             raise RuntimeError(f"run {self.id}: prediction failed: {answer.get('error')}")
         return answer["results"]
+
+    def prediction(self, paths, wait: float | None = None, on_wait=None, give_up: float = 600.0) -> dict:
+        """The whole prediction answer (status done or failed, results, error), polling while it is pending (up to
+        give_up seconds, then TimeoutError); on_wait(answer) sees each pending answer (its `note` says why)."""
+        paths = [Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
+        files = [("images", (p.name, p.read_bytes(), mimetypes.guess_type(p.name)[0] or "application/octet-stream"))
+                 for p in paths]
+        params = {} if wait is None else {"wait": wait}
+        # The server holds the request up to its FITBOARD_PREDICT_WAIT (at most 120 s) before answering 202.
+        answer = self.http.json("POST", f"runs/{self.id}/predict", files=files, params=params,
+                                timeout=httpx.Timeout(PREDICT_TIMEOUT, connect=5.0))
+        deadline = time.monotonic() + give_up
+        while answer["status"] not in ("done", "failed"):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"run {self.id}: no prediction after {give_up:.0f} s (is a predictor running?)")
+            if on_wait is not None:
+                on_wait(answer)
+            time.sleep(PREDICT_POLL)
+            answer = self.http.json("GET", f"predictions/{answer['id']}")
+        return answer
 
     def download_model(self, path) -> Path:
         """Save the exported model (fastai's learn.export file) to path (a folder gets run-<id>-model.pkl)."""
@@ -103,6 +132,8 @@ class Run:
 
 class RunList(list):
     """A list of runs' JSON (each in full: recipe, result) that turns into a DataFrame."""
+
+    total: int | None = None  # how many runs matched on the server (the list may stop at a limit)
 
     def to_pandas(self):
         """One row per run (index id): its columns, the recipe's fields flattened, the result's metrics."""

@@ -2,6 +2,8 @@
 on first use (`pip install 'fitboard[client]'` brings it)."""
 from __future__ import annotations
 
+from fitboard.recipe_paths import flatten
+
 RUN_COLUMNS = ("id", "name", "kind", "status", "dataset", "created_at", "started_at", "finished_at", "duration",
                "worker", "attempt", "best_accuracy", "tta_accuracy", "sweep_id", "archived")
 RESULT_METRICS = ("valid_loss", "accuracy", "error_rate")
@@ -14,21 +16,6 @@ def pandas():
     except ImportError as exc:  # the client works without it; only tables need it
         raise ImportError("tables need pandas: pip install 'fitboard[client]'") from exc
     return pandas
-
-
-def flatten(value, prefix: str = "") -> dict:
-    """A recipe as {field path: leaf}: arch, stages[1].lr, tta.n (lists of numbers stay one cell)."""
-    if isinstance(value, dict):
-        out = {}
-        for k, v in value.items():
-            out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
-        return out
-    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
-        out = {}
-        for i, v in enumerate(value):
-            out.update(flatten(v, f"{prefix}[{i}]"))
-        return out
-    return {prefix: value}
 
 
 def run_row(run: dict) -> dict:

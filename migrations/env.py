@@ -11,6 +11,7 @@ from fitboard.app.store.db import VERSION_TABLE, default_database_url, make_engi
 from fitboard.app.store.models import (
     UTCDateTime,  # importing fitboard.app.store.models registers the tables on SQLModel.metadata
 )
+from fitboard.app.store.name_search import TRGM_INDEX
 
 config = context.config
 target_metadata = SQLModel.metadata
@@ -35,6 +36,8 @@ def _render_item(type_, obj, autogen_context):
 def _include_name(name, type_, parent_names) -> bool:
     """Only fitboard's own tables: Optuna keeps its study tables (and its own alembic_version) in the same database,
     and autogenerate must never propose dropping them."""
+    if type_ == "index":  # PostgreSQL's trigram index on run.name has no model (app.store.name_search makes it)
+        return name != TRGM_INDEX
     return type_ != "table" or name in target_metadata.tables
 
 

@@ -12,6 +12,10 @@ from tests.browser import browser, page  # noqa: F401  (fixtures of the browser 
 
 # TestClient sends "Host: testserver"; the served processes are reached as 127.0.0.1.
 os.environ.setdefault("FITBOARD_ALLOWED_HOSTS", "localhost,127.0.0.1,::1,testserver")
+# Under pytest-xdist several test processes share the cores: one math thread each (torch, OpenMP) trains the tiny models
+# as fast as two and stops the processes from fighting over the cores. Set before anything imports torch.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 warnings.filterwarnings("ignore", category=FutureWarning)  # torch.jit deprecation noise from torchvision
 
 TINY_IMAGES = 300  # enough for every class in both splits, small enough to train in a second an epoch

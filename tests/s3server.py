@@ -3,15 +3,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.served import free_port
+from tests.served import free_port, wait_port
 
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "fitboard-test", "AWS_SECRET_ACCESS_KEY": "fitboard-test-secret",
                "AWS_DEFAULT_REGION": "us-east-1"}
@@ -31,15 +29,7 @@ class S3Server:
         log = open(home / f"moto-{self.port}.log", "w")
         self.proc = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1",
                                       "-p", str(self.port)], stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-                break
-            except OSError:
-                time.sleep(0.1)
-        else:
-            raise AssertionError("moto_server did not start")
+        wait_port(self.port, "moto_server")
 
     def client(self):
         """A boto3 client on the server."""

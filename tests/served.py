@@ -19,6 +19,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_port(port: int, what: str, timeout: float = 30) -> None:
+    """Until something accepts connections on 127.0.0.1:port; AssertionError naming `what` after timeout s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError(f"{what} did not start")
+
+
 class Served:
     """A running `fitboard up` (or `fitboard web` alone, with no worker): its URL, environment and log."""
 
@@ -41,7 +53,7 @@ class Served:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise AssertionError(f"fitboard up exited early:\n{self.log()}")
+                raise AssertionError(f"fitboard {self.command} exited early:\n{self.log()}")
             try:
                 urllib.request.urlopen(f"{self.url}/healthz", timeout=2)
                 if self.command != "up" or " ready." in self.log():
@@ -49,7 +61,7 @@ class Served:
             except OSError:
                 pass
             time.sleep(0.3)
-        raise AssertionError(f"fitboard up not ready in {timeout}s:\n{self.log()}")
+        raise AssertionError(f"fitboard {self.command} not ready in {timeout}s:\n{self.log()}")
 
     def stop(self) -> int:
         """SIGTERM, as a service manager stops it; returns the exit code."""

@@ -83,6 +83,19 @@ def test_list_runs_filters_and_pages(client, engine):
     assert by_acc["items"][0]["best_accuracy"] == 0.7
     assert client.get("/api/v1/runs", params={"status": "exploded"}).status_code == 422
     assert client.get("/api/v1/runs", params={"limit": 0}).status_code == 422
+    assert page["total_at_least"] == 5 and page["prev_cursor"] is None
+    following = client.get("/api/v1/runs", params={"limit": 2, "cursor": page["next_cursor"]}).json()
+    assert [r["name"] for r in following["items"]] == ["run-2", "run-1"] and following["total"] == 5
+    last = client.get("/api/v1/runs", params={"limit": 2, "cursor": following["next_cursor"]}).json()
+    assert [r["name"] for r in last["items"]] == ["run-0"] and last["next_cursor"] is None
+    back = client.get("/api/v1/runs", params={"limit": 2, "cursor": last["prev_cursor"]}).json()
+    assert [r["name"] for r in back["items"]] == ["run-2", "run-1"]
+    for bad in ({"cursor": "garbage"}, {"cursor": page["next_cursor"], "order": "name"}):
+        answer = client.get("/api/v1/runs", params=bad)
+        assert answer.status_code == 422 and "cursor" in answer.text
+    too_deep = client.get("/api/v1/runs", params={"offset": 10_001})
+    assert too_deep.status_code == 422 and "offset" in too_deep.text
+    assert [r["id"] for r in client.get("/api/v1/runs", params={"sweep": 1}).json()["items"]] == []
 
 
 def test_run_detail_result_epochs_csv_lr_finds(client, engine):

@@ -95,3 +95,18 @@ def test_train_finds_registered_datasets(data_root, tmp_path):
     finally:
         (data_root / "digits" / "broken.csv").unlink()  # the shared digits folder goes back to one CSV
     assert proc.returncode == 2 and "2 of 2 image files are missing" in proc.stdout  # found via the registry
+
+
+def test_every_server_command_is_listed_with_the_extra_a_light_install_needs():
+    """A light install lists the server's commands from a table (their modules cannot be imported there): the table
+    names exactly the commands each group adds, and none of them is also a client command."""
+    import argparse
+    import importlib
+
+    from fitboard.worker.cli import SERVER_GROUPS, client_commands
+
+    for group, commands in SERVER_GROUPS.items():
+        sub = argparse.ArgumentParser().add_subparsers()
+        importlib.import_module(f"fitboard.worker.cli.{group}").add_commands(sub)
+        assert set(sub.choices) == set(commands), group
+        assert set(commands.values()) <= {"server", "train"} and not set(commands) & client_commands()

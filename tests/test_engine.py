@@ -1,6 +1,7 @@
 """The engine: every chapter-7 technique really acts, shown on real training of the digits data."""
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 import threading
@@ -131,7 +132,24 @@ def test_tta_is_reported_beside_plain_metrics(full_run):
     _, _, result, _ = full_run
     assert result.tta.n == 2 and result.tta.use_max is False
     assert 0 <= result.tta.accuracy <= 1
-    assert result.tta.error_rate == pytest.approx(1 - result.tta.accuracy)
+
+
+def test_the_final_metrics_are_what_the_exported_model_predicts_on_the_validation_set(full_run, data_root):
+    """The oracle: the exported model, loaded as production loads it, predicts every validation image again; the
+    reported accuracy and error rate are the share it gets right and wrong, counted here with plain torch."""
+    _, _, result, out = full_run
+    learn = load_learner(out / "model.pkl")
+    frame = items_frame(resolve_dataset("digits", data_root))
+    valid = frame[frame["is_valid"]].reset_index(drop=True)
+    preds, _ = learn.get_preds(dl=learn.dls.test_dl(valid))
+    labels = torch.tensor([list(learn.dls.vocab).index(label) for label in valid["label"]])
+    right = int((preds.argmax(1) == labels).sum())
+    assert 0 < right < len(valid)  # a model that is neither always right nor always wrong: the count means something
+    assert result.metrics.accuracy == pytest.approx(right / len(valid), abs=1e-6)
+    assert result.metrics.error_rate == pytest.approx((len(valid) - right) / len(valid), abs=1e-6)
+    with (out / "predictions.csv").open(newline="") as fh:
+        wrong = sum(row["correct"] == "0" for row in csv.DictReader(fh))
+    assert wrong == len(valid) - right  # the per-image file counts the same mistakes
 
 
 def test_confusion_matrix_top_losses_and_exported_model(full_run, data_root):

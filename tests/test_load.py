@@ -3,11 +3,6 @@ Retry-After (never a 500, never a hang), and the server answers a single request
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
-import time
 from contextlib import contextmanager
 
 import httpx
@@ -17,7 +12,7 @@ import requests
 from fitboard.app.store.db import make_engine, session_scope, upgrade
 from fitboard.app.store.models import Run
 from tests.helpers import tiny_recipe
-from tests.served import free_port
+from tests.served import Served
 
 RUNS = 60
 CONCURRENT = 200
@@ -44,51 +39,12 @@ async def burst(url: str, n: int) -> list[httpx.Response]:
         return await asyncio.gather(*(client.get(url) for _ in range(n)))
 
 
-class WebProcess:
-    """`python -m fitboard.worker.cli web` on a free port (the web process alone: reads need no worker)."""
-
-    def __init__(self, home, env: dict | None = None):
-        self.home, self.url = home, f"http://127.0.0.1:{free_port()}"
-        self.env = {**os.environ, "FITBOARD_HOME": str(home), "FITBOARD_DATA_ROOT": str(home / "datasets"),
-                    **(env or {})}
-        for key in ("FITBOARD_DATABASE_URL", "FITBOARD_BROKER_URL", "FITBOARD_API_TOKEN"):
-            if key not in (env or {}):
-                self.env.pop(key, None)
-        self.log_path = home / "web.log"
-        self.proc = subprocess.Popen([sys.executable, "-m", "fitboard.worker.cli", "web", "--port",
-                                      self.url.rsplit(":", 1)[1]],
-                                     env=self.env, stdout=self.log_path.open("w"), stderr=subprocess.STDOUT)
-
-    def log(self) -> str:
-        return self.log_path.read_text()
-
-    def wait_ready(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log()
-            try:
-                if requests.get(f"{self.url}/healthz", timeout=2).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.2)
-        raise AssertionError(f"web not ready in {timeout}s:\n{self.log()}")
-
-    def stop(self) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait()
-
-
 @contextmanager
 def web_process(home, env: dict | None = None):
-    """A ready web process under home; stopped with SIGTERM afterwards."""
-    web = WebProcess(home, env)
+    """A ready `fitboard web` under home (the web process alone: reads need no worker); stopped with SIGTERM."""
+    web = Served(home, command="web", env=env)
     try:
-        web.wait_ready()
+        web.wait_ready(timeout=60)
         yield web
     finally:
         web.stop()

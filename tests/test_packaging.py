@@ -1,4 +1,5 @@
-"""The distribution: a wheel that carries templates, migrations and static files, installs without torch, and runs."""
+"""The distribution: a wheel that carries templates, migrations and static files; installed light it is the client
+alone, with [server] the web side without torch, and it runs."""
 from __future__ import annotations
 
 import json
@@ -11,11 +12,18 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
+import pytest
+import yaml
+
+from tests.api_fixtures import *  # noqa: F401,F403  settings
+from tests.helpers import tiny_recipe
+from tests.live import live_app
 from tests.served import free_port
+from tests.store_fixtures import *  # noqa: F401,F403
 
 ROOT = Path(__file__).resolve().parent.parent
-NOT_SOURCE = shutil.ignore_patterns(".git", ".venv", "__pycache__", "build", "dist", "*.egg-info", ".pytest_cache",
-                                    "test-artifacts")
+NOT_SOURCE = shutil.ignore_patterns(".git", ".venv", "node_modules", "__pycache__", "build", "dist", "*.egg-info",
+                                    ".pytest_cache", ".ruff_cache", ".import_linter_cache", "test-artifacts")
 
 
 def build_wheel(tmp_path: Path) -> Path:
@@ -29,8 +37,14 @@ def build_wheel(tmp_path: Path) -> Path:
     return wheel
 
 
-def test_wheel_ships_templates_migrations_static_files_and_demo_data(tmp_path):
-    names = set(zipfile.ZipFile(build_wheel(tmp_path)).namelist())
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    """The wheel, built once for every test here."""
+    return build_wheel(tmp_path_factory.mktemp("wheel"))
+
+
+def test_wheel_ships_templates_migrations_static_files_and_demo_data(wheel):
+    names = set(zipfile.ZipFile(wheel).namelist())
     assert {"fitboard/templates/run.html", "fitboard/templates/_macros.html", "fitboard/migrations/env.py",
             "fitboard/migrations/script.py.mako", "fitboard/migrations/versions/0001_initial_schema.py",
             "fitboard/app/static/run.js", "fitboard/app/static/fitboard.css", "fitboard/app/core/data/digits.csv.gz",
@@ -39,27 +53,80 @@ def test_wheel_ships_templates_migrations_static_files_and_demo_data(tmp_path):
     assert {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")} == {"fitboard"}
 
 
-def test_web_install_without_torch_migrates_writes_demo_data_and_serves_pages(tmp_path):
-    wheel = build_wheel(tmp_path)
+def installed_env(home: Path) -> dict:
+    """The environment an installed fitboard runs in: its own FITBOARD_HOME, no other FITBOARD_ setting, and no
+    PYTHONPATH (which would put the checkout's code before the installed wheel's)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FITBOARD_") and k != "PYTHONPATH"}
+    return {**env, "FITBOARD_HOME": str(home)}
+
+
+def install(tmp_path: Path, wheel: Path, extras: str = "") -> Path:
+    """A fresh venv with the wheel installed (its dependencies from the package index); the venv's folder."""
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-    subprocess.run([venv / "bin" / "pip", "install", "-q", str(wheel)], check=True, capture_output=True, text=True,
-                   timeout=900)
+    subprocess.run([venv / "bin" / "pip", "install", "-q", f"{wheel}{extras}"], check=True, capture_output=True,
+                   text=True, timeout=900)
+    return venv
+
+
+def test_light_install_is_the_client_alone_and_it_works_against_a_server(tmp_path, settings, wheel):
+    """`pip install fitboard` (no extras): none of the server's or the trainer's packages, yet fitboard.Client and the
+    client commands work against a served fitboard, and the server commands say which extra to install."""
+    venv = install(tmp_path, wheel)
+    py, fitboard = venv / "bin" / "python", venv / "bin" / "fitboard"
+    run_dir = tmp_path / "elsewhere"
+    run_dir.mkdir()
+    env = installed_env(tmp_path / "laptop")
+
+    def python(code: str, *args) -> subprocess.CompletedProcess:
+        return subprocess.run([py, "-c", code, *args], cwd=run_dir, env=env, capture_output=True, text=True,
+                              timeout=120)
+
+    server_side = ["fastapi", "uvicorn", "starlette", "celery", "sqlmodel", "sqlalchemy", "alembic", "optuna", "torch",
+                   "psycopg2", "pydantic", "PIL", "pandas"]
+    found = python("import importlib.util, sys; print([m for m in sys.argv[1:] if importlib.util.find_spec(m)])",
+                   *server_side)
+    assert found.returncode == 0 and found.stdout.strip() == "[]", found.stdout + found.stderr
+    callback = python("import fitboard.fastai")
+    assert "pip install 'fitboard[fastai]'" in callback.stderr and "ImportError" in callback.stderr
+    up = subprocess.run([fitboard, "up"], cwd=run_dir, env=env, capture_output=True, text=True, timeout=120)
+    assert up.returncode == 1 and "pip install 'fitboard[train]'" in up.stderr and "Traceback" not in up.stderr
+    (run_dir / "recipe.yaml").write_text(yaml.safe_dump(tiny_recipe(name="from-the-cli")))
+    with live_app(settings) as (base, _):
+        client = python("import json, sys, fitboard\n"
+                        "c = fitboard.Client(sys.argv[1])\n"
+                        "run = c.submit(json.loads(sys.argv[2]))\n"
+                        "print(json.dumps([run.status, [(r['id'], r['name']) for r in c.runs()]]))",
+                        base, json.dumps(tiny_recipe(name="from-the-client")))
+        assert client.returncode == 0, client.stderr
+        status, listed = json.loads(client.stdout)
+        assert status == "queued" and [name for _, name in listed] == ["from-the-client"]
+        cli_env = {**env, "FITBOARD_URL": base}
+        submitted = subprocess.run([fitboard, "submit", "recipe.yaml"], cwd=run_dir, env=cli_env, capture_output=True,
+                                   text=True, timeout=120)
+        assert submitted.returncode == 0 and submitted.stdout.startswith(f"run {listed[0][0] + 1} queued: {base}")
+        runs = subprocess.run([fitboard, "runs"], cwd=run_dir, env=cli_env, capture_output=True, text=True,
+                              timeout=120)
+        assert runs.returncode == 0 and runs.stdout.splitlines()[-1] == "2 of 2 runs", runs.stderr
+        assert "from-the-cli" in runs.stdout and "from-the-client" in runs.stdout
+    assert not (tmp_path / "laptop").exists()  # a client keeps nothing on the laptop
+
+
+def test_web_install_without_torch_migrates_writes_demo_data_and_serves_pages(tmp_path, wheel):
+    venv = install(tmp_path, wheel, "[server]")
     py, fitboard = venv / "bin" / "python", venv / "bin" / "fitboard"
     run_dir = tmp_path / "elsewhere"  # not the checkout: the installed package must find its own files
     run_dir.mkdir()
 
+    env = installed_env(tmp_path / "home")
+
     def imports(module: str) -> bool:
-        return subprocess.run([py, "-c", f"import {module}"], cwd=run_dir, capture_output=True).returncode == 0
+        return subprocess.run([py, "-c", f"import {module}"], cwd=run_dir, env=env, capture_output=True).returncode == 0
 
     # The web install has no torch; its one import name is fitboard (a user's own app or worker module is theirs).
     assert not imports("torch")
     assert imports("fitboard") and imports("fitboard.app.web.app")
     assert not imports("app") and not imports("worker")
-    env = {**os.environ, "FITBOARD_HOME": str(tmp_path / "home")}
-    env.pop("FITBOARD_DATABASE_URL", None)
-    env.pop("FITBOARD_BROKER_URL", None)
-    env.pop("FITBOARD_API_TOKEN", None)
 
     def fitboard_cmd(*args):
         return subprocess.run([fitboard, *args], cwd=run_dir, env=env, capture_output=True, text=True, timeout=120)

@@ -325,9 +325,14 @@ def test_runs_list_filters_sorts_and_pages(client):
         add_run(client, "succeeded" if i % 3 == 0 else "queued", name=f"run-{i:02d}", accuracy=0.5 + i / 100)
     page = client.get("/runs?limit=10").text
     assert page.count('name="ids"') == 10 and "run-29" in page and "run-19" not in page  # newest first
-    assert 'href="?order=-created_at&amp;limit=10&amp;offset=10">2</a>' in page and "Next" in page
-    second = client.get("/runs?limit=10&offset=10").text
-    assert "run-19" in second and "run-29" not in second
+    assert "Runs <span class=\"muted\">(30)</span>" in page and "Prev" not in page
+    following = re.search(r'href="([^"]+)" rel="next">Next', page).group(1).replace("&amp;", "&")
+    second = client.get("/runs" + following).text  # a keyset cursor: page 2 starts after run-20
+    assert "run-19" in second and "run-29" not in second and "run-10" in second and "run-09" not in second
+    back = re.search(r'href="([^"]+)" rel="prev">', second).group(1).replace("&amp;", "&")
+    assert re.findall(r">(run-\d\d)</a>", client.get("/runs" + back).text)[:2] == ["run-29", "run-28"]
+    assert "run-19" in client.get("/runs?limit=10&offset=10").text  # old offset links still work
+    assert client.get("/runs?cursor=not-a-cursor").status_code == 200  # a stale link: the first page
     done = client.get("/runs?status=succeeded").text
     assert done.count('name="ids"') == 10 and "badge-queued" not in done
     assert client.get("/runs?name=run-07").text.count('name="ids"') == 1

@@ -224,7 +224,7 @@ def test_the_site_token_stays_a_site_admin_and_zero_config_ends_with_the_first_p
 
 def test_existing_rows_move_to_the_project_default(tmp_path):
     url = f"sqlite:///{tmp_path / 'old.db'}"
-    upgrade(url, "0008")
+    upgrade(url, "0009")
     with sqlite3.connect(tmp_path / "old.db") as conn:
         conn.execute("INSERT INTO run (name, dataset, spec, status, cancel_requested, created_at, attempt, techniques)"
                      " VALUES ('old', 'digits', '{}', 'succeeded', 0, '2026-01-01 00:00:00', 1, '[]')")
@@ -238,7 +238,7 @@ def test_existing_rows_move_to_the_project_default(tmp_path):
     with down.connect() as conn:
         cfg = alembic_config(url)
         cfg.attributes["connection"] = conn
-        command.downgrade(cfg, "0008")
+        command.downgrade(cfg, "0009")
         conn.commit()
     down.dispose()
     with sqlite3.connect(tmp_path / "old.db") as conn:

@@ -47,6 +47,9 @@ def test_a_trial_far_behind_the_others_at_a_rung_is_stopped_there(sqlite_url):
     report = ReportCallback(ListReporter())
     prune = PruneCallback(bad, "valid_loss", [4])
     learn = synth_learner(cbs=[report, prune])
+    stops = []
+    learn.training_run = SimpleNamespace(position=Position(), stop=stops.append)  # as a TrainingRun's stop() hears it
     learn.fit(4, lr=1e3)  # a rate that sends the loss far above theirs
-    assert prune.pruned is not None and prune.pruned["step"] == 1 and report.cancelled
+    assert prune.pruned is not None and prune.pruned["step"] == 1 and stops == ["pruned by its search"]
+    assert len(learn.recorder.values) == 1  # the fit ended after its first epoch
     assert sorted(study.trials[bad.number].intermediate_values) == [1]  # stopped at the first rung, not after 4

@@ -182,3 +182,39 @@ def test_store_edit_delete_and_tag_filter_on_both_backends(db_engine):
     with session_scope(db_engine) as s:
         assert [r.id for r in list_runs(s)[0]] == [live]
         assert s.exec(select(EpochRow).where(EpochRow.run_id == done)).first() is None
+
+
+def test_cli_with_only_fitboard_url_asks_that_server_and_opens_no_database(settings, tmp_path):
+    """`fitboard runs`, `show`, `cancel`, `retry`, `edit` and `delete` with FITBOARD_URL set (no database URL) ask that
+    server: its runs, not an empty local database created in FITBOARD_HOME."""
+    from tests.live import live_app
+
+    home = tmp_path / "laptop-home"
+    env = {k: v for k, v in os.environ.items() if k != "FITBOARD_DATABASE_URL"}
+    with live_app(settings) as (base, app):
+        done = stored_run(app.state.engine, "succeeded", epochs=2, name="on-the-server")
+        queued = stored_run(app.state.engine, "queued", name="waiting-there")
+        env.update(FITBOARD_URL=base, FITBOARD_HOME=str(home))
+        cli = lambda *a: subprocess.run([sys.executable, "-m", "fitboard.worker.cli", *a], capture_output=True,  # noqa: E731
+                                        text=True, env=env, timeout=120)
+        listed = cli("runs")
+        assert listed.returncode == 0, listed.stderr
+        assert "on-the-server" in listed.stdout and "waiting-there" in listed.stdout
+        assert listed.stdout.splitlines()[-1] == "2 of 2 runs"
+        shown = cli("show", str(done)).stdout
+        assert f"run {done} 'on-the-server': succeeded" in shown and "stage 1 · epoch 2: train_loss" in shown
+        assert "validation: loss 0.8000  accuracy 0.7000" in shown
+        assert cli("cancel", str(queued)).stdout.strip() == f"run {queued}: cancelled"
+        retried = cli("retry", str(queued))
+        assert retried.returncode == 0 and f"run {queued} queued again from the start" in retried.stdout
+        assert cli("runs", "--status", "queued").stdout.splitlines()[-1] == "1 of 1 runs"
+        edited = cli("edit", str(done), "--tag", "keep", "--name", "renamed-there")
+        assert edited.stdout.strip() == f"run {done} 'renamed-there': tags keep", edited.stderr
+        assert cli("edit", str(done), "--tag", "bad tag").returncode == 2  # the server's 422, naming the field
+        assert cli("delete", str(queued)).returncode == 1  # queued again: the server's 409
+        assert cli("delete", str(done)).stdout.strip() == f"run {done} deleted"
+        missing = cli("show", "999")
+        assert missing.returncode == 1 and "run 999" in missing.stderr and "Traceback" not in missing.stderr
+    assert not home.exists() or not any(home.rglob("*.db"))  # no local database was opened or created
+    gone = cli("runs")  # the server has stopped: said in a line, not a traceback
+    assert gone.returncode == 1 and gone.stderr.startswith(f"cannot reach {base}")

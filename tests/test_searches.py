@@ -19,7 +19,7 @@ from fitboard.app.services import search_driver, searches
 from fitboard.app.services.queue import Publisher, make_celery
 from fitboard.app.store import searches as search_store
 from fitboard.app.store.db import make_engine, session_scope, upgrade
-from fitboard.app.store.runs import claim_run
+from fitboard.app.store.runs import claim_run, mark_pruned
 from fitboard.app.store.sweeps import sweep_report
 from fitboard.app.web.app import create_app
 from tests.helpers import tiny_recipe
@@ -132,8 +132,8 @@ def test_pruned_is_a_status_every_list_filter_and_model_knows(client, sqlite_url
     with session_scope(engine) as s:
         claim_run(s, run_id, "w1")
     with session_scope(engine) as s:
-        assert search_store.mark_pruned(s, run_id, "w1", {"stage": 0, "epoch": 0, "step": 1, "metric": "accuracy",
-                                                         "value": 0.1}) == "pruned"
+        assert mark_pruned(s, run_id, "w1", {"stage": 0, "epoch": 0, "step": 1, "metric": "accuracy",
+                                            "value": 0.1}) == "pruned"
     engine.dispose()
     page = client.get("/api/v1/runs", params={"status": "pruned"}).json()
     assert [r["id"] for r in page["items"]] == [run_id] and page["items"][0]["status"] == "pruned"
@@ -161,7 +161,7 @@ def test_an_old_database_keeps_its_revision_when_optuna_takes_alembic_version(tm
         conn.execute(text("ALTER TABLE fitboard_alembic_version RENAME TO alembic_version"))
     upgrade(url)
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM fitboard_alembic_version")).scalar() == "0008"  # head
+        assert conn.execute(text("SELECT version_num FROM fitboard_alembic_version")).scalar() == "0009"  # head
         assert "alembic_version" not in inspect(conn).get_table_names()
     optuna.create_study(study_name="s", storage=url)  # Optuna stamps its own alembic_version, and reads it back
     assert optuna.load_study(study_name="s", storage=url).study_name == "s"

@@ -3,6 +3,7 @@ from real settings (a SQLite database migrated by Alembic, the embedded broker),
 from __future__ import annotations
 
 import csv
+import errno
 import io
 
 import pytest
@@ -74,4 +75,69 @@ def test_a_final_write_is_retried_until_the_database_takes_it(worker):
     calls.clear()
     with pytest.raises(OperationalError):
         tasks._until_written(quick, "run 1", flaky)
+    assert len(calls) == 1
+
+
+class _FailingModelPut:
+    """The real artifact store, except that the first put of a run's model raises `error`: what a bug in a store
+    backend (a TypeError) or a dropped connection would raise there."""
+
+    def __init__(self, real, error: Exception):
+        self.real, self.error, self.model_puts = real, error, 0
+
+    def put(self, run_id, kind, src, move=False):
+        if kind == "model":
+            self.model_puts += 1
+            if self.model_puts == 1:
+                raise self.error
+        return self.real.put(run_id, kind, src, move=move)
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+
+def _train_with_store(worker, data_root, monkeypatch, error: Exception):
+    """Train one tiny run through the task with a store whose first model put raises error; (status, run, store)."""
+    store = _FailingModelPut(open_store(str(worker.settings.home / "artifacts")), error)
+    monkeypatch.setattr(tasks, "store_for", lambda settings: store)
+    with session_scope(worker.engine) as session:
+        run_id = runs.submit(session, worker.publisher, tiny_recipe(), data_root)[0].id
+    status = tasks.train_run(worker, run_id)  # the task's code, with this test's worker
+    with session_scope(worker.engine) as session:
+        return status, session.get(Run, run_id), store
+
+
+def test_a_programming_error_in_the_task_is_not_retried_and_its_message_is_on_the_run(worker, data_root,
+                                                                                       monkeypatch):
+    """A TypeError is a bug: tried once (the retry window is 600 s, the backoff 30 s), the run fails with it."""
+    assert worker.settings.write_retry_seconds == 600
+    status, run, store = _train_with_store(worker, data_root, monkeypatch,
+                                           TypeError("put() got an unexpected keyword argument 'mode'"))
+    assert status == RunStatus.failed and run.status == RunStatus.failed
+    assert store.model_puts == 1
+    assert "TypeError: put() got an unexpected keyword argument 'mode'" in run.error
+    assert "could not be stored" in run.error and run.finished_at is not None
+
+
+def test_a_transient_store_error_in_the_task_is_retried_and_the_run_succeeds(worker, data_root, monkeypatch):
+    """A connection reset by the store is worth another try: the second put stores the model."""
+    status, run, store = _train_with_store(worker, data_root, monkeypatch,
+                                           ConnectionResetError(errno.ECONNRESET, "Connection reset by peer"))
+    assert status == RunStatus.succeeded and run.status == RunStatus.succeeded, run.error
+    assert store.model_puts == 2 and store.real.local_path(run.id, "model") is not None
+
+
+def test_a_final_write_that_meets_a_missing_table_is_not_retried(worker):
+    """SQLite's OperationalError covers a bug too ("no such table"): that one is raised at once, not for 600 s."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import OperationalError
+
+    calls = []
+
+    def broken(session):
+        calls.append(1)
+        session.execute(text("UPDATE no_such_table SET x = 1"))
+
+    with pytest.raises(OperationalError, match="no such table"):
+        tasks._until_written(worker, "run 1", broken)
     assert len(calls) == 1

@@ -18,7 +18,7 @@ from fitboard.app.services.queue import Publisher, make_celery
 from fitboard.app.store.db import make_engine, session_scope
 from fitboard.app.store.models import Run
 from fitboard.app.store.runs import list_epochs
-from tests.served import free_port
+from tests.served import free_port, wait_port
 
 
 def redis_url() -> str:
@@ -48,14 +48,7 @@ class PrivateRedis:
         log = open(self.home / f"redis-{self.port}.log", "a")
         self.proc = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
                                       "--appendonly", "no", "--dir", str(self.home)], stdout=log, stderr=log)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-                return
-            except OSError:
-                time.sleep(0.1)
-        raise AssertionError("private redis-server did not start")
+        wait_port(self.port, "private redis-server", timeout=20)
 
     def stop(self) -> None:
         """Kill it: every message it held is gone (no persistence)."""

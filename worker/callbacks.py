@@ -4,32 +4,32 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 
-from fastai.callback.core import Callback, CancelFitException
+from fastai.callback.core import Callback
 from fastai.callback.tracker import TrackerCallback
 from fastai.learner import Recorder
 
 from fitboard.app.core.events import BestEpoch, EpochEvent, ProgressEvent
 from fitboard.app.core.numbering import run_eta
 from fitboard.app.core.progress import LR_FIND, SCORE, TRAIN, TTA
-from fitboard.worker.position import position
+from fitboard.worker.position import position, stop_training
 from fitboard.worker.reporters import Reporter
 
 PROGRESS_INTERVAL = 0.5  # at most 2 progress events a second
 CANCEL_INTERVAL = 0.5  # how often the reporter (maybe a database) is asked about cancel
 
 
-def _in_side_loop(learn) -> bool:
+def in_side_loop(learn) -> bool:
     """True while fastai runs lr_find or get_preds, which are not epochs of the run."""
     return hasattr(learn, "lr_finder") or hasattr(learn, "gather_preds")
 
 
 class ReportCallback(Callback):
-    """Sends progress (throttled) and one row per epoch to a Reporter; stops the fit when cancel is asked."""
+    """Sends progress (throttled) and one row per epoch to a Reporter; stops the run when cancel is asked."""
 
     order = Recorder.order + 1  # after Recorder so the epoch's log is complete
 
     def __init__(self, reporter: Reporter, plan: list[tuple[int, int]] | None = None, final_passes: int = 0):
-        self.reporter, self.cancelled, self.side = reporter, False, False
+        self.reporter, self.side = reporter, False
         self.plan = plan or []  # (epochs, size) per stage: for "epoch e of E" and the whole-run ETA
         self.final_passes = final_passes  # validation passes after training (scoring, TTA): the ETA counts them
         self.epoch_seconds: list[float] = []
@@ -45,7 +45,7 @@ class ReportCallback(Callback):
     def before_fit(self):
         # lr_find and get_preds are not epochs of the run: no rows from them, but a cancel (or a stopping worker)
         # still counts, or it would wait out a long LR finder; the LR finder reports its own progress.
-        self.side = _in_side_loop(self.learn)
+        self.side = in_side_loop(self.learn)
         finder = getattr(self.learn, "lr_finder", None)
         self._finder = (0, finder.num_it, time.perf_counter()) if finder is not None else None
         self._finder_shown = 0
@@ -103,8 +103,7 @@ class ReportCallback(Callback):
         if now - self._last_cancel_check >= CANCEL_INTERVAL:
             self._last_cancel_check = now
             if self.reporter.should_cancel():
-                self.cancelled = True
-                raise CancelFitException()
+                stop_training(self.learn, "cancelled")
         if self._finder is not None:
             steps, planned, start = self._finder
             self._finder = (steps + 1, planned, start)

@@ -190,7 +190,7 @@ class CheckpointFiles:
         return load_checkpoint(self.out_dir)
 
 
-def restore(learn, ckpt: Checkpoint) -> None:
+def restore_state(learn, ckpt: Checkpoint) -> None:
     """Load the checkpoint's model and optimizer state into a learner built for its stage."""
     get_model(learn.model).load_state_dict(ckpt.model)
     if learn.opt is None:

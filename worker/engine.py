@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import csv
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 import torchvision.models
+from fastai.callback.core import CancelFitException
 from fastai.callback.mixup import MixUp
 from fastai.callback.progress import ProgressCallback
 from fastai.losses import CrossEntropyLossFlat, LabelSmoothingCrossEntropy
@@ -41,7 +43,14 @@ from fitboard.app.core.events import (
 from fitboard.app.core.schemas import RunSpec, StageSpec
 from fitboard.app.core.settings import Settings
 from fitboard.worker.callbacks import KeepBestCallback, ReportCallback
-from fitboard.worker.checkpoint import BEST_FILE, Checkpoint, CheckpointCallback, CheckpointFiles, restore, restore_rng
+from fitboard.worker.checkpoint import (
+    BEST_FILE,
+    Checkpoint,
+    CheckpointCallback,
+    CheckpointFiles,
+    restore_rng,
+    restore_state,
+)
 from fitboard.worker.data import items_frame, make_dls, norm_stats
 from fitboard.worker.frames import CachedFrames
 from fitboard.worker.position import Position, find_cb
@@ -54,7 +63,18 @@ LR_CURVE_POINTS = 200
 
 
 class RunCancelled(Exception):
-    """The user cancelled the run; epochs already reported stay."""
+    """Training was stopped (a user's cancel, a stopping worker, the search's pruner); epochs already reported stay."""
+
+
+@dataclass
+class Evaluation:
+    """What the final scoring measured on the validation set, with the per-image predictions file it wrote."""
+
+    metrics: FinalMetrics
+    tta: TTAMetrics | None
+    confusion: Confusion
+    top_losses: list[TopLoss]
+    predictions_path: str
 
 
 def _build_learner(spec: RunSpec, dls, out_dir: Path, cbs: list, plan: SpeedPlan, settings: Settings,
@@ -92,20 +112,6 @@ def _lr_find(learn, stage_idx: int, num_it: int, reporter: Reporter) -> float:
     return suggestion
 
 
-def _find_or_cancel(learn, idx: int, stage: StageSpec, reporter: Reporter, report_cb) -> float:
-    """The LR finder's suggestion; RunCancelled when a cancel (or a stopping worker) cut the finder short, whose
-    few points may not even give a suggestion: the stage must not start training then."""
-    try:
-        lr = _lr_find(learn, idx, stage.lr_find_iters, reporter)
-    except Exception:
-        if not report_cb.cancelled:
-            raise
-        lr = None
-    if report_cb.cancelled:
-        raise RunCancelled(f"cancelled during stage {idx}'s LR finder")
-    return lr
-
-
 def _param_summary(learn) -> ParamSummary:
     """Trainable parameters and per-group learning rates: evidence of freeze and discriminative rates."""
     total = sum(p.numel() for p in learn.model.parameters())
@@ -121,24 +127,22 @@ def _metrics(preds, targs, losses) -> FinalMetrics:
                         error_rate=1 - acc)
 
 
-def _evaluate(learn, ds: ResolvedDataset, spec: RunSpec, out_dir: Path) -> dict:
+def _evaluate(learn, spec: RunSpec, out_dir: Path) -> Evaluation:
     """Final validation metrics, TTA, confusion matrix, top losses and a per-image predictions file."""
     preds, targs, losses = learn.get_preds(dl=learn.dls.valid, with_loss=True)
     vocab = list(learn.dls.vocab)
-    result = {"metrics": _metrics(preds, targs, losses), "tta": None}
+    tta = None
     if spec.tta:
         tp, tt = learn.tta(dl=learn.dls.valid, n=spec.tta.n, use_max=spec.tta.use_max)
         m = _metrics(tp, tt, None)
-        result["tta"] = TTAMetrics(n=spec.tta.n, use_max=spec.tta.use_max, accuracy=m.accuracy, error_rate=m.error_rate)
+        tta = TTAMetrics(n=spec.tta.n, use_max=spec.tta.use_max, accuracy=m.accuracy, error_rate=m.error_rate)
     decoded = preds.argmax(1)
     n = len(vocab)
     cm = np.bincount(targs.numpy() * n + decoded.numpy(), minlength=n * n).reshape(n, n)
-    result["confusion"] = Confusion(labels=vocab, matrix=cm.tolist())
     valid_ids = learn.dls.valid.items["image_id"].tolist()
     order = torch.argsort(losses, descending=True)[:TOP_LOSSES].tolist()
-    result["top_losses"] = [TopLoss(image_id=valid_ids[i], actual=vocab[int(targs[i])],
-                                    predicted=vocab[int(decoded[i])], loss=float(losses[i]),
-                                    probability=float(preds[i, decoded[i]])) for i in order]
+    top_losses = [TopLoss(image_id=valid_ids[i], actual=vocab[int(targs[i])], predicted=vocab[int(decoded[i])],
+                          loss=float(losses[i]), probability=float(preds[i, decoded[i]])) for i in order]
     pred_file = out_dir / file_name("predictions")
     with pred_file.open("w", newline="") as fh:
         w = csv.writer(fh)
@@ -146,8 +150,9 @@ def _evaluate(learn, ds: ResolvedDataset, spec: RunSpec, out_dir: Path) -> dict:
         for i, image_id in enumerate(valid_ids):
             w.writerow([image_id, vocab[int(targs[i])], vocab[int(decoded[i])], int(targs[i] == decoded[i]),
                         f"{float(losses[i]):.6f}"])
-    result["predictions_path"] = str(pred_file)
-    return result
+    confusion = Confusion(labels=vocab, matrix=cm.tolist())
+    return Evaluation(metrics=_metrics(preds, targs, losses), tta=tta, confusion=confusion, top_losses=top_losses,
+                      predictions_path=str(pred_file))
 
 
 def _vocab(classes: list[str]) -> pd.Series:
@@ -164,7 +169,8 @@ def _images_per_second(n_train: int, epoch_seconds: list[float]) -> float | None
 class TrainingRun:
     """One run's training, owned in one place: the spec, its speed plan, the learner, where its files go (the
     checkpoint files, over the artifact store for a worker) and its position (stage, first epoch, rate, stages done,
-    best so far). The learner carries it as learn.training_run; every callback reads the position from there."""
+    best so far). The learner carries it as learn.training_run; every callback reads the position from there and
+    stops the run through stop()."""
 
     def __init__(self, spec: RunSpec, reporter: Reporter, data_root: Path, out_dir: Path, *, settings: Settings,
                  dataset: ResolvedDataset | None = None, registry=None, num_workers: int | None = None,
@@ -175,13 +181,20 @@ class TrainingRun:
         self.num_workers = default_num_workers() if num_workers is None else num_workers
         self.files = files or CheckpointFiles(self.out_dir)
         self.checkpoints, self.extra_cbs = checkpoints, tuple(extra_cbs)
+        # Set by resolve(): with a checkpoint, the position is where training resumes after it.
+        self.checkpoint: Checkpoint | None = None  # the one this attempt continues after
         self.position = Position()
-        self.checkpoint: Checkpoint | None = None  # the one this attempt continues after (resolve finds it)
+        # Set by plan().
         self.speed: SpeedPlan | None = None
+        self.notes: list[str] = []  # the speed plan's and the dataset's, in the start event and the result
+        self.stats: tuple[list[float], list[float]] | None = None  # normalization (mean, std); None: none
         self.frames: CachedFrames | None = None
+        # Set by build().
         self.learn = None
         self.cbs: list = []  # the callbacks this run added to its learner (removed again before export)
-        self._dls: dict[int, object] = {}
+        # Filled and set as training goes.
+        self._dls: dict[int, object] = {}  # each stage's DataLoaders, built on first use (dls_for)
+        self.stopped: str | None = None  # why training was stopped (stop()), if it was
         self.started = time.perf_counter()
 
     def train(self, resume: bool = False) -> ResultEvent:
@@ -195,25 +208,29 @@ class TrainingRun:
         return self.export(self.evaluate())
 
     def resolve(self, resume: bool) -> None:
-        """The dataset and, when asked to resume, the checkpoint to continue after (saying so when none was written)."""
+        """The dataset and, when asked to resume, the checkpoint to continue after and the position after it (saying
+        so when none was written)."""
         self.ds = self.ds or resolve_dataset(self.spec.dataset, self.data_root, seed=self.spec.seed,
                                              registry=self.registry)
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        if resume:
-            self.checkpoint = self.files.load()
-            if self.checkpoint is None:
-                self.reporter.emit(NoteEvent(message="no checkpoint was written before the last attempt ended: "
-                                                     "starting at epoch 0"))
+        if not resume:
+            return
+        self.checkpoint = self.files.load()
+        if self.checkpoint is None:
+            self.reporter.emit(NoteEvent(message="no checkpoint was written before the last attempt ended: "
+                                                 "starting at epoch 0"))
+        else:
+            self.position = self.checkpoint.resume_position([s.epochs for s in self.spec.stages])
 
     def plan(self) -> None:
         """The speed plan; the start event and notes; the seed, then what every stage's data shares."""
-        spec, ds = self.spec, self.ds
+        spec, ds, at = self.spec, self.ds, self.position
         self.speed = plan_speed(spec)
         self.notes = self.speed.notes + ds.warnings
-        at = self.checkpoint.resume_position([s.epochs for s in spec.stages]) if self.checkpoint else None
+        resumed = {"stage": at.stage, "epoch": at.first_epoch} if self.checkpoint else None
         self.reporter.emit(StartEvent(name=spec.name, dataset=ds.report(), techniques=spec.techniques(),
                                       device="cuda" if torch.cuda.is_available() else "cpu", notes=self.notes,
-                                      resumed_from={"stage": at.stage, "epoch": at.first_epoch} if at else None))
+                                      resumed_from=resumed))
         for note in self.notes:
             self.reporter.emit(NoteEvent(message=note))
         set_seed(spec.seed, reproducible=True)  # before the split shuffle, the init and the first batches
@@ -244,24 +261,25 @@ class TrainingRun:
         return [report, SpeedCallback(), *keep, *checkpoint, *self.extra_cbs]
 
     def build(self) -> None:
-        """The learner, on the data of the stage training starts in (the checkpoint's, when resuming)."""
+        """The learner, on the data of the stage the checkpoint was written in, when resuming (at a stage boundary
+        the next stage's DataLoaders are built only after the random generators are restored)."""
         self.cbs = self.callbacks()
         self.learn = _build_learner(self.spec, self.dls_for(self.checkpoint.stage if self.checkpoint else 0),
                                     self.out_dir, self.cbs, self.speed, self.settings, self.reporter)
         self.learn.training_run = self
 
     def restore(self) -> None:
-        """Continue after the checkpoint, when there is one: the position, the weights and optimizer state, the best
-        so far and every random generator, so the resumed epochs repeat the lost ones exactly."""
-        ckpt, learn = self.checkpoint, self.learn
+        """Continue after the checkpoint, when there is one, at the position resolve() found: the weights and
+        optimizer state, the best so far and every random generator, so the resumed epochs repeat the lost ones
+        exactly."""
+        ckpt, learn, pos = self.checkpoint, self.learn, self.position
         if ckpt is None:
             return
-        pos = self.position = ckpt.resume_position([s.epochs for s in self.spec.stages])
         mid_stage = pos.first_epoch > 0
         if mid_stage:
             learn.dls = self.dls_for(pos.stage)
             self._freeze(pos.stage)  # fastai clears the optimizer state here: the checkpoint's goes in after it
-        restore(learn, ckpt)
+        restore_state(learn, ckpt)
         if pos.best_at is not None and not (self.out_dir / BEST_FILE).is_file():
             # The write that stored those weights failed (a note said so then): keep-best starts over from here
             # rather than failing the run at its end for want of a file.
@@ -271,6 +289,12 @@ class TrainingRun:
             pos.best, pos.best_at = None, None
         # At a stage boundary the next stage's DataLoaders are built from these states, as they were.
         restore_rng(ckpt.rng, learn.dls.train if mid_stage else None)
+
+    def stop(self, reason: str) -> None:
+        """Stop training now (a user's cancel, a stopping worker, the search's pruner): fastai's CancelFitException
+        ends this fit, and the run ends after it with RunCancelled naming the reason."""
+        self.stopped = reason
+        raise CancelFitException()
 
     def _freeze(self, idx: int) -> None:
         """Freeze the body for a frozen stage, else unfreeze (fastai clears the optimizer state either way)."""
@@ -285,6 +309,19 @@ class TrainingRun:
         except torch.cuda.OutOfMemoryError as exc:
             raise cuda_oom(idx, stage.bs, stage.size, base, exc) from None
 
+    def _find_lr(self, idx: int, stage: StageSpec) -> float:
+        """The LR finder's suggestion; RunCancelled when a stop cut the finder short, whose few points may not even
+        give a suggestion: the stage must not start training then."""
+        try:
+            lr = _lr_find(self.learn, idx, stage.lr_find_iters, self.reporter)
+        except Exception:
+            if self.stopped is None:
+                raise
+            lr = None
+        if self.stopped is not None:
+            raise RunCancelled(f"{self.stopped} during stage {idx}'s LR finder")
+        return lr
+
     def _fit_stage(self, idx: int, stage: StageSpec) -> None:
         """Freeze or unfreeze, pick the rate, then one fit_one_cycle (with MixUp if asked). A stage restore() resumed
         mid-way keeps its rate and continues its one-cycle schedule at the position's first epoch."""
@@ -293,8 +330,7 @@ class TrainingRun:
         if not (idx == pos.stage and pos.first_epoch > 0):
             pos.stage, pos.first_epoch = idx, 0
             self._freeze(idx)
-            report = find_cb(learn, ReportCallback)
-            pos.lr = _find_or_cancel(learn, idx, stage, self.reporter, report) if stage.lr == "find" else stage.lr
+            pos.lr = self._find_lr(idx, stage) if stage.lr == "find" else stage.lr
         plan = StagePlan(stage=idx, epochs=stage.epochs, size=stage.size, presize=stage.presize, bs=stage.bs,
                          frozen=stage.freeze, lr=pos.lr, mixup=stage.mixup)
         self.reporter.emit(StageEvent(**plan.model_dump()))
@@ -303,11 +339,11 @@ class TrainingRun:
                             start_epoch=pos.first_epoch)
         summary = _param_summary(learn)
         self.reporter.emit(StageEndEvent(stage=idx, **summary.model_dump()))
-        if find_cb(learn, ReportCallback).cancelled:
-            raise RunCancelled(f"cancelled during stage {idx}")
+        if self.stopped is not None:
+            raise RunCancelled(f"{self.stopped} during stage {idx}")
         pos.stages_done.append(StageSummary(**plan.model_dump(), **summary.model_dump()))
 
-    def evaluate(self) -> dict:
+    def evaluate(self) -> Evaluation:
         """Final metrics on the best weights (keep-best), at the image size they were trained and scored at."""
         best_at = self.position.best_at
         if best_at is not None:
@@ -315,9 +351,9 @@ class TrainingRun:
             self.learn.dls = self.dls_for(best_at.stage)
         tta_passes = self.spec.tta.n + 1 if self.spec.tta else 0  # fastai's n augmented passes and a plain one
         with find_cb(self.learn, ReportCallback).finishing(tta_passes=tta_passes):  # progress: scoring, then TTA
-            return _evaluate(self.learn, self.ds, self.spec, self.out_dir)
+            return _evaluate(self.learn, self.spec, self.out_dir)
 
-    def export(self, evaluation: dict) -> ResultEvent:
+    def export(self, evaluation: Evaluation) -> ResultEvent:
         """Export the model without the run's callbacks (they hold reporters, not picklable; channels_last is a
         training-time choice) and emit the result."""
         learn, pos, speed = self.learn, self.position, self.speed
@@ -327,7 +363,9 @@ class TrainingRun:
         model_path = self.out_dir / file_name("model")
         learn.export(model_path)
         n_train = sum(not it.is_valid for it in self.ds.items)
-        result = ResultEvent(**evaluation, best=pos.best_at, model_path=str(model_path), notes=self.notes,
+        result = ResultEvent(metrics=evaluation.metrics, tta=evaluation.tta, confusion=evaluation.confusion,
+                             top_losses=evaluation.top_losses, predictions_path=evaluation.predictions_path,
+                             best=pos.best_at, model_path=str(model_path), notes=self.notes,
                              stages=pos.stages_done, dataset=self.ds.report(), normalize_stats=self.stats,
                              seconds=time.perf_counter() - self.started,
                              images_per_second=_images_per_second(n_train, report.epoch_seconds),

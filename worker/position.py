@@ -1,7 +1,10 @@
-"""Where a training run stands: the one place every callback reads it from (as fastai callbacks read `learn`)."""
+"""Where a training run stands: the one place every callback reads it from (as fastai callbacks read `learn`), and
+the one way a callback stops it."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+from fastai.callback.core import CancelFitException
 
 from fitboard.app.core.events import BestEpoch, StageSummary
 
@@ -24,6 +27,15 @@ def position(learn) -> Position:
     """The position of the run a learner trains (a learner outside a TrainingRun stands at the start)."""
     run = getattr(learn, "training_run", None)
     return run.position if run is not None else Position()
+
+
+def stop_training(learn, reason: str) -> None:
+    """End the fit now and the run after it: the learner's TrainingRun.stop(reason) records why and raises fastai's
+    CancelFitException (a learner outside a TrainingRun just stops its fit)."""
+    run = getattr(learn, "training_run", None)
+    if run is not None:
+        run.stop(reason)
+    raise CancelFitException()
 
 
 def find_cb(learn, cls):

@@ -6,15 +6,15 @@ import logging
 import math
 
 import optuna
-from fastai.callback.core import Callback, CancelFitException
+from fastai.callback.core import Callback
 from sqlalchemy import Engine
 
-from fitboard.app.services import search_driver, studies
+from fitboard.app.services import studies
 from fitboard.app.store.db import session_scope
 from fitboard.app.store.models import Run
 from fitboard.app.store.searches import get_search
-from fitboard.worker.callbacks import ReportCallback, _in_side_loop
-from fitboard.worker.position import find_cb, position
+from fitboard.worker.callbacks import in_side_loop
+from fitboard.worker.position import position, stop_training
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +32,9 @@ class PruneCallback(Callback):
         self.pruned: dict | None = None  # where the pruner stopped the run
 
     def after_epoch(self):
-        if _in_side_loop(self.learn):
+        if in_side_loop(self.learn):
             return
-        report, at = find_cb(self.learn, ReportCallback), position(self.learn)
+        at = position(self.learn)
         if self.epoch < at.first_epoch:
             return  # replayed by a resumed fit: reported by the attempt that trained it
         row = dict(zip(self.recorder.metric_names, self.recorder.log))
@@ -51,8 +51,7 @@ class PruneCallback(Callback):
         if prune:
             self.pruned = {"stage": at.stage, "epoch": self.epoch, "step": step, "metric": self.metric,
                            "value": None if math.isnan(value) else value}
-            report.cancelled = True  # the engine ends the run after this stage's fit (RunCancelled)
-            raise CancelFitException()
+            stop_training(self.learn, "pruned by its search")  # the task stores it pruned, not cancelled
 
 
 def trial_callback(engine: Engine, run: Run) -> PruneCallback | None:
@@ -61,9 +60,5 @@ def trial_callback(engine: Engine, run: Run) -> PruneCallback | None:
         return None
     with session_scope(engine) as session:
         search = get_search(session, run.search_id)
-    study = search_driver.load_study(engine, search)
-    storage = studies.storage(search_driver.db_url(engine))
-    study_id = storage.get_study_id_from_name(search.study_name)
-    trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, run.trial_number)
-    return PruneCallback(optuna.trial.Trial(study, trial_id), search.options["metric"],
+    return PruneCallback(studies.trial(engine, search, run.trial_number), search.options["metric"],
                          [int(s["epochs"]) for s in run.spec["stages"]])

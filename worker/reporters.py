@@ -24,18 +24,18 @@ from fitboard.app.core.events import (
     StageEvent,
     StartEvent,
 )
-from fitboard.app.core.numbering import where
-from fitboard.app.core.progress import progress_text
 from fitboard.app.store.attempts import note_resumed_from
 from fitboard.app.store.db import session_scope
 from fitboard.app.store.recovery import record_checkpoint
 from fitboard.app.store.runs import is_cancel_requested, record_epoch, record_lr_find, record_progress, should_stop
-from fitboard.worker.retry import retrying
+from fitboard.worker.console import Console, result_text
+from fitboard.worker.retry import retrying, transient
 
 log = logging.getLogger(__name__)
 
 
-# What a database says when it cannot take a write just now (locked, disk full, connection lost, restarting).
+# What a database may say when it cannot take a write just now (locked, disk full, connection lost, restarting);
+# retry.transient tells those from a bug's OperationalError (a missing table).
 UNAVAILABLE = (OperationalError, InterfaceError, DisconnectionError)
 
 
@@ -79,97 +79,38 @@ class JsonReporter(Reporter):
         self.out.flush()
 
 
-def _isatty(stream) -> bool:
-    """Whether a stream is a terminal (a progress bar's carriage returns only make sense there)."""
-    try:
-        return stream.isatty()
-    except (AttributeError, ValueError):
-        return False
-
-
-def _fmt(v) -> str:
-    """Format a table cell as fastai does."""
-    return f"{v:.6f}" if isinstance(v, float) else str(v)
-
-
 class ConsoleReporter(Reporter):
     """Prints the epoch table as fastai does (stages and epochs 1-based), with a one-line progress bar on stderr
-    when stderr is a terminal (a log file gets no control codes)."""
-
-    COLUMNS = ("stage", "epoch", "train_loss", "valid_loss", "accuracy", "error_rate", "time")
+    when stderr is a terminal (a log file gets no control codes): the story lines here, the table in Console."""
 
     def __init__(self, out: TextIO = sys.stdout, bar: TextIO = sys.stderr, tty: bool | None = None):
-        self.out, self.bar = out, bar
-        self.tty = _isatty(bar) if tty is None else tty
-        self.header_done = False
-
-    def _clear_bar(self) -> None:
-        if self.tty:
-            self.bar.write("\r\033[K")
-
-    def _line(self, text: str) -> None:
-        self._clear_bar()
-        self.out.write(text + "\n")
-        self.out.flush()
+        self.console = Console(out, bar, tty)
 
     def emit(self, event: Event) -> None:
+        line = self.console.line
         if isinstance(event, ProgressEvent):
-            self._progress(event)
+            self.console.progress(event.model_dump())
         elif isinstance(event, StageEvent):
             lr = event.lr
             lr_text = f"slice({lr[0]:.2e}, {lr[1]:.2e})" if isinstance(lr, list) else f"{lr:.2e}"
-            self._line(f"stage {event.stage + 1}: {event.epochs} epochs, size {event.size} (presize {event.presize}), "
-                       f"bs {event.bs}, {'frozen' if event.frozen else 'unfrozen'}, lr {lr_text}"
-                       + (f", mixup {event.mixup}" if event.mixup else ""))
+            line(f"stage {event.stage + 1}: {event.epochs} epochs, size {event.size} (presize {event.presize}), "
+                 f"bs {event.bs}, {'frozen' if event.frozen else 'unfrozen'}, lr {lr_text}"
+                 + (f", mixup {event.mixup}" if event.mixup else ""))
         elif isinstance(event, LRFindEvent):
-            self._line(f"stage {event.stage + 1}: lr_find valley suggestion {event.suggestion:.2e}")
+            line(f"stage {event.stage + 1}: lr_find valley suggestion {event.suggestion:.2e}")
         elif isinstance(event, EpochEvent):
-            self._epoch(event)
+            self.console.epoch(event.model_dump())
         elif isinstance(event, NoteEvent):
-            self._line(f"note: {event.message}")
+            line(f"note: {event.message}")
         elif isinstance(event, ResultEvent):
-            self._line(result_summary(event))
+            line(result_summary(event))
         elif isinstance(event, ErrorEvent):
-            self._line(f"error: {event.message}")
-
-    def _progress(self, event: ProgressEvent) -> None:
-        if not self.tty:
-            return
-        filled = int(event.batch / max(event.total, 1) * 30)
-        loss = event.smooth_loss
-        eta = f", run ETA {event.run_eta:.0f}s" if event.run_eta is not None else ""
-        where = progress_text(event.model_dump())
-        self.bar.write(f"\r\033[K[{'#' * filled}{'.' * (30 - filled)}] {where} {event.elapsed:.0f}s<{event.eta:.0f}s"
-                       + eta + (f" loss {loss:.4f}" if loss is not None else ""))
-        self.bar.flush()
-
-    def _epoch(self, event: EpochEvent) -> None:
-        if not self.header_done:
-            self._line("  ".join(f"{c:>10}" for c in self.COLUMNS))
-            self.header_done = True
-        m = event.metrics
-        cells = (event.stage + 1, event.epoch + 1, event.train_loss, event.valid_loss, m.get("accuracy"),
-                 m.get("error_rate"), f"{event.seconds or 0:.1f}s")
-        self._line("  ".join(f"{_fmt(c):>10}" for c in cells))
-
-
-def _f4(v: float | None) -> str:
-    return "–" if v is None else f"{v:.4f}"
+            line(f"error: {event.message}")
 
 
 def result_summary(result: ResultEvent) -> str:
     """A few lines that say how the run ended: metrics, TTA, best epoch, model file."""
-    m = result.metrics
-    lines = [f"validation: loss {_f4(m.valid_loss)}  accuracy {_f4(m.accuracy)}  error_rate {_f4(m.error_rate)}"]
-    if result.tta:
-        t = result.tta
-        lines.append(f"tta (n={t.n}, use_max={t.use_max}): accuracy {_f4(t.accuracy)}  error_rate {_f4(t.error_rate)}")
-    if result.best:
-        b = result.best
-        lines.append(f"best {b.metric} {_f4(b.value)} at {where(b.stage, b.epoch)} (weights reloaded)")
-    if result.model_path:
-        lines.append(f"model: {result.model_path}")
-    return "\n".join(lines)
+    return result_text(result.model_dump())
 
 
 class DatabaseReporter(Reporter):
@@ -203,14 +144,16 @@ class DatabaseReporter(Reporter):
     def _write(self, write, best_effort: bool = False) -> None:
         """Run one write in its own transaction, retrying with backoff unless it is best effort."""
         try:
-            for attempt in retrying(f"run {self.run_id}: database write", log, on=UNAVAILABLE,
-                                    backoff_max=self.backoff_max, seconds=0 if best_effort else self.retry_seconds):
+            for attempt in retrying(f"run {self.run_id}: database write", log, backoff_max=self.backoff_max,
+                                    seconds=0 if best_effort else self.retry_seconds):
                 with attempt, session_scope(self.engine) as session:
                     write(session)
         except UNAVAILABLE as exc:  # a locked, full or unreachable database, for longer than the window
             if best_effort:
                 log.warning("run %s: progress update dropped: %s", self.run_id, exc)
                 return
+            if not transient(exc):
+                raise  # a bug (a missing table or column), tried once: its own message, not "for 600 s"
             raise DatabaseUnavailable(f"could not write to the database for {self.retry_seconds:.0f} s: "
                                       f"{type(exc).__name__}: {exc}") from exc
 

@@ -19,12 +19,18 @@ from fitboard.app.services.runs import registry_for
 from fitboard.app.services.search_driver import after_run
 from fitboard.app.store.db import session_scope
 from fitboard.app.store.recovery import requeue_run
-from fitboard.app.store.runs import claim_run, fail_run, finish_run, is_cancel_requested, mark_cancelled
-from fitboard.app.store.searches import mark_pruned
+from fitboard.app.store.runs import (
+    claim_run,
+    fail_run,
+    finish_run,
+    is_cancel_requested,
+    mark_cancelled,
+    mark_pruned,
+)
 from fitboard.worker.checkpoint import CheckpointFiles
 from fitboard.worker.engine import RunCancelled, run_recipe  # fastai and torch load with the worker, not during a task
 from fitboard.worker.pruning import trial_callback
-from fitboard.worker.reporters import UNAVAILABLE, DatabaseReporter, DatabaseUnavailable
+from fitboard.worker.reporters import DatabaseReporter, DatabaseUnavailable
 from fitboard.worker.retry import retrying
 
 if TYPE_CHECKING:
@@ -47,8 +53,8 @@ def _until_written(worker: Worker, what: str, write) -> object:
     because its last write met a full disk or a restarting server. Gives up only when the worker is stopped;
     the heartbeat of a later worker process then repairs the run. Locked, full, restarting is worth waiting for;
     anything else is a bug to report."""
-    for attempt in retrying(f"{what}: database write", log, on=UNAVAILABLE,
-                            backoff_max=worker.settings.retry_backoff_max, stopping=worker.stopping):
+    for attempt in retrying(f"{what}: database write", log, backoff_max=worker.settings.retry_backoff_max,
+                            stopping=worker.stopping):
         with attempt, session_scope(worker.engine) as session:
             return write(session)
 
@@ -110,8 +116,8 @@ def _store_files(worker: Worker, run_id: int, result: ResultEvent) -> dict[str, 
     for kind, path in files.items():
         if not path:
             continue
-        try:  # any backend's failure (OSError, botocore's errors) is worth another try
-            for attempt in retrying(f"run {run_id}: storing {kind}", log, on=Exception, stopping=worker.stopping,
+        try:  # a full or stale disk, an unreachable bucket, a 5xx is worth another try; a bug fails at once
+            for attempt in retrying(f"run {run_id}: storing {kind}", log, stopping=worker.stopping,
                                     backoff_max=settings.retry_backoff_max, seconds=settings.write_retry_seconds):
                 with attempt:
                     stored[kind] = store.put(run_id, kind, path, move=True)

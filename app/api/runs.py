@@ -9,12 +9,13 @@ from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.sse import EventSourceResponse
 from starlette.concurrency import iterate_in_threadpool
 
-from fitboard.app.api import CSV, WRITE_ERRORS, Offset, RunId, api_router, errors, queued_later, stored
+from fitboard.app.api import CSV, WRITE_ERRORS, RunId, api_router, errors, queued_later, stored
 from fitboard.app.core.artifacts import store_for
 from fitboard.app.core.bodies import RetryIn
 from fitboard.app.core.errors import RecipeError, RunNotFound
 from fitboard.app.core.events import EpochEvent
 from fitboard.app.core.run_meta import MAX_TAG, TAG_REGEX, RunPatch, check_tag
+from fitboard.app.core.schemas import MAX_ID
 from fitboard.app.core.status import RunStatus
 from fitboard.app.services import runs
 from fitboard.app.services.serializers import (
@@ -30,6 +31,7 @@ from fitboard.app.services.serializers import (
     serialize_lr_find,
     serialize_run,
 )
+from fitboard.app.store.run_list import COUNT_LIMIT, MAX_CURSOR, MAX_OFFSET, BadCursor
 from fitboard.app.web.access import AccessDep, needs
 from fitboard.app.web.deps import PublisherDep, SessionDep, SettingsDep
 from fitboard.app.web.sse import resume_point, run_events, stream_slot
@@ -64,16 +66,28 @@ def get_runs(session: SessionDep, status: list[RunStatus] | None = Query(None),
                                      json_schema_extra={"pattern": TAG_REGEX}),
              archived: Literal["hide", "show", "only"] = Query("hide", description="archived runs: hidden (default), "
                                                                                    "listed too, or listed alone"),
-             order: Order = "-created_at", limit: int = Query(50, ge=1, le=500), offset: Offset = 0,
+             sweep: int | None = Query(None, ge=1, le=MAX_ID, description="only this sweep's runs"),
+             search: int | None = Query(None, ge=1, le=MAX_ID, description="only this search's trials"),
+             order: Order = "-created_at", limit: int = Query(50, ge=1, le=500),
+             offset: int = Query(0, ge=0, le=MAX_OFFSET, description="rows to skip; further pages by cursor"),
+             cursor: str | None = Query(None, max_length=MAX_CURSOR, description="next_cursor or prev_cursor of a "
+                                                                                 "page of this order"),
              detail: bool = Query(False, description="each run in full (recipe, progress, result), as GET "
                                                      "/runs/{id} answers it: what fitboard.Client tables read")):
-    """Runs, newest first, filtered by status (repeatable), dataset, name and tag; archived runs hidden unless asked
-    for; paginated."""
+    """Runs, newest first, filtered by status (repeatable), dataset, name, tag, sweep and search; archived runs hidden
+    unless asked for; paged by cursor (next_cursor, prev_cursor) or a bounded offset. total counts up to 10,000 and is
+    null past that (total_at_least says 10,001)."""
     if tag is not None:
         tag = _query_tag(tag)
-    items, total = runs.page(session, status=status, dataset=dataset, name_contains=name, limit=limit,
-                             offset=offset, order=order, tag=tag, archived=runs.ARCHIVED[archived])
-    page = {"items": [serialize_run(r, full=detail) for r in items], "total": total, "limit": limit, "offset": offset}
+    try:
+        found = runs.page(session, status=status, dataset=dataset, name_contains=name, limit=limit, offset=offset,
+                          order=order, tag=tag, archived=runs.ARCHIVED[archived], sweep_id=sweep, search_id=search,
+                          cursor=cursor)
+    except BadCursor as exc:
+        raise RecipeError.one("cursor", str(exc)) from None
+    page = {"items": [serialize_run(r, full=detail) for r in found.items], "total": found.total,
+            "total_at_least": COUNT_LIMIT + 1 if found.total is None else found.total, "limit": limit,
+            "offset": offset, "next_cursor": found.next_cursor, "prev_cursor": found.prev_cursor}
     # In full the items carry more than RunSummary: sent as they are (response_model would trim them to a summary).
     return JSONResponse(page) if detail else page
 

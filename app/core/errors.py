@@ -39,34 +39,27 @@ class NotFound(FitboardError, LookupError):
     """The thing asked for does not exist."""
 
     status_code = 404
+    kind = ""  # a subclass names its kind (class RunNotFound(NotFound, kind="run")) and takes the id alone
 
-    def __init__(self, what: str):
-        self.what = what
-        super().__init__(f"{what} not found")
+    def __init_subclass__(cls, kind: str = "", **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.kind = kind or cls.kind
+
+    def __init__(self, what):
+        self.what = f"{self.kind} {what}" if self.kind else what
+        super().__init__(f"{self.what} not found")
 
 
-class RunNotFound(NotFound):
+class RunNotFound(NotFound, kind="run"):
     """No run has this id."""
 
-    def __init__(self, run_id: int):
-        self.run_id = run_id
-        super().__init__(f"run {run_id}")
 
-
-class SweepNotFound(NotFound):
+class SweepNotFound(NotFound, kind="sweep"):
     """No sweep has this id."""
 
-    def __init__(self, sweep_id: int):
-        self.sweep_id = sweep_id
-        super().__init__(f"sweep {sweep_id}")
 
-
-class SearchNotFound(NotFound):
+class SearchNotFound(NotFound, kind="search"):
     """No search has this id."""
-
-    def __init__(self, search_id: int):
-        self.search_id = search_id
-        super().__init__(f"search {search_id}")
 
 
 class DatasetNotFound(NotFound):
@@ -83,37 +76,45 @@ class Conflict(FitboardError):
     status_code = 409
 
 
-class RunFinished(Conflict):
+class RunStateConflict(Conflict):
+    """A run's status does not allow what was asked; each subclass says why in its message."""
+
+    message = "run {run_id} is {status}"
+
+    def __init__(self, run_id: int, status: str):
+        self.run_id, self.status = run_id, status
+        super().__init__(self.message.format(run_id=run_id, status=status, hint=self.hint(status)))
+
+    def hint(self, status: str) -> str:
+        """What the user can do instead (a subclass's message may use it as {hint})."""
+        return ""
+
+
+class RunFinished(RunStateConflict):
     """The run already ended, so it can no longer change state."""
 
-    def __init__(self, run_id: int, status: str):
-        self.run_id, self.status = run_id, status
-        super().__init__(f"run {run_id} already finished ({status})")
+    message = "run {run_id} already finished ({status})"
 
 
-class RunActive(Conflict):
+class RunActive(RunStateConflict):
     """Only a failed or cancelled run can be retried."""
 
-    def __init__(self, run_id: int, status: str):
-        self.run_id, self.status = run_id, status
-        hint = "clone it to train again" if status == "succeeded" else "cancel it first, or wait for it to end"
-        super().__init__(f"run {run_id} is {status}: only a failed or cancelled run can be retried; {hint}")
+    message = "run {run_id} is {status}: only a failed or cancelled run can be retried; {hint}"
+
+    def hint(self, status: str) -> str:
+        return "clone it to train again" if status == "succeeded" else "cancel it first, or wait for it to end"
 
 
-class RunNotSucceeded(Conflict):
+class RunNotSucceeded(RunStateConflict):
     """Only a succeeded run has a model to predict with."""
 
-    def __init__(self, run_id: int, status: str):
-        self.run_id, self.status = run_id, status
-        super().__init__(f"run {run_id} is {status}: only a succeeded run has a model to predict with")
+    message = "run {run_id} is {status}: only a succeeded run has a model to predict with"
 
 
-class RunLive(Conflict):
+class RunLive(RunStateConflict):
     """A queued or running run cannot be deleted: it must be cancelled first."""
 
-    def __init__(self, run_id: int, status: str):
-        self.run_id, self.status = run_id, status
-        super().__init__(f"run {run_id} is {status}: cancel it first, then delete it")
+    message = "run {run_id} is {status}: cancel it first, then delete it"
 
 
 class DatasetExists(Conflict):

@@ -149,8 +149,8 @@ class FinalMetrics(EngineEvent):
 class TTAMetrics(EngineEvent):
     """Test-time augmentation's metrics and how they were taken."""
 
-    n: int
-    use_max: bool
+    n: int  # augmented passes (fastai's learn.tta n), besides the plain one
+    use_max: bool  # the passes' maximum instead of their mean
     accuracy: float | None = None
     error_rate: float | None = None
 
@@ -158,9 +158,9 @@ class TTAMetrics(EngineEvent):
 class BestEpoch(EngineEvent):
     """Where the keep-best tracker found its best value."""
 
-    stage: int
-    epoch: int
-    metric: str
+    stage: int  # 0-based, as stored (the pages say 1-based)
+    epoch: int  # 0-based, within its stage
+    metric: str  # the monitored metric (the recipe's keep_best)
     value: float | None = None
 
 

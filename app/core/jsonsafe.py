@@ -4,6 +4,11 @@ from __future__ import annotations
 import math
 
 
+def finite_float(v) -> float | None:
+    """A number as a float, with NaN/inf (a diverged loss) as None so both backends store the same."""
+    return None if v is None or not math.isfinite(float(v)) else float(v)
+
+
 def json_safe(value):
     """Replace NaN and infinities by None, recursively through dicts, lists and tuples."""
     if isinstance(value, float):

@@ -1,5 +1,5 @@
-"""A run's and a prediction's lifecycle states, spelled once: the database constraints, the API, the CLI and the
-pages read them here."""
+"""A run's, a search's and a prediction's lifecycle states, spelled once: the database constraints, the API, the CLI
+and the pages read them here."""
 from __future__ import annotations
 
 from enum import StrEnum
@@ -20,6 +20,20 @@ class RunStatus(StrEnum):
 LIVE = (RunStatus.queued, RunStatus.running)
 FINISHED = (RunStatus.succeeded, RunStatus.failed, RunStatus.cancelled, RunStatus.pruned)
 STATUSES = tuple(s.value for s in RunStatus)
+
+
+class SearchStatus(StrEnum):
+    """Where a search is: running -> verifying -> done; or failed / cancelled."""
+
+    running = "running"  # asking its sampler for trials and training them
+    verifying = "verifying"  # the budget is spent: the verify sweep trains the winners and the base
+    done = "done"  # the verify sweep finished every run
+    failed = "failed"  # most trials failed, none completed, or its verify sweep was deleted; the reason says which
+    cancelled = "cancelled"  # by its user
+
+
+SEARCH_ACTIVE = (SearchStatus.running, SearchStatus.verifying)
+SEARCH_STATUSES = tuple(s.value for s in SearchStatus)
 
 
 class PredictionStatus(StrEnum):

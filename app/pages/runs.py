@@ -1,7 +1,6 @@
 """The runs list and one run's page (live while it trains), with cancel."""
 from __future__ import annotations
 
-import math
 from datetime import datetime
 from urllib.parse import urlencode
 
@@ -17,6 +16,7 @@ from fitboard.app.pages.wording import attempt_ending, attempts_seconds, describ
 from fitboard.app.services import datasets, error_images, runs, sweeps
 from fitboard.app.services.serializers import serialize_epoch, serialize_lr_find
 from fitboard.app.store.models import utcnow
+from fitboard.app.store.run_list import COUNT_LIMIT, MAX_CURSOR, MAX_OFFSET, BadCursor
 from fitboard.app.web.access import AccessDep, needs
 from fitboard.app.web.deps import PublisherDep, SessionDep, SettingsDep
 
@@ -46,30 +46,33 @@ def next_order(column: str, order: str) -> str:
 @needs("read")
 def get_runs(request: Request, session: SessionDep, status: list[str] = Query([]), dataset: str = "",
              name: str = "", tag: str = "", archived: str = "", order: str = "-created_at", limit: int = PAGE_SIZE,
-             offset: int = 0):
-    """Every run with its techniques and headline metrics; filter, sort, page, pick runs to compare or tidy."""
+             offset: int = 0, cursor: str = ""):
+    """Every run with its techniques and headline metrics; filter, sort, page (by cursor), pick runs to compare or
+    tidy."""
     status = [s for s in status if s in STATUSES]
     order = order if order.lstrip("-") in SORTABLE else "-created_at"
-    limit, offset = min(max(limit, 1), 200), min(max(offset, 0), MAX_ID)
+    limit, offset = min(max(limit, 1), 200), min(max(offset, 0), MAX_OFFSET)
     tag = tag.strip() if TAG_PATTERN.fullmatch(tag.strip()) else ""
     archived = archived if archived in ("show", "only") else ""
-    items, total = runs.page(session, status=status or None, dataset=dataset[:1024] or None,
-                             name_contains=name[:200] or None, limit=limit, offset=offset, order=order,
-                             tag=tag or None, archived=runs.ARCHIVED[archived or "hide"])
+    filters = {"status": status or None, "dataset": dataset[:1024] or None, "name_contains": name[:200] or None,
+               "tag": tag or None, "archived": runs.ARCHIVED[archived or "hide"], "limit": limit, "order": order}
+    try:
+        found = runs.page(session, offset=offset, cursor=cursor[:MAX_CURSOR] or None, **filters)
+    except BadCursor:  # a stale or edited link: the first page rather than an error
+        cursor, found = "", runs.page(session, **filters)
     params = {"status": status, "dataset": dataset, "name": name, "tag": tag, "archived": archived, "order": order,
               "limit": limit if limit != PAGE_SIZE else None}
-    sort = {c: query(params, order=next_order(c, order), offset=None) for c in SORTABLE}
-    n_pages, current = max(1, math.ceil(total / limit)), offset // limit
-    page_links = [(p + 1, query(params, offset=p * limit or None), p == current)
-                  for p in range(n_pages) if p in (0, n_pages - 1) or abs(p - current) <= 2]
+    sort = {c: query(params, order=next_order(c, order)) for c in SORTABLE}
     names = sorted(set(runs.dataset_names(session)) | {d.name for d in datasets.registered(session)})
-    return render(request, "runs.html", runs=items, groups=group_by_sweep(session, items), total=total,
-                  running_for=running_for(items, utcnow()),
+    items = found.items
+    return render(request, "runs.html", runs=items, groups=group_by_sweep(session, items), total=found.total,
+                  count_limit=COUNT_LIMIT, running_for=running_for(items, utcnow()),
                   params=params, sort=sort, order=order,
-                  back=request.url.path + query(params, offset=offset or None),
-                  page_links=page_links, offset=offset, limit=limit, statuses=list(STATUSES), datasets=names,
-                  prev=query(params, offset=(offset - limit) or None) if offset > 0 else None,
-                  next=query(params, offset=offset + limit) if offset + limit < total else None)
+                  back=request.url.path + query(params, offset=offset or None, cursor=cursor or None),
+                  statuses=list(STATUSES), datasets=names,
+                  first=query(params) if (cursor or offset) and found.prev_cursor else None,
+                  prev=query(params, cursor=found.prev_cursor) if found.prev_cursor else None,
+                  next=query(params, cursor=found.next_cursor) if found.next_cursor else None)
 
 
 def running_for(items: list, now: datetime) -> dict[int, float]:

@@ -11,6 +11,7 @@ from fitboard.app.core import search_space
 from fitboard.app.core.errors import RecipeError
 from fitboard.app.core.schemas import MAX_NAME
 from fitboard.app.core.search_space import PRESETS
+from fitboard.app.core.status import SEARCH_ACTIVE
 from fitboard.app.core.variant_words import describe_change, field_title
 from fitboard.app.core.yamlsafe import load_yaml
 from fitboard.app.pages.render import FormData, PageId, redirect, render
@@ -60,9 +61,9 @@ def _form_page(request: Request, run: Run, form: dict, errors: list[str] | None 
     """The search form for a run, with any problems listed on top."""
     base = run.spec or {}
     notes = {name: base_note(base, space) for name, space in PRESETS.items()}
-    try:
-        typed = base_note(base, yaml.safe_load(form["space"]))
-    except yaml.YAMLError:
+    try:  # the one YAML loader of every form: no aliases, tags, huge numbers or deep nesting
+        typed = base_note(base, load_yaml(form["space"], "space", MAX_SPACE_BYTES))
+    except RecipeError:
         typed = base_note(base, None)
     return render(request, "search_form.html", status_code, run=run, form=form, errors=errors or [],
                   presets=_preset_texts(), notes=notes, note=typed, pruners=PRUNERS, samplers=SAMPLERS,
@@ -169,7 +170,7 @@ def get_search(request: Request, session: SessionDep, search_id: PageId):
                         "value": t["value"]} for t in report["trials"]],
             "best_so_far": report["best_so_far"], "importance": report["importance"] or {}}
     return render(request, "search.html", search=report, rows=rows, data=data, searches=None,
-                  note=base_note(base, report["space"]), live=report["status"] in ("running", "verifying"))
+                  note=base_note(base, report["space"]), live=report["status"] in SEARCH_ACTIVE)
 
 
 @router.post("/searches/{search_id}/cancel")

@@ -21,6 +21,7 @@ from fitboard.app.store.attempts import list_attempts
 from fitboard.app.store.models import EpochRow, LRFind, Run, RunAttempt
 from fitboard.app.store.recovery import retry_run
 from fitboard.app.store.registry import get_dataset_spec
+from fitboard.app.store.run_list import RunsPage
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +61,9 @@ def get(session: Session, run_id: int) -> Run:
     return store.get_run(session, run_id)
 
 
-def page(session: Session, **filters) -> tuple[list[Run], int]:
-    """A page of runs matching the filters (see store.list_runs), and how many match in all."""
-    return store.list_runs(session, **filters)
+def page(session: Session, **filters) -> RunsPage:
+    """A page of runs matching the filters, how many match (exact up to COUNT_LIMIT) and the cursors around it."""
+    return store.runs_page(session, **filters)
 
 
 def dataset_names(session: Session) -> list[str]:

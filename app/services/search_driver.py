@@ -17,12 +17,12 @@ from sqlalchemy import Engine
 
 from fitboard.app.core import search_space
 from fitboard.app.core.errors import RecipeError
-from fitboard.app.core.status import FINISHED, LIVE, RunStatus
+from fitboard.app.core.status import FINISHED, LIVE, RunStatus, SearchStatus
 from fitboard.app.core.sweep_plan import BASE_KEY, variant_label, variant_specs
 from fitboard.app.services import studies
 from fitboard.app.services.queue import Publisher
 from fitboard.app.services.recovery import publish_committed
-from fitboard.app.services.sweeps import _store_and_publish
+from fitboard.app.services.sweeps import store_and_publish
 from fitboard.app.store import searches as store
 from fitboard.app.store.db import session_scope
 from fitboard.app.store.models import Run, Search
@@ -33,28 +33,6 @@ from fitboard.app.store.sweeps import store_sweep, sweep_report
 log = logging.getLogger(__name__)
 LEASE_TTL = 120.0  # a driver that dies mid-pass holds the lease this long at most
 LEASE_WAIT = 15.0  # how long a finished trial's driver waits for another pass to end before leaving it to the next
-
-
-def db_url(engine: Engine) -> str:
-    """The engine's URL with its password (Optuna opens its own connections)."""
-    return engine.url.render_as_string(hide_password=False)
-
-
-def total_epochs(spec: dict) -> int:
-    """Epochs a recipe trains, all stages."""
-    return sum(int(s["epochs"]) for s in spec["stages"])
-
-
-def load_study(engine: Engine, search: Search, salt: int = 0) -> optuna.Study:
-    """The search's Optuna study with its sampler and pruner."""
-    return studies.load(db_url(engine), search.study_name, search.options, search.space, total_epochs(search.base),
-                        salt)
-
-
-def read_study(engine: Engine, search: Search) -> optuna.Study:
-    """The search's study to read (trials, importances): no sampler or pruner is built, so a report never lists
-    a grid."""
-    return studies.load_to_read(db_url(engine), search.study_name)
 
 
 def drive(engine: Engine, publisher: Publisher, search_ids: list[int] | None = None, wait: float = 0.0) -> None:
@@ -100,12 +78,12 @@ def _drive_one(engine: Engine, publisher: Publisher, search_id: int) -> None:
         search = store.get_search(session, search_id)
         runs = store.trial_runs(session, search_id)
     publisher = Publisher(publisher.celery, queue=search.options.get("queue", publisher.queue))
-    if search.status == "verifying":
+    if search.status == SearchStatus.verifying:
         _check_verified(engine, search)
         return
-    if search.status != "running":
+    if search.status != SearchStatus.running:
         return
-    study = load_study(engine, search)
+    study = studies.load_study(engine, search)
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
     _tell_finished(search, study, trials, runs)
     _adopt_orphans(engine, publisher, search, study, trials, runs)
@@ -124,7 +102,7 @@ def _drive_one(engine: Engine, publisher: Publisher, search_id: int) -> None:
             break
         live, asked = live + (outcome == "queued"), asked + 1
     if asked >= budget and live == 0:
-        _start_verify(engine, publisher, search, load_study(engine, search))
+        _start_verify(engine, publisher, search, studies.load_study(engine, search))
 
 
 def asked_count(study: optuna.Study) -> int:
@@ -174,7 +152,7 @@ def _ask(engine: Engine, publisher: Publisher, search: Search, asked: int) -> st
     """Ask the sampler for one more trial and queue its run: "queued"; "duplicate" when it repeats a configuration
     that already ended (told that trial's outcome, nothing trained: TPE repeats small categorical spaces); "exhausted"
     when the sampler has nothing left (a grid fully tried)."""
-    study = load_study(engine, search, salt=asked)
+    study = studies.load_study(engine, search, salt=asked)
     try:
         trial = study.ask(studies.distributions(search.space))
     except RuntimeError:  # a grid sampler with every configuration tried
@@ -217,7 +195,7 @@ def _stop_failing(engine: Engine, search: Search, runs: list[Run], failed: list[
         for r in runs:
             if r.status in LIVE:
                 request_cancel(session, r.id)
-        store.set_state(session, search.id, "failed", reason)
+        store.set_state(session, search.id, SearchStatus.failed, reason)
 
 
 def winners(search: Search, study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
@@ -261,7 +239,8 @@ def _start_verify(engine: Engine, publisher: Publisher, search: Search, study: o
     top = winners(search, study)
     if not top:
         with session_scope(engine) as session:
-            store.set_state(session, search.id, "failed", "no trial completed, so there is nothing to verify")
+            store.set_state(session, search.id, SearchStatus.failed,
+                            "no trial completed, so there is nothing to verify")
         return
     variants = verify_variants(search, top)
     vary: dict = {}
@@ -275,8 +254,8 @@ def _start_verify(engine: Engine, publisher: Publisher, search: Search, study: o
         scope_session(session, search.project_id, None)  # the verify sweep and its runs: the search's project
         sweep = store_sweep(session, f"verify: {search.name}"[:200], search.base, vary, "grid", verify_seeds(search),
                             variants)
-        store.set_state(session, search.id, "verifying", None, verify_sweep_id=sweep.id)
-        _store_and_publish(session, publisher, sweep, specs, sweep.seeds)
+        store.set_state(session, search.id, SearchStatus.verifying, None, verify_sweep_id=sweep.id)
+        store_and_publish(session, publisher, sweep, specs, sweep.seeds)
     log.info("search %s: budget spent; verify sweep %s started", search.id, sweep.id)
 
 
@@ -284,8 +263,8 @@ def _check_verified(engine: Engine, search: Search) -> None:
     """The verify sweep finished every run: the search is done."""
     with session_scope(engine) as session:
         if search.verify_sweep_id is None:
-            store.set_state(session, search.id, "failed", "its verify sweep was deleted")
+            store.set_state(session, search.id, SearchStatus.failed, "its verify sweep was deleted")
             return
         report = sweep_report(session, search.verify_sweep_id, curves=False)
         if report["runs_finished"] == report["runs_total"]:
-            store.set_state(session, search.id, "done", None)
+            store.set_state(session, search.id, SearchStatus.done, None)

@@ -15,7 +15,7 @@ from sqlmodel import Session
 from fitboard.app.core import search_space
 from fitboard.app.core.errors import RecipeError
 from fitboard.app.core.schemas import MAX_NAME, Name, problems_from
-from fitboard.app.core.status import LIVE, RunStatus
+from fitboard.app.core.status import LIVE, SEARCH_ACTIVE, RunStatus, SearchStatus
 from fitboard.app.core.variant_words import variant_name
 from fitboard.app.services import search_driver, studies
 from fitboard.app.services.queue import Publisher
@@ -112,7 +112,7 @@ def create(session: Session, publisher: Publisher, base: dict, space: dict, opti
     session.commit()  # Optuna writes through its own connections: nothing of ours may hold the SQLite write lock
     engine = session.get_bind()
     try:
-        study = studies.create(search_driver.db_url(engine), search.study_name, opts["direction"])
+        study = studies.create(studies.db_url(engine), search.study_name, opts["direction"])
         first = search_space.base_params(base, space)
         if first is not None:  # start from what the user has: ASHA then prunes what is clearly worse
             study.enqueue_trial(studies.encode(space, first))
@@ -120,7 +120,7 @@ def create(session: Session, publisher: Publisher, base: dict, space: dict, opti
             study.enqueue_trial(studies.encode(space, params))
         study.set_user_attr("fitboard_search_id", search.id)
     except Exception as exc:
-        store.set_state(session, search.id, "failed", f"could not create the Optuna study: {exc}")
+        store.set_state(session, search.id, SearchStatus.failed, f"could not create the Optuna study: {exc}")
         session.commit()
         raise
     search_driver.drive(engine, publisher, [search.id], wait=search_driver.LEASE_WAIT)
@@ -137,8 +137,8 @@ def cancel(session: Session, search_id: int, orphaned_after: float | None = None
                                                  Run.status.in_(LIVE))).scalars().all()
     for run_id in ids:
         request_cancel(session, run_id, orphaned_after)
-    if search.status in store.ACTIVE:
-        store.set_state(session, search_id, "cancelled", "cancelled by its user")
+    if search.status in SEARCH_ACTIVE:
+        store.set_state(session, search_id, SearchStatus.cancelled, "cancelled by its user")
     session.commit()
     session.expire_all()
     return store.get_search(session, search_id)
@@ -190,7 +190,7 @@ def _best_so_far(trials: list[dict], maximize: bool) -> list[dict]:
 
 def _budget(search: Search, trials: list[dict]) -> dict:
     """Epochs and seconds trained against training every asked trial, and the full grid, to the end."""
-    per_run = search_driver.total_epochs(search.base)
+    per_run = studies.total_epochs(search.base)
     trained = sum(t["epochs"] for t in trials)
     seconds = sum(t["seconds"] for t in trials)
     per_epoch = seconds / trained if trained else None
@@ -238,7 +238,7 @@ def importances(search: Search, study: optuna.Study) -> dict:
 def report(session: Session, search_id: int, with_importance: bool = False) -> dict:
     """A search in full: options, trials, best, best-so-far, budget and its verify sweep."""
     search = store.get_search(session, search_id)
-    study = search_driver.read_study(session.get_bind(), search)
+    study = studies.read_study(session.get_bind(), search)
     trials = _trials(session, search, study)
     maximize = search.options["direction"] == "maximize"
     done = [t for t in trials if t["state"] == "complete" and t["value"] is not None]

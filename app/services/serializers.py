@@ -11,7 +11,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from fitboard.app.core.csvsafe import csv_row
 from fitboard.app.core.events import EpochEvent
 from fitboard.app.core.redact import redact_tree
-from fitboard.app.core.status import PredictionStatus, RunStatus
+from fitboard.app.core.status import PredictionStatus, RunStatus, SearchStatus
 from fitboard.app.store.models import Dataset, EpochRow, LRFind, Prediction, Run, RunAttempt, Worker
 from fitboard.app.store.ownership import owner_names
 
@@ -134,12 +134,15 @@ class AttemptOut(_Out):
 
 
 class RunPage(_Out):
-    """One page of runs and how many match."""
+    """One page of runs, how many match and the cursors of the pages around it."""
 
     items: list[RunSummary]
-    total: int
+    total: int | None = Field(description="how many runs match, counted up to 10,000; null when more do")
+    total_at_least: int = Field(description="a lower bound of the count: total when counted, 10,001 when more match")
     limit: int
     offset: int
+    next_cursor: str | None = Field(description="pass as cursor for the next page; null on the last page")
+    prev_cursor: str | None = Field(description="pass as cursor for the page before; null on the first page")
 
 
 class CancelOut(_Out):
@@ -249,7 +252,7 @@ class SearchOut(_Out):
 
     id: int
     name: str
-    status: Literal["running", "verifying", "done", "failed", "cancelled"]
+    status: SearchStatus
     reason: str | None = Field(description="why it stopped, when it failed or was cancelled")
     study_name: str = Field(description="the Optuna study in fitboard's database (optuna.load_study reads it)")
     base: dict[str, Any]

@@ -1,5 +1,6 @@
-"""Optuna, as fitboard uses it: the RDB storage in fitboard's own database, the sampler and pruner a search asked for,
-and a space as Optuna distributions. The web process asks (sampler); the worker reports and asks the pruner."""
+"""Optuna, as fitboard uses it, in one module: the RDB storage in fitboard's own database, a search's study with the
+sampler and pruner it asked for, a trial by number, and a space as Optuna distributions. The web process asks
+(sampler); the worker reports and asks the pruner."""
 from __future__ import annotations
 
 import json
@@ -8,9 +9,11 @@ import threading
 
 import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from sqlalchemy import Engine
 
 from fitboard.app.core.search_space import MAX_GRID, grid_size
-from fitboard.app.store.db import _sqlite_events, driver_url
+from fitboard.app.store.db import driver_url, sqlite_events
+from fitboard.app.store.models import Search
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # a line per trial would flood the worker's log
 log = logging.getLogger(__name__)
@@ -34,7 +37,7 @@ def storage(url: str) -> optuna.storages.RDBStorage:
                 log.info("optuna storage: retrying after a concurrent table creation")
                 st = optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
             if sqlite:
-                _sqlite_events(st.engine)
+                sqlite_events(st.engine)
                 st.engine.dispose()  # pooled connections were opened before the pragmas were attached
             _storages[url] = st
         return _storages[url]
@@ -125,3 +128,31 @@ def load_to_read(url: str, study_name: str) -> optuna.Study:
 def create(url: str, study_name: str, direction: str) -> optuna.Study:
     """A new study for a search (direction: maximize or minimize)."""
     return optuna.create_study(study_name=study_name, storage=storage(url), direction=direction)
+
+
+def db_url(engine: Engine) -> str:
+    """The engine's URL with its password (Optuna opens its own connections)."""
+    return engine.url.render_as_string(hide_password=False)
+
+
+def total_epochs(spec: dict) -> int:
+    """Epochs a recipe trains, all stages (the pruner's largest resource)."""
+    return sum(int(s["epochs"]) for s in spec["stages"])
+
+
+def load_study(engine: Engine, search: Search, salt: int = 0) -> optuna.Study:
+    """The search's Optuna study with its sampler and pruner, on the engine's database."""
+    return load(db_url(engine), search.study_name, search.options, search.space, total_epochs(search.base), salt)
+
+
+def read_study(engine: Engine, search: Search) -> optuna.Study:
+    """The search's study to read (trials, importances): no sampler or pruner is built, so a report never lists
+    a grid."""
+    return load_to_read(db_url(engine), search.study_name)
+
+
+def trial(engine: Engine, search: Search, number: int) -> optuna.Trial:
+    """Trial `number` of the search's study, live: report() and should_prune() go to the database."""
+    rdb = storage(db_url(engine))
+    study_id = rdb.get_study_id_from_name(search.study_name)
+    return optuna.trial.Trial(load_study(engine, search), rdb.get_trial_id_from_study_id_trial_number(study_id, number))

@@ -30,7 +30,7 @@ def _check_datasets(session: Session, vary: dict, data_root: Path) -> None:
                                for p in exc.problems]) from None
 
 
-def _store_and_publish(session: Session, publisher: Publisher, sweep: Sweep, specs: dict,
+def store_and_publish(session: Session, publisher: Publisher, sweep: Sweep, specs: dict,
                        seeds: list[int]) -> tuple[list[Run], str | None]:
     """The sweep's runs in batches, each committed and then published; the note says when the broker was down."""
     pairs = [(v, seed) for v in sweep.variants for seed in seeds]
@@ -65,7 +65,7 @@ def create(session: Session, publisher: Publisher, base: dict, vary: dict, seeds
     variants = plan_variants(base, vary, mode)
     specs = variant_specs(base, variants)
     sweep = store.store_sweep(session, spec.name, base, vary, mode, seeds, variants)
-    runs, note = _store_and_publish(session, publisher, sweep, specs, seeds)
+    runs, note = store_and_publish(session, publisher, sweep, specs, seeds)
     return sweep, runs, note
 
 
@@ -83,7 +83,7 @@ def add_seeds(session: Session, publisher: Publisher, sweep_id: int, seeds: list
                                        "(FITBOARD_MAX_SWEEP_RUNS)")
     specs = variant_specs(sweep.base, sweep.variants)
     sweep.seeds = [*sweep.seeds, *seeds]
-    return _store_and_publish(session, publisher, sweep, specs, seeds)
+    return store_and_publish(session, publisher, sweep, specs, seeds)
 
 
 def next_seeds(session: Session, sweep_id: int, count: int) -> list[int]:

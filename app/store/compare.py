@@ -13,24 +13,10 @@ from fitboard.app.core.csvsafe import csv_row
 from fitboard.app.core.errors import RunNotFound
 from fitboard.app.core.numbering import where
 from fitboard.app.store.models import Artifact, EpochRow, LRFind, Run
+from fitboard.recipe_paths import flatten
 
 TABLE_COLUMNS = ("accuracy", "tta_accuracy", "best_epoch", "wall_seconds", "images_per_second")
 MAX_DISAGREEMENTS = 60
-
-
-def flatten(value, prefix: str = "") -> dict:
-    """A recipe as {field path: leaf value}: stages[1].lr, tta.n, ..."""
-    if isinstance(value, dict):
-        out = {}
-        for k, v in value.items():
-            out.update(flatten(v, f"{prefix}.{k}" if prefix else k))
-        return out
-    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
-        out = {}
-        for i, v in enumerate(value):
-            out.update(flatten(v, f"{prefix}[{i}]"))
-        return out
-    return {prefix: value}
 
 
 def _flat_recipe(spec: dict, shared_stages: int) -> dict:

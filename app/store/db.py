@@ -16,6 +16,8 @@ from sqlmodel import Session
 from fitboard.app.core.jsonsafe import json_safe
 from fitboard.app.core.resources import migrations_dir
 from fitboard.app.core.settings import Settings, get_settings
+from fitboard.app.store.name_search import ensure_sqlite_triggers
+from fitboard.app.store.sqlite_stats import write_sqlite_stats
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 # Any fixed 64-bit key works; every fitboard process must agree on it.
@@ -43,7 +45,7 @@ def _sqlite_path(url: str) -> Path | None:
     return None if database in (None, "", ":memory:") or database.startswith("file:") else Path(database)
 
 
-def _sqlite_events(engine: Engine, foreign_keys: bool = True) -> None:
+def sqlite_events(engine: Engine, foreign_keys: bool = True) -> None:
     """Pragmas on every connection, and write transactions that queue on the lock instead of failing."""
 
     @event.listens_for(engine, "connect")
@@ -119,7 +121,7 @@ def make_engine(url: str, sqlite_foreign_keys: bool = True, **kwargs) -> Engine:
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, **kwargs)
-    _sqlite_events(engine, sqlite_foreign_keys)
+    sqlite_events(engine, sqlite_foreign_keys)
     return engine
 
 
@@ -181,6 +183,8 @@ def upgrade(url: str | None = None, revision: str = "head") -> None:
                 cfg.attributes["connection"] = conn
                 command.upgrade(cfg, revision)
                 if engine.dialect.name == "sqlite":
+                    ensure_sqlite_triggers(conn)  # a later revision's table copy drops the name index's triggers
+                    write_sqlite_stats(conn)  # and the planner's statistics of the copied table
                     broken = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
                     if broken:  # never commit a schema whose rows point nowhere
                         raise RuntimeError(f"migration left rows that reference missing rows: {broken[:5]}")

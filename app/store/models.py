@@ -7,7 +7,14 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
-from fitboard.app.core.status import PREDICTION_STATUSES, STATUSES, PredictionStatus, RunStatus
+from fitboard.app.core.status import (
+    PREDICTION_STATUSES,
+    SEARCH_STATUSES,
+    STATUSES,
+    PredictionStatus,
+    RunStatus,
+    SearchStatus,
+)
 
 # Named constraints let Alembic's SQLite batch mode find and rebuild them in later revisions.
 SQLModel.metadata.naming_convention = {
@@ -74,6 +81,25 @@ class Project(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_column=_when(nullable=False))
 
 
+# The runs list's indexes: one per order the list offers, each led by archived (the list always says which runs it
+# wants) and ending with the key's tie-breakers, so a page and its keyset cursor are one index range. status and dataset
+# break ties by created_at, so the same index serves "newest with this status" and "by status"; status also leads an
+# index per accuracy (the best failed runs have none: a walk of the accuracy index would find none). A project filter
+# added later leads each of them: (project_id, archived, ...).
+LIST_INDEXES = {
+    "ix_run_list_id": ("archived", "id"),
+    "ix_run_list_created_at": ("archived", "created_at", "id"),
+    "ix_run_list_name": ("archived", "name", "id"),
+    "ix_run_list_finished_at": ("archived", "finished_at", "id"),
+    "ix_run_list_best_accuracy": ("archived", "best_accuracy", "id"),
+    "ix_run_list_tta_accuracy": ("archived", "tta_accuracy", "id"),
+    "ix_run_list_status": ("archived", "status", "created_at", "id"),
+    "ix_run_list_dataset": ("archived", "dataset", "created_at", "id"),
+    "ix_run_list_status_best_accuracy": ("archived", "status", "best_accuracy", "id"),
+    "ix_run_list_status_tta_accuracy": ("archived", "status", "tta_accuracy", "id"),
+}
+
+
 class Dataset(SQLModel, table=True):
     """A dataset registered once and referenced by name from recipes."""
 
@@ -93,6 +119,7 @@ class Run(SQLModel, table=True):
     # AUTOINCREMENT: SQLite never hands a deleted run's id to a new run.
     __table_args__ = (sa.CheckConstraint(f"status IN ({', '.join(repr(s) for s in STATUSES)})", name="status"),
                       sa.CheckConstraint(f"kind IN ({', '.join(repr(k) for k in RUN_KINDS)})", name="kind"),
+                      *(sa.Index(name, *cols) for name, cols in LIST_INDEXES.items()),
                       {"sqlite_autoincrement": True})
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(sa_column=sa.Column(sa.String(200), nullable=False))
@@ -129,11 +156,12 @@ class Run(SQLModel, table=True):
     checkpoint: dict | None = Field(default=None, sa_column=_json())  # {"stage", "epoch"} of the last checkpoint
     resume_from: dict | None = Field(default=None, sa_column=_json())  # {"stage", "epoch"} the next attempt starts at
     attempt_limit: int | None = Field(default=None, sa_column=sa.Column(sa.Integer(), nullable=True))
-    # What people add to a run: plain-text notes, tags stored as ",a,b," (one LIKE finds a tag on both backends,
-    # tags cannot hold a comma) and archived (hidden from the runs list unless asked for).
+    # What people add to a run: plain-text notes, tags and archived (hidden from the runs list unless asked for). The
+    # tags live in run_tag (indexed: the list's tag filter); this ",a,b," copy, written in the same transaction, is
+    # what a page of runs shows without a second query.
     notes: str = Field(default="", sa_column=sa.Column(sa.Text(), nullable=False, server_default=""))
     tags: str = Field(default="", sa_column=sa.Column(sa.String(1000), nullable=False, server_default=""))
-    archived: bool = Field(default=False, sa_column=sa.Column(sa.Boolean(), nullable=False, index=True,
+    archived: bool = Field(default=False, sa_column=sa.Column(sa.Boolean(), nullable=False,
                                                              server_default=sa.false()))
     # queued: a worker trains it from its recipe; tracked: trained elsewhere (a notebook's FitboardCallback), its
     # rows arrive over the API, and last_contact_at (its last write) is what says it is still alive.
@@ -155,6 +183,15 @@ class Run(SQLModel, table=True):
         if self.started_at and self.finished_at:
             return (self.finished_at - self.started_at).total_seconds()
         return None
+
+
+class RunTag(SQLModel, table=True):
+    """One tag of one run: the runs list finds a tag's runs through (tag, run_id)."""
+
+    __tablename__ = "run_tag"
+    __table_args__ = (sa.Index("ix_run_tag_tag", "tag", "run_id"),)
+    run_id: int = Field(sa_column=_run_fk(primary_key=True))
+    tag: str = Field(sa_column=sa.Column(sa.String(40), primary_key=True))
 
 
 class RunAttempt(SQLModel, table=True):
@@ -197,7 +234,6 @@ class Sweep(SQLModel, table=True):
     project_id: int | None = Field(default=None, sa_column=_project_fk())
 
 
-SEARCH_STATES = ("running", "verifying", "done", "failed", "cancelled")
 
 
 class Search(SQLModel, table=True):
@@ -205,14 +241,15 @@ class Search(SQLModel, table=True):
     verify sweep of the winners and the base over fresh seeds."""
 
     __tablename__ = "search"
-    __table_args__ = (sa.CheckConstraint(f"status IN ({', '.join(repr(s) for s in SEARCH_STATES)})", name="status"),)
+    __table_args__ = (sa.CheckConstraint(f"status IN ({', '.join(repr(s) for s in SEARCH_STATUSES)})", name="status"),)
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(sa_column=sa.Column(sa.String(200), nullable=False))
     base: dict = Field(default_factory=dict, sa_column=_json(nullable=False))  # the base RunSpec as a dict
     space: dict = Field(default_factory=dict, sa_column=_json(nullable=False))  # field path -> distribution
     options: dict = Field(default_factory=dict, sa_column=_json(nullable=False))  # budget, metric, pruner, verify
     study_name: str = Field(sa_column=sa.Column(sa.String(200), nullable=False, unique=True))
-    status: str = Field(default="running", sa_column=sa.Column(sa.String(16), nullable=False, index=True))
+    status: str = Field(default=SearchStatus.running.value,
+                        sa_column=sa.Column(sa.String(16), nullable=False, index=True))
     reason: str | None = Field(default=None, sa_column=sa.Column(sa.Text(), nullable=True))  # why it stopped
     verify_sweep_id: int | None = Field(default=None, sa_column=sa.Column(
         sa.Integer(), sa.ForeignKey("sweep.id", ondelete="SET NULL"), nullable=True))

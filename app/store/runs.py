@@ -6,34 +6,28 @@ processes racing on one run (a redelivered message, a cancel during a claim) can
 """
 from __future__ import annotations
 
-import math
 from datetime import timedelta
 
-from sqlalchemy import delete, exists, func, select, update
+from sqlalchemy import delete, exists, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session
 
 from fitboard.app.core.errors import RunFinished, RunLive, RunNotFound
 from fitboard.app.core.events import EpochEvent, LRFindEvent, ResultEvent
+from fitboard.app.core.jsonsafe import finite_float
 from fitboard.app.core.redact import redact
 from fitboard.app.core.run_meta import tags_column
 from fitboard.app.core.status import FINISHED, LIVE, RunStatus
 from fitboard.app.store.attempts import end_attempt, start_attempt
-from fitboard.app.store.models import Artifact, EpochRow, LRFind, Run, RunAttempt, Worker, utcnow
+from fitboard.app.store.models import Artifact, EpochRow, LRFind, Run, RunAttempt, RunTag, Worker, utcnow
+from fitboard.app.store.run_list import RunFilter, RunsPage, page_runs
 
 DEFAULT_QUEUE = "fitboard"  # the broker queue workers consume unless told otherwise
-ORDERABLE = ("id", "name", "dataset", "status", "created_at", "started_at", "finished_at",
-             "best_accuracy", "tta_accuracy")
 
 
 class RunNotRunning(RuntimeError):
     """A worker reported a result for a run it does not hold (still queued)."""
-
-
-def _float(v) -> float | None:
-    """A number as a float, with NaN/inf (a diverged loss) as None so both backends store the same."""
-    return None if v is None or not math.isfinite(float(v)) else float(v)
 
 
 def upsert(session: Session, model, values: dict, keys: tuple[str, ...], keep: tuple[str, ...] = ()) -> None:
@@ -110,8 +104,9 @@ def claim_run(session: Session, run_id: int, worker: str) -> Run | None:
 def record_epoch(session: Session, run_id: int, row: EpochEvent) -> None:
     """Store one epoch row; a repeat of the same (stage, epoch) overwrites it, so redelivery never duplicates."""
     _status(session, run_id)
-    values = {"run_id": run_id, "stage": row.stage, "epoch": row.epoch, "train_loss": _float(row.train_loss),
-              "valid_loss": _float(row.valid_loss), "metrics": dict(row.metrics), "seconds": _float(row.seconds),
+    values = {"run_id": run_id, "stage": row.stage, "epoch": row.epoch, "train_loss": finite_float(row.train_loss),
+              "valid_loss": finite_float(row.valid_loss), "metrics": dict(row.metrics),
+              "seconds": finite_float(row.seconds),
               "created_at": utcnow()}
     upsert(session, EpochRow, values, keys=("run_id", "stage", "epoch"), keep=("created_at",))
 
@@ -124,8 +119,8 @@ def record_epochs(session: Session, run_id: int, rows: list[EpochEvent]) -> None
     _status(session, run_id)
     now = utcnow()
     by_key = {(r.stage, r.epoch): {"run_id": run_id, "stage": r.stage, "epoch": r.epoch,
-                                   "train_loss": _float(r.train_loss), "valid_loss": _float(r.valid_loss),
-                                   "metrics": dict(r.metrics), "seconds": _float(r.seconds), "created_at": now}
+                                   "train_loss": finite_float(r.train_loss), "valid_loss": finite_float(r.valid_loss),
+                                   "metrics": dict(r.metrics), "seconds": finite_float(r.seconds), "created_at": now}
               for r in rows}
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     stmt = insert(EpochRow).values(list(by_key.values()))
@@ -145,8 +140,8 @@ def record_progress(session: Session, run_id: int, progress: dict) -> None:
 def record_lr_find(session: Session, run_id: int, find: LRFindEvent) -> None:
     """Store a stage's LR-finder curve and suggestion; a repeat overwrites it."""
     _status(session, run_id)
-    values = {"run_id": run_id, "stage": find.stage, "suggestion": _float(find.suggestion),
-              "lrs": [_float(x) for x in find.lrs], "losses": [_float(x) for x in find.losses]}
+    values = {"run_id": run_id, "stage": find.stage, "suggestion": finite_float(find.suggestion),
+              "lrs": [finite_float(x) for x in find.lrs], "losses": [finite_float(x) for x in find.losses]}
     upsert(session, LRFind, values, keys=("run_id", "stage"))
 
 
@@ -162,8 +157,8 @@ def finish_run(session: Session, run_id: int, result: ResultEvent, worker: str |
     successor's attempt)."""
     done = _update(session, run_id, Run.status == RunStatus.running, *_held_by(worker), status=RunStatus.succeeded,
                    finished_at=utcnow(), result=result.stored(), progress=None,
-                   best_accuracy=_float(result.metrics.accuracy),
-                   tta_accuracy=_float(result.tta.accuracy if result.tta else None))
+                   best_accuracy=finite_float(result.metrics.accuracy),
+                   tta_accuracy=finite_float(result.tta.accuracy if result.tta else None))
     if not done:
         status = _status(session, run_id)
         if status in FINISHED:
@@ -185,6 +180,16 @@ def fail_run(session: Session, run_id: int, error: str, traceback: str | None = 
                error=error, traceback=traceback):
         end_attempt(session, run_id, RunStatus.failed, error)
     return get_run(session, run_id)
+
+
+def mark_pruned(session: Session, run_id: int, worker: str, where: dict) -> str:
+    """Mark a running run pruned (its search's pruner stopped it at `where`: stage, epoch, step, value) while this
+    worker holds it; returns the status it has afterwards."""
+    if _update(session, run_id, Run.status == RunStatus.running, *_held_by(worker), status=RunStatus.pruned,
+               finished_at=utcnow(), progress=None, result={"pruned": where}):
+        end_attempt(session, run_id, RunStatus.pruned, f"pruned after {where['step']} epochs")
+        return RunStatus.pruned.value
+    return _status(session, run_id)
 
 
 def mark_cancelled(session: Session, run_id: int) -> Run:
@@ -238,6 +243,10 @@ def update_run(session: Session, run_id: int, changes: dict) -> Run:
         values["tags"] = tags_column(changes["tags"])
     if values and not _update(session, run_id, **values):
         raise RunNotFound(run_id)
+    if "tags" in changes:  # the indexed copy the list's tag filter reads, in the same transaction
+        session.exec(delete(RunTag).where(RunTag.run_id == run_id).execution_options(synchronize_session=False))
+        session.add_all([RunTag(run_id=run_id, tag=t) for t in dict.fromkeys(changes["tags"])])
+        session.flush()
     return get_run(session, run_id)
 
 
@@ -247,7 +256,7 @@ def delete_run(session: Session, run_id: int) -> None:
     status = _status(session, run_id)
     if status in LIVE:
         raise RunLive(run_id, status)
-    for model in (EpochRow, LRFind, Artifact, RunAttempt):  # the foreign keys cascade too; explicit for clarity
+    for model in (EpochRow, LRFind, Artifact, RunAttempt, RunTag):  # the foreign keys cascade too; explicit here
         session.exec(delete(model).where(model.run_id == run_id).execution_options(synchronize_session=False))
     session.exec(update(Worker).where(Worker.current_run_id == run_id).values(current_run_id=None)
                  .execution_options(synchronize_session=False))
@@ -258,34 +267,22 @@ def delete_run(session: Session, run_id: int) -> None:
         raise RunLive(run_id, _status(session, run_id))
 
 
-def list_runs(session: Session, status: str | list[str] | None = None, dataset: str | None = None,
+def runs_page(session: Session, status: str | list[str] | None = None, dataset: str | None = None,
               name_contains: str | None = None, limit: int = 50, offset: int = 0,
-              order: str = "-created_at", tag: str | None = None,
-              archived: bool | None = None) -> tuple[list[Run], int]:
-    """A page of runs matching the filters, and how many match in all; order is a column, "-" for descending.
-    archived: None lists all, False hides archived runs, True lists only them."""
-    where = []
-    if tag:
-        where.append(Run.tags.contains(f",{tag},", autoescape=True))
-    if archived is not None:
-        where.append(Run.archived.is_(archived))
-    if status is not None:
-        where.append(Run.status.in_([status] if isinstance(status, str) else list(status)))
-    if dataset is not None:
-        where.append(Run.dataset == dataset)
-    if name_contains:
-        where.append(Run.name.icontains(name_contains, autoescape=True))
-    field = order.lstrip("-")
-    if field not in ORDERABLE:
-        raise ValueError(f"cannot order runs by {field!r}; choose one of {', '.join(ORDERABLE)}")
-    column = getattr(Run, field)
-    desc = order.startswith("-")
-    # Runs without a value (no accuracy yet) go last either way; id breaks ties so pages are stable.
-    sort = (column.desc() if desc else column.asc()).nulls_last()
-    stmt = select(Run).where(*where).order_by(sort, Run.id.desc() if desc else Run.id.asc())
-    items = list(session.exec(stmt.limit(limit).offset(offset)).scalars().all())
-    total = session.exec(select(func.count()).select_from(Run).where(*where)).scalar_one()
-    return items, total
+              order: str = "-created_at", tag: str | None = None, archived: bool | None = None,
+              sweep_id: int | None = None, search_id: int | None = None, cursor: str | None = None) -> RunsPage:
+    """A page of runs matching the filters with its count and cursors (see run_list.page_runs); order is a column,
+    "-" for descending. archived: None lists all, False hides archived runs, True lists only them."""
+    statuses = () if status is None else tuple(dict.fromkeys([status] if isinstance(status, str) else status))
+    f = RunFilter(status=tuple(str(s) for s in statuses), dataset=dataset, name_contains=name_contains or None,
+                  tag=tag or None, archived=archived, sweep_id=sweep_id, search_id=search_id)
+    return page_runs(session, f, order=order, limit=limit, offset=offset, cursor=cursor)
+
+
+def list_runs(session: Session, **filters) -> tuple[list[Run], int | None]:
+    """A page of runs matching the filters (see runs_page) and how many match (None: more than COUNT_LIMIT)."""
+    page = runs_page(session, **filters)
+    return page.items, page.total
 
 
 def dataset_names(session: Session) -> list[str]:

@@ -1,4 +1,4 @@
-"""Searches in the database: the search row, its trial runs, a pruned run's final state, and the search lease."""
+"""Searches in the database: the search row, its trial runs and the search lease."""
 from __future__ import annotations
 
 from datetime import timedelta
@@ -8,13 +8,10 @@ from sqlmodel import Session
 
 from fitboard.app.core.errors import SearchNotFound
 from fitboard.app.core.schemas import parse_spec
-from fitboard.app.core.status import RunStatus
-from fitboard.app.store.attempts import end_attempt
+from fitboard.app.core.status import SEARCH_ACTIVE, RunStatus, SearchStatus
 from fitboard.app.store.models import EpochRow, Lease, Run, Search, utcnow
 from fitboard.app.store.recovery import acquire_lease
-from fitboard.app.store.runs import _held_by, _update, create_run, get_or_raise
-
-ACTIVE = ("running", "verifying")
+from fitboard.app.store.runs import create_run, get_or_raise
 
 
 def store_search(session: Session, name: str, base: dict, space: dict, options: dict) -> Search:
@@ -34,7 +31,8 @@ def get_search(session: Session, search_id: int) -> Search:
 
 def active_ids(session: Session) -> list[int]:
     """Searches still asking for trials or verifying."""
-    return list(session.exec(select(Search.id).where(Search.status.in_(ACTIVE)).order_by(Search.id)).scalars().all())
+    query = select(Search.id).where(Search.status.in_(SEARCH_ACTIVE)).order_by(Search.id)
+    return list(session.exec(query).scalars().all())
 
 
 def trial_runs(session: Session, search_id: int) -> list[Run]:
@@ -57,22 +55,12 @@ def add_trial_run(session: Session, search: Search, number: int, spec: dict, que
     return run
 
 
-def set_state(session: Session, search_id: int, status: str, reason: str | None = None, **values) -> None:
+def set_state(session: Session, search_id: int, status: SearchStatus, reason: str | None = None, **values) -> None:
     """Move a search to a new state (finished states get finished_at)."""
-    if status not in ACTIVE:
+    if status not in SEARCH_ACTIVE:
         values["finished_at"] = utcnow()
     stmt = update(Search).where(Search.id == search_id).values(status=status, reason=reason, **values)
     session.exec(stmt.execution_options(synchronize_session=False))
-
-
-def mark_pruned(session: Session, run_id: int, worker: str, where: dict) -> str:
-    """Mark a running run pruned (its search's pruner stopped it at `where`: stage, epoch, step, value) while this
-    worker holds it; returns the status it has afterwards."""
-    if _update(session, run_id, Run.status == RunStatus.running, *_held_by(worker), status=RunStatus.pruned,
-               finished_at=utcnow(), progress=None, result={"pruned": where}):
-        end_attempt(session, run_id, RunStatus.pruned, f"pruned after {where['step']} epochs")
-        return RunStatus.pruned.value
-    return session.exec(select(Run.status).where(Run.id == run_id)).scalar_one()
 
 
 def epochs_trained(session: Session, run_ids: list[int]) -> dict[int, tuple[int, float]]:

@@ -13,6 +13,7 @@ from sqlmodel import Session
 
 from fitboard.app.core.errors import Conflict, RecipeError, RunFinished
 from fitboard.app.core.events import ResultEvent
+from fitboard.app.core.jsonsafe import finite_float
 from fitboard.app.core.redact import redact
 from fitboard.app.core.status import RunStatus
 from fitboard.app.core.tracked import (
@@ -25,7 +26,7 @@ from fitboard.app.core.tracked import (
     techniques_of,
 )
 from fitboard.app.store.models import Artifact, EpochRow, Run, utcnow
-from fitboard.app.store.runs import _float, get_run, record_epochs, record_lr_find, upsert
+from fitboard.app.store.runs import get_run, record_epochs, record_lr_find, upsert
 
 TRACKED = "tracked"
 
@@ -110,7 +111,7 @@ def finish_tracked(session: Session, run_id: int, body: TrackedFinish) -> Run:
                          seconds=body.seconds)
     stmt = (update(Run).where(Run.id == run_id, Run.status == RunStatus.running)
             .values(status=body.status, finished_at=utcnow(), last_contact_at=utcnow(), result=result.stored(),
-                    best_accuracy=_float(body.metrics.accuracy), error=redact(body.error) if body.error else None,
+                    best_accuracy=finite_float(body.metrics.accuracy), error=redact(body.error) if body.error else None,
                     cancel_requested=body.status == RunStatus.cancelled,
                     progress={k: v for k, v in (get_run(session, run_id).progress or {}).items() if k != "batch"})
             .execution_options(synchronize_session=False))

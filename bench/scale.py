@@ -1,0 +1,390 @@
+"""The runs list at scale: fill a database with N runs (20 epoch rows each) by bulk insert, then time every list,
+filter and sort, the pages and the epoch write through a real `fitboard web` process over HTTP.
+
+    python bench/scale.py --runs 100000 [--db sqlite|postgres] [--requests 30] [--keep]
+    python bench/scale.py --runs 1000000 --fill-only sqlite:////tmp/big.db     # fill, migrate and exit
+
+The fill writes the schema of revision 0008 (tags as ",x," in run.tags), then migrates to the head and times it: that
+is the migration of an existing database of N runs. 10% of runs are tagged x; names run-0 ... run-{N-1}; statuses,
+datasets, sweeps (one of 500 runs) and searches mixed in; accuracies spread over [0, 1]. PostgreSQL: a database
+fb_scale_<N> on FITBOARD_BENCH_POSTGRES (default postgresql://postgres@127.0.0.1:5432/postgres), dropped at the end
+unless --keep. Targets at 1M runs: list questions p50 <= 20 ms and p95 <= 50 ms, the runs page <= 100 ms, the epoch
+write p50 <= 1 ms, the migration under 2 minutes.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import random
+import sqlite3
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT))
+
+import httpx  # noqa: E402
+from web import cpu_times, fitboard_env, free_port, percentile, spawn, stop_process, wait_http  # noqa: E402
+
+from fitboard.app.core.events import EpochEvent  # noqa: E402
+from fitboard.app.store.db import make_engine, session_scope, upgrade  # noqa: E402
+from fitboard.app.store.runs import record_epoch  # noqa: E402
+
+EPOCHS = 20
+DATASETS = ("digits", "cassava", "pets", "imagenette", "food101")
+# status, share: mostly finished, a few live
+STATUSES = (("succeeded", 0.70), ("failed", 0.10), ("cancelled", 0.05), ("pruned", 0.07), ("queued", 0.07),
+            ("running", 0.01))
+SWEEP_SIZE, SWEEP_SHARE, BIG_SWEEP, SEARCH_TRIALS = 10, 0.05, 500, 1000
+PG_ADMIN = os.environ.get("FITBOARD_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+SPEC = {"dataset": "digits", "arch": "resnet18", "pretrained": False, "normalize": "imagenet", "seed": 0,
+        "precision": "fp32", "keep_best": "accuracy", "tta": {"n": 4, "use_max": False},
+        "stages": [{"epochs": 15, "size": 64, "presize": 80, "bs": 64, "freeze": True, "lr": "find"},
+                   {"epochs": 5, "size": 64, "presize": 80, "bs": 64, "freeze": False, "lr": [1e-5, 1e-3]}]}
+RUN_COLUMNS = ("id", "name", "dataset", "spec", "status", "cancel_requested", "created_at", "started_at",
+               "finished_at", "worker", "attempt", "result", "techniques", "best_accuracy", "tta_accuracy", "sweep_id",
+               "variant", "search_id", "trial_number", "queue", "published_at", "republish_count", "notes", "tags",
+               "archived", "kind")
+EPOCH_COLUMNS = ("run_id", "stage", "epoch", "train_loss", "valid_loss", "metrics", "seconds", "created_at")
+CHUNK = 20_000  # runs per insert batch
+
+
+# --- the rows ----------------------------------------------------------------------------------------------------
+
+
+def _status(rng: random.Random) -> str:
+    """A status drawn with the shares of STATUSES."""
+    x, acc = rng.random(), 0.0
+    for status, share in STATUSES:
+        acc += share
+        if x < acc:
+            return status
+    return "succeeded"
+
+
+def _when(t: datetime) -> str:
+    """A naive-UTC timestamp as both databases store it."""
+    return t.strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def sweep_of(i: int, n: int) -> tuple[int | None, str | None]:
+    """(sweep id, variant) of run i: the big sweep sits in the middle; small sweeps take SWEEP_SHARE of the rest."""
+    mid = n // 2
+    if n >= 2 * BIG_SWEEP and mid <= i < mid + BIG_SWEEP:
+        return 1, "base" if (i - mid) % 5 == 0 else f"lr={(i - mid) % 5}"
+    block = i // SWEEP_SIZE
+    if (block * 2654435761) % 1000 < SWEEP_SHARE * 1000:
+        return 2 + block, "base" if i % SWEEP_SIZE < 5 else "lr=1"
+    return None, None
+
+
+def search_of(i: int, n: int) -> tuple[int | None, int | None]:
+    """(search id, trial number): the last SEARCH_TRIALS runs before the newest 10% are one search's trials."""
+    first = max(0, int(n * 0.9) - SEARCH_TRIALS)
+    return (1, i - first) if first <= i < first + SEARCH_TRIALS and n >= 4 * SEARCH_TRIALS else (None, None)
+
+
+def run_rows(lo: int, hi: int, n: int, t0: datetime):
+    """Run rows lo..hi-1 (ids 1-based) as tuples of RUN_COLUMNS."""
+    spec_tail = json.dumps(SPEC)[1:]
+    for i in range(lo, hi):
+        rng = random.Random(i)
+        status = _status(rng)
+        created = t0 + timedelta(seconds=30 * i)
+        finished = status in ("succeeded", "failed", "cancelled", "pruned")
+        acc = rng.random() if status in ("succeeded", "pruned") else None
+        tta = min(1.0, acc + rng.random() * 0.02) if acc is not None and status == "succeeded" else None
+        sweep, variant = sweep_of(i, n)
+        search, trial = search_of(i, n)
+        spec = '{"name": "run-%d", "seed": %d, %s' % (i, i % 7, spec_tail.replace('"seed": 0, ', ""))
+        result = (json.dumps({"metrics": {"accuracy": acc, "error_rate": 1 - acc, "valid_loss": 1 - acc},
+                              "tta": {"accuracy": tta, "error_rate": 1 - tta} if tta is not None else None,
+                              "best": {"stage": 1, "epoch": 4, "value": acc}}) if acc is not None else None)
+        yield (i + 1, f"run-{i}", DATASETS[rng.randrange(len(DATASETS))], spec, status, False, _when(created),
+               _when(created + timedelta(seconds=5)) if status != "queued" else None,
+               _when(created + timedelta(seconds=600)) if finished else None,
+               "bench:1" if status != "queued" else None, 0 if status == "queued" else 1, result,
+               '["lr_find", "tta"]', acc, tta, sweep, variant, search, trial, "fitboard",
+               _when(created), 0, "", ",x," if i % 10 == 3 else "", i % 97 == 0, "queued")
+
+
+def epoch_rows(lo: int, hi: int, t0: datetime):
+    """EPOCHS rows per run for runs lo..hi-1 (15 in stage 0, 5 in stage 1), accuracy rising to the run's own."""
+    for i in range(lo, hi):
+        created = t0 + timedelta(seconds=30 * i)
+        for k in range(EPOCHS):
+            stage, epoch = (0, k) if k < 15 else (1, k - 15)
+            acc = round(0.3 + 0.6 * k / EPOCHS, 4)
+            yield (i + 1, stage, epoch, round(1.5 - k * 0.05, 4), round(1.6 - k * 0.05, 4),
+                   '{"accuracy": %s, "error_rate": %s}' % (acc, round(1 - acc, 4)), 12.5,
+                   _when(created + timedelta(seconds=30 * k)))
+
+
+# --- filling -----------------------------------------------------------------------------------------------------
+
+
+def sweeps_and_search(n: int, t0: datetime) -> tuple[list[tuple], list[tuple]]:
+    """Rows of the sweep table (the big one first) and of the search table."""
+    variants = [{"key": "base", "label": "base", "overrides": {}}] + [
+        {"key": f"lr={k}", "label": f"lr {k}", "overrides": {"stages[0].lr": 10 ** -k}} for k in range(1, 5)]
+    sweeps = {sweep_of(i, n)[0] for i in range(n)} - {None}
+    rows = [(s, f"sweep-{s}", json.dumps(SPEC), json.dumps({"stages[0].lr": [0.1, 0.01]}), "one_at_a_time",
+             json.dumps(list(range(100 if s == 1 else 5))), json.dumps(variants if s == 1 else variants[:2]),
+             _when(t0)) for s in sorted(sweeps)]
+    search = [(1, "search-1", json.dumps(SPEC), json.dumps({"stages[0].lr": {"low": 1e-5, "high": 1e-1}}),
+               json.dumps({"budget": SEARCH_TRIALS, "metric": "accuracy"}), "bench-study-1", "done", _when(t0))]
+    return rows, search
+
+
+SWEEP_COLUMNS = ("id", "name", "base", "vary", "mode", "seeds", "variants", "created_at")
+SEARCH_COLUMNS = ("id", "name", "base", "space", "options", "study_name", "status", "created_at")
+
+
+def fill_sqlite(path: Path, n: int, t0: datetime) -> None:
+    """Bulk insert into a SQLite file at revision 0008 (one transaction per CHUNK runs, fsync off while filling)."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA synchronous = OFF")
+    conn.execute("PRAGMA journal_mode = WAL")
+    sweeps, search = sweeps_and_search(n, t0)
+
+    def insert(table, cols, rows):
+        conn.executemany(f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", rows)
+
+    conn.execute("BEGIN")
+    insert("sweep", SWEEP_COLUMNS, sweeps)
+    insert("search", SEARCH_COLUMNS, search)
+    conn.execute("COMMIT")
+    for lo in range(0, n, CHUNK):
+        hi = min(n, lo + CHUNK)
+        conn.execute("BEGIN")
+        insert("run", RUN_COLUMNS, run_rows(lo, hi, n, t0))
+        insert("epoch", EPOCH_COLUMNS, epoch_rows(lo, hi, t0))
+        conn.execute("COMMIT")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+
+
+def _copy(cur, table: str, cols: tuple, rows) -> None:
+    """COPY rows into table (tab-separated, \\N for NULL)."""
+    buf = io.StringIO()
+    for r in rows:
+        buf.write("\t".join("\\N" if v is None else ("t" if v is True else "f" if v is False else str(v))
+                            for v in r) + "\n")
+    buf.seek(0)
+    cur.copy_expert(f"COPY {table} ({', '.join(cols)}) FROM STDIN", buf)
+
+
+def fill_postgres(url: str, n: int, t0: datetime) -> None:
+    """Bulk insert into a PostgreSQL database at revision 0008 by COPY, then move the id sequences past the rows."""
+    import psycopg2
+
+    conn = psycopg2.connect(url.replace("postgresql+psycopg2://", "postgresql://"))
+    cur = conn.cursor()
+    sweeps, search = sweeps_and_search(n, t0)
+    _copy(cur, "sweep", SWEEP_COLUMNS, sweeps)
+    _copy(cur, "search", SEARCH_COLUMNS, search)
+    for lo in range(0, n, CHUNK):
+        hi = min(n, lo + CHUNK)
+        _copy(cur, "run", RUN_COLUMNS, run_rows(lo, hi, n, t0))
+        _copy(cur, "epoch", EPOCH_COLUMNS, epoch_rows(lo, hi, t0))
+        conn.commit()
+    for table in ("run", "sweep", "search"):
+        cur.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT max(id) FROM {table}))")
+    conn.commit()
+    conn.close()
+
+
+def new_database(kind: str, n: int, work: Path) -> str:
+    """A fresh, empty database URL for the fill."""
+    if kind == "sqlite":
+        return f"sqlite:///{work / f'scale-{n}.db'}"
+    import psycopg2
+
+    name = f"fb_scale_{n}"
+    conn = psycopg2.connect(PG_ADMIN)
+    conn.autocommit = True
+    conn.cursor().execute(f"DROP DATABASE IF EXISTS {name}")
+    conn.cursor().execute(f"CREATE DATABASE {name}")
+    conn.close()
+    return PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg2://") + "/" + name
+
+
+def fill(url: str, n: int) -> tuple[float, float]:
+    """Migrate url to 0008, bulk-insert n runs, then migrate to the head; (fill seconds, migration seconds)."""
+    t0 = datetime.now(timezone.utc).replace(tzinfo=None) - timedelta(seconds=30 * n + 3600)
+    upgrade(url, "0008")
+    start = time.perf_counter()
+    if url.startswith("sqlite"):
+        fill_sqlite(Path(url.split("///", 1)[1]), n, t0)
+    else:
+        fill_postgres(url, n, t0)
+    filled = time.perf_counter() - start
+    start = time.perf_counter()
+    upgrade(url)
+    migrated = time.perf_counter() - start
+    if url.startswith("postgresql"):  # what autovacuum does to a live database: index-only scans need it
+        import psycopg2
+
+        conn = psycopg2.connect(url.replace("postgresql+psycopg2://", "postgresql://"))
+        conn.autocommit = True
+        conn.cursor().execute("VACUUM ANALYZE")
+        conn.close()
+    return filled, migrated
+
+
+# --- asking ------------------------------------------------------------------------------------------------------
+
+
+def timed(client: httpx.Client, path: str, params: dict | None, k: int, pid: int) -> tuple[list[float], float]:
+    """k timings (ms) of GET path after one warm-up (each answer must be 200), and the server's CPU ms per request:
+    on a busy machine wall time also counts waiting for a core, CPU time does not."""
+    out = []
+    for i in range(k + 1):
+        if i == 1:
+            cpu0 = sum(cpu_times(pid))
+        t = time.perf_counter()
+        r = client.get(path, params=params)
+        ms = (time.perf_counter() - t) * 1000
+        if r.status_code != 200:
+            raise RuntimeError(f"{path} {params}: {r.status_code} {r.text[:300]}")
+        if i:
+            out.append(ms)
+    return out, (sum(cpu_times(pid)) - cpu0) * 1000 / k
+
+
+def cursor_41(client: httpx.Client) -> str:
+    """The cursor of page 41 of the newest 50 (walked page by page)."""
+    cursor = None
+    for _ in range(40):
+        cursor = client.get("/api/v1/runs", params={"limit": 50, **({"cursor": cursor} if cursor else {})}).json()[
+            "next_cursor"]
+    return cursor
+
+
+def questions(client: httpx.Client, n: int) -> list[tuple[str, str, dict | None, str]]:
+    """(label, path, params, kind) of every question; kind list|page|other sets the target."""
+    first = client.get("/api/v1/runs", params={"limit": 1, "status": "succeeded"}).json()["items"][0]["id"]
+    ids = [r["id"] for r in client.get("/api/v1/runs", params={"limit": 100, "status": "succeeded"}).json()["items"]]
+    big_sweep = 1 if n >= 2 * BIG_SWEEP else 2
+    qs = [("newest 50", "/api/v1/runs", {"limit": 50}, "list"),
+          ("best 50 by accuracy", "/api/v1/runs", {"limit": 50, "order": "-best_accuracy"}, "list"),
+          ("best 50 by TTA accuracy", "/api/v1/runs", {"limit": 50, "order": "-tta_accuracy"}, "list"),
+          ("status=failed", "/api/v1/runs", {"limit": 50, "status": "failed"}, "list"),
+          ("status=running", "/api/v1/runs", {"limit": 50, "status": "running"}, "list"),
+          ("dataset=pets", "/api/v1/runs", {"limit": 50, "dataset": "pets"}, "list"),
+          ("tag=x", "/api/v1/runs", {"limit": 50, "tag": "x"}, "list"),
+          ("tag=x by accuracy", "/api/v1/runs", {"limit": 50, "tag": "x", "order": "-best_accuracy"}, "list"),
+          ("search=1 (its trials)", "/api/v1/runs", {"limit": 50, "search": 1}, "list"),
+          (f"sweep={big_sweep}", "/api/v1/runs", {"limit": 50, "sweep": big_sweep}, "list"),
+          (f"name=run-{n // 3}", "/api/v1/runs", {"limit": 50, "name": f"run-{n // 3}"}, "list"),
+          ("name=un-1 (many match)", "/api/v1/runs", {"limit": 50, "name": "un-1"}, "list"),
+          ("failed by name, archived shown", "/api/v1/runs",
+           {"limit": 50, "status": "failed", "order": "name", "archived": "show"}, "list"),
+          ("page 41 by cursor", "/api/v1/runs", {"limit": 50, "cursor": cursor_41(client)}, "list"),
+          ("offset=5000", "/api/v1/runs", {"limit": 50, "offset": 5000}, "list"),
+          ("runs page (HTML)", "/runs", None, "page"),
+          ("runs page sorted by accuracy", "/runs", {"order": "-best_accuracy"}, "page"),
+          ("run page (HTML)", f"/runs/{first}", None, "page"),
+          ("run's epochs", f"/api/v1/runs/{first}/epochs", None, "other"),
+          ("compare 2 runs", "/api/v1/compare", {"ids": ",".join(map(str, ids[:2]))}, "other"),
+          ("compare 100 runs", "/api/v1/compare", {"ids": ",".join(map(str, ids[:100]))}, "other"),
+          (f"sweep page ({BIG_SWEEP if big_sweep == 1 else SWEEP_SIZE} runs)", f"/sweeps/{big_sweep}", None, "other")]
+    return qs
+
+
+def epoch_write_ms(url: str, k: int) -> tuple[list[float], float]:
+    """k timings (ms) of one epoch row written and committed the way a worker does (store.record_epoch), and the
+    CPU ms each took in this process."""
+    engine = make_engine(url)
+    with session_scope(engine) as s:
+        run_id = s.exec(__import__("sqlalchemy").text("SELECT max(id) FROM run")).scalar_one()
+    out, cpu0 = [], time.process_time()
+    for i in range(k):
+        row = EpochEvent(stage=5, epoch=i, train_loss=0.5, valid_loss=0.6, metrics={"accuracy": 0.9}, seconds=1.0)
+        t = time.perf_counter()
+        with session_scope(engine) as s:
+            record_epoch(s, run_id, row)
+        out.append((time.perf_counter() - t) * 1000)
+    engine.dispose()
+    return out, (time.process_time() - cpu0) * 1000 / k
+
+
+TARGETS = {"list": (20, 50), "page": (100, None), "other": (None, None)}
+
+
+def ask(url: str, n: int, k: int, work: Path) -> list[str]:
+    """Start `fitboard web` on url and time every question k times; the summary lines."""
+    port = int(os.environ.get("FITBOARD_BENCH_PORT") or free_port())
+    log = work / "web.log"
+    proc = spawn(["web", "--port", str(port)], fitboard_env(work / "home", url, work / "data"), log)
+    lines = []
+    try:
+        wait_http(f"http://127.0.0.1:{port}/healthz", proc, log, timeout=300)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+            for label, path, params, kind in questions(client, n):
+                ms, cpu = timed(client, path, params, k, proc.pid)
+                p50, p95 = percentile(ms, 50), percentile(ms, 95)
+                lo, hi = TARGETS[kind]
+                ok = (lo is None or p50 <= lo) and (hi is None or p95 <= hi)
+                mark = "" if lo is None else (" ok" if ok else " MISSED")
+                lines.append(f"  {label:<34} p50 {p50:7.1f} ms   p95 {p95:7.1f} ms   server CPU {cpu:6.1f} ms{mark}")
+    finally:
+        stop_process(proc)
+    ms, cpu = epoch_write_ms(url, 200)
+    mark = " ok" if percentile(ms, 50) <= 1 else " MISSED"
+    lines.append(f"  {'epoch write (store, in-process)':<34} p50 {percentile(ms, 50):7.2f} ms   "
+                 f"p95 {percentile(ms, 95):7.2f} ms   CPU {cpu:6.2f} ms{mark}")
+    lines.append(f"  (load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores at the end; targets judge "
+                 f"the wall p50/p95)")
+    return lines
+
+
+def drop_postgres(url: str) -> None:
+    """Drop the bench's PostgreSQL database."""
+    import psycopg2
+
+    conn = psycopg2.connect(PG_ADMIN)
+    conn.autocommit = True
+    conn.cursor().execute(f"DROP DATABASE IF EXISTS {url.rsplit('/', 1)[1]}")
+    conn.close()
+
+
+def main() -> int:
+    """Fill, migrate, ask, print."""
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=int, default=10_000)
+    ap.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite")
+    ap.add_argument("--requests", type=int, default=30, help="timed requests per question (after one warm-up)")
+    ap.add_argument("--fill-only", metavar="DATABASE_URL", help="fill this (empty) database and exit")
+    ap.add_argument("--use", metavar="DATABASE_URL", help="ask an already filled database (no fill)")
+    ap.add_argument("--keep", action="store_true", help="keep the database afterwards")
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="fb-scale-"))
+    if args.fill_only:
+        filled, migrated = fill(args.fill_only, args.runs)
+        print(f"filled {args.runs} runs in {filled:.0f} s; migrated to the head in {migrated:.1f} s")
+        return 0
+    url = args.use or new_database(args.db, args.runs, work)
+    print(f"database: {url.split('@')[-1]}", flush=True)
+    try:
+        if not args.use:
+            filled, migrated = fill(url, args.runs)
+            print(f"filled {args.runs:,} runs ({args.runs * EPOCHS:,} epoch rows) in {filled:.0f} s; migration "
+                  f"0008 -> head in {migrated:.1f} s{' ok' if migrated < 120 else ' MISSED'}", flush=True)
+        lines = ask(url, args.runs, args.requests, work)
+    finally:
+        if not args.keep and not args.use:
+            drop_postgres(url) if url.startswith("postgresql") else Path(url.split("///", 1)[1]).unlink()
+    print(f"\n{args.runs:,} runs on {args.db}, {args.requests} requests each through `fitboard web` over HTTP:")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,146 @@
+"""Every list the runs API and the runs page offer is read through an index: each order x filter x archived choice
+runs on a small database and every statement it sends goes through EXPLAIN. SQLite: no full SCAN of run or run_tag,
+and a temporary sort only over the rows a filter's index found (the few-match path). PostgreSQL: no Seq Scan on run
+or run_tag with seq scans priced out (the small table would otherwise make one cheapest). The options come from the
+API's and the page's own declarations, so a new order or filter is checked the day it is offered."""
+from __future__ import annotations
+
+import inspect as pyinspect
+import re
+import typing
+
+import pytest
+from sqlalchemy import event, text, update
+
+from fitboard.app.api import runs as api_runs
+from fitboard.app.core.status import STATUSES
+from fitboard.app.pages import runs as page_runs
+from fitboard.app.services.runs import ARCHIVED
+from fitboard.app.store import run_list
+from fitboard.app.store.db import session_scope
+from fitboard.app.store.models import Run, Search, Sweep
+from fitboard.app.store.runs import create_run, runs_page, update_run
+from tests.store_fixtures import *  # noqa: F401,F403
+
+FILTER_PARAMS = {"status", "dataset", "name", "tag", "sweep", "search"}  # the API's filters, checked below
+
+
+def _orders() -> list[str]:
+    """Every order the API's Order type allows and every column the runs page sorts by, both directions."""
+    api = set(typing.get_args(api_runs.Order))
+    page = {o for c in page_runs.SORTABLE for o in (c, f"-{c}")}
+    return sorted(api | page)
+
+
+def _filters() -> list[dict]:
+    """One store filter per API filter (status once and twice; name long enough for the name index and shorter)."""
+    return [{}, {"status": "failed"}, {"status": ["failed", "running"]}, {"dataset": "pets"}, {"tag": "keep"},
+            {"name_contains": "run-1"}, {"name_contains": "1"}, {"sweep_id": 1}, {"search_id": 1},
+            {"status": "succeeded", "tag": "keep", "dataset": "pets"}]
+
+
+def test_the_checked_options_are_the_apis():
+    params = set(pyinspect.signature(api_runs.get_runs).parameters)
+    assert FILTER_PARAMS <= params, "a filter the API offers is missing from this test's list"
+    offered = params - {"session", "order", "limit", "offset", "cursor", "detail", "archived"}
+    assert offered == FILTER_PARAMS, f"the API offers filters this test does not check: {offered - FILTER_PARAMS}"
+    assert set(typing.get_args(typing.get_type_hints(api_runs.get_runs)["archived"])) == set(ARCHIVED)
+    assert {o.lstrip("-") for o in _orders()} <= set(run_list.ORDERS)
+
+
+def _fill(engine) -> None:
+    """Forty runs of every status, two datasets, tags, a sweep, a search, archived ones and accuracies."""
+    with session_scope(engine) as s:
+        s.add(Sweep(id=1, name="sw", base={}, vary={}, mode="grid", seeds=[0], variants=[]))
+        s.add(Search(id=1, name="se", base={}, space={}, options={}, study_name="plan-test"))
+        s.flush()
+        for i in range(40):
+            run = create_run(s, {"name": f"run-{i}", "dataset": "pets" if i % 2 else "digits"})
+            acc = None if i % 3 == 0 else i / 40
+            s.exec(update(Run).where(Run.id == run.id).values(
+                status=STATUSES[i % len(STATUSES)], best_accuracy=acc, tta_accuracy=acc, archived=i % 7 == 0,
+                sweep_id=1 if i % 5 == 0 else None, search_id=1 if i % 4 == 0 else None))
+            if i % 3 == 1:
+                update_run(s, run.id, {"tags": ["keep", "x"]})
+
+
+def _problems(conn, statement: str, params, postgres: bool) -> list[str]:
+    """What is wrong with one statement's plan (nothing when every run and run_tag read uses an index)."""
+    if postgres:
+        plan = "\n".join(r[0] for r in conn.exec_driver_sql("EXPLAIN " + statement, params))
+        return [f"Seq Scan in:\n{plan}"] if re.search(r"Seq Scan on (run|run_tag)\b", plan) else []
+    lines = [r[-1] for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, params)]
+    bad = [ln for ln in lines if re.fullmatch(r"SCAN (run|run_tag)( AS \w+)?", ln)]
+    found_by_filter = any("USING INTEGER PRIMARY KEY" in ln or "run_tag" in ln for ln in lines)
+    if any("TEMP B-TREE FOR ORDER BY" in ln for ln in lines) and not found_by_filter:
+        bad.append("sorted in a temporary B-tree without a filter's index finding the rows")
+    return [f"{b}\n  plan: {lines}" for b in bad]
+
+
+@pytest.mark.parametrize("drive_limit", [run_list.DRIVE_LIMIT, 0], ids=["few-match", "many-match"])
+def test_every_list_query_uses_an_index(db_engine, drive_limit, monkeypatch):
+    # drive_limit 0 makes every filter look common, so the walk-the-order path (and its fallback) is planned too.
+    monkeypatch.setattr(run_list, "DRIVE_LIMIT", drive_limit)
+    _fill(db_engine)
+    postgres = db_engine.dialect.name == "postgresql"
+    statements: list[tuple[str, object]] = []
+
+    def capture(conn, cursor, statement, params, context, executemany):
+        if statement.lstrip().upper().startswith("SELECT"):
+            statements.append((statement, params))
+
+    failures, pages = [], 0
+    with db_engine.connect() as conn:
+        if postgres:
+            conn.exec_driver_sql("SET enable_seqscan = off")  # a 40-row table is cheapest to scan; ask for indexes
+        event.listen(db_engine, "before_cursor_execute", capture)
+        try:
+            from sqlmodel import Session
+            with Session(bind=conn) as s:
+                for order in _orders():
+                    for f in _filters():
+                        for archived in ARCHIVED.values():
+                            page = runs_page(s, order=order, archived=archived, limit=5, **f)
+                            pages += bool(page.items)
+                            if page.next_cursor:
+                                runs_page(s, order=order, archived=archived, limit=5, cursor=page.next_cursor, **f)
+        finally:
+            event.remove(db_engine, "before_cursor_execute", capture)
+        for statement, params in dict.fromkeys((st, tuple(p) if isinstance(p, (list, tuple)) else
+                                                tuple(sorted(p.items()))) for st, p in statements):
+            plist = dict(params) if postgres else tuple(params)
+            failures += [f"{statement}\n  {problem}" for problem in _problems(conn, statement, plist, postgres)]
+        conn.rollback()
+    assert pages > 100  # the queries found runs: the plans checked are the ones that answer
+    assert not failures, f"{len(failures)} list queries read without an index, e.g.:\n" + "\n\n".join(failures[:3])
+
+
+def test_more_than_count_limit_is_reported_as_unknown(db_engine, monkeypatch):
+    monkeypatch.setattr(run_list, "COUNT_LIMIT", 10)
+    _fill(db_engine)
+    with session_scope(db_engine) as s:
+        page = runs_page(s, limit=3, archived=None)
+        assert page.total is None and len(page.items) == 3  # 40 runs: "more than 10"
+        assert runs_page(s, sweep_id=1, archived=None).total == 8  # few: counted exactly
+
+
+def test_a_cursor_walk_sees_every_run_once_in_order_and_back(db_engine):
+    _fill(db_engine)
+    with session_scope(db_engine) as s:
+        for order in ("-best_accuracy", "name", "-created_at", "status"):
+            whole = [r.id for r in runs_page(s, order=order, archived=None, limit=100).items]
+            seen, page = [], runs_page(s, order=order, archived=None, limit=7)
+            pages = [page]
+            while True:
+                seen += [r.id for r in page.items]
+                if not page.next_cursor:
+                    break
+                page = runs_page(s, order=order, archived=None, limit=7, cursor=page.next_cursor)
+                pages.append(page)
+            assert seen == whole and len(seen) == 40, order
+            back = runs_page(s, order=order, archived=None, limit=7, cursor=pages[-1].prev_cursor)
+            assert [r.id for r in back.items] == [r.id for r in pages[-2].items], order
+        with pytest.raises(run_list.BadCursor):
+            runs_page(s, order="name", cursor=runs_page(s, order="-name", limit=2).next_cursor)
+    with db_engine.connect() as conn:  # the plans above ran on real data: the tags moved to their own table too
+        assert conn.execute(text("SELECT count(*) FROM run_tag WHERE tag = 'keep'")).scalar() == 13
