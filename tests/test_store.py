@@ -37,7 +37,8 @@ from tests.store_fixtures import *  # noqa: F401,F403  (conftest may import them
 
 ROOT = Path(__file__).resolve().parent.parent
 TABLES = {"fitboard_alembic_version", "search", "dataset", "run", "epoch", "lr_find", "artifact", "worker", "sweep",
-          "run_attempt", "lease", "prediction", "run_tag"}
+          "run_attempt", "lease", "prediction", "run_tag", "project", "person", "api_token",
+          "membership", "audit", "access_generation"}
 
 
 def _tables(engine) -> set[str]:

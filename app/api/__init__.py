@@ -3,12 +3,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Path, Query
 from fastapi.responses import JSONResponse
 
 from fitboard.app.core.schemas import MAX_ID
 from fitboard.app.services.serializers import ErrorOut, ValidationErrorOut
-from fitboard.app.web.security import require_api_auth
+from fitboard.app.web.access import GUARD
 
 PREFIX = "/api/v1"
 RunId = Annotated[int, Path(ge=1, le=MAX_ID, description="a run's id")]
@@ -18,9 +18,10 @@ Offset = Annotated[int, Query(ge=0, le=MAX_ID)]
 # What each error status means on this API; every body is ErrorOut ({"detail": "..."}) except 422's.
 ERRORS = {
     400: "the Host header names a host this server does not answer to (FITBOARD_ALLOWED_HOSTS)",
-    401: "no token (or login), or a wrong one",
-    403: "a write a browser marked as cross-site, or a cookie-session write without its X-CSRF-Token header",
-    404: "no such thing",
+    401: "no token (or login), or a wrong, revoked or expired one",
+    403: "your role in the project (or your token's scope) does not allow this; a write a browser marked as "
+         "cross-site, or a cookie-session write without its X-CSRF-Token header",
+    404: "no such thing (or it belongs to a project you cannot see)",
     408: "the request body did not arrive whole within FITBOARD_BODY_TIMEOUT seconds (a model upload: a chunk)",
     409: "the thing's current state does not allow this",
     413: "request body over 1 MB (image uploads: 11 MB of body, 10 MB of images; a tracked run's model: 1 GB)",
@@ -57,6 +58,5 @@ def stored(body: dict, note: str | None, status_code: int = 201) -> JSONResponse
 
 
 def api_router(tag: str) -> APIRouter:
-    """A router for one resource: under /api/v1, tagged, behind the token check."""
-    return APIRouter(prefix=PREFIX, tags=[tag], dependencies=[Depends(require_api_auth)],
-                     responses=errors(400, 401, 429))
+    """A router for one resource: under /api/v1, tagged, behind the access check (app.web.access)."""
+    return APIRouter(prefix=PREFIX, tags=[tag], dependencies=[GUARD], responses=errors(400, 401, 403, 404, 429))

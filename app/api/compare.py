@@ -11,6 +11,7 @@ from fitboard.app.core.schemas import MAX_ID
 from fitboard.app.services.compare import IDS_REGEX, compare
 from fitboard.app.services.serializers import CompareOut
 from fitboard.app.store.compare import compare_csv
+from fitboard.app.web.access import needs
 from fitboard.app.web.deps import ArtifactsDep, SessionDep
 
 router = api_router("compare")
@@ -21,6 +22,7 @@ router = api_router("compare")
 @router.get("/compare", response_model=CompareOut,
             responses={200: {"content": CSV, "description": "the final table (CSV with format=csv)"},
                        **errors(404, 422, 503)})
+@needs("read")
 def get_compare(session: SessionDep, files: ArtifactsDep,
                 ids: str = Query(..., description="2 to 200 comma-separated run ids (repeats count once)",
                                  max_length=4000, json_schema_extra={"pattern": IDS_REGEX}),

@@ -11,6 +11,7 @@ from fitboard.app.core.status import PredictionStatus
 from fitboard.app.services import predictions
 from fitboard.app.services.predictions import MAX_IMAGES, MAX_TOTAL_BYTES
 from fitboard.app.services.serializers import PredictionOut, serialize_prediction
+from fitboard.app.web.access import needs
 from fitboard.app.web.admission import leave_admission
 from fitboard.app.web.deps import SessionDep, SettingsDep
 
@@ -33,6 +34,7 @@ def _answer(prediction) -> JSONResponse:
 
 @router.post("/runs/{run_id}/predict", response_model=PredictionOut,
              responses={**PENDING, **errors(403, 404, 409, 413, 422, 503)})
+@needs("member")
 def post_run_predict(run_id: RunId, request: Request, session: SessionDep, settings: SettingsDep,
                      images: list[UploadFile] = File(..., description=f"1 to {MAX_IMAGES} image files, "
                                                      f"{MAX_TOTAL_BYTES // 2**20} MB in all",
@@ -57,6 +59,7 @@ def post_run_predict(run_id: RunId, request: Request, session: SessionDep, setti
 
 
 @router.get("/predictions/{prediction_id}", response_model=PredictionOut, responses=errors(404, 422))
+@needs("read")
 def get_prediction(session: SessionDep, prediction_id: int = Path(ge=1, le=MAX_ID)):
     """A prediction request as it stands: queued, loading (the model), running, done (results) or failed (error)."""
     return _answer(predictions.status(session, prediction_id))

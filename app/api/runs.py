@@ -12,7 +12,7 @@ from starlette.concurrency import iterate_in_threadpool
 from fitboard.app.api import CSV, WRITE_ERRORS, RunId, api_router, errors, queued_later, stored
 from fitboard.app.core.artifacts import store_for
 from fitboard.app.core.bodies import RetryIn
-from fitboard.app.core.errors import RecipeError
+from fitboard.app.core.errors import RecipeError, RunNotFound
 from fitboard.app.core.events import EpochEvent
 from fitboard.app.core.run_meta import MAX_TAG, TAG_REGEX, RunPatch, check_tag
 from fitboard.app.core.schemas import MAX_ID
@@ -31,8 +31,8 @@ from fitboard.app.services.serializers import (
     serialize_lr_find,
     serialize_run,
 )
-from fitboard.app.store.db import session_scope
 from fitboard.app.store.run_list import COUNT_LIMIT, MAX_CURSOR, MAX_OFFSET, BadCursor
+from fitboard.app.web.access import AccessDep, needs
 from fitboard.app.web.deps import PublisherDep, SessionDep, SettingsDep
 from fitboard.app.web.sse import resume_point, run_events, stream_slot
 
@@ -48,14 +48,18 @@ QUEUED_LATER = queued_later(RunOut)
 
 @router.post("/runs", status_code=201, response_model=RunOut, responses={**WRITE_ERRORS, **QUEUED_LATER},
              openapi_extra=RUN_SPEC_BODY)
-def post_runs(session: SessionDep, settings: SettingsDep, publisher: PublisherDep, payload: dict = Body(...)):
+@needs("member")
+def post_runs(access: AccessDep, session: SessionDep, settings: SettingsDep, publisher: PublisherDep,
+              payload: dict = Body(...)):
     """Submit a RunSpec: validated with its dataset, stored and queued; 422 names every bad field. 202 with a
     queued_note when the broker is unreachable: the run is stored and is sent when the broker is back."""
     run, note = runs.submit(session, publisher, payload, settings.data_root)
+    access.note("launch", f"run {run.id}")
     return stored(serialize_run(run), note)
 
 
 @router.get("/runs", response_model=RunPage, responses=errors(422))
+@needs("read")
 def get_runs(session: SessionDep, status: list[RunStatus] | None = Query(None),
              dataset: str | None = Query(None, max_length=1024), name: str | None = Query(None, max_length=200),
              tag: str | None = Query(None, max_length=MAX_TAG, description="only runs with this tag",
@@ -97,14 +101,18 @@ def _query_tag(tag: str) -> str:
 
 
 @router.patch("/runs/{run_id}", response_model=RunOut, responses={**WRITE_ERRORS, **errors(404)})
-def patch_run(run_id: RunId, request: Request, session: SessionDep, patch: RunPatch = Body(...)):
+@needs("member")
+def patch_run(run_id: RunId, request: Request, access: AccessDep, session: SessionDep, patch: RunPatch = Body(...)):
     """Rename a run, replace its notes (plain text) or tags, archive or unarchive it; fields left out stay."""
     run = runs.edit(session, run_id, patch)
     request.app.state.run_cache.invalidate(run_id)
+    if patch.archived is not None:
+        access.note("archive" if patch.archived else "unarchive", f"run {run_id}")
     return serialize_run(run)
 
 
 @router.delete("/runs/{run_id}", response_model=DeletedOut, responses={**errors(403, 404, 409, 422)})
+@needs("admin", audit="delete")
 def delete_run(run_id: RunId, request: Request, session: SessionDep, settings: SettingsDep):
     """Delete a finished run: its epoch rows, LR finds, attempts and files; it leaves its sweep's statistics. 409 for
     a queued or running run (cancel it first)."""
@@ -116,6 +124,7 @@ def delete_run(run_id: RunId, request: Request, session: SessionDep, settings: S
 # Served by fitboard.app.web.fastpath for bearer-token and open callers (no response validation there: it is the hottest
 # call); this handler answers cookie sessions, misses and 404s.
 @router.get("/runs/{run_id}", response_model=RunOut, responses=errors(404, 422))
+@needs("read")
 def get_run(run_id: RunId, session: SessionDep):
     """One run: status, spec, live progress, result (metrics, tta, best) and error."""
     return serialize_run(runs.get(session, run_id))
@@ -124,6 +133,7 @@ def get_run(run_id: RunId, session: SessionDep):
 @router.get("/runs/{run_id}/epochs", response_model=list[EpochEvent],
             responses={200: {"content": CSV, "description": "the epoch table (CSV with format=csv)"},
                        **errors(404, 422)})
+@needs("read")
 def get_run_epochs(run_id: RunId, session: SessionDep, format: Literal["json", "csv"] = "json"):
     """The epoch table, as the engine's JSON events or as CSV."""
     rows = runs.epochs(session, run_id)
@@ -134,12 +144,14 @@ def get_run_epochs(run_id: RunId, session: SessionDep, format: Literal["json", "
 
 
 @router.get("/runs/{run_id}/lr_finds", response_model=list[LRFindOut], responses=errors(404, 422))
+@needs("read")
 def get_run_lr_finds(run_id: RunId, session: SessionDep):
     """Each LR-finder curve of the run, with its valley suggestion."""
     return [serialize_lr_find(r) for r in runs.lr_finds(session, run_id)]
 
 
 @router.get("/runs/{run_id}/attempts", response_model=list[AttemptOut], responses=errors(404, 422))
+@needs("read")
 def get_run_attempts(run_id: RunId, session: SessionDep):
     """Each attempt at the run: worker, start, end, where it resumed and why it ended."""
     runs.get(session, run_id)
@@ -150,6 +162,7 @@ def get_run_attempts(run_id: RunId, session: SessionDep):
             responses={200: {"content": {"application/octet-stream": {"schema": {"type": "string",
                                                                                   "format": "binary"}}},
                              "description": "fastai's learn.export file"}, **errors(404, 422, 503)})
+@needs("read")
 def get_run_model(run_id: RunId, session: SessionDep, settings: SettingsDep):
     """Download the exported model (fastai's learn.export file), from whichever host's store holds it."""
     found, name = runs.model_file(session, store_for(settings), run_id), f"run-{run_id}-model.pkl"
@@ -162,6 +175,7 @@ def get_run_model(run_id: RunId, session: SessionDep, settings: SettingsDep):
 
 
 @router.post("/runs/{run_id}/cancel", response_model=CancelOut, responses={**errors(403, 404, 409, 422)})
+@needs("member", audit="cancel")
 def post_run_cancel(run_id: RunId, request: Request, session: SessionDep, settings: SettingsDep):
     """Cancel a queued run, or ask a running one to stop at its next batch (at once when no live worker holds it);
     409 when it already ended."""
@@ -171,6 +185,7 @@ def post_run_cancel(run_id: RunId, request: Request, session: SessionDep, settin
 
 
 @router.post("/runs/{run_id}/retry", response_model=RunOut, responses={**errors(403, 404, 409, 422), **QUEUED_LATER})
+@needs("member", audit="retry")
 def post_run_retry(run_id: RunId, request: Request, session: SessionDep, publisher: PublisherDep,
                    body: RetryIn | None = None):
     """Queue a failed or cancelled run again under its id: from its last epoch checkpoint (its rows kept) or from
@@ -180,15 +195,17 @@ def post_run_retry(run_id: RunId, request: Request, session: SessionDep, publish
     return stored(serialize_run(run), note, status_code=200)
 
 
-def existing_run(run_id: RunId, request: Request) -> int:
-    """The run id, once the run is known to exist (404 otherwise): a short session, as streams last for hours."""
-    with session_scope(request.app.state.engine) as session:
-        runs.get(session, run_id)
+async def existing_run(run_id: RunId, access: AccessDep) -> int:
+    """The run id, once the run is known to exist (404 otherwise): the access check already looked it up, so a
+    stream starts without another database round trip or thread hop."""
+    if "run_id" not in access.exists:
+        raise RunNotFound(run_id)
     return run_id
 
 
 @router.get("/runs/{run_id}/events", response_class=EventSourceResponse,
             dependencies=[Depends(stream_slot)], responses=errors(404, 422, 503))
+@needs("read")
 async def get_run_events(request: Request, run_id: Annotated[int, Depends(existing_run)],
                          last_event_id: Annotated[str | None, Query(
                              description="resume after this epoch row (for clients that cannot set the header)",

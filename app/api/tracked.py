@@ -14,19 +14,24 @@ from fitboard.app.core.tracked import MAX_MODEL_BYTES, TrackedBatch, TrackedFini
 from fitboard.app.services import tracked
 from fitboard.app.services.serializers import RunOut, serialize_run
 from fitboard.app.store.db import session_scope
+from fitboard.app.web.access import AccessDep, needs
 from fitboard.app.web.deps import SessionDep
 
 router = api_router("tracked")
 
 
 @router.post("/tracked", status_code=201, response_model=RunOut, responses=WRITE_ERRORS)
-def post_tracked(session: SessionDep, payload: TrackedOpen):
+@needs("member", worker=True)
+def post_tracked(access: AccessDep, session: SessionDep, payload: TrackedOpen):
     """Open a tracked run: name, dataset label and what the callback read from the learner (arch, loss, optimiser,
     ...). It is running from now and takes its rows over POST /tracked/{id}/rows."""
-    return serialize_run(tracked.open_run(session, payload))
+    run = tracked.open_run(session, payload)
+    access.note("launch", f"tracked run {run.id}")
+    return serialize_run(run)
 
 
 @router.post("/tracked/{run_id}/rows", response_model=RunOut, responses={**WRITE_ERRORS, **errors(404, 409)})
+@needs("member", worker=True)
 def post_tracked_rows(run_id: RunId, request: Request, session: SessionDep, payload: TrackedBatch):
     """A batch of stage plans, epoch rows (keyed (stage, epoch): a batch sent twice changes nothing), LR-finder
     curves and batch progress; 409 once the run has ended (cancelled on the dashboard, or lost)."""
@@ -36,6 +41,7 @@ def post_tracked_rows(run_id: RunId, request: Request, session: SessionDep, payl
 
 
 @router.post("/tracked/{run_id}/finish", response_model=RunOut, responses={**WRITE_ERRORS, **errors(404, 409)})
+@needs("member", worker=True)
 def post_tracked_finish(run_id: RunId, request: Request, session: SessionDep, payload: TrackedFinish):
     """End a tracked run: status (succeeded, failed, cancelled), final metrics, optional confusion and top losses."""
     run = tracked.finish(session, run_id, payload)
@@ -46,6 +52,7 @@ def post_tracked_finish(run_id: RunId, request: Request, session: SessionDep, pa
 @router.put("/tracked/{run_id}/model", responses={**errors(403, 404, 408, 409, 413, 422, 503)},
             openapi_extra={"requestBody": {"required": True, "content": {"application/octet-stream": {
                 "schema": {"type": "string", "format": "binary", "minLength": 1, "maxLength": MAX_MODEL_BYTES}}}}})
+@needs("member", worker=True)
 async def put_tracked_model(run_id: RunId, request: Request) -> dict:
     """Upload the run's learn.export file (1 byte to 1 GB) while it is running, kept for download at
     /runs/{id}/model; fitboard never loads it (unpickling runs code). 409 once the run has finished."""

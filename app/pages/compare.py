@@ -13,6 +13,7 @@ from fitboard.app.pages.render import render
 from fitboard.app.pages.wording import COLORS, describe_stage, is_number, secs, show
 from fitboard.app.services import error_images
 from fitboard.app.services.compare import compare
+from fitboard.app.web.access import needs
 from fitboard.app.web.deps import ArtifactsDep, SessionDep, SettingsDep
 
 router = APIRouter()
@@ -98,6 +99,7 @@ def recipe_diff_rows(config_diff: dict, ids: list[int], baseline: int) -> list[t
 
 
 @router.get("/compare")
+@needs("read")
 def get_compare(request: Request, session: SessionDep, settings: SettingsDep, files: ArtifactsDep,
                 ids: list[str] = Query([]), baseline: str = "", offset: int = Query(0, ge=0, le=MAX_ID)):
     """Runs side by side: curves, LR finders, final table against a baseline, recipe diff, confusions, disagreements."""

@@ -13,6 +13,7 @@ from fitboard.app.core.schemas import MAX_ID, DatasetSpec, problems_from
 from fitboard.app.pages import forms
 from fitboard.app.pages.render import FormData, redirect, render
 from fitboard.app.services import datasets
+from fitboard.app.web.access import needs
 from fitboard.app.web.deps import SessionDep, SettingsDep
 
 router = APIRouter()
@@ -28,12 +29,14 @@ def _datasets_page(request: Request, session, settings, form: dict | None = None
 
 
 @router.get("/datasets")
+@needs("read")
 def get_datasets(request: Request, session: SessionDep, settings: SettingsDep):
     """The dataset list and register form."""
     return _datasets_page(request, session, settings)
 
 
 @router.post("/datasets")
+@needs("admin")
 def post_datasets(request: Request, session: SessionDep, settings: SettingsDep, data: FormData):
     """Validate a dataset (paths inside the data root) and register it under a new name."""
     form = forms.dataset_form(data)
@@ -58,6 +61,7 @@ def post_datasets(request: Request, session: SessionDep, settings: SettingsDep, 
 
 
 @router.get("/datasets/{name}")
+@needs("read")
 def get_dataset(request: Request, session: SessionDep, settings: SettingsDep, name: str):
     """One dataset: its report and a few sample images."""
     info = datasets.find(session, name, settings.data_root)
@@ -66,6 +70,7 @@ def get_dataset(request: Request, session: SessionDep, settings: SettingsDep, na
 
 
 @router.get("/datasets/{name}/images/{k}")
+@needs("read")
 def get_dataset_image(session: SessionDep, settings: SettingsDep, name: str, k: Annotated[int, Path(ge=0, le=MAX_ID)]):
     """The k-th image of a validated dataset (inside the data root), with the type PIL recognises it as."""
     path, media_type = datasets.image_file(session, name, k, settings.data_root)

@@ -1,11 +1,10 @@
-"""What every page shares: the Jinja2 environment, render and redirect, the login guard, the posted form."""
+"""What every page shares: the Jinja2 environment, render and redirect, the posted form."""
 from __future__ import annotations
 
 from typing import Annotated
-from urllib.parse import urlencode
 
 import jinja2
-from fastapi import Depends, HTTPException, Path, Request
+from fastapi import Depends, Path, Request
 from fastapi.responses import RedirectResponse
 from fastapi.templating import Jinja2Templates
 
@@ -23,9 +22,14 @@ PageId = Annotated[int, Path(ge=1, le=MAX_ID)]  # a run or sweep id in a page's 
 
 
 def _context(request: Request) -> dict:
-    """What every page needs: the CSRF token, the login state and a one-time notice."""
-    return {"csrf": csrf_token(request), "auth_on": bool(request.app.state.settings.api_token),
-            "authed": logged_in(request), "notice": request.session.pop("notice", None)}
+    """What every page needs: the CSRF token, the login state, who is here and in which project, a one-time notice."""
+    access = getattr(request.state, "access", None)
+    who = access.principal if access else None
+    people_on = request.app.state.directory.people_seen[1]
+    return {"csrf": csrf_token(request), "auth_on": bool(request.app.state.settings.api_token) or people_on,
+            "authed": who is not None and who.via in ("session", "site-token", "token")
+            or (not people_on and logged_in(request)),
+            "who": who, "access": access, "notice": request.session.pop("notice", None)}
 
 
 def _where(position) -> str:
@@ -54,13 +58,6 @@ def render(request: Request, name: str, status_code: int = 200, **context):
 def redirect(url: str) -> RedirectResponse:
     """See other: after a POST the browser GETs the result, so a reload does not resubmit."""
     return RedirectResponse(url, status_code=303)
-
-
-def require_login(request: Request) -> None:
-    """Send a browser that has not logged in (when a token is configured) to the login page."""
-    if not logged_in(request):
-        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        raise HTTPException(303, "log in first", headers={"Location": "/login?" + urlencode({"next": target})})
 
 
 async def form_data(request: Request) -> dict[str, str]:

@@ -1,15 +1,24 @@
-"""Every page route in one router: the login pages open, the rest behind the login guard."""
+"""Every page route in one router, behind the access check (app.web.access)."""
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 
-from fitboard.app.pages import compare, datasets, login, run_form, run_manage, runs, searches, sweeps, workers
-from fitboard.app.pages.render import require_login
+from fitboard.app.pages import (
+    account,
+    compare,
+    datasets,
+    login,
+    run_form,
+    run_manage,
+    runs,
+    searches,
+    sweeps,
+    workers,
+)
+from fitboard.app.web.access import GUARD
 
-router = APIRouter(include_in_schema=False)
-router.include_router(login.router)
-guarded = APIRouter(dependencies=[Depends(require_login)])
+# Every page goes through the access check; each route declares its own rule (login pages: open).
+router = APIRouter(include_in_schema=False, dependencies=[GUARD])
 # run_form first: /runs/new must match before /runs/{run_id}; run_manage: POST /runs/bulk likewise.
-for module in (run_form, run_manage, runs, datasets, workers, compare, sweeps, searches):
-    guarded.include_router(module.router)
-router.include_router(guarded)
+for module in (login, account, run_form, run_manage, runs, datasets, workers, compare, sweeps, searches):
+    router.include_router(module.router)

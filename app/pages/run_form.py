@@ -16,6 +16,7 @@ from fitboard.app.pages.presets import dataset_choices
 from fitboard.app.pages.render import FormData, PageId, redirect, render
 from fitboard.app.services import datasets, runs
 from fitboard.app.store.models import Run
+from fitboard.app.web.access import AccessDep, needs
 from fitboard.app.web.deps import PublisherDep, SessionDep, SettingsDep
 from fitboard.app.web.security import check_csrf
 
@@ -51,13 +52,16 @@ def _clone_source(session, value: str | None) -> Run | None:
 
 
 @router.get("/runs/new")
+@needs("member")
 def get_run_form(request: Request, session: SessionDep, settings: SettingsDep, dataset: str = "digits"):
     """The run form with the seed notebook's presets (for ?dataset=name when given)."""
     return _form_page(request, session, settings, dataset=dataset)
 
 
 @router.post("/runs/new")
-def post_run_form(request: Request, session: SessionDep, settings: SettingsDep, publisher: PublisherDep,
+@needs("member")
+def post_run_form(request: Request, access: AccessDep, session: SessionDep, settings: SettingsDep,
+                  publisher: PublisherDep,
                   data: FormData):
     """Store and queue the run the form describes, or show each problem beside its field."""
     form = forms.form_from_post(data)
@@ -67,11 +71,13 @@ def post_run_form(request: Request, session: SessionDep, settings: SettingsDep, 
         session.rollback()
         return _form_page(request, session, settings, form, forms.field_errors(exc.problems), 422,
                           clone_of=_clone_source(session, data.get("clone_of")))
+    access.note("launch", f"run {run.id}")
     request.session["notice"] = f"Run {run.id} queued." if note is None else f"Run {run.id} stored; {note}."
     return redirect(f"/runs/{run.id}")
 
 
 @router.get("/runs/{run_id}/clone")
+@needs("member")
 def get_run_clone(request: Request, session: SessionDep, settings: SettingsDep, run_id: PageId):
     """The run form prefilled with this run's recipe."""
     run = runs.get(session, run_id)
@@ -103,6 +109,7 @@ RecipeUpload = Annotated[object, Depends(recipe_upload)]
 
 
 @router.post("/runs/new/import")
+@needs("member")
 def post_run_import(request: Request, session: SessionDep, settings: SettingsDep, upload: RecipeUpload):
     """A YAML or JSON recipe loaded into the form (not queued); its problems shown beside their fields."""
     text = upload if isinstance(upload, str) else ""
@@ -132,6 +139,7 @@ def recipe_yaml(spec: dict) -> str:
 
 
 @router.get("/runs/{run_id}/recipe.yaml")
+@needs("read")
 def get_run_recipe(session: SessionDep, run_id: PageId):
     """This run's recipe as a YAML file to keep, edit, import into the form or pass to `fitboard train`."""
     run = runs.get(session, run_id)

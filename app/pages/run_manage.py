@@ -9,6 +9,7 @@ from fitboard.app.core.schemas import MAX_ID
 from fitboard.app.pages.render import FormData, FormLists, PageId, redirect
 from fitboard.app.pages.runs import run_page
 from fitboard.app.services import runs
+from fitboard.app.web.access import AccessDep, needs
 from fitboard.app.web.deps import SessionDep, SettingsDep
 
 router = APIRouter()
@@ -22,6 +23,7 @@ def _ids(values: list[str]) -> list[int]:
 
 
 @router.post("/runs/{run_id}/edit")
+@needs("member")
 def post_run_edit(request: Request, session: SessionDep, run_id: PageId, data: FormData):
     """Save a run's name, tags and notes from its page."""
     fields = {"name": data.get("name", ""), "notes": data.get("notes", ""), "tags": parse_tags(data.get("tags", ""))}
@@ -36,18 +38,22 @@ def post_run_edit(request: Request, session: SessionDep, run_id: PageId, data: F
 
 
 @router.post("/runs/{run_id}/archive")
-def post_run_archive(request: Request, session: SessionDep, run_id: PageId, data: FormData):
+@needs("member")
+def post_run_archive(request: Request, access: AccessDep, session: SessionDep, run_id: PageId, data: FormData):
     """Archive a run (hidden from the list) or bring it back."""
     archived = data.get("archived") != "0"
     runs.edit(session, run_id, parse_patch({"archived": archived}))
     request.app.state.run_cache.invalidate(run_id)
+    access.note("archive" if archived else "unarchive", f"run {run_id}")
     request.session["notice"] = (f"Run {run_id} archived: the runs list hides it unless you tick “show archived”."
                                  if archived else f"Run {run_id} is back in the runs list.")
     return redirect(f"/runs/{run_id}")
 
 
 @router.post("/runs/{run_id}/delete")
-def post_run_delete(request: Request, session: SessionDep, settings: SettingsDep, run_id: PageId, data: FormData):
+@needs("admin")
+def post_run_delete(request: Request, access: AccessDep, session: SessionDep, settings: SettingsDep, run_id: PageId,
+                    data: FormData):
     """Delete a finished run with its rows and files."""
     try:
         runs.delete(session, settings, run_id)
@@ -55,18 +61,22 @@ def post_run_delete(request: Request, session: SessionDep, settings: SettingsDep
         session.rollback()
         return run_page(request, session, run_id, str(exc), 409)
     request.app.state.run_cache.invalidate(run_id)
+    access.note("delete", f"run {run_id}")
     request.session["notice"] = f"Run {run_id} deleted."
     return redirect("/runs")
 
 
 @router.post("/runs/bulk")
-def post_runs_bulk(request: Request, session: SessionDep, settings: SettingsDep, data: FormLists):
+@needs("member")
+def post_runs_bulk(request: Request, access: AccessDep, session: SessionDep, settings: SettingsDep, data: FormLists):
     """Archive, unarchive or delete the runs ticked in the list; says what was done and what was refused."""
     action = (data.get("action") or [""])[-1]
     ids = _ids(data.get("ids", []))
     back = (data.get("back") or ["/runs"])[-1]
     back = back if back.startswith("/runs") and not back.startswith("//") else "/runs"
     done, refused = [], []
+    if action == "delete":
+        access.require("admin")  # the action comes with the form: archiving needs member, deleting admin
     for run_id in ids:
         try:
             if action == "delete":
@@ -76,6 +86,7 @@ def post_runs_bulk(request: Request, session: SessionDep, settings: SettingsDep,
             else:
                 break
             done.append(run_id)
+            access.note(action, f"run {run_id}")
         except (RunLive, NotFound) as exc:
             session.rollback()
             refused.append(str(exc))

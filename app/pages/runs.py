@@ -17,6 +17,7 @@ from fitboard.app.services import datasets, error_images, runs, sweeps
 from fitboard.app.services.serializers import serialize_epoch, serialize_lr_find
 from fitboard.app.store.models import utcnow
 from fitboard.app.store.run_list import COUNT_LIMIT, MAX_CURSOR, MAX_OFFSET, BadCursor
+from fitboard.app.web.access import AccessDep, needs
 from fitboard.app.web.deps import PublisherDep, SessionDep, SettingsDep
 
 router = APIRouter()
@@ -42,6 +43,7 @@ def next_order(column: str, order: str) -> str:
 
 @router.get("/")
 @router.get("/runs")
+@needs("read")
 def get_runs(request: Request, session: SessionDep, status: list[str] = Query([]), dataset: str = "",
              name: str = "", tag: str = "", archived: str = "", order: str = "-created_at", limit: int = PAGE_SIZE,
              offset: int = 0, cursor: str = ""):
@@ -127,6 +129,7 @@ def run_page(request: Request, session, run_id: int, message: str | None = None,
 
 
 @router.get("/runs/{run_id}")
+@needs("read")
 def get_run(request: Request, session: SessionDep, run_id: PageId, actual: str | None = Query(None, max_length=200),
             predicted: str | None = Query(None, max_length=200), offset: int = Query(0, ge=0, le=MAX_ID)):
     """One run, live while it trains; ?actual=&predicted= shows the validation images of that confusion cell."""
@@ -135,20 +138,25 @@ def get_run(request: Request, session: SessionDep, run_id: PageId, actual: str |
 
 
 @router.post("/runs/{run_id}/cancel")
-def post_run_cancel(request: Request, session: SessionDep, settings: SettingsDep, run_id: PageId, data: FormData):
+@needs("member")
+def post_run_cancel(request: Request, access: AccessDep, session: SessionDep, settings: SettingsDep, run_id: PageId,
+                    data: FormData):
     """Cancel a queued run, or ask a running one to stop at its next batch."""
     try:
         status = runs.cancel(session, run_id, orphaned_after=settings.worker_lost_after)
     except RunFinished as exc:
         return run_page(request, session, run_id, f"Nothing to cancel: run {run_id} already {exc.status}.", 409)
     request.app.state.run_cache.invalidate(run_id)  # API readers see the cancel at once
+    access.note("cancel", f"run {run_id}")
     request.session["notice"] = ("Run cancelled before it started." if status == RunStatus.cancelled
                                  else "Asked the worker to stop at the next batch.")
     return redirect(f"/runs/{run_id}")
 
 
 @router.post("/runs/{run_id}/retry")
-def post_run_retry(request: Request, session: SessionDep, publisher: PublisherDep, run_id: PageId, data: FormData):
+@needs("member")
+def post_run_retry(request: Request, access: AccessDep, session: SessionDep, publisher: PublisherDep, run_id: PageId,
+                   data: FormData):
     """Queue a failed or cancelled run again: from its last checkpoint, or from scratch."""
     scratch = data.get("from") == "scratch"
     try:
@@ -156,6 +164,7 @@ def post_run_retry(request: Request, session: SessionDep, publisher: PublisherDe
     except RunActive as exc:
         return run_page(request, session, run_id, str(exc), 409)
     request.app.state.run_cache.invalidate(run_id)
+    access.note("retry", f"run {run_id}")
     where = "from scratch (its epoch rows were cleared)" if scratch else (
         f"from stage {run.resume_from['stage'] + 1}, epoch {run.resume_from['epoch'] + 1}" if run.resume_from
         else "from the start (it had no checkpoint)")

@@ -19,6 +19,7 @@ from fitboard.app.pages.stage_epochs import run_epochs, stage_epochs, with_epoch
 from fitboard.app.services import runs, searches
 from fitboard.app.services.studies import PRUNERS, SAMPLERS
 from fitboard.app.store.models import Run
+from fitboard.app.web.access import AccessDep, needs
 from fitboard.app.web.deps import PublisherDep, SessionDep, SettingsDep
 
 router = APIRouter()
@@ -70,6 +71,7 @@ def _form_page(request: Request, run: Run, form: dict, errors: list[str] | None 
 
 
 @router.get("/runs/{run_id}/search")
+@needs("member")
 def get_search_form(request: Request, session: SessionDep, run_id: PageId):
     """Search around this run's recipe: pick a space (or a preset), a budget and a pruner."""
     run = runs.get(session, run_id)
@@ -95,7 +97,9 @@ def _options(form: dict) -> tuple[dict, list[str]]:
 
 
 @router.post("/runs/{run_id}/search")
-def post_search(request: Request, session: SessionDep, settings: SettingsDep, publisher: PublisherDep, run_id: PageId,
+@needs("member")
+def post_search(request: Request, access: AccessDep, session: SessionDep, settings: SettingsDep,
+                publisher: PublisherDep, run_id: PageId,
                 data: FormData):
     """Start the search and show it."""
     run = runs.get(session, run_id)
@@ -120,6 +124,7 @@ def post_search(request: Request, session: SessionDep, settings: SettingsDep, pu
         session.rollback()
         return _form_page(request, run, form, [f"{p['loc']}: {p['msg']}" if p.get("loc") else p["msg"]
                                                for p in exc.problems], 422)
+    access.note("launch", f"search {search.id}")
     request.session["notice"] = f"Search {search.id} started: its first trials are queued."
     return redirect(f"/searches/{search.id}")
 
@@ -145,12 +150,14 @@ def _space_data(space: dict, base: dict) -> list[dict]:
 
 
 @router.get("/searches")
+@needs("read")
 def get_searches(request: Request, session: SessionDep):
     """Every search, newest first."""
     return render(request, "search.html", searches=searches.recent(session), search=None)
 
 
 @router.get("/searches/{search_id}")
+@needs("read")
 def get_search(request: Request, session: SessionDep, search_id: PageId):
     """One search: verdicts on top, trials, charts and budget; it reloads itself while active."""
     report = searches.report(session, search_id, with_importance=True)
@@ -167,9 +174,11 @@ def get_search(request: Request, session: SessionDep, search_id: PageId):
 
 
 @router.post("/searches/{search_id}/cancel")
-def post_search_cancel(request: Request, session: SessionDep, settings: SettingsDep, search_id: PageId,
-                       data: FormData):
+@needs("member")
+def post_search_cancel(request: Request, access: AccessDep, session: SessionDep, settings: SettingsDep,
+                       search_id: PageId, data: FormData):
     """Cancel the search's queued and running trials."""
     searches.cancel(session, search_id, settings.worker_lost_after)
+    access.note("cancel", f"search {search_id}")
     request.session["notice"] = f"Search {search_id} cancelled."
     return redirect(f"/searches/{search_id}")

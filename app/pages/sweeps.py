@@ -15,6 +15,7 @@ from fitboard.app.pages.wording import COLORS, mean_std, paired_diff
 from fitboard.app.services import runs, sweeps
 from fitboard.app.services.compare import MAX_COMPARE
 from fitboard.app.store.models import Run
+from fitboard.app.web.access import AccessDep, needs
 from fitboard.app.web.deps import PublisherDep, SessionDep, SettingsDep
 
 router = APIRouter()
@@ -83,6 +84,7 @@ def _seed_count(text: str | None, least: int = 1) -> int | None:
 
 
 @router.get("/runs/{run_id}/ablate")
+@needs("member")
 def get_ablate(request: Request, session: SessionDep, run_id: PageId):
     """Tick the techniques to toggle against this run; each becomes a variant run for several seeds."""
     run = runs.get(session, run_id)
@@ -91,7 +93,9 @@ def get_ablate(request: Request, session: SessionDep, run_id: PageId):
 
 
 @router.post("/runs/{run_id}/ablate")
-def post_ablate(request: Request, session: SessionDep, settings: SettingsDep, publisher: PublisherDep, run_id: PageId,
+@needs("member")
+def post_ablate(request: Request, access: AccessDep, session: SessionDep, settings: SettingsDep,
+                publisher: PublisherDep, run_id: PageId,
                 data: FormData):
     """Store the sweep, queue one run per variant and seed, and show it."""
     run = runs.get(session, run_id)
@@ -120,6 +124,7 @@ def post_ablate(request: Request, session: SessionDep, settings: SettingsDep, pu
         session.rollback()  # a sweep refused half-way stores nothing
         return _ablate_page(request, run, form, [f"{p['loc']}: {p['msg']}" if p.get("loc") else p["msg"]
                                                  for p in exc.problems], 422)
+    access.note("launch", f"sweep {sweep.id} ({len(queued)} runs)")
     request.session["notice"] = (f"Sweep {sweep.id} queued: {len(queued)} runs ({len(sweep.variants)} variants × "
                                  f"{n} seeds)." + (f" Not sent yet: {note}." if note else ""))
     return redirect(f"/sweeps/{sweep.id}")
@@ -153,20 +158,23 @@ def _sweep_page(request: Request, report: dict, errors: list[str] | None = None,
 
 
 @router.get("/sweeps")
+@needs("read")
 def get_sweeps(request: Request, session: SessionDep):
     """Every sweep, newest first, with how many of its runs have finished."""
     return render(request, "sweep.html", sweeps=sweeps.recent(session))
 
 
 @router.get("/sweeps/{sweep_id}")
+@needs("read")
 def get_sweep(request: Request, session: SessionDep, sweep_id: PageId):
     """One sweep, refreshed while its runs train."""
     return _sweep_page(request, sweeps.report(session, sweep_id))
 
 
 @router.post("/sweeps/{sweep_id}/seeds")
-def post_sweep_seeds(request: Request, session: SessionDep, settings: SettingsDep, publisher: PublisherDep,
-                     sweep_id: PageId, data: FormData):
+@needs("member")
+def post_sweep_seeds(request: Request, access: AccessDep, session: SessionDep, settings: SettingsDep,
+                     publisher: PublisherDep, sweep_id: PageId, data: FormData):
     """Run every variant for a few more seeds (the next unused ones)."""
     report = sweeps.report(session, sweep_id)
     n = _seed_count(data.get("count"))
@@ -178,6 +186,7 @@ def post_sweep_seeds(request: Request, session: SessionDep, settings: SettingsDe
     except RecipeError as exc:
         session.rollback()
         return _sweep_page(request, report, [p["msg"] for p in exc.problems], 422)
+    access.note("launch", f"sweep {sweep_id} (+{len(queued)} runs)")
     said = f"seed {seeds[0]}" if n == 1 else f"seeds {seeds[0]} to {seeds[-1]}"
     request.session["notice"] = f"Queued {len(queued)} more runs: {said}." + (f" Not sent yet: {note}." if note else "")
     return redirect(f"/sweeps/{sweep_id}")

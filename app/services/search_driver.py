@@ -26,6 +26,7 @@ from fitboard.app.services.sweeps import store_and_publish
 from fitboard.app.store import searches as store
 from fitboard.app.store.db import session_scope
 from fitboard.app.store.models import Run, Search
+from fitboard.app.store.ownership import scope_session
 from fitboard.app.store.runs import request_cancel
 from fitboard.app.store.sweeps import store_sweep, sweep_report
 
@@ -250,6 +251,7 @@ def _start_verify(engine: Engine, publisher: Publisher, search: Search, study: o
                 vary[path].append(value)
     specs = variant_specs(search.base, variants)
     with session_scope(engine) as session:
+        scope_session(session, search.project_id, None)  # the verify sweep and its runs: the search's project
         sweep = store_sweep(session, f"verify: {search.name}"[:200], search.base, vary, "grid", verify_seeds(search),
                             variants)
         store.set_state(session, search.id, SearchStatus.verifying, None, verify_sweep_id=sweep.id)

@@ -13,6 +13,7 @@ from fitboard.app.core.events import EpochEvent
 from fitboard.app.core.redact import redact_tree
 from fitboard.app.core.status import PredictionStatus, RunStatus, SearchStatus
 from fitboard.app.store.models import Dataset, EpochRow, LRFind, Prediction, Run, RunAttempt, Worker
+from fitboard.app.store.ownership import owner_names
 
 EPOCH_CSV_COLUMNS = ("stage", "epoch", "train_loss", "valid_loss", "accuracy", "error_rate", "seconds")
 
@@ -76,6 +77,9 @@ class RunSummary(_Out):
 
     id: int
     name: str
+    project: str = Field("default", description="the project the run belongs to")
+    launched_by: str | None = Field(None, description="the person who launched it (null: the local admin, the site "
+                                                      "token, or before accounts existed)")
     status: RunStatus
     dataset: str
     techniques: Listed
@@ -299,9 +303,10 @@ def _run_result(run: Run) -> dict | None:
 
 def serialize_run(run: Run, full: bool = True) -> dict:
     """A run as the API returns it; full adds spec, progress, result and traceback."""
+    who = {"project": owner_names(run)[0], "launched_by": owner_names(run)[1]}
     if not full:
-        return _dump(RunSummary, run, tags=run.tag_list, kind=run.kind or "queued")
-    data = _dump(RunOut, run, tags=run.tag_list, kind=run.kind or "queued", result=_run_result(run))
+        return _dump(RunSummary, run, tags=run.tag_list, kind=run.kind or "queued", **who)
+    data = _dump(RunOut, run, tags=run.tag_list, kind=run.kind or "queued", result=_run_result(run), **who)
     data.pop("queued_note")  # said only by the 202 of a submit whose broker was down
     return data
 
@@ -357,7 +362,7 @@ def serialize_prediction(p: Prediction) -> dict:
     return _dump(PredictionOut, p, note=note)
 
 
-def serialize_worker(w: Worker) -> dict:
-    """A worker's identity, GPU and last heartbeat."""
+def serialize_worker(w: Worker, run_visible: bool = True) -> dict:
+    """A worker's identity, GPU and last heartbeat; its current run only when the caller may see that run."""
     # a report stored by an older worker may hold a credential
-    return _dump(WorkerOut, w, doctor=redact_tree(w.doctor))
+    return _dump(WorkerOut, w, doctor=redact_tree(w.doctor), current_run_id=w.current_run_id if run_visible else None)

@@ -63,6 +63,24 @@ def _run_fk(ondelete: str = "CASCADE", primary_key: bool = False, nullable: bool
 
 
 RUN_KINDS = ("queued", "tracked")
+DEFAULT_PROJECT_ID = 1  # the project `default` (migration 0010 creates it with this id): what existed before projects
+
+
+def _project_fk() -> Any:
+    """The project that owns a row; rows written without one (old code paths, the CLI) land in `default`."""
+    return sa.Column(sa.Integer(), sa.ForeignKey("project.id"), nullable=False, index=True,
+                     server_default=str(DEFAULT_PROJECT_ID))
+
+
+class Project(SQLModel, table=True):
+    """A team's space: it owns runs, sweeps, searches, datasets, tracked runs and predictions."""
+
+    __tablename__ = "project"
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(sa_column=sa.Column(sa.String(100), nullable=False, unique=True))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_when(nullable=False))
+
+
 # The runs list's indexes: one per order the list offers, each led by archived (the list always says which runs it
 # wants) and ending with the key's tie-breakers, so a page and its keyset cursor are one index range. status and dataset
 # break ties by created_at, so the same index serves "newest with this status" and "by status"; status also leads an
@@ -88,6 +106,7 @@ class Dataset(SQLModel, table=True):
     __tablename__ = "dataset"
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(sa_column=sa.Column(sa.String(200), nullable=False, unique=True))
+    project_id: int | None = Field(default=None, sa_column=_project_fk())
     spec: dict = Field(default_factory=dict, sa_column=_json(nullable=False))  # inline DatasetSpec as a dict
     report: dict = Field(default_factory=dict, sa_column=_json(nullable=False))  # ResolvedDataset.report()
     created_at: datetime = Field(default_factory=utcnow, sa_column=_when(nullable=False))
@@ -148,6 +167,10 @@ class Run(SQLModel, table=True):
     # rows arrive over the API, and last_contact_at (its last write) is what says it is still alive.
     kind: str = Field(default="queued", sa_column=sa.Column(sa.String(16), nullable=False, server_default="queued"))
     last_contact_at: datetime | None = Field(default=None, sa_column=_when())
+    project_id: int | None = Field(default=None, sa_column=_project_fk())
+    # the person who launched it (None: before people existed, the local admin or the site token)
+    launched_by: int | None = Field(default=None, sa_column=sa.Column(
+        sa.Integer(), sa.ForeignKey("person.id", ondelete="SET NULL"), nullable=True))
 
     @property
     def tag_list(self) -> list[str]:
@@ -208,6 +231,7 @@ class Sweep(SQLModel, table=True):
     seeds: list = Field(default_factory=list, sa_column=_json(nullable=False))
     variants: list = Field(default_factory=list, sa_column=_json(nullable=False))  # [{"key", "label", "overrides"}]
     created_at: datetime = Field(default_factory=utcnow, sa_column=_when(nullable=False, index=True))
+    project_id: int | None = Field(default=None, sa_column=_project_fk())
 
 
 
@@ -231,6 +255,7 @@ class Search(SQLModel, table=True):
         sa.Integer(), sa.ForeignKey("sweep.id", ondelete="SET NULL"), nullable=True))
     created_at: datetime = Field(default_factory=utcnow, sa_column=_when(nullable=False, index=True))
     finished_at: datetime | None = Field(default=None, sa_column=_when())
+    project_id: int | None = Field(default=None, sa_column=_project_fk())
 
 
 class EpochRow(SQLModel, table=True):
@@ -306,3 +331,10 @@ class Prediction(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_column=_when(nullable=False))
     claimed_at: datetime | None = Field(default=None, sa_column=_when())
     finished_at: datetime | None = Field(default=None, sa_column=_when())
+    project_id: int | None = Field(default=None, sa_column=_project_fk())
+
+
+# People, tokens, memberships and the audit log live in their own module; imported here so every table is on
+# SQLModel.metadata whenever the models are (run.launched_by refers to person.id).
+from fitboard.app.store import people_models  # noqa: E402,F401,I001
+from fitboard.app.store import ownership  # noqa: E402,F401,I001  (stamps new rows with their project; see there)

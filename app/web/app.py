@@ -9,6 +9,7 @@ from starlette.middleware.sessions import SessionMiddleware
 
 from fitboard.app.api import compare as api_compare
 from fitboard.app.api import datasets as api_datasets
+from fitboard.app.api import people as api_people
 from fitboard.app.api import predictions as api_predictions
 from fitboard.app.api import runs as api_runs
 from fitboard.app.api import searches as api_searches
@@ -29,6 +30,7 @@ from fitboard.app.web.fastpath import RunCache, RunFastPath
 from fitboard.app.web.gate import BodyFirst, IdentityGate
 from fitboard.app.web.middleware import BodyLimit, CompleteAllow, WebGuard
 from fitboard.app.web.openapi import install_openapi
+from fitboard.app.web.principals import Directory
 from fitboard.app.web.reconciler import reconciler_lifespan
 from fitboard.app.web.security import (
     SESSION_COOKIE,
@@ -42,8 +44,8 @@ from fitboard.app.web.security import (
 from fitboard.app.web.sse import StreamHub
 
 PREDICT_WAITERS = 8
-API_ROUTERS = (api_runs.router, api_datasets.router, api_workers.router, api_compare.router, api_sweeps.router,
-               api_searches.router, api_predictions.router, api_tracked.router)
+API_ROUTERS = (api_people.router, api_runs.router, api_datasets.router, api_workers.router, api_compare.router,
+               api_sweeps.router, api_searches.router, api_predictions.router, api_tracked.router)
 
 
 def _health_route(app: FastAPI) -> None:
@@ -70,6 +72,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.session_secret = session_secret(settings)
     app.state.session_epoch = SessionEpoch(settings.home)
     app.state.auth_throttle = AuthThrottle(settings.auth_failures_per_minute)
+    app.state.account_throttle = AuthThrottle(settings.auth_failures_per_minute)  # failed logins per account
+    app.state.directory = Directory()
     app.state.streams = StreamHub(app.state.engine, settings.max_streams, settings.stream_lifetime)
     app.state.run_cache = RunCache()
     # POST .../predict requests waiting in a thread for their answer; past this many, the answer is 202 at once

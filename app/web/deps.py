@@ -11,11 +11,15 @@ from fitboard.app.core.artifacts import ArtifactStore, store_for
 from fitboard.app.core.settings import Settings
 from fitboard.app.services.queue import Publisher
 from fitboard.app.store.db import session_scope
+from fitboard.app.store.ownership import scope_session
 
 
 def get_session(request: Request) -> Iterator[Session]:
     """One database session per request, committed and closed when the route function returns."""
     with session_scope(request.app.state.engine) as session:
+        access = getattr(request.state, "access", None)  # set by the access check, which every route runs first
+        if access is not None:
+            scope_session(session, access.project_id, access.principal.person_id)
         yield session
 
 

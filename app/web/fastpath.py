@@ -3,7 +3,8 @@
 A hit is answered by this ASGI layer alone (no routing, sessions or thread-pool hop); a miss reads the run in
 a worker thread and caches its JSON for TTL seconds. Writes made through this process (cancel) drop the entry
 at once; writes by workers show up within TTL, which is below the 0.5 s between progress updates anyway.
-Anything else (other paths, cookie-authenticated browsers, unknown ids) goes to the full app unchanged.
+Anything else (other paths, cookie-authenticated browsers, people's tokens, unknown ids) goes to the full app
+unchanged: only callers who may see every project (the site token, the zero-config local admin) are served here.
 """
 from __future__ import annotations
 
@@ -16,11 +17,12 @@ from starlette.concurrency import run_in_threadpool
 from fitboard.app.services.serializers import serialize_run
 from fitboard.app.store.db import session_scope
 from fitboard.app.store.models import Run
-from fitboard.app.web.security import AuthRefused, client_address, identify
+from fitboard.app.web.security import client_address, token_matches
 
 RUN_PATH = re.compile(r"^/api/v1/runs/([1-9]\d{0,17})$")  # ids up to 18 digits; the app answers the rest
 TTL_SECONDS = 0.25
 MAX_ENTRIES = 4096
+PEOPLE_FRESH = 1.0  # seconds the access check's "nobody has an account" stays trusted here
 
 
 class RunCache:
@@ -49,24 +51,42 @@ def _load(engine, run_id: int) -> bytes | None:
         return None if run is None else json.dumps(serialize_run(run), default=str).encode()
 
 
+def _people_exist(state) -> None:
+    """Refresh the directory's word on whether anyone has an account."""
+    with session_scope(state.engine) as session:
+        state.directory.people_exist(session)
+
+
 class RunFastPath:
     """ASGI middleware serving cached run details; everything else passes through."""
 
     def __init__(self, app, outer):
         self.app, self.outer = app, outer  # outer: the FastAPI app, for its state (settings, engine, cache)
 
-    def _authorized(self, scope) -> bool:
-        """True: serve here (a right token, or none configured). False: the full app decides (logged-in browser
-        sessions; refusals, which the identity gate answered already)."""
-        try:
-            caller = identify(self.outer.state, dict(scope["headers"]), client_address(scope))
-        except AuthRefused:
-            return False
-        return caller.via != "session"
+    def _authorized(self, scope) -> bool | None:  # False: not known yet
+        """True: serve here (a caller who sees every project: the site token, or the local admin while no person
+        exists). None: let the full app decide (people's tokens and sessions, missing or wrong tokens)."""
+        state = self.outer.state
+        token = state.settings.api_token
+        if not token:
+            checked, people = state.directory.people_seen
+            # "nobody has an account" is trusted for a second only: the first person added turns logins on
+            if time.monotonic() - checked >= PEOPLE_FRESH:
+                return False  # ask the database (in a thread), then decide
+            return None if people else True
+        if state.auth_throttle.failures and state.auth_throttle.retry_after(client_address(scope)) is not None:
+            return None  # a throttled address gets its 429 from the app, right token or not
+        header = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
+        ok = header[:7].lower() == "bearer " and token_matches(header[7:].strip(), token)
+        return True if ok else None
 
     async def __call__(self, scope, receive, send):
         match = RUN_PATH.match(scope.get("path", "")) if scope["type"] == "http" and scope["method"] == "GET" else None
-        if match is None or not self._authorized(scope):
+        allowed = None if match is None else self._authorized(scope)
+        if allowed is False:
+            await run_in_threadpool(_people_exist, self.outer.state)
+            allowed = self._authorized(scope)
+        if not allowed:
             return await self.app(scope, receive, send)
         run_id, cache = int(match.group(1)), self.outer.state.run_cache
         body = cache.get(run_id)

@@ -17,6 +17,7 @@ from fastapi import HTTPException, Request, status
 from itsdangerous import BadSignature, TimestampSigner
 from starlette.requests import cookie_parser
 
+from fitboard.app.core.credentials import looks_like_token
 from fitboard.app.core.settings import Settings
 
 UNSAFE = ("POST", "PUT", "PATCH", "DELETE")
@@ -225,22 +226,14 @@ def identify(state, headers: dict[bytes, bytes], address: str) -> Caller:
         if throttle.failures and (wait := throttle.retry_after(address)) is not None:
             raise AuthRefused(429, TOO_MANY, {"Retry-After": str(wait)})
         if not token_matches(authorization[7:].strip(), token):
+            if looks_like_token(authorization[7:].strip()):
+                return Caller("token")  # a person's token: app.web.access checks it against the database
             throttle.fail(address)
             raise AuthRefused(401, "invalid API token", {"WWW-Authenticate": "Bearer"})
         return Caller("token")
     if not token:
         return Caller("open", cookie=has_cookie)
-    if has_cookie and _session_valid(state, _session_of(state, cookie)):
-        return Caller("session", cookie=True)
+    session = _session_of(state, cookie) if has_cookie else {}
+    if _session_valid(state, session) or isinstance(session.get("person"), int):  # a person's: app.web.access
+        return Caller("session", cookie=True)                                     # checks it is still valid
     raise AuthRefused(401, "send Authorization: Bearer <FITBOARD_API_TOKEN>", {"WWW-Authenticate": "Bearer"})
-
-
-async def require_api_auth(request: Request) -> None:
-    """API guard: a Bearer token, or a logged-in browser session whose writes carry the CSRF header."""
-    # async although it awaits nothing: a sync dependency would cost every API call a thread-pool round trip.
-    try:
-        caller = identify(request.app.state, dict(request.scope["headers"]), client_address(request))
-    except AuthRefused as refused:
-        raise refused.http() from None
-    if caller.via != "token" and request.method in UNSAFE and caller.cookie:
-        check_csrf(request, request.headers.get("x-csrf-token"))  # a cookie alone must not authorize a write

@@ -23,6 +23,7 @@ SERVER_GROUPS = {
     "store": {"db": "server", "enqueue": "server"},
     "doctor": {"doctor": "server"},
     "weights": {"weights": "train"},
+    "people": {"users": "server", "projects": "server", "tokens": "server"},
 }
 # The packages each extra brings that a command may miss (the top-level import name).
 EXTRA_OF = {**dict.fromkeys(("torch", "torchvision", "fastai", "sklearn"), "train"),

@@ -18,6 +18,7 @@ from fitboard.app.store.db import session_scope
 from fitboard.app.web.app import create_app
 from fitboard.app.web.security import MIN_TOKEN_CHARS
 from fitboard.worker.cli.common import EXIT_INVALID, EXIT_OK, add_data_root, settings_from, store_engine
+from fitboard.worker.cli.people import accounts_on
 
 
 def cmd_worker(args) -> int:
@@ -56,16 +57,18 @@ def is_loopback(host: str) -> bool:
 
 
 def refuse_open_network(settings: Settings, host: str, insecure: bool) -> bool:
-    """Without an API token the server is open: only loopback, unless the operator insists (says why on stderr).
+    """Without an API token or accounts the server is open: only loopback, unless the operator insists (says why on
+    stderr).
     A token shorter than 32 characters is refused outright."""
     if settings.api_token is not None and len(settings.api_token) < MIN_TOKEN_CHARS:
         print(f"refusing to start: FITBOARD_API_TOKEN has {len(settings.api_token)} characters; use at least "
               f"{MIN_TOKEN_CHARS}, e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))'", file=sys.stderr)
         return True
-    if settings.api_token or insecure or is_loopback(host):
+    if settings.api_token or insecure or is_loopback(host) or accounts_on(settings):
         return False
-    print(f"refusing to listen on {host} without FITBOARD_API_TOKEN: anyone who reaches it could run code on "
-          "your workers. Set FITBOARD_API_TOKEN, or pass --insecure if the network is trusted.", file=sys.stderr)
+    print(f"refusing to listen on {host} without FITBOARD_API_TOKEN or accounts: anyone who reaches it could run "
+          "code on your workers. Set FITBOARD_API_TOKEN, add a person (fitboard users add NAME --admin "
+          "--password-stdin), or pass --insecure if the network is trusted.", file=sys.stderr)
     return True
 
 

@@ -1,0 +1,201 @@
+"""The access matrix: every route of the app (API and pages, read from app.routes) against every kind of caller.
+
+ROWS says what each route needs; a route missing from ROWS fails the suite, and so does a route whose declared rule
+differs from its row. Each caller's expected answer follows from the row: anonymous 401 (pages: to the login
+page), a revoked or expired token 401, another project's member 404 (its existence is not told), a role too low 403,
+a read token that writes 403, a worker token off the worker routes 403; a caller who may act gets exactly what the
+site admin gets for the same request (a 422 for the deliberately empty bodies, a 409 for a finished run, ...).
+"""
+from __future__ import annotations
+
+import pytest
+from fastapi.routing import iter_route_contexts
+from fastapi.testclient import TestClient
+
+from fitboard.app.web.access import rule_of
+from tests.people_world import build
+from tests.store_fixtures import *  # noqa: F401,F403
+
+# (method, path) -> level; "worker:member" = member, and a worker-scope token may call it too.
+ROWS = {
+    ("GET", "/api/v1/me"): "self", ("GET", "/api/v1/tokens"): "self", ("POST", "/api/v1/tokens"): "self",
+    ("DELETE", "/api/v1/tokens/{token_id}"): "self", ("GET", "/api/v1/projects"): "self",
+    ("POST", "/api/v1/projects"): "site", ("PUT", "/api/v1/projects/{project}/members/{person}"): "admin",
+    ("GET", "/api/v1/people"): "site", ("POST", "/api/v1/people"): "site",
+    ("POST", "/api/v1/people/{person}/disable"): "site", ("POST", "/api/v1/people/{person}/enable"): "site",
+    ("GET", "/api/v1/audit"): "site",
+    ("POST", "/api/v1/runs"): "member", ("GET", "/api/v1/runs"): "read", ("PATCH", "/api/v1/runs/{run_id}"): "member",
+    ("DELETE", "/api/v1/runs/{run_id}"): "admin", ("GET", "/api/v1/runs/{run_id}"): "read",
+    ("GET", "/api/v1/runs/{run_id}/epochs"): "read", ("GET", "/api/v1/runs/{run_id}/lr_finds"): "read",
+    ("GET", "/api/v1/runs/{run_id}/attempts"): "read", ("GET", "/api/v1/runs/{run_id}/model"): "read",
+    ("POST", "/api/v1/runs/{run_id}/cancel"): "member", ("POST", "/api/v1/runs/{run_id}/retry"): "member",
+    ("GET", "/api/v1/runs/{run_id}/events"): "read",
+    ("POST", "/api/v1/datasets"): "admin", ("GET", "/api/v1/datasets"): "read",
+    ("GET", "/api/v1/datasets/{name}"): "read", ("GET", "/api/v1/workers"): "read",
+    ("GET", "/api/v1/compare"): "read", ("POST", "/api/v1/sweeps"): "member",
+    ("GET", "/api/v1/sweeps/{sweep_id}"): "read", ("POST", "/api/v1/sweeps/{sweep_id}/seeds"): "member",
+    ("POST", "/api/v1/searches"): "member", ("GET", "/api/v1/searches/{search_id}"): "read",
+    ("POST", "/api/v1/searches/{search_id}/cancel"): "member", ("POST", "/api/v1/runs/{run_id}/predict"): "member",
+    ("GET", "/api/v1/predictions/{prediction_id}"): "read", ("POST", "/api/v1/tracked"): "worker:member",
+    ("POST", "/api/v1/tracked/{run_id}/rows"): "worker:member",
+    ("POST", "/api/v1/tracked/{run_id}/finish"): "worker:member",
+    ("PUT", "/api/v1/tracked/{run_id}/model"): "worker:member",
+    ("GET", "/login"): "open", ("POST", "/login"): "open", ("POST", "/logout"): "open",
+    ("GET", "/account"): "self", ("POST", "/account/password"): "self", ("POST", "/account/tokens"): "self",
+    ("POST", "/account/tokens/{token_id}/revoke"): "self", ("GET", "/people"): "site", ("POST", "/people"): "site",
+    ("POST", "/people/{person}/disable"): "site", ("GET", "/audit"): "site",
+    ("GET", "/runs/new"): "member", ("POST", "/runs/new"): "member", ("GET", "/runs/{run_id}/clone"): "member",
+    ("POST", "/runs/new/import"): "member", ("GET", "/runs/{run_id}/recipe.yaml"): "read",
+    ("POST", "/runs/{run_id}/edit"): "member", ("POST", "/runs/{run_id}/archive"): "member",
+    ("POST", "/runs/{run_id}/delete"): "admin", ("POST", "/runs/bulk"): "member", ("GET", "/"): "read",
+    ("GET", "/runs"): "read", ("GET", "/runs/{run_id}"): "read", ("POST", "/runs/{run_id}/cancel"): "member",
+    ("POST", "/runs/{run_id}/retry"): "member", ("GET", "/datasets"): "read", ("POST", "/datasets"): "admin",
+    ("GET", "/datasets/{name}"): "read", ("GET", "/datasets/{name}/images/{k}"): "read",
+    ("GET", "/workers"): "read", ("GET", "/compare"): "read", ("GET", "/runs/{run_id}/search"): "member",
+    ("POST", "/runs/{run_id}/search"): "member", ("GET", "/searches"): "read",
+    ("GET", "/searches/{search_id}"): "read", ("POST", "/searches/{search_id}/cancel"): "member",
+    ("GET", "/runs/{run_id}/ablate"): "member", ("POST", "/runs/{run_id}/ablate"): "member",
+    ("GET", "/sweeps"): "read", ("GET", "/sweeps/{sweep_id}"): "read", ("POST", "/sweeps/{sweep_id}/seeds"): "member",
+}
+# Served outside the access check, to anyone: liveness, the API's description and the docs' assets.
+PUBLIC = {("GET", "/healthz"), ("GET", "/openapi.json"), ("GET", "/docs"), ("GET", "/vendor/plotly.min.js")}
+# Which of alpha's things a path's parameters name, per route (default: the succeeded run "run").
+RUN_FOR = {"/api/v1/runs/{run_id}": {"DELETE": "live"}, "/runs/{run_id}/delete": {"POST": "live"},
+           "/api/v1/tracked/{run_id}/rows": "tracked", "/api/v1/tracked/{run_id}/finish": "tracked",
+           "/api/v1/tracked/{run_id}/model": "tracked"}
+# Bodies chosen so that an allowed caller changes nothing: they are refused (422), or meet a finished run (409).
+BODIES = {
+    ("POST", "/api/v1/runs"): {"json": {}}, ("PATCH", "/api/v1/runs/{run_id}"): {"json": {"archived": "x"}},
+    ("POST", "/api/v1/runs/{run_id}/retry"): {"json": {}}, ("POST", "/api/v1/datasets"): {"json": {}},
+    ("POST", "/api/v1/sweeps"): {"json": {}}, ("POST", "/api/v1/sweeps/{sweep_id}/seeds"): {"json": {"seeds": "x"}},
+    ("POST", "/api/v1/searches"): {"json": {}}, ("POST", "/api/v1/tracked"): {"json": {}},
+    ("POST", "/api/v1/tracked/{run_id}/rows"): {"json": {}},
+    ("POST", "/api/v1/tracked/{run_id}/finish"): {"json": {"status": "x"}},
+    ("PUT", "/api/v1/tracked/{run_id}/model"): {"content": b"weights"},
+    ("POST", "/api/v1/tokens"): {"json": {"scope": "root"}}, ("POST", "/api/v1/projects"): {"json": {"name": "Bad!"}},
+    ("PUT", "/api/v1/projects/{project}/members/{person}"): {"json": {"role": "boss"}},
+    ("POST", "/api/v1/people"): {"json": {}}, ("POST", "/api/v1/runs/{run_id}/predict"): {"files": {}},
+}
+CALLERS = ("anonymous", "vera", "mia", "ada", "bo", "revoked", "expired", "read", "worker")
+VIEWS = {"vera": 1, "mia": 2, "ada": 3, "read": 2, "worker": 2}  # their level in alpha (tokens are mia's)
+NEED = {"read": 1, "member": 2, "admin": 3}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, sqlite_template, data_root):
+    """One team's fitboard for every row of the matrix."""
+    w = build(tmp_path_factory.mktemp("matrix"), sqlite_template, data_root)
+    yield w
+    for client, _ in w.clients.values():
+        client.__exit__(None, None, None)
+
+
+def routes(app) -> list[tuple[str, str, object]]:
+    """(method, path, endpoint) of every route the app serves, HEAD aside."""
+    out = []
+    for ctx in iter_route_contexts(app.routes):  # included routers' routes with their full paths
+        route = ctx.original_route
+        for method in sorted(getattr(route, "methods", None) or []):
+            if method != "HEAD":
+                out.append((method, ctx.path, getattr(route, "endpoint", None)))
+    return out
+
+
+def url(world, method: str, path: str) -> str:
+    """The path with alpha's things in it, and ?project=alpha."""
+    ids, pick = world.ids, RUN_FOR.get(path, "run")
+    pick = pick.get(method, "run") if isinstance(pick, dict) else pick
+    values = {"run_id": ids[pick], "sweep_id": ids["sweep"], "search_id": ids["search"], "k": 0,
+              "prediction_id": ids["prediction"], "name": "alpha-data", "token_id": 999999, "project": "alpha",
+              "person": "nobody"}
+    filled = path.format(**{k: v for k, v in values.items() if "{" + k + "}" in path})
+    extra = f"&ids={ids['run']},{ids['run2']}" if path.endswith("/compare") else ""
+    return f"{filled}?project=alpha{extra}"
+
+
+def call(world, caller: str, method: str, path: str):
+    """The caller's answer: the status, or "login" for a redirect to the login page."""
+    level = ROWS[(method, path)]
+    kwargs = dict(BODIES.get((method, path), {}))
+    if caller in world.clients and level != "open":
+        client, csrf = world.clients[caller]
+        headers = {"X-CSRF-Token": csrf}
+        if not path.startswith("/api/") and method == "POST":
+            kwargs["data"] = {"csrf_token": csrf}
+    else:  # a token alone, or nobody (open routes too: a login or logout there must not touch the sessions)
+        client, headers = TestClient(world.app, follow_redirects=False), {}
+        token = world.tokens.get(caller) or (world.tokens["write"] if caller in world.clients else None)
+        if token and caller not in world.clients:
+            headers["Authorization"] = f"Bearer {token}"
+        if not path.startswith("/api/") and method == "POST":
+            kwargs["data"] = {"csrf_token": "none"}
+    r = client.request(method, url(world, method, path), headers=headers, **kwargs)
+    login = r.status_code == 303 and r.headers.get("location", "").startswith("/login")
+    return "login" if login else r.status_code
+
+
+def expected(caller: str, method: str, path: str, reference):
+    """What the row says this caller gets, given what the site admin got."""
+    level, api = ROWS[(method, path)], path.startswith("/api/")
+    worker_ok = level.startswith("worker:")
+    level = level.removeprefix("worker:")
+    if level == "open":
+        return 401 if caller in ("revoked", "expired") else reference
+    if caller == "anonymous":
+        return 401 if api else "login"
+    if caller in ("revoked", "expired"):
+        return 401
+    if caller == "worker" and not worker_ok:
+        return 403
+    if caller == "read" and method != "GET":
+        return 403
+    if level == "self":
+        return reference
+    if level == "site":
+        return 403
+    if caller == "bo":
+        return 404  # alpha is not bo's: everything in it answers as if it did not exist
+    return reference if VIEWS[caller] >= NEED[level] else 403
+
+
+def test_every_route_has_a_row_and_declares_it(world):
+    missing, wrong = [], []
+    for method, path, endpoint in routes(world.app):
+        if (method, path) in PUBLIC:
+            assert rule_of(endpoint) is None, f"{method} {path} is public yet declares a rule"
+            continue
+        row = ROWS.get((method, path))
+        if row is None:
+            missing.append(f"{method} {path}")
+            continue
+        rule = rule_of(endpoint)
+        declared = None if rule is None else ("worker:" if rule.worker else "") + rule.level
+        if declared != row:
+            wrong.append(f"{method} {path}: declares {declared}, the matrix says {row}")
+    assert not missing, f"routes without a row in the access matrix: {missing}"
+    assert not wrong, wrong
+    served = {(m, p) for m, p, _ in routes(world.app)}
+    assert set(ROWS) <= served, f"rows for routes the app no longer serves: {set(ROWS) - served}"
+
+
+def test_the_matrix(world):
+    """Every route x every caller answers as its row says."""
+    surprises = []
+    for method, path, _ in routes(world.app):
+        if (method, path) in PUBLIC:
+            continue
+        reference = call(world, "root", method, path)
+        if ROWS[(method, path)] not in ("open", "self"):
+            assert reference not in (401, 403, "login"), f"the site admin is refused {method} {path}: {reference}"
+        if "{" in path and ROWS[(method, path)] in NEED:  # names one of alpha's things: bo's 404 must mean 'hidden'
+            assert reference != 404, f"{method} {path} answers the site admin 404: the matrix would prove nothing"
+        for caller in CALLERS:
+            got, want = call(world, caller, method, path), expected(caller, method, path, reference)
+            if got != want:
+                surprises.append(f"{method} {path} as {caller}: {got}, expected {want}")
+    assert not surprises, "\n".join(surprises)
+
+
+@pytest.mark.parametrize("method,path", sorted(PUBLIC))
+def test_public_routes_answer_anyone(world, method, path):
+    assert TestClient(world.app).request(method, path).status_code == 200

@@ -1,0 +1,269 @@
+"""People, projects, roles, tokens and the audit log, as a team meets them: the CLI, logins, lists per project."""
+from __future__ import annotations
+
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+from alembic import command
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from fitboard.app.core.settings import Settings
+from fitboard.app.services import people
+from fitboard.app.store.db import alembic_config, make_engine, session_scope, upgrade
+from fitboard.app.store.models import Run, Worker
+from fitboard.app.web.app import create_app
+from tests.helpers import BEARER, TOKEN, tiny_recipe
+from tests.people_world import CSRF, PASSWORD
+from tests.store_fixtures import *  # noqa: F401,F403
+
+
+def fitboard(url: str, *args, stdin: str | None = None) -> subprocess.CompletedProcess:
+    """The fitboard CLI in a fresh process, on this test's database."""
+    return subprocess.run([sys.executable, "-m", "fitboard.worker.cli", *args], capture_output=True, text=True,
+                          input=stdin, timeout=120, env={**os.environ, "FITBOARD_DATABASE_URL": url})
+
+
+def add(url: str, *steps) -> list[str]:
+    """Run people steps in-process on the database at url (as the CLI does; tests of the CLI itself are below);
+    the tokens created, in order."""
+    engine, made = make_engine(url), []
+    with session_scope(engine) as s:
+        for step, *args in steps:
+            if step == "person":
+                people.add_person(s, args[0], PASSWORD, site_admin=bool(args[1:]))
+            elif step == "project":
+                people.add_project(s, args[0])
+            elif step == "grant":
+                people.grant(s, *args)
+            elif step == "token":
+                made.append(people.create_token(s, people.person(s, args[0]), "laptop")[0])
+            elif step == "disable":
+                people.set_disabled(s, args[0])
+    engine.dispose()
+    return made
+
+
+@pytest.fixture
+def team(sqlite_url, tmp_path, data_root):
+    """root (site admin), mia (member of alpha), bo (member of beta), mia's and bo's tokens; the app on it."""
+    mia, bo = add(sqlite_url, ("person", "root", "admin"), ("person", "mia"), ("person", "bo"), ("project", "alpha"),
+                  ("project", "beta"), ("grant", "alpha", "mia", "member"), ("grant", "beta", "bo", "member"),
+                  ("token", "mia"), ("token", "bo"))
+    settings = Settings(home=tmp_path, database_url=sqlite_url, data_root=data_root)
+    with TestClient(create_app(settings)) as client:
+        yield client, {"mia": mia, "bo": bo}, sqlite_url
+
+
+def bearer(token: str) -> dict:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_each_person_sees_only_their_projects_and_every_run_says_who_launched_it(team):
+    client, tokens, _ = team
+    mine = client.post("/api/v1/runs", json=tiny_recipe(name="mia-run"), headers=bearer(tokens["mia"]))
+    assert mine.status_code == 201, mine.text
+    assert mine.json()["project"] == "alpha" and mine.json()["launched_by"] == "mia"
+    theirs = client.post("/api/v1/runs?project=beta", json=tiny_recipe(name="bo-run"), headers=bearer(tokens["bo"]))
+    assert theirs.json()["project"] == "beta" and theirs.json()["launched_by"] == "bo"
+    listed = client.get("/api/v1/runs", headers=bearer(tokens["mia"])).json()
+    assert [r["name"] for r in listed["items"]] == ["mia-run"] and listed["total"] == 1
+    assert listed["items"][0]["launched_by"] == "mia"
+    # bo cannot see alpha at all: its run, its list, its compare all answer as if nothing were there
+    run_id, other = mine.json()["id"], theirs.json()["id"]
+    assert client.get(f"/api/v1/runs/{run_id}", headers=bearer(tokens["bo"])).status_code == 404
+    assert client.get("/api/v1/runs?project=alpha", headers=bearer(tokens["bo"])).status_code == 404
+    assert client.get(f"/api/v1/runs/{run_id}/events", headers=bearer(tokens["bo"])).status_code == 404
+    assert client.get(f"/api/v1/compare?ids={other},{run_id}", headers=bearer(tokens["bo"])).status_code == 404
+    assert client.get(f"/api/v1/runs/{run_id + 1000}", headers=bearer(tokens["bo"])).json() == \
+        {"detail": f"run {run_id + 1000} not found"}
+    assert client.get(f"/api/v1/runs/{run_id}", headers=bearer(tokens["bo"])).json() == \
+        {"detail": f"run {run_id} not found"}  # word for word what a run that does not exist answers
+    assert client.get("/api/v1/me", headers=bearer(tokens["bo"])).json()["projects"] == {"beta": "member"}
+    # the site token (FITBOARD_API_TOKEN) is not set here; the site admin root sees both projects by name
+    assert client.get("/api/v1/projects", headers=bearer(tokens["mia"])).json() == [{"name": "alpha",
+                                                                                     "role": "member"}]
+
+
+def test_a_foreign_dataset_name_and_a_foreign_workers_run_are_not_told(team, sqlite_url):
+    client, tokens, _ = team
+    spec = {"layout": "csv", "path": "digits", "images": "train_images", "label_map": "label_num_to_disease_map.json"}
+    # mia is only a member: registering needs admin
+    assert client.post("/api/v1/datasets", json={"name": "alpha-digits", "spec": spec},
+                       headers=bearer(tokens["mia"])).status_code == 403
+    add(sqlite_url, ("grant", "alpha", "mia", "admin"))
+    assert client.post("/api/v1/datasets", json={"name": "alpha-digits", "spec": spec},
+                       headers=bearer(tokens["mia"])).status_code == 201
+    assert "alpha-digits" in [d["name"] for d in client.get("/api/v1/datasets", headers=bearer(tokens["mia"])).json()]
+    assert "alpha-digits" not in [d["name"] for d in client.get("/api/v1/datasets",
+                                                                headers=bearer(tokens["bo"])).json()]
+    assert client.get("/api/v1/datasets/alpha-digits", headers=bearer(tokens["bo"])).status_code == 404
+    # a worker training alpha's run: bo sees the worker, not what it trains
+    run = client.post("/api/v1/runs", json=tiny_recipe(), headers=bearer(tokens["mia"])).json()["id"]
+    engine = make_engine(sqlite_url)
+    with session_scope(engine) as s:
+        s.add(Worker(name="gpu0:1", host="gpu0", pid=1, current_run_id=run))
+    engine.dispose()
+    seen = {name: client.get("/api/v1/workers", headers=bearer(tokens[name])).json() for name in ("mia", "bo")}
+    assert [w["current_run_id"] for w in seen["mia"]] == [run] and [w["current_run_id"] for w in seen["bo"]] == [None]
+    page = client.get("/workers", headers=bearer(tokens["bo"])).text
+    assert "gpu0:1" in page and f"/runs/{run}" not in page
+
+
+def test_the_cli_adds_people_and_projects_and_its_revoke_holds_at_the_next_request(team):
+    client, tokens, url = team
+    added = fitboard(url, "users", "add", "ada", "--password-stdin", stdin=PASSWORD + "\n")
+    assert added.returncode == 0 and added.stdout.strip() == "added ada", added.stderr
+    assert fitboard(url, "projects", "grant", "alpha", "ada", "viewer").returncode == 0
+    created = fitboard(url, "tokens", "create", "ada", "--name", "ci", "--scope", "read", "--expires", "7")
+    token = created.stdout.strip().splitlines()[-1]  # the token alone on the last line
+    assert created.returncode == 0 and token.startswith("fbt_") and len(token) > 40
+    assert client.get("/api/v1/me", headers=bearer(token)).json() == {
+        "name": "ada", "site_admin": False, "via": "token", "scope": "read", "projects": {"alpha": "viewer"}}
+    listed = fitboard(url, "tokens", "list", "ada").stdout
+    assert "ci\tread" in listed and token not in listed
+    revoked = fitboard(url, "tokens", "revoke", token)  # another process: every web process's cache must notice
+    assert revoked.returncode == 0, revoked.stderr
+    assert client.get("/api/v1/me", headers=bearer(token)).status_code == 401
+    refused = fitboard(url, "projects", "grant", "alpha", "nobody", "member")
+    assert refused.returncode == 1 and "person 'nobody' not found" in refused.stderr
+
+
+def test_a_disabled_person_stops_at_once(team):
+    client, tokens, url = team
+    csrf = CSRF.search(client.get("/login").text).group(1)
+    assert client.post("/login", data={"name": "bo", "password": PASSWORD, "csrf_token": csrf},
+                       follow_redirects=False).status_code == 303
+    assert client.get("/runs", follow_redirects=False).status_code == 200
+    assert client.get("/api/v1/runs", headers=bearer(tokens["bo"])).status_code == 200  # now cached
+    add(url, ("disable", "bo"))
+    assert client.get("/runs", follow_redirects=False).headers["location"].startswith("/login")
+    assert client.get("/api/v1/runs", headers=bearer(tokens["bo"])).status_code == 401
+
+
+def test_logins_are_throttled_per_account_and_per_address(team):
+    client, _, _ = team
+    app = client.app
+
+    def attempt(address: str, name: str, password: str) -> int:
+        c = TestClient(app, client=(address, 5000), follow_redirects=False)
+        csrf = CSRF.search(c.get("/login").text).group(1)
+        return c.post("/login", data={"name": name, "password": password, "csrf_token": csrf}).status_code
+
+    limit = app.state.settings.auth_failures_per_minute
+    # a spray of guesses at mia from many addresses: after `limit`, even her right password waits
+    assert [attempt(f"10.0.0.{i}", "mia", "wrong password") for i in range(limit)] == [401] * limit
+    assert attempt("10.0.1.1", "mia", PASSWORD) == 429
+    assert attempt("10.0.1.1", "bo", PASSWORD) == 303  # another account from a fresh address is not held up
+    # one address guessing at many accounts is stopped too
+    assert [attempt("10.0.2.1", f"x{i}", "nope nope") for i in range(limit)] == [401] * limit
+    assert attempt("10.0.2.1", "bo", PASSWORD) == 429
+
+
+def test_passwords_and_tokens_are_never_stored_in_clear(team):
+    client, tokens, url = team
+    created = client.post("/api/v1/tokens", json={"label": "ci", "scope": "read"}, headers=bearer(tokens["bo"]))
+    assert created.status_code == 201 and created.json()["token"].startswith("fbt_")
+    listed = client.get("/api/v1/tokens", headers=bearer(tokens["bo"])).json()
+    assert {t["label"] for t in listed} == {"laptop", "ci"} and all("token" not in t for t in listed)
+    path = url.removeprefix("sqlite:///")
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    raw = b"".join(open(p, "rb").read() for p in (path, path + "-wal") if os.path.exists(p))
+    for secret in (PASSWORD, tokens["mia"], tokens["bo"], created.json()["token"]):
+        assert secret.encode() not in raw
+    assert b"$argon2id$" in raw  # what is kept of a password
+
+
+def test_the_audit_log_says_who_did_what_from_where(team):
+    client, tokens, url = team
+    run = client.post("/api/v1/runs", json=tiny_recipe(), headers=bearer(tokens["mia"])).json()["id"]
+    assert client.post(f"/api/v1/runs/{run}/cancel", headers=bearer(tokens["mia"])).status_code == 200
+    client.post(f"/api/v1/runs/{run}/retry", json={"from": "scratch"}, headers=bearer(tokens["mia"]))
+    client.post(f"/api/v1/runs/{run}/cancel", headers=bearer(tokens["mia"]))
+    client.patch(f"/api/v1/runs/{run}", json={"archived": True}, headers=bearer(tokens["mia"]))
+    assert client.get("/api/v1/audit", headers=bearer(tokens["mia"])).status_code == 403  # site admins only
+    (root,) = add(url, ("token", "root"))
+    assert client.put("/api/v1/projects/alpha/members/bo", json={"role": "viewer"},
+                      headers=bearer(root)).status_code == 200
+    made = client.post("/api/v1/tokens", json={"label": "ci"}, headers=bearer(tokens["mia"])).json()
+    assert client.delete(f"/api/v1/tokens/{made['id']}", headers=bearer(tokens["mia"])).status_code == 200
+    rows = client.get("/api/v1/audit", headers=bearer(root)).json()["items"]
+    seen = [(r["actor"], r["action"], r["target"]) for r in reversed(rows)]
+    prefix = made["prefix"]
+    assert [s for s in seen if s[0] == "mia"] == [
+        ("mia", "launch", f"run {run}"), ("mia", "cancel", f"run {run}"), ("mia", "retry", f"run {run}"),
+        ("mia", "cancel", f"run {run}"), ("mia", "archive", f"run {run}"),
+        ("mia", "token.create", f"token {prefix}… (write) of mia"), ("mia", "token.revoke", f"token {prefix}… of mia")]
+    assert ("root", "grant", "bo as viewer in alpha") in seen
+    assert {r["address"] for r in rows} == {"testclient"} and {r["project"] for r in rows if r["actor"] == "mia"
+                                                               and r["action"] != "token.create"} >= {"alpha"}
+    page = client.get("/audit", headers=bearer(root))
+    assert page.status_code == 200 and page.text.count('class="audit-row"') == len(rows)
+
+
+def test_the_site_token_stays_a_site_admin_and_zero_config_ends_with_the_first_person(sqlite_url, tmp_path,
+                                                                                       data_root):
+    open_settings = Settings(home=tmp_path, database_url=sqlite_url, data_root=data_root)
+    with TestClient(create_app(open_settings)) as client:
+        assert client.get("/api/v1/me").json()["via"] == "local"  # nobody configured: the local admin, no login
+        assert client.post("/api/v1/runs", json=tiny_recipe()).status_code == 201
+        add(sqlite_url, ("person", "root", "admin"))
+        assert client.get("/api/v1/runs").status_code == 401  # the first person turns logins on
+        assert client.get("/runs", follow_redirects=False).headers["location"].startswith("/login")
+    with TestClient(create_app(Settings(home=tmp_path, database_url=sqlite_url, data_root=data_root,
+                                        api_token=TOKEN))) as client:
+        me = client.get("/api/v1/me", headers=BEARER).json()
+        assert me["via"] == "site-token" and me["site_admin"]
+        assert client.get("/api/v1/runs", headers=BEARER).json()["total"] == 1
+
+
+def test_existing_rows_move_to_the_project_default(tmp_path):
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    upgrade(url, "0009")
+    with sqlite3.connect(tmp_path / "old.db") as conn:
+        conn.execute("INSERT INTO run (name, dataset, spec, status, cancel_requested, created_at, attempt, techniques)"
+                     " VALUES ('old', 'digits', '{}', 'succeeded', 0, '2026-01-01 00:00:00', 1, '[]')")
+    upgrade(url)
+    engine = make_engine(url)
+    with session_scope(engine) as s:
+        run = s.exec(select(Run)).scalars().one()
+        assert (run.name, run.project_name, run.launched_by) == ("old", "default", None)
+    engine.dispose()
+    down = make_engine(url, sqlite_foreign_keys=False)  # as upgrade() migrates: batch mode copies tables
+    with down.connect() as conn:
+        cfg = alembic_config(url)
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0009")
+        conn.commit()
+    down.dispose()
+    with sqlite3.connect(tmp_path / "old.db") as conn:
+        assert "project_id" not in [c[1] for c in conn.execute("PRAGMA table_info(run)")]
+        assert conn.execute("SELECT name FROM run").fetchall() == [("old",)]
+
+
+def test_a_person_manages_their_tokens_in_the_browser(team):
+    client, _, _ = team
+    csrf = CSRF.search(client.get("/login").text).group(1)
+    client.post("/login", data={"name": "mia", "password": PASSWORD, "csrf_token": csrf})
+    page = client.post("/account/tokens", data={"csrf_token": csrf, "label": "notebook", "scope": "read"})
+    assert page.status_code == 201
+    token = re.search(r'<code id="token-value">([^<]+)</code>', page.text).group(1)
+    assert client.get("/api/v1/me", headers=bearer(token)).json()["scope"] == "read"
+    assert token not in client.get("/account").text  # shown once
+    assert client.post("/api/v1/runs", json=tiny_recipe(), headers=bearer(token)).status_code == 403  # read scope
+    token_id = [t for t in client.get("/api/v1/tokens", headers=bearer(token)).json() if t["label"] == "notebook"][0]
+    client.post(f"/account/tokens/{token_id['id']}/revoke", data={"csrf_token": csrf})
+    assert client.get("/api/v1/me", headers=bearer(token)).status_code == 401
+    # a password change ends other sessions of the person, not this one
+    other = TestClient(client.app)
+    other_csrf = CSRF.search(other.get("/login").text).group(1)
+    other.post("/login", data={"name": "mia", "password": PASSWORD, "csrf_token": other_csrf})
+    assert client.post("/account/password", data={"csrf_token": csrf, "old_password": PASSWORD,
+                                                  "new_password": "another good one"}).status_code == 200
+    assert client.get("/account", follow_redirects=False).status_code == 200
+    assert other.get("/account", follow_redirects=False).status_code == 303
