@@ -15,6 +15,7 @@ from fitboard.app.services.people_serializers import (
     MeOut,
     PersonIn,
     PersonOut,
+    ProjectIn,
     ProjectOut,
     TokenCreated,
     TokenIn,
@@ -101,12 +102,11 @@ def get_projects(access: AccessDep, session: SessionDep):
 
 @router.post("/projects", status_code=201, response_model=ProjectOut, responses={**WRITE_ERRORS, **errors(409)})
 @needs("site")
-def post_projects(access: AccessDep, session: SessionDep,
-                  name: str = Body(..., embed=True, min_length=1, max_length=64)):
+def post_projects(access: AccessDep, session: SessionDep, body: ProjectIn = Body(...)):
     """Create a project (site admins)."""
-    people.add_project(session, name)
-    access.note("project.create", f"project {name}")
-    return {"name": name, "role": "admin"}
+    people.add_project(session, body.name)
+    access.note("project.create", f"project {body.name}")
+    return {"name": body.name, "role": "admin"}
 
 
 @router.put("/projects/{project}/members/{person}", response_model=GrantIn, responses={**WRITE_ERRORS,

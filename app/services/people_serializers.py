@@ -72,6 +72,13 @@ class PersonOut(_Out):
     created_at: IsoTime
 
 
+class ProjectIn(BaseModel):
+    """A project to create."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(..., min_length=1, max_length=64)
+
+
 class ProjectOut(BaseModel):
     """A project and your role in it."""
 
