@@ -20,7 +20,8 @@ CSP_LISTENER = """document.addEventListener("securitypolicyviolation", (e) => co
 
 @pytest.fixture(scope="session")
 def browser():
-    """Debian's chromium under Playwright, one per test process; skipped (failed under CI=true) where it is not installed."""
+    """Debian's chromium under Playwright, one per test process; skipped (failed under CI=true) where it is not
+    installed."""
     if not Path(CHROMIUM).exists():
         if os.environ.get("CI") == "true":
             pytest.fail(f"{CHROMIUM} is missing and CI=true requires the browser tests (scripts/ensure_chromium.sh)")
