@@ -7,43 +7,23 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from fitboard.app.core.demo_data import write_digits  # noqa: E402
-from fitboard.app.core.schemas import parse_spec  # noqa: E402
+from timed_run import train_digits  # noqa: E402  (bench/ is on sys.path when run as a script)
+
 from fitboard.app.pages.presets import DEMO_RECIPE  # noqa: E402
-from fitboard.worker.engine import run_recipe  # noqa: E402
-from fitboard.worker.reporters import Reporter  # noqa: E402
-
-
-class Timed(Reporter):
-    """Keeps (seconds since start, event)."""
-
-    def __init__(self):
-        self.t0, self.events = time.perf_counter(), []
-
-    def emit(self, event) -> None:
-        self.events.append((time.perf_counter() - self.t0, event))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--json", type=Path, help="write the training progress events and epoch rows here")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp) / "data"
-        write_digits(root / "digits")
-        reporter = Timed()
-        run_recipe(parse_spec(DEMO_RECIPE), reporter, root, Path(tmp) / "out")
-    start = next(t for t, e in reporter.events if e.event == "start")
-    end = next(t for t, e in reporter.events if e.event == "result")
+    events, start, end = train_digits(DEMO_RECIPE)
     print(f"demo recipe: {end - start:.1f} s from start to result")
     rows, worst, jump, last = [], 0.0, 0.0, None
-    for t, e in reporter.events:
+    for t, e in events:
         if e.event == "epoch":
             rows.append({"t": round(t - start, 3), "event": "epoch", "stage": e.stage, "epoch": e.epoch,
                          "seconds": e.seconds})

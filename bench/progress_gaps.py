@@ -3,45 +3,24 @@ the longest gap between progress events, with the events per phase. Usage: pytho
 from __future__ import annotations
 
 import sys
-import tempfile
-import time
 from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from fitboard.app.core.demo_data import write_digits  # noqa: E402
-from fitboard.app.core.schemas import parse_spec  # noqa: E402
-from fitboard.worker.engine import run_recipe  # noqa: E402
-from fitboard.worker.reporters import Reporter  # noqa: E402
+from timed_run import train_digits  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 RECIPE = {"name": "gaps", "dataset": "digits", "arch": "squeezenet1_1", "pretrained": False, "normalize": "dataset",
           "seed": 1, "tta": {"n": 4, "use_max": False},
           "stages": [{"epochs": 2, "size": 32, "presize": 40, "bs": 32, "lr": "find", "lr_find_iters": 100}]}
 
 
-class Timed(Reporter):
-    """Keeps (seconds since start, event)."""
-
-    def __init__(self):
-        self.t0, self.events = time.perf_counter(), []
-
-    def emit(self, event) -> None:
-        self.events.append((time.perf_counter() - self.t0, event))
-
-
 def main() -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp) / "data"
-        write_digits(root / "digits", limit=600)
-        reporter = Timed()
-        run_recipe(parse_spec(RECIPE), reporter, root, Path(tmp) / "out", num_workers=0)
-    start = next(t for t, e in reporter.events if e.event == "start")
-    end = next(t for t, e in reporter.events if e.event == "result")
-    marks = [start] + [t for t, e in reporter.events if e.event in ("progress", "epoch")] + [end]
+    events, start, end = train_digits(RECIPE, limit=600, num_workers=0)
+    marks = [start] + [t for t, e in events if e.event in ("progress", "epoch")] + [end]
     gaps = [(b - a, a) for a, b in zip(marks, marks[1:])]
     longest, at = max(gaps)
-    phases = Counter(getattr(e, "phase", None) or "(none)" for _, e in reporter.events if e.event == "progress")
+    phases = Counter(getattr(e, "phase", None) or "(none)" for _, e in events if e.event == "progress")
     print(f"run: {end - start:.1f} s from start to result; progress events: {sum(phases.values())}")
     print(f"longest silence (no progress or epoch event): {longest:.1f} s, from {at - start:.1f} s after start")
     print("progress events per phase: " + ", ".join(f"{k} {v}" for k, v in sorted(phases.items())))

@@ -199,23 +199,17 @@ def test_exit_without_finish_keeps_every_row_and_succeeds(served, scripts):
     assert waited < EXIT_WAIT  # the exit waits for the sender, boundedly
 
 
-def test_an_exception_after_training_fails_the_run_with_its_message(served, scripts):
-    script = scripts["raise"]
+@pytest.mark.parametrize(("ending", "code", "error"), [
+    ("raise", 1, "ValueError: labels.csv lacks 3 rows"),  # raised in the main thread, after training
+    ("thread", 0, "OSError: disk full while saving"),  # a thread's exception does not change the exit code
+], ids=["main-thread", "training-thread"])
+def test_an_exception_fails_the_run_with_its_message(served, scripts, ending, code, error):
+    script = scripts[ending]
     report = script.report()
-    assert script.wait() == 1
-    assert "ValueError: labels.csv lacks 3 rows" in script.output()  # the user's traceback still printed
+    assert script.wait() == code
+    assert error in script.output()  # the traceback still printed (by Python, or by threading's own hook)
     run = finished(served.url, report["run"])
-    assert (run.status, run["error"]) == ("failed", "ValueError: labels.csv lacks 3 rows")
-    assert dashboard_rows(served.url, report["run"]) == report["rows"]
-
-
-def test_an_exception_in_the_training_thread_fails_the_run(served, scripts):
-    script = scripts["thread"]
-    report = script.report()
-    assert script.wait() == 0  # a thread's exception does not change the exit code
-    assert "OSError: disk full while saving" in script.output()  # threading's own hook still printed it
-    run = finished(served.url, report["run"])
-    assert (run.status, run["error"]) == ("failed", "OSError: disk full while saving")
+    assert (run.status, run["error"]) == ("failed", error)
     assert dashboard_rows(served.url, report["run"]) == report["rows"]
 
 

@@ -91,24 +91,23 @@ class Curve(LRFindEvent):
     losses: Annotated[list[float | None], Field(max_length=MAX_CURVE_POINTS)]
 
 
-class TrackedEpoch(EpochEvent):
-    """One epoch row with its key in range: stage below MAX_TRACKED_STAGES, epoch below MAX_EPOCHS."""
-
-    model_config = STRICT
+class _EpochKey(_Strict):
+    """An event's (stage, epoch) in range: stage below MAX_TRACKED_STAGES, epoch below MAX_EPOCHS."""
 
     stage: Stage
     epoch: Epoch
+
+
+class TrackedEpoch(_EpochKey, EpochEvent):
+    """One epoch row with its key in range: stage below MAX_TRACKED_STAGES, epoch below MAX_EPOCHS."""
+
     metrics: Metrics = {}
     seconds: Seconds | None = None
 
 
-class TrackedProgress(ProgressEvent):
+class TrackedProgress(_EpochKey, ProgressEvent):
     """The latest batch progress, every count bounded."""
 
-    model_config = STRICT
-
-    stage: Stage
-    epoch: Epoch
     batch: Count
     total: Count
     elapsed: Seconds
@@ -118,13 +117,9 @@ class TrackedProgress(ProgressEvent):
     run_eta: Seconds | None = None
 
 
-class TrackedBest(BestEpoch):
+class TrackedBest(_EpochKey, BestEpoch):
     """Where the best epoch was, in range."""
 
-    model_config = STRICT
-
-    stage: Stage
-    epoch: Epoch
     metric: Short
 
 

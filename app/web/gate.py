@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncio
 from urllib.parse import urlencode
 
-from fitboard.app.web.middleware import TRACKED_MODEL, answer
+from fitboard.app.web.middleware import TRACKED_MODEL, CutShort, answer
 from fitboard.app.web.security import UNSAFE, AuthRefused, client_address, identify
 
 OPEN_PAGES = ("/login",)  # page writes anyone may send: the login form itself
+CLOSE = {"Connection": "close"}  # a 408's header: the rest of a late body is not read
 MAX_READERS = 256  # bodies being read at once before admission; more get 503 (each is at most the body limit)
 
 
@@ -50,9 +51,8 @@ class BodyFirst:
     def __init__(self, app, timeout: float, max_readers: int = MAX_READERS):
         self.app, self.timeout, self.max_readers, self.readers = app, timeout, max_readers, 0
 
-    async def _timed_out(self, send) -> None:
-        await answer(send, 408, f"the request body did not arrive within {self.timeout:g} s",
-                     headers={"Connection": "close"})
+    def _late(self) -> str:
+        return f"the request body did not arrive within {self.timeout:g} s"
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or not _has_body(dict(scope["headers"])):
@@ -65,7 +65,7 @@ class BodyFirst:
         try:
             body = await self._read(receive)
         except TimeoutError:
-            return await self._timed_out(send)
+            return await answer(send, 408, self._late(), headers=CLOSE)
         finally:
             self.readers -= 1
         if body is None:
@@ -95,29 +95,15 @@ class BodyFirst:
 
     async def _streamed(self, scope, receive, send):
         """Pass the body through as it comes; a chunk late by `timeout` seconds ends the request with 408."""
-        refused, started = False, False
+        cut = CutShort(send)
 
         async def timed_receive():
-            nonlocal refused
-            if refused:
+            if cut.refused:
                 return {"type": "http.disconnect"}
             try:
                 async with asyncio.timeout(self.timeout):
                     return await receive()
             except TimeoutError:
-                refused = True
-                if not started:
-                    await self._timed_out(send)
-                return {"type": "http.disconnect"}
+                return await cut.refuse(408, self._late(), headers=CLOSE)
 
-        async def guarded_send(message):
-            nonlocal started
-            if not refused:
-                started = True
-                await send(message)
-
-        try:
-            await self.app(scope, timed_receive, guarded_send)
-        except Exception:
-            if not refused:
-                raise
+        await cut.run(self.app, scope, timed_receive)

@@ -146,32 +146,49 @@ class BodyLimit:
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             return await answer(send, 413, too_large)
-        seen, refused, started = 0, False, False
+        seen, cut = 0, CutShort(send)
 
         async def limited_receive():
-            nonlocal seen, refused
-            if refused:
+            nonlocal seen
+            if cut.refused:
                 return {"type": "http.disconnect"}
             message = await receive()
             seen += len(message.get("body", b""))
-            if seen > limit and not started:
+            if seen > limit and not cut.started:
                 # Answer now, while the app is still reading: the app only sees the client leave, and whatever it
                 # makes of that (FastAPI calls it a 400) is not sent.
-                refused = True
-                await answer(send, 413, too_large)
-                return {"type": "http.disconnect"}
+                return await cut.refuse(413, too_large)
             return message
 
-        async def guarded_send(message):
-            nonlocal started
-            if not refused:
-                started = True
-                await send(message)
+        await cut.run(self.app, scope, limited_receive)
 
+
+class CutShort:
+    """A request a layer may answer itself while the app still reads its body (BodyLimit's 413, BodyFirst's 408):
+    once refused, the app sees the client leave, its own answer is dropped and what it raises over it is swallowed."""
+
+    def __init__(self, send):
+        self.send, self.refused, self.started = send, False, False
+
+    async def refuse(self, status: int, detail: str, headers: dict | None = None) -> dict:
+        """Answer status (unless the app's answer has begun); returns the disconnect the app is to receive."""
+        self.refused = True
+        if not self.started:
+            await answer(self.send, status, detail, headers=headers)
+        return {"type": "http.disconnect"}
+
+    async def guarded_send(self, message) -> None:
+        """The app's send: passed on until the request is refused."""
+        if not self.refused:
+            self.started = True
+            await self.send(message)
+
+    async def run(self, app, scope, receive) -> None:
+        """Call the app with receive and the guarded send; what it raises once refused is swallowed."""
         try:
-            await self.app(scope, limited_receive, guarded_send)
+            await app(scope, receive, self.guarded_send)
         except Exception:
-            if not refused:
+            if not self.refused:
                 raise
 
 

@@ -77,99 +77,77 @@ def edited_line(data: dict) -> str:
         " (archived)" if data.get("archived") else "")
 
 
-def cmd_runs(args) -> int:
-    """A table of runs, newest first."""
-    if not asks_server(args):
-        from fitboard.worker.cli.store import local_runs  # the server's packages load only here
-
-        return local_runs(args)
-    with client_for(args) as client:
-        try:
-            items = client.runs(status=args.status, tag=args.tag, archived=args.archived, limit=args.limit)
-        except FitboardError as exc:
-            return refused(exc, client.url)
-    print_runs(items, items.total, args.wide)
-    return EXIT_OK
-
-
-def cmd_show(args) -> int:
-    """One run: status, epoch rows and result (or error); JSON with --json."""
-    if not asks_server(args):
-        from fitboard.worker.cli.store import local_show  # the server's packages load only here
-
-        return local_show(args)
-    with client_for(args) as client:
-        try:
-            run = client.run(args.run)
-            data = {**run.data, "epochs": client.http.json("GET", f"runs/{args.run}/epochs")}
-        except FitboardError as exc:
-            return refused(exc, client.url)
+def show_run(args, data: dict) -> None:
+    """What `fitboard show` prints: the run's JSON with --json, else the run in words."""
     if args.json:
         say(json.dumps(data, default=str))
     else:
         print_run(data)
+
+
+def cancelled_line(run: int, status: str) -> str:
+    """'run 7: cancelled' (it was queued) or 'run 7: cancel requested' (it is running and asked to stop)."""
+    return f"run {run}: {'cancelled' if status == 'cancelled' else 'cancel requested'}"
+
+
+def _here_or_served(args, local: str, remote, output) -> int:
+    """One command on this host's database (fitboard.worker.cli.store's function named `local`, which prints the same
+    lines) unless a server is asked; over HTTP, remote(client) fetches what output(...) prints."""
+    if not asks_server(args):
+        from fitboard.worker.cli import store  # the server's packages load only here
+
+        return getattr(store, local)(args)
+    with client_for(args) as client:
+        try:
+            data = remote(client)
+        except FitboardError as exc:
+            return refused(exc, client.url)
+    output(data)
     return EXIT_OK
+
+
+def cmd_runs(args) -> int:
+    """A table of runs, newest first."""
+    return _here_or_served(
+        args, "local_runs",
+        lambda client: client.runs(status=args.status, tag=args.tag, archived=args.archived, limit=args.limit),
+        lambda items: print_runs(items, items.total, args.wide))
+
+
+def cmd_show(args) -> int:
+    """One run: status, epoch rows and result (or error); JSON with --json."""
+    return _here_or_served(
+        args, "local_show",
+        lambda client: {**client.run(args.run).data, "epochs": client.http.json("GET", f"runs/{args.run}/epochs")},
+        lambda data: show_run(args, data))
 
 
 def cmd_retry(args) -> int:
     """Queue a failed or cancelled run again, from its last checkpoint or from scratch."""
-    if not asks_server(args):
-        from fitboard.worker.cli.store import local_retry  # the server's packages load only here
-
-        return local_retry(args)
-    with client_for(args) as client:
-        try:
-            run = client.run(args.run).retry(from_checkpoint=not args.scratch)
-        except FitboardError as exc:
-            return refused(exc, client.url)
-    say(retried_line(run.data, args.scratch, run.data.get("queued_note")))
-    return EXIT_OK
+    return _here_or_served(
+        args, "local_retry", lambda client: client.run(args.run).retry(from_checkpoint=not args.scratch).data,
+        lambda data: say(retried_line(data, args.scratch, data.get("queued_note"))))
 
 
 def cmd_cancel(args) -> int:
     """Cancel a queued run (it never starts) or ask a running one to stop."""
-    if not asks_server(args):
-        from fitboard.worker.cli.store import local_cancel  # the server's packages load only here
-
-        return local_cancel(args)
-    with client_for(args) as client:
-        try:
-            run = client.run(args.run).cancel()
-        except FitboardError as exc:
-            return refused(exc, client.url)
-    say(f"run {args.run}: {'cancelled' if run.status == 'cancelled' else 'cancel requested'}")
-    return EXIT_OK
+    return _here_or_served(args, "local_cancel", lambda client: client.run(args.run).cancel().status,
+                           lambda status: say(cancelled_line(args.run, status)))
 
 
 def cmd_edit(args) -> int:
     """Rename a run, set its notes, add or remove tags, archive or unarchive it."""
-    if not asks_server(args):
-        from fitboard.worker.cli.store import local_edit  # the server's packages load only here
+    def remote(client) -> dict:
+        run = client.run(args.run)
+        return run.edit(**edit_changes(args, run.data.get("tags") or [])).data
 
-        return local_edit(args)
-    with client_for(args) as client:
-        try:
-            run = client.run(args.run)
-            run.edit(**edit_changes(args, run.data.get("tags") or []))
-        except FitboardError as exc:
-            return refused(exc, client.url)
-    say(edited_line(run.data))
-    return EXIT_OK
+    return _here_or_served(args, "local_edit", remote, lambda data: say(edited_line(data)))
 
 
 def cmd_delete(args) -> int:
     """Delete a finished run with its rows and files."""
-    if not asks_server(args):
-        from fitboard.worker.cli.store import local_delete  # the server's packages load only here
-
-        return local_delete(args)
-    with client_for(args) as client:
-        try:
-            client.run(args.run).delete()
-        except FitboardError as exc:
-            return refused(exc, client.url)
-    say(f"run {args.run} deleted")
-    return EXIT_OK
+    return _here_or_served(args, "local_delete", lambda client: client.run(args.run).delete(),
+                           lambda _: say(f"run {args.run} deleted"))
 
 
 def add_commands(sub) -> None:
@@ -183,32 +161,27 @@ def add_commands(sub) -> None:
     p.add_argument("--wide", action="store_true", help="full names (and tags), however long")
     add_url(p)
     p.set_defaults(func=cmd_runs)
-    p = sub.add_parser("show", help="show one run")
+    _add_run_command(sub, "show", cmd_show, "show one run", ("--json", {"action": "store_true"}))
+    _add_run_command(
+        sub, "retry", cmd_retry, "queue a failed or cancelled run again (from its last checkpoint)",
+        ("--scratch", {"action": "store_true", "help": "start over from epoch 0 (its epoch rows are cleared)"}),
+        ("--queue", {"help": "the queue to publish to (this host's database only; a server uses its own)"}))
+    _add_run_command(sub, "cancel", cmd_cancel, "cancel a run")
+    _add_run_command(
+        sub, "edit", cmd_edit, "rename a run, set notes, add or remove tags, archive it",
+        ("--name", {}), ("--notes", {"help": "plain text; \"\" clears"}),
+        ("--tag", {"action": "append", "help": "add a tag (repeatable)"}),
+        ("--untag", {"action": "append", "help": "remove a tag (repeatable)"}),
+        ("--archive", {"dest": "archived", "action": "store_const", "const": True}),
+        ("--unarchive", {"dest": "archived", "action": "store_const", "const": False}))
+    _add_run_command(sub, "delete", cmd_delete, "delete a finished run with its epochs and files")
+
+
+def _add_run_command(sub, name: str, func, help_text: str, *options: tuple[str, dict]) -> None:
+    """A command on one run: its id, then each (flag, add_argument's keywords) of options, then --url."""
+    p = sub.add_parser(name, help=help_text)
     p.add_argument("run", type=int)
-    p.add_argument("--json", action="store_true")
+    for flag, settings in options:
+        p.add_argument(flag, **settings)
     add_url(p)
-    p.set_defaults(func=cmd_show)
-    p = sub.add_parser("retry", help="queue a failed or cancelled run again (from its last checkpoint)")
-    p.add_argument("run", type=int)
-    p.add_argument("--scratch", action="store_true", help="start over from epoch 0 (its epoch rows are cleared)")
-    p.add_argument("--queue", help="the queue to publish to (this host's database only; a server uses its own)")
-    add_url(p)
-    p.set_defaults(func=cmd_retry)
-    p = sub.add_parser("cancel", help="cancel a run")
-    p.add_argument("run", type=int)
-    add_url(p)
-    p.set_defaults(func=cmd_cancel)
-    p = sub.add_parser("edit", help="rename a run, set notes, add or remove tags, archive it")
-    p.add_argument("run", type=int)
-    p.add_argument("--name")
-    p.add_argument("--notes", help="plain text; \"\" clears")
-    p.add_argument("--tag", action="append", help="add a tag (repeatable)")
-    p.add_argument("--untag", action="append", help="remove a tag (repeatable)")
-    p.add_argument("--archive", dest="archived", action="store_const", const=True)
-    p.add_argument("--unarchive", dest="archived", action="store_const", const=False)
-    add_url(p)
-    p.set_defaults(func=cmd_edit)
-    p = sub.add_parser("delete", help="delete a finished run with its epochs and files")
-    p.add_argument("run", type=int)
-    add_url(p)
-    p.set_defaults(func=cmd_delete)
+    p.set_defaults(func=func)

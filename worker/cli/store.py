@@ -2,12 +2,9 @@
 `show`, `retry`, `cancel`, `edit` and `delete` (fitboard.worker.cli.manage decides between it and a server)."""
 from __future__ import annotations
 
-import json
-
 from fitboard.app.core.errors import RecipeError, RunActive, RunFinished, RunLive, RunNotFound
 from fitboard.app.core.recipes import read_recipe_file
 from fitboard.app.core.run_meta import parse_patch
-from fitboard.app.core.status import RunStatus
 from fitboard.app.services import runs
 from fitboard.app.services.queue import DEFAULT_QUEUE, Publisher, make_celery
 from fitboard.app.services.serializers import serialize_epoch, serialize_run
@@ -22,7 +19,14 @@ from fitboard.worker.cli.common import (
     store_engine,
     warn,
 )
-from fitboard.worker.cli.manage import edit_changes, edited_line, print_run, print_runs, retried_line
+from fitboard.worker.cli.manage import (
+    cancelled_line,
+    edit_changes,
+    edited_line,
+    print_runs,
+    retried_line,
+    show_run,
+)
 
 
 def cmd_db_upgrade(args) -> int:
@@ -49,82 +53,73 @@ def cmd_enqueue(args) -> int:
     return EXIT_OK
 
 
-def local_retry(args) -> int:
-    """Queue a failed or cancelled run again in this host's database, from its last checkpoint or from scratch."""
+def _on_store(args, work, output, refusals: tuple = (), invalid: tuple = ()) -> int:
+    """work(session, settings) in one transaction on this host's database, then output(what it returned); a refusal
+    (the run is missing, or in the wrong state) is said and exits 1, an invalid change (invalid) exits 2."""
     settings = settings_from(args)
-    publisher = Publisher(make_celery(settings), queue=args.queue or DEFAULT_QUEUE)
     with session_scope(store_engine(settings)) as session:
         try:
-            run, note = runs.retry(session, publisher, args.run, from_checkpoint=not args.scratch)
-        except (RunNotFound, RunActive) as exc:
+            data = work(session, settings)
+        except refusals as exc:
             warn(str(exc))
             return EXIT_FAILED
-        say(retried_line({"id": run.id, "resume_from": run.resume_from}, args.scratch, note))
+        except invalid as exc:
+            warn(f"refused: {exc}")
+            return EXIT_INVALID
+    output(data)
     return EXIT_OK
+
+
+def local_retry(args) -> int:
+    """Queue a failed or cancelled run again in this host's database, from its last checkpoint or from scratch."""
+    def work(session, settings) -> tuple[dict, str | None]:
+        publisher = Publisher(make_celery(settings), queue=args.queue or DEFAULT_QUEUE)
+        run, note = runs.retry(session, publisher, args.run, from_checkpoint=not args.scratch)
+        return {"id": run.id, "resume_from": run.resume_from}, note
+
+    return _on_store(args, work, lambda done: say(retried_line(done[0], args.scratch, done[1])),
+                     (RunNotFound, RunActive))
 
 
 def local_runs(args) -> int:
     """A table of the runs in this host's database, newest first."""
-    with session_scope(store_engine(settings_from(args))) as session:
+    def work(session, _settings) -> tuple[list[dict], int | None]:
         found = runs.page(session, status=args.status, limit=args.limit, tag=args.tag,
                           archived=runs.ARCHIVED[args.archived])
-        print_runs([serialize_run(r, full=False) for r in found.items], found.total, args.wide)
-    return EXIT_OK
+        return [serialize_run(r, full=False) for r in found.items], found.total
+
+    return _on_store(args, work, lambda page: print_runs(*page, args.wide))
 
 
 def local_edit(args) -> int:
     """Rename a run in this host's database, set its notes, add or remove tags, archive or unarchive it."""
-    with session_scope(store_engine(settings_from(args))) as session:
-        try:
-            run = runs.get(session, args.run)
-            run = runs.edit(session, args.run, parse_patch(edit_changes(args, run.tag_list)))
-        except (RunNotFound, RecipeError) as exc:
-            warn(f"refused: {exc}" if isinstance(exc, RecipeError) else str(exc))
-            return EXIT_INVALID if isinstance(exc, RecipeError) else EXIT_FAILED
-        say(edited_line(serialize_run(run, full=False)))
-    return EXIT_OK
+    def work(session, _settings) -> dict:
+        run = runs.get(session, args.run)
+        return serialize_run(runs.edit(session, args.run, parse_patch(edit_changes(args, run.tag_list))), full=False)
+
+    return _on_store(args, work, lambda data: say(edited_line(data)), (RunNotFound,), (RecipeError,))
 
 
 def local_delete(args) -> int:
     """Delete a finished run with its rows and files from this host's database and artifact store."""
-    settings = settings_from(args)
-    with session_scope(store_engine(settings)) as session:
-        try:
-            runs.delete(session, settings, args.run)
-        except (RunNotFound, RunLive) as exc:
-            warn(str(exc))
-            return EXIT_FAILED
-    say(f"run {args.run} deleted")
-    return EXIT_OK
+    return _on_store(args, lambda session, settings: runs.delete(session, settings, args.run),
+                     lambda _: say(f"run {args.run} deleted"), (RunNotFound, RunLive))
 
 
 def local_show(args) -> int:
     """One run from this host's database: status, epoch rows and result (or error)."""
-    with session_scope(store_engine(settings_from(args))) as session:
-        try:
-            run = runs.get(session, args.run)
-        except RunNotFound as exc:
-            warn(str(exc))
-            return EXIT_FAILED
-        data = {**serialize_run(run), "epochs": [serialize_epoch(e) for e in runs.epochs(session, run.id)]}
-    if args.json:
-        say(json.dumps(data, default=str))
-    else:
-        print_run(data)
-    return EXIT_OK
+    def work(session, _settings) -> dict:
+        run = runs.get(session, args.run)
+        return {**serialize_run(run), "epochs": [serialize_epoch(e) for e in runs.epochs(session, run.id)]}
+
+    return _on_store(args, work, lambda data: show_run(args, data), (RunNotFound,))
 
 
 def local_cancel(args) -> int:
     """Cancel a queued run in this host's database (it never starts) or ask a running one to stop."""
-    settings = settings_from(args)
-    with session_scope(store_engine(settings)) as session:
-        try:
-            status = runs.cancel(session, args.run, orphaned_after=settings.worker_lost_after)
-        except (RunNotFound, RunFinished) as exc:
-            warn(str(exc))
-            return EXIT_FAILED
-    say(f"run {args.run}: {'cancelled' if status == RunStatus.cancelled else 'cancel requested'}")
-    return EXIT_OK
+    return _on_store(args, lambda session, settings: runs.cancel(session, args.run,
+                                                                  orphaned_after=settings.worker_lost_after),
+                     lambda status: say(cancelled_line(args.run, status)), (RunNotFound, RunFinished))
 
 
 def add_commands(sub) -> None:
