@@ -18,10 +18,11 @@ CSP_LISTENER = """document.addEventListener("securitypolicyviolation", (e) => co
   "CSP violation:", e.effectiveDirective, JSON.stringify(e.sample), e.sourceFile + ":" + e.lineNumber));"""
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: Playwright's sync API keeps an asyncio loop running in this thread while it is open,
+# and a later test's asyncio.run() would refuse to start beside it.
+@pytest.fixture(scope="module")
 def browser():
-    """Debian's chromium under Playwright, one per test process; skipped (failed under CI=true) where it is not
-    installed."""
+    """Debian's chromium under Playwright; skipped (failed under CI=true) where it is not installed."""
     if not Path(CHROMIUM).exists():
         if os.environ.get("CI") == "true":
             pytest.fail(f"{CHROMIUM} is missing and CI=true requires the browser tests (scripts/ensure_chromium.sh)")
