@@ -219,7 +219,11 @@ def test_full_disk_mid_run_ends_in_a_truthful_state_once_space_is_back(make_work
         while "database write failed" not in workers.logs() and time.monotonic() < deadline:
             time.sleep(0.5)
         assert "database write failed" in workers.logs()
-        time.sleep(3)  # past the retry window: the run can no longer succeed, and its failure cannot be written yet
+        # Past the retry window the run fails and says so; its failure cannot be written yet. Waited for by the log
+        # line, not a fixed sleep: on a loaded machine the give-up can come well after the window.
+        while f"run {run_id} failed:" not in workers.logs() and time.monotonic() < deadline + 60:
+            time.sleep(0.5)
+        assert f"run {run_id} failed:" in workers.logs(), workers.logs()
         filler.unlink()
         run = workers.wait_status(run_id, "failed", "succeeded", timeout=120)
         assert run.status == "failed" and "disk is full" in run.error, run.error

@@ -169,6 +169,7 @@ def _train(worker: Worker, run) -> str:
         tb = _tail(traceback.format_exc())
         if not isinstance(exc, FilesNotStored):  # else keep the trained files for the operator to recover
             shutil.rmtree(out_dir, ignore_errors=True)
+        log.error("run %s failed: %s", run_id, error)  # said before its final write, which may wait on the database
         _until_written(worker, f"run {run_id}", lambda s: fail_run(s, run_id, error, tb, worker=worker.name))
         return RunStatus.failed.value
     # The stored result names no host's paths: the files are in the artifact store under the run's id.
