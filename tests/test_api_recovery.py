@@ -72,7 +72,7 @@ def test_sweep_values_per_field_and_seeds_are_bounded(client):
     assert many.status_code == 422 and many.json()["detail"][0]["loc"] in ("vary", "vary.seed")
     bad_seed = client.post("/api/v1/sweeps", json={"base": tiny_recipe(), "vary": {"label_smoothing": [0.1]},
                                                    "seeds": [-5]})
-    assert bad_seed.status_code == 422 and bad_seed.json()["detail"][0]["loc"] == "seeds[0]"  # the bad seed named by its index
+    assert bad_seed.status_code == 422 and bad_seed.json()["detail"][0]["loc"] == "seeds[0]"
     bad_dataset = client.post("/api/v1/sweeps", json={"base": tiny_recipe(), "vary": {"dataset": ["no-such-data"]},
                                                       "seeds": [0, 1, 2]})
     assert bad_dataset.status_code == 422 and "no-such-data" in bad_dataset.json()["detail"][0]["loc"]
