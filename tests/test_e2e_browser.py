@@ -225,7 +225,7 @@ def test_api_docs_render_and_try_a_call(browser, served):
     page.wait_for_selector(".opblock", timeout=30_000)
     assert "Unable to render" not in page.content()
     operations = sum(len(ops) for ops in api(served, "/openapi.json")["paths"].values())
-    assert operations == 30 and page.locator(".opblock").count() == operations
+    assert operations >= 30 and page.locator(".opblock").count() == operations  # every operation the app serves
     block = page.locator("#operations-runs-get_runs_api_v1_runs_get")
     block.locator(".opblock-summary").click()
     block.locator("button.try-out__btn").click()
