@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.served import Served, serving
+from tests.served import serving
 
 
 @pytest.fixture(scope="module")
@@ -71,9 +71,9 @@ def children_of(pid: int) -> list[int]:
     return kids
 
 
-def test_sigterm_stops_web_and_worker(tmp_path):
-    server = Served(tmp_path)
-    server.wait_ready()
+def test_sigterm_stops_web_and_worker(served):
+    """Last in this file: it stops the module's server (whose teardown then finds it exited with 0)."""
+    server = served
     worker_pids = children_of(server.proc.pid)
     assert worker_pids, "the worker should be a child of fitboard up"
     assert server.stop() == 0

@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Error as PlaywrightError
 
+from fitboard.app.core.demo_data import write_digits
 from tests.browser import PHONE, page_width, watched_page
+from tests.conftest import TINY_IMAGES
 from tests.served import serving
 
 EPOCH_ROWS = "#epoch-rows tr:not(.stage-sep)"  # stage separator rows mark stage boundaries
@@ -21,7 +23,10 @@ ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    with serving(tmp_path_factory.mktemp("up-browser")) as server:
+    """`fitboard up` with the tiny digits as its demo dataset (test_e2e_api checks that up writes the whole one)."""
+    home = tmp_path_factory.mktemp("up-browser")
+    write_digits(home / "datasets" / "digits", limit=TINY_IMAGES)
+    with serving(home) as server:
         yield server
 
 

@@ -53,7 +53,7 @@ def test_the_training_task_trains_a_queued_run_in_process(worker, data_root):
     rows = list(csv.DictReader(io.StringIO(store.read_text(run_id, "predictions"))))
     assert sum(int(r["correct"]) for r in rows) / len(rows) == pytest.approx(run.result["metrics"]["accuracy"])
     assert store.local_path(run_id, "model") is not None and store.local_path(run_id, "checkpoint") is None
-    assert not (worker.settings.work_dir / str(run_id)).exists()
+    assert not list(worker.settings.work_dir.glob(f"{run_id}.*"))  # every attempt's scratch folder went
 
 
 def test_a_final_write_is_retried_until_the_database_takes_it(worker):

@@ -6,6 +6,7 @@ import logging
 import shutil
 import socket
 import traceback
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from celery.exceptions import Reject
@@ -133,6 +134,11 @@ def _store_files(worker: Worker, run_id: int, result: ResultEvent) -> dict[str, 
     return stored
 
 
+def scratch_dir(settings, run_id: int, attempt: int) -> Path:
+    """This host's scratch folder for one attempt of a run."""
+    return settings.work_dir / f"{run_id}.{attempt}"
+
+
 def _registry(worker: Worker):
     """Find a registered dataset by name (the engine falls back to a folder under the data root)."""
     def lookup(name: str) -> DatasetSpec | None:
@@ -147,7 +153,9 @@ def _train(worker: Worker, run) -> str:
     reporter = DatabaseReporter(worker.engine, run_id, worker.stopping, progress=run.progress,
                                 retry_seconds=settings.write_retry_seconds, worker=worker.name,
                                 backoff_max=settings.retry_backoff_max)
-    out_dir = settings.work_dir / str(run_id)
+    # One scratch folder per attempt: a worker that finds its run taken away (requeued after a silence on a loaded
+    # host) deletes its own folder, never the one the run's new holder on the same host is training in.
+    out_dir = scratch_dir(settings, run_id, run.attempt)
     pruning = None
     try:
         spec = RunSpec.model_validate(run.spec)
