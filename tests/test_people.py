@@ -114,6 +114,72 @@ def test_a_foreign_dataset_name_and_a_foreign_workers_run_are_not_told(team, sql
     assert "gpu0:1" in page and f"/runs/{run}" not in page
 
 
+def test_dataset_names_are_per_project_and_each_projects_run_uses_its_own(team, sqlite_url):
+    client, tokens, _ = team
+    add(sqlite_url, ("grant", "alpha", "mia", "admin"), ("grant", "beta", "bo", "admin"))
+    labelled = {"layout": "csv", "path": "digits", "images": "train_images",
+                "label_map": "label_num_to_disease_map.json"}
+    plain = {"layout": "csv", "path": "digits", "images": "train_images"}  # the digits' numbers as labels
+    assert client.post("/api/v1/datasets", json={"name": "shared", "spec": labelled},
+                       headers=bearer(tokens["mia"])).status_code == 201
+    # beta may use the name alpha uses, and learns nothing of alpha's dataset by doing so
+    theirs = client.post("/api/v1/datasets", json={"name": "shared", "spec": plain}, headers=bearer(tokens["bo"]))
+    assert theirs.status_code == 201, theirs.text
+    again = client.post("/api/v1/datasets", json={"name": "shared", "spec": plain}, headers=bearer(tokens["bo"]))
+    assert again.status_code == 409  # within one project a name is still taken
+    seen = {who: client.get("/api/v1/datasets/shared", headers=bearer(tokens[who])).json()["spec"].get("label_map")
+            for who in ("mia", "bo")}
+    assert seen == {"mia": "label_num_to_disease_map.json", "bo": None}
+    runs = {}
+    for who in ("mia", "bo"):
+        r = client.post("/api/v1/runs", json=tiny_recipe(dataset="shared"), headers=bearer(tokens[who]))
+        assert r.status_code == 201, r.text
+        runs[who] = r.json()
+    assert {w: (r["project"], r["dataset"]) for w, r in runs.items()} == {"mia": ("alpha", "shared"),
+                                                                           "bo": ("beta", "shared")}
+    # what a worker trains: the dataset of the run's own project, looked up as worker.tasks does
+    from types import SimpleNamespace
+
+    from fitboard.worker.tasks import dataset_lookup
+    engine = make_engine(sqlite_url)
+    with session_scope(engine) as s:
+        projects = {w: s.get(Run, r["id"]).project_id for w, r in runs.items()}
+    used = {w: dataset_lookup(SimpleNamespace(engine=engine), pid)("shared").label_map for w, pid in projects.items()}
+    engine.dispose()
+    assert used == {"mia": "label_num_to_disease_map.json", "bo": None}
+
+
+def test_runs_of_a_search_and_of_a_sweep_carry_its_launcher_and_project(team, sqlite_url, tmp_path):
+    from fitboard.app.services import search_driver
+    from fitboard.app.services.queue import Publisher, make_celery
+    from tests.helpers import finish_by_hand
+
+    client, tokens, _ = team
+    base = tiny_recipe(name="srch")
+    body = {"base": base, "space": {"stages[*].lr": [base["stages"][0]["lr"]]},  # one configuration: asked again,
+            "options": {"max_trials": 2, "max_parallel": 1, "k": 1, "seeds": 3}}  # it is a duplicate, then verify
+    search = client.post("/api/v1/searches", json=body, headers=bearer(tokens["mia"]))
+    assert search.status_code == 201, search.text
+    trial = search.json()["trials"][0]["run_id"]  # queued by the search driver, outside mia's request
+    engine = make_engine(sqlite_url)
+    finish_by_hand(engine, trial, acc=0.8)
+    search_driver.drive(engine, Publisher(make_celery(Settings(home=tmp_path, database_url=sqlite_url)), queue="q"))
+    engine.dispose()
+    got = client.get(f"/api/v1/searches/{search.json()['id']}", headers=bearer(tokens["mia"])).json()
+    assert got["status"] == "verifying", got
+    sweep = client.get(f"/api/v1/sweeps/{got['verify']['sweep_id']}", headers=bearer(tokens["mia"])).json()
+    verify_runs = [r["id"] for v in sweep["variants"] for r in v["runs"]]
+    sweep_runs = client.post("/api/v1/sweeps", json={"base": tiny_recipe(), "vary": {"stages[0].mixup": [0.2]},
+                                                     "seeds": [0, 1, 2]}, headers=bearer(tokens["mia"]))
+    assert sweep_runs.status_code == 201, sweep_runs.text
+    ids = [trial, *verify_runs, *(r["id"] for r in sweep_runs.json()["queued"])]
+    assert len(ids) == 1 + 3 + 6
+    owners = {(r["project"], r["launched_by"]) for r in
+              (client.get(f"/api/v1/runs/{i}", headers=bearer(tokens["mia"])).json() for i in ids)}
+    assert owners == {("alpha", "mia")}
+    assert client.get(f"/api/v1/runs/{verify_runs[0]}", headers=bearer(tokens["bo"])).status_code == 404
+
+
 def test_the_cli_adds_people_and_projects_and_its_revoke_holds_at_the_next_request(team):
     client, tokens, url = team
     added = fitboard(url, "users", "add", "ada", "--password-stdin", stdin=PASSWORD + "\n")
