@@ -1,6 +1,7 @@
 """People, projects, roles, tokens and the audit log, as a team meets them: the CLI, logins, lists per project."""
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import sqlite3
@@ -178,6 +179,43 @@ def test_runs_of_a_search_and_of_a_sweep_carry_its_launcher_and_project(team, sq
               (client.get(f"/api/v1/runs/{i}", headers=bearer(tokens["mia"])).json() for i in ids)}
     assert owners == {("alpha", "mia")}
     assert client.get(f"/api/v1/runs/{verify_runs[0]}", headers=bearer(tokens["bo"])).status_code == 404
+
+
+def test_a_made_up_person_token_gets_401_on_its_headers_before_the_body_is_read(team):
+    client, tokens, _ = team  # accounts exist and no site token is set: the gate must check a person's token itself
+
+    async def ask(authorization: str | None, body: bytes | None) -> tuple[int, bool]:
+        """POST /api/v1/runs straight into the ASGI app: its status, and whether the app asked for the body (body
+        None: the client never sends it)."""
+        asked, sent = [], []
+
+        async def receive():
+            asked.append(True)
+            if body is None:
+                await asyncio.sleep(3600)
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def send(message):
+            sent.append(message)
+
+        headers = [(b"host", b"testserver"), (b"content-type", b"application/json"),
+                   (b"content-length", str(len(body or b"x" * 1000)).encode())]
+        headers += [(b"authorization", authorization.encode())] if authorization else []
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+                 "scheme": "http", "path": "/api/v1/runs", "raw_path": b"/api/v1/runs", "root_path": "",
+                 "query_string": b"", "headers": headers, "client": ("127.0.0.1", 5000),
+                 "server": ("testserver", 80)}
+        await asyncio.wait_for(client.app(scope, receive, send), 20)
+        return sent[0]["status"], bool(asked)
+
+    made_up = "fbt_" + "A" * 43  # shaped like a person's token, held by nobody
+    assert asyncio.run(ask(f"Bearer {made_up}", None)) == (401, False)
+    assert asyncio.run(ask("Bearer not-a-token-at-all", None)) == (401, False)
+    assert asyncio.run(ask(None, None)) == (401, False)
+    revoked = client.post("/api/v1/tokens", json={"label": "gone"}, headers=bearer(tokens["mia"])).json()
+    client.delete(f"/api/v1/tokens/{revoked['id']}", headers=bearer(tokens["mia"]))
+    assert asyncio.run(ask(f"Bearer {revoked['token']}", None)) == (401, False)
+    assert asyncio.run(ask(f"Bearer {tokens['mia']}", b"{}")) == (422, True)  # a real one reaches the route
 
 
 def test_the_cli_adds_people_and_projects_and_its_revoke_holds_at_the_next_request(team):
