@@ -218,6 +218,28 @@ def test_a_made_up_person_token_gets_401_on_its_headers_before_the_body_is_read(
     assert asyncio.run(ask(f"Bearer {tokens['mia']}", b"{}")) == (422, True)  # a real one reaches the route
 
 
+def test_the_members_page_grants_only_with_its_csrf_token_and_says_what_is_wrong(team, sqlite_url):
+    client, tokens, _ = team
+    add(sqlite_url, ("grant", "alpha", "mia", "admin"))
+    csrf = CSRF.search(client.get("/login").text).group(1)
+    client.post("/login", data={"name": "mia", "password": PASSWORD, "csrf_token": csrf})
+    url = "/projects/alpha/members"
+    assert 'href="/projects/alpha/members"' in client.get("/runs").text  # the top bar's link for alpha's admins
+    forged = client.post(url, data={"person": "bo", "role": "admin"}, follow_redirects=False)
+    assert forged.status_code == 403  # no CSRF token: nothing granted
+    bad_role = client.post(url, data={"csrf_token": csrf, "person": "bo", "role": "owner"})
+    nobody = client.post(url, data={"csrf_token": csrf, "person": "nobody", "role": "viewer"})
+    assert (bad_role.status_code, nobody.status_code) == (422, 422)
+    assert "role: one of viewer, member, admin" in bad_role.text and "person: no account is named" in nobody.text
+    assert client.get("/api/v1/me", headers=bearer(tokens["bo"])).json()["projects"] == {"beta": "member"}
+    done = client.post(url, data={"csrf_token": csrf, "person": "bo", "role": "viewer"}, follow_redirects=False)
+    assert done.status_code == 303 and done.headers["location"] == url
+    assert client.get("/api/v1/me", headers=bearer(tokens["bo"])).json()["projects"] == {"alpha": "viewer",
+                                                                                         "beta": "member"}
+    assert re.findall(r'data-person="(\w+)"', client.get(url).text) == ["bo", "mia"]
+    assert client.get("/projects/beta/members", follow_redirects=False).status_code == 404  # not hers to see
+
+
 def test_the_cli_adds_people_and_projects_and_its_revoke_holds_at_the_next_request(team):
     client, tokens, url = team
     added = fitboard(url, "users", "add", "ada", "--password-stdin", stdin=PASSWORD + "\n")
