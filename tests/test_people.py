@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 import sqlite3
@@ -290,17 +291,35 @@ def test_logins_are_throttled_per_account_and_per_address(team):
     assert attempt("10.0.2.1", "bo", PASSWORD) == 429
 
 
-def test_passwords_and_tokens_are_never_stored_in_clear(team):
+def test_passwords_and_tokens_are_never_in_clear_in_the_database_the_logs_or_any_page(team, caplog):
+    caplog.set_level(logging.DEBUG)
     client, tokens, url = team
     created = client.post("/api/v1/tokens", json={"label": "ci", "scope": "read"}, headers=bearer(tokens["bo"]))
     assert created.status_code == 201 and created.json()["token"].startswith("fbt_")
     listed = client.get("/api/v1/tokens", headers=bearer(tokens["bo"])).json()
     assert {t["label"] for t in listed} == {"laptop", "ci"} and all("token" not in t for t in listed)
+    # a browser: a wrong password, the right one, a new password, a token shown once on the account page
+    csrf = CSRF.search(client.get("/login").text).group(1)
+    client.post("/login", data={"name": "root", "password": "a wrong password", "csrf_token": csrf})
+    client.post("/login", data={"name": "root", "password": PASSWORD, "csrf_token": csrf})
+    client.post("/account/password", data={"csrf_token": csrf, "old_password": PASSWORD,
+                                           "new_password": "root's new passphrase"})
+    shown = client.post("/account/tokens", data={"csrf_token": csrf, "label": "once"})
+    browser_token = re.search(r'<code id="token-value">([^<]+)</code>', shown.text).group(1)
+    client.post(f"/api/v1/runs/{10**6}/cancel", headers=bearer(tokens["mia"]))  # a 404, logged or not
+    client.get("/api/v1/me", headers=bearer(browser_token[:-3] + "AAA"))  # a made-up token: 401
+    client.get("/api/v1/me", headers=bearer(created.json()["token"]))
+    secrets = (PASSWORD, "root's new passphrase", tokens["mia"], tokens["bo"], created.json()["token"], browser_token)
+    pages = {p: client.get(p).text for p in ("/account", "/people", "/audit", "/runs", "/projects/alpha/members",
+                                             "/api/v1/audit", "/api/v1/tokens", "/api/v1/people")}
+    assert len(pages["/audit"]) > 1000 and "token.create" in pages["/audit"]
+    for where, text in {**pages, "log": caplog.text}.items():
+        assert not [s for s in secrets if s in text], where
     path = url.removeprefix("sqlite:///")
     with sqlite3.connect(path) as conn:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     raw = b"".join(open(p, "rb").read() for p in (path, path + "-wal") if os.path.exists(p))
-    for secret in (PASSWORD, tokens["mia"], tokens["bo"], created.json()["token"]):
+    for secret in secrets:
         assert secret.encode() not in raw
     assert b"$argon2id$" in raw  # what is kept of a password
 
