@@ -22,17 +22,24 @@ def recipe_dict(recipe) -> dict:
 
 
 class Client:
-    """A fitboard server: url and token default to FITBOARD_URL and FITBOARD_API_TOKEN."""
+    """A fitboard server: url, token and project default to FITBOARD_URL, FITBOARD_API_TOKEN and FITBOARD_PROJECT.
+    The project is where submit, sweep and search launch and what runs() lists (none: the token's default project);
+    a run, sweep or search read by id is read in its own project."""
 
-    def __init__(self, url: str | None = None, token: str | None = None, timeout: float = 30.0, retries: int = 3):
-        self.http = Http(url, token, timeout, retries)
+    def __init__(self, url: str | None = None, token: str | None = None, timeout: float = 30.0, retries: int = 3,
+                 project: str | None = None):
+        self.http = Http(url, token, timeout, retries, project=project)
 
     @property
     def url(self) -> str:
         return self.http.url
 
+    @property
+    def project(self) -> str | None:
+        return self.http.project
+
     def __repr__(self) -> str:
-        return f"<fitboard.Client {self.url}>"
+        return f"<fitboard.Client {self.url}" + (f" project={self.project}>" if self.project else ">")
 
     def __enter__(self) -> "Client":
         return self

@@ -44,6 +44,8 @@ ROWS = {
     ("GET", "/account"): "self", ("POST", "/account/password"): "self", ("POST", "/account/tokens"): "self",
     ("POST", "/account/tokens/{token_id}/revoke"): "self", ("GET", "/people"): "site", ("POST", "/people"): "site",
     ("POST", "/people/{person}/disable"): "site", ("GET", "/audit"): "site",
+    ("GET", "/projects/{project}/members"): "admin", ("POST", "/projects/{project}/members"): "admin",
+    ("POST", "/projects/{project}/members/{person}/remove"): "admin",
     ("GET", "/runs/new"): "member", ("POST", "/runs/new"): "member", ("GET", "/runs/{run_id}/clone"): "member",
     ("POST", "/runs/new/import"): "member", ("GET", "/runs/{run_id}/recipe.yaml"): "read",
     ("POST", "/runs/{run_id}/edit"): "member", ("POST", "/runs/{run_id}/archive"): "member",

@@ -31,7 +31,7 @@ def fillers(site) -> dict[str, list]:
     search = get_json(site.base, f"/api/v1/searches/{ids.search}")
     return {"run_id": [ids.runs[0], ids.tracked, ids.queued, search["trials"][0]["run_id"]],
             "sweep_id": [ids.sweep, search["verify"]["sweep_id"]], "search_id": [ids.search],
-            "name": [ids.dataset], "k": [0]}
+            "name": [ids.dataset], "k": [0], "project": ["default"]}
 
 
 def page_urls(site) -> tuple[list[str], list[str]]:

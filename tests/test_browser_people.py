@@ -54,6 +54,12 @@ def logged_in(browser, base: str, name: str):
     return page, console
 
 
+def members(page) -> dict[str, str]:
+    """The members page's list: person -> the role its select shows."""
+    return {row.get_attribute("data-person"): row.locator("select[name=role]").input_value()
+            for row in page.locator("tr.member-row").all()}
+
+
 def test_three_people_two_projects(browser, team_site):
     base, tokens = team_site
     mia_run = launch(base, tokens["mia"], "mia-resnet", "alpha")
@@ -85,6 +91,31 @@ def test_three_people_two_projects(browser, team_site):
     assert any("bo" in r and "launch" in r and f"run {bo_run['id']}" in r and "beta" in r for r in rows)
     mia.goto(f"{base}/audit")
     assert "only site admins" in mia.content()
+    # grants in the browser: the admin opens alpha's members, adds bo as a viewer, makes him a member, removes him
+    ada.goto(f"{base}/projects/alpha/members")
+    assert ada.locator("tr.member-row .member-name").all_inner_texts() == ["mia"]
+    ada.fill("#add-member input[name=person]", "bo")
+    ada.select_option("#add-member select[name=role]", "viewer")
+    ada.click("#add-member button.primary")
+    ada.wait_for_selector("tr.member-row[data-person=bo]")
+    assert members(ada) == {"bo": "viewer", "mia": "member"}
+    assert ada.inner_text("#notice") == "bo is viewer of alpha."
+    bo.goto(f"{base}/runs?project=alpha")  # his very next request sees alpha
+    assert "mia-resnet" in bo.inner_text("table.runs")
+    ada.select_option("tr.member-row[data-person=bo] select[name=role]", "member")
+    ada.click("tr.member-row[data-person=bo] button:has-text('Change')")
+    ada.wait_for_selector("#notice:has-text('bo is member of alpha.')")
+    assert members(ada) == {"bo": "member", "mia": "member"}
+    ada.click("tr.member-row[data-person=bo] button:has-text('Remove')")
+    ada.wait_for_selector("#notice:has-text('bo removed from alpha.')")
+    assert members(ada) == {"mia": "member"}
+    assert bo.goto(f"{base}/runs/{mia_run['id']}").status == 404
+    ada.goto(f"{base}/audit")
+    grants = [r for r in ada.locator("tr.audit-row").all_inner_texts() if "grant" in r]
+    assert [g for g in ("bo as viewer in alpha", "bo as member in alpha", "bo as nobody in alpha")
+            if any(g in r for r in grants)] == ["bo as viewer in alpha", "bo as member in alpha",
+                                                "bo as nobody in alpha"]
+    assert mia.goto(f"{base}/projects/alpha/members").status == 403  # a member is no admin of it
     for page, console in ((mia, mia_console), (bo, bo_console), (ada, ada_console)):
         page.close()
         assert not [e for e in console.errors if "403" not in e and "404" not in e], console.errors

@@ -6,9 +6,11 @@ import os
 import subprocess
 import sys
 
+import pytest
 import yaml
 
 from tests.helpers import tiny_recipe
+from tests.store_fixtures import *  # noqa: F401,F403
 
 
 def fitboard(*args, env=None, timeout=300) -> subprocess.CompletedProcess:
@@ -110,3 +112,54 @@ def test_every_server_command_is_listed_with_the_extra_a_light_install_needs():
         importlib.import_module(f"fitboard.worker.cli.{group}").add_commands(sub)
         assert set(sub.choices) == set(commands), group
         assert set(commands.values()) <= {"server", "train"} and not set(commands) & client_commands()
+
+
+def test_project_option_and_fitboard_project_choose_where_the_cli_and_the_client_list_and_launch(
+        tmp_path, sqlite_url, data_root):
+    """A served fitboard with two projects and mia a member of both: --project, FITBOARD_PROJECT and
+    fitboard.Client(project=...) each say where runs, sweeps and searches land and which runs are listed."""
+    from fitboard import Client
+    from fitboard.app.core.settings import Settings
+    from fitboard.app.services import people
+    from fitboard.app.store.db import make_engine, session_scope
+    from fitboard.errors import NotFound
+    from tests.live import live_app
+
+    engine = make_engine(sqlite_url)
+    with session_scope(engine) as s:
+        people.add_person(s, "mia", "correct horse battery")
+        for project in ("alpha", "beta"):
+            people.add_project(s, project)
+            people.grant(s, project, "mia", "member")
+        token = people.create_token(s, people.person(s, "mia"))[0]
+    engine.dispose()
+    recipe = write(tmp_path, tiny_recipe(name="cli-run"))
+    with live_app(Settings(home=tmp_path, database_url=sqlite_url, data_root=data_root)) as (base, _):
+        env = {"FITBOARD_API_TOKEN": token, "FITBOARD_URL": base, "FITBOARD_PROJECT": ""}
+        to_beta = fitboard("submit", recipe, "--project", "beta", env=env, timeout=60)
+        to_alpha = fitboard("submit", recipe, env={**env, "FITBOARD_PROJECT": "alpha"}, timeout=60)
+        assert to_beta.returncode == 0 and to_alpha.returncode == 0, (to_beta.stderr, to_alpha.stderr)
+        beta_run = int(to_beta.stdout.split()[1])
+        listed = fitboard("runs", "--project", "beta", env=env, timeout=60)
+        assert listed.returncode == 0 and [line.split()[0] for line in listed.stdout.splitlines()[1:-1]] == [
+            str(beta_run)] and listed.stdout.splitlines()[-1] == "1 of 1 runs", listed.stdout
+        nowhere = fitboard("runs", "--project", "gamma", env=env, timeout=60)
+        assert nowhere.returncode == 1 and "project 'gamma' not found" in nowhere.stderr
+        with Client(base, token, project="beta") as beta, Client(base, token, project="alpha") as alpha:
+            assert beta.run(beta_run)["project"] == "beta" and alpha.run(beta_run)["project"] == "beta"  # by id
+            assert [r["name"] for r in alpha.runs()] == ["cli-run"] and alpha.runs()[0]["project"] == "alpha"
+            submitted = beta.submit(tiny_recipe(name="client-run"))
+            assert (submitted["project"], submitted["launched_by"]) == ("beta", "mia")
+            _, queued = beta.sweep(tiny_recipe(name="client-sweep"), {"stages[0].mixup": [0.2]}, seeds=(0, 1, 2))
+            assert {r["project"] for r in queued} == {"beta"} and len(queued) == 6
+            found = beta.search(tiny_recipe(name="client-search"), {"stages[0].bs": [16, 32]}, max_trials=2,
+                                max_parallel=1)
+            trial = found["trials"][0]["run_id"]
+            assert beta.run(trial)["project"] == "beta"
+            assert {r["project"] for r in beta.runs()} == {"beta"} and len(beta.runs()) == 1 + 1 + 6 + 1
+            with pytest.raises(NotFound):
+                Client(base, token, project="gamma").runs()
+    # on this host's database (no server named): the same option
+    local = fitboard("runs", "--project", "beta", "--limit", "100",
+                     env={"FITBOARD_DATABASE_URL": sqlite_url, "FITBOARD_URL": "", "FITBOARD_HOME": str(tmp_path)})
+    assert local.returncode == 0 and local.stdout.splitlines()[-1] == "9 of 9 runs", local.stdout + local.stderr

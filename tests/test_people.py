@@ -1,6 +1,8 @@
 """People, projects, roles, tokens and the audit log, as a team meets them: the CLI, logins, lists per project."""
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import re
 import sqlite3
@@ -114,6 +116,131 @@ def test_a_foreign_dataset_name_and_a_foreign_workers_run_are_not_told(team, sql
     assert "gpu0:1" in page and f"/runs/{run}" not in page
 
 
+def test_dataset_names_are_per_project_and_each_projects_run_uses_its_own(team, sqlite_url):
+    client, tokens, _ = team
+    add(sqlite_url, ("grant", "alpha", "mia", "admin"), ("grant", "beta", "bo", "admin"))
+    labelled = {"layout": "csv", "path": "digits", "images": "train_images",
+                "label_map": "label_num_to_disease_map.json"}
+    plain = {"layout": "csv", "path": "digits", "images": "train_images"}  # the digits' numbers as labels
+    assert client.post("/api/v1/datasets", json={"name": "shared", "spec": labelled},
+                       headers=bearer(tokens["mia"])).status_code == 201
+    # beta may use the name alpha uses, and learns nothing of alpha's dataset by doing so
+    theirs = client.post("/api/v1/datasets", json={"name": "shared", "spec": plain}, headers=bearer(tokens["bo"]))
+    assert theirs.status_code == 201, theirs.text
+    again = client.post("/api/v1/datasets", json={"name": "shared", "spec": plain}, headers=bearer(tokens["bo"]))
+    assert again.status_code == 409  # within one project a name is still taken
+    seen = {who: client.get("/api/v1/datasets/shared", headers=bearer(tokens[who])).json()["spec"].get("label_map")
+            for who in ("mia", "bo")}
+    assert seen == {"mia": "label_num_to_disease_map.json", "bo": None}
+    runs = {}
+    for who in ("mia", "bo"):
+        r = client.post("/api/v1/runs", json=tiny_recipe(dataset="shared"), headers=bearer(tokens[who]))
+        assert r.status_code == 201, r.text
+        runs[who] = r.json()
+    assert {w: (r["project"], r["dataset"]) for w, r in runs.items()} == {"mia": ("alpha", "shared"),
+                                                                           "bo": ("beta", "shared")}
+    # what a worker trains: the dataset of the run's own project, looked up as worker.tasks does
+    from types import SimpleNamespace
+
+    from fitboard.worker.tasks import dataset_lookup
+    engine = make_engine(sqlite_url)
+    with session_scope(engine) as s:
+        projects = {w: s.get(Run, r["id"]).project_id for w, r in runs.items()}
+    used = {w: dataset_lookup(SimpleNamespace(engine=engine), pid)("shared").label_map for w, pid in projects.items()}
+    engine.dispose()
+    assert used == {"mia": "label_num_to_disease_map.json", "bo": None}
+
+
+def test_runs_of_a_search_and_of_a_sweep_carry_its_launcher_and_project(team, sqlite_url, tmp_path):
+    from fitboard.app.services import search_driver
+    from fitboard.app.services.queue import Publisher, make_celery
+    from tests.helpers import finish_by_hand
+
+    client, tokens, _ = team
+    base = tiny_recipe(name="srch")
+    body = {"base": base, "space": {"stages[*].lr": [base["stages"][0]["lr"]]},  # one configuration: asked again,
+            "options": {"max_trials": 2, "max_parallel": 1, "k": 1, "seeds": 3}}  # it is a duplicate, then verify
+    search = client.post("/api/v1/searches", json=body, headers=bearer(tokens["mia"]))
+    assert search.status_code == 201, search.text
+    trial = search.json()["trials"][0]["run_id"]  # queued by the search driver, outside mia's request
+    engine = make_engine(sqlite_url)
+    finish_by_hand(engine, trial, acc=0.8)
+    search_driver.drive(engine, Publisher(make_celery(Settings(home=tmp_path, database_url=sqlite_url)), queue="q"))
+    engine.dispose()
+    got = client.get(f"/api/v1/searches/{search.json()['id']}", headers=bearer(tokens["mia"])).json()
+    assert got["status"] == "verifying", got
+    sweep = client.get(f"/api/v1/sweeps/{got['verify']['sweep_id']}", headers=bearer(tokens["mia"])).json()
+    verify_runs = [r["id"] for v in sweep["variants"] for r in v["runs"]]
+    sweep_runs = client.post("/api/v1/sweeps", json={"base": tiny_recipe(), "vary": {"stages[0].mixup": [0.2]},
+                                                     "seeds": [0, 1, 2]}, headers=bearer(tokens["mia"]))
+    assert sweep_runs.status_code == 201, sweep_runs.text
+    ids = [trial, *verify_runs, *(r["id"] for r in sweep_runs.json()["queued"])]
+    assert len(ids) == 1 + 3 + 6
+    owners = {(r["project"], r["launched_by"]) for r in
+              (client.get(f"/api/v1/runs/{i}", headers=bearer(tokens["mia"])).json() for i in ids)}
+    assert owners == {("alpha", "mia")}
+    assert client.get(f"/api/v1/runs/{verify_runs[0]}", headers=bearer(tokens["bo"])).status_code == 404
+
+
+def test_a_made_up_person_token_gets_401_on_its_headers_before_the_body_is_read(team):
+    client, tokens, _ = team  # accounts exist and no site token is set: the gate must check a person's token itself
+
+    async def ask(authorization: str | None, body: bytes | None) -> tuple[int, bool]:
+        """POST /api/v1/runs straight into the ASGI app: its status, and whether the app asked for the body (body
+        None: the client never sends it)."""
+        asked, sent = [], []
+
+        async def receive():
+            asked.append(True)
+            if body is None:
+                await asyncio.sleep(3600)
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def send(message):
+            sent.append(message)
+
+        headers = [(b"host", b"testserver"), (b"content-type", b"application/json"),
+                   (b"content-length", str(len(body or b"x" * 1000)).encode())]
+        headers += [(b"authorization", authorization.encode())] if authorization else []
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+                 "scheme": "http", "path": "/api/v1/runs", "raw_path": b"/api/v1/runs", "root_path": "",
+                 "query_string": b"", "headers": headers, "client": ("127.0.0.1", 5000),
+                 "server": ("testserver", 80)}
+        await asyncio.wait_for(client.app(scope, receive, send), 20)
+        return sent[0]["status"], bool(asked)
+
+    made_up = "fbt_" + "A" * 43  # shaped like a person's token, held by nobody
+    assert asyncio.run(ask(f"Bearer {made_up}", None)) == (401, False)
+    assert asyncio.run(ask("Bearer not-a-token-at-all", None)) == (401, False)
+    assert asyncio.run(ask(None, None)) == (401, False)
+    revoked = client.post("/api/v1/tokens", json={"label": "gone"}, headers=bearer(tokens["mia"])).json()
+    client.delete(f"/api/v1/tokens/{revoked['id']}", headers=bearer(tokens["mia"]))
+    assert asyncio.run(ask(f"Bearer {revoked['token']}", None)) == (401, False)
+    assert asyncio.run(ask(f"Bearer {tokens['mia']}", b"{}")) == (422, True)  # a real one reaches the route
+
+
+def test_the_members_page_grants_only_with_its_csrf_token_and_says_what_is_wrong(team, sqlite_url):
+    client, tokens, _ = team
+    add(sqlite_url, ("grant", "alpha", "mia", "admin"))
+    csrf = CSRF.search(client.get("/login").text).group(1)
+    client.post("/login", data={"name": "mia", "password": PASSWORD, "csrf_token": csrf})
+    url = "/projects/alpha/members"
+    assert 'href="/projects/alpha/members"' in client.get("/runs").text  # the top bar's link for alpha's admins
+    forged = client.post(url, data={"person": "bo", "role": "admin"}, follow_redirects=False)
+    assert forged.status_code == 403  # no CSRF token: nothing granted
+    bad_role = client.post(url, data={"csrf_token": csrf, "person": "bo", "role": "owner"})
+    nobody = client.post(url, data={"csrf_token": csrf, "person": "nobody", "role": "viewer"})
+    assert (bad_role.status_code, nobody.status_code) == (422, 422)
+    assert "role: one of viewer, member, admin" in bad_role.text and "person: no account is named" in nobody.text
+    assert client.get("/api/v1/me", headers=bearer(tokens["bo"])).json()["projects"] == {"beta": "member"}
+    done = client.post(url, data={"csrf_token": csrf, "person": "bo", "role": "viewer"}, follow_redirects=False)
+    assert done.status_code == 303 and done.headers["location"] == url
+    assert client.get("/api/v1/me", headers=bearer(tokens["bo"])).json()["projects"] == {"alpha": "viewer",
+                                                                                         "beta": "member"}
+    assert re.findall(r'data-person="(\w+)"', client.get(url).text) == ["bo", "mia"]
+    assert client.get("/projects/beta/members", follow_redirects=False).status_code == 404  # not hers to see
+
+
 def test_the_cli_adds_people_and_projects_and_its_revoke_holds_at_the_next_request(team):
     client, tokens, url = team
     added = fitboard(url, "users", "add", "ada", "--password-stdin", stdin=PASSWORD + "\n")
@@ -164,17 +291,35 @@ def test_logins_are_throttled_per_account_and_per_address(team):
     assert attempt("10.0.2.1", "bo", PASSWORD) == 429
 
 
-def test_passwords_and_tokens_are_never_stored_in_clear(team):
+def test_passwords_and_tokens_are_never_in_clear_in_the_database_the_logs_or_any_page(team, caplog):
+    caplog.set_level(logging.DEBUG)
     client, tokens, url = team
     created = client.post("/api/v1/tokens", json={"label": "ci", "scope": "read"}, headers=bearer(tokens["bo"]))
     assert created.status_code == 201 and created.json()["token"].startswith("fbt_")
     listed = client.get("/api/v1/tokens", headers=bearer(tokens["bo"])).json()
     assert {t["label"] for t in listed} == {"laptop", "ci"} and all("token" not in t for t in listed)
+    # a browser: a wrong password, the right one, a new password, a token shown once on the account page
+    csrf = CSRF.search(client.get("/login").text).group(1)
+    client.post("/login", data={"name": "root", "password": "a wrong password", "csrf_token": csrf})
+    client.post("/login", data={"name": "root", "password": PASSWORD, "csrf_token": csrf})
+    client.post("/account/password", data={"csrf_token": csrf, "old_password": PASSWORD,
+                                           "new_password": "root's new passphrase"})
+    shown = client.post("/account/tokens", data={"csrf_token": csrf, "label": "once"})
+    browser_token = re.search(r'<code id="token-value">([^<]+)</code>', shown.text).group(1)
+    client.post(f"/api/v1/runs/{10**6}/cancel", headers=bearer(tokens["mia"]))  # a 404, logged or not
+    client.get("/api/v1/me", headers=bearer(browser_token[:-3] + "AAA"))  # a made-up token: 401
+    client.get("/api/v1/me", headers=bearer(created.json()["token"]))
+    secrets = (PASSWORD, "root's new passphrase", tokens["mia"], tokens["bo"], created.json()["token"], browser_token)
+    pages = {p: client.get(p).text for p in ("/account", "/people", "/audit", "/runs", "/projects/alpha/members",
+                                             "/api/v1/audit", "/api/v1/tokens", "/api/v1/people")}
+    assert len(pages["/audit"]) > 1000 and "token.create" in pages["/audit"]
+    for where, text in {**pages, "log": caplog.text}.items():
+        assert not [s for s in secrets if s in text], where
     path = url.removeprefix("sqlite:///")
     with sqlite3.connect(path) as conn:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     raw = b"".join(open(p, "rb").read() for p in (path, path + "-wal") if os.path.exists(p))
-    for secret in (PASSWORD, tokens["mia"], tokens["bo"], created.json()["token"]):
+    for secret in secrets:
         assert secret.encode() not in raw
     assert b"$argon2id$" in raw  # what is kept of a password
 

@@ -35,6 +35,8 @@ SECRETS = ["PGSECRET1x", "QSECRET2x", "REDISSECRET3x", "RTOKSECRET4x", "AKIAIOSF
     ("https://h/p?token=t&api_key=k&sig=s&secret=x", "https://h/p?token=***&api_key=***&sig=***&secret=***"),
     ("host=db password=hunter2 user=x", "host=db password=*** user=x"),
     ("Authorization: Bearer abc.def", "Authorization: Bearer ***"),
+    ("revoking fbt_" + "Xb3-_q" * 7 + "A for mia; listed as fbt_Xb3-_q…",
+     "revoking fbt_*** for mia; listed as fbt_Xb3-_q…"),
     ("stage 0 accuracy=0.91 at /data/digits/x.csv", "stage 0 accuracy=0.91 at /data/digits/x.csv"),
 ])
 def test_the_rule_hides_users_passwords_query_secrets_and_keys_and_nothing_else(text, shown):

@@ -139,11 +139,12 @@ def scratch_dir(settings, run_id: int, attempt: int) -> Path:
     return settings.work_dir / f"{run_id}.{attempt}"
 
 
-def _registry(worker: Worker):
-    """Find a registered dataset by name (the engine falls back to a folder under the data root)."""
+def dataset_lookup(worker: Worker, project_id: int | None):
+    """Find a dataset registered by name in the run's project (the engine falls back to a folder under the data
+    root)."""
     def lookup(name: str) -> DatasetSpec | None:
         with session_scope(worker.engine) as session:
-            return registry_for(session)(name)
+            return registry_for(session, project_id)(name)
     return lookup
 
 
@@ -162,7 +163,8 @@ def _train(worker: Worker, run) -> str:
         pruning = trial_callback(worker.engine, run)  # a search trial reports each epoch and may be pruned
         result = run_recipe(spec, reporter, settings.data_root, out_dir,
                             extra_cbs=(pruning,) if pruning else (),
-                            registry=_registry(worker), num_workers=settings.num_workers, checkpoints=True,
+                            registry=dataset_lookup(worker, run.project_id), num_workers=settings.num_workers,
+                            checkpoints=True,
                             checkpoint_files=CheckpointFiles(out_dir, store_for(settings), run_id),
                             resume=run.resume_from is not None, settings=settings)
         stored = _store_files(worker, run_id, result)

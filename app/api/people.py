@@ -140,17 +140,20 @@ def post_people(access: AccessDep, session: SessionDep, body: PersonIn = Body(..
 @needs("site")
 def post_person_disable(access: AccessDep, session: SessionDep, person: Name) -> Response:
     """Disable an account: its sessions and tokens stop at their next request (site admins)."""
-    people.set_disabled(session, person, True)
-    access.note("person.disable", f"person {person}")
-    return Response(status_code=204)
+    return _disabled(access, session, person, True)
 
 
 @router.post("/people/{person}/enable", status_code=204, responses={**WRITE_ERRORS, **errors(404)})
 @needs("site")
 def post_person_enable(access: AccessDep, session: SessionDep, person: Name) -> Response:
     """Enable a disabled account again (its old sessions stay ended)."""
-    people.set_disabled(session, person, False)
-    access.note("person.enable", f"person {person}")
+    return _disabled(access, session, person, False)
+
+
+def _disabled(access, session, person: str, disabled: bool) -> Response:
+    """Disable or enable an account, noted for the audit log."""
+    people.set_disabled(session, person, disabled)
+    access.note("person.disable" if disabled else "person.enable", f"person {person}")
     return Response(status_code=204)
 
 

@@ -19,6 +19,9 @@ _PAIR = re.compile(rf"(?P<name>\b[\w.\-]*?(?:{_SECRET_WORDS})[\w.\-]*?\s*=\s*)(?
 # AWS access key ids and Bearer tokens, wherever they appear
 _AWS_KEY_ID = re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b")
 _BEARER = re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/\-]+=*")
+# A person's API token (app.core.credentials: fbt_ and 43 URL-safe characters) even without its Bearer; the prefix
+# people recognise a token by in lists (fbt_ and 6 characters, then "…") is too short to match.
+_PERSON_TOKEN = re.compile(r"\bfbt_[A-Za-z0-9_\-]{20,}")
 
 
 def _userinfo(match: re.Match) -> str:
@@ -33,6 +36,7 @@ def redact(text) -> str:
     text = _USERINFO.sub(_userinfo, text)
     text = _PAIR.sub(lambda m: m["name"] + MASK, text)
     text = _AWS_KEY_ID.sub(MASK, text)
+    text = _PERSON_TOKEN.sub("fbt_" + MASK, text)
     return _BEARER.sub(lambda m: m.group(1) + MASK, text)
 
 

@@ -15,9 +15,14 @@ from fitboard.app.web.deps import SessionDep
 router = APIRouter()
 
 
-def _account(request: Request, access, session, status_code: int = 200, **extra):
+def _me(access, session) -> Person | None:
+    """The calling person's account (None: the local admin and the site token have none)."""
     who = access.principal
-    person = session.get(Person, who.person_id) if who.person_id else None
+    return session.get(Person, who.person_id) if who.person_id else None
+
+
+def _account(request: Request, access, session, status_code: int = 200, **extra):
+    person = _me(access, session)
     tokens = people.tokens(session, person) if person else []
     return render(request, "account.html", status_code,
                   **{"person": person, "tokens": tokens, "new_token": None, "error": None, **extra})
@@ -30,38 +35,43 @@ def get_account(request: Request, access: AccessDep, session: SessionDep):
     return _account(request, access, session)
 
 
+def _with_account(request: Request, access, session, no_account: str, change):
+    """change(person) for the calling person; the account page again with 409 when they have no account, or 422
+    with the reason when change refuses the input."""
+    person = _me(access, session)
+    if person is None:
+        return _account(request, access, session, 409, error=no_account)
+    try:
+        return change(person)
+    except RecipeError as exc:
+        return _account(request, access, session, 422, error=exc.problems[0]["msg"])
+
+
 @router.post("/account/password")
 @needs("self")
 def post_account_password(request: Request, access: AccessDep, session: SessionDep, data: FormData):
     """Change your password; your other sessions end, this one goes on."""
-    person = session.get(Person, access.principal.person_id) if access.principal.person_id else None
-    if person is None:
-        return _account(request, access, session, 409, error="The local admin and the site token have no password.")
-    try:
+    def change(person: Person):
         people.change_password(session, person, data.get("old_password") or "", data.get("new_password") or "")
-    except RecipeError as exc:
-        return _account(request, access, session, 422, error=exc.problems[0]["msg"])
-    request.session["version"] = person.session_version
-    request.session["notice"] = "Password changed; your other sessions have ended."
-    return redirect("/account")
+        request.session["version"] = person.session_version
+        request.session["notice"] = "Password changed; your other sessions have ended."
+        return redirect("/account")
+    return _with_account(request, access, session, "The local admin and the site token have no password.", change)
 
 
 @router.post("/account/tokens")
 @needs("self")
 def post_account_tokens(request: Request, access: AccessDep, session: SessionDep, data: FormData):
     """Create a token and show it this once."""
-    person = session.get(Person, access.principal.person_id) if access.principal.person_id else None
-    if person is None:
-        return _account(request, access, session, 409, error="Create tokens with `fitboard tokens create USER`.")
     days = (data.get("expires_days") or "").strip()
-    try:
+
+    def create(person: Person):
         token, row = people.create_token(session, person, data.get("label") or "", data.get("scope") or "write",
                                          int(days) if days.isdigit() else None if not days else -1)
-    except RecipeError as exc:
-        return _account(request, access, session, 422, error=exc.problems[0]["msg"])
-    session.commit()
-    access.note("token.create", f"token {row.prefix}… ({row.scope}) of {person.name}")
-    return _account(request, access, session, 201, new_token=token)
+        session.commit()
+        access.note("token.create", f"token {row.prefix}… ({row.scope}) of {person.name}")
+        return _account(request, access, session, 201, new_token=token)
+    return _with_account(request, access, session, "Create tokens with `fitboard tokens create USER`.", create)
 
 
 @router.post("/account/tokens/{token_id}/revoke")
@@ -69,7 +79,7 @@ def post_account_tokens(request: Request, access: AccessDep, session: SessionDep
 def post_account_token_revoke(request: Request, access: AccessDep, session: SessionDep, token_id: PageId,
                               data: FormData):
     """Revoke one of your tokens."""
-    person = session.get(Person, access.principal.person_id) if access.principal.person_id else None
+    person = _me(access, session)
     try:
         if person is None:
             raise NotFound("token")
@@ -77,8 +87,13 @@ def post_account_token_revoke(request: Request, access: AccessDep, session: Sess
     except NotFound:
         return _account(request, access, session, 404, error="No such token of yours.")
     access.note("token.revoke", f"token {row.prefix}… of {person.name}")
-    request.session["notice"] = f"Token {row.prefix}… revoked."
-    return redirect("/account")
+    return _done(request, f"Token {row.prefix}… revoked.", "/account")
+
+
+def _done(request: Request, notice: str, url: str):
+    """Back to a page after a write, with a one-time notice saying what was done."""
+    request.session["notice"] = notice
+    return redirect(url)
 
 
 @router.get("/people")
@@ -99,11 +114,10 @@ def post_people(request: Request, access: AccessDep, session: SessionDep, data: 
         people.add_person(session, name, data.get("password") or "", data.get("site_admin") == "on")
     except (RecipeError, Conflict) as exc:
         session.rollback()
-        request.session["notice"] = f"Not added: {exc.problems[0]['msg'] if isinstance(exc, RecipeError) else exc}"
-        return redirect("/people")
+        return _done(request, f"Not added: {exc.problems[0]['msg'] if isinstance(exc, RecipeError) else exc}",
+                     "/people")
     access.note("person.add", f"person {name}")
-    request.session["notice"] = f"{name} added."
-    return redirect("/people")
+    return _done(request, f"{name} added.", "/people")
 
 
 @router.post("/people/{person}/disable")
@@ -113,8 +127,7 @@ def post_people_disable(request: Request, access: AccessDep, session: SessionDep
     enable = data.get("enable") == "1"
     people.set_disabled(session, person[:64], not enable)
     access.note("person.enable" if enable else "person.disable", f"person {person[:64]}")
-    request.session["notice"] = f"{person[:64]} {'enabled' if enable else 'disabled'}."
-    return redirect("/people")
+    return _done(request, f"{person[:64]} {'enabled' if enable else 'disabled'}.", "/people")
 
 
 @router.get("/audit")

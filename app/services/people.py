@@ -22,22 +22,32 @@ MAX_TOKEN_DAYS = 3650
 MAX_LABEL = 100
 
 
-def add_person(session: Session, name: str, password: str, site_admin: bool = False) -> Person:
-    """A new account (the first one turns logins on); 422 for a bad name or password, 409 for a taken name."""
-    check_name(name)
-    check_password(password)
+def _new(add, *args):
+    """add(*args), a taken name (the store's ValueError) as 409."""
     try:
-        return store.add_person(session, name, hash_password(password), site_admin)
+        return add(*args)
     except ValueError as exc:
         raise Conflict(str(exc)) from None
 
 
+def _named(find, session: Session, name: str, what: str):
+    """find(session, name), NotFound (naming what) when nothing has that name."""
+    found = find(session, name) if isinstance(name, str) else None
+    if found is None:
+        raise NotFound(f"{what} {name!r}")
+    return found
+
+
+def add_person(session: Session, name: str, password: str, site_admin: bool = False) -> Person:
+    """A new account (the first one turns logins on); 422 for a bad name or password, 409 for a taken name."""
+    check_name(name)
+    check_password(password)
+    return _new(store.add_person, session, name, hash_password(password), site_admin)
+
+
 def person(session: Session, name: str) -> Person:
     """The account with this name; NotFound otherwise."""
-    found = store.person_named(session, name) if isinstance(name, str) else None
-    if found is None:
-        raise NotFound(f"person {name!r}")
-    return found
+    return _named(store.person_named, session, name, "person")
 
 
 def authenticate(session: Session, name: str, password: str) -> Person | None:
@@ -103,19 +113,12 @@ def revoke_token(session: Session, token: str | None = None, token_id: int | Non
 
 def add_project(session: Session, name: str) -> Project:
     """A new project; 422 for a bad name, 409 for a taken one."""
-    check_name(name)
-    try:
-        return store.add_project(session, name)
-    except ValueError as exc:
-        raise Conflict(str(exc)) from None
+    return _new(store.add_project, session, check_name(name))
 
 
 def project(session: Session, name: str) -> Project:
     """The project with this name; NotFound otherwise."""
-    found = store.project_named(session, name) if isinstance(name, str) else None
-    if found is None:
-        raise NotFound(f"project {name!r}")
-    return found
+    return _named(store.project_named, session, name, "project")
 
 
 def grant(session: Session, project_name: str, person_name: str, role: str | None) -> tuple[Project, Person]:

@@ -29,10 +29,10 @@ log = logging.getLogger(__name__)
 ARCHIVED = {"hide": False, "show": None, "only": True}
 
 
-def registry_for(session: Session):
-    """A dataset lookup by registered name, for resolve_dataset."""
+def registry_for(session: Session, project_id: int | None = None):
+    """A dataset lookup by registered name in a project (default: the session's), for resolve_dataset."""
     def lookup(name: str) -> DatasetSpec | None:
-        spec = get_dataset_spec(session, name)
+        spec = get_dataset_spec(session, name, project_id)
         return DatasetSpec.model_validate(spec) if spec else None
     return lookup
 

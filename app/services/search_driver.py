@@ -251,7 +251,8 @@ def _start_verify(engine: Engine, publisher: Publisher, search: Search, study: o
                 vary[path].append(value)
     specs = variant_specs(search.base, variants)
     with session_scope(engine) as session:
-        scope_session(session, search.project_id, None)  # the verify sweep and its runs: the search's project
+        # The verify sweep and its runs: the search's project, launched by whoever launched the search.
+        scope_session(session, search.project_id, search.launched_by)
         sweep = store_sweep(session, f"verify: {search.name}"[:200], search.base, vary, "grid", verify_seeds(search),
                             variants)
         store.set_state(session, search.id, SearchStatus.verifying, None, verify_sweep_id=sweep.id)

@@ -72,6 +72,11 @@ def _project_fk() -> Any:
                      server_default=str(DEFAULT_PROJECT_ID))
 
 
+def _launcher_fk() -> Any:
+    """The person who launched a run, sweep or search (None: the local admin, the site token, or before people)."""
+    return sa.Column(sa.Integer(), sa.ForeignKey("person.id", ondelete="SET NULL"), nullable=True)
+
+
 class Project(SQLModel, table=True):
     """A team's space: it owns runs, sweeps, searches, datasets, tracked runs and predictions."""
 
@@ -104,8 +109,10 @@ class Dataset(SQLModel, table=True):
     """A dataset registered once and referenced by name from recipes."""
 
     __tablename__ = "dataset"
+    # Unique per project: a name another project uses must neither be refused nor tell that it exists.
+    __table_args__ = (sa.UniqueConstraint("project_id", "name", name="uq_dataset_project_name"),)
     id: int | None = Field(default=None, primary_key=True)
-    name: str = Field(sa_column=sa.Column(sa.String(200), nullable=False, unique=True))
+    name: str = Field(sa_column=sa.Column(sa.String(200), nullable=False))
     project_id: int | None = Field(default=None, sa_column=_project_fk())
     spec: dict = Field(default_factory=dict, sa_column=_json(nullable=False))  # inline DatasetSpec as a dict
     report: dict = Field(default_factory=dict, sa_column=_json(nullable=False))  # ResolvedDataset.report()
@@ -169,8 +176,7 @@ class Run(SQLModel, table=True):
     last_contact_at: datetime | None = Field(default=None, sa_column=_when())
     project_id: int | None = Field(default=None, sa_column=_project_fk())
     # the person who launched it (None: before people existed, the local admin or the site token)
-    launched_by: int | None = Field(default=None, sa_column=sa.Column(
-        sa.Integer(), sa.ForeignKey("person.id", ondelete="SET NULL"), nullable=True))
+    launched_by: int | None = Field(default=None, sa_column=_launcher_fk())
 
     @property
     def tag_list(self) -> list[str]:
@@ -232,6 +238,7 @@ class Sweep(SQLModel, table=True):
     variants: list = Field(default_factory=list, sa_column=_json(nullable=False))  # [{"key", "label", "overrides"}]
     created_at: datetime = Field(default_factory=utcnow, sa_column=_when(nullable=False, index=True))
     project_id: int | None = Field(default=None, sa_column=_project_fk())
+    launched_by: int | None = Field(default=None, sa_column=_launcher_fk())  # its runs inherit it
 
 
 
@@ -256,6 +263,7 @@ class Search(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_column=_when(nullable=False, index=True))
     finished_at: datetime | None = Field(default=None, sa_column=_when())
     project_id: int | None = Field(default=None, sa_column=_project_fk())
+    launched_by: int | None = Field(default=None, sa_column=_launcher_fk())  # its trials and verify runs inherit it
 
 
 class EpochRow(SQLModel, table=True):

@@ -4,7 +4,7 @@ The access check (app.web.access) scopes each request's session to the project i
 query of that session (lists, counts, dataset names, the workers' current runs, bulk updates and deletes) carries
 `project_id = :p` on every owned table, and every row it adds lands in that project and names its launcher. Code
 outside a request (workers, the reconciler, the search driver) uses unscoped sessions: a run it adds for a sweep or
-a search inherits the parent's project, a prediction its run's.
+a search inherits the parent's project and launcher, a prediction its run's project.
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from fitboard.app.store.models import DEFAULT_PROJECT_ID, Dataset, Prediction, P
 from fitboard.app.store.people_models import Person
 
 OWNED = (Run, Sweep, Search, Dataset, Prediction)
+LAUNCHED = (Run, Sweep, Search)  # rows that say who launched them
 PROJECT_KEY, PERSON_KEY = "fitboard_project", "fitboard_person"
 
 # Read with the run in the same SELECT: every run's JSON says its project and who launched it.
@@ -36,26 +37,28 @@ def scoped_project(session: Session) -> int | None:
     return session.info.get(PROJECT_KEY)
 
 
-def _parent_project(session: Session, row) -> int | None:
-    """The project a new row inherits: a sweep's or search's for its runs, the run's for a prediction."""
+def _parent(session: Session, row):
+    """The row a new row inherits its project (and a run its launcher) from: a run's sweep or search, a
+    prediction's run; None for a row without one."""
     with session.no_autoflush:
         if isinstance(row, Run) and (row.search_id or row.sweep_id):
-            parent = session.get(Search, row.search_id) if row.search_id else session.get(Sweep, row.sweep_id)
-            return parent.project_id if parent is not None else None
+            return session.get(Search, row.search_id) if row.search_id else session.get(Sweep, row.sweep_id)
         if isinstance(row, Prediction) and row.run_id:
-            run = session.get(Run, row.run_id)
-            return run.project_id if run is not None else None
+            return session.get(Run, row.run_id)
     return None
 
 
 @event.listens_for(Session, "before_flush")
 def _stamp_new_rows(session: Session, _context, _instances) -> None:
     for row in session.new:
-        if isinstance(row, OWNED) and row.project_id is None:
-            row.project_id = (_parent_project(session, row) or session.info.get(PROJECT_KEY)
-                              or DEFAULT_PROJECT_ID)
-        if isinstance(row, Run) and row.launched_by is None:
-            row.launched_by = session.info.get(PERSON_KEY)
+        if not isinstance(row, OWNED):
+            continue
+        parent = _parent(session, row)
+        if row.project_id is None:
+            row.project_id = getattr(parent, "project_id", None) or session.info.get(PROJECT_KEY) or DEFAULT_PROJECT_ID
+        if isinstance(row, LAUNCHED) and row.launched_by is None:
+            # The person acting, else (the search driver, a verify sweep) whoever launched the sweep or search.
+            row.launched_by = session.info.get(PERSON_KEY) or getattr(parent, "launched_by", None)
 
 
 @event.listens_for(Session, "after_flush")

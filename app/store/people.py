@@ -27,20 +27,29 @@ def people_exist(session: Session) -> bool:
     return session.exec(select(Person.id).limit(1)).first() is not None
 
 
-def add_person(session: Session, name: str, password_hash: str, site_admin: bool = False) -> Person:
-    """A new account; ValueError when the name is taken."""
-    if person_named(session, name) is not None:
-        raise ValueError(f"a person named {name!r} exists")
-    person = Person(name=name, password_hash=password_hash, site_admin=site_admin)
-    session.add(person)
+def _named(session: Session, model, name: str):
+    """The person or project with this name, or None."""
+    return session.exec(select(model).where(model.name == name)).scalars().first()
+
+
+def _add(session: Session, row, what: str):
+    """Add a person or project under a name nobody has yet (ValueError otherwise); the access generation moves."""
+    if _named(session, type(row), row.name) is not None:
+        raise ValueError(f"a {what} named {row.name!r} exists")
+    session.add(row)
     session.flush()
     bump_generation(session)
-    return person
+    return row
+
+
+def add_person(session: Session, name: str, password_hash: str, site_admin: bool = False) -> Person:
+    """A new account; ValueError when the name is taken."""
+    return _add(session, Person(name=name, password_hash=password_hash, site_admin=site_admin), "person")
 
 
 def person_named(session: Session, name: str) -> Person | None:
     """The account with this name, or None."""
-    return session.exec(select(Person).where(Person.name == name)).scalars().first()
+    return _named(session, Person, name)
 
 
 def list_people(session: Session) -> list[Person]:
@@ -95,18 +104,12 @@ def touch_token(session: Session, token_id: int) -> None:
 
 def add_project(session: Session, name: str) -> Project:
     """A new project; ValueError when the name is taken."""
-    if project_named(session, name) is not None:
-        raise ValueError(f"a project named {name!r} exists")
-    project = Project(name=name)
-    session.add(project)
-    session.flush()
-    bump_generation(session)
-    return project
+    return _add(session, Project(name=name), "project")
 
 
 def project_named(session: Session, name: str) -> Project | None:
     """The project with this name, or None."""
-    return session.exec(select(Project).where(Project.name == name)).scalars().first()
+    return _named(session, Project, name)
 
 
 def projects(session: Session) -> dict[int, str]:

@@ -78,12 +78,14 @@ def get_run(session: Session, run_id: int) -> Run:
 
 
 def create_run(session: Session, spec: dict, name: str | None = None, dataset: str | None = None,
-               techniques: list[str] | None = None, queue: str = DEFAULT_QUEUE) -> Run:
-    """Add a queued run for spec (name and dataset default to the spec's); enqueue it only after the commit."""
+               techniques: list[str] | None = None, queue: str = DEFAULT_QUEUE, **fields) -> Run:
+    """Add a queued run for spec (name and dataset default to the spec's); enqueue it only after the commit. fields
+    (sweep_id, search_id, ...) are set before the flush, so a sweep's or search's run inherits its project."""
     if dataset is None:
         ds = spec["dataset"]
         dataset = ds if isinstance(ds, str) else ds["path"]
-    run = Run(name=name or spec["name"], dataset=dataset, spec=spec, techniques=list(techniques or []), queue=queue)
+    run = Run(name=name or spec["name"], dataset=dataset, spec=spec, techniques=list(techniques or []), queue=queue,
+              **fields)
     session.add(run)
     session.flush()  # assigns run.id
     return run

@@ -47,8 +47,8 @@ def add_trial_run(session: Session, search: Search, number: int, spec: dict, que
     invalid: stored failed at once, so the trials table shows it."""
     name = f"{search.name} | trial {number}"
     techniques = [] if error else parse_spec(spec).techniques()
-    run = create_run(session, {**spec, "name": name}, techniques=techniques, queue=queue)
-    run.search_id, run.trial_number = search.id, number
+    run = create_run(session, {**spec, "name": name}, techniques=techniques, queue=queue, search_id=search.id,
+                     trial_number=number)
     if error:
         run.status, run.error, run.finished_at = RunStatus.failed.value, error, utcnow()
     session.flush()

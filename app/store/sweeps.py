@@ -32,9 +32,8 @@ def queue_sweep_runs(session: Session, sweep: Sweep, specs: dict[str, dict], pai
     for v, seed in pairs:
         # Named in words ("label smoothing 0.1"), as the verdicts are; the field path stays the variant's label.
         spec = {**specs[v["key"]], "seed": seed, "name": f"{sweep.name} | {variant_name(v, sweep.base)} | seed {seed}"}
-        run = create_run(session, spec, techniques=parse_spec(spec).techniques(), queue=queue)
-        run.sweep_id, run.variant = sweep.id, v["key"]
-        runs.append(run)
+        runs.append(create_run(session, spec, techniques=parse_spec(spec).techniques(), queue=queue,
+                               sweep_id=sweep.id, variant=v["key"]))
     session.flush()
     return runs
 

@@ -3,10 +3,10 @@
 A route declares what it needs with @needs(level): open (login pages), self (any identified caller: their own
 account), read / member / admin (a role in the route's project), or site (site admins). The check, in order:
 who is calling (app.web.principals), whether their token's scope allows this route at all, which project the
-request is about (the path's run, sweep, search, prediction or dataset; else ?project=NAME; else the caller's
-default project), and the caller's role there. A thing in a project the caller cannot see answers the same 404
-as a thing that does not exist. The request's database session is then scoped to that project
-(app.store.ownership): lists and counts show only its rows, and what the route adds lands in it.
+request is about (the path's run, sweep, search or prediction; else ?project=NAME; else the caller's default
+project: a dataset's name means the one of that project), and the caller's role there. A thing in a project the
+caller cannot see answers the same 404 as a thing that does not exist. The request's database session is then scoped
+to that project (app.store.ownership): lists and counts show only its rows, and what the route adds lands in it.
 """
 from __future__ import annotations
 
@@ -18,11 +18,11 @@ from fastapi import Depends, HTTPException, Request, status
 from sqlalchemy import select
 from sqlmodel import Session
 
-from fitboard.app.core.errors import DatasetNotFound, NotFound, RunNotFound, SearchNotFound, SweepNotFound
+from fitboard.app.core.errors import NotFound, RunNotFound, SearchNotFound, SweepNotFound
 from fitboard.app.core.schemas import MAX_ID
 from fitboard.app.store import people as people_store
 from fitboard.app.store.db import session_scope
-from fitboard.app.store.models import DEFAULT_PROJECT_ID, Dataset, Prediction, Run, Search, Sweep
+from fitboard.app.store.models import DEFAULT_PROJECT_ID, Prediction, Run, Search, Sweep
 from fitboard.app.web.principals import LOCAL_ADMIN, SITE_TOKEN, Principal
 from fitboard.app.web.security import TOO_MANY, check_csrf, client_address, logged_in, token_matches
 
@@ -159,11 +159,8 @@ def _resource_projects(request: Request, session: Session) -> list[tuple[int, Ex
             found.append((pid, missing(rid)))
             if pid is not None:
                 request.state.exists = {*getattr(request.state, "exists", ()), key}
-    name = request.path_params.get("name")
-    if isinstance(name, str) and request.url.path.startswith(("/datasets/", f"{API}v1/datasets/")):
-        pid = session.exec(select(Dataset.project_id).where(Dataset.name == name)).scalar_one_or_none()
-        if pid is not None:  # an unregistered name may be a folder under the data root, which every project shares
-            found.append((pid, DatasetNotFound(name)))
+    # A dataset's name is no such key: names are unique per project, so /datasets/NAME means the one of the request's
+    # project (?project=NAME or the default), and the route's scoped session finds it or answers 404.
     if request.url.path in ("/compare", f"{API}v1/compare"):
         ids = _compare_ids(request)
         rows = dict(session.exec(select(Run.id, Run.project_id).where(Run.id.in_(ids))).all()) if ids else {}

@@ -22,7 +22,6 @@ from fitboard.app.web.security import client_address, token_matches
 RUN_PATH = re.compile(r"^/api/v1/runs/([1-9]\d{0,17})$")  # ids up to 18 digits; the app answers the rest
 TTL_SECONDS = 0.25
 MAX_ENTRIES = 4096
-PEOPLE_FRESH = 1.0  # seconds the access check's "nobody has an account" stays trusted here
 
 
 class RunCache:
@@ -51,12 +50,6 @@ def _load(engine, run_id: int) -> bytes | None:
         return None if run is None else json.dumps(serialize_run(run), default=str).encode()
 
 
-def _people_exist(state) -> None:
-    """Refresh the directory's word on whether anyone has an account."""
-    with session_scope(state.engine) as session:
-        state.directory.people_exist(session)
-
-
 class RunFastPath:
     """ASGI middleware serving cached run details; everything else passes through."""
 
@@ -69,9 +62,8 @@ class RunFastPath:
         state = self.outer.state
         token = state.settings.api_token
         if not token:
-            checked, people = state.directory.people_seen
-            # "nobody has an account" is trusted for a second only: the first person added turns logins on
-            if time.monotonic() - checked >= PEOPLE_FRESH:
+            people = state.directory.people_known()  # "nobody has an account" is trusted for a second only
+            if people is None:
                 return False  # ask the database (in a thread), then decide
             return None if people else True
         if state.auth_throttle.failures and state.auth_throttle.retry_after(client_address(scope)) is not None:
@@ -84,7 +76,7 @@ class RunFastPath:
         match = RUN_PATH.match(scope.get("path", "")) if scope["type"] == "http" and scope["method"] == "GET" else None
         allowed = None if match is None else self._authorized(scope)
         if allowed is False:
-            await run_in_threadpool(_people_exist, self.outer.state)
+            await run_in_threadpool(self.outer.state.directory.people_now, self.outer.state.engine)
             allowed = self._authorized(scope)
         if not allowed:
             return await self.app(scope, receive, send)

@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 from urllib.parse import urlencode
 
-from fitboard.app.web.middleware import TRACKED_MODEL, CutShort, answer
-from fitboard.app.web.security import UNSAFE, AuthRefused, client_address, identify
+from starlette.concurrency import run_in_threadpool
 
-OPEN_PAGES = ("/login",)  # page writes anyone may send: the login form itself
+from fitboard.app.web.middleware import TRACKED_MODEL, CutShort, answer
+from fitboard.app.web.security import UNSAFE, AuthRefused, client_address, identify, reads_database
+
+OPEN_PAGES = ("/login", "/logout")  # page writes anyone may send (their routes are open): log in, log out
 CLOSE = {"Connection": "close"}  # a 408's header: the rest of a late body is not read
 MAX_READERS = 256  # bodies being read at once before admission; more get 503 (each is at most the body limit)
 
@@ -20,8 +22,9 @@ def _has_body(headers: dict[bytes, bytes]) -> bool:
 
 
 class IdentityGate:
-    """ASGI middleware: API calls without valid credentials get their 401 (or 429) on their headers; page writes
-    of a browser that has not logged in are sent to the login page, before the body is read."""
+    """ASGI middleware: API calls without valid credentials (a person's token is looked up as the access check does)
+    get their 401 (or 429) on their headers; page writes of a browser that has not logged in are sent to the login
+    page, before the body is read."""
 
     def __init__(self, app, outer):
         self.app, self.outer = app, outer  # outer: the FastAPI app, for its state (settings, throttle, secret)
@@ -31,15 +34,19 @@ class IdentityGate:
             return await self.app(scope, receive, send)
         path, api = scope["path"], scope["path"].startswith("/api/")
         if api or (scope["method"] in UNSAFE and path not in OPEN_PAGES):
+            state, headers, address = self.outer.state, dict(scope["headers"]), client_address(scope)
             try:
-                identify(self.outer.state, dict(scope["headers"]), client_address(scope))
+                if reads_database(state, headers):  # a person's token: looked up (cached) off the event loop
+                    await run_in_threadpool(identify, state, headers, address)
+                else:
+                    identify(state, headers, address)
             except AuthRefused as refused:
-                headers = {**refused.headers, "Connection": "close", "Cache-Control": "no-store"}
-                if api:
-                    return await answer(send, refused.status_code, refused.detail, headers=headers)
+                reply = {**refused.headers, "Connection": "close", "Cache-Control": "no-store"}
+                if api or b"authorization" in headers:  # a script's wrong token: its 401, not the login page
+                    return await answer(send, refused.status_code, refused.detail, headers=reply)
                 target = path + (f"?{scope['query_string'].decode('latin-1')}" if scope["query_string"] else "")
-                headers["Location"] = "/login?" + urlencode({"next": target})
-                return await answer(send, 303, "log in first", headers=headers)
+                reply["Location"] = "/login?" + urlencode({"next": target})
+                return await answer(send, 303, "log in first", headers=reply)
         await self.app(scope, receive, send)
 
 

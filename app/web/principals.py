@@ -17,12 +17,14 @@ from sqlmodel import Session
 
 from fitboard.app.core.credentials import looks_like_token, token_digest
 from fitboard.app.store import people as store
+from fitboard.app.store.db import session_scope
 from fitboard.app.store.models import utcnow
 from fitboard.app.store.people_models import Person
 
 CACHE_SECONDS = 5.0
 TOUCH_EVERY = 60.0  # a token's last_used is written at most this often (a write per request would be a hot spot)
 MAX_CACHED = 10_000
+PEOPLE_FRESH = 1.0  # seconds "nobody has an account" is trusted before any request (the header gate, the fast path)
 LEVELS = {"viewer": 1, "member": 2, "admin": 3}
 
 
@@ -85,6 +87,28 @@ class Directory:
         exist = self.people_seen[1] or store.people_exist(session)  # a person is never removed, only disabled
         self.people_seen = (time.monotonic(), exist)
         return exist
+
+    def people_known(self) -> bool | None:
+        """Whether anyone has an account, as last seen: True for good (nobody is ever removed), False only for
+        PEOPLE_FRESH seconds (the first person added turns logins on), None when the database must be asked."""
+        checked, exist = self.people_seen
+        if exist:
+            return True
+        return False if time.monotonic() - checked < PEOPLE_FRESH else None
+
+    def people_now(self, engine) -> bool:
+        """people_exist in a session of its own (for the layers in front of the routes, in a worker thread)."""
+        with session_scope(engine) as session:
+            return self.people_exist(session)
+
+    def token_holder(self, engine, token: str) -> Principal | None:
+        """by_token in a session of its own, after a sync (the header gate, before any route has a session): the
+        same cached lookup and generation check as the access check's, so one place decides what a token is."""
+        if not looks_like_token(token):
+            return None
+        with session_scope(engine) as session:
+            self.sync(session)
+            return self.by_token(session, token)
 
     def by_token(self, session: Session, token: str) -> Principal | None:
         """The person a token stands for, or None when it is unknown, revoked, expired or its owner disabled."""

@@ -210,30 +210,49 @@ def _session_valid(state, session: dict) -> bool:
             and session.get("epoch") == state.session_epoch.current())
 
 
-def identify(state, headers: dict[bytes, bytes], address: str) -> Caller:
-    """Who this request is, from its headers alone (before any body is read): the one check the ASGI gate and
-    the API dependency share. AuthRefused when the headers prove no caller; a wrong token counts against the
-    address's throttle."""
-    token = state.settings.api_token
+def _bearer(headers: dict[bytes, bytes]) -> str | None:
+    """The token of an Authorization: Bearer header, or None without one."""
     authorization = headers.get(b"authorization", b"").decode("latin-1")
+    return authorization[7:].strip() if authorization[:7].lower() == "bearer " else None
+
+
+def _people(state) -> bool:
+    """Whether anyone has an account (the directory's fresh word, else the database's)."""
+    known = state.directory.people_known()
+    return known if known is not None else state.directory.people_now(state.engine)
+
+
+def reads_database(state, headers: dict[bytes, bytes]) -> bool:
+    """Whether identify asks the database for these headers (a person's token; whether anyone has an account, when
+    that is not known afresh): the gate then calls it in a worker thread, never on the event loop."""
+    given, site = _bearer(headers), state.settings.api_token
+    if given is not None and looks_like_token(given) and not (site and token_matches(given, site)):
+        return True
+    return not site and state.directory.people_known() is None
+
+
+def identify(state, headers: dict[bytes, bytes], address: str) -> Caller:
+    """Who this request is, from its headers alone (before any body is read). AuthRefused when the headers prove no
+    caller; a wrong token counts against the address's throttle. A person's token is checked by the directory
+    (app.web.principals), the same cached lookup the access check makes; a person's browser session is signed, and
+    app.web.access checks it is still valid. May read the database: see reads_database."""
+    site, given = state.settings.api_token, _bearer(headers)
     cookie = headers.get(b"cookie", b"").decode("latin-1")
     has_cookie = SESSION_COOKIE in cookie
-    if authorization[:7].lower() == "bearer ":
-        if not token:
-            return Caller("open")
+    if given is not None:
         # Throttled addresses are refused before the comparison, so guessing on cannot tell a right token either.
         throttle = state.auth_throttle
         if throttle.failures and (wait := throttle.retry_after(address)) is not None:
             raise AuthRefused(429, TOO_MANY, {"Retry-After": str(wait)})
-        if not token_matches(authorization[7:].strip(), token):
-            if looks_like_token(authorization[7:].strip()):
-                return Caller("token")  # a person's token: app.web.access checks it against the database
-            throttle.fail(address)
-            raise AuthRefused(401, "invalid API token", {"WWW-Authenticate": "Bearer"})
-        return Caller("token")
-    if not token:
-        return Caller("open", cookie=has_cookie)
+        if site and token_matches(given, site) or state.directory.token_holder(state.engine, given) is not None:
+            return Caller("token")
+        if not site and not _people(state):
+            return Caller("open")  # zero-config: nothing to check a token against
+        throttle.fail(address)
+        raise AuthRefused(401, "invalid, revoked or expired API token", {"WWW-Authenticate": "Bearer"})
     session = _session_of(state, cookie) if has_cookie else {}
-    if _session_valid(state, session) or isinstance(session.get("person"), int):  # a person's: app.web.access
-        return Caller("session", cookie=True)                                     # checks it is still valid
-    raise AuthRefused(401, "send Authorization: Bearer <FITBOARD_API_TOKEN>", {"WWW-Authenticate": "Bearer"})
+    if isinstance(session.get("person"), int) or site and _session_valid(state, session):
+        return Caller("session", cookie=True)
+    if not site and not _people(state):
+        return Caller("open", cookie=has_cookie)
+    raise AuthRefused(401, "send Authorization: Bearer <token>, or log in", {"WWW-Authenticate": "Bearer"})

@@ -61,6 +61,12 @@ def add_url(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", help=f"server URL (default $FITBOARD_URL or {DEFAULT_URL})")
 
 
+def add_project(parser: argparse.ArgumentParser) -> None:
+    """The --project option of the commands that list or launch."""
+    parser.add_argument("--project", help="the project to list or launch in (default $FITBOARD_PROJECT, else your "
+                                          "default project)")
+
+
 def has_store() -> bool:
     """Whether this install can open a fitboard database itself (the server's packages: fitboard[server])."""
     return find_spec("sqlmodel") is not None and find_spec("alembic") is not None
@@ -73,10 +79,11 @@ def asks_server(args: argparse.Namespace) -> bool:
 
 
 def client_for(args: argparse.Namespace) -> Client:
-    """fitboard.Client for --url (else FITBOARD_URL, else the default), with FITBOARD_API_TOKEN."""
+    """fitboard.Client for --url (else FITBOARD_URL, else the default), with FITBOARD_API_TOKEN, in --project (else
+    FITBOARD_PROJECT)."""
     from fitboard.client import Client
 
-    return Client(getattr(args, "url", None), timeout=60.0)
+    return Client(getattr(args, "url", None), timeout=60.0, project=getattr(args, "project", None))
 
 
 def refused(exc: Exception, url: str) -> int:

@@ -9,7 +9,7 @@ from datetime import datetime
 from fitboard.app.core.numbering import where
 from fitboard.app.core.status import STATUSES
 from fitboard.errors import FitboardError
-from fitboard.worker.cli.common import EXIT_OK, add_url, asks_server, client_for, refused, say
+from fitboard.worker.cli.common import EXIT_OK, add_project, add_url, asks_server, client_for, refused, say
 from fitboard.worker.console import result_text
 
 ARCHIVED = ("hide", "only", "show")
@@ -160,6 +160,7 @@ def add_commands(sub) -> None:
     p.add_argument("--limit", type=int, default=50)
     p.add_argument("--wide", action="store_true", help="full names (and tags), however long")
     add_url(p)
+    add_project(p)
     p.set_defaults(func=cmd_runs)
     _add_run_command(sub, "show", cmd_show, "show one run", ("--json", {"action": "store_true"}))
     _add_run_command(

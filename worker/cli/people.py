@@ -145,52 +145,45 @@ def cmd_tokens_list(args: argparse.Namespace) -> int:
     return _run(args, show)
 
 
-def _users(sub) -> None:
-    users = sub.add_parser("users", help="people's accounts").add_subparsers(dest="action", required=True)
-    p = users.add_parser("add", help="add a person (the first one turns logins on)")
-    p.add_argument("name")
-    p.add_argument("--admin", action="store_true", help="a site admin: manages people and sees every project")
-    p.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
-    p.set_defaults(func=cmd_users_add)
-    p = users.add_parser("disable", help="disable a person: their sessions and tokens stop at once")
-    p.add_argument("name")
-    p.add_argument("--enable", action="store_true", help="enable them again instead")
-    p.set_defaults(func=cmd_users_disable)
-    users.add_parser("list", help="every person and their roles").set_defaults(func=cmd_users_list)
+def _group(sub, name: str, text: str, commands) -> None:
+    """A command group: each (action, help, func, [(flags, add_argument's keywords)]) one of its subcommands."""
+    group = sub.add_parser(name, help=text).add_subparsers(dest="action", required=True)
+    for action, help_text, func, arguments in commands:
+        p = group.add_parser(action, help=help_text)
+        for flags, options in arguments:
+            p.add_argument(*flags, **options)
+        p.set_defaults(func=func)
 
 
-def _projects(sub) -> None:
-    projects = sub.add_parser("projects", help="projects and roles").add_subparsers(dest="action", required=True)
-    p = projects.add_parser("add", help="add a project")
-    p.add_argument("name")
-    p.set_defaults(func=cmd_projects_add)
-    p = projects.add_parser("grant", help="give a person a role in a project")
-    p.add_argument("project")
-    p.add_argument("user")
-    p.add_argument("role", choices=[*ROLES, "none"])
-    p.set_defaults(func=cmd_projects_grant)
-    projects.add_parser("list", help="every project and its people").set_defaults(func=cmd_projects_list)
-
-
-def _tokens(sub) -> None:
-    tokens = sub.add_parser("tokens", help="people's API tokens").add_subparsers(dest="action", required=True)
-    p = tokens.add_parser("create", help="create a token; the token alone is the last line of stdout")
-    p.add_argument("user")
-    p.add_argument("--name", help="a label to recognise it by")
-    p.add_argument("--scope", choices=SCOPES, default="write",
-                   help="read: only reads; write: what the person's roles allow; worker: report training only")
-    p.add_argument("--expires", type=int, metavar="DAYS", help="expire after DAYS days (default: never)")
-    p.set_defaults(func=cmd_tokens_create)
-    p = tokens.add_parser("revoke", help="revoke a token: its next request gets 401")
-    p.add_argument("token")
-    p.set_defaults(func=cmd_tokens_revoke)
-    p = tokens.add_parser("list", help="a person's tokens")
-    p.add_argument("user")
-    p.set_defaults(func=cmd_tokens_list)
+NAME = (("name",), {})
+USERS = (
+    ("add", "add a person (the first one turns logins on)", cmd_users_add, [
+        NAME, (("--admin",), {"action": "store_true", "help": "a site admin: manages people and sees every project"}),
+        (("--password-stdin",), {"action": "store_true", "help": "read the password from stdin"})]),
+    ("disable", "disable a person: their sessions and tokens stop at once", cmd_users_disable, [
+        NAME, (("--enable",), {"action": "store_true", "help": "enable them again instead"})]),
+    ("list", "every person and their roles", cmd_users_list, []),
+)
+PROJECTS = (
+    ("add", "add a project", cmd_projects_add, [NAME]),
+    ("grant", "give a person a role in a project", cmd_projects_grant, [
+        (("project",), {}), (("user",), {}), (("role",), {"choices": [*ROLES, "none"]})]),
+    ("list", "every project and its people", cmd_projects_list, []),
+)
+TOKENS = (
+    ("create", "create a token; the token alone is the last line of stdout", cmd_tokens_create, [
+        (("user",), {}), (("--name",), {"help": "a label to recognise it by"}),
+        (("--scope",), {"choices": SCOPES, "default": "write",
+                        "help": "read: only reads; write: what the person's roles allow; worker: report training "
+                                "only"}),
+        (("--expires",), {"type": int, "metavar": "DAYS", "help": "expire after DAYS days (default: never)"})]),
+    ("revoke", "revoke a token: its next request gets 401", cmd_tokens_revoke, [(("token",), {})]),
+    ("list", "a person's tokens", cmd_tokens_list, [(("user",), {})]),
+)
 
 
 def add_commands(sub) -> None:
     """users, projects and tokens."""
-    _users(sub)
-    _projects(sub)
-    _tokens(sub)
+    _group(sub, "users", "people's accounts", USERS)
+    _group(sub, "projects", "projects and roles", PROJECTS)
+    _group(sub, "tokens", "people's API tokens", TOKENS)

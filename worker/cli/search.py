@@ -9,7 +9,7 @@ import yaml
 
 from fitboard.errors import FitboardError, RecipeFileError
 from fitboard.recipe_files import read_recipe_file
-from fitboard.worker.cli.common import EXIT_FAILED, EXIT_OK, add_url, client_for, refused, say
+from fitboard.worker.cli.common import EXIT_FAILED, EXIT_OK, add_project, add_url, client_for, refused, say
 
 POLL_SECONDS = 3.0
 MAX_SPACE_BYTES = 1_000_000
@@ -106,5 +106,6 @@ def add_commands(sub) -> None:
     p.add_argument("--k", type=int, help="configurations the verify sweep checks (default 2)")
     p.add_argument("--seeds", type=int, help="fresh seeds of the verify sweep (default 3)")
     add_url(p)
+    add_project(p)
     p.add_argument("--follow", action="store_true", help="print each trial as it ends, then the verdicts")
     p.set_defaults(func=cmd_search)

@@ -2,18 +2,22 @@
 `show`, `retry`, `cancel`, `edit` and `delete` (fitboard.worker.cli.manage decides between it and a server)."""
 from __future__ import annotations
 
-from fitboard.app.core.errors import RecipeError, RunActive, RunFinished, RunLive, RunNotFound
+import os
+
+from fitboard.app.core.errors import NotFound, RecipeError, RunActive, RunFinished, RunLive, RunNotFound
 from fitboard.app.core.recipes import read_recipe_file
 from fitboard.app.core.run_meta import parse_patch
-from fitboard.app.services import runs
+from fitboard.app.services import people, runs
 from fitboard.app.services.queue import DEFAULT_QUEUE, Publisher, make_celery
 from fitboard.app.services.serializers import serialize_epoch, serialize_run
 from fitboard.app.store.db import default_database_url, session_scope, upgrade
+from fitboard.app.store.ownership import scope_session
 from fitboard.worker.cli.common import (
     EXIT_FAILED,
     EXIT_INVALID,
     EXIT_OK,
     add_data_root,
+    add_project,
     say,
     settings_from,
     store_engine,
@@ -37,16 +41,28 @@ def cmd_db_upgrade(args) -> int:
     return EXIT_OK
 
 
+def in_project(session, args) -> None:
+    """Scope the session to --project (else FITBOARD_PROJECT), as the server scopes a request: lists show its runs,
+    new runs land in it; NotFound for a project that does not exist."""
+    name = getattr(args, "project", None) or os.environ.get("FITBOARD_PROJECT")
+    if name:
+        scope_session(session, people.project(session, name).id, None)
+
+
 def cmd_enqueue(args) -> int:
     """Validate, store and queue a recipe; print the run id."""
     settings = settings_from(args)
     publisher = Publisher(make_celery(settings), queue=args.queue)
     try:
         with session_scope(store_engine(settings)) as session:
+            in_project(session, args)
             run, note = runs.submit(session, publisher, read_recipe_file(args.recipe), settings.data_root)
     except RecipeError as exc:
         warn(f"refused: {exc}")
         return EXIT_INVALID
+    except NotFound as exc:
+        warn(str(exc))
+        return EXIT_FAILED
     say(str(run.id))
     if note:
         warn(f"run {run.id} stored; {note}")
@@ -84,11 +100,12 @@ def local_retry(args) -> int:
 def local_runs(args) -> int:
     """A table of the runs in this host's database, newest first."""
     def work(session, _settings) -> tuple[list[dict], int | None]:
+        in_project(session, args)
         found = runs.page(session, status=args.status, limit=args.limit, tag=args.tag,
                           archived=runs.ARCHIVED[args.archived])
         return [serialize_run(r, full=False) for r in found.items], found.total
 
-    return _on_store(args, work, lambda page: print_runs(*page, args.wide))
+    return _on_store(args, work, lambda page: print_runs(*page, args.wide), (NotFound,))
 
 
 def local_edit(args) -> int:
@@ -131,4 +148,5 @@ def add_commands(sub) -> None:
     p.add_argument("recipe")
     p.add_argument("--queue", default=DEFAULT_QUEUE)
     add_data_root(p)
+    add_project(p)
     p.set_defaults(func=cmd_enqueue)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fitboard.errors import FitboardError, RecipeFileError
 from fitboard.follow import FINISHED, events
 from fitboard.recipe_files import read_recipe_file
-from fitboard.worker.cli.common import EXIT_FAILED, EXIT_OK, add_url, client_for, refused, say
+from fitboard.worker.cli.common import EXIT_FAILED, EXIT_OK, add_project, add_url, client_for, refused, say
 from fitboard.worker.console import Console
 
 
@@ -64,6 +64,7 @@ def add_commands(sub) -> None:
     p = sub.add_parser("submit", help="post a recipe to a fitboard server (REST API)")
     p.add_argument("recipe")
     add_url(p)
+    add_project(p)
     p.add_argument("--follow", action="store_true", help="show the live epoch table until the run ends")
     p.set_defaults(func=cmd_submit)
     p = sub.add_parser("follow", help="show a run's live epoch table on a fitboard server until it ends")
