@@ -14,6 +14,7 @@ from sqlmodel import Session
 
 from fitboard.app.core import search_space
 from fitboard.app.core.errors import RecipeError
+from fitboard.app.core.fairshare import check_priority
 from fitboard.app.core.schemas import MAX_NAME, Name, problems_from
 from fitboard.app.core.status import LIVE, SEARCH_ACTIVE, RunStatus, SearchStatus
 from fitboard.app.core.variant_words import variant_name
@@ -22,6 +23,7 @@ from fitboard.app.services.queue import Publisher
 from fitboard.app.services.runs import validate_recipe
 from fitboard.app.store import searches as store
 from fitboard.app.store.models import Run, Search, Worker, utcnow
+from fitboard.app.store.ownership import scoped_person
 from fitboard.app.store.runs import request_cancel
 from fitboard.app.store.sweeps import sweep_report
 
@@ -63,7 +65,8 @@ def check_options(raw: dict, base: dict, max_runs: int) -> dict:
             "k": _int(raw, "k", 2, 1, MAX_K), "seeds": _int(raw, "seeds", 3, MIN_SEEDS, MAX_VERIFY_SEEDS),
             "min_resource": _int(raw, "min_resource", 1, 1, 1000),
             "reduction_factor": _int(raw, "reduction_factor", 3, 2, 10),
-            "seed": _int(raw, "seed", base.get("seed", 0), 0, 2**32 - 1), "first": raw.get("first")}
+            "seed": _int(raw, "seed", base.get("seed", 0), 0, 2**32 - 1), "first": raw.get("first"),
+            "priority": check_priority(raw.get("priority"))}
     verify_runs = (opts["k"] + 1) * opts["seeds"]
     if verify_runs > max_runs:
         raise RecipeError.one("seeds", f"the verify sweep would train {verify_runs} runs ((k + 1) x seeds); at most "
@@ -105,6 +108,7 @@ def create(session: Session, publisher: Publisher, base: dict, space: dict, opti
     if opts["sampler"] == "grid":
         search_space.check_grid(space)
     opts["queue"] = publisher.queue  # trials go where the search was sent, whichever process asks for them
+    opts["launched_by"] = scoped_person(session)  # its trials count as this person's in the fair queue
     if opts["max_parallel"] is None:
         opts["max_parallel"] = max(1, live_workers(session, alive_within))
     name = check_name(options.get("name"), f"search: {spec.name}"[:MAX_NAME])

@@ -36,6 +36,11 @@ def scoped_project(session: Session) -> int | None:
     return session.info.get(PROJECT_KEY)
 
 
+def scoped_person(session: Session) -> int | None:
+    """The person a session's new rows are stamped with, or None."""
+    return session.info.get(PERSON_KEY)
+
+
 def _parent_project(session: Session, row) -> int | None:
     """The project a new row inherits: a sweep's or search's for its runs, the run's for a prediction."""
     with session.no_autoflush:

@@ -49,6 +49,8 @@ def add_trial_run(session: Session, search: Search, number: int, spec: dict, que
     techniques = [] if error else parse_spec(spec).techniques()
     run = create_run(session, {**spec, "name": name}, techniques=techniques, queue=queue)
     run.search_id, run.trial_number = search.id, number
+    # the search's launcher and priority: its trials share the fair queue as that person's runs
+    run.priority, run.launched_by = search.options.get("priority", "normal"), search.options.get("launched_by")
     if error:
         run.status, run.error, run.finished_at = RunStatus.failed.value, error, utcnow()
     session.flush()
