@@ -8,6 +8,7 @@ from fitboard.app.pages import (
     compare,
     datasets,
     login,
+    queue,
     run_form,
     run_manage,
     runs,
@@ -20,5 +21,5 @@ from fitboard.app.web.access import GUARD
 # Every page goes through the access check; each route declares its own rule (login pages: open).
 router = APIRouter(include_in_schema=False, dependencies=[GUARD])
 # run_form first: /runs/new must match before /runs/{run_id}; run_manage: POST /runs/bulk likewise.
-for module in (login, account, run_form, run_manage, runs, datasets, workers, compare, sweeps, searches):
+for module in (login, account, run_form, run_manage, runs, datasets, workers, queue, compare, sweeps, searches):
     router.include_router(module.router)

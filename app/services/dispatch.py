@@ -26,6 +26,7 @@ from fitboard.app.core.fairshare import decayed_usage, line, start_in
 from fitboard.app.core.settings import Settings
 from fitboard.app.services.queue import Publisher
 from fitboard.app.services.recovery import BROKER_DOWN_NOTE, publish
+from fitboard.app.services.serializers import serialize_run
 from fitboard.app.store import dispatch as store
 from fitboard.app.store.db import session_scope
 from fitboard.app.store.models import Project, Run, utcnow
@@ -160,6 +161,17 @@ def places(engine: Engine, settings: Settings, runs: list[Run]) -> dict[int, dic
                     out[r.id] = {"queue_position": i + 1, "estimated_start": _iso_in(found.start_in[i]),
                                  "held_by_quota": r.id in found.held}
     return out
+
+
+def runs_json(engine: Engine, settings: Settings, runs: list[Run], full: bool = True) -> list[dict]:
+    """Runs as the API returns them, each queued one with its queue_position and estimated_start."""
+    found = places(engine, settings, runs)
+    return [serialize_run(r, full, found.get(r.id)) for r in runs]
+
+
+def run_json(engine: Engine, settings: Settings, run: Run) -> dict:
+    """One run in full, with its place in line while queued."""
+    return runs_json(engine, settings, [run])[0]
 
 
 def overview(engine: Engine, settings: Settings, visible: set[int] | None, limit: int = 200) -> list[dict]:

@@ -145,6 +145,13 @@ def edit(session: Session, run_id: int, patch: RunPatch) -> Run:
     return run
 
 
+def set_priority(session: Session, run_id: int, priority: str) -> Run:
+    """Change a run's priority (the caller was allowed: app.web.access.may_set_priority), committed; the run."""
+    run = store.update_run(session, run_id, {"priority": check_priority(priority)})
+    session.commit()
+    return run
+
+
 def _delete_files(settings: Settings, run_id: int) -> None:
     """Remove a run's files from the artifact store. After the rows are gone: a store that fails now (an unreachable
     bucket) leaves orphan files, said in the log, never a run whose files are missing."""

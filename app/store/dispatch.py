@@ -139,9 +139,3 @@ def release_lease(session: Session, holder: str) -> None:
     stmt = (update(Lease).where(Lease.name == DISPATCH_LEASE, Lease.holder == holder)
             .values(expires_at=utcnow() - timedelta(seconds=1)))
     session.exec(stmt.execution_options(synchronize_session=False))
-
-
-def set_priority(session: Session, run_id: int, priority: str) -> None:
-    """Change a run's priority (a queued run moves in its line at once; the caller commits)."""
-    stmt = update(Run).where(Run.id == run_id).values(priority=priority)
-    session.exec(stmt.execution_options(synchronize_session=False))
