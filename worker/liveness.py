@@ -48,8 +48,8 @@ class HeartbeatThread(threading.Thread):
         """One heartbeat and one pass of each chore."""
         with session_scope(self.engine) as session:
             record_heartbeat(session, self.worker_name, socket.gethostname(), os.getpid(), self.gpu, self.gpu_memory,
-                             self.current_run)
-        for chore in (self._repair, self._reap, self._reconcile):
+                             self.current_run, queue=self.queue)
+        for chore in (self._repair, self._reap, self._dispatch, self._reconcile):
             try:
                 chore()
             except Exception:

@@ -107,11 +107,11 @@ def _lease(engine: Engine, holder: str, wait: float) -> bool:
 
 
 def dispatch(engine: Engine, publisher: Publisher, queues: list[str] | None = None, wait: float = LEASE_WAIT,
-             settings: Settings | None = None) -> tuple[list[int], str | None]:
+             settings: Settings | None = None, holder: str | None = None) -> tuple[list[int], str | None]:
     """One dispatch pass over the given queues (default: every queue with a waiting run): (ids sent, the note when
-    the broker did not take them)."""
+    the broker did not take them). holder: a caller's name for the lease when it already holds it."""
     settings = settings or settings_of(publisher)
-    holder = _holder()
+    holder = holder or _holder()
     if not _lease(engine, holder, wait):
         return [], None  # another pass is running: it, or the next reconciler pass, sends what is due
     sent, note = [], None
