@@ -301,7 +301,7 @@ def checked_patch(run_id: int, request: Request, access: Annotated[Access, Depen
 
 
 def checked_priority(run_id: int, request: Request, access: Annotated[Access, Depends(guard)],
-                     priority: Annotated[str, Form()] = "normal") -> str:
+                     priority: Annotated[str, Form(max_length=10)]) -> str:
     """A page form's priority for a run, once the caller may set it (may_set_priority); 422 for a bad value."""
     if priority not in RANK:
         raise RecipeError.one("priority", f"priority is one of high, normal, low; got {priority[:40]!r}")
