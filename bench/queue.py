@@ -11,7 +11,6 @@ function with fair share off). Prints each person's wait (p50, p95, max) and the
 from __future__ import annotations
 
 import argparse
-import heapq
 import random
 import statistics
 import sys
