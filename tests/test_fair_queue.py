@@ -141,6 +141,11 @@ def test_high_priority_goes_ahead_of_the_same_persons_normal_runs_and_members_on
     world.workers.wait_status(normal[0], "running", "succeeded", timeout=60)
     high = world.submit("alice", "urgent", priority="high")
     assert high["queue_position"] == 1 and high["priority"] == "high"
+    assert high["estimated_start"] is not None  # the running run's ETA (runs of this queue have finished: timed)
+    page = world.client.get(f"/runs/{high['id']}", headers=world.headers["alice"]).text
+    assert '<strong id="queue-position">1</strong>' in page and 'id="estimated-start"' in page
+    queue_page = world.client.get("/queue", headers=world.headers["alice"]).text
+    assert "urgent" in queue_page and 'class="badge priority-high"' in queue_page
     assert world.get(normal[2])["queue_position"] > 1
     # a member lowers their own run's priority, never raises it; nor touches another's; an admin sets any
     patch = f"/api/v1/runs/{normal[2]}"
