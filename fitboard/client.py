@@ -50,9 +50,13 @@ class Client:
     def close(self) -> None:
         self.http.close()
 
-    def submit(self, recipe) -> Run:
-        """Queue a run from a recipe (dict, YAML/JSON path or RunSpec); ValidationError names each bad field."""
-        return Run(self.http, self.http.json("POST", "runs", json=recipe_dict(recipe)))
+    def submit(self, recipe, priority: str | None = None) -> Run:
+        """Queue a run from a recipe (dict, YAML/JSON path or RunSpec), at a priority (high, normal, low; default
+        normal) in the fair queue; ValidationError names each bad field."""
+        body = recipe_dict(recipe)
+        if priority is not None:
+            body = {**body, "priority": priority}
+        return Run(self.http, self.http.json("POST", "runs", json=body))
 
     def run(self, run_id: int) -> Run:
         """One run by id; NotFound if none."""

@@ -78,7 +78,7 @@ def test_the_routes_give_every_page_a_person_opens(everything, pages):  # noqa: 
     for url in ("/runs", "/runs/new", f"/runs/{ids.runs[0]}", f"/runs/{ids.tracked}", f"/runs/{ids.queued}",
                 f"/runs/{ids.runs[0]}/ablate", f"/runs/{ids.runs[0]}/search", f"/sweeps/{ids.sweep}",
                 f"/searches/{ids.search}", "/searches", "/sweeps", "/datasets", f"/datasets/{ids.dataset}",
-                "/workers", "/compare"):
+                "/workers", "/queue", "/compare"):
         assert url in pages, (url, pages)
     assert not [u for u in pages if u.endswith((".yaml", ".js", ".json")) or "/images/" in u], pages
 

@@ -14,6 +14,7 @@ from sqlalchemy.engine import Engine
 from fitboard.app.core.settings import Settings, get_settings
 from fitboard.app.services.queue import TRAIN_TASK, Publisher, make_celery
 from fitboard.app.store.db import default_database_url, make_engine, upgrade
+from fitboard.app.store.runs import DEFAULT_QUEUE
 from fitboard.worker import tasks
 from fitboard.worker.liveness import HeartbeatThread, record_doctor_report
 
@@ -30,10 +31,11 @@ class Worker:
     stopping: threading.Event = field(default_factory=threading.Event)  # SIGTERM/Ctrl-C: the run stops at a batch
     heartbeat: HeartbeatThread | None = None
     current_run: int | None = None  # the run this worker holds; the heartbeat must never repair it away
+    queue: str = DEFAULT_QUEUE  # the queue(s) it consumes (comma-separated): the dispatcher fills them as it frees
 
     def start_heartbeat(self) -> None:
         """Heartbeat (so a dead worker's runs can be reaped by the living) and record a doctor report."""
-        heartbeat = HeartbeatThread(self.engine, self.name, self.settings, self.publisher)
+        heartbeat = HeartbeatThread(self.engine, self.name, self.settings, self.publisher, self.queue)
         self.heartbeat = heartbeat
         # A task can claim its run before worker_ready starts the heartbeat: the first repair must know that run.
         heartbeat.current_run = self.current_run
@@ -44,6 +46,7 @@ class Worker:
 
     def run(self, queue: str) -> None:
         """Migrate, then consume one task at a time in this process (solo pool)."""
+        self.queue = queue
         upgrade(default_database_url(self.settings))
         self.celery.worker_main(["worker", "--pool", "solo", "--concurrency", "1", "--queues", queue,
                                  "--hostname", f"fitboard-{os.getpid()}@%h", "--loglevel", "INFO",

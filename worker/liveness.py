@@ -1,5 +1,6 @@
 """Worker liveness: the HeartbeatThread says this worker is alive (and what it runs), repairs its own runs,
-requeues the runs of workers gone silent, and runs the reconciler when it holds the lease."""
+requeues the runs of workers gone silent, asks the dispatcher for work while idle, and runs the reconciler when it
+holds the lease."""
 from __future__ import annotations
 
 import logging
@@ -12,6 +13,7 @@ import torch
 from sqlalchemy.engine import Engine
 
 from fitboard.app.core.settings import Settings
+from fitboard.app.services.dispatch import dispatch
 from fitboard.app.services.queue import Publisher
 from fitboard.app.services.recovery import reconcile
 from fitboard.app.store.db import session_scope
@@ -35,9 +37,10 @@ class HeartbeatThread(threading.Thread):
 
     Each chore is tried on its own: a database or broker that is down fails that chore for this beat only."""
 
-    def __init__(self, engine: Engine, name: str, settings: Settings, publisher: Publisher):
+    def __init__(self, engine: Engine, name: str, settings: Settings, publisher: Publisher, queue: str | None = None):
         super().__init__(name="fitboard-heartbeat", daemon=True)
         self.engine, self.worker_name, self.settings, self.publisher = engine, name, settings, publisher
+        self.queue = queue or publisher.queue  # the queue(s) it consumes, comma-separated
         self.current_run: int | None = None
         self.gpu, self.gpu_memory = gpu_info()
 
@@ -45,8 +48,8 @@ class HeartbeatThread(threading.Thread):
         """One heartbeat and one pass of each chore."""
         with session_scope(self.engine) as session:
             record_heartbeat(session, self.worker_name, socket.gethostname(), os.getpid(), self.gpu, self.gpu_memory,
-                             self.current_run)
-        for chore in (self._repair, self._reap, self._reconcile):
+                             self.current_run, queue=self.queue)
+        for chore in (self._repair, self._reap, self._dispatch, self._reconcile):
             try:
                 chore()
             except Exception:
@@ -65,6 +68,12 @@ class HeartbeatThread(threading.Thread):
             lost = reap_lost_workers(session, self.settings.worker_lost_after)
         if lost:
             log.warning("runs of lost workers: %s", lost)
+
+    def _dispatch(self) -> None:
+        """While idle (the first beat at start-up too), have the dispatcher send this worker's queues what they can
+        start now; a pass already running elsewhere is left to do it."""
+        if self.current_run is None:
+            dispatch(self.engine, self.publisher, self.queue.split(","), wait=0.0, settings=self.settings)
 
     def _reconcile(self) -> None:
         """Send queued runs whose message may be gone (only the lease holder acts)."""

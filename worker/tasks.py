@@ -15,7 +15,7 @@ from fitboard.app.core.artifacts import store_for
 from fitboard.app.core.events import ResultEvent
 from fitboard.app.core.schemas import DatasetSpec, RunSpec
 from fitboard.app.core.status import RunStatus
-from fitboard.app.services.recovery import publish
+from fitboard.app.services.dispatch import dispatch
 from fitboard.app.services.runs import registry_for
 from fitboard.app.services.search_driver import after_run
 from fitboard.app.store.db import session_scope
@@ -77,10 +77,18 @@ def _stopped(worker: Worker, run) -> str:
         return requeue_run(session, run.id, reason, worker=worker.name)
 
     status = _until_written(worker, f"run {run.id}", settle)
-    if status == RunStatus.queued:  # on to another worker at once (the reconciler would, a heartbeat later)
-        with session_scope(worker.engine) as session:
-            publish(session, worker.publisher, [(run.id, run.queue)])
+    if status == RunStatus.queued:  # back in line: on to a free worker at once (the reconciler would, a beat later)
+        _dispatch(worker, [run.queue])
     return status
+
+
+def _dispatch(worker: Worker, queues: list[str]) -> None:
+    """Have the dispatcher send what free workers can start (this one included, once its run ended); a broker or
+    database that fails here is left to the next heartbeat and the reconciler."""
+    try:
+        dispatch(worker.engine, worker.publisher, queues, settings=worker.settings)
+    except Exception:
+        log.exception("dispatch after a run failed")
 
 
 def train_run(worker: Worker, run_id: int) -> str:
@@ -104,6 +112,7 @@ def train_run(worker: Worker, run_id: int) -> str:
     finally:
         _set_current(worker, None)
         after_run(worker.engine, worker.publisher, run)  # a trial ended: its search asks for the next
+        _dispatch(worker, sorted({run.queue, *worker.queue.split(",")}))  # this worker is free: fill its queue
 
 
 def _store_files(worker: Worker, run_id: int, result: ResultEvent) -> dict[str, int]:

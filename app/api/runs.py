@@ -14,10 +14,11 @@ from fitboard.app.core.artifacts import store_for
 from fitboard.app.core.bodies import RetryIn
 from fitboard.app.core.errors import RecipeError, RunNotFound
 from fitboard.app.core.events import EpochEvent
-from fitboard.app.core.run_meta import MAX_TAG, TAG_REGEX, RunPatch, check_tag
+from fitboard.app.core.run_meta import MAX_TAG, TAG_REGEX, check_tag
 from fitboard.app.core.schemas import MAX_ID
 from fitboard.app.core.status import RunStatus
 from fitboard.app.services import runs
+from fitboard.app.services.dispatch import run_json, runs_json
 from fitboard.app.services.serializers import (
     AttemptOut,
     CancelOut,
@@ -29,10 +30,9 @@ from fitboard.app.services.serializers import (
     serialize_attempt,
     serialize_epoch,
     serialize_lr_find,
-    serialize_run,
 )
 from fitboard.app.store.run_list import COUNT_LIMIT, MAX_CURSOR, MAX_OFFSET, BadCursor
-from fitboard.app.web.access import AccessDep, needs
+from fitboard.app.web.access import AccessDep, CheckedPatch, needs
 from fitboard.app.web.deps import PublisherDep, SessionDep, SettingsDep
 from fitboard.app.web.sse import resume_point, run_events, stream_slot
 
@@ -55,12 +55,12 @@ def post_runs(access: AccessDep, session: SessionDep, settings: SettingsDep, pub
     queued_note when the broker is unreachable: the run is stored and is sent when the broker is back."""
     run, note = runs.submit(session, publisher, payload, settings.data_root)
     access.note("launch", f"run {run.id}")
-    return stored(serialize_run(run), note)
+    return stored(run_json(session.get_bind(), settings, run), note)
 
 
 @router.get("/runs", response_model=RunPage, responses=errors(422))
 @needs("read")
-def get_runs(session: SessionDep, status: list[RunStatus] | None = Query(None),
+def get_runs(session: SessionDep, settings: SettingsDep, status: list[RunStatus] | None = Query(None),
              dataset: str | None = Query(None, max_length=1024), name: str | None = Query(None, max_length=200),
              tag: str | None = Query(None, max_length=MAX_TAG, description="only runs with this tag",
                                      json_schema_extra={"pattern": TAG_REGEX}),
@@ -85,7 +85,7 @@ def get_runs(session: SessionDep, status: list[RunStatus] | None = Query(None),
                           cursor=cursor)
     except BadCursor as exc:
         raise RecipeError.one("cursor", str(exc)) from None
-    page = {"items": [serialize_run(r, full=detail) for r in found.items], "total": found.total,
+    page = {"items": runs_json(session.get_bind(), settings, found.items, full=detail), "total": found.total,
             "total_at_least": COUNT_LIMIT + 1 if found.total is None else found.total, "limit": limit,
             "offset": offset, "next_cursor": found.next_cursor, "prev_cursor": found.prev_cursor}
     # In full the items carry more than RunSummary: sent as they are (response_model would trim them to a summary).
@@ -102,13 +102,17 @@ def _query_tag(tag: str) -> str:
 
 @router.patch("/runs/{run_id}", response_model=RunOut, responses={**WRITE_ERRORS, **errors(404)})
 @needs("member")
-def patch_run(run_id: RunId, request: Request, access: AccessDep, session: SessionDep, patch: RunPatch = Body(...)):
-    """Rename a run, replace its notes (plain text) or tags, archive or unarchive it; fields left out stay."""
+def patch_run(run_id: RunId, request: Request, access: AccessDep, session: SessionDep, settings: SettingsDep,
+              patch: CheckedPatch):
+    """Rename a run, replace its notes (plain text) or tags, archive or unarchive it, change its priority (admins:
+    any; members: lower their own runs'); fields left out stay."""
     run = runs.edit(session, run_id, patch)
     request.app.state.run_cache.invalidate(run_id)
     if patch.archived is not None:
         access.note("archive" if patch.archived else "unarchive", f"run {run_id}")
-    return serialize_run(run)
+    if patch.priority is not None:
+        access.note(f"priority {patch.priority}", f"run {run_id}")
+    return run_json(session.get_bind(), settings, run)
 
 
 @router.delete("/runs/{run_id}", response_model=DeletedOut, responses={**errors(403, 404, 409, 422)})
@@ -125,9 +129,10 @@ def delete_run(run_id: RunId, request: Request, session: SessionDep, settings: S
 # call); this handler answers cookie sessions, misses and 404s.
 @router.get("/runs/{run_id}", response_model=RunOut, responses=errors(404, 422))
 @needs("read")
-def get_run(run_id: RunId, session: SessionDep):
-    """One run: status, spec, live progress, result (metrics, tta, best) and error."""
-    return serialize_run(runs.get(session, run_id))
+def get_run(run_id: RunId, session: SessionDep, settings: SettingsDep):
+    """One run: status, spec, live progress, result (metrics, tta, best) and error; while queued, its
+    queue_position (1 = next to start) and estimated_start."""
+    return run_json(session.get_bind(), settings, runs.get(session, run_id))
 
 
 @router.get("/runs/{run_id}/epochs", response_model=list[EpochEvent],
@@ -187,12 +192,12 @@ def post_run_cancel(run_id: RunId, request: Request, session: SessionDep, settin
 @router.post("/runs/{run_id}/retry", response_model=RunOut, responses={**errors(403, 404, 409, 422), **QUEUED_LATER})
 @needs("member", audit="retry")
 def post_run_retry(run_id: RunId, request: Request, session: SessionDep, publisher: PublisherDep,
-                   body: RetryIn | None = None):
+                   settings: SettingsDep, body: RetryIn | None = None):
     """Queue a failed or cancelled run again under its id: from its last epoch checkpoint (its rows kept) or from
     scratch (rows cleared); 409 for a queued, running or succeeded run."""
     run, note = runs.retry(session, publisher, run_id, from_checkpoint=body is None or body.start == "checkpoint")
     request.app.state.run_cache.invalidate(run_id)
-    return stored(serialize_run(run), note, status_code=200)
+    return stored(run_json(session.get_bind(), settings, run), note, status_code=200)
 
 
 async def existing_run(run_id: RunId, access: AccessDep) -> int:

@@ -27,7 +27,7 @@ def post_sweeps(access: AccessDep, session: SessionDep, settings: SettingsDep, p
     data = body.model_dump(mode="json", include={"vary"})
     sweep, queued, note = sweeps.create(session, publisher, body.base.model_dump(mode="json"), data["vary"],
                                         body.seeds, body.mode, settings.data_root,
-                                        settings.max_sweep_runs)
+                                        settings.max_sweep_runs, body.priority)
     access.note("launch", f"sweep {sweep.id} ({len(queued)} runs)")
     return _answer(sweeps.report(session, sweep.id), queued, note)
 

@@ -11,6 +11,8 @@ from fitboard.app.core.schemas import DatasetSpec, Name, RunSpec, text
 from fitboard.app.core.search_space import INT_LIMIT, MAX_PARAMS
 from fitboard.app.core.sweep_plan import MAX_VALUES
 
+Priority = Annotated[Literal["high", "normal", "low"], Field(description="where its runs stand in the fair queue: "
+                                                                       "high ones start first")]
 MAX_ITEMS = 32  # items in one list or object inside a choice
 Whole = Annotated[int, Field(ge=-INT_LIMIT, le=INT_LIMIT)]
 Finite = Annotated[float, Field(allow_inf_nan=False)]
@@ -116,6 +118,7 @@ class SearchOptions(_Strict):
     seed: Annotated[int, Field(ge=0, lt=2**32)] | None = None
     first: Annotated[list[Annotated[dict[FieldPath, Choice], Field(min_length=1, max_length=MAX_PARAMS)]],
                      Field(max_length=MAX_VALUES)] | None = None
+    priority: Priority | None = None  # its trials' and its verify sweep's place in the fair queue (default normal)
 
 
 class SearchIn(_Strict):
@@ -144,6 +147,7 @@ class SweepIn(_Strict):
     vary: Annotated[dict[FieldPath, Choices], Field(min_length=1, max_length=MAX_VARIED)]
     seeds: Seeds = [0, 1, 2]
     mode: Literal["grid", "one_at_a_time"] = "one_at_a_time"
+    priority: Priority = "normal"
 
 
 class SeedsIn(_Strict):

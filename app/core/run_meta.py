@@ -1,8 +1,9 @@
-"""What people add to a run after submitting it: a new name, plain-text notes, tags, the archived flag."""
+"""What people add to a run after submitting it: a new name, plain-text notes, tags, the archived flag, and what
+they change of its place in the queue: its priority."""
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
@@ -67,6 +68,9 @@ class RunPatch(BaseModel):
                     Field(max_length=MAX_TAGS, description="replaces the run's tags; [] clears"),
                     AfterValidator(_tags)] = None
     archived: Annotated[bool, Field(strict=True)] = None  # true or false: 0, 1 and "yes" are refused
+    # its place in the fair queue: admins set any; a member may only lower the priority of a run they launched
+    priority: Annotated[Literal["high", "normal", "low"], Field(description="high, normal or low: admins set any; "
+                                                                            "members lower their own runs'")] = None
 
     def changes(self) -> dict:
         """The fields the caller sent."""

@@ -3,9 +3,12 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from fitboard.app.core.fairshare import parse_quotas
 
 
 class Settings(BaseSettings):
@@ -29,6 +32,13 @@ class Settings(BaseSettings):
     worker_lost_after: float = 60.0  # a running run whose worker is silent this long is requeued (or failed)
     republish_after: float = 300.0  # a queued run no worker took for this long is sent to the broker again
     reconcile_interval: float = 10.0  # how often the web process runs the reconciler (workers: every heartbeat)
+    # The fair queue (docs/queue.md): whose GPU-seconds are shared fairly (person, project, or off: priority then
+    # age), how fast past use is forgotten (its half-life in seconds), the most running runs per project
+    # ("vision=2,nlp=4"; unlisted projects: no limit), and the messages sent ahead per idle worker.
+    fair_share: Literal["person", "project", "off"] = "person"
+    fair_share_half_life: float = Field(24 * 3600.0, gt=0)
+    project_quotas: str | None = None
+    dispatch_buffer: int = Field(1, ge=0, le=16)
     write_retry_seconds: float = 600.0  # a worker retries a failed epoch-row write this long before failing the run
     retry_backoff_max: float = 30.0  # the longest wait between two tries of a worker's retried write or upload
     max_sweep_runs: int = 256  # variants x seeds of one sweep
@@ -55,6 +65,18 @@ class Settings(BaseSettings):
     cache_max_gb: float = 50.0  # the presize cache's size bound; the least recently used sets are evicted past it
     download_weights: bool = False  # a run missing its pretrained weights downloads them once (else fails at once)
     weights_mirror: str | None = None  # an internal HTTP mirror of torchvision's weight files (air-gapped fleets)
+
+    @field_validator("project_quotas")
+    @classmethod
+    def _quotas(cls, value: str | None) -> str | None:
+        """NAME=N pairs, checked at start-up."""
+        parse_quotas(value)
+        return value
+
+    @property
+    def quotas(self) -> dict[str, int]:
+        """project name -> the most running runs it may have."""
+        return parse_quotas(self.project_quotas)
 
     @model_validator(mode="after")
     def _resolve_paths(self) -> "Settings":

@@ -9,6 +9,7 @@ from fitboard.app.pages import (
     datasets,
     login,
     projects,
+    queue,
     run_form,
     run_manage,
     runs,
@@ -21,5 +22,6 @@ from fitboard.app.web.access import GUARD
 # Every page goes through the access check; each route declares its own rule (login pages: open).
 router = APIRouter(include_in_schema=False, dependencies=[GUARD])
 # run_form first: /runs/new must match before /runs/{run_id}; run_manage: POST /runs/bulk likewise.
-for module in (login, account, projects, run_form, run_manage, runs, datasets, workers, compare, sweeps, searches):
+for module in (login, account, projects, run_form, run_manage, runs, datasets, workers, queue, compare, sweeps,
+               searches):
     router.include_router(module.router)

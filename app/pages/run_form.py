@@ -64,9 +64,10 @@ def post_run_form(request: Request, access: AccessDep, session: SessionDep, sett
                   publisher: PublisherDep,
                   data: FormData):
     """Store and queue the run the form describes, or show each problem beside its field."""
-    form = forms.form_from_post(data)
+    form = {**forms.form_from_post(data), "priority": data.get("priority") or "normal"}
     try:
-        run, note = runs.submit(session, publisher, forms.recipe_from_form(form), settings.data_root)
+        recipe = {**forms.recipe_from_form(form), "priority": data.get("priority") or "normal"}
+        run, note = runs.submit(session, publisher, recipe, settings.data_root)
     except RecipeError as exc:
         session.rollback()
         return _form_page(request, session, settings, form, forms.field_errors(exc.problems), 422,

@@ -13,11 +13,11 @@ from fitboard.app.core.schemas import MAX_ID
 from fitboard.app.core.status import FINISHED, STATUSES, RunStatus
 from fitboard.app.pages.render import FormData, PageId, redirect, render
 from fitboard.app.pages.wording import attempt_ending, attempts_seconds, describe_stage, describe_techniques
-from fitboard.app.services import datasets, error_images, runs, sweeps
+from fitboard.app.services import datasets, dispatch, error_images, runs, sweeps
 from fitboard.app.services.serializers import serialize_epoch, serialize_lr_find
 from fitboard.app.store.models import utcnow
 from fitboard.app.store.run_list import COUNT_LIMIT, MAX_CURSOR, MAX_OFFSET, BadCursor
-from fitboard.app.web.access import AccessDep, needs
+from fitboard.app.web.access import AccessDep, CheckedPriority, needs
 from fitboard.app.web.deps import PublisherDep, SessionDep, SettingsDep
 
 router = APIRouter()
@@ -66,6 +66,7 @@ def get_runs(request: Request, session: SessionDep, status: list[str] = Query([]
     names = sorted(set(runs.dataset_names(session)) | {d.name for d in datasets.registered(session)})
     items = found.items
     return render(request, "runs.html", runs=items, groups=group_by_sweep(session, items), total=found.total,
+                  places=dispatch.places(session.get_bind(), request.app.state.settings, items),
                   count_limit=COUNT_LIMIT, running_for=running_for(items, utcnow()),
                   params=params, sort=sort, order=order,
                   back=request.url.path + query(params, offset=offset or None, cursor=cursor or None),
@@ -114,7 +115,8 @@ def run_page(request: Request, session, run_id: int, message: str | None = None,
             "plan": [s.get("epochs") for s in spec.get("stages") or []],  # epochs per stage: "epoch e of E"
             "statuses": {s.name: s.value for s in RunStatus}, "finished_statuses": [s.value for s in FINISHED]}
     attempts = runs.attempts(session, run_id)
-    return render(request, "run.html", status_code, run=run, spec=spec, result=result, progress=progress,
+    place = dispatch.places(session.get_bind(), request.app.state.settings, [run]).get(run.id)
+    return render(request, "run.html", status_code, run=run, spec=spec, result=result, progress=progress, place=place,
                   attempts=attempts, attempt_ending=attempt_ending,
                   total_seconds=attempts_seconds(attempts, run.finished_at),
                   stages=stages, techniques=describe_techniques(spec) if spec else [], epochs=epochs,
@@ -150,6 +152,18 @@ def post_run_cancel(request: Request, access: AccessDep, session: SessionDep, se
     access.note("cancel", f"run {run_id}")
     request.session["notice"] = ("Run cancelled before it started." if status == RunStatus.cancelled
                                  else "Asked the worker to stop at the next batch.")
+    return redirect(f"/runs/{run_id}")
+
+
+@router.post("/runs/{run_id}/priority")
+@needs("member")
+def post_run_priority(request: Request, access: AccessDep, session: SessionDep, run_id: PageId,
+                      priority: CheckedPriority):
+    """Change a run's priority (admins: any; members: lower their own runs'), back to its page."""
+    runs.set_priority(session, run_id, priority)
+    request.app.state.run_cache.invalidate(run_id)
+    access.note(f"priority {priority}", f"run {run_id}")
+    request.session["notice"] = f"Priority set to {priority}."
     return redirect(f"/runs/{run_id}")
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from celery import Celery
 
-from fitboard.app.core.settings import Settings
+from fitboard.app.core.settings import Settings, get_settings
 from fitboard.app.store.runs import DEFAULT_QUEUE
 
 TRAIN_TASK = "fitboard.train_run"
@@ -22,6 +22,7 @@ def make_celery(settings: Settings) -> Celery:
     if url.startswith("sqla+sqlite"):
         transport = {"connect_args": {"timeout": 30}}  # SQLite busy timeout: several workers poll one file
     app = Celery("fitboard", broker=url, set_as_current=False)
+    app.fitboard_settings = settings  # the dispatcher's policy settings travel with the publisher
     app.conf.update(
         task_serializer="json", accept_content=["json"], result_serializer="json",
         task_ignore_result=True, task_acks_late=True, task_reject_on_worker_lost=True,
@@ -42,6 +43,20 @@ class Publisher:
 
     def __init__(self, celery: Celery, queue: str = DEFAULT_QUEUE):
         self.celery, self.queue = celery, queue  # queue: where new runs go
+
+    @property
+    def settings(self) -> Settings:
+        """The settings its Celery app was made with (the environment's for one made elsewhere)."""
+        return getattr(self.celery, "fitboard_settings", None) or get_settings()
+
+    def reachable(self) -> bool:
+        """Whether the broker answers now (one quick connection; a submit that sent nothing says so)."""
+        try:
+            with self.celery.connection_for_write() as conn:
+                conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0.5, interval_max=0.5)
+            return True
+        except Exception:  # as for publish: any failure means "not reachable"
+            return False
 
     def publish(self, run_id: int, queue: str | None = None) -> None:
         """Send one run's message (to its own queue when given); raises when the broker does not take it."""

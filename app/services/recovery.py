@@ -39,13 +39,17 @@ def publish(session: Session, publisher: Publisher, runs: list[tuple[int, str]],
 
 
 def publish_committed(session: Session, publisher: Publisher, runs: list[Run]) -> str | None:
-    """Commit the stored runs, then publish them (a worker must never see a run id before its row exists)."""
+    """Commit the stored runs, then dispatch their queues (a worker must never see a run id before its row exists):
+    they are sent as free workers can start them, in the fair queue's order; the note says when the broker is down."""
+    queues = sorted({r.queue for r in runs})
     session.commit()
-    return publish(session, publisher, [(r.id, r.queue) for r in runs])
+    from fitboard.app.services.dispatch import dispatch_stored  # imported here: dispatch sends through publish()
+    return dispatch_stored(session.get_bind(), publisher, queues)
 
 
 def reconcile(engine: Engine, publisher: Publisher, settings: Settings, holder: str, every: float) -> list[int]:
-    """One reconciler pass, if this process holds the lease: (re)send every queued run whose message may be gone.
+    """One reconciler pass, if this process holds the lease: send again every queued run whose message may be gone,
+    and dispatch what free workers can start.
     `every` is how often the caller runs a pass; the lease outlives three of them, so a holder that dies hands
     over within that. Returns the ids sent."""
     with session_scope(engine) as session:
@@ -58,9 +62,12 @@ def reconcile(engine: Engine, publisher: Publisher, settings: Settings, holder: 
     with session_scope(engine) as session:
         due = recovery.due_for_publish(session, settings.republish_after, settings.worker_lost_after)
         if due:
-            log.info("reconciler: sending runs %s", [run_id for run_id, _ in due])
+            log.info("reconciler: sending runs %s again", [run_id for run_id, _ in due])
             publish(session, publisher, due, republished=True)
+    # Waiting runs go out as workers free up; a dispatch a process never finished (it died) is made up for here.
+    from fitboard.app.services.dispatch import dispatch  # imported here: dispatch imports this module
+    sent, _ = dispatch(engine, publisher, wait=0.0, settings=settings)
     # Searches move on from the database too: a trial whose worker's own pass never ran (it died) is told here.
     from fitboard.app.services.search_driver import drive  # imported here: search_driver imports this module
     drive(engine, publisher)
-    return [run_id for run_id, _ in due]
+    return [run_id for run_id, _ in due] + sent

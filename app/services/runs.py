@@ -11,6 +11,7 @@ from sqlmodel import Session
 from fitboard.app.core.artifacts import ArtifactStore, store_for
 from fitboard.app.core.datasets import ResolvedDataset, resolve_dataset
 from fitboard.app.core.errors import NotFound
+from fitboard.app.core.fairshare import check_priority
 from fitboard.app.core.run_meta import RunPatch
 from fitboard.app.core.schemas import DatasetSpec, RunSpec, parse_spec
 from fitboard.app.core.settings import Settings
@@ -43,16 +44,29 @@ def validate_recipe(session: Session, data: dict | RunSpec, data_root: Path) -> 
     return spec, resolve_dataset(spec.dataset, data_root, seed=spec.seed, registry=registry_for(session))
 
 
-def store_run(session: Session, data: dict | RunSpec, data_root: Path, queue: str = DEFAULT_QUEUE) -> Run:
+def store_run(session: Session, data: dict | RunSpec, data_root: Path, queue: str = DEFAULT_QUEUE,
+              priority: str = "normal") -> Run:
     """Validate and add a queued run (not yet committed); nothing is stored when the recipe or dataset is refused."""
     spec, dataset = validate_recipe(session, data, data_root)
-    return store.create_run(session, spec.model_dump(mode="json"), name=spec.name, dataset=dataset.name,
-                            techniques=spec.techniques(), queue=queue)
+    run = store.create_run(session, spec.model_dump(mode="json"), name=spec.name, dataset=dataset.name,
+                           techniques=spec.techniques(), queue=queue)
+    run.priority = check_priority(priority)
+    return run
+
+
+def split_priority(data: dict | RunSpec) -> tuple[dict | RunSpec, str]:
+    """A submitted body's recipe and its priority (a field beside the recipe's; default normal)."""
+    if not isinstance(data, dict) or "priority" not in data:
+        return data, "normal"
+    data = dict(data)
+    return data, check_priority(data.pop("priority"))
 
 
 def submit(session: Session, publisher: Publisher, data: dict | RunSpec, data_root: Path) -> tuple[Run, str | None]:
-    """Validate, store, commit and publish one run; the note says when the broker could not take it yet."""
-    run = store_run(session, data, data_root, publisher.queue)
+    """Validate, store, commit and dispatch one run (a `priority` may stand beside the recipe's fields); the note
+    says when the broker could not take it yet."""
+    data, priority = split_priority(data)
+    run = store_run(session, data, data_root, publisher.queue, priority)
     return run, publish_committed(session, publisher, [run])
 
 
@@ -127,6 +141,13 @@ def attempts(session: Session, run_id: int) -> list[RunAttempt]:
 def edit(session: Session, run_id: int, patch: RunPatch) -> Run:
     """Rename, annotate, tag, archive or unarchive a run, committed; the run afterwards."""
     run = store.update_run(session, run_id, patch.changes())
+    session.commit()
+    return run
+
+
+def set_priority(session: Session, run_id: int, priority: str) -> Run:
+    """Change a run's priority (the caller was allowed: app.web.access.may_set_priority), committed; the run."""
+    run = store.update_run(session, run_id, {"priority": check_priority(priority)})
     session.commit()
     return run
 

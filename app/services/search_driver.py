@@ -251,10 +251,10 @@ def _start_verify(engine: Engine, publisher: Publisher, search: Search, study: o
                 vary[path].append(value)
     specs = variant_specs(search.base, variants)
     with session_scope(engine) as session:
-        # The verify sweep and its runs: the search's project, launched by whoever launched the search.
+        # The verify sweep and its runs: the search's project and priority, launched by whoever launched the search.
         scope_session(session, search.project_id, search.launched_by)
         sweep = store_sweep(session, f"verify: {search.name}"[:200], search.base, vary, "grid", verify_seeds(search),
-                            variants)
+                            variants, search.options.get("priority", "normal"))
         store.set_state(session, search.id, SearchStatus.verifying, None, verify_sweep_id=sweep.id)
         store_and_publish(session, publisher, sweep, specs, sweep.seeds)
     log.info("search %s: budget spent; verify sweep %s started", search.id, sweep.id)

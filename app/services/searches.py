@@ -14,6 +14,7 @@ from sqlmodel import Session
 
 from fitboard.app.core import search_space
 from fitboard.app.core.errors import RecipeError
+from fitboard.app.core.fairshare import check_priority
 from fitboard.app.core.schemas import MAX_NAME, Name, problems_from
 from fitboard.app.core.status import LIVE, SEARCH_ACTIVE, RunStatus, SearchStatus
 from fitboard.app.core.variant_words import variant_name
@@ -63,7 +64,8 @@ def check_options(raw: dict, base: dict, max_runs: int) -> dict:
             "k": _int(raw, "k", 2, 1, MAX_K), "seeds": _int(raw, "seeds", 3, MIN_SEEDS, MAX_VERIFY_SEEDS),
             "min_resource": _int(raw, "min_resource", 1, 1, 1000),
             "reduction_factor": _int(raw, "reduction_factor", 3, 2, 10),
-            "seed": _int(raw, "seed", base.get("seed", 0), 0, 2**32 - 1), "first": raw.get("first")}
+            "seed": _int(raw, "seed", base.get("seed", 0), 0, 2**32 - 1), "first": raw.get("first"),
+            "priority": check_priority(raw.get("priority"))}
     verify_runs = (opts["k"] + 1) * opts["seeds"]
     if verify_runs > max_runs:
         raise RecipeError.one("seeds", f"the verify sweep would train {verify_runs} runs ((k + 1) x seeds); at most "

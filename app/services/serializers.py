@@ -107,6 +107,12 @@ class RunSummary(_Out):
     trial_number: int | None = Field(None, description="its Optuna trial number within the search")
     kind: Literal["queued", "tracked"] = Field("queued", description="queued: trained by a worker from its recipe; "
                                                "tracked: trained elsewhere (FitboardCallback), rows sent over the API")
+    priority: Literal["high", "normal", "low"] = Field("normal", description="the fair queue starts higher ones first")
+    queue: str = Field("fitboard", description="the worker queue it waits in or ran from")
+    queue_position: int | None = Field(None, description="while queued: its place in its worker queue's line, 1 = "
+                                                         "the next to start (docs/queue.md); null otherwise")
+    estimated_start: IsoTime = Field(None, description="while queued: when it should start, from the running runs' "
+                                                       "ETAs and the queue's typical run length; null when unknown")
 
 
 class RunOut(RunSummary):
@@ -191,6 +197,31 @@ class WorkerOut(_Out):
     last_seen: IsoTime
     doctor: dict[str, Any] | None = Field(None, description="the `fitboard doctor` report the worker made at start: "
                                           "host, at, ok, counts by status, and each check's name, status, detail, fix")
+
+
+class QueuedEntry(_Out):
+    """A waiting run's place in its queue's line (run_id, name, person and project null for another project's)."""
+
+    position: int = Field(description="1 = the next to start")
+    run_id: int | None
+    name: str | None
+    priority: Literal["high", "normal", "low"]
+    person: str | None = Field(description="who launched it (null: the local admin, a token, or hidden)")
+    project: str | None
+    sent: bool = Field(description="its message is in the broker: a free worker is about to take it")
+    held_by_quota: bool = Field(description="its project already runs as many runs as its quota allows")
+    estimated_start: IsoTime = Field(description="when it should start; null when unknown")
+    waiting_since: IsoTime
+
+
+class QueueOut(_Out):
+    """One worker queue: its live workers and its waiting runs in the order they will start."""
+
+    queue: str
+    workers: int = Field(description="live workers consuming this queue")
+    idle_workers: int
+    waiting: int = Field(description="runs waiting in it (the line lists the first 200)")
+    runs: list[QueuedEntry]
 
 
 class ClassProbability(_Out):
@@ -301,9 +332,13 @@ def _run_result(run: Run) -> dict | None:
             "error": run.error}
 
 
-def serialize_run(run: Run, full: bool = True) -> dict:
-    """A run as the API returns it; full adds spec, progress, result and traceback."""
-    who = {"project": owner_names(run)[0], "launched_by": owner_names(run)[1]}
+def serialize_run(run: Run, full: bool = True, place: dict | None = None) -> dict:
+    """A run as the API returns it; full adds spec, progress, result and traceback; place: its queue_position and
+    estimated_start while queued (fitboard.app.services.dispatch.places)."""
+    place = place or {}
+    who = {"project": owner_names(run)[0], "launched_by": owner_names(run)[1],
+           "priority": run.priority or "normal", "queue": run.queue or "fitboard",
+           "queue_position": place.get("queue_position"), "estimated_start": place.get("estimated_start")}
     if not full:
         return _dump(RunSummary, run, tags=run.tag_list, kind=run.kind or "queued", **who)
     data = _dump(RunOut, run, tags=run.tag_list, kind=run.kind or "queued", result=_run_result(run), **who)

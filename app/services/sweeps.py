@@ -7,6 +7,7 @@ from sqlmodel import Session
 
 from fitboard.app.core.datasets import resolve_dataset
 from fitboard.app.core.errors import RecipeError
+from fitboard.app.core.fairshare import check_priority
 from fitboard.app.core.stats import MIN_SEEDS, verdict
 from fitboard.app.core.sweep_plan import check_seeds, check_size, check_vary, plan_variants, variant_specs
 from fitboard.app.core.variant_words import variant_words
@@ -46,11 +47,12 @@ def store_and_publish(session: Session, publisher: Publisher, sweep: Sweep, spec
 
 
 def create(session: Session, publisher: Publisher, base: dict, vary: dict, seeds: list[int], mode: str,
-           data_root: Path, max_runs: int) -> tuple[Sweep, list[Run], str | None]:
+           data_root: Path, max_runs: int, priority: str = "normal") -> tuple[Sweep, list[Run], str | None]:
     """Validate the base, the varied fields, their datasets and the size; store the sweep and one run per variant
     and seed, committed and published in batches. The note says when the broker could not take them yet."""
     if mode not in MODES:
         raise RecipeError.one("mode", "mode must be 'grid' or 'one_at_a_time'")
+    priority = check_priority(priority)
     seeds = check_seeds(seeds)
     if len(seeds) < MIN_SEEDS:  # the report could give no interval: a verdict that cannot tell change from noise
         raise RecipeError.one("seeds", f"give at least {MIN_SEEDS} seeds: with fewer, the paired difference to the "
@@ -64,7 +66,7 @@ def create(session: Session, publisher: Publisher, base: dict, vary: dict, seeds
     _check_datasets(session, vary, data_root)
     variants = plan_variants(base, vary, mode)
     specs = variant_specs(base, variants)
-    sweep = store.store_sweep(session, spec.name, base, vary, mode, seeds, variants)
+    sweep = store.store_sweep(session, spec.name, base, vary, mode, seeds, variants, priority)
     runs, note = store_and_publish(session, publisher, sweep, specs, seeds)
     return sweep, runs, note
 

@@ -7,6 +7,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
+from fitboard.app.core.fairshare import PRIORITIES
 from fitboard.app.core.status import (
     PREDICTION_STATUSES,
     SEARCH_STATUSES,
@@ -77,6 +78,11 @@ def _launcher_fk() -> Any:
     return sa.Column(sa.Integer(), sa.ForeignKey("person.id", ondelete="SET NULL"), nullable=True)
 
 
+def _priority() -> Any:
+    """A run's or sweep's priority: high, normal (default) or low."""
+    return sa.Column(sa.String(8), nullable=False, server_default="normal")
+
+
 class Project(SQLModel, table=True):
     """A team's space: it owns runs, sweeps, searches, datasets, tracked runs and predictions."""
 
@@ -126,7 +132,9 @@ class Run(SQLModel, table=True):
     # AUTOINCREMENT: SQLite never hands a deleted run's id to a new run.
     __table_args__ = (sa.CheckConstraint(f"status IN ({', '.join(repr(s) for s in STATUSES)})", name="status"),
                       sa.CheckConstraint(f"kind IN ({', '.join(repr(k) for k in RUN_KINDS)})", name="kind"),
+                      sa.CheckConstraint(f"priority IN ({', '.join(repr(p) for p in PRIORITIES)})", name="priority"),
                       *(sa.Index(name, *cols) for name, cols in LIST_INDEXES.items()),
+                      sa.Index("ix_run_waiting", "status", "queue", "published_at"),  # the dispatcher's reads
                       {"sqlite_autoincrement": True})
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(sa_column=sa.Column(sa.String(200), nullable=False))
@@ -177,6 +185,8 @@ class Run(SQLModel, table=True):
     project_id: int | None = Field(default=None, sa_column=_project_fk())
     # the person who launched it (None: before people existed, the local admin or the site token)
     launched_by: int | None = Field(default=None, sa_column=_launcher_fk())
+    # high, normal or low: the dispatcher starts higher ones first, then shares fairly between people
+    priority: str = Field(default="normal", sa_column=_priority())
 
     @property
     def tag_list(self) -> list[str]:
@@ -208,7 +218,7 @@ class RunAttempt(SQLModel, table=True):
     attempt: int = Field(sa_column=sa.Column(sa.Integer(), primary_key=True))
     worker: str = Field(sa_column=sa.Column(sa.String(200), nullable=False))
     started_at: datetime = Field(default_factory=utcnow, sa_column=_when(nullable=False))
-    ended_at: datetime | None = Field(default=None, sa_column=_when())
+    ended_at: datetime | None = Field(default=None, sa_column=_when(index=True))  # the fair share reads recent ones
     # A final status, or "requeued" when the worker was lost or stopped and the run went back to the queue.
     outcome: str | None = Field(default=None, sa_column=sa.Column(sa.String(16), nullable=True))
     reason: str | None = Field(default=None, sa_column=sa.Column(sa.Text(), nullable=True))
@@ -235,6 +245,7 @@ class Sweep(SQLModel, table=True):
     vary: dict = Field(default_factory=dict, sa_column=_json(nullable=False))  # field path -> values
     mode: str = Field(sa_column=sa.Column(sa.String(16), nullable=False))
     seeds: list = Field(default_factory=list, sa_column=_json(nullable=False))
+    priority: str = Field(default="normal", sa_column=_priority())  # its runs' priority (seeds added later too)
     variants: list = Field(default_factory=list, sa_column=_json(nullable=False))  # [{"key", "label", "overrides"}]
     created_at: datetime = Field(default_factory=utcnow, sa_column=_when(nullable=False, index=True))
     project_id: int | None = Field(default=None, sa_column=_project_fk())
@@ -314,6 +325,8 @@ class Worker(SQLModel, table=True):
     started_at: datetime = Field(default_factory=utcnow, sa_column=_when(nullable=False))
     last_seen: datetime = Field(default_factory=utcnow, sa_column=_when(nullable=False))
     doctor: dict | None = Field(default=None, sa_column=_json())  # the last `fitboard doctor` report at start-up
+    # the broker queue(s) it consumes, comma-separated (None: a worker older than the fair queue)
+    queue: str | None = Field(default=None, sa_column=sa.Column(sa.String(200), nullable=True))
 
 
 class Prediction(SQLModel, table=True):

@@ -1,9 +1,10 @@
 """Recovery in the database: publish marks, the reconciler's lease and work list, requeueing interrupted runs,
 repairing a worker's own runs, checkpoints and manual retry.
 
-The database is the truth and the broker carries hints: a run is committed, then published, and published_at
-says that it was; anything that loses a message (a broker restart, a failed publish, a killed worker) leaves a
-queued run that the reconciler sends again. A claim is one conditional UPDATE, so a duplicate message is harmless.
+The database is the truth and the broker carries hints: a run is committed, then dispatched (published when a
+worker is free for it), and published_at says that it was; anything that loses a message (a broker restart, a
+failed publish, a killed worker) leaves a queued run that the reconciler sends again. A claim is one conditional
+UPDATE, so a duplicate message is harmless.
 """
 from __future__ import annotations
 
@@ -37,12 +38,13 @@ def mark_published(session: Session, run_ids: list[int], republished: bool = Fal
 
 def due_for_publish(session: Session, republish_after: float, alive_within: float,
                     limit: int = 256) -> list[tuple[int, str]]:
-    """(id, queue) of queued runs whose message must go (again): never published, or published republish_after
-    seconds ago while some live worker sits idle (so the message, not a busy fleet, is what is missing)."""
-    never = Run.published_at.is_(None)
+    """(id, queue) of queued runs whose message must go again: published republish_after seconds ago while some
+    live worker sits idle (so the message, not a busy fleet, is what is missing). Runs never published wait for the
+    dispatcher (fitboard.app.services.dispatch), which sends them as workers free up."""
+    if not any_idle_worker(session, alive_within):
+        return []
     stale = Run.published_at < utcnow() - timedelta(seconds=republish_after)
-    wanted = or_(never, stale) if any_idle_worker(session, alive_within) else never
-    stmt = (select(Run.id, Run.queue).where(Run.status == RunStatus.queued, Run.cancel_requested.is_(False), wanted)
+    stmt = (select(Run.id, Run.queue).where(Run.status == RunStatus.queued, Run.cancel_requested.is_(False), stale)
             .order_by(Run.id).limit(limit))
     return [(run_id, queue) for run_id, queue in session.exec(stmt).all()]
 

@@ -239,8 +239,9 @@ def is_cancel_requested(session: Session, run_id: int) -> bool:
 
 
 def update_run(session: Session, run_id: int, changes: dict) -> Run:
-    """Rename a run, replace its notes or tags, archive or unarchive it (any status); the run afterwards."""
-    values = {k: v for k, v in changes.items() if k in ("name", "notes", "archived")}
+    """Rename a run, replace its notes or tags, archive or unarchive it, change its priority (any status); the run
+    afterwards."""
+    values = {k: v for k, v in changes.items() if k in ("name", "notes", "archived", "priority")}
     if "tags" in changes:
         values["tags"] = tags_column(changes["tags"])
     if values and not _update(session, run_id, **values):

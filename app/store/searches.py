@@ -48,7 +48,7 @@ def add_trial_run(session: Session, search: Search, number: int, spec: dict, que
     name = f"{search.name} | trial {number}"
     techniques = [] if error else parse_spec(spec).techniques()
     run = create_run(session, {**spec, "name": name}, techniques=techniques, queue=queue, search_id=search.id,
-                     trial_number=number)
+                     trial_number=number, priority=search.options.get("priority", "normal"))
     if error:
         run.status, run.error, run.finished_at = RunStatus.failed.value, error, utcnow()
     session.flush()

@@ -17,9 +17,9 @@ from fitboard.app.store.runs import create_run, get_or_raise
 
 
 def store_sweep(session: Session, name: str, base: dict, vary: dict, mode: str, seeds: list[int],
-                variants: list[dict]) -> Sweep:
-    """Add a sweep row (its runs come from queue_sweep_runs; the caller commits)."""
-    sweep = Sweep(name=name, base=base, vary=vary, mode=mode, seeds=seeds, variants=variants)
+                variants: list[dict], priority: str = "normal") -> Sweep:
+    """Add a sweep row (its runs come from queue_sweep_runs, with its priority; the caller commits)."""
+    sweep = Sweep(name=name, base=base, vary=vary, mode=mode, seeds=seeds, variants=variants, priority=priority)
     session.add(sweep)
     session.flush()
     return sweep
@@ -33,7 +33,7 @@ def queue_sweep_runs(session: Session, sweep: Sweep, specs: dict[str, dict], pai
         # Named in words ("label smoothing 0.1"), as the verdicts are; the field path stays the variant's label.
         spec = {**specs[v["key"]], "seed": seed, "name": f"{sweep.name} | {variant_name(v, sweep.base)} | seed {seed}"}
         runs.append(create_run(session, spec, techniques=parse_spec(spec).techniques(), queue=queue,
-                               sweep_id=sweep.id, variant=v["key"]))
+                               sweep_id=sweep.id, variant=v["key"], priority=sweep.priority or "normal"))
     session.flush()
     return runs
 

@@ -12,11 +12,12 @@ from fitboard.app.store.runs import upsert
 
 
 def record_heartbeat(session: Session, worker_name: str, host: str, pid: int, gpu: str | None = None,
-                     gpu_memory: int | None = None, current_run_id: int | None = None) -> None:
-    """Record that a worker is alive and what it is running (gpu_memory in bytes)."""
+                     gpu_memory: int | None = None, current_run_id: int | None = None,
+                     queue: str | None = None) -> None:
+    """Record that a worker is alive, the queue(s) it consumes and what it is running (gpu_memory in bytes)."""
     now = utcnow()
     values = {"name": worker_name, "host": host, "pid": pid, "gpu": gpu, "gpu_memory": gpu_memory,
-              "current_run_id": current_run_id, "started_at": now, "last_seen": now}
+              "current_run_id": current_run_id, "started_at": now, "last_seen": now, "queue": queue}
     upsert(session, Worker, values, keys=("name",), keep=("started_at",))
 
 

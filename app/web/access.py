@@ -14,11 +14,19 @@ from dataclasses import dataclass, field
 from typing import Annotated, Callable, Iterator
 from urllib.parse import urlencode
 
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Body, Depends, Form, HTTPException, Request, status
 from sqlalchemy import select
 from sqlmodel import Session
 
-from fitboard.app.core.errors import NotFound, RunNotFound, SearchNotFound, SweepNotFound
+from fitboard.app.core.errors import (
+    NotFound,
+    RecipeError,
+    RunNotFound,
+    SearchNotFound,
+    SweepNotFound,
+)
+from fitboard.app.core.fairshare import RANK
+from fitboard.app.core.run_meta import RunPatch
 from fitboard.app.core.schemas import MAX_ID
 from fitboard.app.store import people as people_store
 from fitboard.app.store.db import session_scope
@@ -262,7 +270,45 @@ def guard(request: Request) -> Iterator[Access]:
                                     access.address)
 
 
+def may_set_priority(access: Access, run_id: int, priority: str, session: Session) -> None:
+    """Admins (of the run's project, or the site) set any priority; a member only lowers (or keeps) the priority of
+    a run they launched themselves; 403 saying so otherwise."""
+    if access.can("admin"):
+        return
+    row = session.exec(select(Run.launched_by, Run.priority).where(Run.id == run_id)).one_or_none()
+    if row is None:
+        return  # the route answers its 404
+    launched_by, current = row
+    if launched_by is None or launched_by != access.principal.person_id:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "only an admin may change the priority of a run someone "
+                                                       "else launched")
+    if RANK[priority] < RANK[current or "normal"]:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, f"a member may lower the priority of their own runs, not "
+                                                       f"raise it ({current} to {priority}); ask an admin")
+
+
+def checked_patch(run_id: int, request: Request, access: Annotated[Access, Depends(guard)],
+                  patch: RunPatch = Body(...)) -> RunPatch:
+    """PATCH /runs/{id}'s body, once the caller may make its changes (a priority change: may_set_priority)."""
+    if patch.priority is not None:
+        with session_scope(request.app.state.engine) as session:
+            may_set_priority(access, run_id, patch.priority, session)
+    return patch
+
+
+def checked_priority(run_id: int, request: Request, access: Annotated[Access, Depends(guard)],
+                     priority: Annotated[str, Form(max_length=10)]) -> str:
+    """A page form's priority for a run, once the caller may set it (may_set_priority); 422 for a bad value."""
+    if priority not in RANK:
+        raise RecipeError.one("priority", f"priority is one of high, normal, low; got {priority[:40]!r}")
+    with session_scope(request.app.state.engine) as session:
+        may_set_priority(access, run_id, priority, session)
+    return priority
+
+
 # Request scope (the audit rows are written once the answer is out): a function-scoped generator here delayed the
 # first byte of every event stream.
 AccessDep = Annotated[Access, Depends(guard)]
 GUARD = Depends(guard)
+CheckedPatch = Annotated[RunPatch, Depends(checked_patch)]
+CheckedPriority = Annotated[str, Depends(checked_priority)]

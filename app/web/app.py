@@ -11,6 +11,7 @@ from fitboard.app.api import compare as api_compare
 from fitboard.app.api import datasets as api_datasets
 from fitboard.app.api import people as api_people
 from fitboard.app.api import predictions as api_predictions
+from fitboard.app.api import queue as api_queue
 from fitboard.app.api import runs as api_runs
 from fitboard.app.api import searches as api_searches
 from fitboard.app.api import sweeps as api_sweeps
@@ -44,8 +45,8 @@ from fitboard.app.web.security import (
 from fitboard.app.web.sse import StreamHub
 
 PREDICT_WAITERS = 8
-API_ROUTERS = (api_people.router, api_runs.router, api_datasets.router, api_workers.router, api_compare.router,
-               api_sweeps.router, api_searches.router, api_predictions.router, api_tracked.router)
+API_ROUTERS = (api_people.router, api_runs.router, api_datasets.router, api_workers.router, api_queue.router,
+               api_compare.router, api_sweeps.router, api_searches.router, api_predictions.router, api_tracked.router)
 
 
 def _health_route(app: FastAPI) -> None:

@@ -14,7 +14,7 @@ import time
 
 from starlette.concurrency import run_in_threadpool
 
-from fitboard.app.services.serializers import serialize_run
+from fitboard.app.services.dispatch import run_json
 from fitboard.app.store.db import session_scope
 from fitboard.app.store.models import Run
 from fitboard.app.web.security import client_address, token_matches
@@ -43,11 +43,11 @@ class RunCache:
         self.entries.pop(run_id, None)
 
 
-def _load(engine, run_id: int) -> bytes | None:
-    """The run's API JSON, or None when there is no such run."""
+def _load(engine, settings, run_id: int) -> bytes | None:
+    """The run's API JSON (a queued run's place in line too), or None when there is no such run."""
     with session_scope(engine) as session:
         run = session.get(Run, run_id)
-        return None if run is None else json.dumps(serialize_run(run), default=str).encode()
+        return None if run is None else json.dumps(run_json(engine, settings, run), default=str).encode()
 
 
 class RunFastPath:
@@ -83,7 +83,7 @@ class RunFastPath:
         run_id, cache = int(match.group(1)), self.outer.state.run_cache
         body = cache.get(run_id)
         if body is None:
-            body = await run_in_threadpool(_load, self.outer.state.engine, run_id)
+            body = await run_in_threadpool(_load, self.outer.state.engine, self.outer.state.settings, run_id)
             if body is None:
                 return await self.app(scope, receive, send)  # the app's 404
             cache.put(run_id, body)

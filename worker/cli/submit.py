@@ -36,10 +36,12 @@ def cmd_submit(args) -> int:
     """Post a recipe; print the run id (and follow it with --follow)."""
     with client_for(args) as client:
         try:
-            run = client.submit(read_recipe_file(args.recipe))
+            run = client.submit(read_recipe_file(args.recipe), priority=args.priority)
         except (RecipeFileError, FitboardError) as exc:
             return refused(exc, client.url)
         say(f"run {run.id} queued: {client.url}/runs/{run.id}")
+        if run.data.get("queue_position"):
+            say(f"run {run.id}: number {run['queue_position']} in line (priority {run['priority']})")
         if run.data.get("queued_note"):
             say(f"run {run.id} stored; {run['queued_note']}")
         return follow_or_refuse(client, run.id) if args.follow else EXIT_OK
@@ -66,6 +68,8 @@ def add_commands(sub) -> None:
     add_url(p)
     add_project(p)
     p.add_argument("--follow", action="store_true", help="show the live epoch table until the run ends")
+    p.add_argument("--priority", choices=("high", "normal", "low"),
+                   help="its place in the fair queue: high ones start first (default normal)")
     p.set_defaults(func=cmd_submit)
     p = sub.add_parser("follow", help="show a run's live epoch table on a fitboard server until it ends")
     p.add_argument("run", type=int)
