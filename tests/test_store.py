@@ -444,11 +444,12 @@ def test_reconciler_lease_publish_marks_and_due_runs(db_engine):
         recovery.mark_published(s, [sent, stale])
         s.exec(update(Run).where(Run.id == stale).values(published_at=utcnow() - timedelta(minutes=10)))
     with session_scope(db_engine) as s:
-        # Every worker busy: a long wait is expected, only the never-sent run is due.
-        assert recovery.due_for_publish(s, republish_after=300, alive_within=60) == [(unsent, "fitboard")]
+        # Every worker busy: a long wait is expected, nothing is sent again. The never-sent run is the dispatcher's
+        # (it waits in the database until a worker can start it), never the reconciler's.
+        assert recovery.due_for_publish(s, republish_after=300, alive_within=60) == []
         workers.record_heartbeat(s, "idle:1", "idle", 1)
     with session_scope(db_engine) as s:  # an idle live worker: the stale run's message must have been lost
-        assert [i for i, _ in recovery.due_for_publish(s, republish_after=300, alive_within=60)] == [unsent, stale]
+        assert recovery.due_for_publish(s, republish_after=300, alive_within=60) == [(stale, "fitboard")]
         recovery.mark_published(s, [stale], republished=True)
     with session_scope(db_engine) as s:
         assert runs.get_run(s, stale).republish_count == 1
