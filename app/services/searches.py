@@ -131,7 +131,7 @@ def create(session: Session, publisher: Publisher, base: dict, space: dict, opti
 def cancel(session: Session, search_id: int, orphaned_after: float | None = None) -> Search:
     """Stop asking for trials; cancel the queued and running trials and verify runs."""
     search = store.get_search(session, search_id)
-    ids = [r.id for r in store.trial_runs(session, search_id) if r.status in LIVE]
+    ids = [r.id for r in store.trial_rows(session, search_id) if r.status in LIVE]
     if search.verify_sweep_id is not None:
         ids += session.exec(select(Run.id).where(Run.sweep_id == search.verify_sweep_id,
                                                  Run.status.in_(LIVE))).scalars().all()
@@ -152,7 +152,7 @@ def _rung(trial: optuna.trial.FrozenTrial) -> int | None:
 
 def _trials(session: Session, search: Search, study: optuna.Study) -> list[dict]:
     """Each trial: its run, params, status, epochs trained, final metric, curve, and where a pruned one stopped."""
-    runs = {r.trial_number: r for r in store.trial_runs(session, search.id)}
+    runs = {r.trial_number: r for r in store.trial_rows(session, search.id)}
     ids = [r.id for r in runs.values()]
     trained = store.epochs_trained(session, ids)
     curves = store.metric_curves(session, ids, search.options["metric"])
@@ -170,7 +170,7 @@ def _trials(session: Session, search: Search, study: optuna.Study) -> list[dict]
                  "curve": curves.get(run.id, []) if run else [], "error": run.error if run else None,
                  "pruned": None}
         if run is not None and run.status == RunStatus.pruned:
-            where = (run.result or {}).get("pruned") or {}
+            where = run.pruned or {}
             entry["pruned"] = {"epoch": where.get("step", epochs), "rung": _rung(t),
                                "value": where.get("value")}
         out.append(entry)

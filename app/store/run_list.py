@@ -17,7 +17,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlmodel import Session
 
-from fitboard.app.store.models import LIST_INDEXES, Run, RunTag
+from fitboard.app.store.models import LIST_INDEXES, Project, Run, RunTag
 from fitboard.app.store.name_search import FTS_TABLE, MIN_CHARS, fts_phrase
 
 COUNT_LIMIT = 10_000  # a count stops here; beyond it the list is "more than 10,000"
@@ -47,6 +47,7 @@ class RunFilter:
     archived: bool | None = False
     sweep_id: int | None = None
     search_id: int | None = None
+    projects: tuple[int, ...] = ()  # the project whose runs these are (every project: page_runs lists them all)
 
     def narrows(self) -> bool:
         """Whether anything beyond archived filters the runs."""
@@ -112,10 +113,11 @@ def decode_cursor(cursor: str, order: str) -> tuple[bool, tuple]:
 
 
 def _variants(f: RunFilter) -> list[tuple]:
-    """One WHERE per index range: archived None and several statuses become one range each (merged afterwards)."""
+    """One WHERE per index range (project, archived, status): several projects (an unscoped session), archived None
+    and several statuses become one range each (merged afterwards)."""
     archived = [False, True] if f.archived is None else [f.archived]
     statuses = list(f.status) or [None]
-    return [(a, s) for a in archived for s in statuses]
+    return [(p, a, s) for p in f.projects for a in archived for s in statuses]
 
 
 def _name_match(dialect: str, needle: str, through_index: bool):
@@ -131,8 +133,9 @@ def _name_match(dialect: str, needle: str, through_index: bool):
 
 def _where(f: RunFilter, variant: tuple, dialect: str, drive: bool) -> list:
     """The WHERE of one range; drive: the filters are to find the rows (few match), else to test each row."""
-    archived, status = variant
-    where = [Run.archived == archived]  # "= false", not "IS false": PostgreSQL's B-tree takes only the first
+    project, archived, status = variant
+    # "= false", not "IS false": PostgreSQL's B-tree takes only the first
+    where = [Run.project_id == project, Run.archived == archived]
     if status is not None:
         where.append(Run.status == status)
     if f.dataset is not None:
@@ -142,7 +145,7 @@ def _where(f: RunFilter, variant: tuple, dialect: str, drive: bool) -> list:
     if f.search_id is not None:
         where.append(Run.search_id == f.search_id)
     if f.tag:
-        tagged = sa.select(RunTag.run_id).where(RunTag.tag == f.tag)
+        tagged = sa.select(RunTag.run_id).where(RunTag.project_id == project, RunTag.tag == f.tag)
         where.append(Run.id.in_(tagged) if drive else
                      sa.exists().where(RunTag.run_id == Run.id, RunTag.tag == f.tag))
     if f.name_contains:
@@ -156,7 +159,8 @@ def _count(session: Session, f: RunFilter, variant: tuple, cap: int) -> int:
     inner = sa.select(sa.literal(1))
     if f.tag:
         # Stream the tag's rows and stop at cap: an IN list would first gather every run with the tag.
-        inner = inner.select_from(RunTag).join(Run, Run.id == RunTag.run_id).where(RunTag.tag == f.tag)
+        inner = inner.select_from(RunTag).join(Run, Run.id == RunTag.run_id).where(
+            RunTag.project_id == variant[0], RunTag.tag == f.tag)
         f = replace(f, tag=None)
     elif dialect == "sqlite" and f.name_contains and len(f.name_contains) >= MIN_CHARS:
         inner = inner.select_from(_fts).join(Run, Run.id == _fts.c.rowid).where(
@@ -260,7 +264,7 @@ def _tests(f: RunFilter, variant: tuple):
 
     def test(row) -> bool:
         status, dataset, sweep_id, search_id, name = row[:5]
-        return ((variant[1] is None or status == variant[1]) and (f.dataset is None or dataset == f.dataset)
+        return ((variant[2] is None or status == variant[2]) and (f.dataset is None or dataset == f.dataset)
                 and (f.sweep_id is None or sweep_id == f.sweep_id) and (f.search_id is None or search_id == f.search_id)
                 and needle in name.lower() and (not f.tag or bool(row[5])))
     return cols, test
@@ -273,7 +277,8 @@ def _scan(session: Session, f: RunFilter, variant: tuple, arm: tuple, keys: list
     where, order_by = arm[:2]
     index = INDEX_FOR[next(k for k, v in ORDERS.items() if v[0] == keys[0].key)]
     cols, test = _tests(f, variant)
-    stmt = (sa.select(*keys, *cols).where(Run.archived == variant[0], *where).order_by(*order_by)
+    stmt = (sa.select(*keys, *cols).where(Run.project_id == variant[0], Run.archived == variant[1], *where)
+            .order_by(*order_by)
             .with_hint(Run, f"INDEXED BY {index}", "sqlite"))
     got, seen = [], 0
     result = session.execute(stmt.execution_options(yield_per=500))  # SQLite steps the walk only as rows are read
@@ -327,6 +332,8 @@ def page_runs(session: Session, f: RunFilter, order: str = "-created_at", limit:
         raise ValueError(f"cannot order runs by {field!r}; choose one of {', '.join(ORDERS)}")
     if offset > MAX_OFFSET:
         raise ValueError(f"offset is at most {MAX_OFFSET}; go further with the cursor")
+    if not f.projects:
+        f = replace(f, projects=tuple(session.exec(sa.select(Project.id).order_by(Project.id)).scalars()))
     total, counts = count_runs(session, f)
     forward, start = decode_cursor(cursor, order) if cursor else (True, None)
     got = _walk(session, f, order, forward, start, offset + limit + 1, counts)[offset:]

@@ -21,6 +21,7 @@ from fitboard.app.core.run_meta import tags_column
 from fitboard.app.core.status import FINISHED, LIVE, RunStatus
 from fitboard.app.store.attempts import end_attempt, start_attempt
 from fitboard.app.store.models import Artifact, EpochRow, LRFind, Run, RunAttempt, RunTag, Worker, utcnow
+from fitboard.app.store.ownership import scoped_project
 from fitboard.app.store.run_list import RunFilter, RunsPage, page_runs
 
 DEFAULT_QUEUE = "fitboard"  # the broker queue workers consume unless told otherwise
@@ -245,7 +246,8 @@ def update_run(session: Session, run_id: int, changes: dict) -> Run:
         raise RunNotFound(run_id)
     if "tags" in changes:  # the indexed copy the list's tag filter reads, in the same transaction
         session.exec(delete(RunTag).where(RunTag.run_id == run_id).execution_options(synchronize_session=False))
-        session.add_all([RunTag(run_id=run_id, tag=t) for t in dict.fromkeys(changes["tags"])])
+        project = session.exec(select(Run.project_id).where(Run.id == run_id)).scalar_one()
+        session.add_all([RunTag(run_id=run_id, tag=t, project_id=project) for t in dict.fromkeys(changes["tags"])])
         session.flush()
     return get_run(session, run_id)
 
@@ -275,7 +277,8 @@ def runs_page(session: Session, status: str | list[str] | None = None, dataset: 
     "-" for descending. archived: None lists all, False hides archived runs, True lists only them."""
     statuses = () if status is None else tuple(dict.fromkeys([status] if isinstance(status, str) else status))
     f = RunFilter(status=tuple(str(s) for s in statuses), dataset=dataset, name_contains=name_contains or None,
-                  tag=tag or None, archived=archived, sweep_id=sweep_id, search_id=search_id)
+                  tag=tag or None, archived=archived, sweep_id=sweep_id, search_id=search_id,
+                  projects=() if scoped_project(session) is None else (scoped_project(session),))
     return page_runs(session, f, order=order, limit=limit, offset=offset, cursor=cursor)
 
 
