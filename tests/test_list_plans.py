@@ -157,7 +157,8 @@ def test_a_project_lists_its_own_runs_with_its_own_tags(db_engine):
         scope_session(s, 2, None)
         mine = runs_page(s, archived=None, limit=100).items
         assert sorted(int(r.name.split("-")[1]) for r in mine) == [1, 6, 11, 16, 21, 26, 31, 36]
-        assert [r.name for r in runs_page(s, archived=None, tag="keep", limit=100).items] == ["run-31", "run-16", "run-1"]
+        tagged = runs_page(s, archived=None, tag="keep", limit=100).items
+        assert [r.name for r in tagged] == ["run-31", "run-16", "run-1"]
         assert runs_page(s, archived=None, tag="keep").total == 3
         scope_session(s, None, None)
         every = runs_page(s, archived=None, order="-best_accuracy", limit=100).items

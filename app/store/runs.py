@@ -6,8 +6,10 @@ processes racing on one run (a redelivered message, a cancel during a claim) can
 """
 from __future__ import annotations
 
+import functools
 from datetime import timedelta
 
+import sqlalchemy as sa
 from sqlalchemy import delete, exists, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -31,12 +33,21 @@ class RunNotRunning(RuntimeError):
     """A worker reported a result for a run it does not hold (still queued)."""
 
 
+@functools.lru_cache(maxsize=64)
+def _upsert_statement(dialect: str, table: sa.Table, columns: tuple[str, ...], keys: tuple[str, ...],
+                      keep: tuple[str, ...]):
+    """INSERT ... ON CONFLICT (keys) DO UPDATE of these columns, with a bound parameter per column: built once per
+    shape (building `excluded` costs more than the write itself at an epoch a second)."""
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    stmt = insert(table).values({c: sa.bindparam(c) for c in columns})
+    changed = {c: stmt.excluded[c] for c in columns if c not in keys and c not in keep}
+    return stmt.on_conflict_do_update(index_elements=list(keys), set_=changed)
+
+
 def upsert(session: Session, model, values: dict, keys: tuple[str, ...], keep: tuple[str, ...] = ()) -> None:
     """INSERT values, or UPDATE the row with the same keys (all columns except keys and keep)."""
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    stmt = insert(model).values(**values)
-    changed = {k: stmt.excluded[k] for k in values if k not in keys and k not in keep}
-    session.exec(stmt.on_conflict_do_update(index_elements=list(keys), set_=changed))
+    conn = session.connection()  # a Core statement: no ORM state to set up for a row nothing reads back
+    conn.execute(_upsert_statement(conn.dialect.name, model.__table__, tuple(values), keys, keep), values)
 
 
 def get_or_raise(session: Session, model, key, missing: Exception):
@@ -62,9 +73,12 @@ def silent_since(silent_after: float):
     return silent | missing
 
 
+_STATUS = select(Run.status).where(Run.id == sa.bindparam("run_id"))
+
+
 def _status(session: Session, run_id: int) -> str:
-    """The run's status (one column), or RunNotFound."""
-    status = session.exec(select(Run.status).where(Run.id == run_id)).scalar_one_or_none()
+    """The run's status (one column, read on the session's connection: no ORM work), or RunNotFound."""
+    status = session.connection().execute(_STATUS, {"run_id": run_id}).scalar_one_or_none()
     if status is None:
         raise RunNotFound(run_id)
     return status
