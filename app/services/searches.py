@@ -150,14 +150,14 @@ def _rung(trial: optuna.trial.FrozenTrial) -> int | None:
     return max(rungs) if rungs else None
 
 
-def _trials(session: Session, search: Search, study: optuna.Study) -> list[dict]:
+def _trials(session: Session, search: Search, frozen: list[optuna.trial.FrozenTrial]) -> list[dict]:
     """Each trial: its run, params, status, epochs trained, final metric, curve, and where a pruned one stopped."""
     runs = {r.trial_number: r for r in store.trial_rows(session, search.id)}
     ids = [r.id for r in runs.values()]
     trained = store.epochs_trained(session, ids)
     curves = store.metric_curves(session, ids, search.options["metric"])
     out = []
-    for t in study.get_trials(deepcopy=False):
+    for t in frozen:
         if t.state == TrialState.WAITING:
             continue  # enqueued (the base, the user's first configurations), not asked yet
         run = runs.get(t.number)
@@ -223,9 +223,9 @@ def _verify(session: Session, search: Search) -> dict | None:
             "winners": winners, "metric": "accuracy"}
 
 
-def importances(search: Search, study: optuna.Study) -> dict:
+def importances(search: Search, study: optuna.Study, frozen: list[optuna.trial.FrozenTrial]) -> dict:
     """Optuna's parameter importances (fANOVA) once two trials completed; {} before or if it cannot tell."""
-    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    done = [t for t in frozen if t.state == TrialState.COMPLETE]
     if len(done) < 2 or len(search.space) < 2:
         return {}
     try:
@@ -239,7 +239,8 @@ def report(session: Session, search_id: int, with_importance: bool = False) -> d
     """A search in full: options, trials, best, best-so-far, budget and its verify sweep."""
     search = store.get_search(session, search_id)
     study = studies.read_study(session.get_bind(), search)
-    trials = _trials(session, search, study)
+    frozen = study.get_trials(deepcopy=False)  # once: a thousand trials take Optuna a second to read
+    trials = _trials(session, search, frozen)
     maximize = search.options["direction"] == "maximize"
     done = [t for t in trials if t["state"] == "complete" and t["value"] is not None]
     best = (max if maximize else min)(done, key=lambda t: t["value"]) if done else None
@@ -250,7 +251,7 @@ def report(session: Session, search_id: int, with_importance: bool = False) -> d
             "finished_at": search.finished_at.isoformat() if search.finished_at else None,
             "trials": trials, "counts": counts, "best": best, "best_so_far": _best_so_far(trials, maximize),
             "budget": _budget(search, trials), "verify": _verify(session, search),
-            "importance": importances(search, study) if with_importance else None}
+            "importance": importances(search, study, frozen) if with_importance else None}
 
 
 def recent(session: Session) -> list[Search]:
