@@ -401,7 +401,8 @@ def drop_postgres(url: str) -> None:
 
     conn = psycopg2.connect(PG_ADMIN)
     conn.autocommit = True
-    conn.cursor().execute(f"DROP DATABASE IF EXISTS {url.rsplit('/', 1)[1]}")
+    # FORCE: this process's Optuna storage (the search's study) still holds connections
+    conn.cursor().execute(f"DROP DATABASE IF EXISTS {url.rsplit('/', 1)[1]} WITH (FORCE)")
     conn.close()
 
 
@@ -437,11 +438,12 @@ def main() -> int:
             print(f"filled {args.runs:,} runs ({args.runs * EPOCHS:,} epoch rows) in {filled:.0f} s; migration "
                   f"0008 -> head in {migrated:.1f} s{' ok' if migrated < 120 else ' MISSED'}", flush=True)
         lines = ask(url, args.runs, args.requests, work)
+        db = "postgres" if url.startswith("postgresql") else "sqlite"
+        print(f"\n{args.runs:,} runs on {db}, {args.requests} requests each through `fitboard web` over HTTP:")
+        print("\n".join(lines), flush=True)
     finally:
         if not args.keep and not args.use and not args.migrate:
             drop_postgres(url) if url.startswith("postgresql") else Path(url.split("///", 1)[1]).unlink()
-    print(f"\n{args.runs:,} runs on {args.db}, {args.requests} requests each through `fitboard web` over HTTP:")
-    print("\n".join(lines))
     return 0
 
 
