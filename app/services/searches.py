@@ -150,7 +150,7 @@ def _rung(trial: optuna.trial.FrozenTrial) -> int | None:
     return max(rungs) if rungs else None
 
 
-def _trials(session: Session, search: Search, frozen: list[optuna.trial.FrozenTrial]) -> list[dict]:
+def _trials(session: Session, search: Search, frozen: list) -> list[dict]:
     """Each trial: its run, params, status, epochs trained, final metric, curve, and where a pruned one stopped."""
     runs = {r.trial_number: r for r in store.trial_rows(session, search.id)}
     ids = [r.id for r in runs.values()]
@@ -223,7 +223,7 @@ def _verify(session: Session, search: Search) -> dict | None:
             "winners": winners, "metric": "accuracy"}
 
 
-def importances(search: Search, study: optuna.Study, frozen: list[optuna.trial.FrozenTrial]) -> dict:
+def importances(search: Search, study: optuna.Study, frozen: list) -> dict:
     """Optuna's parameter importances (fANOVA) once two trials completed; {} before or if it cannot tell."""
     done = [t for t in frozen if t.state == TrialState.COMPLETE]
     if len(done) < 2 or len(search.space) < 2:
@@ -239,7 +239,7 @@ def report(session: Session, search_id: int, with_importance: bool = False) -> d
     """A search in full: options, trials, best, best-so-far, budget and its verify sweep."""
     search = store.get_search(session, search_id)
     study = studies.read_study(session.get_bind(), search)
-    frozen = study.get_trials(deepcopy=False)  # once: a thousand trials take Optuna a second to read
+    frozen = studies.report_trials(session.get_bind(), search)
     trials = _trials(session, search, frozen)
     maximize = search.options["direction"] == "maximize"
     done = [t for t in trials if t["state"] == "complete" and t["value"] is not None]
