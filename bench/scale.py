@@ -378,7 +378,11 @@ def ask(url: str, n: int, k: int, work: Path) -> list[str]:
         wait_http(f"http://127.0.0.1:{port}/healthz", proc, log, timeout=300)
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
             for label, path, params, kind in questions(client, n):
-                ms, cpu = timed(client, path, params, k, proc.pid)
+                try:
+                    ms, cpu = timed(client, path, params, k, proc.pid)
+                except RuntimeError as exc:  # one broken question must not lose every other figure
+                    lines.append(f"  {label:<34} FAILED: {exc}"[:200])
+                    continue
                 p50, p95 = percentile(ms, 50), percentile(ms, 95)
                 lo, hi = TARGETS[kind]
                 ok = (lo is None or p50 <= lo) and (hi is None or p95 <= hi)
