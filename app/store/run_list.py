@@ -235,6 +235,8 @@ def _range(session: Session, f: RunFilter, variant: tuple, strategy: str, arm: t
         if got is not None:
             return [(phase, *r) for r in got]
         strategy = "drive"  # the window held too few matches: the filter's rows after all
+    if strategy == "drive" and dialect == "postgresql":
+        return _drive_matches(session, f, variant, keys, n, phase, arm)
     if strategy == "drive" and dialect == "sqlite":
         if _by_name_index(f, dialect):
             # The name index's ids, each looked up by rowid, the best n kept by SQLite's sorter: a fragment in a
@@ -245,6 +247,19 @@ def _range(session: Session, f: RunFilter, variant: tuple, strategy: str, arm: t
         return _drive(session, f, variant, keys, n, phase, arm)
     stmt = sa.select(*keys).where(*_where(f, variant, dialect, strategy == "drive"), *where)
     return [(phase, *r) for r in session.exec(stmt.order_by(*order_by).limit(n).offset(skip or None)).all()]
+
+
+def _drive_matches(session: Session, f: RunFilter, variant: tuple, keys: list, n: int, phase: int,
+                   arm: tuple) -> list[tuple]:
+    """PostgreSQL, a name fragment whose matches a window of the order's index did not hold: the matches found
+    through the trigram index first (a MATERIALIZED CTE: the planner may not fold it into a walk of the order's
+    index, which it prices as if matches were spread evenly), then the best n sorted."""
+    where, descending = arm[0], arm[2]
+    found = sa.select(*keys).where(*_where(f, variant, "postgresql", True), *where).cte("matches").prefix_with(
+        "MATERIALIZED")
+    cols = [found.c[k.key] for k in (keys if phase == 0 else keys[1:])]
+    stmt = sa.select(*[found.c[k.key] for k in keys]).order_by(*[c.desc() if descending else c.asc() for c in cols])
+    return [(phase, *r) for r in session.exec(stmt.limit(n)).all()]
 
 
 def _drive(session: Session, f: RunFilter, variant: tuple, keys: list, n: int, phase: int,
@@ -316,10 +331,14 @@ def _merge(found: list[tuple], descending: bool, forward: bool, n: int) -> list[
 def _strategy(session: Session, f: RunFilter, field: str, count: int) -> str:
     """How to find a range's page: its order's index alone (served); the filter's rows, sorted (drive: at most
     DRIVE_LIMIT match, or the name index finds them); or a window of the order's index, each row tested (scan: many
-    match, so the window holds a page). PostgreSQL's planner weighs the same choice from its own statistics."""
+    match, so the window holds a page). PostgreSQL's planner weighs the same choice from its own statistics, except
+    for a name fragment (its statistics cannot say where the matches lie)."""
     if _served(f, field):
         return "served"
     dialect = session.get_bind().dialect.name
+    if dialect == "postgresql" and f.name_contains and len(f.name_contains) >= MIN_CHARS:
+        # A fragment's matches may all be old: the planner would walk the order's index past every newer run
+        return "drive" if count <= DRIVE_LIMIT else "scan"
     if dialect != "sqlite":
         return "planner"
     return "drive" if count <= DRIVE_LIMIT or _by_name_index(f, dialect) else "scan"
