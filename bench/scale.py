@@ -3,6 +3,8 @@ filter and sort, the pages and the epoch write through a real `fitboard web` pro
 
     python bench/scale.py --runs 100000 [--db sqlite|postgres] [--requests 30] [--keep]
     python bench/scale.py --runs 1000000 --fill-only sqlite:////tmp/big.db     # fill, migrate and exit
+    python bench/scale.py --runs 1000000 --fill-only sqlite:////tmp/base.db --base   # fill at 0008 and exit
+    cp /tmp/base.db /tmp/big.db && python bench/scale.py --runs 1000000 --migrate sqlite:////tmp/big.db
 
 The fill writes the schema of revision 0008 (tags as ",x," in run.tags), then migrates to the head and times it: that
 is the migration of an existing database of N runs. 10% of runs are tagged x; names run-0 ... run-{N-1}; statuses,
@@ -53,6 +55,12 @@ RUN_COLUMNS = ("id", "name", "dataset", "spec", "status", "cancel_requested", "c
                "archived", "kind")
 EPOCH_COLUMNS = ("run_id", "stage", "epoch", "train_loss", "valid_loss", "metrics", "seconds", "created_at")
 CHUNK = 20_000  # runs per insert batch
+SEARCH_SPACE = {"stages[0].lr": {"log": [1e-5, 1e-1]}}
+SEARCH_OPTIONS = {"metric": "accuracy", "direction": "maximize", "pruner": "asha", "sampler": "tpe",
+                  "max_trials": SEARCH_TRIALS, "max_parallel": 4, "k": 2, "seeds": 3, "min_resource": 1,
+                  "reduction_factor": 3, "seed": 0, "first": None}
+STUDY = "bench-study-1"
+OTHER_SHARE = 10  # after the migration, every 10th run (id % 10 == 7) moves to the project "other"
 
 
 # --- the rows ----------------------------------------------------------------------------------------------------
@@ -137,8 +145,8 @@ def sweeps_and_search(n: int, t0: datetime) -> tuple[list[tuple], list[tuple]]:
     rows = [(s, f"sweep-{s}", json.dumps(SPEC), json.dumps({"stages[0].lr": [0.1, 0.01]}), "one_at_a_time",
              json.dumps(list(range(100 if s == 1 else 5))), json.dumps(variants if s == 1 else variants[:2]),
              _when(t0)) for s in sorted(sweeps)]
-    search = [(1, "search-1", json.dumps(SPEC), json.dumps({"stages[0].lr": {"low": 1e-5, "high": 1e-1}}),
-               json.dumps({"budget": SEARCH_TRIALS, "metric": "accuracy"}), "bench-study-1", "done", _when(t0))]
+    search = [(1, "search-1", json.dumps(SPEC), json.dumps(SEARCH_SPACE), json.dumps(SEARCH_OPTIONS),
+               STUDY, "done", _when(t0))]
     return rows, search
 
 
@@ -215,8 +223,9 @@ def new_database(kind: str, n: int, work: Path) -> str:
     return PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg2://") + "/" + name
 
 
-def fill(url: str, n: int) -> tuple[float, float]:
-    """Migrate url to 0008, bulk-insert n runs, then migrate to the head; (fill seconds, migration seconds)."""
+def fill(url: str, n: int, migrate: bool = True) -> tuple[float, float | None]:
+    """Migrate url to 0008, bulk-insert n runs, then (migrate) migrate to the head; (fill seconds, migration
+    seconds)."""
     t0 = datetime.now(timezone.utc).replace(tzinfo=None) - timedelta(seconds=30 * n + 3600)
     upgrade(url, "0008")
     start = time.perf_counter()
@@ -225,9 +234,16 @@ def fill(url: str, n: int) -> tuple[float, float]:
     else:
         fill_postgres(url, n, t0)
     filled = time.perf_counter() - start
+    return filled, (migrate_filled(url, n) if migrate else None)
+
+
+def migrate_filled(url: str, n: int) -> float:
+    """Migrate a database filled at 0008 to the head (timed: the migration of an existing database of n runs), then
+    add the second project and the search's study; the migration's seconds."""
     start = time.perf_counter()
     upgrade(url)
     migrated = time.perf_counter() - start
+    projects_and_study(url, n)
     if url.startswith("postgresql"):  # what autovacuum does to a live database: index-only scans need it
         import psycopg2
 
@@ -235,7 +251,36 @@ def fill(url: str, n: int) -> tuple[float, float]:
         conn.autocommit = True
         conn.cursor().execute("VACUUM ANALYZE")
         conn.close()
-    return filled, migrated
+    return migrated
+
+
+def projects_and_study(url: str, n: int) -> None:
+    """After the migration: a second project holding every 10th run (their tags too) and the search's Optuna study
+    with one complete trial per trial run (what the search page reads). No person: the bench's web stays the
+    zero-config local admin (the API has no filter by person)."""
+    import optuna
+    import sqlalchemy as sa
+
+    from fitboard.app.services import studies
+
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO project (id, name, created_at) VALUES (2, 'other', CURRENT_TIMESTAMP)"))
+        conn.execute(sa.text(f"UPDATE run SET project_id = 2 WHERE id % {OTHER_SHARE} = 7 AND search_id IS NULL "
+                             "AND sweep_id IS NULL"))
+        conn.execute(sa.text("UPDATE run_tag SET project_id = 2 WHERE run_id IN "
+                             "(SELECT id FROM run WHERE project_id = 2)"))
+        if url.startswith("postgresql"):
+            conn.execute(sa.text("SELECT setval(pg_get_serial_sequence('project', 'id'), 2)"))
+    engine.dispose()
+    if n < 4 * SEARCH_TRIALS:
+        return
+    rng = random.Random(7)
+    study = optuna.create_study(study_name=STUDY, storage=studies.storage(url), direction="maximize")
+    dist = studies.distributions(SEARCH_SPACE)
+    study.add_trials([optuna.trial.create_trial(
+        params={"stages[0].lr": 10 ** -(1 + 4 * rng.random())}, distributions=dist, value=rng.random(),
+        intermediate_values={k: 0.3 + 0.03 * k for k in range(EPOCHS)}) for _ in range(SEARCH_TRIALS)])
 
 
 # --- asking ------------------------------------------------------------------------------------------------------
@@ -276,6 +321,9 @@ def questions(client: httpx.Client, n: int) -> list[tuple[str, str, dict | None,
           ("best 50 by accuracy", "/api/v1/runs", {"limit": 50, "order": "-best_accuracy"}, "list"),
           ("best 50 by TTA accuracy", "/api/v1/runs", {"limit": 50, "order": "-tta_accuracy"}, "list"),
           ("status=failed", "/api/v1/runs", {"limit": 50, "status": "failed"}, "list"),
+          ("project=other (a tenth of runs)", "/api/v1/runs", {"limit": 50, "project": "other"}, "list"),
+          ("project=other by accuracy", "/api/v1/runs", {"limit": 50, "project": "other", "order": "-best_accuracy"},
+           "list"),
           ("status=running", "/api/v1/runs", {"limit": 50, "status": "running"}, "list"),
           ("dataset=pets", "/api/v1/runs", {"limit": 50, "dataset": "pets"}, "list"),
           ("tag=x", "/api/v1/runs", {"limit": 50, "tag": "x"}, "list"),
@@ -295,6 +343,8 @@ def questions(client: httpx.Client, n: int) -> list[tuple[str, str, dict | None,
           ("compare 2 runs", "/api/v1/compare", {"ids": ",".join(map(str, ids[:2]))}, "other"),
           ("compare 100 runs", "/api/v1/compare", {"ids": ",".join(map(str, ids[:100]))}, "other"),
           (f"sweep page ({BIG_SWEEP if big_sweep == 1 else SWEEP_SIZE} runs)", f"/sweeps/{big_sweep}", None, "other")]
+    if n >= 4 * SEARCH_TRIALS:
+        qs.append((f"search page ({SEARCH_TRIALS} trials)", "/searches/1", None, "other"))
     return qs
 
 
@@ -328,7 +378,11 @@ def ask(url: str, n: int, k: int, work: Path) -> list[str]:
         wait_http(f"http://127.0.0.1:{port}/healthz", proc, log, timeout=300)
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
             for label, path, params, kind in questions(client, n):
-                ms, cpu = timed(client, path, params, k, proc.pid)
+                try:
+                    ms, cpu = timed(client, path, params, k, proc.pid)
+                except RuntimeError as exc:  # one broken question must not lose every other figure
+                    lines.append(f"  {label:<34} FAILED: {exc}"[:200])
+                    continue
                 p50, p95 = percentile(ms, 50), percentile(ms, 95)
                 lo, hi = TARGETS[kind]
                 ok = (lo is None or p50 <= lo) and (hi is None or p95 <= hi)
@@ -351,7 +405,8 @@ def drop_postgres(url: str) -> None:
 
     conn = psycopg2.connect(PG_ADMIN)
     conn.autocommit = True
-    conn.cursor().execute(f"DROP DATABASE IF EXISTS {url.rsplit('/', 1)[1]}")
+    # FORCE: this process's Optuna storage (the search's study) still holds connections
+    conn.cursor().execute(f"DROP DATABASE IF EXISTS {url.rsplit('/', 1)[1]} WITH (FORCE)")
     conn.close()
 
 
@@ -362,27 +417,37 @@ def main() -> int:
     ap.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite")
     ap.add_argument("--requests", type=int, default=30, help="timed requests per question (after one warm-up)")
     ap.add_argument("--fill-only", metavar="DATABASE_URL", help="fill this (empty) database and exit")
+    ap.add_argument("--base", action="store_true", help="with --fill-only: stop at revision 0008 (a copy of it is "
+                                                        "then given to --migrate)")
+    ap.add_argument("--migrate", metavar="DATABASE_URL", help="a database filled at 0008 (--fill-only --base, "
+                                                              "copied): migrate it to the head, timed, then ask")
     ap.add_argument("--use", metavar="DATABASE_URL", help="ask an already filled database (no fill)")
     ap.add_argument("--keep", action="store_true", help="keep the database afterwards")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="fb-scale-"))
     if args.fill_only:
-        filled, migrated = fill(args.fill_only, args.runs)
-        print(f"filled {args.runs} runs in {filled:.0f} s; migrated to the head in {migrated:.1f} s")
+        filled, migrated = fill(args.fill_only, args.runs, migrate=not args.base)
+        print(f"filled {args.runs} runs in {filled:.0f} s" + (f"; migrated to the head in {migrated:.1f} s"
+                                                              if migrated is not None else " at revision 0008"))
         return 0
-    url = args.use or new_database(args.db, args.runs, work)
+    url = args.use or args.migrate or new_database(args.db, args.runs, work)
     print(f"database: {url.split('@')[-1]}", flush=True)
     try:
-        if not args.use:
+        if args.migrate:
+            migrated = migrate_filled(url, args.runs)
+            print(f"migration 0008 -> head of {args.runs:,} runs in {migrated:.1f} s"
+                  f"{' ok' if migrated < 120 else ' MISSED'}", flush=True)
+        elif not args.use:
             filled, migrated = fill(url, args.runs)
             print(f"filled {args.runs:,} runs ({args.runs * EPOCHS:,} epoch rows) in {filled:.0f} s; migration "
                   f"0008 -> head in {migrated:.1f} s{' ok' if migrated < 120 else ' MISSED'}", flush=True)
         lines = ask(url, args.runs, args.requests, work)
+        db = "postgres" if url.startswith("postgresql") else "sqlite"
+        print(f"\n{args.runs:,} runs on {db}, {args.requests} requests each through `fitboard web` over HTTP:")
+        print("\n".join(lines), flush=True)
     finally:
-        if not args.keep and not args.use:
+        if not args.keep and not args.use and not args.migrate:
             drop_postgres(url) if url.startswith("postgresql") else Path(url.split("///", 1)[1]).unlink()
-    print(f"\n{args.runs:,} runs on {args.db}, {args.requests} requests each through `fitboard web` over HTTP:")
-    print("\n".join(lines))
     return 0
 
 

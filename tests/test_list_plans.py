@@ -6,6 +6,7 @@ API's and the page's own declarations, so a new order or filter is checked the d
 from __future__ import annotations
 
 import inspect as pyinspect
+import itertools
 import re
 import typing
 
@@ -18,7 +19,8 @@ from fitboard.app.pages import runs as page_runs
 from fitboard.app.services.runs import ARCHIVED
 from fitboard.app.store import run_list
 from fitboard.app.store.db import session_scope
-from fitboard.app.store.models import Run, Search, Sweep
+from fitboard.app.store.models import Project, Run, Search, Sweep
+from fitboard.app.store.ownership import scope_session
 from fitboard.app.store.runs import create_run, runs_page, update_run
 from tests.store_fixtures import *  # noqa: F401,F403
 
@@ -49,8 +51,10 @@ def test_the_checked_options_are_the_apis():
 
 
 def _fill(engine) -> None:
-    """Forty runs of every status, two datasets, tags, a sweep, a search, archived ones and accuracies."""
+    """Forty runs of every status, two datasets, tags, a sweep, a search, archived ones and accuracies; every fifth
+    in a second project."""
     with session_scope(engine) as s:
+        s.add(Project(id=2, name="other"))
         s.add(Sweep(id=1, name="sw", base={}, vary={}, mode="grid", seeds=[0], variants=[]))
         s.add(Search(id=1, name="se", base={}, space={}, options={}, study_name="plan-test"))
         s.flush()
@@ -59,7 +63,8 @@ def _fill(engine) -> None:
             acc = None if i % 3 == 0 else i / 40
             s.exec(update(Run).where(Run.id == run.id).values(
                 status=STATUSES[i % len(STATUSES)], best_accuracy=acc, tta_accuracy=acc, archived=i % 7 == 0,
-                sweep_id=1 if i % 5 == 0 else None, search_id=1 if i % 4 == 0 else None))
+                sweep_id=1 if i % 5 == 0 else None, search_id=1 if i % 4 == 0 else None,
+                project_id=2 if i % 5 == 1 else 1))
             if i % 3 == 1:
                 update_run(s, run.id, {"tags": ["keep", "x"]})
 
@@ -97,13 +102,13 @@ def test_every_list_query_uses_an_index(db_engine, drive_limit, monkeypatch):
         try:
             from sqlmodel import Session
             with Session(bind=conn) as s:
-                for order in _orders():
-                    for f in _filters():
-                        for archived in ARCHIVED.values():
-                            page = runs_page(s, order=order, archived=archived, limit=5, **f)
-                            pages += bool(page.items)
-                            if page.next_cursor:
-                                runs_page(s, order=order, archived=archived, limit=5, cursor=page.next_cursor, **f)
+                for order, f, archived, project in itertools.product(_orders(), _filters(), ARCHIVED.values(),
+                                                                     (None, 2)):
+                    scope_session(s, project, None)  # a request's session (?project=other), or every project
+                    page = runs_page(s, order=order, archived=archived, limit=5, **f)
+                    pages += bool(page.items)
+                    if page.next_cursor:
+                        runs_page(s, order=order, archived=archived, limit=5, cursor=page.next_cursor, **f)
         finally:
             event.remove(db_engine, "before_cursor_execute", capture)
         for statement, params in dict.fromkeys((st, tuple(p) if isinstance(p, (list, tuple)) else
@@ -111,7 +116,7 @@ def test_every_list_query_uses_an_index(db_engine, drive_limit, monkeypatch):
             plist = dict(params) if postgres else tuple(params)
             failures += [f"{statement}\n  {problem}" for problem in _problems(conn, statement, plist, postgres)]
         conn.rollback()
-    assert pages > 100  # the queries found runs: the plans checked are the ones that answer
+    assert pages > 200  # the queries found runs: the plans checked are the ones that answer
     assert not failures, f"{len(failures)} list queries read without an index, e.g.:\n" + "\n\n".join(failures[:3])
 
 
@@ -144,3 +149,21 @@ def test_a_cursor_walk_sees_every_run_once_in_order_and_back(db_engine):
             runs_page(s, order="name", cursor=runs_page(s, order="-name", limit=2).next_cursor)
     with db_engine.connect() as conn:  # the plans above ran on real data: the tags moved to their own table too
         assert conn.execute(text("SELECT count(*) FROM run_tag WHERE tag = 'keep'")).scalar() == 13
+
+
+def test_a_project_lists_its_own_runs_with_its_own_tags(db_engine):
+    _fill(db_engine)
+    with session_scope(db_engine) as s:
+        scope_session(s, 2, None)
+        mine = runs_page(s, archived=None, limit=100).items
+        assert sorted(int(r.name.split("-")[1]) for r in mine) == [1, 6, 11, 16, 21, 26, 31, 36]
+        tagged = runs_page(s, archived=None, tag="keep", limit=100).items
+        assert [r.name for r in tagged] == ["run-31", "run-16", "run-1"]
+        assert runs_page(s, archived=None, tag="keep").total == 3
+        scope_session(s, None, None)
+        every = runs_page(s, archived=None, order="-best_accuracy", limit=100).items
+        assert len(every) == 40 and runs_page(s, archived=None, tag="keep").total == 13
+        accs = [r.best_accuracy for r in every]  # both projects' runs merged in one order, no accuracy last
+        assert accs[:26] == sorted(accs[:26], reverse=True) and accs[26:] == [None] * 14
+    with db_engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM run_tag WHERE project_id = 2")).scalar() == 6

@@ -133,7 +133,7 @@ def create(session: Session, publisher: Publisher, base: dict, space: dict, opti
 def cancel(session: Session, search_id: int, orphaned_after: float | None = None) -> Search:
     """Stop asking for trials; cancel the queued and running trials and verify runs."""
     search = store.get_search(session, search_id)
-    ids = [r.id for r in store.trial_runs(session, search_id) if r.status in LIVE]
+    ids = [r.id for r in store.trial_rows(session, search_id) if r.status in LIVE]
     if search.verify_sweep_id is not None:
         ids += session.exec(select(Run.id).where(Run.sweep_id == search.verify_sweep_id,
                                                  Run.status.in_(LIVE))).scalars().all()
@@ -152,14 +152,14 @@ def _rung(trial: optuna.trial.FrozenTrial) -> int | None:
     return max(rungs) if rungs else None
 
 
-def _trials(session: Session, search: Search, study: optuna.Study) -> list[dict]:
+def _trials(session: Session, search: Search, frozen: list) -> list[dict]:
     """Each trial: its run, params, status, epochs trained, final metric, curve, and where a pruned one stopped."""
-    runs = {r.trial_number: r for r in store.trial_runs(session, search.id)}
+    runs = {r.trial_number: r for r in store.trial_rows(session, search.id)}
     ids = [r.id for r in runs.values()]
     trained = store.epochs_trained(session, ids)
     curves = store.metric_curves(session, ids, search.options["metric"])
     out = []
-    for t in study.get_trials(deepcopy=False):
+    for t in frozen:
         if t.state == TrialState.WAITING:
             continue  # enqueued (the base, the user's first configurations), not asked yet
         run = runs.get(t.number)
@@ -172,7 +172,7 @@ def _trials(session: Session, search: Search, study: optuna.Study) -> list[dict]
                  "curve": curves.get(run.id, []) if run else [], "error": run.error if run else None,
                  "pruned": None}
         if run is not None and run.status == RunStatus.pruned:
-            where = (run.result or {}).get("pruned") or {}
+            where = run.pruned or {}
             entry["pruned"] = {"epoch": where.get("step", epochs), "rung": _rung(t),
                                "value": where.get("value")}
         out.append(entry)
@@ -225,9 +225,9 @@ def _verify(session: Session, search: Search) -> dict | None:
             "winners": winners, "metric": "accuracy"}
 
 
-def importances(search: Search, study: optuna.Study) -> dict:
+def importances(search: Search, study: optuna.Study, frozen: list) -> dict:
     """Optuna's parameter importances (fANOVA) once two trials completed; {} before or if it cannot tell."""
-    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    done = [t for t in frozen if t.state == TrialState.COMPLETE]
     if len(done) < 2 or len(search.space) < 2:
         return {}
     try:
@@ -241,7 +241,8 @@ def report(session: Session, search_id: int, with_importance: bool = False) -> d
     """A search in full: options, trials, best, best-so-far, budget and its verify sweep."""
     search = store.get_search(session, search_id)
     study = studies.read_study(session.get_bind(), search)
-    trials = _trials(session, search, study)
+    frozen = studies.report_trials(session.get_bind(), search)
+    trials = _trials(session, search, frozen)
     maximize = search.options["direction"] == "maximize"
     done = [t for t in trials if t["state"] == "complete" and t["value"] is not None]
     best = (max if maximize else min)(done, key=lambda t: t["value"]) if done else None
@@ -252,7 +253,7 @@ def report(session: Session, search_id: int, with_importance: bool = False) -> d
             "finished_at": search.finished_at.isoformat() if search.finished_at else None,
             "trials": trials, "counts": counts, "best": best, "best_so_far": _best_so_far(trials, maximize),
             "budget": _budget(search, trials), "verify": _verify(session, search),
-            "importance": importances(search, study) if with_importance else None}
+            "importance": importances(search, study, frozen) if with_importance else None}
 
 
 def recent(session: Session) -> list[Search]:

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
+from types import SimpleNamespace
 
 import optuna
-from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
-from sqlalchemy import Engine
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution, json_to_distribution
+from optuna.trial import TrialState
+from sqlalchemy import Engine, text
 
 from fitboard.app.core.search_space import MAX_GRID, grid_size
 from fitboard.app.store.db import driver_url, sqlite_events
@@ -156,3 +159,27 @@ def trial(engine: Engine, search: Search, number: int) -> optuna.Trial:
     rdb = storage(db_url(engine))
     study_id = rdb.get_study_id_from_name(search.study_name)
     return optuna.trial.Trial(load_study(engine, search), rdb.get_trial_id_from_study_id_trial_number(study_id, number))
+
+
+def report_trials(engine: Engine, search: Search) -> list[SimpleNamespace]:
+    """The study's trials as a search's report reads them (number, state, value, params, user and system attributes)
+    in five queries on Optuna's tables, without the per-epoch intermediate values Optuna's own reader loads too (a
+    thousand trials' twenty thousand rows: most of a second); trial order."""
+    study_id = storage(db_url(engine)).get_study_id_from_name(search.study_name)
+    trials_of = "trial_id IN (SELECT trial_id FROM trials WHERE study_id = :s)"
+    with engine.connect() as conn:
+        def rows(sql: str) -> list:
+            return conn.execute(text(sql), {"s": study_id}).all()
+        out = {tid: SimpleNamespace(number=number, state=TrialState[state], value=None, params={}, user_attrs={},
+                                    system_attrs={})
+               for tid, number, state in rows("SELECT trial_id, number, state FROM trials WHERE study_id = :s")}
+        for tid, value, kind in rows(f"SELECT trial_id, value, value_type FROM trial_values WHERE {trials_of} "
+                                     "AND objective = 0"):
+            out[tid].value = {"INF_POS": math.inf, "INF_NEG": -math.inf}.get(kind, value)
+        for tid, name, value, dist in rows("SELECT trial_id, param_name, param_value, distribution_json FROM "
+                                           f"trial_params WHERE {trials_of}"):
+            out[tid].params[name] = json_to_distribution(dist).to_external_repr(value)
+        for table, attr in (("trial_user_attributes", "user_attrs"), ("trial_system_attributes", "system_attrs")):
+            for tid, key, value in rows(f"SELECT trial_id, key, value_json FROM {table} WHERE {trials_of}"):
+                getattr(out[tid], attr)[key] = json.loads(value)
+    return sorted(out.values(), key=lambda t: t.number)

@@ -67,9 +67,10 @@ RUN_KINDS = ("queued", "tracked")
 DEFAULT_PROJECT_ID = 1  # the project `default` (migration 0010 creates it with this id): what existed before projects
 
 
-def _project_fk() -> Any:
-    """The project that owns a row; rows written without one (old code paths, the CLI) land in `default`."""
-    return sa.Column(sa.Integer(), sa.ForeignKey("project.id"), nullable=False, index=True,
+def _project_fk(index: bool = True) -> Any:
+    """The project that owns a row; rows written without one (old code paths, the CLI) land in `default`. index
+    False where composite indexes lead with it (the runs list's)."""
+    return sa.Column(sa.Integer(), sa.ForeignKey("project.id"), nullable=False, index=index,
                      server_default=str(DEFAULT_PROJECT_ID))
 
 
@@ -92,22 +93,22 @@ class Project(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_column=_when(nullable=False))
 
 
-# The runs list's indexes: one per order the list offers, each led by archived (the list always says which runs it
-# wants) and ending with the key's tie-breakers, so a page and its keyset cursor are one index range. status and dataset
-# break ties by created_at, so the same index serves "newest with this status" and "by status"; status also leads an
-# index per accuracy (the best failed runs have none: a walk of the accuracy index would find none). A project filter
-# added later leads each of them: (project_id, archived, ...).
+# The runs list's indexes: one per order the list offers, each led by project_id and archived (a list is always one
+# project's, and always says which runs it wants) and ending with the key's tie-breakers, so a page and its keyset
+# cursor are one index range. status and dataset break ties by created_at, so the same index serves "newest with this
+# status" and "by status"; status also leads an index per accuracy (the best failed runs have none: a walk of the
+# accuracy index would find none). They serve the project's foreign key too (no index of project_id alone).
 LIST_INDEXES = {
-    "ix_run_list_id": ("archived", "id"),
-    "ix_run_list_created_at": ("archived", "created_at", "id"),
-    "ix_run_list_name": ("archived", "name", "id"),
-    "ix_run_list_finished_at": ("archived", "finished_at", "id"),
-    "ix_run_list_best_accuracy": ("archived", "best_accuracy", "id"),
-    "ix_run_list_tta_accuracy": ("archived", "tta_accuracy", "id"),
-    "ix_run_list_status": ("archived", "status", "created_at", "id"),
-    "ix_run_list_dataset": ("archived", "dataset", "created_at", "id"),
-    "ix_run_list_status_best_accuracy": ("archived", "status", "best_accuracy", "id"),
-    "ix_run_list_status_tta_accuracy": ("archived", "status", "tta_accuracy", "id"),
+    "ix_run_list_id": ("project_id", "archived", "id"),
+    "ix_run_list_created_at": ("project_id", "archived", "created_at", "id"),
+    "ix_run_list_name": ("project_id", "archived", "name", "id"),
+    "ix_run_list_finished_at": ("project_id", "archived", "finished_at", "id"),
+    "ix_run_list_best_accuracy": ("project_id", "archived", "best_accuracy", "id"),
+    "ix_run_list_tta_accuracy": ("project_id", "archived", "tta_accuracy", "id"),
+    "ix_run_list_status": ("project_id", "archived", "status", "created_at", "id"),
+    "ix_run_list_dataset": ("project_id", "archived", "dataset", "created_at", "id"),
+    "ix_run_list_status_best_accuracy": ("project_id", "archived", "status", "best_accuracy", "id"),
+    "ix_run_list_status_tta_accuracy": ("project_id", "archived", "status", "tta_accuracy", "id"),
 }
 
 
@@ -182,7 +183,7 @@ class Run(SQLModel, table=True):
     # rows arrive over the API, and last_contact_at (its last write) is what says it is still alive.
     kind: str = Field(default="queued", sa_column=sa.Column(sa.String(16), nullable=False, server_default="queued"))
     last_contact_at: datetime | None = Field(default=None, sa_column=_when())
-    project_id: int | None = Field(default=None, sa_column=_project_fk())
+    project_id: int | None = Field(default=None, sa_column=_project_fk(index=False))
     # the person who launched it (None: before people existed, the local admin or the site token)
     launched_by: int | None = Field(default=None, sa_column=_launcher_fk())
     # high, normal or low: the dispatcher starts higher ones first, then shares fairly between people
@@ -202,12 +203,15 @@ class Run(SQLModel, table=True):
 
 
 class RunTag(SQLModel, table=True):
-    """One tag of one run: the runs list finds a tag's runs through (tag, run_id)."""
+    """One tag of one run: the runs list finds a project's runs with a tag through (project_id, tag, run_id); the
+    project is the run's (copied when the tags are written; a run never changes project)."""
 
     __tablename__ = "run_tag"
-    __table_args__ = (sa.Index("ix_run_tag_tag", "tag", "run_id"),)
+    __table_args__ = (sa.Index("ix_run_tag_tag", "project_id", "tag", "run_id"),)
     run_id: int = Field(sa_column=_run_fk(primary_key=True))
     tag: str = Field(sa_column=sa.Column(sa.String(40), primary_key=True))
+    project_id: int = Field(default=DEFAULT_PROJECT_ID, sa_column=sa.Column(
+        sa.Integer(), nullable=False, server_default=str(DEFAULT_PROJECT_ID)))
 
 
 class RunAttempt(SQLModel, table=True):

@@ -17,7 +17,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlmodel import Session
 
-from fitboard.app.store.models import LIST_INDEXES, Run, RunTag
+from fitboard.app.store.models import LIST_INDEXES, Project, Run, RunTag
 from fitboard.app.store.name_search import FTS_TABLE, MIN_CHARS, fts_phrase
 
 COUNT_LIMIT = 10_000  # a count stops here; beyond it the list is "more than 10,000"
@@ -47,6 +47,7 @@ class RunFilter:
     archived: bool | None = False
     sweep_id: int | None = None
     search_id: int | None = None
+    projects: tuple[int, ...] = ()  # the project whose runs these are (every project: page_runs lists them all)
 
     def narrows(self) -> bool:
         """Whether anything beyond archived filters the runs."""
@@ -112,10 +113,11 @@ def decode_cursor(cursor: str, order: str) -> tuple[bool, tuple]:
 
 
 def _variants(f: RunFilter) -> list[tuple]:
-    """One WHERE per index range: archived None and several statuses become one range each (merged afterwards)."""
+    """One WHERE per index range (project, archived, status): several projects (an unscoped session), archived None
+    and several statuses become one range each (merged afterwards)."""
     archived = [False, True] if f.archived is None else [f.archived]
     statuses = list(f.status) or [None]
-    return [(a, s) for a in archived for s in statuses]
+    return [(p, a, s) for p in f.projects for a in archived for s in statuses]
 
 
 def _name_match(dialect: str, needle: str, through_index: bool):
@@ -131,8 +133,9 @@ def _name_match(dialect: str, needle: str, through_index: bool):
 
 def _where(f: RunFilter, variant: tuple, dialect: str, drive: bool) -> list:
     """The WHERE of one range; drive: the filters are to find the rows (few match), else to test each row."""
-    archived, status = variant
-    where = [Run.archived == archived]  # "= false", not "IS false": PostgreSQL's B-tree takes only the first
+    project, archived, status = variant
+    # "= false", not "IS false": PostgreSQL's B-tree takes only the first
+    where = [Run.project_id == project, Run.archived == archived]
     if status is not None:
         where.append(Run.status == status)
     if f.dataset is not None:
@@ -142,7 +145,7 @@ def _where(f: RunFilter, variant: tuple, dialect: str, drive: bool) -> list:
     if f.search_id is not None:
         where.append(Run.search_id == f.search_id)
     if f.tag:
-        tagged = sa.select(RunTag.run_id).where(RunTag.tag == f.tag)
+        tagged = sa.select(RunTag.run_id).where(RunTag.project_id == project, RunTag.tag == f.tag)
         where.append(Run.id.in_(tagged) if drive else
                      sa.exists().where(RunTag.run_id == Run.id, RunTag.tag == f.tag))
     if f.name_contains:
@@ -156,7 +159,8 @@ def _count(session: Session, f: RunFilter, variant: tuple, cap: int) -> int:
     inner = sa.select(sa.literal(1))
     if f.tag:
         # Stream the tag's rows and stop at cap: an IN list would first gather every run with the tag.
-        inner = inner.select_from(RunTag).join(Run, Run.id == RunTag.run_id).where(RunTag.tag == f.tag)
+        inner = inner.select_from(RunTag).join(Run, Run.id == RunTag.run_id).where(
+            RunTag.project_id == variant[0], RunTag.tag == f.tag)
         f = replace(f, tag=None)
     elif dialect == "sqlite" and f.name_contains and len(f.name_contains) >= MIN_CHARS:
         inner = inner.select_from(_fts).join(Run, Run.id == _fts.c.rowid).where(
@@ -200,8 +204,9 @@ def _arm(keys: list, phase: int, descending: bool, start: tuple | None) -> tuple
 
 
 def _walk(session: Session, f: RunFilter, order: str, forward: bool, start: tuple | None, n: int,
-          counts: list[int]) -> list[tuple]:
-    """Up to n positions (phase, key values...) from start (excluded) in the list's order, or against it."""
+          counts: list[int], skip: int = 0) -> list[tuple]:
+    """Up to n positions (phase, key values...) from start (excluded) in the list's order, or against it; skip: rows
+    the database passes over first (one range of one phase, read through its index alone: see _sql_offset)."""
     field = order.lstrip("-")
     keys = [getattr(Run, c) for c in ORDERS[field]]
     descending = order.startswith("-") == forward
@@ -215,13 +220,13 @@ def _walk(session: Session, f: RunFilter, order: str, forward: bool, start: tupl
         for phase in phases:
             if len(got) < n:
                 got += _range(session, f, variant, _strategy(session, f, field, count),
-                              _arm(keys, phase, descending, start), keys, n - len(got), phase)
+                              _arm(keys, phase, descending, start), keys, n - len(got), phase, skip)
         found += got
     return _merge(found, descending, forward, n) if len(counts) > 1 else found
 
 
 def _range(session: Session, f: RunFilter, variant: tuple, strategy: str, arm: tuple, keys: list, n: int,
-           phase: int) -> list[tuple]:
+           phase: int, skip: int = 0) -> list[tuple]:
     """Up to n positions of one range and phase, found the strategy's way (see _strategy)."""
     where, order_by = arm[:2]
     dialect = session.get_bind().dialect.name
@@ -230,10 +235,31 @@ def _range(session: Session, f: RunFilter, variant: tuple, strategy: str, arm: t
         if got is not None:
             return [(phase, *r) for r in got]
         strategy = "drive"  # the window held too few matches: the filter's rows after all
+    if strategy == "drive" and dialect == "postgresql":
+        return _drive_matches(session, f, variant, keys, n, phase, arm)
     if strategy == "drive" and dialect == "sqlite":
+        if _by_name_index(f, dialect):
+            # The name index's ids, each looked up by rowid, the best n kept by SQLite's sorter: a fragment in a
+            # tenth of a million runs sorts in C (tens of ms), not here (the planner picks the rowid plan: its fixed
+            # statistics price the order's index as a walk of every run).
+            stmt = sa.select(*keys).where(*_where(f, variant, dialect, True), *where)
+            return [(phase, *r) for r in session.exec(stmt.order_by(*order_by).limit(n)).all()]
         return _drive(session, f, variant, keys, n, phase, arm)
     stmt = sa.select(*keys).where(*_where(f, variant, dialect, strategy == "drive"), *where)
-    return [(phase, *r) for r in session.exec(stmt.order_by(*order_by).limit(n)).all()]
+    return [(phase, *r) for r in session.exec(stmt.order_by(*order_by).limit(n).offset(skip or None)).all()]
+
+
+def _drive_matches(session: Session, f: RunFilter, variant: tuple, keys: list, n: int, phase: int,
+                   arm: tuple) -> list[tuple]:
+    """PostgreSQL, a name fragment whose matches a window of the order's index did not hold: the matches found
+    through the trigram index first (a MATERIALIZED CTE: the planner may not fold it into a walk of the order's
+    index, which it prices as if matches were spread evenly), then the best n sorted."""
+    where, descending = arm[0], arm[2]
+    found = sa.select(*keys).where(*_where(f, variant, "postgresql", True), *where).cte("matches").prefix_with(
+        "MATERIALIZED")
+    cols = [found.c[k.key] for k in (keys if phase == 0 else keys[1:])]
+    stmt = sa.select(*[found.c[k.key] for k in keys]).order_by(*[c.desc() if descending else c.asc() for c in cols])
+    return [(phase, *r) for r in session.exec(stmt.limit(n)).all()]
 
 
 def _drive(session: Session, f: RunFilter, variant: tuple, keys: list, n: int, phase: int,
@@ -260,7 +286,7 @@ def _tests(f: RunFilter, variant: tuple):
 
     def test(row) -> bool:
         status, dataset, sweep_id, search_id, name = row[:5]
-        return ((variant[1] is None or status == variant[1]) and (f.dataset is None or dataset == f.dataset)
+        return ((variant[2] is None or status == variant[2]) and (f.dataset is None or dataset == f.dataset)
                 and (f.sweep_id is None or sweep_id == f.sweep_id) and (f.search_id is None or search_id == f.search_id)
                 and needle in name.lower() and (not f.tag or bool(row[5])))
     return cols, test
@@ -273,7 +299,8 @@ def _scan(session: Session, f: RunFilter, variant: tuple, arm: tuple, keys: list
     where, order_by = arm[:2]
     index = INDEX_FOR[next(k for k, v in ORDERS.items() if v[0] == keys[0].key)]
     cols, test = _tests(f, variant)
-    stmt = (sa.select(*keys, *cols).where(Run.archived == variant[0], *where).order_by(*order_by)
+    stmt = (sa.select(*keys, *cols).where(Run.project_id == variant[0], Run.archived == variant[1], *where)
+            .order_by(*order_by)
             .with_hint(Run, f"INDEXED BY {index}", "sqlite"))
     got, seen = [], 0
     result = session.execute(stmt.execution_options(yield_per=500))  # SQLite steps the walk only as rows are read
@@ -303,13 +330,33 @@ def _merge(found: list[tuple], descending: bool, forward: bool, n: int) -> list[
 
 def _strategy(session: Session, f: RunFilter, field: str, count: int) -> str:
     """How to find a range's page: its order's index alone (served); the filter's rows, sorted (drive: at most
-    DRIVE_LIMIT match); or a window of the order's index, each row tested (scan: many match, so the window holds a
-    page). PostgreSQL's planner weighs the same choice from its own statistics."""
+    DRIVE_LIMIT match, or the name index finds them); or a window of the order's index, each row tested (scan: many
+    match, so the window holds a page). PostgreSQL's planner weighs the same choice from its own statistics, except
+    for a name fragment (its statistics cannot say where the matches lie)."""
     if _served(f, field):
         return "served"
-    if session.get_bind().dialect.name != "sqlite":
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql" and f.name_contains and len(f.name_contains) >= MIN_CHARS:
+        # A fragment's matches may all be old: the planner would walk the order's index past every newer run
+        return "drive" if count <= DRIVE_LIMIT else "scan"
+    if dialect != "sqlite":
         return "planner"
-    return "drive" if count <= DRIVE_LIMIT else "scan"
+    return "drive" if count <= DRIVE_LIMIT or _by_name_index(f, dialect) else "scan"
+
+
+def _by_name_index(f: RunFilter, dialect: str) -> bool:
+    """Whether the name index finds the filter's rows (SQLite's FTS table, for a fragment of MIN_CHARS or more):
+    then they are always sorted in SQL, however many match, since a walk of the order's index may pass every run
+    before it meets one (a fragment that matches only old runs)."""
+    return dialect == "sqlite" and bool(f.name_contains) and len(f.name_contains) >= MIN_CHARS
+
+
+def _sql_offset(session: Session, f: RunFilter, field: str, counts: list[int], start: tuple | None,
+                offset: int) -> bool:
+    """Whether the database can skip offset rows itself: one range (one project, archived or not, one status), an
+    order whose values are never NULL (one phase), no cursor, read through the order's index or the planner's."""
+    return bool(offset) and start is None and len(counts) == 1 and field not in NULLABLE and _strategy(
+        session, f, field, counts[0]) in ("served", "planner")
 
 
 def _load(session: Session, positions: list[tuple], field: str) -> list[Run]:
@@ -327,9 +374,14 @@ def page_runs(session: Session, f: RunFilter, order: str = "-created_at", limit:
         raise ValueError(f"cannot order runs by {field!r}; choose one of {', '.join(ORDERS)}")
     if offset > MAX_OFFSET:
         raise ValueError(f"offset is at most {MAX_OFFSET}; go further with the cursor")
+    if not f.projects:
+        f = replace(f, projects=tuple(session.exec(sa.select(Project.id).order_by(Project.id)).scalars()))
     total, counts = count_runs(session, f)
     forward, start = decode_cursor(cursor, order) if cursor else (True, None)
-    got = _walk(session, f, order, forward, start, offset + limit + 1, counts)[offset:]
+    if _sql_offset(session, f, field, counts, start, offset):  # the index skips them: 51 rows read, not 5,051
+        got = _walk(session, f, order, forward, start, limit + 1, counts, skip=offset)
+    else:
+        got = _walk(session, f, order, forward, start, offset + limit + 1, counts)[offset:]
     more, got = len(got) > limit, got[:limit]
     if not forward:
         got = got[::-1]

@@ -72,15 +72,24 @@ def epochs_trained(session: Session, run_ids: list[int]) -> dict[int, tuple[int,
     return {rid: (n, float(s)) for rid, n, s in session.exec(stmt).all()}
 
 
+def trial_rows(session: Session, search_id: int) -> list:
+    """What the search page shows of each trial run, in trial order, in one query (no run objects): id, trial_number,
+    status, error and where a pruned one stopped (its result's "pruned")."""
+    stmt = (select(Run.id, Run.trial_number, Run.status, Run.error, Run.result["pruned"].label("pruned"))
+            .where(Run.search_id == search_id).order_by(Run.trial_number, Run.id))
+    return list(session.exec(stmt).all())
+
+
 def metric_curves(session: Session, run_ids: list[int], metric: str) -> dict[int, list[float | None]]:
     """run id -> the metric at each epoch, stages run end to end."""
     if not run_ids:
         return {}
-    rows = session.exec(select(EpochRow).where(EpochRow.run_id.in_(run_ids))
-                        .order_by(EpochRow.run_id, EpochRow.stage, EpochRow.epoch)).scalars().all()
+    value = EpochRow.valid_loss if metric == "valid_loss" else EpochRow.metrics[metric].as_float()
+    stmt = (select(EpochRow.run_id, value).where(EpochRow.run_id.in_(run_ids))
+            .order_by(EpochRow.run_id, EpochRow.stage, EpochRow.epoch))
     out: dict[int, list] = {}
-    for r in rows:
-        out.setdefault(r.run_id, []).append(r.valid_loss if metric == "valid_loss" else (r.metrics or {}).get(metric))
+    for run_id, v in session.exec(stmt).all():
+        out.setdefault(run_id, []).append(v)
     return out
 
 
