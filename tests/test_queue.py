@@ -54,7 +54,7 @@ def test_queued_run_succeeds_with_every_epoch_stored_once(make_workers, broker):
     assert run.result["tta"]["n"] == 1 and run.result["best"]["metric"] == "accuracy"
     stored = workers.home / "artifacts" / str(run_id)  # the default artifact store; the scratch folder is gone
     assert sorted(p.name for p in stored.iterdir()) == ["model.pkl", "predictions.csv"]
-    assert not (workers.home / "work" / str(run_id)).exists() and run.result["model_path"] is None
+    assert not list((workers.home / "work").glob(f"{run_id}.*")) and run.result["model_path"] is None
     assert [s["stage"] for s in run.result["stages"]] == [0, 1] and run.result["stages"][1]["lr"] == [1e-4, 1e-3]
     with session_scope(workers.engine) as session:
         finds = list_lr_finds(session, run_id)

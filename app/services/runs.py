@@ -15,6 +15,7 @@ from fitboard.app.core.fairshare import check_priority
 from fitboard.app.core.run_meta import RunPatch
 from fitboard.app.core.schemas import DatasetSpec, RunSpec, parse_spec
 from fitboard.app.core.settings import Settings
+from fitboard.app.services import dispatch
 from fitboard.app.services.queue import DEFAULT_QUEUE, Publisher
 from fitboard.app.services.recovery import publish_committed
 from fitboard.app.store import runs as store
@@ -142,6 +143,8 @@ def edit(session: Session, run_id: int, patch: RunPatch) -> Run:
     """Rename, annotate, tag, archive or unarchive a run, committed; the run afterwards."""
     run = store.update_run(session, run_id, patch.changes())
     session.commit()
+    if patch.priority is not None:
+        dispatch.lines.clear()  # its queue's line moved
     return run
 
 
@@ -149,6 +152,7 @@ def set_priority(session: Session, run_id: int, priority: str) -> Run:
     """Change a run's priority (the caller was allowed: app.web.access.may_set_priority), committed; the run."""
     run = store.update_run(session, run_id, {"priority": check_priority(priority)})
     session.commit()
+    dispatch.lines.clear()  # its queue's line moved
     return run
 
 
