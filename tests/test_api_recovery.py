@@ -79,13 +79,17 @@ def test_sweep_values_per_field_and_seeds_are_bounded(client):
     assert count(client, Run) == 0 and count(client, Sweep) == 0
 
 
-def test_a_sweep_at_the_limit_is_stored_in_batches_and_every_run_published(client):
+def test_a_sweep_at_the_limit_is_stored_in_batches_and_every_run_waits_in_line(client):
     vary = {"label_smoothing": [round(0.01 * i, 2) for i in range(1, 64)]}  # 64 variants x 4 seeds = 256 runs
     response = client.post("/api/v1/sweeps", json={"base": tiny_recipe(), "vary": vary, "seeds": [0, 1, 2, 3]})
     assert response.status_code == 201, response.text
-    assert len(response.json()["queued"]) == 256
-    with session_scope(client.app.state.engine) as s:
-        assert s.exec(select(func.count()).select_from(Run).where(Run.published_at.is_(None))).scalar_one() == 0
+    queued = sorted(r["id"] for r in response.json()["queued"])
+    assert len(queued) == 256
+    with session_scope(client.app.state.engine) as s:  # no worker is live: the dispatcher sends none of them yet
+        assert s.exec(select(func.count()).select_from(Run).where(Run.published_at.is_(None))).scalar_one() == 256
+    (line,) = client.get("/api/v1/queue").json()
+    assert line["waiting"] == 256 and [r["position"] for r in line["runs"]] == list(range(1, len(line["runs"]) + 1))
+    assert [r["run_id"] for r in line["runs"]] == queued[:len(line["runs"])]  # one person, one priority: age
 
 
 def failed_run_with_rows(client) -> int:

@@ -176,8 +176,9 @@ def report_trials(engine: Engine, search: Search) -> list[SimpleNamespace]:
         for tid, value, kind in rows(f"SELECT trial_id, value, value_type FROM trial_values WHERE {trials_of} "
                                      "AND objective = 0"):
             out[tid].value = {"INF_POS": math.inf, "INF_NEG": -math.inf}.get(kind, value)
+        # in the order the trial suggested them (as Optuna's own reader gives them): the words follow that order
         for tid, name, value, dist in rows("SELECT trial_id, param_name, param_value, distribution_json FROM "
-                                           f"trial_params WHERE {trials_of}"):
+                                           f"trial_params WHERE {trials_of} ORDER BY param_id"):
             out[tid].params[name] = json_to_distribution(dist).to_external_repr(value)
         for table, attr in (("trial_user_attributes", "user_attrs"), ("trial_system_attributes", "system_attrs")):
             for tid, key, value in rows(f"SELECT trial_id, key, value_json FROM {table} WHERE {trials_of}"):

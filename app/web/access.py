@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from typing import Annotated, Callable, Iterator
 from urllib.parse import urlencode
 
-from fastapi import Body, Depends, Form, HTTPException, Request, status
+from fastapi import Body, Depends, HTTPException, Request, status
 from sqlalchemy import select
 from sqlmodel import Session
+from starlette.concurrency import run_in_threadpool
 
 from fitboard.app.core.errors import (
     NotFound,
@@ -296,13 +297,21 @@ def checked_patch(run_id: int, request: Request, access: Annotated[Access, Depen
     return patch
 
 
-def checked_priority(run_id: int, request: Request, access: Annotated[Access, Depends(guard)],
-                     priority: Annotated[str, Form(max_length=10)]) -> str:
-    """A page form's priority for a run, once the caller may set it (may_set_priority); 422 for a bad value."""
-    if priority not in RANK:
-        raise RecipeError.one("priority", f"priority is one of high, normal, low; got {priority[:40]!r}")
-    with session_scope(request.app.state.engine) as session:
-        may_set_priority(access, run_id, priority, session)
+async def checked_priority(run_id: int, request: Request, access: Annotated[Access, Depends(guard)]) -> str:
+    """A page form's priority for a run: the form CSRF-checked first (a forged or missing token is 403 whatever
+    else it holds), then 422 for a bad value, then whether the caller may set it (may_set_priority)."""
+    form = await request.form()
+    token, priority = form.get("csrf_token"), form.get("priority")
+    check_csrf(request, token if isinstance(token, str) else None)
+    if not isinstance(priority, str) or priority not in RANK:
+        shown = priority[:40] if isinstance(priority, str) else None
+        raise RecipeError.one("priority", f"priority is one of high, normal, low; got {shown!r}")
+
+    def may() -> None:
+        with session_scope(request.app.state.engine) as session:
+            may_set_priority(access, run_id, priority, session)
+
+    await run_in_threadpool(may)  # a database read: off the event loop
     return priority
 
 
