@@ -11,11 +11,17 @@ TORCH := torch==2.14.1 torchvision==0.29.1
 
 setup: $(STAMP)
 
+# --no-compile: pip would compile every module of every package up front (torch, sympy, scipy...: two thirds of the
+# set-up's time); Python writes the bytecode of what is imported instead, when it is first imported. That needs
+# PYTHONDONTWRITEBYTECODE unset, for the set-up and the tests alike.
+unexport PYTHONDONTWRITEBYTECODE
+
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e '.[train,test]'  # train brings the server's packages too (fitboard[server])
+	$(PY) -m pip install -q --no-compile $(TORCH)
+	$(PY) -m pip install -q --no-compile -e '.[train,test]'  # train brings the server's packages too (fitboard[server])
+	$(PY) -c 'import fitboard.worker.engine, fitboard.app.web.app'  # the bytecode every process needs, written once
 	touch $(STAMP)
 
 $(NODE_STAMP): package.json package-lock.json
@@ -43,8 +49,9 @@ docs: setup
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict -d build/site
 
 # pytest-xdist spreads the test files over $(TEST_PROCS) processes: most tests wait on worker processes, servers or
-# chromium, so three keep two cores busy; --dist loadfile keeps a file's tests (and its module fixtures) together.
-TEST_PROCS ?= 3
+# chromium, so four keep two cores busy (three left a third of the machine idle); --dist loadfile keeps a file's
+# tests (and its module fixtures) together.
+TEST_PROCS ?= 4
 test: setup services lint docs
 	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_PROCS) --dist loadfile
 
