@@ -131,3 +131,27 @@ def test_operator_cli_enqueue_runs_show_cancel(make_workers, tmp_path):
     assert shown["status"] == "succeeded" and [e["epoch"] for e in shown["epochs"]] == [0]
     again = cli("cancel", str(run_id))
     assert again.returncode == 1 and "finished" in again.stderr
+
+
+DECLARE = """
+import sys, time
+from pathlib import Path
+from fitboard.app.core.settings import Settings
+from fitboard.app.services.queue import declare_queues, make_celery
+celery = make_celery(Settings(home=Path(sys.argv[1]), broker_url=None))
+time.sleep(max(0.0, float(sys.argv[2]) - time.time()))  # every process starts the declaration at the same moment
+declare_queues(celery, [sys.argv[3]])
+"""
+
+
+def test_workers_started_together_on_the_embedded_broker_all_declare_their_new_queue(tmp_path):
+    """kombu's SQLAlchemy transport let the second of two workers started together die of an IntegrityError
+    (kombu_queue.name) when both created the queue's row: declared up front, every process gets through."""
+    for round_ in range(3):
+        home = tmp_path / f"round-{round_}"
+        home.mkdir()
+        at = __import__("time").time() + 3.0
+        procs = [subprocess.Popen([sys.executable, "-c", DECLARE, str(home), str(at), "fresh-queue"],
+                                  stderr=subprocess.PIPE, text=True) for _ in range(4)]
+        errors = [p.communicate(timeout=60)[1] for p in procs]
+        assert [p.returncode for p in procs] == [0] * 4, errors

@@ -12,7 +12,7 @@ from celery import Celery, signals
 from sqlalchemy.engine import Engine
 
 from fitboard.app.core.settings import Settings, get_settings
-from fitboard.app.services.queue import TRAIN_TASK, Publisher, make_celery
+from fitboard.app.services.queue import TRAIN_TASK, Publisher, declare_queues, make_celery
 from fitboard.app.store.db import default_database_url, make_engine, upgrade
 from fitboard.app.store.runs import DEFAULT_QUEUE
 from fitboard.worker import tasks
@@ -48,6 +48,7 @@ class Worker:
         """Migrate, then consume one task at a time in this process (solo pool)."""
         self.queue = queue
         upgrade(default_database_url(self.settings))
+        declare_queues(self.celery, queue.split(","))  # before consuming: workers started together race otherwise
         self.celery.worker_main(["worker", "--pool", "solo", "--concurrency", "1", "--queues", queue,
                                  "--hostname", f"fitboard-{os.getpid()}@%h", "--loglevel", "INFO",
                                  "--without-gossip", "--without-mingle", "--without-heartbeat"])

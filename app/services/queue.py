@@ -1,7 +1,10 @@
 """The Celery app as the web side sees it: configured from Settings, publishes runs by task name only."""
 from __future__ import annotations
 
+import time
+
 from celery import Celery
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from fitboard.app.core.settings import Settings, get_settings
 from fitboard.app.store.runs import DEFAULT_QUEUE
@@ -62,3 +65,24 @@ class Publisher:
         """Send one run's message (to its own queue when given); raises when the broker does not take it."""
         self.celery.send_task(TRAIN_TASK, args=[run_id], queue=queue or self.queue, retry=True,
                               retry_policy=PUBLISH_RETRY)
+
+
+def declare_queues(celery: Celery, queues: list[str], tries: int = 5) -> None:
+    """Make sure the broker has these queues before a worker consumes them.
+
+    kombu's SQLAlchemy transport (the embedded broker) creates a queue's row on first use, guarded by a lock of its
+    own process only: two workers started together on a new queue both insert it, and one dies of the
+    IntegrityError (kombu_queue.name). Declared here first, a retry finds the row the other process made. Redis and
+    AMQP declare idempotently: nothing to do there."""
+    if not str(celery.conf.broker_url).startswith("sqla+"):
+        return
+    for attempt in range(tries):
+        try:
+            with celery.connection_for_write() as conn:
+                for queue in queues:
+                    conn.default_channel._new_queue(queue)
+            return
+        except (IntegrityError, OperationalError):
+            if attempt == tries - 1:
+                raise
+            time.sleep(0.1 * (attempt + 1))

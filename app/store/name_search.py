@@ -31,6 +31,12 @@ def ensure_sqlite_triggers(conn) -> None:
             conn.execute(text(ddl))
 
 
+def indexable(needle: str | None) -> bool:
+    """Whether the name index can answer this fragment: MIN_CHARS or more, and no NUL (FTS5's query parser ends a
+    string there: "unterminated string"; such a fragment is matched by LIKE, which takes it as a bound value)."""
+    return bool(needle) and len(needle) >= MIN_CHARS and "\x00" not in needle
+
+
 def fts_phrase(needle: str) -> str:
     """needle as one FTS5 phrase (a substring match under the trigram tokenizer); quotes doubled."""
     return '"' + needle.replace('"', '""') + '"'

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from sqlmodel import Session
 
 from fitboard.app.store.models import LIST_INDEXES, Project, Run, RunTag
-from fitboard.app.store.name_search import FTS_TABLE, MIN_CHARS, fts_phrase
+from fitboard.app.store.name_search import FTS_TABLE, MIN_CHARS, fts_phrase, indexable
 
 COUNT_LIMIT = 10_000  # a count stops here; beyond it the list is "more than 10,000"
 MAX_OFFSET = 10_000  # deeper pages are reached by cursor
@@ -125,7 +125,7 @@ def _name_match(dialect: str, needle: str, through_index: bool):
     if dialect == "postgresql":
         return Run.name.ilike("%" + needle.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%",
                               escape="\\")
-    if through_index and len(needle) >= MIN_CHARS:
+    if through_index and indexable(needle):
         return Run.id.in_(sa.select(_fts.c.rowid).where(sa.text(f"{FTS_TABLE} MATCH :phrase").bindparams(
             phrase=fts_phrase(needle))))
     return Run.name.icontains(needle, autoescape=True)
@@ -162,7 +162,7 @@ def _count(session: Session, f: RunFilter, variant: tuple, cap: int) -> int:
         inner = inner.select_from(RunTag).join(Run, Run.id == RunTag.run_id).where(
             RunTag.project_id == variant[0], RunTag.tag == f.tag)
         f = replace(f, tag=None)
-    elif dialect == "sqlite" and f.name_contains and len(f.name_contains) >= MIN_CHARS:
+    elif dialect == "sqlite" and indexable(f.name_contains):
         inner = inner.select_from(_fts).join(Run, Run.id == _fts.c.rowid).where(
             sa.text(f"{FTS_TABLE} MATCH :phrase").bindparams(phrase=fts_phrase(f.name_contains)))
         f = replace(f, name_contains=None)
@@ -348,7 +348,7 @@ def _by_name_index(f: RunFilter, dialect: str) -> bool:
     """Whether the name index finds the filter's rows (SQLite's FTS table, for a fragment of MIN_CHARS or more):
     then they are always sorted in SQL, however many match, since a walk of the order's index may pass every run
     before it meets one (a fragment that matches only old runs)."""
-    return dialect == "sqlite" and bool(f.name_contains) and len(f.name_contains) >= MIN_CHARS
+    return dialect == "sqlite" and indexable(f.name_contains)
 
 
 def _sql_offset(session: Session, f: RunFilter, field: str, counts: list[int], start: tuple | None,

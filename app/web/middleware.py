@@ -6,7 +6,7 @@ import json
 import logging
 import re
 import socket
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from fitboard.app.core.settings import Settings
 from fitboard.app.core.tracked import MAX_MODEL_BYTES
@@ -70,6 +70,16 @@ async def answer(send, status: int, detail: str, secured: bool = False, headers:
     await send({"type": "http.response.body", "body": body})
 
 
+def nul_field(query_string: bytes) -> str | None:
+    """The first query parameter whose name or value holds a NUL character, or None."""
+    if b"%00" not in query_string and b"\x00" not in query_string:
+        return None
+    for name, value in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True):
+        if "\x00" in name or "\x00" in value:
+            return name.replace("\x00", "")[:40] or "?"
+    return None
+
+
 class WebGuard:
     """Outermost layer: refuse unknown Host names (DNS rebinding) and writes a browser marks as cross-site (a
     hostile page's form or fetch, with or without cookies); add the security headers to every answer."""
@@ -89,6 +99,9 @@ class WebGuard:
                                             "add it to FITBOARD_ALLOWED_HOSTS", secured=True)
         if scope["method"] in UNSAFE and _cross_site(headers, host):
             return await answer(send, 403, "cross-site request refused", secured=True)
+        with_nul = nul_field(scope.get("query_string", b""))
+        if with_nul is not None:  # no name, tag or path holds one; PostgreSQL refuses it outright, SQLite's FTS chokes
+            return await answer(send, 422, f"query.{with_nul}: a NUL character is not allowed", secured=True)
         secure = self.secure if self.secure is not None else scope.get("scheme") == "https"
 
         async def send_with_headers(message):
