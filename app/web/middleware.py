@@ -59,9 +59,10 @@ def host_name(value: bytes) -> str:
     return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
-async def answer(send, status: int, detail: str, secured: bool = False, headers: dict | None = None) -> None:
-    """A small JSON error answer in the API's error shape; secured: add the security headers (WebGuard's own
-    answers; the layers inside it get them from WebGuard); headers: more of them (Retry-After, Connection...)."""
+async def answer(send, status: int, detail: str | list, secured: bool = False, headers: dict | None = None) -> None:
+    """A small JSON error answer in the API's error shape (a 422's detail: its list of problems); secured: add the
+    security headers (WebGuard's own answers; the layers inside it get them from WebGuard); headers: more of them
+    (Retry-After, Connection...)."""
     body = json.dumps({"detail": detail}).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                *[(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()],
@@ -101,7 +102,8 @@ class WebGuard:
             return await answer(send, 403, "cross-site request refused", secured=True)
         with_nul = nul_field(scope.get("query_string", b""))
         if with_nul is not None:  # no name, tag or path holds one; PostgreSQL refuses it outright, SQLite's FTS chokes
-            return await answer(send, 422, f"query.{with_nul}: a NUL character is not allowed", secured=True)
+            problem = [{"loc": f"query.{with_nul}", "msg": "a NUL character is not allowed"}]  # a 422's shape
+            return await answer(send, 422, problem, secured=True)
         secure = self.secure if self.secure is not None else scope.get("scheme") == "https"
 
         async def send_with_headers(message):
