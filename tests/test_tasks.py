@@ -39,7 +39,11 @@ def test_the_training_task_trains_a_queued_run_in_process(worker, data_root):
         run_id = run.id
     assert note is None and run.status == RunStatus.queued
     task = worker.celery.tasks[TRAIN_TASK]  # the task the factory registered, called here rather than by a consumer
-    assert task.run(run_id) == RunStatus.succeeded
+    first = task.run(run_id)
+    with session_scope(worker.engine) as session:
+        row = session.get(Run, run_id)
+        seen = (row.status, row.worker, row.attempt, row.started_at, row.cancel_requested, row.published_at)
+    assert first == RunStatus.succeeded, seen
     assert task.run(run_id) == "skipped"  # a redelivered message finds the run claimed and does nothing
 
     with session_scope(worker.engine) as session:

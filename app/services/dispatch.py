@@ -155,7 +155,7 @@ class LineCache:
     dispatcher itself never reads the cache."""
 
     def __init__(self):
-        self._lines: dict[str, tuple[float, Line, dict[int, int], datetime]] = {}
+        self._lines: dict[tuple[str, str], tuple[float, Line, dict[int, int], datetime]] = {}
         self._lock = threading.Lock()
 
     def clear(self) -> None:
@@ -164,8 +164,9 @@ class LineCache:
 
     def get(self, session: Session, settings: Settings, queue: str, run_ids: set[int]):
         """(line, run id -> index, when it was computed), computed again when stale or missing one of run_ids."""
+        key = (str(session.get_bind().url), queue)  # one process may serve several databases (tests, tools)
         with self._lock:
-            cached = self._lines.get(queue)
+            cached = self._lines.get(key)
         now = time.monotonic()
         if cached is not None and now - cached[0] < LINE_TTL:
             _, found, index, at = cached
@@ -176,7 +177,7 @@ class LineCache:
         index = {q.run.id: i for i, q in enumerate(found.order)}
         at = datetime.now(timezone.utc)
         with self._lock:
-            self._lines[queue] = (now, found, index, at)
+            self._lines[key] = (now, found, index, at)
         return found, index, at
 
 
