@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import errno
 import io
+import shutil
 
 import pytest
 
@@ -145,3 +146,25 @@ def test_a_final_write_that_meets_a_missing_table_is_not_retried(worker):
     with pytest.raises(OperationalError, match="no such table"):
         tasks._until_written(worker, "run 1", broken)
     assert len(calls) == 1
+
+
+def test_two_workers_made_in_one_process_each_run_their_own_task(tmp_path, sqlite_template, data_root):
+    """Celery adds a task registered as shared to every app finalized later, the first one winning: a second worker
+    made in one process ran its runs through the first worker's closure, on the first worker's database (the run was
+    not there: "skipped", a test failure that came and went with the order of the test files)."""
+    made = []
+    for name in ("first", "second"):
+        shutil.copyfile(sqlite_template, tmp_path / f"{name}.db")
+        made.append(create_worker(Settings(home=tmp_path / name, database_url=f"sqlite:///{tmp_path / name}.db",
+                                           data_root=data_root, broker_url=None, worker_name=f"in-process:{name}")))
+        made[-1].celery.tasks[TRAIN_TASK]  # finalized, as a Celery worker's app is before it consumes
+    first, second = made
+    with session_scope(second.engine) as session:  # pretrained weights are not cached here: it fails at once
+        run_id = runs.submit(session, second.publisher, tiny_recipe(pretrained=True), data_root)[0].id
+    assert second.celery.tasks[TRAIN_TASK].run(run_id) == RunStatus.failed
+    with session_scope(second.engine) as session:
+        assert session.get(Run, run_id).worker == "in-process:second"
+    with session_scope(first.engine) as session:
+        assert session.get(Run, run_id) is None  # nothing was written to the first worker's database
+    for worker in made:
+        worker.engine.dispose()

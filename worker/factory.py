@@ -62,7 +62,10 @@ def create_worker(settings: Settings | None = None) -> Worker:
                     publisher=Publisher(celery),
                     name=settings.worker_name or f"{socket.gethostname()}:{os.getpid()}")
 
-    @celery.task(name=TRAIN_TASK)
+    # shared=False: Celery adds a shared task to every app the process finalizes later, and the last one added wins;
+    # a second worker made in one process (tests, tools) then ran its runs through the first worker's closure (its
+    # database: "skipped").
+    @celery.task(name=TRAIN_TASK, shared=False)
     def train_run(run_id: int) -> str:
         """Claim a queued run and train it (resuming after its last checkpoint)."""
         return tasks.train_run(worker, run_id)

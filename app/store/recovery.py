@@ -32,7 +32,9 @@ def mark_published(session: Session, run_ids: list[int], republished: bool = Fal
     values = {"published_at": utcnow()}
     if republished:
         values["republish_count"] = Run.republish_count + 1
-    stmt = update(Run).where(Run.id.in_(run_ids), Run.status == RunStatus.queued).values(**values)
+    # Whatever their status now: a worker may claim a run between the send and this write, and its re-send still
+    # happened (a status filter here lost the count of exactly those).
+    stmt = update(Run).where(Run.id.in_(run_ids)).values(**values)
     session.exec(stmt.execution_options(synchronize_session=False))
 
 
