@@ -54,14 +54,23 @@ def trickle(port: int, head: str, seconds: float, answers: list) -> None:
     sock.setblocking(False)
     try:
         while time.monotonic() < end and status is None:
+            # Read before writing: a server that answered and closed resets the next byte sent, and a send that
+            # fails that way says nothing of the answer already waiting here.
             try:
-                sock.sendall(b"a")
                 reply = sock.recv(200)
                 status = int(reply.split()[1]) if reply else "closed"
+                break
             except BlockingIOError:
                 pass
             except OSError:
-                status = status or "reset"
+                status = "reset"
+                break
+            try:
+                sock.sendall(b"a")
+            except BlockingIOError:
+                pass
+            except OSError:
+                pass  # the answer (if any) is read at the top of the next turn
             time.sleep(0.2)
     finally:
         answers.append(status)
