@@ -434,6 +434,12 @@ def test_repair_requeues_runs_this_worker_holds_but_does_not_run(db_engine):
     with session_scope(db_engine) as s:
         assert recovery.repair_worker_runs(s, "w:1", current) == {stuck: "queued"}
         assert runs.get_run(s, current).status == "running"
+    # A repair that read "no current run" just before this worker's task claimed one leaves that claim alone.
+    read_at = utcnow()
+    started = _new_run(db_engine, claim_by="w:1")
+    with session_scope(db_engine) as s:
+        assert recovery.repair_worker_runs(s, "w:1", None, claimed_before=read_at) == {current: "queued"}
+        assert runs.get_run(s, started).status == "running"
 
 
 def test_reconciler_lease_publish_marks_and_due_runs(db_engine):

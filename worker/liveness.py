@@ -17,6 +17,7 @@ from fitboard.app.services.dispatch import dispatch
 from fitboard.app.services.queue import Publisher
 from fitboard.app.services.recovery import reconcile
 from fitboard.app.store.db import session_scope
+from fitboard.app.store.models import utcnow
 from fitboard.app.store.recovery import reap_lost_workers, repair_worker_runs
 from fitboard.app.store.workers import record_doctor, record_heartbeat
 from fitboard.worker.doctor import report, run_checks
@@ -58,7 +59,8 @@ class HeartbeatThread(threading.Thread):
     def _repair(self) -> None:
         """Runs this worker is marked as running but is not (a final write that never landed) go back to the queue."""
         with session_scope(self.engine) as session:
-            repaired = repair_worker_runs(session, self.worker_name, self.current_run)
+            since, current = utcnow(), self.current_run  # the time first: a claim after it is never repaired
+            repaired = repair_worker_runs(session, self.worker_name, current, claimed_before=since)
         if repaired:
             log.warning("repaired runs of this worker: %s", repaired)
 

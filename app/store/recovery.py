@@ -8,7 +8,7 @@ UPDATE, so a duplicate message is harmless.
 """
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -123,9 +123,14 @@ def reap_lost_workers(session: Session, silent_after: float) -> dict[int, str]:
             for run_id, worker in session.exec(stmt.order_by(Run.id)).all()}
 
 
-def repair_worker_runs(session: Session, worker: str, current_run_id: int | None) -> dict[int, str]:
-    """Requeue runs marked running on this worker that it is not running (its task ended without a final state)."""
+def repair_worker_runs(session: Session, worker: str, current_run_id: int | None,
+                       claimed_before: datetime | None = None) -> dict[int, str]:
+    """Requeue runs marked running on this worker that it is not running (its task ended without a final state).
+    claimed_before: when the caller read current_run_id; a run claimed since is the one being started now (its task
+    sets the current run just before the claim, which a repair that read it a moment earlier did not see)."""
     stmt = select(Run.id).where(Run.status == RunStatus.running, Run.worker == worker)
+    if claimed_before is not None:
+        stmt = stmt.where(Run.started_at < claimed_before)
     if current_run_id is not None:
         stmt = stmt.where(Run.id != current_run_id)
     return {run_id: requeue_run(session, run_id, f"worker {worker} was no longer running it", worker=worker)
