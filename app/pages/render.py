@@ -16,7 +16,7 @@ from fitboard.app.core.status import RunStatus
 from fitboard.app.core.variant_words import field_title
 from fitboard.app.pages.forms import field_label
 from fitboard.app.pages.wording import COLORS, fmt_lr, heat, plural
-from fitboard.app.web.security import check_csrf, csrf_token, logged_in
+from fitboard.app.web.security import check_csrf, csrf_token, form_data, logged_in
 
 PageId = Annotated[int, Path(ge=1, le=MAX_ID)]  # a run or sweep id in a page's path: bounded before any query
 
@@ -58,14 +58,6 @@ def render(request: Request, name: str, status_code: int = 200, **context):
 def redirect(url: str) -> RedirectResponse:
     """See other: after a POST the browser GETs the result, so a reload does not resubmit."""
     return RedirectResponse(url, status_code=303)
-
-
-async def form_data(request: Request) -> dict[str, str]:
-    """The submitted form fields, CSRF-checked (the one await, so the routes stay plain def)."""
-    form = await request.form()
-    data = {k: v for k, v in form.multi_items() if isinstance(v, str)}
-    check_csrf(request, data.get("csrf_token"))
-    return data
 
 
 async def form_lists(request: Request) -> dict[str, list[str]]:

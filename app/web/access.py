@@ -17,7 +17,6 @@ from urllib.parse import urlencode
 from fastapi import Body, Depends, HTTPException, Request, status
 from sqlalchemy import select
 from sqlmodel import Session
-from starlette.concurrency import run_in_threadpool
 
 from fitboard.app.core.errors import (
     NotFound,
@@ -33,7 +32,7 @@ from fitboard.app.store import people as people_store
 from fitboard.app.store.db import session_scope
 from fitboard.app.store.models import DEFAULT_PROJECT_ID, Prediction, Run, Search, Sweep
 from fitboard.app.web.principals import LOCAL_ADMIN, SITE_TOKEN, Principal
-from fitboard.app.web.security import TOO_MANY, check_csrf, client_address, logged_in, token_matches
+from fitboard.app.web.security import TOO_MANY, check_csrf, client_address, form_data, logged_in, token_matches
 
 LEVELS = ("open", "self", "read", "member", "admin", "site")
 ROLE_LEVEL = {"read": 1, "member": 2, "admin": 3}
@@ -297,21 +296,16 @@ def checked_patch(run_id: int, request: Request, access: Annotated[Access, Depen
     return patch
 
 
-async def checked_priority(run_id: int, request: Request, access: Annotated[Access, Depends(guard)]) -> str:
+def checked_priority(run_id: int, request: Request, access: Annotated[Access, Depends(guard)],
+                     data: Annotated[dict, Depends(form_data)]) -> str:
     """A page form's priority for a run: the form CSRF-checked first (a forged or missing token is 403 whatever
     else it holds), then 422 for a bad value, then whether the caller may set it (may_set_priority)."""
-    form = await request.form()
-    token, priority = form.get("csrf_token"), form.get("priority")
-    check_csrf(request, token if isinstance(token, str) else None)
-    if not isinstance(priority, str) or priority not in RANK:
-        shown = priority[:40] if isinstance(priority, str) else None
+    priority = data.get("priority")
+    if priority not in RANK:
+        shown = priority[:40] if priority is not None else None
         raise RecipeError.one("priority", f"priority is one of high, normal, low; got {shown!r}")
-
-    def may() -> None:
-        with session_scope(request.app.state.engine) as session:
-            may_set_priority(access, run_id, priority, session)
-
-    await run_in_threadpool(may)  # a database read: off the event loop
+    with session_scope(request.app.state.engine) as session:
+        may_set_priority(access, run_id, priority, session)
     return priority
 
 

@@ -149,6 +149,14 @@ def check_csrf(request: Request, submitted: str | None) -> None:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "missing or invalid CSRF token; reload the page and retry")
 
 
+async def form_data(request: Request) -> dict[str, str]:
+    """The submitted form fields, CSRF-checked (the one await, so the routes stay plain def)."""
+    form = await request.form()
+    data = {k: v for k, v in form.multi_items() if isinstance(v, str)}
+    check_csrf(request, data.get("csrf_token"))
+    return data
+
+
 def log_in(request: Request) -> None:
     """Mark this browser's session as logged in under the current token and session epoch."""
     state = request.app.state
