@@ -8,7 +8,7 @@ from urllib.parse import urlencode
 
 from starlette.concurrency import run_in_threadpool
 
-from fitboard.app.web.middleware import TRACKED_MODEL, CutShort, answer
+from fitboard.app.web.middleware import TRACKED_MODEL, CutShort, answer, nul_field
 from fitboard.app.web.security import UNSAFE, AuthRefused, client_address, identify, reads_database
 
 OPEN_PAGES = ("/login", "/logout")  # page writes anyone may send (their routes are open): log in, log out
@@ -47,6 +47,11 @@ class IdentityGate:
                 target = path + (f"?{scope['query_string'].decode('latin-1')}" if scope["query_string"] else "")
                 reply["Location"] = "/login?" + urlencode({"next": target})
                 return await answer(send, 303, "log in first", headers=reply)
+        # After who it is (a caller without credentials gets its 401 first): no name, tag or path holds a NUL;
+        # PostgreSQL refuses one outright and SQLite's full-text parser chokes on it.
+        with_nul = nul_field(scope.get("query_string", b""))
+        if with_nul is not None:
+            return await answer(send, 422, [{"loc": f"query.{with_nul}", "msg": "a NUL character is not allowed"}])
         await self.app(scope, receive, send)
 
 
