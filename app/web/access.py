@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Callable, Iterator
 from urllib.parse import urlencode
 
-from fastapi import Body, Depends, HTTPException, Request, status
+from fastapi import Body, Depends, HTTPException, Path, Request, status
 from sqlalchemy import select
 from sqlmodel import Session
 
@@ -270,6 +270,10 @@ def guard(request: Request) -> Iterator[Access]:
                                     access.address)
 
 
+# The route's own bound, checked here too: this dependency runs before the route's path parameter is validated.
+BoundedId = Annotated[int, Path(ge=1, le=MAX_ID)]
+
+
 def may_set_priority(access: Access, run_id: int, priority: str, session: Session) -> None:
     """Admins (of the run's project, or the site) set any priority; a member only lowers (or keeps) the priority of
     a run they launched themselves; 403 saying so otherwise."""
@@ -287,7 +291,7 @@ def may_set_priority(access: Access, run_id: int, priority: str, session: Sessio
                                                        f"raise it ({current} to {priority}); ask an admin")
 
 
-def checked_patch(run_id: int, request: Request, access: Annotated[Access, Depends(guard)],
+def checked_patch(run_id: BoundedId, request: Request, access: Annotated[Access, Depends(guard)],
                   patch: RunPatch = Body(...)) -> RunPatch:
     """PATCH /runs/{id}'s body, once the caller may make its changes (a priority change: may_set_priority)."""
     if patch.priority is not None:
@@ -296,7 +300,7 @@ def checked_patch(run_id: int, request: Request, access: Annotated[Access, Depen
     return patch
 
 
-def checked_priority(run_id: int, request: Request, access: Annotated[Access, Depends(guard)],
+def checked_priority(run_id: BoundedId, request: Request, access: Annotated[Access, Depends(guard)],
                      data: Annotated[dict, Depends(form_data)]) -> str:
     """A page form's priority for a run: the form CSRF-checked first (a forged or missing token is 403 whatever
     else it holds), then 422 for a bad value, then whether the caller may set it (may_set_priority)."""
