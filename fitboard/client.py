@@ -92,24 +92,25 @@ class Client:
         return (table, tables.curves_frame(doc)) if curves else table
 
     def sweep(self, base=None, vary: dict | None = None, seeds=(0, 1, 2), mode: str = "one_at_a_time", *,
-              id: int | None = None):
+              id: int | None = None, priority: str | None = None):
         """With an int (or id=): that sweep's report as a DataFrame, one row per variant (runs, mean and std of
         accuracy, paired difference to base, verdict). With a base recipe and vary: start a sweep, returning
-        (sweep id, the queued Runs)."""
+        (sweep id, the queued Runs); priority: its runs' place in the fair queue (high, normal, low; default
+        normal)."""
         if isinstance(base, int) and not isinstance(base, bool):
             id, base = base, None
         if id is not None:
             return tables.sweep_frame(self.http.json("GET", f"sweeps/{id}"))
         if base is None or not vary:
             raise ValueError("sweep needs an id, or a base recipe and vary={field path: [values]}")
-        report = self.http.json("POST", "sweeps", json={"base": recipe_dict(base), "vary": vary,
-                                                        "seeds": list(seeds), "mode": mode})
+        body = {"base": recipe_dict(base), "vary": vary, "seeds": list(seeds), "mode": mode}
+        report = self.http.json("POST", "sweeps", json={**body, **({"priority": priority} if priority else {})})
         return report["id"], [Run(self.http, r) for r in report["queued"]]
 
     def search(self, base=None, space: dict | None = None, *, id: int | None = None, **options) -> dict:
         """With an int (or id=): that search's report (status, trials, budget, verify). With a base recipe and a
         space ({field path: [choices] or {int|float|log: [low, high]}}): start a search, options as the API takes
-        them (max_trials, max_parallel, pruner, sampler, metric, k, seeds); its report."""
+        them (max_trials, max_parallel, pruner, sampler, metric, k, seeds, priority); its report."""
         if isinstance(base, int) and not isinstance(base, bool):
             id, base = base, None
         if id is not None:

@@ -113,10 +113,13 @@ def test_a_base_outside_the_space_is_said_and_trial_0_is_then_not_the_base(clien
     token = re.search(r'<meta name="csrf-token" content="([^"]+)"', form)[1]
     data = {"csrf_token": token, "name": "", "space": "stages[*].lr: {log: [0.0001, 0.03]}", "pruner": "asha",
             "sampler": "tpe", "metric": "accuracy", "max_trials": "1", "max_parallel": "1", "k": "1", "seeds": "3",
-            "epochs-0": "1", "epochs-1": ""}  # stage 1 cut to 1 epoch, stage 2 kept
+            "epochs-0": "1", "epochs-1": "", "priority": "high"}  # stage 1 cut to 1 epoch, stage 2 kept
+    assert 'name="priority"' in form
     r = client.post(f"/runs/{run_id}/search", data=data, follow_redirects=False)
     assert r.status_code == 303, r.text
     api = client.get(r.headers["location"].replace("/searches/", "/api/v1/searches/")).json()
+    trial = client.get(f"/api/v1/runs/{api['trials'][0]['run_id']}").json()
+    assert trial["priority"] == "high" and trial["search_id"] == api["id"]
     assert [s["epochs"] for s in api["base"]["stages"]] == [1, 2]
     lr = api["trials"][0]["params"]["stages[*].lr"]
     assert isinstance(lr, float) and 1e-4 <= lr <= 0.03  # the sampler's pick, not the base's "find"

@@ -150,16 +150,25 @@ def test_project_option_and_fitboard_project_choose_where_the_cli_and_the_client
             assert [r["name"] for r in alpha.runs()] == ["cli-run"] and alpha.runs()[0]["project"] == "alpha"
             submitted = beta.submit(tiny_recipe(name="client-run"))
             assert (submitted["project"], submitted["launched_by"]) == ("beta", "mia")
-            _, queued = beta.sweep(tiny_recipe(name="client-sweep"), {"stages[0].mixup": [0.2]}, seeds=(0, 1, 2))
+            _, queued = beta.sweep(tiny_recipe(name="client-sweep"), {"stages[0].mixup": [0.2]}, seeds=(0, 1, 2),
+                                   priority="low")
             assert {r["project"] for r in queued} == {"beta"} and len(queued) == 6
+            assert {r["priority"] for r in queued} == {"low"}
             found = beta.search(tiny_recipe(name="client-search"), {"stages[0].bs": [16, 32]}, max_trials=2,
-                                max_parallel=1)
+                                max_parallel=1, priority="high")
             trial = found["trials"][0]["run_id"]
-            assert beta.run(trial)["project"] == "beta"
-            assert {r["project"] for r in beta.runs()} == {"beta"} and len(beta.runs()) == 1 + 1 + 6 + 1
+            assert beta.run(trial)["project"] == "beta" and beta.run(trial)["priority"] == "high"
+            space = tmp_path / "space.yaml"
+            space.write_text("stages[0].bs: [16, 32]\n")
+            by_cli = fitboard("search", recipe, "--space", str(space), "--trials", "1", "--parallel", "1",
+                              "--priority", "low", "--project", "beta", env=env, timeout=60)
+            assert by_cli.returncode == 0, by_cli.stderr
+            cli_search = beta.search(int(by_cli.stdout.split()[1]))
+            assert beta.run(cli_search["trials"][0]["run_id"])["priority"] == "low"
+            assert {r["project"] for r in beta.runs()} == {"beta"} and len(beta.runs()) == 1 + 1 + 6 + 1 + 1
             with pytest.raises(NotFound):
                 Client(base, token, project="gamma").runs()
     # on this host's database (no server named): the same option
     local = fitboard("runs", "--project", "beta", "--limit", "100",
                      env={"FITBOARD_DATABASE_URL": sqlite_url, "FITBOARD_URL": "", "FITBOARD_HOME": str(tmp_path)})
-    assert local.returncode == 0 and local.stdout.splitlines()[-1] == "9 of 9 runs", local.stdout + local.stderr
+    assert local.returncode == 0 and local.stdout.splitlines()[-1] == "10 of 10 runs", local.stdout + local.stderr

@@ -4,6 +4,7 @@ each test leaves the queue empty for the next."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -121,18 +122,21 @@ def test_bob_is_told_he_is_next_and_starts_by_third_behind_alices_six(world):
     alice = [world.submit("alice", f"alice-{i}")["id"] for i in range(6)]
     world.workers.wait_status(alice[0], "running", "succeeded", timeout=60)  # the fleet is busy with Alice's work
     bob = world.submit("bob", "bob-1")
-    assert bob["queue_position"] == 1 and bob["priority"] == "normal" and bob["launched_by"] == "bob"
+    told = bob["queue_position"]  # next, or second behind the one message of Alice's already in the broker
+    assert told in (1, 2) and bob["priority"] == "normal" and bob["launched_by"] == "bob"
     line = world.client.get("/api/v1/queue", headers=world.headers["root"]).json()
     assert line[0]["queue"] == "fitboard" and line[0]["workers"] == 1
     order = [e["run_id"] for e in line[0]["runs"]]
-    assert order[0] == bob["id"] and line[0]["runs"][0]["person"] == "bob"
-    assert order[1:] == sorted(order[1:]) and set(order[1:]) <= set(alice[1:])  # then Alice's, oldest first
+    assert order[told - 1] == bob["id"] and line[0]["runs"][told - 1]["person"] == "bob"
+    assert all(e["sent"] for e in line[0]["runs"][:told - 1])  # what is ahead of him is already sent
+    rest = [i for i in order if i != bob["id"]]
+    assert rest == sorted(rest) and set(rest) <= set(alice[1:])  # the others are Alice's, oldest first
     assert world.get(alice[-1])["queue_position"] == len(order)
     world.workers.wait_status(bob["id"], "running", "succeeded", timeout=120)
-    world.settle([*alice, bob["id"]], cancel=alice[2:])  # the rest of Alice's never start: quicker
+    world.settle([*alice, bob["id"]], cancel=alice[told + 1:])  # the rest of Alice's never start: quicker
     starts = sorted((t, i) for i in [*alice, bob["id"]] if (t := world.started(i)) is not None)
     order = [i for _, i in starts]
-    assert order.index(bob["id"]) <= 2, order  # second, or third behind the one message already sent ahead
+    assert order.index(bob["id"]) == told, order  # he starts where he was told: after the running one and those sent
     assert all(world.attempts(i) <= 1 for i in [*alice, bob["id"]])
 
 
@@ -140,10 +144,10 @@ def test_high_priority_goes_ahead_of_the_same_persons_normal_runs_and_members_on
     normal = [world.submit("alice", f"normal-{i}")["id"] for i in range(3)]
     world.workers.wait_status(normal[0], "running", "succeeded", timeout=60)
     high = world.submit("alice", "urgent", priority="high")
-    assert high["queue_position"] == 1 and high["priority"] == "high"
+    assert high["queue_position"] in (1, 2) and high["priority"] == "high"  # behind at most one message sent
     assert high["estimated_start"] is not None  # the running run's ETA (runs of this queue have finished: timed)
     page = world.client.get(f"/runs/{high['id']}", headers=world.headers["alice"]).text
-    assert '<strong id="queue-position">1</strong>' in page and 'id="estimated-start"' in page
+    assert re.search(r'<strong id="queue-position">[12]</strong>', page) and 'id="estimated-start"' in page
     queue_page = world.client.get("/queue", headers=world.headers["alice"]).text
     assert "urgent" in queue_page and 'class="badge priority-high"' in queue_page
     assert world.get(normal[2])["queue_position"] > 1

@@ -127,11 +127,17 @@ def test_ablate_form_starts_a_sweep_with_the_ticked_variants(client):
     shown = client.get(r.headers["location"]).text
     assert "Sweep 1 queued: 12 runs (4 variants × 3 seeds)." in shown and "0 of 12 runs finished" in shown
 
+    assert 'name="priority"' in page and {r.priority for r in runs} == {"normal"}  # the form's default
+    urgent = client.post(f"/runs/{run_id}/ablate", data={**form, "priority": "urgent"})
+    said = html.unescape(urgent.text)
+    assert urgent.status_code == 422 and "priority: priority is one of high, normal, low; got 'urgent'" in said
     grid = client.post(f"/runs/{run_id}/ablate", data={**form, "mode": "grid", "vary:stages[1].mixup": "",
-                                                       "vary:stages[0].size": "1"}, follow_redirects=False)
+                                                       "vary:stages[0].size": "1", "priority": "low"},
+                       follow_redirects=False)
     with session_scope(engine(client)) as s:
         sweep = s.get(Sweep, int(grid.headers["location"].rsplit("/", 1)[1]))
         assert len(sweep.variants) == 8 and {"stages[0].size": 32} in [v["overrides"] for v in sweep.variants]
+        assert {r.priority for r in s.exec(select(Run).where(Run.sweep_id == sweep.id)).scalars()} == {"low"}
 
 
 def test_ablate_form_errors_are_shown_and_nothing_is_stored(client):

@@ -105,7 +105,9 @@ def post_search(request: Request, access: AccessDep, session: SessionDep, settin
     run = runs.get(session, run_id)
     form = {k: str(data.get(k) or "") for k in ("name", "space", "pruner", "sampler", "metric", *NUMBERS)}
     form["name"] = form["name"].strip() or f"search: {run.name}"[:MAX_NAME]
+    form["priority"] = str(data.get("priority") or "normal")
     options, errors = _options(form)
+    options["priority"] = form["priority"]  # checked with the other options (searches.create): a 422 naming it
     form["epochs"], epochs, epoch_errors = stage_epochs(data, (run.spec or {}).get("stages", []))
     errors += epoch_errors
     space = None

@@ -104,7 +104,8 @@ def post_ablate(request: Request, access: AccessDep, session: SessionDep, settin
     stages = (run.spec or {}).get("stages", [])
     typed, epochs, errors = stage_epochs(data, stages)
     form = {"name": (data.get("name") or "").strip() or run.name, "seeds": data.get("seeds", ""),
-            "mode": data.get("mode", "one_at_a_time"), "picked": [t["key"] for t in picked], "epochs": typed}
+            "mode": data.get("mode", "one_at_a_time"), "picked": [t["key"] for t in picked], "epochs": typed,
+            "priority": str(data.get("priority") or "normal")}
     n = _seed_count(form["seeds"], least=MIN_SEEDS)
     if not picked:
         errors.append("Tick at least one technique to toggle.")
@@ -119,7 +120,8 @@ def post_ablate(request: Request, access: AccessDep, session: SessionDep, settin
         # Epochs per stage apply to the whole sweep (base and every variant): ablate a long recipe on a short budget.
         base = {**run.spec, "name": form["name"], "stages": with_epochs(run.spec, epochs)}
         sweep, queued, note = sweeps.create(session, publisher, base, vary,
-                                            list(range(n)), form["mode"], settings.data_root, settings.max_sweep_runs)
+                                            list(range(n)), form["mode"], settings.data_root, settings.max_sweep_runs,
+                                            form["priority"])
     except RecipeError as exc:
         session.rollback()  # a sweep refused half-way stores nothing
         return _ablate_page(request, run, form, [f"{p['loc']}: {p['msg']}" if p.get("loc") else p["msg"]

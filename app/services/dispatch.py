@@ -73,6 +73,11 @@ def queue_line(session: Session, settings: Settings, queue: str) -> Line:
     eligible, held = line([q.run for q in waiting], usage, settings.fair_share, store.running_by_project(session),
                           quotas, charge=typical or DEFAULT_CHARGE)
     by_id = {q.run.id: q for q in waiting}
+    # Messages already in the broker start first, in the order they were sent, whatever the policy says now (a
+    # higher-priority run or a lighter user's that came after them): a place in line counts them.
+    sent = sorted((w for w in (*eligible, *held) if by_id[w.id].published), key=lambda w: (by_id[w.id].sent_at, w.id))
+    eligible = [*sent, *(w for w in eligible if not by_id[w.id].published)]
+    held = [w for w in held if not by_id[w.id].published]
     live, busy = store.fleet(session, queue, settings.worker_lost_after)
     idle = len(live) - len(busy)
     free_in = [*store.running_left(session, queue, typical), *([0.0] * idle)][:len(live)]

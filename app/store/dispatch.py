@@ -23,10 +23,11 @@ HISTORY = 20  # finished runs whose median length stands for a queued run's
 
 @dataclass(frozen=True)
 class Queued:
-    """A waiting run and whether its message is already in the broker."""
+    """A waiting run and whether its message is already in the broker (sent_at: when, on the policy's clock)."""
 
     run: Waiting
     published: bool
+    sent_at: float | None = None
 
 
 def seconds(when: datetime) -> float:
@@ -49,7 +50,8 @@ def waiting(session: Session, queue: str) -> list[Queued]:
     """A queue's waiting runs (at most MAX_LINE, oldest first)."""
     stmt = (select(Run.id, Run.priority, Run.launched_by, Run.project_id, Run.created_at, Run.published_at)
             .where(*_waiting_where(queue)).order_by(Run.id).limit(MAX_LINE))
-    return [Queued(Waiting(i, p or "normal", person, project, seconds(created)), published is not None)
+    return [Queued(Waiting(i, p or "normal", person, project, seconds(created)), published is not None,
+                   None if published is None else seconds(published))
             for i, p, person, project, created, published in session.exec(stmt).all()]
 
 

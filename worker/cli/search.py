@@ -82,7 +82,7 @@ def cmd_search(args) -> int:
     """Post a search; print its id (and follow it with --follow)."""
     options = {k: v for k, v in {"max_trials": args.trials, "max_parallel": args.parallel, "pruner": args.pruner,
                                  "sampler": args.sampler, "metric": args.metric, "k": args.k,
-                                 "seeds": args.seeds}.items() if v is not None}
+                                 "seeds": args.seeds, "priority": args.priority}.items() if v is not None}
     with client_for(args) as client:
         try:
             search = client.search(read_recipe_file(args.recipe), _read_space(args.space), **options)
@@ -105,6 +105,8 @@ def add_commands(sub) -> None:
     p.add_argument("--metric", choices=("accuracy", "error_rate", "valid_loss"))
     p.add_argument("--k", type=int, help="configurations the verify sweep checks (default 2)")
     p.add_argument("--seeds", type=int, help="fresh seeds of the verify sweep (default 3)")
+    p.add_argument("--priority", choices=("high", "normal", "low"),
+                   help="of every trial and of the verify sweep in the fair queue (default normal)")
     add_url(p)
     add_project(p)
     p.add_argument("--follow", action="store_true", help="print each trial as it ends, then the verdicts")
