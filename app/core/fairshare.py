@@ -3,7 +3,7 @@
 Order: priority first (high, normal, low); within a priority, the share (a person, a project, or nobody when fair
 share is off) with the least decayed GPU-seconds goes first, each run it is given charging its expected length to
 it; within a share, the oldest run. A project at its quota of running runs waits ("held"). The dispatcher, the
-runs' queue_position, the queue page and bench/queue.py all call `line`, so what a run is told is what happens.
+runs' queue_position, the queue page and bench/fair_queue.py all call `line`, so what a run is told is what happens.
 
 Decayed usage of a share at time `now`, over its runs' attempts [start, end) (an open attempt ends now), with
 half-life H:   usage = sum over attempts of integral_start^end 2^(-(now - t) / H) dt

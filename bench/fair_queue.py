@@ -16,7 +16,7 @@ fleet is equally busy under both. Prints each person's wait (p50, p95, max) and 
 seed, each person's wait with the fleet to themselves (alone: the floor no policy can beat, since none gives a person
 more than every worker), then over --seeds days how often fair share cut each person's p95.
 
-    .venv/bin/python bench/queue.py [--day team|heavy|both] [--seed 7] [--seeds 20] [--half-life 24]
+    .venv/bin/python bench/fair_queue.py [--day team|heavy|both] [--seed 7] [--seeds 20] [--half-life 24]
 """
 from __future__ import annotations
 
