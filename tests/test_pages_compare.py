@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from fitboard.app.core.schemas import parse_spec
 from fitboard.app.core.settings import Settings
+from fitboard.app.services.compare import MAX_COMPARE
 from fitboard.app.store.db import session_scope
 from fitboard.app.store.models import Run, Sweep
 from fitboard.app.store.runs import create_run
@@ -95,6 +96,10 @@ def test_compare_page_without_ids_with_bad_ids_and_unknown_ids(client):
     a = add_run(client, tiny_recipe())
     missing = client.get(f"/compare?ids={a},999")
     assert missing.status_code == 404 and "run 999" in missing.text
+    over = ",".join(map(str, range(1, MAX_COMPARE + 2)))  # one past the bound: a clear 422, page and API alike
+    for url in (f"/compare?ids={over}", f"/api/v1/compare?ids={over}"):
+        r = client.get(url)
+        assert r.status_code == 422 and f"at most {MAX_COMPARE}; got {MAX_COMPARE + 1}" in r.text, url
     alone = client.get(f"/compare?ids={a}").text  # comparing needs two runs
     assert "Pick two or more runs" in alone and "Where they disagree" not in alone
 
