@@ -4,15 +4,20 @@ and 100 runs, through a real `fitboard web` process (target: 100 runs under 2 s)
 Fills a temporary SQLite database (migrated by the app's own upgrade) with 100 succeeded runs of --epochs epochs over
 two stages and an LR-finder curve each, in bulk; starts `fitboard web` on it; loads /compare?ids=... --loads times
 per size (after one warm-up load) and reads the page's stamp (compare.js sets <html data-charts-drawn-ms> to
-performance.now() once every Plotly.newPlot promise has resolved and the next frame is due). Prints p50/p95 per size,
-and checks that the many-run charts really drew with WebGL (scattergl traces, a WebGL renderer, chart pixels in the
-palette's colours), not a silent fallback. The browser is launched as the browser tests launch it
-(tests/browser.py's CHROMIUM_ARGS: software WebGL through SwiftShader, no GPU needed).
+performance.now() once every Plotly.newPlot promise has resolved and the next frame is due; a fitboard before this
+benchmark stamped right after its newPlot calls, a little earlier). Prints p50/p95 per size, when the series arrived,
+and what drew: trace types, canvases, the WebGL renderer, chart pixels in saturated colours, and Plotly's "WebGL is not
+supported" notice should it have replaced a chart (its silent fallback). The browser is launched as the browser tests
+launch it (tests/browser.py's CHROMIUM_ARGS; headless chromium has WebGL through SwiftShader, in software).
 
-With --baseline DIR (a checkout of an older fitboard, e.g. `git archive <rev> | tar -x -C DIR`), a second
-`fitboard web` from DIR is timed on the same database in the same run, and the ratios are printed.
+With the installed plotly package's plotly.min.js the pages draw SVG (its WebGL code cannot compile under the pages'
+CSP); --plotly FILE also times this checkout serving FILE (FITBOARD_PLOTLY_JS), e.g. a strict build of the same
+version (npm's plotly.js-strict-dist-min, plotly-strict.min.js), which draws the many-run charts with WebGL. With
+--baseline DIR (a checkout of an older fitboard, e.g. `git archive <rev> | tar -x -C DIR`), a `fitboard web` from DIR
+is timed too. All on the same database in the same run, taking turns load by load; the ratios to the first are
+printed.
 
-Usage: python bench/compare_draw.py [--loads 5] [--epochs 30] [--sizes 2,10,100] [--baseline DIR]
+Usage: python bench/compare_draw.py [--loads 5] [--epochs 30] [--sizes 2,10,100] [--plotly FILE] [--baseline DIR]
 """
 from __future__ import annotations
 
@@ -49,7 +54,8 @@ PROBE_JS = """() => {
   return {types: [...new Set(el.data.map((t) => t.type))], traces: el.data.length,
           canvases: el.querySelectorAll("canvas").length,
           renderer: c ? c.getParameter(info ? info.UNMASKED_RENDERER_WEBGL : c.RENDERER) : null,
-          noWebgl: document.body.textContent.includes("WebGL is not supported")};
+          noWebgl: document.querySelectorAll(".no-webgl").length,
+          dataMs: (performance.getEntriesByName("compare:data")[0] || {}).startTime};
 }"""
 
 
@@ -120,46 +126,59 @@ def palette_pixels(png: bytes) -> int:
     return sum(1 for k in range(0, len(raw), 3) if max(raw[k:k + 3]) - min(raw[k:k + 3]) > 60)
 
 
-def time_server(base: str, ids: list[int], sizes: list[int], loads: int) -> dict[int, dict]:
-    """For each size: draw times (ms) over `loads` loads after a warm-up, console errors, and the WebGL probe."""
+def time_servers(bases: dict[str, str], ids: list[int], sizes: list[int], loads: int) -> dict[str, dict[int, dict]]:
+    """For each server and size: draw times (ms) over `loads` loads after a warm-up, console errors, and the WebGL
+    probe. The servers take turns load by load (one tab each), so a change in the machine's load hits all alike."""
     from playwright.sync_api import sync_playwright
 
-    out = {}
+    out: dict[str, dict[int, dict]] = {label: {} for label in bases}
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        errors: list[str] = []
-        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        pages, errors = {}, {label: [] for label in bases}
+        for label in bases:
+            page = pages[label] = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.on("console", lambda m, e=errors[label]: e.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda exc, e=errors[label]: e.append(str(exc)))
         for n in sizes:
-            url = f"{base}/compare?ids={','.join(map(str, ids[:n]))}"
-            page.goto(url)  # warm: plotly.min.js and compare.js cached, as for anyone who opened a compare before
-            drawn_ms(page)
-            times = []
+            urls = {label: f"{base}/compare?ids={','.join(map(str, ids[:n]))}" for label, base in bases.items()}
+            runs = {label: {"times": [], "data": []} for label in bases}
+            for label, page in pages.items():  # warm: plotly.min.js and compare.js cached, as for anyone who
+                page.goto(urls[label])        # opened a compare before
+                drawn_ms(page)
             for _ in range(loads):
-                page.goto(url)
-                times.append(drawn_ms(page))
-            probe = page.evaluate(PROBE_JS)
-            probe["pixels"] = palette_pixels(page.locator("#chart-accuracy .plot-container").screenshot())
-            out[n] = {"times": times, "probe": probe, "errors": list(errors)}
-            errors.clear()
+                for label, page in pages.items():
+                    page.bring_to_front()
+                    page.goto(urls[label])
+                    runs[label]["times"].append(drawn_ms(page))
+                    runs[label]["data"].append(page.evaluate(PROBE_JS)["dataMs"])
+            for label, page in pages.items():
+                probe = page.evaluate(PROBE_JS)
+                probe["data"] = runs[label]["data"]
+                probe["pixels"] = palette_pixels(page.locator("#chart-accuracy .plot-container").screenshot())
+                out[label][n] = {"times": runs[label]["times"], "probe": probe, "errors": list(errors[label])}
+                errors[label].clear()
         browser.close()
     return out
 
 
-def serve_and_time(root: Path, url: str, work: Path, ids: list[int], sizes: list[int], loads: int) -> dict:
-    """`fitboard web` from the checkout at root on the database url, timed; stopped afterwards."""
+def serve(root: Path, plotly: Path | None, url: str, work: Path) -> tuple[subprocess.Popen, str]:
+    """`fitboard web` from the checkout at root on the database url, serving the plotly bundle given (else the
+    installed package's); (process, base URL) once it answers."""
     port = free_port()
     env = {**fitboard_env(work / "home", url, work / "data"), "PYTHONPATH": str(root)}
+    env.pop("FITBOARD_PLOTLY_JS", None)
+    if plotly is not None:
+        env["FITBOARD_PLOTLY_JS"] = str(plotly.resolve())
     log = work / f"web-{port}.log"
     # From root itself (python -m puts the working directory first on the path): the code served is root's.
     proc = subprocess.Popen([sys.executable, "-m", "fitboard.worker.cli", "web", "--port", str(port)], cwd=root,
                             env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT)
     try:
         wait_http(f"http://127.0.0.1:{port}/healthz", proc, log, timeout=120)
-        return time_server(f"http://127.0.0.1:{port}", ids, sizes, loads)
-    finally:
+    except BaseException:
         stop_process(proc)
+        raise
+    return proc, f"http://127.0.0.1:{port}"
 
 
 def main() -> int:
@@ -169,6 +188,8 @@ def main() -> int:
     ap.add_argument("--epochs", type=int, default=30, help="epochs per run (two stages)")
     ap.add_argument("--sizes", default="2,10,100", help="how many runs each compare holds (at most 100)")
     ap.add_argument("--baseline", type=Path, help="a checkout of an older fitboard to time beside this one")
+    ap.add_argument("--plotly", type=Path, help="also time this checkout serving this plotly.js bundle "
+                                                "(FITBOARD_PLOTLY_JS): a strict build draws WebGL")
     args = ap.parse_args()
     sizes = [min(N_RUNS, int(x)) for x in args.sizes.split(",")]
     if not Path(CHROMIUM).exists():
@@ -181,9 +202,20 @@ def main() -> int:
         t0 = time.perf_counter()
         ids = store_runs(url, args.epochs)
         print(f"stored {N_RUNS} runs x {args.epochs} epochs in {time.perf_counter() - t0:.1f} s", flush=True)
-        roots = {"this checkout": ROOT} | ({f"baseline {args.baseline}": args.baseline} if args.baseline else {})
-        results = {label: serve_and_time(root.resolve(), url, work, ids, sizes, args.loads)
-                   for label, root in roots.items()}
+        variants = {"this checkout, installed plotly.min.js": (ROOT, None)}
+        if args.plotly:
+            variants[f"this checkout, FITBOARD_PLOTLY_JS={args.plotly}"] = (ROOT, args.plotly)
+        if args.baseline:
+            variants[f"baseline {args.baseline}"] = (args.baseline, None)
+        procs, bases = [], {}
+        try:
+            for label, (root, plotly) in variants.items():
+                proc, bases[label] = serve(root.resolve(), plotly, url, work)
+                procs.append(proc)
+            results = time_servers(bases, ids, sizes, args.loads)
+        finally:
+            for proc in procs:
+                stop_process(proc)
     load = os.getloadavg()
     print(f"\n=== navigation start -> every compare chart drawn, Debian chromium (headless, software WebGL), "
           f"{args.loads} loads after a warm-up; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} "
@@ -194,16 +226,18 @@ def main() -> int:
             t, pr = r["times"], r["probe"]
             mark = f"  (target < {TARGET_MS} ms: {'ok' if percentile(t, 95) < TARGET_MS else 'MISSED'})" \
                 if n == N_RUNS else ""
+            data = [d for d in pr["data"] if d is not None]
+            split = f"; series arrived p50 {percentile(data, 50):.0f} ms" if data else ""
             print(f"  {n:>3} runs  p50 {percentile(t, 50):6.0f} ms  p95 {percentile(t, 95):6.0f} ms  "
-                  f"[{', '.join(f'{x:.0f}' for x in t)}]{mark}")
+                  f"[{', '.join(f'{x:.0f}' for x in t)}]{split}{mark}")
             print(f"            accuracy chart: {pr['traces']} traces of {'/'.join(pr['types'])}, {pr['canvases']} "
                   f"canvases, {pr['pixels']} coloured pixels; WebGL renderer {pr['renderer']!r}"
                   f"{'; PLOTLY SAYS NO WEBGL' if pr['noWebgl'] else ''}"
                   f"{'; console errors: ' + '; '.join(r['errors'][:3]) if r['errors'] else ''}")
-    if len(results) == 2:
-        (_, new), (_, old) = results.items()
-        print("ratios (this checkout / baseline, p50): " + ", ".join(
-            f"{n} runs {percentile(new[n]['times'], 50) / percentile(old[n]['times'], 50):.2f}" for n in sizes))
+    (first, new), *others = results.items()
+    for label, old in others:
+        print(f"ratios ({label} / {first}, p50): " + ", ".join(
+            f"{n} runs {percentile(old[n]['times'], 50) / percentile(new[n]['times'], 50):.2f}" for n in sizes))
     return 0
 
 

@@ -122,7 +122,8 @@ def test_compare_of_100_runs_names_toggles_and_sorts_them(hundred, page):
         shown = visible(page, chart)
         assert shown[str(top)] == "legendonly", (chart, shown[str(top)])
         assert all(v is True for g, v in shown.items() if g != str(top)), chart
-    page.locator("#chart-error_rate .legend .traces").nth(TOP).locator(".legendtoggle").click()  # and back
+    assert page.locator("#chart-error_rate .legend, #chart-lr .legend").count() == 0  # one legend for 100 runs
+    page.locator("#chart-accuracy .legend .traces").nth(TOP).locator(".legendtoggle").click()  # and back
     deadline = time.monotonic() + 10
     while visible(page, "chart-accuracy")[str(top)] != True and time.monotonic() < deadline:  # noqa: E712
         page.wait_for_timeout(100)

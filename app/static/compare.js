@@ -7,11 +7,13 @@
   const plain = (s) => String(s).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
   const base = { paper_bgcolor: "rgba(0,0,0,0)", plot_bgcolor: "rgba(0,0,0,0)", hovermode: "closest",
     legend: { orientation: "h", x: 0, y: 1.02, yanchor: "bottom" }, margin: { l: 55, r: 15, t: 10, b: 45 } };
-  // Past this many runs a chart drops its point markers and lists the runs in a legend at its right, which scrolls;
-  // every run stays its own trace (hover names it, its legend entry hides it). Where the served Plotly can (a strict
+  // Past this many runs a chart drops its point markers, and only the accuracy chart has a legend, at its right
+  // (it scrolls): one list of the runs rather than five, and each legend of 100 entries cost ~90 ms to draw. Every
+  // run stays its own trace: hover names it, its legend entry hides it on every chart. Where the served Plotly can (a strict
   // build: meta.webgl, see fitboard.app.web.docs.webgl_charts) the lines are WebGL traces, one canvas however many
   // runs; the installed package's bundle cannot compile WebGL under the pages' CSP, so they stay SVG there.
   const MANY = 12;
+  const LEGEND_METRIC = "accuracy";
   const LEGEND_RIGHT = { orientation: "v", x: 1.02, xanchor: "left", y: 1, yanchor: "top", font: { size: 10 },
     tracegroupgap: 0 };
 
@@ -40,6 +42,7 @@
     const shapes = [...starts].map(([s, color]) => ({ type: "line", xref: "x", yref: "paper",
       x0: s + 0.5, x1: s + 0.5, y0: 0, y1: 1, line: { color, dash: "dash", width: 1 }, opacity: 0.7 }));
     const layout = Object.assign({}, base, { height: many ? 360 : 320, shapes,
+      showlegend: !many || metric === LEGEND_METRIC,
       ...(many ? { legend: LEGEND_RIGHT, margin: { ...base.margin, r: 5 } } : {}),
       xaxis: { title: { text: "epoch (all stages)" }, rangemode: "tozero", tickformat: "d", tick0: 0,
         dtick: Math.max(1, Math.ceil(Math.max(...data.runs.map((r) => r.curves.x.length)) / 12)) },
@@ -82,8 +85,7 @@
           hovertemplate: "%{fullData.name} · %{text}: valley %{x:.2e}<extra></extra>" });
       }
     });
-    const layout = Object.assign({}, base, { height: many ? 400 : 360,
-      ...(many ? { legend: LEGEND_RIGHT, margin: { ...base.margin, r: 5 } } : {}),
+    const layout = Object.assign({}, base, { height: 360, showlegend: !many,
       xaxis: { type: "log", dtick: 1, title: { text: "learning rate" }, exponentformat: "e" }, yaxis: { title: { text: "loss" } } });
     return window.Plotly.newPlot(el, traces, layout, window.fitboardPlotConfig);
   }
@@ -151,7 +153,8 @@
   const node = document.getElementById("compare-data");
   const meta = node ? JSON.parse(node.textContent) : null;
   // The series come from the JSON API (same session cookie): the HTML page stays small for 100 runs.
-  const series = meta && fetch(meta.api, { credentials: "same-origin", headers: { Accept: "application/json" } })
+  // No extra headers: the page's <link rel=preload> asked for the same request, and only an equal one reuses it.
+  const series = meta && fetch(meta.api, { credentials: "same-origin" })
     .then((r) => { if (!r.ok) throw new Error(`compare data: HTTP ${r.status}`); return r.json(); });
 
   window.addEventListener("DOMContentLoaded", () => {
