@@ -43,7 +43,7 @@
       x0: s + 0.5, x1: s + 0.5, y0: 0, y1: 1, line: { color, dash: "dash", width: 1 }, opacity: 0.7 }));
     const layout = Object.assign({}, base, { height: many ? 360 : 320, shapes,
       showlegend: !many || metric === LEGEND_METRIC,
-      ...(many ? { legend: LEGEND_RIGHT, margin: { ...base.margin, r: 5 } } : {}),
+      ...(many && metric === LEGEND_METRIC ? { legend: LEGEND_RIGHT, margin: { ...base.margin, r: 5 } } : {}),
       xaxis: { title: { text: "epoch (all stages)" }, rangemode: "tozero", tickformat: "d", tick0: 0,
         dtick: Math.max(1, Math.ceil(Math.max(...data.runs.map((r) => r.curves.x.length)) / 12)) },
       yaxis: { title: { text: metric }, rangemode: metric.endsWith("loss") ? "tozero" : "normal" } });
