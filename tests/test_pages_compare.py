@@ -251,3 +251,17 @@ def test_an_added_stage_is_one_row_in_words_against_a_dash(client):
 
     tracked = recipe_diff_rows({"stages[1]": {1: {"lr": 0.1}, 2: None}}, [1, 2], baseline=2)  # a tracked run's stage
     assert tracked == [("stage 2", "stages[1]", [('{"lr": 0.1}', True), ("—", False)])]  # as stored, never a 500
+
+
+def test_the_compare_page_asks_for_webgl_only_from_a_strict_plotly_build(tmp_path, sqlite_url, data_root, client):
+    a, b = add_run(client, tiny_recipe(name="a")), add_run(client, tiny_recipe(name="b"))
+    assert embedded(client.get(f"/compare?ids={a},{b}").text, "compare-data")["webgl"] is False  # installed bundle
+    strict = tmp_path / "plotly-strict.min.js"
+    strict.write_text("/**\n* plotly.js (strict - minified) v4.1.1\n*/\nwindow.Plotly = {};\n")
+    settings = Settings(home=tmp_path / "home", database_url=sqlite_url, data_root=data_root, plotly_js=str(strict))
+    with TestClient(create_app(settings)) as c:
+        assert embedded(c.get(f"/compare?ids={a},{b}").text, "compare-data")["webgl"] is True
+        assert c.get("/vendor/plotly.min.js").text == strict.read_text()  # the configured bundle is the one served
+    with pytest.raises(ValueError, match="FITBOARD_PLOTLY_JS: no file at"):
+        Settings(home=tmp_path / "home", plotly_js=str(tmp_path / "missing.js"))
+    assert Settings(home=tmp_path / "home", plotly_js="").plotly_js is None

@@ -82,6 +82,18 @@ class Settings(BaseSettings):
         """project name -> the most running runs it may have."""
         return parse_quotas(self.project_quotas)
 
+    @field_validator("plotly_js", mode="before")
+    @classmethod
+    def _plotly_file(cls, value):
+        """An existing file (~ expanded) or unset (an empty variable counts as unset): a wrong path fails at start,
+        not as a page without charts."""
+        if value in (None, ""):
+            return None
+        path = Path(value).expanduser().resolve()
+        if not path.is_file():
+            raise ValueError(f"FITBOARD_PLOTLY_JS: no file at {path}")
+        return path
+
     @model_validator(mode="after")
     def _resolve_paths(self) -> "Settings":
         """Expand ~, default the data root to $FITBOARD_HOME/datasets; an empty variable counts as unset."""
