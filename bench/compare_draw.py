@@ -32,7 +32,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.append(str(ROOT / "bench"))  # after the standard library: bench/queue.py is no `queue`
+# bench/ last, not first as for any script run from it: bench/queue.py would hide the standard library's `queue`
+# (Playwright's file writes and kombu import it).
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"] + [str(ROOT / "bench")]
 sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import insert  # noqa: E402
