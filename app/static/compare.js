@@ -9,9 +9,9 @@
     legend: { orientation: "h", x: 0, y: 1.02, yanchor: "bottom" }, margin: { l: 55, r: 15, t: 10, b: 45 } };
   // Past this many runs a chart drops its point markers, and only the accuracy chart has a legend, at its right
   // (it scrolls): one list of the runs rather than five, and each legend of 100 entries cost ~90 ms to draw. Every
-  // run stays its own trace: hover names it, its legend entry hides it on every chart. Where the served Plotly can (a strict
-  // build: meta.webgl, see fitboard.app.web.docs.webgl_charts) the lines are WebGL traces, one canvas however many
-  // runs; the installed package's bundle cannot compile WebGL under the pages' CSP, so they stay SVG there.
+  // run stays its own trace: hover names it, its legend entry hides it on every chart. Where the served Plotly can
+  // (a strict build: meta.webgl, see fitboard.app.web.docs.webgl_charts) the lines are WebGL traces, one canvas
+  // however many runs; the installed package's bundle cannot compile WebGL under the pages' CSP: SVG there.
   const MANY = 12;
   const LEGEND_METRIC = "accuracy";
   const LEGEND_RIGHT = { orientation: "v", x: 1.02, xanchor: "left", y: 1, yanchor: "top", font: { size: 10 },
@@ -34,8 +34,8 @@
       const c = run.curves;
       // A dashed line in the run's color where each of its later stages starts (grey where several runs share it).
       c.stage_starts.filter((s) => s > 0).forEach((s) => starts.set(s, starts.has(s) ? "#94a3b8" : color));
-      return { type: many && data.webgl ? "scattergl" : "scatter", mode: many ? "lines" : "lines+markers", name: runName(run),
-        legendgroup: String(run.id), x: c.x.map((x) => x + 1), y: c[metric], connectgaps: false,
+      return { type: many && data.webgl ? "scattergl" : "scatter", mode: many ? "lines" : "lines+markers",
+        name: runName(run), legendgroup: String(run.id), x: c.x.map((x) => x + 1), y: c[metric], connectgaps: false,
         line: { color, dash, width: many ? 1.5 : 2 }, marker: { size: 4 },
         hovertemplate: `%{fullData.name}<br>epoch %{x}<br>${metric} %{y:.4f}<extra></extra>` };
     });
@@ -67,8 +67,8 @@
       run.lr_finds.forEach((f, k) => {
         const stage = `stage ${f.stage + 1}`;
         traces.push(many
-          ? { type: data.webgl ? "scattergl" : "scatter", mode: "lines", name: runName(run), legendgroup: group, showlegend: k === 0,
-            x: f.lrs, y: f.losses, line: { color, dash, width: 1.5 },
+          ? { type: data.webgl ? "scattergl" : "scatter", mode: "lines", name: runName(run), legendgroup: group,
+            showlegend: k === 0, x: f.lrs, y: f.losses, line: { color, dash, width: 1.5 },
             hovertemplate: `%{fullData.name} · ${stage}<br>lr %{x:.2e}<br>loss %{y:.4f}<extra></extra>` }
           : { type: "scatter", mode: "lines", name: plain(`#${run.id} ${run.name} · ${stage}`), legendgroup: group,
             x: f.lrs, y: f.losses, line: { color, dash: dashes[k % dashes.length] },
@@ -79,8 +79,8 @@
         }
       });
       if (marks.x.length) {  // the valleys: in the run's legend group, so they hide with its curves
-        traces.push({ type: many && data.webgl ? "scattergl" : "scatter", mode: "markers", name: runName(run), legendgroup: group,
-          showlegend: false, x: marks.x, y: marks.y, text: marks.text,
+        traces.push({ type: many && data.webgl ? "scattergl" : "scatter", mode: "markers", name: runName(run),
+          legendgroup: group, showlegend: false, x: marks.x, y: marks.y, text: marks.text,
           marker: { size: many ? 11 : 13, color, symbol: "circle-open", line: { width: many ? 2 : 3, color } },
           hovertemplate: "%{fullData.name} · %{text}: valley %{x:.2e}<extra></extra>" });
       }
