@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from fitboard.app.core.schemas import parse_spec
 from fitboard.app.core.settings import Settings
+from fitboard.app.services.compare import MAX_COMPARE
 from fitboard.app.store.db import session_scope
 from fitboard.app.store.models import Run, Sweep
 from fitboard.app.store.runs import create_run
@@ -95,6 +96,10 @@ def test_compare_page_without_ids_with_bad_ids_and_unknown_ids(client):
     a = add_run(client, tiny_recipe())
     missing = client.get(f"/compare?ids={a},999")
     assert missing.status_code == 404 and "run 999" in missing.text
+    over = ",".join(map(str, range(1, MAX_COMPARE + 2)))  # one past the bound: a clear 422, page and API alike
+    for url in (f"/compare?ids={over}", f"/api/v1/compare?ids={over}"):
+        r = client.get(url)
+        assert r.status_code == 422 and f"at most {MAX_COMPARE}; got {MAX_COMPARE + 1}" in r.text, url
     alone = client.get(f"/compare?ids={a}").text  # comparing needs two runs
     assert "Pick two or more runs" in alone and "Where they disagree" not in alone
 
@@ -252,3 +257,17 @@ def test_an_added_stage_is_one_row_in_words_against_a_dash(client):
 
     tracked = recipe_diff_rows({"stages[1]": {1: {"lr": 0.1}, 2: None}}, [1, 2], baseline=2)  # a tracked run's stage
     assert tracked == [("stage 2", "stages[1]", [('{"lr": 0.1}', True), ("—", False)])]  # as stored, never a 500
+
+
+def test_the_compare_page_asks_for_webgl_only_from_a_strict_plotly_build(tmp_path, sqlite_url, data_root, client):
+    a, b = add_run(client, tiny_recipe(name="a")), add_run(client, tiny_recipe(name="b"))
+    assert embedded(client.get(f"/compare?ids={a},{b}").text, "compare-data")["webgl"] is False  # installed bundle
+    strict = tmp_path / "plotly-strict.min.js"
+    strict.write_text("/**\n* plotly.js (strict - minified) v4.1.1\n*/\nwindow.Plotly = {};\n")
+    settings = Settings(home=tmp_path / "home", database_url=sqlite_url, data_root=data_root, plotly_js=str(strict))
+    with TestClient(create_app(settings)) as c:
+        assert embedded(c.get(f"/compare?ids={a},{b}").text, "compare-data")["webgl"] is True
+        assert c.get("/vendor/plotly.min.js").text == strict.read_text()  # the configured bundle is the one served
+    with pytest.raises(ValueError, match="FITBOARD_PLOTLY_JS: no file at"):
+        Settings(home=tmp_path / "home", plotly_js=str(tmp_path / "missing.js"))
+    assert Settings(home=tmp_path / "home", plotly_js="").plotly_js is None

@@ -44,6 +44,10 @@ class Settings(BaseSettings):
     max_sweep_runs: int = 256  # variants x seeds of one sweep
     predict_models: int = 4  # learners a predictor keeps loaded (least recently used evicted)
     predict_wait: float = 30.0  # seconds POST .../predict waits for the answer before answering 202 (poll it)
+    # A plotly.js bundle to serve at /vendor/plotly.min.js instead of the installed plotly package's: a strict build
+    # of the same version (npm's plotly.js-strict-dist-min, plotly-strict.min.js) carries its WebGL code precompiled,
+    # so the compare page can draw many runs with WebGL under the pages' CSP (no 'unsafe-eval'); docs/sweeps.md.
+    plotly_js: Path | None = None
     api_token: str | None = None  # set: the API needs "Authorization: Bearer <token>", pages need a login
     # Host names this server answers to (comma-separated; "*" for any). Unset: the loopback names, this machine's
     # name and the address `fitboard web --host` binds. Anything else gets 400 (DNS rebinding).
@@ -77,6 +81,18 @@ class Settings(BaseSettings):
     def quotas(self) -> dict[str, int]:
         """project name -> the most running runs it may have."""
         return parse_quotas(self.project_quotas)
+
+    @field_validator("plotly_js", mode="before")
+    @classmethod
+    def _plotly_file(cls, value):
+        """An existing file (~ expanded) or unset (an empty variable counts as unset): a wrong path fails at start,
+        not as a page without charts."""
+        if value in (None, ""):
+            return None
+        path = Path(value).expanduser().resolve()
+        if not path.is_file():
+            raise ValueError(f"FITBOARD_PLOTLY_JS: no file at {path}")
+        return path
 
     @model_validator(mode="after")
     def _resolve_paths(self) -> "Settings":

@@ -10,11 +10,12 @@ from fitboard.app.core.errors import RecipeError
 from fitboard.app.core.schemas import MAX_ID
 from fitboard.app.core.variant_words import describe_change, field_title
 from fitboard.app.pages.render import render
-from fitboard.app.pages.wording import COLORS, describe_stage, is_number, secs, show
+from fitboard.app.pages.wording import COLORS, DASHES, describe_stage, is_number, secs, show
 from fitboard.app.services import error_images
 from fitboard.app.services.compare import compare
 from fitboard.app.web.access import needs
 from fitboard.app.web.deps import ArtifactsDep, SessionDep, SettingsDep
+from fitboard.app.web.docs import webgl_charts
 
 router = APIRouter()
 MAX_CONFUSIONS = 12
@@ -37,6 +38,18 @@ def _delta(d, fmt, higher_is_better: bool, tol: float) -> dict:
 
 
 TIMED = ("wall_seconds", "images_per_second")  # a run cut short (cancelled, failed) has times that compare nothing
+BEST_EPOCH = re.compile(r"stage (\d+) · epoch (\d+)")
+
+
+def _best_epoch_key(text) -> int | None:
+    """'stage 2 · epoch 3' as a number that sorts in training order (the table sorts by it)."""
+    m = BEST_EPOCH.fullmatch(text or "")
+    return int(m[1]) * 1_000_000 + int(m[2]) if m else None
+
+
+def dash_of(i: int) -> int:
+    """The dash style (index into DASHES) of the i-th run's line: the next one each time the palette comes round."""
+    return i // len(COLORS) % len(DASHES)
 
 
 def table_rows(data: dict) -> list[dict]:
@@ -52,8 +65,9 @@ def table_rows(data: dict) -> list[dict]:
             if key in TIMED and not (done and base_done) and delta["cls"] != "muted":
                 delta = {"text": delta["text"] + (f" ({r['status']})" if not done else " (baseline unfinished)"),
                          "cls": "muted"}
-            cells.append((fmt(r[key]) if is_number(r[key]) else "–", delta))
+            cells.append((fmt(r[key]) if is_number(r[key]) else "–", delta, r[key] if is_number(r[key]) else None))
         rows.append({"id": r["id"], "name": r["name"], "status": r["status"], "color": COLORS[i % len(COLORS)],
+                     "dash": dash_of(i), "best_epoch_key": _best_epoch_key(r["best_epoch"]),
                      "baseline": r["id"] == data["baseline"], "best_epoch": r["best_epoch"] or "–",
                      "finished_ok": done, "cells": cells})
     return rows
@@ -119,7 +133,7 @@ def get_compare(request: Request, session: SessionDep, settings: SettingsDep, fi
     confusions = [(r, COLORS[i % len(COLORS)]) for i, r in enumerate(data["runs"]) if r["confusion"]]
     shown = confusions[:MAX_CONFUSIONS]
     ids_text = ",".join(map(str, id_list))
-    chart_data = {"colors": COLORS,
+    chart_data = {"colors": COLORS, "dashes": DASHES, "webgl": webgl_charts(settings),
                   "api": "/api/v1/compare?" + urlencode({"ids": ids_text, "baseline": data["baseline"]})}
     dis = data["disagreements"]
     shown_ids = [d["image_id"] for d in (dis["a_right_b_wrong"] + dis["b_right_a_wrong"])] if dis else []

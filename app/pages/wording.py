@@ -8,6 +8,9 @@ from fitboard.app.core.variant_words import fmt_lr
 # One color per run (or variant), shared by the tables' swatches and the charts so a name can be found in both.
 COLORS = ("#2563eb", "#ea580c", "#16a34a", "#9333ea", "#dc2626", "#0891b2", "#ca8a04", "#db2777", "#4b5563",
           "#65a30d")
+# Past the palette, a run's line takes the colors again in the next dash style (Plotly's names; compare.js and the
+# compare table's swatches, classes d0-d5, agree on the order).
+DASHES = ("solid", "dot", "dash", "longdash", "dashdot", "longdashdot")
 
 
 def describe_stage(idx: int, stage: dict, suggestion: float | None = None) -> str:
