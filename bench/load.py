@@ -10,6 +10,8 @@ p99 < 1 s at 200 users, live latency p95 < 50 ms. A benchmark, not a test: it pr
 
 Usage:
     python bench/load.py [--db sqlite,postgres] [--users 50,200,500] [--seconds 30] [--runs 300] [--markdown FILE]
+The PostgreSQL run creates (and drops) a database named FITBOARD_BENCH_DB_PREFIX + a random suffix through
+FITBOARD_TEST_POSTGRES_URL, with its broker on FITBOARD_BENCH_REDIS (a Redis database of its own).
 """
 from __future__ import annotations
 
@@ -43,6 +45,7 @@ from fitboard.app.store.runs import claim_run, create_run, record_epoch  # noqa:
 
 PG_ADMIN = os.environ.get("FITBOARD_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS = os.environ.get("FITBOARD_BENCH_REDIS", "redis://127.0.0.1:6379/9")
+DB_PREFIX = os.environ.get("FITBOARD_BENCH_DB_PREFIX", "fitboard_bench_")  # the PostgreSQL database's name prefix
 LOCUSTFILE = ROOT / "bench" / "load_users.py"
 RECIPE = {"name": "seeded", "dataset": "digits", "arch": "squeezenet1_1", "pretrained": False, "normalize": "dataset",
           "seed": 1, "stages": [{"epochs": 10, "size": 16, "presize": 20, "bs": 32, "lr": 3e-3}]}
@@ -69,7 +72,7 @@ def pg_database() -> tuple[str, callable]:
     """A new PostgreSQL database; its URL and a function that drops it."""
     import psycopg2
 
-    name = f"fitboard_bench_{uuid.uuid4().hex[:10]}"
+    name = f"{DB_PREFIX}{uuid.uuid4().hex[:10]}"
 
     def admin(sql: str) -> None:
         conn = psycopg2.connect(PG_ADMIN.replace("postgresql+psycopg2://", "postgresql://"))

@@ -6,7 +6,6 @@ from typing import Annotated, Literal
 
 from fastapi import Body, Depends, Header, Query, Request, Response
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
-from fastapi.sse import EventSourceResponse
 from starlette.concurrency import iterate_in_threadpool
 
 from fitboard.app.api import CSV, WRITE_ERRORS, RunId, api_router, errors, queued_later, stored
@@ -34,7 +33,7 @@ from fitboard.app.services.serializers import (
 from fitboard.app.store.run_list import COUNT_LIMIT, MAX_CURSOR, MAX_OFFSET, BadCursor
 from fitboard.app.web.access import AccessDep, CheckedPatch, needs
 from fitboard.app.web.deps import PublisherDep, SessionDep, SettingsDep
-from fitboard.app.web.sse import resume_point, run_events, stream_slot
+from fitboard.app.web.sse import EVENTS_200, EventStream, resume_point, run_events, stream_slot
 
 router = api_router("runs")
 Order = Literal["created_at", "-created_at", "name", "-name", "best_accuracy", "-best_accuracy",
@@ -208,8 +207,8 @@ async def existing_run(run_id: RunId, access: AccessDep) -> int:
     return run_id
 
 
-@router.get("/runs/{run_id}/events", response_class=EventSourceResponse,
-            dependencies=[Depends(stream_slot)], responses=errors(404, 422, 503))
+@router.get("/runs/{run_id}/events", response_class=EventStream,
+            dependencies=[Depends(stream_slot)], responses={200: EVENTS_200, **errors(404, 422, 503)})
 @needs("read")
 async def get_run_events(request: Request, run_id: Annotated[int, Depends(existing_run)],
                          last_event_id: Annotated[str | None, Query(
@@ -221,5 +220,4 @@ async def get_run_events(request: Request, run_id: Annotated[int, Depends(existi
     `status` changes, until the run has finished; a stream also ends after FITBOARD_STREAM_LIFETIME seconds and the
     client resumes with Last-Event-ID (a value that is not a row ordinal is ignored: the stream starts over)."""
     after = resume_point(last_event_id_header or last_event_id)
-    async for event in run_events(request.app.state.streams, run_id, after):
-        yield event
+    return EventStream(run_events(request.app.state.streams, run_id, after))

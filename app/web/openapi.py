@@ -57,6 +57,7 @@ def _errors_as_json(responses: dict) -> None:
             model = "ValidationErrorOut" if code == "422" else "ErrorOut"
             response["content"] = {"application/json": {"schema": {"$ref": f"#/components/schemas/{model}"}}}
         elif "itemSchema" in content.get("text/event-stream", {}):
+            content["text/event-stream"].pop("schema", None)  # the stream as a whole: not a string, its events
             item = content["text/event-stream"]["itemSchema"]  # one event (OpenAPI 3.2's itemSchema, as FastAPI says)
             item["description"] = EVENT_STREAM
             item["properties"]["event"]["enum"] = ["epoch", "progress", "status"]

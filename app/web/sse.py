@@ -1,24 +1,30 @@
 """Server-sent events for one run: stored epoch rows, then new rows, progress and the status change.
 
-One poller for the whole process reads every watched run (two queries, plus one per run with new rows) whenever the
+One poller for the whole process reads every watched run (one query, plus one per run with new rows) whenever the
 database says something was committed (app.web.changes: LISTEN/NOTIFY on PostgreSQL, the WAL file on SQLite), and
 at least every BACKSTOP_SECONDS, however many streams are open; each run has one RunFeed, and each stream sends what
-its run's feed holds past its own position. At most max_streams streams are
-open at once (then 503), and each closes after stream_lifetime seconds: the browser's EventSource (and
-`fitboard submit --follow`) reconnects with Last-Event-ID and carries on where it stopped.
+its run's feed holds past its own position. The poller's thread encodes each new row once, as the event's bytes, for
+every stream of the run: a stream writes what it has not sent yet in one chunk, with no per-event work in the event
+loop (under load the loop and the GIL are what a new row waits for). At most max_streams streams are open at once
+(then 503), each sends a comment line after PING_SECONDS without an event, and each closes after stream_lifetime
+seconds: the browser's EventSource (and `fitboard submit --follow`) reconnects with Last-Event-ID and carries on
+where it stopped.
 """
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from fastapi import HTTPException, Request, status
-from fastapi.sse import ServerSentEvent
+from fastapi.responses import StreamingResponse
+from fastapi.sse import format_sse_event
 from sqlalchemy import func, select
 from sqlmodel import Session
-from starlette.concurrency import run_in_threadpool
 
+from fitboard.app.core.jsonsafe import json_safe
 from fitboard.app.core.status import FINISHED, RunStatus
 from fitboard.app.services.serializers import serialize_epoch, serialize_run
 from fitboard.app.store.models import EpochRow, Run
@@ -30,51 +36,79 @@ BACKSTOP_SECONDS = 1.0  # with a change signal: a look at least this often anywa
 MIN_GAP_SECONDS = 0.005  # between two looks: a burst of commits costs one look per gap, not one per commit
 RETRY_MS = 1000  # how long a client waits before reconnecting
 MAX_EVENT_ID = 10**15  # Last-Event-ID is an epoch-row ordinal; anything else is ignored (the stream starts over)
+PING_SECONDS = 15.0  # a comment line after this long without an event, so proxies keep an idle stream open
+CHUNK_EVENTS = 256  # the most events in one write: a long run's stored rows go out in a few bounded chunks
+PING = b": ping\n\n"
+
+
+def sse(event: str | None = None, data=None, id: str | None = None, retry: int | None = None) -> bytes:
+    """One event in the wire format; data as JSON, a NaN or infinity as null."""
+    text = None if data is None else json.dumps(json_safe(data))
+    return format_sse_event(data_str=text, event=event, id=id, retry=retry)
+
+
+# The route's 200 in the OpenAPI document: one item per event (OpenAPI 3.2's itemSchema, as FastAPI writes it)
+EVENTS_200 = {"description": "Successful Response", "content": {"text/event-stream": {"itemSchema": {
+    "type": "object", "properties": {"data": {"type": "string"}, "event": {"type": "string"}, "id": {"type": "string"},
+                                     "retry": {"type": "integer", "minimum": 0}}}}}}
+
+
+class EventStream(StreamingResponse):
+    """A text/event-stream of ready-made event bytes, never cached or buffered by a proxy."""
+
+    media_type = "text/event-stream"
+
+    def __init__(self, content, status_code: int = 200):
+        super().__init__(content, status_code, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
 @dataclass
 class Snapshot:
-    """What changed in one run since the last look: new epoch rows, the progress and the status."""
+    """What changed in one run since the last look: its new epoch rows as events, the batch progress and status."""
 
-    rows: list[EpochRow]
+    events: list[bytes]  # `epoch` events, each with its row's ordinal as id
     status: str
-    progress: dict | None
+    batch: dict | None
+    progress: bytes | None  # the batch as a `progress` event
     run: dict | None  # the full run, only once it finished
 
 
 def take_snapshots(engine, known: dict[int, int]) -> dict[int, Snapshot]:
-    """For each watched run (id -> rows already held): its new epoch rows, status and progress. Two queries for all
-    the runs, plus one per run that has new rows or finished, however many streams watch them."""
+    """For each watched run (id -> rows already held): its new epoch rows (encoded), status and progress. One query
+    for all the runs, plus one per run that has new rows or finished, however many streams watch them."""
+    rows_of = select(func.count()).where(EpochRow.run_id == Run.id).correlate(Run).scalar_subquery()
     with Session(engine) as session:
-        ids = list(known)
-        states = session.exec(select(Run.id, Run.status, Run.progress).where(Run.id.in_(ids))).all()
-        counts = dict(session.exec(select(EpochRow.run_id, func.count()).where(EpochRow.run_id.in_(ids))
-                                   .group_by(EpochRow.run_id)).all())
+        states = session.exec(select(Run.id, Run.status, Run.progress, rows_of).where(Run.id.in_(list(known)))).all()
         out = {}
-        for run_id, status, progress in states:
-            rows = list_epochs(session, run_id, known[run_id]) if counts.get(run_id, 0) > known[run_id] else []
+        for run_id, status, progress, count in states:
+            held = known[run_id]
+            rows = list_epochs(session, run_id, held) if count > held else []
+            events = [sse("epoch", serialize_epoch(r), str(held + i)) for i, r in enumerate(rows, 1)]
             done = serialize_run(session.get(Run, run_id)) if status in FINISHED else None
-            out[run_id] = Snapshot(rows, str(status), progress, done)
+            batch = (progress or {}).get("batch")
+            out[run_id] = Snapshot(events, str(status), batch, None if batch is None else sse("progress", batch),
+                                   done)
         return out
 
 
 class RunFeed:
-    """One run as its streams see it: every epoch row so far, the status, the latest batch progress."""
+    """One run as its streams see it: every epoch row so far (as event bytes), the status, the latest progress."""
 
     def __init__(self, run_id: int):
         self.run_id = run_id
-        self.rows: list[dict] = []
+        self.events: list[bytes] = []
         self.status: str | None = None
         self.batch: dict | None = None
+        self.progress: bytes | None = None
         self.run: dict | None = None  # set once the run finished: no more looks
         self.listeners = 0
         self.changed = asyncio.Event()  # replaced after each look; waiters hold the old one
 
     def update(self, snap: Snapshot | None) -> None:
         if snap is not None:
-            self.rows += [serialize_epoch(r) for r in snap.rows]
+            self.events += snap.events
             self.status, self.run = snap.status, snap.run
-            self.batch = (snap.progress or {}).get("batch")
+            self.batch, self.progress = snap.batch, snap.progress
         woken, self.changed = self.changed, asyncio.Event()
         woken.set()
 
@@ -88,6 +122,8 @@ class StreamHub:
         self.feeds: dict[int, RunFeed] = {}
         self.task: asyncio.Task | None = None
         self.signal: Signal | None = None  # made by the poller, in the event loop
+        # The looks run in a thread of their own: never queued behind the routes' threads, never a thread start
+        self.reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fitboard-streams")
 
     def join(self, run_id: int) -> RunFeed:
         feed = self.feeds.get(run_id)
@@ -113,17 +149,19 @@ class StreamHub:
             self.signal = signal_for(self.engine)
         wait = BACKSTOP_SECONDS if type(self.signal) is not Signal else POLL_SECONDS
         while True:
-            watched = {run_id: len(f.rows) for run_id, f in self.feeds.items() if f.run is None}
+            feeds = {run_id: f for run_id, f in self.feeds.items() if f.run is None}
+            watched = {run_id: len(f.events) for run_id, f in feeds.items()}
             if not watched:
                 if not self.feeds:
                     return
             else:
                 try:
-                    snaps = await run_in_threadpool(take_snapshots, self.engine, watched)
+                    snaps = await loop.run_in_executor(self.reader, take_snapshots, self.engine, watched)
                 except Exception:  # the database went away for a moment: the streams wait, the next look retries
                     snaps = None
-                for run_id in watched:
-                    if (feed := self.feeds.get(run_id)) is not None and snaps is not None:
+                for run_id, feed in feeds.items():
+                    # a feed dropped and made anew during the look starts from its own first row, next look
+                    if snaps is not None and self.feeds.get(run_id) is feed:
                         feed.update(snaps.get(run_id))
             await asyncio.sleep(MIN_GAP_SECONDS)
             await self.signal.wait(wait if watched else MIN_GAP_SECONDS * 20)
@@ -149,34 +187,40 @@ def resume_point(last_event_id: str | None) -> int:
 
 
 async def run_events(hub: StreamHub, run_id: int, after: int = 0):
-    """Yield events until the run has finished and every row was sent, or the stream's lifetime is over."""
+    """Yield event bytes until the run has finished and every row was sent, or the stream's lifetime is over."""
     feed, sent = hub.join(run_id), after
     last_status, last_batch = None, None
     deadline = time.monotonic() + hub.lifetime
     try:
-        yield ServerSentEvent(retry=RETRY_MS)
+        yield sse(retry=RETRY_MS)
+        wrote = time.monotonic()
         while True:
             changed = feed.changed  # taken before reading, so a poll in between is not missed
+            out: list[bytes] = []
             if feed.status is not None:
-                for row in feed.rows[sent:]:
-                    sent += 1
-                    # the id is the row's ordinal: Last-Event-ID resumes after it
-                    yield ServerSentEvent(data=row, event="epoch", id=str(sent))
+                out += feed.events[sent:]  # the id of each is the row's ordinal: Last-Event-ID resumes after it
+                sent = max(sent, len(feed.events))
                 if feed.batch is not None and feed.batch != last_batch and feed.status == RunStatus.running:
                     last_batch = feed.batch
-                    yield ServerSentEvent(data=feed.batch, event="progress")
+                    out.append(feed.progress)
                 if feed.status != last_status:
                     last_status = feed.status
-                    yield ServerSentEvent(data=feed.run or {"id": run_id, "status": feed.status}, event="status")
-                if feed.run is not None:
-                    return
-            left = deadline - time.monotonic()
-            if left <= 0:
+                    out.append(sse("status", feed.run or {"id": run_id, "status": feed.status}))
+            for start in range(0, len(out), CHUNK_EVENTS):
+                yield b"".join(out[start:start + CHUNK_EVENTS])
+            now = time.monotonic()
+            if out:
+                wrote = now
+            if feed.run is not None:
+                return
+            if now >= deadline:
                 return  # the client reconnects with Last-Event-ID
+            if now - wrote >= PING_SECONDS:
+                yield PING
+                wrote = now
             try:
-                await asyncio.wait_for(changed.wait(), timeout=left)
+                await asyncio.wait_for(changed.wait(), timeout=min(deadline, wrote + PING_SECONDS) - now)
             except asyncio.TimeoutError:
                 pass
     finally:
         hub.leave(feed)
-
