@@ -48,7 +48,7 @@ REDIS = os.environ.get("FITBOARD_BENCH_REDIS", "redis://127.0.0.1:6379/9")
 DB_PREFIX = os.environ.get("FITBOARD_BENCH_DB_PREFIX", "fitboard_bench_")  # the PostgreSQL database's name prefix
 LOCUSTFILE = ROOT / "bench" / "load_users.py"
 RECIPE = {"name": "seeded", "dataset": "digits", "arch": "squeezenet1_1", "pretrained": False, "normalize": "dataset",
-          "seed": 1, "stages": [{"epochs": 10, "size": 16, "presize": 20, "bs": 32, "lr": 3e-3}]}
+          "seed": 1, "stages": [{"epochs": 10, "size": 32, "presize": 40, "bs": 32, "lr": 3e-3}]}
 WRITE_EVERY = 0.2  # seconds between the latency writer's epoch rows
 
 

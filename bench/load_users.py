@@ -72,7 +72,7 @@ class DashboardUser(HttpUser):
         if random.random() > 0.2:  # one user in five that picks this task submits: a few runs a second at most
             return
         recipe = {"name": "load", "dataset": "digits", "arch": "squeezenet1_1", "pretrained": False,
-                  "normalize": "dataset", "seed": 1, "stages": [{"epochs": 1, "size": 16, "presize": 20, "bs": 32,
+                  "normalize": "dataset", "seed": 1, "stages": [{"epochs": 1, "size": 32, "presize": 40, "bs": 32,
                                                                  "lr": 3e-3}]}
         # A script's write, without the page's session cookie: a cookie session's writes need its CSRF header (403)
         self.client.cookies.clear()

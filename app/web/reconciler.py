@@ -35,10 +35,14 @@ class ReconcilerThread(threading.Thread):
 
 @asynccontextmanager
 async def reconciler_lifespan(app: FastAPI):
-    """Start the reconciler with the app and stop it on shutdown."""
+    """Start the reconciler with the app; on shutdown stop it and close the event streams' change signal (on
+    PostgreSQL a LISTEN connection, which otherwise outlives the app and logs its loss when the database goes)."""
     thread = ReconcilerThread(app)
     thread.start()
     try:
         yield
     finally:
         thread.stopping.set()
+        streams = getattr(app.state, "streams", None)
+        if streams is not None:
+            streams.close()

@@ -134,6 +134,17 @@ class StreamHub:
             self.task = asyncio.get_running_loop().create_task(self.poll())
         return feed
 
+    def close(self) -> None:
+        """At the app's shutdown: the poller stops, the change signal and the reader thread are let go (a new reader
+        waits, threadless, should the app start again)."""
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+        if self.signal is not None:
+            self.signal.close()
+            self.signal = None
+        self.reader.shutdown(wait=False, cancel_futures=True)
+        self.reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fitboard-streams")
+
     def leave(self, feed: RunFeed) -> None:
         feed.listeners -= 1
         if feed.listeners <= 0 and self.feeds.get(feed.run_id) is feed:
