@@ -136,6 +136,8 @@ class Run(SQLModel, table=True):
                       sa.CheckConstraint(f"priority IN ({', '.join(repr(p) for p in PRIORITIES)})", name="priority"),
                       *(sa.Index(name, *cols) for name, cols in LIST_INDEXES.items()),
                       sa.Index("ix_run_waiting", "status", "queue", "published_at"),  # the dispatcher's reads
+                      # a queue's line, oldest first, and its last finished runs, newest first (store.dispatch)
+                      sa.Index("ix_run_line", "status", "queue", "id"),
                       {"sqlite_autoincrement": True})
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(sa_column=sa.Column(sa.String(200), nullable=False))
