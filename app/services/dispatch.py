@@ -146,8 +146,8 @@ def _iso_in(seconds: float | None) -> str | None:
 
 
 class LineCache:
-    """Each queue's line as the read paths (lists, a run's JSON) last computed it, for LINE_TTL seconds (then
-    ordered afresh in the background, answered meanwhile while under LINE_STALE old).
+    """Each queue's line as the read paths (lists, a run's JSON) last computed it, for LINE_TTL seconds, or ten times
+    as long as it took to order (then ordered afresh in the background, answered meanwhile while under LINE_STALE).
 
     Ordering a long line costs tens of milliseconds (thousands of waiting runs, the usage of every recent attempt):
     paid on every runs-list page that shows a queued run, it cost every list 100 ms at 100,000 runs. A place in line
@@ -156,7 +156,7 @@ class LineCache:
     dispatcher itself never reads the cache."""
 
     def __init__(self):
-        self._lines: dict[tuple[str, str], tuple[float, Line, dict[int, int], datetime]] = {}
+        self._lines: dict[tuple[str, str], tuple[float, Line, dict[int, int], datetime, float]] = {}
         self._lock = threading.Lock()
         self._refreshing: set[tuple[str, str]] = set()
         self._generation = 0  # each clear: a line ordered before it is not kept
@@ -174,11 +174,12 @@ class LineCache:
         with self._lock:
             cached = self._lines.get(key)
         now = time.monotonic()
-        if cached is not None and now - cached[0] < LINE_STALE:
-            _, found, index, at = cached
+        if cached is not None and now - cached[0] < max(LINE_STALE, 20 * cached[4]):
+            _, found, index, at, took = cached
             capped = len(found.order) >= store.MAX_LINE  # runs past a full line have no place yet: not a miss
             if capped or run_ids <= index.keys():
-                if now - cached[0] >= LINE_TTL:
+                # a line that took long to order is kept longer: its refreshes take at most a tenth of a core
+                if now - cached[0] >= max(LINE_TTL, 10 * took):
                     self._refresh(session.get_bind(), settings, queue, key)
                 return found, index, at
         return self._compute(session, settings, queue, key)
@@ -190,7 +191,7 @@ class LineCache:
         at = datetime.now(timezone.utc)
         with self._lock:
             if generation == self._generation:
-                self._lines[key] = (now, found, index, at)
+                self._lines[key] = (now, found, index, at, time.monotonic() - now)
         return found, index, at
 
     def _refresh(self, engine: Engine, settings: Settings, queue: str, key: tuple[str, str]) -> None:
