@@ -97,9 +97,15 @@ def sweep_of(i: int, n: int) -> tuple[int | None, str | None]:
 
 
 def search_of(i: int, n: int) -> tuple[int | None, int | None]:
-    """(search id, trial number): the last SEARCH_TRIALS runs before the newest 10% are one search's trials."""
-    first = max(0, int(n * 0.9) - SEARCH_TRIALS)
-    return (1, i - first) if first <= i < first + SEARCH_TRIALS and n >= 4 * SEARCH_TRIALS else (None, None)
+    """(search id, trial number): the last trials_of(n) runs before the newest 10% are one search's trials."""
+    first = max(0, int(n * 0.9) - trials_of(n))
+    return (1, i - first) if first <= i < first + trials_of(n) else (None, None)
+
+
+def trials_of(n: int) -> int:
+    """The search's trials among n runs: SEARCH_TRIALS, or a quarter of the runs below 4,000 (so a small level asks
+    the same search=1 question as a large one)."""
+    return min(SEARCH_TRIALS, n // 4)
 
 
 def run_rows(lo: int, hi: int, n: int, t0: datetime):
@@ -277,14 +283,14 @@ def projects_and_study(url: str, n: int) -> None:
         if url.startswith("postgresql"):
             conn.execute(sa.text("SELECT setval(pg_get_serial_sequence('project', 'id'), 2)"))
     engine.dispose()
-    if n < 4 * SEARCH_TRIALS:
+    if not trials_of(n):
         return
     rng = random.Random(7)
     study = optuna.create_study(study_name=STUDY, storage=studies.storage(url), direction="maximize")
     dist = studies.distributions(SEARCH_SPACE)
     study.add_trials([optuna.trial.create_trial(
         params={"stages[0].lr": 10 ** -(1 + 4 * rng.random())}, distributions=dist, value=rng.random(),
-        intermediate_values={k: 0.3 + 0.03 * k for k in range(EPOCHS)}) for _ in range(SEARCH_TRIALS)])
+        intermediate_values={k: 0.3 + 0.03 * k for k in range(EPOCHS)}) for _ in range(trials_of(n))])
 
 
 # --- asking ------------------------------------------------------------------------------------------------------
@@ -440,6 +446,7 @@ def pair(small: str, big: str, k: int, work: Path) -> list[str]:
         p50s: dict[str, tuple[float, float]] = {}
         for qa, qb in zip(questions(a, sizes[0]), questions(b, sizes[1])):
             ms: tuple[list, list] = ([], [])
+            items: list[int | None] = [None, None]
             try:
                 for i in range(k + 1):
                     if i == 1:
@@ -451,6 +458,8 @@ def pair(small: str, big: str, k: int, work: Path) -> list[str]:
                             raise RuntimeError(f"{q[1]} {q[2]}: {r.status_code} {r.text[:200]}")
                         if i:  # the first of each is a warm-up
                             ms[j].append((time.perf_counter() - t) * 1000)
+                        elif r.headers.get("content-type", "").startswith("application/json"):
+                            items[j] = len(r.json().get("items", [])) if isinstance(r.json(), dict) else None
             except RuntimeError as exc:
                 lines.append(f"  {qb[0]:<34} FAILED: {exc}"[:200])
                 continue
@@ -458,6 +467,8 @@ def pair(small: str, big: str, k: int, work: Path) -> list[str]:
             (p50a, p50b), (p95a, p95b) = [[percentile(m, q) for m in ms] for q in (50, 95)]
             p50s[qb[0]] = (p50a, p50b)
             mark = "" if qb[3] == "other" else (" ok" if p50b <= 2 * p50a else " MISSED")
+            if items[0] is not None and items[0] < (items[1] or 0):  # past the small list's end: another question
+                mark = f" n/a: {items[0]} / {items[1]} runs listed"
             lines.append(f"  {qb[0]:<34} {p50a:6.1f} / {p50b:6.1f} ms  x{p50b / p50a:4.2f}{mark:<7} p95 {p95a:6.1f} / "
                          f"{p95b:6.1f}   server CPU {cpu[0]:5.1f} / {cpu[1]:5.1f} ms  "
                          f"x{cpu[1] / max(cpu[0], 0.1):4.2f}")
