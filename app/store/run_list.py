@@ -31,8 +31,7 @@ ORDERS: dict[str, tuple[str, ...]] = {
     "id": ("id",), "created_at": ("created_at", "id"), "name": ("name", "id"), "finished_at": ("finished_at", "id"),
     "best_accuracy": ("best_accuracy", "id"), "tta_accuracy": ("tta_accuracy", "id"),
     "status": ("status", "created_at", "id"), "dataset": ("dataset", "created_at", "id")}
-INDEX_FOR = {order: f"ix_run_list_{order}" for order in ORDERS}
-assert set(INDEX_FOR.values()) <= set(LIST_INDEXES)
+assert {f"ix_run_list_{order}" for order in ORDERS} <= set(LIST_INDEXES)  # every order has its index
 NULLABLE = {"finished_at", "best_accuracy", "tta_accuracy"}
 _fts = sa.table(FTS_TABLE, sa.column("rowid"))
 
