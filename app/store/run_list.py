@@ -180,11 +180,37 @@ def _count(session: Session, f: RunFilter, variant: tuple, cap: int) -> int:
     return session.exec(sa.select(sa.func.count()).select_from(inner.subquery())).scalar_one()
 
 
+def _counts_together(session: Session, f: RunFilter, variants: list[tuple], cap: int) -> tuple[list[int], bool]:
+    """Each range's count from one query, counting no further than cap in all, and whether that was every match: a
+    name search reads its index once, not once a range (a trigram scan costs 8-13 ms at 1M runs on PostgreSQL)."""
+    dialect = session.get_bind().dialect.name
+    inner = sa.select(Run.project_id, Run.archived, Run.status)
+    if dialect == "sqlite":
+        inner = inner.select_from(_fts).join(Run, Run.id == _fts.c.rowid).where(
+            sa.text(f"{FTS_TABLE} MATCH :phrase").bindparams(phrase=fts_phrase(f.name_contains)))
+        f = replace(f, name_contains=None)
+    found = inner.where(sa.or_(*[sa.and_(*_where(f, v, dialect)) for v in variants])).limit(cap).subquery()
+    rows = session.exec(sa.select(found.c.project_id, found.c.archived, found.c.status, sa.func.count()).group_by(
+        found.c.project_id, found.c.archived, found.c.status)).all()
+    per = [sum(n for project, archived, status, n in rows
+               if project == v[0] and bool(archived) == v[1] and v[2] in (None, status)) for v in variants]
+    return per, sum(r[3] for r in rows) < cap
+
+
 def count_runs(session: Session, f: RunFilter) -> tuple[int | None, list[int]]:
     """How many runs match when at most COUNT_LIMIT do (None when more), and each range's count: capped so that
     together they stop just past COUNT_LIMIT, but never below DRIVE_LIMIT + 1 (which says how to find its rows)."""
+    variants = _variants(f)
+    if indexable(f.name_contains) and not f.tag and len(variants) > 1:
+        per, every = _counts_together(session, f, variants, COUNT_LIMIT + 1)
+        if every:
+            return sum(per), per
+        # More than COUNT_LIMIT in all: a range that met over DRIVE_LIMIT of them is walked; the others are counted
+        # on their own, as far as DRIVE_LIMIT + 1 (which says how to find their rows)
+        per = [n if n > DRIVE_LIMIT else _count(session, f, v, DRIVE_LIMIT + 1) for v, n in zip(variants, per)]
+        return None, per
     per: list[int] = []
-    for variant in _variants(f):
+    for variant in variants:
         per.append(_count(session, f, variant, max(COUNT_LIMIT + 1 - sum(per), DRIVE_LIMIT + 1)))
     return (None if sum(per) > COUNT_LIMIT else sum(per)), per
 
