@@ -5,17 +5,21 @@ filter and sort, the pages and the epoch write through a real `fitboard web` pro
     python bench/scale.py --runs 1000000 --fill-only sqlite:////tmp/big.db     # fill, migrate and exit
     python bench/scale.py --runs 1000000 --fill-only sqlite:////tmp/base.db --base   # fill at 0008 and exit
     cp /tmp/base.db /tmp/big.db && python bench/scale.py --runs 1000000 --migrate sqlite:////tmp/big.db
+    python bench/scale.py --use sqlite:////tmp/big.db --runs 1000000                  # ask a filled database again
+    python bench/scale.py --pair sqlite:////tmp/2k.db sqlite:////tmp/200k.db          # two sizes side by side
 
 The fill writes the schema of revision 0008 (tags as ",x," in run.tags), then migrates to the head and times it: that
 is the migration of an existing database of N runs. 10% of runs are tagged x; names run-0 ... run-{N-1}; statuses,
 datasets, sweeps (one of 500 runs) and searches mixed in; accuracies spread over [0, 1]. PostgreSQL: a database
 fb_scale_<N> on FITBOARD_BENCH_POSTGRES (default postgresql://postgres@127.0.0.1:5432/postgres), dropped at the end
 unless --keep. Targets at 1M runs: list questions p50 <= 20 ms and p95 <= 50 ms, the runs page <= 100 ms, the epoch
-write p50 <= 1 ms, the migration under 2 minutes.
+write p50 <= 1 ms, the migration under 2 minutes; at 200,000 runs each question within 2x of its time at 2,000 (--pair)
+and page 41 by cursor as fast as the first page.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import os
@@ -93,9 +97,15 @@ def sweep_of(i: int, n: int) -> tuple[int | None, str | None]:
 
 
 def search_of(i: int, n: int) -> tuple[int | None, int | None]:
-    """(search id, trial number): the last SEARCH_TRIALS runs before the newest 10% are one search's trials."""
-    first = max(0, int(n * 0.9) - SEARCH_TRIALS)
-    return (1, i - first) if first <= i < first + SEARCH_TRIALS and n >= 4 * SEARCH_TRIALS else (None, None)
+    """(search id, trial number): the last trials_of(n) runs before the newest 10% are one search's trials."""
+    first = max(0, int(n * 0.9) - trials_of(n))
+    return (1, i - first) if first <= i < first + trials_of(n) else (None, None)
+
+
+def trials_of(n: int) -> int:
+    """The search's trials among n runs: SEARCH_TRIALS, or a quarter of the runs below 4,000 (so a small level asks
+    the same search=1 question as a large one)."""
+    return min(SEARCH_TRIALS, n // 4)
 
 
 def run_rows(lo: int, hi: int, n: int, t0: datetime):
@@ -273,14 +283,14 @@ def projects_and_study(url: str, n: int) -> None:
         if url.startswith("postgresql"):
             conn.execute(sa.text("SELECT setval(pg_get_serial_sequence('project', 'id'), 2)"))
     engine.dispose()
-    if n < 4 * SEARCH_TRIALS:
+    if not trials_of(n):
         return
     rng = random.Random(7)
     study = optuna.create_study(study_name=STUDY, storage=studies.storage(url), direction="maximize")
     dist = studies.distributions(SEARCH_SPACE)
     study.add_trials([optuna.trial.create_trial(
         params={"stages[0].lr": 10 ** -(1 + 4 * rng.random())}, distributions=dist, value=rng.random(),
-        intermediate_values={k: 0.3 + 0.03 * k for k in range(EPOCHS)}) for _ in range(SEARCH_TRIALS)])
+        intermediate_values={k: 0.3 + 0.03 * k for k in range(EPOCHS)}) for _ in range(trials_of(n))])
 
 
 # --- asking ------------------------------------------------------------------------------------------------------
@@ -303,12 +313,12 @@ def timed(client: httpx.Client, path: str, params: dict | None, k: int, pid: int
     return out, (sum(cpu_times(pid)) - cpu0) * 1000 / k
 
 
-def cursor_41(client: httpx.Client) -> str:
-    """The cursor of page 41 of the newest 50 (walked page by page)."""
+def cursor_41(client: httpx.Client, **params) -> str:
+    """The cursor of page 41 of the newest 50 (or of params' order; walked page by page)."""
     cursor = None
     for _ in range(40):
-        cursor = client.get("/api/v1/runs", params={"limit": 50, **({"cursor": cursor} if cursor else {})}).json()[
-            "next_cursor"]
+        cursor = client.get("/api/v1/runs", params={"limit": 50, **params, **({"cursor": cursor} if cursor else {})}
+                            ).json()["next_cursor"]
     return cursor
 
 
@@ -335,6 +345,8 @@ def questions(client: httpx.Client, n: int) -> list[tuple[str, str, dict | None,
           ("failed by name, archived shown", "/api/v1/runs",
            {"limit": 50, "status": "failed", "order": "name", "archived": "show"}, "list"),
           ("page 41 by cursor", "/api/v1/runs", {"limit": 50, "cursor": cursor_41(client)}, "list"),
+          ("page 41 by accuracy, by cursor", "/api/v1/runs",
+           {"limit": 50, "order": "-best_accuracy", "cursor": cursor_41(client, order="-best_accuracy")}, "list"),
           ("offset=5000", "/api/v1/runs", {"limit": 50, "offset": 5000}, "list"),
           ("runs page (HTML)", "/runs", None, "page"),
           ("runs page sorted by accuracy", "/runs", {"order": "-best_accuracy"}, "page"),
@@ -361,41 +373,114 @@ def epoch_write_ms(url: str, k: int) -> tuple[list[float], float]:
         with session_scope(engine) as s:
             record_epoch(s, run_id, row)
         out.append((time.perf_counter() - t) * 1000)
+    cpu = (time.process_time() - cpu0) * 1000 / k
+    with session_scope(engine) as s:  # the run's page and epochs are questions: leave it its 20 rows
+        s.exec(__import__("sqlalchemy").text("DELETE FROM epoch WHERE run_id = :r AND stage = 5").bindparams(r=run_id))
     engine.dispose()
-    return out, (time.process_time() - cpu0) * 1000 / k
+    return out, cpu
 
 
 TARGETS = {"list": (20, 50), "page": (100, None), "other": (None, None)}
+DEEP = (("newest 50", "page 41 by cursor"), ("best 50 by accuracy", "page 41 by accuracy, by cursor"))
+
+
+@contextlib.contextmanager
+def web(url: str, work: Path, tag: str = ""):
+    """A `fitboard web` on url for as long as the block runs: (client, server pid)."""
+    port = free_port() if tag else int(os.environ.get("FITBOARD_BENCH_PORT") or free_port())
+    log = work / f"web{tag}.log"
+    proc = spawn(["web", "--port", str(port)], fitboard_env(work / f"home{tag}", url, work / "data"), log)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/healthz", proc, log, timeout=300)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+            yield client, proc.pid
+    finally:
+        stop_process(proc)
 
 
 def ask(url: str, n: int, k: int, work: Path) -> list[str]:
     """Start `fitboard web` on url and time every question k times; the summary lines."""
-    port = int(os.environ.get("FITBOARD_BENCH_PORT") or free_port())
-    log = work / "web.log"
-    proc = spawn(["web", "--port", str(port)], fitboard_env(work / "home", url, work / "data"), log)
-    lines = []
-    try:
-        wait_http(f"http://127.0.0.1:{port}/healthz", proc, log, timeout=300)
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
-            for label, path, params, kind in questions(client, n):
-                try:
-                    ms, cpu = timed(client, path, params, k, proc.pid)
-                except RuntimeError as exc:  # one broken question must not lose every other figure
-                    lines.append(f"  {label:<34} FAILED: {exc}"[:200])
-                    continue
-                p50, p95 = percentile(ms, 50), percentile(ms, 95)
-                lo, hi = TARGETS[kind]
-                ok = (lo is None or p50 <= lo) and (hi is None or p95 <= hi)
-                mark = "" if lo is None else (" ok" if ok else " MISSED")
-                lines.append(f"  {label:<34} p50 {p50:7.1f} ms   p95 {p95:7.1f} ms   server CPU {cpu:6.1f} ms{mark}")
-    finally:
-        stop_process(proc)
+    lines, p50s = [], {}
+    with web(url, work) as (client, pid):
+        for label, path, params, kind in questions(client, n):
+            try:
+                ms, cpu = timed(client, path, params, k, pid)
+            except RuntimeError as exc:  # one broken question must not lose every other figure
+                lines.append(f"  {label:<34} FAILED: {exc}"[:200])
+                continue
+            p50, p95 = percentile(ms, 50), percentile(ms, 95)
+            p50s[label] = p50
+            lo, hi = TARGETS[kind]
+            ok = (lo is None or p50 <= lo) and (hi is None or p95 <= hi)
+            mark = "" if lo is None else (" ok" if ok else " MISSED")
+            lines.append(f"  {label:<34} p50 {p50:7.1f} ms   p95 {p95:7.1f} ms   server CPU {cpu:6.1f} ms{mark}")
+    for first, deep in DEEP:
+        if first in p50s and deep in p50s:
+            ratio = p50s[deep] / p50s[first]
+            lines.append(f"  cursor walk 40 pages deep: {deep} p50 {p50s[deep]:.1f} ms vs {first} "
+                         f"{p50s[first]:.1f} ms: x{ratio:.2f}{' ok' if ratio <= 1.5 else ' MISSED'}")
     ms, cpu = epoch_write_ms(url, 200)
     mark = " ok" if percentile(ms, 50) <= 1 else " MISSED"
     lines.append(f"  {'epoch write (store, in-process)':<34} p50 {percentile(ms, 50):7.2f} ms   "
                  f"p95 {percentile(ms, 95):7.2f} ms   CPU {cpu:6.2f} ms{mark}")
     lines.append(f"  (load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores at the end; targets judge "
                  f"the wall p50/p95)")
+    return lines
+
+
+def size_of(url: str) -> int:
+    """How many runs a filled database holds (the fill's ids are 1..N)."""
+    import sqlalchemy as sa
+
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        n = conn.execute(sa.text("SELECT max(id) FROM run")).scalar_one()
+    engine.dispose()
+    return n
+
+
+def pair(small: str, big: str, k: int, work: Path) -> list[str]:
+    """Every question asked of two filled databases side by side (one request to each in turn, so both see the same
+    load), with each p50's ratio big / small: within 2x is the target (list questions and the pages)."""
+    sizes = (size_of(small), size_of(big))
+    lines = [f"  {'question (' + format(sizes[0], ',') + ' / ' + format(sizes[1], ',') + ' runs)':<34} wall p50 ms"
+             f"        ratio         wall p95 ms       server CPU per request, ratio"]
+    with web(small, work, "-small") as (a, pid_a), web(big, work, "-big") as (b, pid_b):
+        p50s: dict[str, tuple[float, float]] = {}
+        for qa, qb in zip(questions(a, sizes[0]), questions(b, sizes[1])):
+            ms: tuple[list, list] = ([], [])
+            items: list[int | None] = [None, None]
+            try:
+                for i in range(k + 1):
+                    if i == 1:
+                        cpu0 = [sum(cpu_times(pid)) for pid in (pid_a, pid_b)]
+                    for j, (client, q) in enumerate(((a, qa), (b, qb))):
+                        t = time.perf_counter()
+                        r = client.get(q[1], params=q[2])
+                        if r.status_code != 200:
+                            raise RuntimeError(f"{q[1]} {q[2]}: {r.status_code} {r.text[:200]}")
+                        if i:  # the first of each is a warm-up
+                            ms[j].append((time.perf_counter() - t) * 1000)
+                        elif r.headers.get("content-type", "").startswith("application/json"):
+                            items[j] = len(r.json().get("items", [])) if isinstance(r.json(), dict) else None
+            except RuntimeError as exc:
+                lines.append(f"  {qb[0]:<34} FAILED: {exc}"[:200])
+                continue
+            cpu = [(sum(cpu_times(pid)) - c0) * 1000 / k for pid, c0 in zip((pid_a, pid_b), cpu0)]
+            (p50a, p50b), (p95a, p95b) = [[percentile(m, q) for m in ms] for q in (50, 95)]
+            p50s[qb[0]] = (p50a, p50b)
+            mark = "" if qb[3] == "other" else (" ok" if p50b <= 2 * p50a else " MISSED")
+            if items[0] is not None and items[0] < (items[1] or 0):  # past the small list's end: another question
+                mark = f" n/a: {items[0]} / {items[1]} runs listed"
+            lines.append(f"  {qb[0]:<34} {p50a:6.1f} / {p50b:6.1f} ms  x{p50b / p50a:4.2f}{mark:<7} p95 {p95a:6.1f} / "
+                         f"{p95b:6.1f}   server CPU {cpu[0]:5.1f} / {cpu[1]:5.1f} ms  "
+                         f"x{cpu[1] / max(cpu[0], 0.1):4.2f}")
+    for first, deep in DEEP:
+        if first in p50s and deep in p50s:
+            for size, f_ms, d_ms in list(zip(sizes, p50s[first], p50s[deep]))[1:]:  # the small one has few pages
+                lines.append(f"  {size:>9,} runs: cursor walk 40 pages deep ({deep}) {d_ms:.1f} ms vs first page "
+                             f"{f_ms:.1f} ms: x{d_ms / f_ms:.2f}{' ok' if d_ms <= 1.5 * f_ms else ' MISSED'}")
+    lines.append(f"  (load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores at the end)")
     return lines
 
 
@@ -422,6 +507,8 @@ def main() -> int:
     ap.add_argument("--migrate", metavar="DATABASE_URL", help="a database filled at 0008 (--fill-only --base, "
                                                               "copied): migrate it to the head, timed, then ask")
     ap.add_argument("--use", metavar="DATABASE_URL", help="ask an already filled database (no fill)")
+    ap.add_argument("--pair", nargs=2, metavar=("SMALL_URL", "BIG_URL"),
+                    help="ask two filled databases side by side and print each question's ratio (big / small)")
     ap.add_argument("--keep", action="store_true", help="keep the database afterwards")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="fb-scale-"))
@@ -429,6 +516,9 @@ def main() -> int:
         filled, migrated = fill(args.fill_only, args.runs, migrate=not args.base)
         print(f"filled {args.runs} runs in {filled:.0f} s" + (f"; migrated to the head in {migrated:.1f} s"
                                                               if migrated is not None else " at revision 0008"))
+        return 0
+    if args.pair:
+        print("\n".join(pair(*args.pair, args.requests, work)), flush=True)
         return 0
     url = args.use or args.migrate or new_database(args.db, args.runs, work)
     print(f"database: {url.split('@')[-1]}", flush=True)

@@ -70,28 +70,44 @@ def _fill(engine) -> None:
 
 
 def _problems(conn, statement: str, params, postgres: bool) -> list[str]:
-    """What is wrong with one statement's plan (nothing when every run and run_tag read uses an index)."""
+    """What is wrong with one statement's plan (nothing when every run and run_tag read uses an index, a window of
+    the order's index is walked in order, and only a drive's few rows are sorted)."""
+    walk = " AS walk " in " ".join(statement.split())  # a window of the order's index, each row tested (run_list._scan)
     if postgres:
+        # A window must be walkable in its order's index: with sorts priced out (a 40-row table is cheapest to sort),
+        # the plan walks an index whose order is the window's, or still sorts.
+        conn.exec_driver_sql(f"SET enable_sort = {'off' if walk else 'on'}")
         plan = "\n".join(r[0] for r in conn.exec_driver_sql("EXPLAIN " + statement, params))
-        return [f"Seq Scan in:\n{plan}"] if re.search(r"Seq Scan on (run|run_tag)\b", plan) else []
+        bad = [f"Seq Scan in:\n{plan}"] if re.search(r"Seq Scan on (run|run_tag)\b", plan) else []
+        if walk and (re.search(r"\bSort\b", plan) or not re.search(r"Index (Only )?Scan (Backward )?using "
+                                                                     r"ix_run_list_\w+ on run", plan)):
+            bad.append(f"a window not walked in its order's index:\n{plan}")
+        return bad
     lines = [r[-1] for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, params)]
     bad = [ln for ln in lines if re.fullmatch(r"SCAN (run|run_tag)( AS \w+)?", ln)]
-    found_by_filter = any("USING INTEGER PRIMARY KEY" in ln or "run_tag" in ln for ln in lines)
-    if any("TEMP B-TREE FOR ORDER BY" in ln for ln in lines) and not found_by_filter:
+    drive = any(ln.startswith("MATERIALIZE matches") for ln in lines)  # the filter's rows, found by its index
+    if any("TEMP B-TREE FOR ORDER BY" in ln for ln in lines) and not drive:
         bad.append("sorted in a temporary B-tree without a filter's index finding the rows")
+    if walk and not ("CO-ROUTINE walk" in lines and any(re.match(r"SEARCH run USING (COVERING )?INDEX ix_run_list_",
+                                                                 ln) for ln in lines)):
+        bad.append("a window not walked in its order's index (as a co-routine: the outer LIMIT stops the walk)")
     return [f"{b}\n  plan: {lines}" for b in bad]
 
 
 @pytest.mark.parametrize("drive_limit", [run_list.DRIVE_LIMIT, 0], ids=["few-match", "many-match"])
 def test_every_list_query_uses_an_index(db_engine, drive_limit, monkeypatch):
-    # drive_limit 0 makes every filter look common, so the walk-the-order path (and its fallback) is planned too.
+    # drive_limit 0 makes every filter look common, so the walk-the-order path is planned too, and windows of 3 rows
+    # make the walk fall back to finding the filter's rows.
     monkeypatch.setattr(run_list, "DRIVE_LIMIT", drive_limit)
+    if not drive_limit:
+        monkeypatch.setattr(run_list, "SCAN_WINDOW", 3)
+        monkeypatch.setattr(run_list, "NAME_WINDOW", 3)
     _fill(db_engine)
     postgres = db_engine.dialect.name == "postgresql"
     statements: list[tuple[str, object]] = []
 
     def capture(conn, cursor, statement, params, context, executemany):
-        if statement.lstrip().upper().startswith("SELECT"):
+        if statement.lstrip().upper().startswith(("SELECT", "WITH")):
             statements.append((statement, params))
 
     failures, pages = [], 0
@@ -117,6 +133,8 @@ def test_every_list_query_uses_an_index(db_engine, drive_limit, monkeypatch):
             failures += [f"{statement}\n  {problem}" for problem in _problems(conn, statement, plist, postgres)]
         conn.rollback()
     assert pages > 200  # the queries found runs: the plans checked are the ones that answer
+    kinds = ["WITH matches AS MATERIALIZED", "FROM run_tag WHERE" if drive_limit else " AS walk "]
+    assert all(any(k in " ".join(st.split()) for st, _ in statements) for k in kinds), "a way went unchecked"
     assert not failures, f"{len(failures)} list queries read without an index, e.g.:\n" + "\n\n".join(failures[:3])
 
 
@@ -167,3 +185,18 @@ def test_a_project_lists_its_own_runs_with_its_own_tags(db_engine):
         assert accs[:26] == sorted(accs[:26], reverse=True) and accs[26:] == [None] * 14
     with db_engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM run_tag WHERE project_id = 2")).scalar() == 6
+
+
+def test_archiving_a_run_moves_its_tags_with_it(db_engine):
+    _fill(db_engine)
+    with session_scope(db_engine) as s:
+        run = runs_page(s, tag="keep", archived=False, limit=1).items[0]
+        update_run(s, run.id, {"archived": True})
+        assert run.id not in [r.id for r in runs_page(s, tag="keep", archived=False, limit=100).items]
+        assert run.id in [r.id for r in runs_page(s, tag="keep", archived=True, limit=100).items]
+        update_run(s, run.id, {"archived": False, "tags": ["keep", "new"]})
+        assert [r.id for r in runs_page(s, tag="new", archived=False).items] == [run.id]
+        assert runs_page(s, tag="new", archived=True).total == 0
+    with db_engine.connect() as conn:  # the copy of the flag the tag index orders by
+        assert conn.execute(text("SELECT count(*) FROM run_tag r JOIN run ON run.id = r.run_id "
+                                 "WHERE r.archived <> run.archived")).scalar() == 0

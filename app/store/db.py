@@ -115,6 +115,11 @@ def make_engine(url: str, sqlite_foreign_keys: bool = True, **kwargs) -> Engine:
     kwargs.setdefault("json_serializer", json_dumps)
     if make_url(url).get_backend_name() != "sqlite":
         kwargs.setdefault("pool_pre_ping", True)  # workers hold engines for days; servers restart
+        if make_url(url).get_backend_name() == "postgresql":
+            # No JIT: fitboard's queries read a few index pages each, and compiling a plan that PostgreSQL prices
+            # as large (a name search sorting 100,000 matches) took 15-95 ms, more than running it.
+            connect_args = kwargs.setdefault("connect_args", {})
+            connect_args["options"] = (connect_args.get("options", "") + " -c jit=off").strip()
         engine = create_engine(url, **kwargs)
         if engine.dialect.name == "postgresql":
             _notify_on_commit(engine)

@@ -136,6 +136,8 @@ class Run(SQLModel, table=True):
                       sa.CheckConstraint(f"priority IN ({', '.join(repr(p) for p in PRIORITIES)})", name="priority"),
                       *(sa.Index(name, *cols) for name, cols in LIST_INDEXES.items()),
                       sa.Index("ix_run_waiting", "status", "queue", "published_at"),  # the dispatcher's reads
+                      # a queue's line, oldest first, and its last finished runs, newest first (store.dispatch)
+                      sa.Index("ix_run_line", "status", "queue", "id"),
                       {"sqlite_autoincrement": True})
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(sa_column=sa.Column(sa.String(200), nullable=False))
@@ -203,15 +205,18 @@ class Run(SQLModel, table=True):
 
 
 class RunTag(SQLModel, table=True):
-    """One tag of one run: the runs list finds a project's runs with a tag through (project_id, tag, run_id); the
-    project is the run's (copied when the tags are written; a run never changes project)."""
+    """One tag of one run: the runs list finds a project's runs with a tag through (project_id, archived, tag,
+    run_id), and counts them from that index alone; project and archived are the run's (copied when the tags are
+    written, archived again when the run is archived or unarchived; a run never changes project)."""
 
     __tablename__ = "run_tag"
-    __table_args__ = (sa.Index("ix_run_tag_tag", "project_id", "tag", "run_id"),)
+    __table_args__ = (sa.Index("ix_run_tag_tag", "project_id", "archived", "tag", "run_id"),)
     run_id: int = Field(sa_column=_run_fk(primary_key=True))
     tag: str = Field(sa_column=sa.Column(sa.String(40), primary_key=True))
     project_id: int = Field(default=DEFAULT_PROJECT_ID, sa_column=sa.Column(
         sa.Integer(), nullable=False, server_default=str(DEFAULT_PROJECT_ID)))
+    archived: bool = Field(default=False, sa_column=sa.Column(sa.Boolean(), nullable=False,
+                                                             server_default=sa.false()))
 
 
 class RunAttempt(SQLModel, table=True):

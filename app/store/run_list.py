@@ -18,20 +18,20 @@ import sqlalchemy as sa
 from sqlmodel import Session
 
 from fitboard.app.store.models import LIST_INDEXES, Project, Run, RunTag
-from fitboard.app.store.name_search import FTS_TABLE, MIN_CHARS, fts_phrase, indexable
+from fitboard.app.store.name_search import FTS_TABLE, fts_phrase, indexable
 
 COUNT_LIMIT = 10_000  # a count stops here; beyond it the list is "more than 10,000"
 MAX_OFFSET = 10_000  # deeper pages are reached by cursor
 MAX_CURSOR = 1_000  # characters; a cursor is a few dozen
-DRIVE_LIMIT = 2_000  # SQLite: this few matches are found through the filter and sorted; more, by walking the order
-SCAN_WINDOW = 20_000  # index entries a walk tests before it sorts the filter's rows instead
+DRIVE_LIMIT = 2_000  # this few matches are found through the filter and sorted; more, by walking the order
+SCAN_WINDOW = 20_000  # index entries a walk tests before it finds the filter's rows and sorts them instead
+NAME_WINDOW = 4_000  # the same for a name fragment (its test reads each run's row, not the index alone)
 # order -> the key: the order's column, then the tie-breakers its index ends with
 ORDERS: dict[str, tuple[str, ...]] = {
     "id": ("id",), "created_at": ("created_at", "id"), "name": ("name", "id"), "finished_at": ("finished_at", "id"),
     "best_accuracy": ("best_accuracy", "id"), "tta_accuracy": ("tta_accuracy", "id"),
     "status": ("status", "created_at", "id"), "dataset": ("dataset", "created_at", "id")}
-INDEX_FOR = {order: f"ix_run_list_{order}" for order in ORDERS}
-assert set(INDEX_FOR.values()) <= set(LIST_INDEXES)
+assert {f"ix_run_list_{order}" for order in ORDERS} <= set(LIST_INDEXES)  # every order has its index
 NULLABLE = {"finished_at", "best_accuracy", "tta_accuracy"}
 _fts = sa.table(FTS_TABLE, sa.column("rowid"))
 
@@ -120,19 +120,27 @@ def _variants(f: RunFilter) -> list[tuple]:
     return [(p, a, s) for p in f.projects for a in archived for s in statuses]
 
 
-def _name_match(dialect: str, needle: str, through_index: bool):
-    """SQL: the run's name contains needle, any case; through the name index where it can narrow the search."""
+def _name_match(dialect: str, needle: str, through_index: bool, name=Run.name):
+    """SQL: the run's name (or the name column given) contains needle, any case; through the name index where it can
+    narrow the search (PostgreSQL's planner finds its trigram index for the ILIKE itself)."""
     if dialect == "postgresql":
-        return Run.name.ilike("%" + needle.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%",
-                              escape="\\")
+        return name.ilike("%" + needle.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%",
+                          escape="\\")
     if through_index and indexable(needle):
         return Run.id.in_(sa.select(_fts.c.rowid).where(sa.text(f"{FTS_TABLE} MATCH :phrase").bindparams(
             phrase=fts_phrase(needle))))
-    return Run.name.icontains(needle, autoescape=True)
+    return name.icontains(needle, autoescape=True)
 
 
-def _where(f: RunFilter, variant: tuple, dialect: str, drive: bool) -> list:
-    """The WHERE of one range; drive: the filters are to find the rows (few match), else to test each row."""
+def _tagged(f: RunFilter, variant: tuple):
+    """SQL: the ids of the range's runs with the filter's tag (run_tag carries its run's project and archived flag)."""
+    project, archived, _ = variant
+    return sa.select(RunTag.run_id).where(RunTag.project_id == project, RunTag.archived == archived,
+                                          RunTag.tag == f.tag)
+
+
+def _where(f: RunFilter, variant: tuple, dialect: str) -> list:
+    """The WHERE of one range finding the filter's rows through the filter's own indexes (few match)."""
     project, archived, status = variant
     # "= false", not "IS false": PostgreSQL's B-tree takes only the first
     where = [Run.project_id == project, Run.archived == archived]
@@ -145,11 +153,9 @@ def _where(f: RunFilter, variant: tuple, dialect: str, drive: bool) -> list:
     if f.search_id is not None:
         where.append(Run.search_id == f.search_id)
     if f.tag:
-        tagged = sa.select(RunTag.run_id).where(RunTag.project_id == project, RunTag.tag == f.tag)
-        where.append(Run.id.in_(tagged) if drive else
-                     sa.exists().where(RunTag.run_id == Run.id, RunTag.tag == f.tag))
+        where.append(Run.id.in_(_tagged(f, variant)))
     if f.name_contains:
-        where.append(_name_match(dialect, f.name_contains, drive))
+        where.append(_name_match(dialect, f.name_contains, True))
     return where
 
 
@@ -157,22 +163,55 @@ def _count(session: Session, f: RunFilter, variant: tuple, cap: int) -> int:
     """How many runs of one range match, counting no further than cap."""
     dialect = session.get_bind().dialect.name
     inner = sa.select(sa.literal(1))
+    if f.tag and not (f.status or f.dataset is not None or f.name_contains or f.sweep_id is not None
+                      or f.search_id is not None):
+        inner = _tagged(f, variant)  # run_tag's index alone: a run's tags carry its project and archived flag
+        return session.exec(sa.select(sa.func.count()).select_from(inner.limit(cap).subquery())).scalar_one()
     if f.tag:
         # Stream the tag's rows and stop at cap: an IN list would first gather every run with the tag.
         inner = inner.select_from(RunTag).join(Run, Run.id == RunTag.run_id).where(
-            RunTag.project_id == variant[0], RunTag.tag == f.tag)
+            RunTag.project_id == variant[0], RunTag.archived == variant[1], RunTag.tag == f.tag)
         f = replace(f, tag=None)
     elif dialect == "sqlite" and indexable(f.name_contains):
         inner = inner.select_from(_fts).join(Run, Run.id == _fts.c.rowid).where(
             sa.text(f"{FTS_TABLE} MATCH :phrase").bindparams(phrase=fts_phrase(f.name_contains)))
         f = replace(f, name_contains=None)
-    inner = inner.where(*_where(f, variant, dialect, drive=True)).limit(cap)
+    inner = inner.where(*_where(f, variant, dialect)).limit(cap)
     return session.exec(sa.select(sa.func.count()).select_from(inner.subquery())).scalar_one()
 
 
+def _counts_together(session: Session, f: RunFilter, variants: list[tuple], cap: int) -> tuple[list[int], bool]:
+    """Each range's count from one query, counting no further than cap in all, and whether that was every match: a
+    name search reads its index once, not once a range (a trigram scan costs 8-13 ms at 1M runs on PostgreSQL)."""
+    dialect = session.get_bind().dialect.name
+    inner = sa.select(Run.project_id, Run.archived, Run.status)
+    if dialect == "sqlite":
+        inner = inner.select_from(_fts).join(Run, Run.id == _fts.c.rowid).where(
+            sa.text(f"{FTS_TABLE} MATCH :phrase").bindparams(phrase=fts_phrase(f.name_contains)))
+        f = replace(f, name_contains=None)
+    found = inner.where(sa.or_(*[sa.and_(*_where(f, v, dialect)) for v in variants])).limit(cap).subquery()
+    rows = session.exec(sa.select(found.c.project_id, found.c.archived, found.c.status, sa.func.count()).group_by(
+        found.c.project_id, found.c.archived, found.c.status)).all()
+    per = [sum(n for project, archived, status, n in rows
+               if project == v[0] and bool(archived) == v[1] and v[2] in (None, status)) for v in variants]
+    return per, sum(r[3] for r in rows) < cap
+
+
 def count_runs(session: Session, f: RunFilter) -> tuple[int | None, list[int]]:
-    """How many runs match when at most COUNT_LIMIT do (None when more), and each range's count (each capped)."""
-    per = [_count(session, f, variant, COUNT_LIMIT + 1) for variant in _variants(f)]
+    """How many runs match when at most COUNT_LIMIT do (None when more), and each range's count: capped so that
+    together they stop just past COUNT_LIMIT, but never below DRIVE_LIMIT + 1 (which says how to find its rows)."""
+    variants = _variants(f)
+    if indexable(f.name_contains) and not f.tag and len(variants) > 1:
+        per, every = _counts_together(session, f, variants, COUNT_LIMIT + 1)
+        if every:
+            return sum(per), per
+        # More than COUNT_LIMIT in all: a range that met over DRIVE_LIMIT of them is walked; the others are counted
+        # on their own, as far as DRIVE_LIMIT + 1 (which says how to find their rows)
+        per = [n if n > DRIVE_LIMIT else _count(session, f, v, DRIVE_LIMIT + 1) for v, n in zip(variants, per)]
+        return None, per
+    per: list[int] = []
+    for variant in variants:
+        per.append(_count(session, f, variant, max(COUNT_LIMIT + 1 - sum(per), DRIVE_LIMIT + 1)))
     return (None if sum(per) > COUNT_LIMIT else sum(per)), per
 
 
@@ -192,15 +231,20 @@ def _served(f: RunFilter, order: str) -> bool:
 
 
 def _arm(keys: list, phase: int, descending: bool, start: tuple | None) -> tuple:
-    """The phase's WHERE (value present or absent, past start) and ORDER BY for key columns keys, with the direction
-    and start they were made for."""
+    """The phase's WHERE (value present or absent, past start) and its ordering columns for key columns keys, with
+    the direction and start they were made for."""
     cols = keys if phase == 0 else keys[1:]
     where = [keys[0].is_(None) if phase == 1 else keys[0].is_not(None)] if keys[0].key in NULLABLE else []
     if start is not None and start[0] == phase:
         values = start[1:] if phase == 0 else start[2:]
         bound = sa.tuple_(*[sa.bindparam(None, v, type_=c.type) for c, v in zip(cols, values)])
         where.append(sa.tuple_(*cols) < bound if descending else sa.tuple_(*cols) > bound)
-    return where, [c.desc() if descending else c.asc() for c in cols], descending, start
+    return where, cols, descending, start
+
+
+def _ordered(cols: list, descending: bool) -> list:
+    """ORDER BY terms for cols in one direction."""
+    return [c.desc() if descending else c.asc() for c in cols]
 
 
 def _walk(session: Session, f: RunFilter, order: str, forward: bool, start: tuple | None, n: int,
@@ -217,10 +261,11 @@ def _walk(session: Session, f: RunFilter, order: str, forward: bool, start: tupl
     found: list[tuple] = []
     for variant, count in zip(_variants(f), counts):
         got: list[tuple] = []
+        strategy = _strategy(f, field, count)
         for phase in phases:
-            if len(got) < n:
-                got += _range(session, f, variant, _strategy(session, f, field, count),
-                              _arm(keys, phase, descending, start), keys, n - len(got), phase, skip)
+            if len(got) < n and strategy != "none":
+                got += _range(session, f, variant, strategy, _arm(keys, phase, descending, start), keys,
+                              n - len(got), phase, skip)
         found += got
     return _merge(found, descending, forward, n) if len(counts) > 1 else found
 
@@ -228,93 +273,76 @@ def _walk(session: Session, f: RunFilter, order: str, forward: bool, start: tupl
 def _range(session: Session, f: RunFilter, variant: tuple, strategy: str, arm: tuple, keys: list, n: int,
            phase: int, skip: int = 0) -> list[tuple]:
     """Up to n positions of one range and phase, found the strategy's way (see _strategy)."""
-    where, order_by = arm[:2]
-    dialect = session.get_bind().dialect.name
+    where, cols, descending = arm[:3]
     if strategy == "scan":
         got = _scan(session, f, variant, arm, keys, n)
         if got is not None:
             return [(phase, *r) for r in got]
         strategy = "drive"  # the window held too few matches: the filter's rows after all
-    if strategy == "drive" and dialect == "postgresql":
-        return _drive_matches(session, f, variant, keys, n, phase, arm)
-    if strategy == "drive" and dialect == "sqlite":
-        if _by_name_index(f, dialect):
-            # The name index's ids, each looked up by rowid, the best n kept by SQLite's sorter: a fragment in a
-            # tenth of a million runs sorts in C (tens of ms), not here (the planner picks the rowid plan: its fixed
-            # statistics price the order's index as a walk of every run).
-            stmt = sa.select(*keys).where(*_where(f, variant, dialect, True), *where)
-            return [(phase, *r) for r in session.exec(stmt.order_by(*order_by).limit(n)).all()]
+    if strategy == "drive":
         return _drive(session, f, variant, keys, n, phase, arm)
-    stmt = sa.select(*keys).where(*_where(f, variant, dialect, strategy == "drive"), *where)
-    return [(phase, *r) for r in session.exec(stmt.order_by(*order_by).limit(n).offset(skip or None)).all()]
-
-
-def _drive_matches(session: Session, f: RunFilter, variant: tuple, keys: list, n: int, phase: int,
-                   arm: tuple) -> list[tuple]:
-    """PostgreSQL, a name fragment whose matches a window of the order's index did not hold: the matches found
-    through the trigram index first (a MATERIALIZED CTE: the planner may not fold it into a walk of the order's
-    index, which it prices as if matches were spread evenly), then the best n sorted."""
-    where, descending = arm[0], arm[2]
-    found = sa.select(*keys).where(*_where(f, variant, "postgresql", True), *where).cte("matches").prefix_with(
-        "MATERIALIZED")
-    cols = [found.c[k.key] for k in (keys if phase == 0 else keys[1:])]
-    stmt = sa.select(*[found.c[k.key] for k in keys]).order_by(*[c.desc() if descending else c.asc() for c in cols])
-    return [(phase, *r) for r in session.exec(stmt.limit(n)).all()]
+    stmt = sa.select(*keys).where(Run.project_id == variant[0], Run.archived == variant[1], *where)
+    if variant[2] is not None:
+        stmt = stmt.where(Run.status == variant[2])
+    if f.dataset is not None:
+        stmt = stmt.where(Run.dataset == f.dataset)
+    stmt = stmt.order_by(*_ordered(cols, descending)).limit(n).offset(skip or None)
+    return [(phase, *r) for r in session.exec(stmt).all()]
 
 
 def _drive(session: Session, f: RunFilter, variant: tuple, keys: list, n: int, phase: int,
            arm: tuple) -> list[tuple]:
-    """SQLite, few matches: read the filter's rows through the filter's own index (no ORDER BY to lure the planner to
-    the order's index) and sort their keys here."""
-    rows = session.exec(sa.select(*keys).where(*_where(f, variant, "sqlite", drive=True))).all()
-    descending, start = arm[2], arm[3]
-    if keys[0].key in NULLABLE:
-        rows = [r for r in rows if (r[0] is None) == (phase == 1)]
-    key = (lambda r: tuple(r)) if phase == 0 else (lambda r: tuple(r[1:]))
-    if start is not None and start[0] == phase:
-        bound = key(start[1:])
-        rows = [r for r in rows if (key(r) < bound if descending else key(r) > bound)]
-    return [(phase, *r) for r in sorted(rows, key=key, reverse=descending)[:n]]
+    """The filter's rows found through the filter's own index (the tag's, the name index's, the sweep's...), then the
+    best n sorted by the database. A MATERIALIZED CTE: the planner may not fold it into a walk of the order's index,
+    which it prices as if matches were spread evenly through it (a filter whose matches are all old would walk every
+    newer run)."""
+    where, cols, descending = arm[:3]
+    dialect = session.get_bind().dialect.name
+    found = sa.select(*keys).where(*_where(f, variant, dialect), *where).cte("matches").prefix_with("MATERIALIZED")
+    stmt = sa.select(*[found.c[k.key] for k in keys]).order_by(
+        *_ordered([found.c[c.key] for c in cols], descending))
+    return [(phase, *r) for r in session.exec(stmt.limit(n)).all()]
 
 
-def _tests(f: RunFilter, variant: tuple):
-    """The filter's columns to read beside each walked row, and a test of one row (a tuple of them)."""
-    cols = [Run.status, Run.dataset, Run.sweep_id, Run.search_id, Run.name]
+def _tests(f: RunFilter, variant: tuple, window, dialect: str) -> list:
+    """The filter as tests of each row of a window of the order's index (the window's columns)."""
+    tests = []
+    if variant[2] is not None:
+        tests.append(window.c.status == variant[2])
+    if f.dataset is not None:
+        tests.append(window.c.dataset == f.dataset)
+    if f.sweep_id is not None:
+        tests.append(window.c.sweep_id == f.sweep_id)
+    if f.search_id is not None:
+        tests.append(window.c.search_id == f.search_id)
+    if f.name_contains:
+        tests.append(_name_match(dialect, f.name_contains, False, window.c.name))
     if f.tag:
-        cols.append(sa.exists().where(RunTag.run_id == Run.id, RunTag.tag == f.tag).label("tagged"))
-    needle = (f.name_contains or "").lower()
-
-    def test(row) -> bool:
-        status, dataset, sweep_id, search_id, name = row[:5]
-        return ((variant[2] is None or status == variant[2]) and (f.dataset is None or dataset == f.dataset)
-                and (f.sweep_id is None or sweep_id == f.sweep_id) and (f.search_id is None or search_id == f.search_id)
-                and needle in name.lower() and (not f.tag or bool(row[5])))
-    return cols, test
+        tests.append(sa.exists().where(RunTag.run_id == window.c.id, RunTag.tag == f.tag))
+    return tests
 
 
-def _scan(session: Session, f: RunFilter, variant: tuple, arm: tuple, keys: list,
-          n: int) -> list[tuple] | None:
-    """Walk the order's index, testing each row, for at most SCAN_WINDOW rows; None when those held fewer than n
-    matches and more rows were left (the caller then sorts the filter's rows instead)."""
-    where, order_by = arm[:2]
-    index = INDEX_FOR[next(k for k, v in ORDERS.items() if v[0] == keys[0].key)]
-    cols, test = _tests(f, variant)
-    stmt = (sa.select(*keys, *cols).where(Run.project_id == variant[0], Run.archived == variant[1], *where)
-            .order_by(*order_by)
-            .with_hint(Run, f"INDEXED BY {index}", "sqlite"))
-    got, seen = [], 0
-    result = session.execute(stmt.execution_options(yield_per=500))  # SQLite steps the walk only as rows are read
-    try:
-        for row in result:
-            seen += 1
-            if test(row[len(keys):]):
-                got.append(tuple(row[:len(keys)]))
-                if len(got) >= n:
-                    return got
-            if seen >= SCAN_WINDOW:
-                return None
-    finally:
-        result.close()
+def _scan(session: Session, f: RunFilter, variant: tuple, arm: tuple, keys: list, n: int) -> list[tuple] | None:
+    """The first n matches among the next SCAN_WINDOW rows of the order's index (NAME_WINDOW for a name fragment),
+    each tested in SQL as the walk meets it (the walk stops at the n-th match); None when the window held fewer than
+    n and more rows were left (the caller then finds the filter's rows instead)."""
+    where, cols, descending = arm[:3]
+    dialect = session.get_bind().dialect.name
+    columns = [c for c, on in ((Run.status, variant[2] is not None), (Run.dataset, f.dataset is not None),
+                               (Run.sweep_id, f.sweep_id is not None), (Run.search_id, f.search_id is not None),
+                               (Run.name, bool(f.name_contains))) if on]
+    ranged = sa.select(*keys).where(Run.project_id == variant[0], Run.archived == variant[1], *where).order_by(
+        *_ordered(cols, descending)).limit(size := NAME_WINDOW if f.name_contains else SCAN_WINDOW)
+    window = ranged.add_columns(*columns).subquery("walk")
+    # The window's rows come out of its subquery in its order (SQLite: a co-routine; PostgreSQL: the subquery's
+    # sort order, so the outer ORDER BY costs nothing), and the outer LIMIT stops the walk at the n-th match.
+    stmt = sa.select(*[window.c[k.key] for k in keys]).where(*_tests(f, variant, window, dialect)).limit(n)
+    if dialect == "postgresql":
+        stmt = stmt.order_by(*_ordered([window.c[c.key] for c in cols], descending))
+    got = [tuple(r) for r in session.exec(stmt).all()]
+    if len(got) < n and session.exec(sa.select(sa.func.count()).select_from(
+            ranged.with_only_columns(sa.literal(1)).subquery())).scalar_one() >= size:
+        return None
     return got
 
 
@@ -328,35 +356,24 @@ def _merge(found: list[tuple], descending: bool, forward: bool, n: int) -> list[
     return out[:n]
 
 
-def _strategy(session: Session, f: RunFilter, field: str, count: int) -> str:
-    """How to find a range's page: its order's index alone (served); the filter's rows, sorted (drive: at most
-    DRIVE_LIMIT match, or the name index finds them); or a window of the order's index, each row tested (scan: many
-    match, so the window holds a page). PostgreSQL's planner weighs the same choice from its own statistics, except
-    for a name fragment (its statistics cannot say where the matches lie)."""
+def _strategy(f: RunFilter, field: str, count: int) -> str:
+    """How to find a range's page: not at all (none match); its order's index alone (served); the filter's rows,
+    sorted (drive: at most DRIVE_LIMIT match); or a window of the order's index, each row tested (scan: many match,
+    so the window should hold a page; if it does not, they are all far down the order, and drive after all). The
+    same on both databases: PostgreSQL's planner would make this choice from statistics that cannot say where in
+    the order a filter's matches lie."""
+    if count == 0:
+        return "none"
     if _served(f, field):
         return "served"
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql" and f.name_contains and len(f.name_contains) >= MIN_CHARS:
-        # A fragment's matches may all be old: the planner would walk the order's index past every newer run
-        return "drive" if count <= DRIVE_LIMIT else "scan"
-    if dialect != "sqlite":
-        return "planner"
-    return "drive" if count <= DRIVE_LIMIT or _by_name_index(f, dialect) else "scan"
+    return "drive" if count <= DRIVE_LIMIT else "scan"
 
 
-def _by_name_index(f: RunFilter, dialect: str) -> bool:
-    """Whether the name index finds the filter's rows (SQLite's FTS table, for a fragment of MIN_CHARS or more):
-    then they are always sorted in SQL, however many match, since a walk of the order's index may pass every run
-    before it meets one (a fragment that matches only old runs)."""
-    return dialect == "sqlite" and indexable(f.name_contains)
-
-
-def _sql_offset(session: Session, f: RunFilter, field: str, counts: list[int], start: tuple | None,
-                offset: int) -> bool:
+def _sql_offset(f: RunFilter, field: str, counts: list[int], start: tuple | None, offset: int) -> bool:
     """Whether the database can skip offset rows itself: one range (one project, archived or not, one status), an
-    order whose values are never NULL (one phase), no cursor, read through the order's index or the planner's."""
+    order whose values are never NULL (one phase), no cursor, read through the order's index alone."""
     return bool(offset) and start is None and len(counts) == 1 and field not in NULLABLE and _strategy(
-        session, f, field, counts[0]) in ("served", "planner")
+        f, field, counts[0]) == "served"
 
 
 def _load(session: Session, positions: list[tuple], field: str) -> list[Run]:
@@ -378,7 +395,7 @@ def page_runs(session: Session, f: RunFilter, order: str = "-created_at", limit:
         f = replace(f, projects=tuple(session.exec(sa.select(Project.id).order_by(Project.id)).scalars()))
     total, counts = count_runs(session, f)
     forward, start = decode_cursor(cursor, order) if cursor else (True, None)
-    if _sql_offset(session, f, field, counts, start, offset):  # the index skips them: 51 rows read, not 5,051
+    if _sql_offset(f, field, counts, start, offset):  # the index skips them: 51 rows read, not 5,051
         got = _walk(session, f, order, forward, start, limit + 1, counts, skip=offset)
     else:
         got = _walk(session, f, order, forward, start, offset + limit + 1, counts)[offset:]

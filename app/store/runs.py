@@ -274,9 +274,13 @@ def update_run(session: Session, run_id: int, changes: dict) -> Run:
         raise RunNotFound(run_id)
     if "tags" in changes:  # the indexed copy the list's tag filter reads, in the same transaction
         session.exec(delete(RunTag).where(RunTag.run_id == run_id).execution_options(synchronize_session=False))
-        project = session.exec(select(Run.project_id).where(Run.id == run_id)).scalar_one()
-        session.add_all([RunTag(run_id=run_id, tag=t, project_id=project) for t in dict.fromkeys(changes["tags"])])
+        project, archived = session.exec(select(Run.project_id, Run.archived).where(Run.id == run_id)).one()
+        session.add_all([RunTag(run_id=run_id, tag=t, project_id=project, archived=archived)
+                         for t in dict.fromkeys(changes["tags"])])
         session.flush()
+    elif "archived" in values:  # the tags' copy of the flag (their index is ordered by it)
+        session.exec(update(RunTag).where(RunTag.run_id == run_id).values(archived=values["archived"])
+                     .execution_options(synchronize_session=False))
     return get_run(session, run_id)
 
 

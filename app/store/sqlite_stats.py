@@ -34,7 +34,11 @@ def stat_rows() -> list[tuple[str, str, str]]:
     """(table, index, stat) for the runs list's indexes, run_tag's and the run columns other queries filter on."""
     rows = [("run", name, _stat(cols)) for name, cols in LIST_INDEXES.items()]
     rows += [("run", name, f"{ROWS} {per}") for name, per in SINGLE.items()]
-    rows += [("run_tag", "ix_run_tag_tag", f"{ROWS // 10} {ROWS // 10} 1000 1"),
+    # (status, queue, ...): a status holds a sixth of the runs, most in one queue; ix_run_line then reads a line in
+    # id order without sorting a status's every run
+    rows += [("run", name, f"{ROWS} {PER_VALUE['status']} {PER_VALUE['status']} {last}")
+             for name, last in (("ix_run_line", 1), ("ix_run_waiting", 1000))]
+    rows += [("run_tag", "ix_run_tag_tag", f"{ROWS // 10} {ROWS // 10} {ROWS // 20} 1000 1"),
              ("run_tag", "sqlite_autoindex_run_tag_1", f"{ROWS // 10} 2 1")]
     return rows
 
