@@ -7,6 +7,7 @@ filter and sort, the pages and the epoch write through a real `fitboard web` pro
     cp /tmp/base.db /tmp/big.db && python bench/scale.py --runs 1000000 --migrate sqlite:////tmp/big.db
     python bench/scale.py --use sqlite:////tmp/big.db --runs 1000000                  # ask a filled database again
     python bench/scale.py --pair sqlite:////tmp/2k.db sqlite:////tmp/200k.db          # two sizes side by side
+    python bench/scale.py --runs 100000 --peer mlflow   # then MLflow on the same runs (bench/scale_mlflow.py)
 
 The fill writes the schema of revision 0008 (tags as ",x," in run.tags), then migrates to the head and times it: that
 is the migration of an existing database of N runs. 10% of runs are tagged x; names run-0 ... run-{N-1}; statuses,
@@ -398,9 +399,11 @@ def web(url: str, work: Path, tag: str = ""):
         stop_process(proc)
 
 
-def ask(url: str, n: int, k: int, work: Path) -> list[str]:
-    """Start `fitboard web` on url and time every question k times; the summary lines."""
+def ask(url: str, n: int, k: int, work: Path, figures: dict | None = None) -> list[str]:
+    """Start `fitboard web` on url and time every question k times; the summary lines (figures, when given, gets
+    {label: (p50, p95)})."""
     lines, p50s = [], {}
+    figures = {} if figures is None else figures
     with web(url, work) as (client, pid):
         for label, path, params, kind in questions(client, n):
             try:
@@ -409,7 +412,7 @@ def ask(url: str, n: int, k: int, work: Path) -> list[str]:
                 lines.append(f"  {label:<34} FAILED: {exc}"[:200])
                 continue
             p50, p95 = percentile(ms, 50), percentile(ms, 95)
-            p50s[label] = p50
+            p50s[label], figures[label] = p50, (p50, p95)
             lo, hi = TARGETS[kind]
             ok = (lo is None or p50 <= lo) and (hi is None or p95 <= hi)
             mark = "" if lo is None else (" ok" if ok else " MISSED")
@@ -425,6 +428,20 @@ def ask(url: str, n: int, k: int, work: Path) -> list[str]:
                  f"p95 {percentile(ms, 95):7.2f} ms   CPU {cpu:6.2f} ms{mark}")
     lines.append(f"  (load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores at the end; targets judge "
                  f"the wall p50/p95)")
+    return lines
+
+
+def beside_mlflow(ours: dict, n: int, k: int, mlflow: str | None) -> list[str]:
+    """The same n runs in MLflow (bench/scale_mlflow.py), each question MLflow can answer beside fitboard's figure."""
+    from scale_mlflow import measure
+
+    theirs, filled = measure(n, k, mlflow)
+    lines = [f"\nMLflow on the same {n:,} runs (its store filled in {filled:.0f} s), {k} requests each over HTTP:",
+             f"  {'question':<34} {'fitboard p50 / p95':>20} {'MLflow p50 / p95':>20}  MLflow / fitboard (p50)"]
+    for label, (p50, p95) in theirs.items():
+        mine = ours.get(label)
+        lines.append(f"  {label:<34} {f'{mine[0]:.1f} / {mine[1]:.1f} ms' if mine else '-':>20} "
+                     f"{f'{p50:.1f} / {p95:.1f} ms':>20}  {f'x{p50 / mine[0]:.1f}' if mine else ''}")
     return lines
 
 
@@ -510,6 +527,9 @@ def main() -> int:
     ap.add_argument("--pair", nargs=2, metavar=("SMALL_URL", "BIG_URL"),
                     help="ask two filled databases side by side and print each question's ratio (big / small)")
     ap.add_argument("--keep", action="store_true", help="keep the database afterwards")
+    ap.add_argument("--peer", choices=("mlflow",), help="then the same runs in MLflow, side by side "
+                                                        "(bench/scale_mlflow.py; the peer extra in a venv of its own)")
+    ap.add_argument("--mlflow", help="with --peer mlflow: its mlflow command (default .peer/bin/mlflow, then PATH)")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="fb-scale-"))
     if args.fill_only:
@@ -531,10 +551,13 @@ def main() -> int:
             filled, migrated = fill(url, args.runs)
             print(f"filled {args.runs:,} runs ({args.runs * EPOCHS:,} epoch rows) in {filled:.0f} s; migration "
                   f"0008 -> head in {migrated:.1f} s{' ok' if migrated < 120 else ' MISSED'}", flush=True)
-        lines = ask(url, args.runs, args.requests, work)
+        ours: dict = {}
+        lines = ask(url, args.runs, args.requests, work, ours)
         db = "postgres" if url.startswith("postgresql") else "sqlite"
         print(f"\n{args.runs:,} runs on {db}, {args.requests} requests each through `fitboard web` over HTTP:")
         print("\n".join(lines), flush=True)
+        if args.peer:
+            print("\n".join(beside_mlflow(ours, args.runs, args.requests, args.mlflow)), flush=True)
     finally:
         if not args.keep and not args.use and not args.migrate:
             drop_postgres(url) if url.startswith("postgresql") else Path(url.split("///", 1)[1]).unlink()
