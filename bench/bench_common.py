@@ -12,6 +12,18 @@ from fitboard.app.store.db import session_scope
 from fitboard.app.store.models import Run, Worker
 
 
+def compare_drawn_ms(page, timeout: float = 120) -> float:
+    """Milliseconds from navigation start until compare.js had drawn every chart (it stamps performance.now() on the
+    page); polled with evaluate, as the page's CSP refuses wait_for_function's string eval."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        stamp = page.evaluate("document.documentElement.dataset.chartsDrawnMs || null")
+        if stamp:
+            return float(stamp)
+        time.sleep(0.02)
+    raise TimeoutError("the compare charts were not drawn")
+
+
 def wait_worker_ready(engine, proc: subprocess.Popen, log_path: Path, timeout: float = 120) -> float:
     """Wait for the worker's first heartbeat (sent on worker_ready); returns the seconds waited."""
     t0 = time.perf_counter()

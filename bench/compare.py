@@ -19,6 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench_common import compare_drawn_ms  # noqa: E402  (bench/ is on sys.path when run as a script)
 from fastapi.testclient import TestClient  # noqa: E402
 from sqlalchemy import insert  # noqa: E402
 
@@ -106,18 +107,6 @@ def timed(client: TestClient, timer: ServerTimer, path: str, reps: int) -> tuple
     return statistics.median(times), times[max(0, int(len(times) * 0.95) - 1)], size
 
 
-def _drawn_ms(page, timeout: float = 120) -> float:
-    """Milliseconds from navigation start until compare.js had drawn every chart (it stamps performance.now() on the
-    page); polled with evaluate, as the page's CSP refuses wait_for_function's string eval."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        stamp = page.evaluate("document.documentElement.dataset.chartsDrawnMs || null")
-        if stamp:
-            return float(stamp)
-        time.sleep(0.05)
-    raise TimeoutError("the compare charts were not drawn")
-
-
 def browser_draw_ms(app, ids: list[int], reps: int = 5) -> float | None:
     """Median over reps of navigation start to every compare chart drawn, in Debian's chromium, for all the runs."""
     if not Path(CHROMIUM).exists():
@@ -144,7 +133,7 @@ def browser_draw_ms(app, ids: list[int], reps: int = 5) -> float | None:
             drawn, ready = [], []
             for _ in range(reps):
                 page.goto(url)
-                drawn.append(_drawn_ms(page))
+                drawn.append(compare_drawn_ms(page))
                 ready.append(page.evaluate("performance.getEntriesByType('navigation')[0].domContentLoadedEventEnd"))
             traces = page.evaluate("document.getElementById('chart-accuracy').data.length")
             browser.close()

@@ -32,11 +32,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# bench/ last, not first as for any script run from it: bench/queue.py would hide the standard library's `queue`
-# (Playwright's file writes and kombu import it).
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"] + [str(ROOT / "bench")]
+sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT))
 
+from bench_common import compare_drawn_ms  # noqa: E402
 from sqlalchemy import insert  # noqa: E402
 from web import fitboard_env, free_port, percentile, stop_process, wait_http  # noqa: E402
 
@@ -109,17 +108,6 @@ def store_runs(url: str, epochs: int) -> list[int]:
     return ids
 
 
-def drawn_ms(page, timeout: float = 120) -> float:
-    """The page's stamp, polled (the CSP refuses wait_for_function's string eval)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        stamp = page.evaluate("document.documentElement.dataset.chartsDrawnMs || null")
-        if stamp:
-            return float(stamp)
-        page.wait_for_timeout(20)
-    raise TimeoutError("the compare charts were not drawn")
-
-
 def palette_pixels(png: bytes) -> int:
     """Pixels of a chart screenshot in a saturated colour (the lines: axes, grid and text are grey)."""
     from PIL import Image
@@ -146,12 +134,12 @@ def time_servers(bases: dict[str, str], ids: list[int], sizes: list[int], loads:
             runs = {label: {"times": [], "data": []} for label in bases}
             for label, page in pages.items():  # warm: plotly.min.js and compare.js cached, as for anyone who
                 page.goto(urls[label])        # opened a compare before
-                drawn_ms(page)
+                compare_drawn_ms(page)
             for _ in range(loads):
                 for label, page in pages.items():
                     page.bring_to_front()
                     page.goto(urls[label])
-                    runs[label]["times"].append(drawn_ms(page))
+                    runs[label]["times"].append(compare_drawn_ms(page))
                     runs[label]["data"].append(page.evaluate(PROBE_JS)["dataMs"])
             for label, page in pages.items():
                 probe = page.evaluate(PROBE_JS)

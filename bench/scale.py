@@ -165,6 +165,11 @@ SWEEP_COLUMNS = ("id", "name", "base", "vary", "mode", "seeds", "variants", "cre
 SEARCH_COLUMNS = ("id", "name", "base", "space", "options", "study_name", "status", "created_at")
 
 
+def fill_start(n: int) -> datetime:
+    """When run 0 of an n-run fill was created (naive UTC): runs 30 s apart, the newest an hour ago."""
+    return datetime.now(timezone.utc).replace(tzinfo=None) - timedelta(seconds=30 * n + 3600)
+
+
 def fill_sqlite(path: Path, n: int, t0: datetime) -> None:
     """Bulk insert into a SQLite file at revision 0008 (one transaction per CHUNK runs, fsync off while filling)."""
     conn = sqlite3.connect(path, isolation_level=None)
@@ -237,7 +242,7 @@ def new_database(kind: str, n: int, work: Path) -> str:
 def fill(url: str, n: int, migrate: bool = True) -> tuple[float, float | None]:
     """Migrate url to 0008, bulk-insert n runs, then (migrate) migrate to the head; (fill seconds, migration
     seconds)."""
-    t0 = datetime.now(timezone.utc).replace(tzinfo=None) - timedelta(seconds=30 * n + 3600)
+    t0 = fill_start(n)
     upgrade(url, "0008")
     start = time.perf_counter()
     if url.startswith("sqlite"):

@@ -26,14 +26,14 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
 import httpx  # noqa: E402
-from scale import CHUNK, EPOCHS, OTHER_SHARE, RUN_COLUMNS, run_rows  # noqa: E402
+from scale import CHUNK, EPOCHS, OTHER_SHARE, RUN_COLUMNS, fill_start, run_rows  # noqa: E402
 from web import free_port, percentile  # noqa: E402
 
 STATUS = {"succeeded": "FINISHED", "failed": "FAILED", "cancelled": "KILLED", "pruned": "KILLED",
@@ -96,7 +96,7 @@ def fill(path: Path, n: int, mlflow: str) -> float:
     subprocess.run([str(python), "-c", "import sys; from mlflow.store.tracking.sqlalchemy_store import "
                     "SqlAlchemyStore as S; S(sys.argv[1], sys.argv[2])", f"sqlite:///{path}", str(path.parent / "a")],
                    check=True, capture_output=True)
-    t0 = datetime.now(timezone.utc).replace(tzinfo=None) - timedelta(seconds=30 * n + 3600)  # as scale.fill
+    t0 = fill_start(n)
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA synchronous = OFF")
     now = int(time.time() * 1000)

@@ -122,6 +122,11 @@ def parse_lr(text: str):
     return _number(t) if t else t
 
 
+def priority_of(data: dict[str, str]) -> str:
+    """The priority a launch form (run, sweep, search) asks for, as typed; the service checks it (a 422 naming it)."""
+    return str(data.get("priority") or "normal")
+
+
 def recipe_from_form(form: dict) -> dict:
     """The recipe dict a form describes; bad values are passed on as typed so validation can name them."""
     stages = []

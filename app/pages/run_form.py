@@ -64,9 +64,9 @@ def post_run_form(request: Request, access: AccessDep, session: SessionDep, sett
                   publisher: PublisherDep,
                   data: FormData):
     """Store and queue the run the form describes, or show each problem beside its field."""
-    form = {**forms.form_from_post(data), "priority": data.get("priority") or "normal"}
+    form = {**forms.form_from_post(data), "priority": forms.priority_of(data)}
     try:
-        recipe = {**forms.recipe_from_form(form), "priority": data.get("priority") or "normal"}
+        recipe = {**forms.recipe_from_form(form), "priority": form["priority"]}
         run, note = runs.submit(session, publisher, recipe, settings.data_root)
     except RecipeError as exc:
         session.rollback()

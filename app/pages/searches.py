@@ -14,6 +14,7 @@ from fitboard.app.core.search_space import PRESETS
 from fitboard.app.core.status import SEARCH_ACTIVE
 from fitboard.app.core.variant_words import describe_change, field_title
 from fitboard.app.core.yamlsafe import load_yaml
+from fitboard.app.pages.forms import priority_of
 from fitboard.app.pages.render import FormData, PageId, redirect, render
 from fitboard.app.pages.stage_epochs import run_epochs, stage_epochs, with_epochs
 from fitboard.app.services import runs, searches
@@ -105,7 +106,7 @@ def post_search(request: Request, access: AccessDep, session: SessionDep, settin
     run = runs.get(session, run_id)
     form = {k: str(data.get(k) or "") for k in ("name", "space", "pruner", "sampler", "metric", *NUMBERS)}
     form["name"] = form["name"].strip() or f"search: {run.name}"[:MAX_NAME]
-    form["priority"] = str(data.get("priority") or "normal")
+    form["priority"] = priority_of(data)
     options, errors = _options(form)
     options["priority"] = form["priority"]  # checked with the other options (searches.create): a 422 naming it
     form["epochs"], epochs, epoch_errors = stage_epochs(data, (run.spec or {}).get("stages", []))

@@ -9,6 +9,7 @@ from fitboard.app.core.errors import RecipeError
 from fitboard.app.core.stats import MIN_SEEDS
 from fitboard.app.core.status import FINISHED
 from fitboard.app.core.sweep_plan import BASE_KEY, get_path
+from fitboard.app.pages.forms import priority_of
 from fitboard.app.pages.render import FormData, PageId, redirect, render
 from fitboard.app.pages.stage_epochs import run_epochs, stage_epochs, with_epochs
 from fitboard.app.pages.wording import COLORS, mean_std, paired_diff
@@ -105,7 +106,7 @@ def post_ablate(request: Request, access: AccessDep, session: SessionDep, settin
     typed, epochs, errors = stage_epochs(data, stages)
     form = {"name": (data.get("name") or "").strip() or run.name, "seeds": data.get("seeds", ""),
             "mode": data.get("mode", "one_at_a_time"), "picked": [t["key"] for t in picked], "epochs": typed,
-            "priority": str(data.get("priority") or "normal")}
+            "priority": priority_of(data)}
     n = _seed_count(form["seeds"], least=MIN_SEEDS)
     if not picked:
         errors.append("Tick at least one technique to toggle.")
