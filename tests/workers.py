@@ -19,6 +19,7 @@ from fitboard.app.store.db import make_engine, session_scope
 from fitboard.app.store.models import Run
 from fitboard.app.store.runs import list_epochs
 from tests.served import free_port, wait_port
+from tests.zygote import Zygote
 
 
 def redis_url() -> str:
@@ -71,7 +72,7 @@ class Workers:
             self.env["FITBOARD_BROKER_URL"] = broker
         else:
             self.env.pop("FITBOARD_BROKER_URL", None)
-        self.procs: list[subprocess.Popen] = []
+        self.procs: list = []  # tests.zygote.Forked: pid, poll, wait, send_signal
         self.engine = make_engine(db_url)
 
     def settings(self):
@@ -85,13 +86,14 @@ class Workers:
         """The fitboard command line, as this group's processes run it."""
         return [sys.executable, "-m", "fitboard.worker.cli"]
 
-    def start(self, n: int = 1) -> list[subprocess.Popen]:
-        """Start n workers; each logs to its own file under home."""
+    def start(self, n: int = 1) -> list:
+        """Start n workers, forked from this test process's fork server (tests.zygote); each logs to its own file
+        under home."""
         started = []
         for _ in range(n):
-            log = open(self.home / f"worker-{len(self.procs)}.log", "w")
-            proc = subprocess.Popen([sys.executable, "-m", "fitboard.worker.cli", "worker", "--queue", self.queue],
-                                    env=self.env, stdout=log, stderr=subprocess.STDOUT)
+            log = self.home / f"worker-{len(self.procs)}.log"
+            log.write_text("")
+            proc = Zygote.spawn(["worker", "--queue", self.queue], self.env, Path.cwd(), log)
             self.procs.append(proc)
             started.append(proc)
         return started
