@@ -4,7 +4,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # The JavaScript linter (ESLint, pinned by package-lock.json): `npm ci` again only when the lock changes.
 NODE_STAMP := node_modules/.installed
-# torch and torchvision first, pinned: pip takes these builds from the local disk instead of downloading.
+# torch and torchvision first, pinned: pip takes these builds from the local disk instead of downloading, into a
+# folder that every checkout on the machine shares (scripts/torch_cache.sh).
 TORCH := torch==2.14.1 torchvision==0.29.1
 
 .PHONY: setup up test lint docs bench services clean
@@ -19,7 +20,7 @@ unexport PYTHONDONTWRITEBYTECODE
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q --no-compile $(TORCH)
+	bash scripts/torch_cache.sh $(PY) "$(TORCH)"  # once per machine, shared by every checkout (see the script)
 	$(PY) -m pip install -q --no-compile -e '.[train,test]'  # train brings the server's packages too (fitboard[server])
 	$(PY) -c 'import fitboard.worker.engine, fitboard.app.web.app'  # the bytecode every process needs, written once
 	touch $(STAMP)
