@@ -9,7 +9,7 @@ py=$1
 pins=$2
 tag=$("$py" -c 'import platform, sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}-{platform.machine()}")')
 root=${FITBOARD_TORCH_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/fitboard}
-dir=$root/$(echo "$pins" | tr ' =' '_-')-$tag
+dir=$root/$(echo "$pins" | sed 's/==/-/g; s/ /_/g')-$tag
 if [ ! -f "$dir/.complete" ]; then
     mkdir -p "$root"
     tmp=$(mktemp -d "$root/.partial-XXXXXX")
