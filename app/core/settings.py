@@ -64,6 +64,7 @@ class Settings(BaseSettings):
     body_timeout: float = Field(30.0, gt=0, le=600)
     max_streams: int = 64  # concurrent server-sent event streams; more get 503 with Retry-After
     stream_lifetime: float = 300.0  # seconds a stream stays open before the client reconnects with Last-Event-ID
+    stream_process: bool = True  # `fitboard web` serves event streams from a process of its own (app.web.handoff)
     auth_failures_per_minute: int = 10  # failed logins / wrong bearer tokens per client address before 429
     cache_dir: Path | None = None  # the presize cache (speed: fast); default $FITBOARD_HOME/cache; best on local disk
     cache_max_gb: float = 50.0  # the presize cache's size bound; the least recently used sets are evicted past it

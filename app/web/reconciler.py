@@ -38,7 +38,8 @@ async def reconciler_lifespan(app: FastAPI):
     """Start the reconciler with the app; on shutdown stop it and close the event streams' change signal (on
     PostgreSQL a LISTEN connection, which otherwise outlives the app and logs its loss when the database goes)."""
     thread = ReconcilerThread(app)
-    thread.start()
+    if getattr(app.state, "reconciles", True):  # the event-stream process leaves it to the web process
+        thread.start()
     try:
         yield
     finally:

@@ -16,6 +16,7 @@ from fitboard.app.services.datasets import ensure_demo_dataset
 from fitboard.app.services.queue import DEFAULT_QUEUE
 from fitboard.app.store.db import session_scope
 from fitboard.app.web.app import create_app
+from fitboard.app.web.handoff import HandingOver, fork_stream_process
 from fitboard.app.web.security import MIN_TOKEN_CHARS
 from fitboard.worker.cli.common import EXIT_INVALID, EXIT_OK, add_data_root, settings_from, store_engine
 from fitboard.worker.cli.people import accounts_on
@@ -72,11 +73,25 @@ def refuse_open_network(settings: Settings, host: str, insecure: bool) -> bool:
     return True
 
 
+def stream_app(settings: Settings):
+    """The event-stream process's app: the web app (same routes and access rules) without a reconciler of its own."""
+    app = create_app(settings)
+    app.state.reconciles = False
+    return app
+
+
 def serve(settings: Settings, host: str, port: int) -> None:
     """Run the web app under uvicorn until Ctrl-C or SIGTERM; the bound host joins the allowed Host names."""
-    app = create_app(settings.model_copy(update={"bind_host": host}))
-    uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
-                                  access_log=False)).run()
+    settings = settings.model_copy(update={"bind_host": host})
+    app = create_app(settings)  # migrates and writes the session secret: before a stream process reads them
+    quiet = {"log_level": "warning", "access_log": False}
+    http = "auto"
+    if settings.stream_process:
+        app.state.engine.dispose()  # no pooled connection is shared with the fork
+        channel = fork_stream_process(lambda: stream_app(settings), {**quiet, "timeout_graceful_shutdown": 5})
+        if channel is not None:
+            HandingOver.channel, http = channel, HandingOver
+    uvicorn.Server(uvicorn.Config(app, host=host, port=port, http=http, **quiet)).run()
 
 
 def cmd_web(args) -> int:
