@@ -39,6 +39,25 @@ def children(pid: int) -> list[int]:
     return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
 
+def stream_process(web, timeout: float = 60) -> int:
+    """The live stream process: the one child of the web process's one child (the keeper)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        (keeper,) = children(web.proc.pid)
+        found = [pid for pid in children(keeper) if not zombie(pid)]
+        if found:
+            return found[0]
+        time.sleep(0.1)
+    raise AssertionError("no stream process")
+
+
+def zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] in "ZX"
+    except OSError:
+        return True
+
+
 def holder_of(port: int, client: socket.socket) -> set[int]:
     """The processes holding the server's end of a client's connection (its socket inode, looked up in /proc)."""
     local = client.getsockname()[1]
@@ -84,7 +103,7 @@ def read_event(lines) -> dict:
 
 
 def test_a_stream_is_served_by_the_stream_process_and_a_page_by_the_web_process(web):
-    (stream_pid,) = children(web.proc.pid)
+    stream_pid = stream_process(web)
     with httpx.Client(base_url=web.url, headers=BEARER, timeout=10) as client:
         # one keep-alive connection: a list first (the web process), then the run's stream on the same connection
         assert client.get("/api/v1/runs").json()["items"][0]["id"] == web.run_id
@@ -117,21 +136,44 @@ def test_the_stream_process_applies_the_same_access_rules(web):
     assert httpx.get(f"{web.url}/api/v1/runs/999999/events", headers=BEARER, timeout=10).status_code == 404
 
 
-def test_without_the_stream_process_the_web_process_serves_streams_itself_and_stops_alone(web):
-    (stream_pid,) = children(web.proc.pid)
-    os.kill(stream_pid, signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while stream_pid in children(web.proc.pid) and time.monotonic() < deadline:
-        time.sleep(0.1)  # reaped by the web process... or left a zombie, which /proc still lists
-        if Path(f"/proc/{stream_pid}/stat").exists() and Path(f"/proc/{stream_pid}/stat").read_text().split()[2] == "Z":
-            break
+def stream_rows(web, last: int) -> tuple[set[int], list[int]]:
+    """Open the run's stream: who holds its socket, and the epochs of the stored rows, then of one new row."""
     with httpx.Client(base_url=web.url, headers=BEARER, timeout=10) as client:
         with client.stream("GET", f"/api/v1/runs/{web.run_id}/events") as r:
             assert r.status_code == 200
-            sock = r.extensions["network_stream"].get_extra_info("socket")
-            assert holder_of(web.port, sock) == {web.proc.pid}
+            holders = holder_of(web.port, r.extensions["network_stream"].get_extra_info("socket"))
             lines = r.iter_lines()
-            assert [read_event(lines)["epoch"] for _ in range(3)] == [0, 1, 2]  # the stored rows first
-            write_row(web, 3)
-            assert read_event(lines)["epoch"] == 3
+            epochs = [read_event(lines)["epoch"] for _ in range(last + 1)]  # the stored rows first
+            write_row(web, last + 1)
+            return holders, epochs + [read_event(lines)["epoch"]]
+
+
+def test_a_killed_stream_process_is_replaced_and_without_one_the_web_process_serves_streams(web):
+    first = stream_process(web)
+    os.kill(first, signal.SIGKILL)
+    while not zombie(first):
+        time.sleep(0.05)
+    second = stream_process(web)
+    assert second != first
+    holders, epochs = stream_rows(web, 2)
+    assert holders == {second} and epochs == [0, 1, 2, 3]
+    # the keeper gone too: hand-overs fail, and the web process serves the stream itself
+    (keeper,) = children(web.proc.pid)
+    os.kill(keeper, signal.SIGKILL)
+    os.kill(second, signal.SIGKILL)
+    while not zombie(keeper):
+        time.sleep(0.05)
+    holders, epochs = stream_rows(web, 3)
+    assert holders == {web.proc.pid} and epochs == [0, 1, 2, 3, 4]
     assert "hand-over failed" in web.log()
+
+
+def test_stopping_the_web_process_stops_the_stream_process(tmp_path):
+    url = f"sqlite:///{tmp_path / 'fitboard.db'}"
+    with serving(tmp_path, "web", env={"FITBOARD_DATABASE_URL": url}) as server:
+        (keeper,) = children(server.proc.pid)
+        streams = stream_process(server)
+    deadline = time.monotonic() + 30  # the stream process sees its socket close; the keeper sees it end cleanly
+    while not (zombie(keeper) and zombie(streams)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert zombie(keeper) and zombie(streams), "a stream process outlived fitboard web"

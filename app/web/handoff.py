@@ -2,12 +2,13 @@
 
 Under load the web process's request threads hold the GIL most of the time, and a new epoch row waits for it three
 times (the change signal, the look at the database, the stream's write): 130 ms p95 at 200 users. With
-FITBOARD_STREAM_PROCESS on, `fitboard web` forks a stream process before it builds its app. The web process reads
-each request's first bytes as usual; when a connection's next request is `GET /api/v1/runs/{id}/events`, it passes
-the connection itself (its file descriptor, over a Unix socket) with the bytes read so far to the stream process and
-forgets it. The stream process runs the same app (same checks of who may watch the run, same limits) and answers
-that request, and any later one on the connection. Where the hand-off cannot happen (the stream process is gone,
-its socket is full), the web process serves the stream itself, as without the setting.
+FITBOARD_STREAM_PROCESS on, `fitboard web` forks a keeper once its app is built and before any thread starts; the
+keeper runs the stream process (and another if one dies). The web process reads each request's first bytes as
+usual; when a connection's next request is `GET /api/v1/runs/{id}/events`, it passes the connection itself (its file
+descriptor, over a Unix socket) with the bytes read so far to the stream process and forgets it. The stream process
+runs the same app (same checks of who may watch the run, same limits) and answers that request, and any later one
+on the connection. Where the hand-over cannot happen (the keeper gave up, the socket is full), the web process serves
+the stream itself, as without the setting.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import os
 import re
 import socket
 import sys
+import time
 
 import uvicorn
 
@@ -30,6 +32,8 @@ log = logging.getLogger(__name__)
 # The request line of an event stream (a GET has no body, so nothing is left behind in the web process).
 EVENTS_REQUEST = re.compile(rb"GET /api/v1/runs/[0-9]{1,18}/events(\?[^ \r\n]{0,2000})? HTTP/1\.[01]\r\n")
 MAX_FIRST_READ = 65536  # the most bytes of a request handed over with its connection (a read is at most this)
+MAX_QUICK_DEATHS = 5  # stream processes in a row that die young before the keeper gives up
+QUICK_DEATH_SECONDS = 30.0
 
 
 class HandingOver(HttpProtocol):
@@ -101,8 +105,8 @@ class StreamServer(uvicorn.Server):
 
 
 def fork_stream_process(build_app, config_kwargs: dict) -> socket.socket | None:
-    """Fork the stream process (before the web process builds anything: no thread or connection is shared); the web
-    process's end of their socket, or None where fork is not available."""
+    """Fork the stream process's keeper (before the web process starts a thread: nothing but memory is shared); the
+    web process's end of their socket, or None where fork is not available."""
     if not hasattr(os, "fork"):
         return None
     web_end, stream_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -112,10 +116,36 @@ def fork_stream_process(build_app, config_kwargs: dict) -> socket.socket | None:
         web_end.setblocking(False)
         return web_end
     web_end.close()
+    try:
+        keep_serving(build_app, config_kwargs, stream_end)
+    finally:
+        os._exit(0)  # never return into the web process's code
+
+
+def keep_serving(build_app, config_kwargs: dict, channel: socket.socket) -> None:
+    """The keeper: runs the stream process, and another when one dies (connections handed over meanwhile wait in
+    the socket); stops when one ends cleanly (the web process has gone) or after MAX_QUICK_DEATHS that each lived
+    less than QUICK_DEATH_SECONDS, closing the socket: the web process then serves streams itself."""
+    quick = 0
+    while quick < MAX_QUICK_DEATHS:
+        started = time.monotonic()
+        child = os.fork()
+        if child == 0:
+            _serve_streams(build_app, config_kwargs, channel)
+        code = os.waitstatus_to_exitcode(os.waitpid(child, 0)[1])
+        if code == 0:
+            return
+        quick = quick + 1 if time.monotonic() - started < QUICK_DEATH_SECONDS else 0
+        log.warning("the event stream process %d ended (%s): starting another", child, code)
+        time.sleep(0.5)
+    log.error("the event stream process keeps dying: the web process serves event streams itself")
+
+
+def _serve_streams(build_app, config_kwargs: dict, channel: socket.socket) -> None:
     code = 0
     try:
-        StreamServer(uvicorn.Config(build_app(), **config_kwargs), stream_end).run()
-    except BaseException:  # noqa: BLE001  the child must never return into the web process's code
+        StreamServer(uvicorn.Config(build_app(), **config_kwargs), channel).run()
+    except BaseException:  # noqa: BLE001  the child must never return into the keeper's code
         log.exception("the event stream process failed")
         code = 1
     finally:
