@@ -7,6 +7,8 @@ import time
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import func
+from sqlmodel import select
 
 from fitboard.app.core.events import EpochEvent, LRFindEvent, ResultEvent
 from fitboard.app.store.db import session_scope
@@ -68,7 +70,7 @@ def test_invalid_run_422_names_every_field_and_stores_nothing(client, engine):
     bad_data = client.post("/api/v1/runs", json=tiny_recipe(dataset="missing"))
     assert bad_data.status_code == 422 and bad_data.json()["detail"][0]["loc"] == "dataset"
     with session_scope(engine) as s:
-        assert s.query(Run).count() == 0
+        assert s.exec(select(func.count()).select_from(Run)).one() == 0
 
 
 def test_list_runs_filters_and_pages(client, engine):

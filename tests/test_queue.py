@@ -7,6 +7,8 @@ import sys
 
 import pytest
 import yaml
+from sqlalchemy import func
+from sqlmodel import select
 
 from fitboard.app.core.errors import RecipeError
 from fitboard.app.store.db import session_scope
@@ -110,7 +112,7 @@ def test_bad_recipe_or_dataset_refused_at_enqueue_and_nothing_stored(make_worker
                           env=workers.env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "arch: unknown architecture 'resnet5'" in proc.stderr
     with session_scope(workers.engine) as session:
-        assert session.query(Run).count() == 0
+        assert session.exec(select(func.count()).select_from(Run)).one() == 0
 
 
 def test_operator_cli_enqueue_runs_show_cancel(make_workers, tmp_path):

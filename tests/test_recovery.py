@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import redis as redis_client
 from fastapi.testclient import TestClient
+from sqlalchemy import func
+from sqlmodel import select
 
 from fitboard.app.core.settings import Settings
 from fitboard.app.store.attempts import list_attempts
@@ -176,7 +178,7 @@ def test_submit_while_the_broker_is_down_answers_202_and_runs_when_it_is_back(tm
         run = workers.wait_status(run_id, "succeeded", "failed", timeout=240)
     assert run.status == "succeeded" and run.attempt == 1
     with session_scope(workers.engine) as session:
-        assert session.query(Run).count() == 1  # stored once
+        assert session.exec(select(func.count()).select_from(Run)).one() == 1  # stored once
 
 
 def test_enqueue_cli_with_the_broker_down_prints_the_id_and_the_note(make_workers, redis, tmp_path):

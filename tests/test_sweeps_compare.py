@@ -6,6 +6,8 @@ from statistics import mean, stdev
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import func
+from sqlmodel import select
 
 from fitboard.app.core.schemas import parse_spec
 from fitboard.app.core.settings import Settings
@@ -60,7 +62,7 @@ def test_sweep_queues_variant_times_seed_and_reports_paired_stats(client, engine
         "base", "label_smoothing=0.1", "stages[1].mixup=null"]  # the field paths: the keys people type
     assert [v["words"] for v in sweep["variants"]] == ["base", "label smoothing 0.1", "no MixUp in stage 2"]
     with session_scope(engine) as s:
-        runs = s.query(Run).filter(Run.sweep_id == sweep["id"]).all()
+        runs = s.exec(select(Run).where(Run.sweep_id == sweep["id"])).all()
         assert {(r.variant, r.spec["seed"]) for r in runs} == {(v["key"], seed) for v in sweep["variants"]
                                                                for seed in (1, 2, 3)}
         ls_run = next(r for r in runs if r.variant == '{"label_smoothing": 0.1}')
@@ -111,7 +113,8 @@ def test_bad_sweeps_are_refused_and_store_nothing(client, engine):
         assert problem["msg"].endswith(f"got {len(few)}")
     assert client.get("/api/v1/sweeps/99").status_code == 404
     with session_scope(engine) as s:
-        assert s.query(Run).count() == 0 and s.query(Sweep).count() == 0
+        assert s.exec(select(func.count()).select_from(Run)).one() == 0
+        assert s.exec(select(func.count()).select_from(Sweep)).one() == 0
 
 
 def test_compare_api_table_diff_curves_and_disagreements(client, engine, tmp_path):

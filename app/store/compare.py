@@ -139,7 +139,7 @@ def compare_runs(session: Session, ids: list[int], baseline: int | None = None, 
                                  EpochRow.metrics["accuracy"].as_float().label("accuracy"),
                                  EpochRow.metrics["error_rate"].as_float().label("error_rate"))
                           .where(EpochRow.run_id.in_(ids)).order_by(
-            EpochRow.run_id, EpochRow.stage, EpochRow.epoch)).tuples():
+            EpochRow.run_id, EpochRow.stage, EpochRow.epoch)):  # a Row unpacks like a tuple
         epochs[r[0]].append(r[1:])
     for f in session.exec(select(LRFind.run_id, LRFind.stage, LRFind.suggestion, LRFind.lrs, LRFind.losses)
                           .where(LRFind.run_id.in_(ids)).order_by(LRFind.run_id, LRFind.stage)):
