@@ -122,9 +122,12 @@ class Zygote:
 
     @classmethod
     def _start(cls, env: dict) -> None:
+        import atexit
+        import shutil
         import tempfile
 
         cls._exits = Path(tempfile.mkdtemp(prefix="fitboard-zygote-"))
+        atexit.register(shutil.rmtree, cls._exits, True)  # the exit codes it wrote; the server ends with our stdin
         # The server's own environment only matters to what its imports read; each fork gets its worker's.
         server_env = {**env, "OMP_NUM_THREADS": "1"}
         cls._server = subprocess.Popen([sys.executable, "-c", SERVER, str(cls._exits)], stdin=subprocess.PIPE,
