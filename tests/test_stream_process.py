@@ -123,6 +123,18 @@ def test_a_stream_is_served_by_the_stream_process_and_a_page_by_the_web_process(
         assert [e["epoch"] for e in epochs] == [0, 1, 2]
 
 
+def test_a_request_split_across_reads_is_handed_over_whole(web):
+    stream_pid = stream_process(web)
+    with socket.create_connection(("127.0.0.1", web.port)) as raw:
+        raw.sendall(f"GET /api/v1/runs/{web.run_id}/events HTTP/1.1\r\n".encode())  # the request line alone
+        time.sleep(0.3)
+        raw.sendall(f"Host: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n\r\n".encode())
+        raw.settimeout(10)
+        answer = raw.recv(4096).decode()
+        assert holder_of(web.port, raw) == {stream_pid}
+    assert answer.startswith("HTTP/1.1 200") and "text/event-stream" in answer
+
+
 def test_the_stream_process_applies_the_same_access_rules(web):
     # every request of this shape is handed over (the test above shows whose socket it is): the stream process
     # answers these, through the same access dependency as the web process

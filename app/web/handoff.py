@@ -96,12 +96,25 @@ class StreamServer(uvicorn.Server):
             asyncio.get_running_loop().create_task(self._serve_connection(socket.socket(fileno=fd), data))
 
     async def _serve_connection(self, sock: socket.socket, first: bytes) -> None:
-        config = self.config
         sock.setblocking(False)
-        _, protocol = await asyncio.get_running_loop().connect_accepted_socket(
-            lambda: config.http_protocol_class(config=config, server_state=self.server_state,
-                                               app_state=self.lifespan.state), sock)
-        protocol.data_received(first)
+        await asyncio.get_running_loop().connect_accepted_socket(
+            lambda: TakenOver(first, config=self.config, server_state=self.server_state,
+                              app_state=self.lifespan.state), sock)
+
+
+class TakenOver(HttpProtocol):
+    """The stream process's protocol for a handed-over connection: the bytes the web process read are parsed first,
+    as soon as the connection is made and before the event loop reads the socket (a request split across reads
+    stays whole)."""
+
+    def __init__(self, first: bytes, **kwargs):
+        super().__init__(**kwargs)
+        self.first = first
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        first, self.first = self.first, b""
+        self.data_received(first)
 
 
 def fork_stream_process(build_app, config_kwargs: dict) -> socket.socket | None:
