@@ -21,7 +21,7 @@ except ModuleNotFoundError as exc:  # the light client has no fastai: say how to
                       "(or pip install fastai) where you train") from exc
 
 from fitboard import exits
-from fitboard.tracker import Tracker
+from fitboard.tracker import EXPORT_PREFIX, Tracker
 
 PROGRESS_INTERVAL = 0.5  # seconds between progress updates handed to the sender
 FIT_END_WAIT = 5.0  # seconds the end of a fit waits for its rows to reach a dashboard that answers
@@ -77,6 +77,7 @@ class FitboardCallback(Callback):
         self.want_confusion, self.want_top_losses, self.export_model = confusion, top_losses, export_model
         self.flush_every, self.max_pending, self.verbose = flush_every, max_pending, verbose
         self.tracker: Tracker | None = None
+        self.export_path: Path | None = None  # the model's temporary export, until the tracker has sent it
         self.learner = None
         self.stage, self.broken, self.side, self.finished, self.in_fit = -1, False, False, False, False
         self.fit_done = False  # the last training fit reached its end (after_fit), so an exit then is a success
@@ -351,8 +352,8 @@ class FitboardCallback(Callback):
     def _export(self) -> None:
         """learn.export to a temporary file, handed to the sender to upload (the dashboard stores it, never loads
         it)."""
-        folder = Path(tempfile.mkdtemp(prefix="fitboard-export-"))
-        path = folder / "export.pkl"
+        folder = Path(tempfile.mkdtemp(prefix=EXPORT_PREFIX))  # removed by the tracker once uploaded
+        path = self.export_path = folder / "export.pkl"
         learn = self.learn  # removing the callback unsets its .learn
         with learn.removed_cbs(self):  # the callback holds a thread and a socket: not part of the model
             learn.export(path)

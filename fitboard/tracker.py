@@ -6,11 +6,24 @@ from __future__ import annotations
 
 import logging
 import queue
+import shutil
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 from fitboard.errors import Conflict, FitboardError, Unreachable
 from fitboard.http import Http
+
+EXPORT_PREFIX = "fitboard-export-"  # the callback's temporary export folders: the tracker's to remove once sent
+
+
+def discard_export(model: str) -> None:
+    """Remove an uploaded model's file when it is the callback's temporary export (a folder of its own under the
+    temporary directory, named EXPORT_PREFIX...): each tracked run left about 5 MB behind in /tmp."""
+    folder = Path(model).parent
+    if folder.name.startswith(EXPORT_PREFIX) and folder.parent == Path(tempfile.gettempdir()):
+        shutil.rmtree(folder, ignore_errors=True)
 
 log = logging.getLogger("fitboard.tracker")
 MAX_ROWS_PER_POST = 1000  # the API's bound per batch
@@ -206,6 +219,7 @@ class Tracker:
             with open(self.model, "rb") as fh:
                 self.http.request("PUT", f"tracked/{self.run_id}/model", content=fh,
                                   headers={"Content-Type": "application/octet-stream"})
+            discard_export(self.model)
             self.model = None
         if self.finish is not None:
             self.http.json("POST", f"tracked/{self.run_id}/finish", json=self.finish)

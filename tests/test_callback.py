@@ -54,6 +54,7 @@ def test_callback_sends_the_learners_own_values(served, tmp_path):
     recorded = [list(v) for v in learn.recorder.values]  # [train_loss, valid_loss, accuracy, error_rate] per epoch
     final = learn.validate()
     run_id = cb.finish()
+    assert cb.export_path.name == "export.pkl" and not cb.export_path.parent.exists()  # sent, then removed
     run = fitboard.Client(served.url).run(run_id)
     assert (run["kind"], run.status, run["spec"]["arch"], run["spec"]["tracked"]["n_valid"]) == \
         ("tracked", "succeeded", "squeezenet1_1", 60)
