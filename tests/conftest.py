@@ -20,6 +20,18 @@ warnings.filterwarnings("ignore", category=FutureWarning)  # torch.jit deprecati
 
 TINY_IMAGES = 300  # enough for every class in both splits, small enough to train in a second an epoch
 
+# pytest-xdist (--dist loadfile) hands the files out in collection order: a long file collected last runs alone at
+# the end while the other processes idle. The longest (a minute or more of wall time each, measured per file under
+# `make test`) go first; the rest keep their order and fill the gaps.
+LONGEST_FIRST = ("test_searches.py", "test_e2e_browser.py", "test_queue.py", "test_recovery.py", "test_fleet.py",
+                 "test_packaging.py", "test_engine.py", "test_fuzz_api.py", "test_cli.py", "test_fair_queue.py",
+                 "test_browser_every_page.py", "test_list_plans.py", "test_access_matrix.py", "test_e2e_api.py")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a file's tests keep their order
+
 
 @pytest.fixture(scope="session")
 def fitboard_home(tmp_path_factory) -> Path:
