@@ -50,9 +50,9 @@ docs: setup
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict -d build/site
 
 # pytest-xdist spreads the test files over $(TEST_PROCS) processes: most tests wait on worker processes, servers or
-# chromium, so several keep two cores busy (three left a third of the machine idle; with the workers forked from a
-# warm server, four left it about 30% idle); --dist loadfile keeps a file's tests (and its module fixtures) together.
-TEST_PROCS ?= 6
+# chromium, so four keep two cores busy (three left a third of the machine idle); --dist loadfile keeps a file's
+# tests (and its module fixtures) together.
+TEST_PROCS ?= 4
 test: setup services lint docs
 	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_PROCS) --dist loadfile
 
