@@ -73,9 +73,9 @@ def refuse_open_network(settings: Settings, host: str, insecure: bool) -> bool:
     return True
 
 
-def stream_app(settings: Settings):
-    """The event-stream process's app: the web app (same routes and access rules) without a reconciler of its own."""
-    app = create_app(settings)
+def without_reconciler(app):
+    """The event-stream process's app: its copy of the web app (same routes and access rules, forked: built and
+    migrated once), without a reconciler of its own."""
     app.state.reconciles = False
     return app
 
@@ -83,12 +83,12 @@ def stream_app(settings: Settings):
 def serve(settings: Settings, host: str, port: int) -> None:
     """Run the web app under uvicorn until Ctrl-C or SIGTERM; the bound host joins the allowed Host names."""
     settings = settings.model_copy(update={"bind_host": host})
-    app = create_app(settings)  # migrates and writes the session secret: before a stream process reads them
+    app = create_app(settings)  # migrated, session secret written: the stream process forks a copy of it
     quiet = {"log_level": "warning", "access_log": False}
     http = "auto"
     if settings.stream_process:
         app.state.engine.dispose()  # no pooled connection is shared with the fork
-        channel = fork_stream_process(lambda: stream_app(settings), {**quiet, "timeout_graceful_shutdown": 5})
+        channel = fork_stream_process(lambda: without_reconciler(app), {**quiet, "timeout_graceful_shutdown": 5})
         if channel is not None:
             HandingOver.channel, http = channel, HandingOver
     uvicorn.Server(uvicorn.Config(app, host=host, port=port, http=http, **quiet)).run()
