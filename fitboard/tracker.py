@@ -15,6 +15,9 @@ from pathlib import Path
 from fitboard.errors import Conflict, FitboardError, Unreachable
 from fitboard.http import Http
 
+log = logging.getLogger("fitboard.tracker")
+MAX_ROWS_PER_POST = 1000  # the API's bound per batch
+MAX_BACKOFF = 30.0
 EXPORT_PREFIX = "fitboard-export-"  # the callback's temporary export folders: the tracker's to remove once sent
 
 
@@ -24,10 +27,6 @@ def discard_export(model: str) -> None:
     folder = Path(model).parent
     if folder.name.startswith(EXPORT_PREFIX) and folder.parent == Path(tempfile.gettempdir()):
         shutil.rmtree(folder, ignore_errors=True)
-
-log = logging.getLogger("fitboard.tracker")
-MAX_ROWS_PER_POST = 1000  # the API's bound per batch
-MAX_BACKOFF = 30.0
 
 
 class Tracker:

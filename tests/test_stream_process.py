@@ -112,15 +112,16 @@ def test_a_stream_is_served_by_the_stream_process_and_a_page_by_the_web_process(
             sock = r.extensions["network_stream"].get_extra_info("socket")
             assert holder_of(web.port, sock) == {stream_pid}
             lines = r.iter_lines()
+            streamed = []
             for epoch in range(3):
                 wrote = write_row(web, epoch)
                 row = read_event(lines)
-                # the stored row's values, as the API's epoch table gives them
                 assert (row["id"], row["epoch"], row["train_loss"], row["metrics"]["accuracy"]) == (
                     epoch + 1, epoch, 1.0 + epoch, 0.25 * epoch)
                 assert time.perf_counter() - wrote < 5
-        epochs = client.get(f"/api/v1/runs/{web.run_id}/epochs").json()
-        assert [e["epoch"] for e in epochs] == [0, 1, 2]
+                streamed.append({k: v for k, v in row.items() if k != "id"})
+        # the rows the live table showed are the rows the API's epoch table gives, value for value
+        assert client.get(f"/api/v1/runs/{web.run_id}/epochs").json() == streamed
 
 
 def test_a_request_split_across_reads_is_handed_over_whole(web):
@@ -131,8 +132,13 @@ def test_a_request_split_across_reads_is_handed_over_whole(web):
         raw.sendall(f"Host: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n\r\n".encode())
         raw.settimeout(10)
         answer = raw.recv(4096).decode()
+        while "id: 1\n" not in answer:  # the stored rows follow the headers
+            answer += raw.recv(4096).decode()
         assert holder_of(web.port, raw) == {stream_pid}
     assert answer.startswith("HTTP/1.1 200") and "text/event-stream" in answer
+    first = read_event(iter(answer.splitlines()))  # the chunked framing's size lines are fields of no event
+    assert first.pop("id") == 1
+    assert first == httpx.get(f"{web.url}/api/v1/runs/{web.run_id}/epochs", headers=BEARER, timeout=10).json()[0]
 
 
 def test_the_stream_process_applies_the_same_access_rules(web):
@@ -144,8 +150,12 @@ def test_the_stream_process_applies_the_same_access_rules(web):
     assert answer.startswith("HTTP/1.1 401") and "Bearer" in answer
     wrong = httpx.get(f"{web.url}/api/v1/runs/{web.run_id}/events", timeout=10,
                       headers={"Authorization": "Bearer " + "x" * 40})
-    assert wrong.status_code == 401
-    assert httpx.get(f"{web.url}/api/v1/runs/999999/events", headers=BEARER, timeout=10).status_code == 404
+    # the same answers, word for word, as the web process gives for the run itself
+    same = httpx.get(f"{web.url}/api/v1/runs/{web.run_id}", timeout=10, headers={"Authorization": "Bearer " + "x" * 40})
+    assert (wrong.status_code, wrong.json()) == (401, same.json())
+    missing = httpx.get(f"{web.url}/api/v1/runs/999999/events", headers=BEARER, timeout=10)
+    assert (missing.status_code, missing.json()) == (
+        404, httpx.get(f"{web.url}/api/v1/runs/999999", headers=BEARER, timeout=10).json())
 
 
 def stream_rows(web, last: int) -> tuple[set[int], list[int]]:

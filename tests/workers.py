@@ -19,7 +19,7 @@ from fitboard.app.store.db import make_engine, session_scope
 from fitboard.app.store.models import Run
 from fitboard.app.store.runs import list_epochs
 from tests.served import free_port, wait_port
-from tests.zygote import Zygote
+from tests.zygote import Forked, Zygote
 
 
 def redis_url() -> str:
@@ -72,7 +72,7 @@ class Workers:
             self.env["FITBOARD_BROKER_URL"] = broker
         else:
             self.env.pop("FITBOARD_BROKER_URL", None)
-        self.procs: list = []  # tests.zygote.Forked: pid, poll, wait, send_signal
+        self.procs: list[Forked] = []
         self.engine = make_engine(db_url)
 
     def settings(self):
@@ -86,7 +86,7 @@ class Workers:
         """The fitboard command line, as this group's processes run it."""
         return [sys.executable, "-m", "fitboard.worker.cli"]
 
-    def start(self, n: int = 1) -> list:
+    def start(self, n: int = 1) -> list[Forked]:
         """Start n workers, forked from this test process's fork server (tests.zygote); each logs to its own file
         under home."""
         started = []

@@ -8,11 +8,14 @@ user meets it (`fitboard up`, `fitboard train`, the installed wheel in test_pack
 """
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -100,9 +103,6 @@ class Forked:
     def kill(self) -> None:
         self.send_signal(signal.SIGKILL)
 
-    def terminate(self) -> None:
-        self.send_signal(signal.SIGTERM)
-
 
 class Zygote:
     """The fork server of this test process, started on first use and stopped at exit."""
@@ -122,10 +122,6 @@ class Zygote:
 
     @classmethod
     def _start(cls, env: dict) -> None:
-        import atexit
-        import shutil
-        import tempfile
-
         cls._exits = Path(tempfile.mkdtemp(prefix="fitboard-zygote-"))
         atexit.register(shutil.rmtree, cls._exits, True)  # the exit codes it wrote; the server ends with our stdin
         # The server's own environment only matters to what its imports read; each fork gets its worker's.
