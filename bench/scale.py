@@ -25,6 +25,7 @@ import io
 import json
 import os
 import random
+import re
 import sqlite3
 import sys
 import tempfile
@@ -65,6 +66,7 @@ SEARCH_OPTIONS = {"metric": "accuracy", "direction": "maximize", "pruner": "asha
                   "max_trials": SEARCH_TRIALS, "max_parallel": 4, "k": 2, "seeds": 3, "min_resource": 1,
                   "reduction_factor": 3, "seed": 0, "first": None}
 STUDY = "bench-study-1"
+ONLY = ""  # --only: a regular expression the asked questions' labels match
 OTHER_SHARE = 10  # after the migration, every 10th run (id % 10 == 7) moves to the project "other"
 
 
@@ -363,7 +365,7 @@ def questions(client: httpx.Client, n: int) -> list[tuple[str, str, dict | None,
           (f"sweep page ({BIG_SWEEP if big_sweep == 1 else SWEEP_SIZE} runs)", f"/sweeps/{big_sweep}", None, "other")]
     if n >= 4 * SEARCH_TRIALS:
         qs.append((f"search page ({SEARCH_TRIALS} trials)", "/searches/1", None, "other"))
-    return qs
+    return [q for q in qs if re.search(ONLY, q[0])]
 
 
 def epoch_write_ms(url: str, k: int) -> tuple[list[float], float]:
@@ -534,8 +536,11 @@ def main() -> int:
     ap.add_argument("--keep", action="store_true", help="keep the database afterwards")
     ap.add_argument("--peer", choices=("mlflow",), help="then the same runs in MLflow, side by side "
                                                         "(bench/scale_mlflow.py; the peer extra in a venv of its own)")
+    ap.add_argument("--only", default="", metavar="REGEX", help="ask only the questions whose label matches")
     ap.add_argument("--mlflow", help="with --peer mlflow: its mlflow command (default .peer/bin/mlflow, then PATH)")
     args = ap.parse_args()
+    global ONLY
+    ONLY = args.only
     work = Path(tempfile.mkdtemp(prefix="fb-scale-"))
     if args.fill_only:
         filled, migrated = fill(args.fill_only, args.runs, migrate=not args.base)

@@ -72,25 +72,32 @@ def _fill(engine) -> None:
 def _problems(conn, statement: str, params, postgres: bool) -> list[str]:
     """What is wrong with one statement's plan (nothing when every run and run_tag read uses an index, a window of
     the order's index is walked in order, and only a drive's few rows are sorted)."""
-    walk = " AS walk " in " ".join(statement.split())  # a window of the order's index, each row tested (run_list._scan)
+    flat = " ".join(statement.split())
+    walk = " AS walk " in flat  # a window of the order's index, each row tested (run_list._scan)
+    grams = " AS grams " in flat  # a trigram's run_gram rows in created_at order, each run tested (_walk_grams)
     if postgres:
         # A window must be walkable in its order's index: with sorts priced out (a 40-row table is cheapest to sort),
         # the plan walks an index whose order is the window's, or still sorts.
-        conn.exec_driver_sql(f"SET enable_sort = {'off' if walk else 'on'}")
+        conn.exec_driver_sql(f"SET enable_sort = {'off' if walk or grams else 'on'}")
         plan = "\n".join(r[0] for r in conn.exec_driver_sql("EXPLAIN " + statement, params))
-        bad = [f"Seq Scan in:\n{plan}"] if re.search(r"Seq Scan on (run|run_tag)\b", plan) else []
+        bad = [f"Seq Scan in:\n{plan}"] if re.search(r"Seq Scan on (run|run_tag|run_gram)\b", plan) else []
+        if grams and (re.search(r"\bSort\b", plan) or "using pk_run_gram on run_gram" not in plan):
+            bad.append(f"a trigram's rows not walked in their key's order:\n{plan}")
         if walk and (re.search(r"\bSort\b", plan) or not re.search(r"Index (Only )?Scan (Backward )?using "
                                                                      r"ix_run_list_\w+ on run", plan)):
             bad.append(f"a window not walked in its order's index:\n{plan}")
         return bad
     lines = [r[-1] for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, params)]
-    bad = [ln for ln in lines if re.fullmatch(r"SCAN (run|run_tag)( AS \w+)?", ln)]
+    bad = [ln for ln in lines if re.fullmatch(r"SCAN (run|run_tag|run_gram)( AS \w+)?", ln)]
     drive = any(ln.startswith("MATERIALIZE matches") for ln in lines)  # the filter's rows, found by its index
     if any("TEMP B-TREE FOR ORDER BY" in ln for ln in lines) and not drive:
         bad.append("sorted in a temporary B-tree without a filter's index finding the rows")
     if walk and not ("CO-ROUTINE walk" in lines and any(re.match(r"SEARCH run USING (COVERING )?INDEX ix_run_list_",
                                                                  ln) for ln in lines)):
         bad.append("a window not walked in its order's index (as a co-routine: the outer LIMIT stops the walk)")
+    if grams and not ("CO-ROUTINE grams" in lines and any(ln.startswith("SEARCH run_gram USING PRIMARY KEY")
+                                                         for ln in lines)):
+        bad.append("a trigram's rows not walked in their key's order (as a co-routine)")
     return [f"{b}\n  plan: {lines}" for b in bad]
 
 
@@ -102,6 +109,7 @@ def test_every_list_query_uses_an_index(db_engine, drive_limit, monkeypatch):
     if not drive_limit:
         monkeypatch.setattr(run_list, "SCAN_WINDOW", 3)
         monkeypatch.setattr(run_list, "NAME_WINDOW", 3)
+        monkeypatch.setattr(run_list, "GRAM_WINDOW", 3)
     _fill(db_engine)
     postgres = db_engine.dialect.name == "postgresql"
     statements: list[tuple[str, object]] = []
@@ -133,7 +141,7 @@ def test_every_list_query_uses_an_index(db_engine, drive_limit, monkeypatch):
             failures += [f"{statement}\n  {problem}" for problem in _problems(conn, statement, plist, postgres)]
         conn.rollback()
     assert pages > 200  # the queries found runs: the plans checked are the ones that answer
-    kinds = ["WITH matches AS MATERIALIZED", "FROM run_tag WHERE" if drive_limit else " AS walk "]
+    kinds = ["WITH matches AS MATERIALIZED", *(["FROM run_tag WHERE"] if drive_limit else [" AS walk ", " AS grams "])]
     assert all(any(k in " ".join(st.split()) for st, _ in statements) for k in kinds), "a way went unchecked"
     assert not failures, f"{len(failures)} list queries read without an index, e.g.:\n" + "\n\n".join(failures[:3])
 

@@ -32,7 +32,7 @@ from fitboard.app.store.db import (
     upgrade,
 )
 from fitboard.app.store.models import Artifact, EpochRow, Lease, LRFind, Run, Worker, utcnow
-from fitboard.app.store.name_search import TRGM_INDEX, is_fts_table
+from fitboard.app.store.name_search import TRGM_INDEX, is_index_table
 from tests.store_fixtures import *  # noqa: F401,F403  (conftest may import them too; same objects)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,12 +43,12 @@ TABLES = {"fitboard_alembic_version", "search", "dataset", "run", "epoch", "lr_f
 
 def _tables(engine) -> set[str]:
     """The database's tables but the run-name search index's (SQLite's FTS table and its shadow tables)."""
-    return {t for t in inspect(engine).get_table_names() if not is_fts_table(t)}
+    return {t for t in inspect(engine).get_table_names() if not is_index_table(t)}
 
 
 def _models_only(name, type_, parent_names) -> bool:
     """compare_metadata sees the models' objects only: not the name search's FTS tables or trigram index."""
-    return not (type_ == "table" and is_fts_table(name)) and not (type_ == "index" and name == TRGM_INDEX)
+    return not (type_ == "table" and is_index_table(name)) and not (type_ == "index" and name == TRGM_INDEX)
 SPEC = {"name": "cassava-normalize", "dataset": "cassava", "arch": "resnet34",
         "stages": [{"epochs": 2, "size": 64, "lr": "find"}]}
 

@@ -119,7 +119,9 @@ def make_engine(url: str, sqlite_foreign_keys: bool = True, **kwargs) -> Engine:
             # No JIT: fitboard's queries read a few index pages each, and compiling a plan that PostgreSQL prices
             # as large (a name search sorting 100,000 matches) took 15-95 ms, more than running it.
             connect_args = kwargs.setdefault("connect_args", {})
-            connect_args["options"] = (connect_args.get("options", "") + " -c jit=off").strip()
+            # No parallel workers either: starting them took about 9 ms, and a list reads a few thousand rows.
+            connect_args["options"] = (connect_args.get("options", "")
+                                       + " -c jit=off -c max_parallel_workers_per_gather=0").strip()
         engine = create_engine(url, **kwargs)
         if engine.dialect.name == "postgresql":
             _notify_on_commit(engine)
