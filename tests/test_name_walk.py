@@ -3,13 +3,15 @@ creates, renames, archiving, deletes and project moves, and a newest-first name 
 for a fragment many runs match) lists exactly the runs the name index finds, page by page in both directions."""
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from sqlalchemy import text, update
 
 from fitboard.app.store import run_list
 from fitboard.app.store.db import session_scope
 from fitboard.app.store.models import Project, Run
-from fitboard.app.store.name_search import trigrams
+from fitboard.app.store.name_search import trigrams, walkable
 from fitboard.app.store.ownership import scope_session
 from fitboard.app.store.runs import create_run, delete_run, runs_page, update_run
 from tests.store_fixtures import *  # noqa: F401,F403
@@ -40,6 +42,8 @@ def _fill(engine) -> list[int]:
                 update_run(s, run_id, {"archived": False})
             if i % 6 == 3:  # moved by SQL (as the scale bench does): the triggers follow any UPDATE
                 s.exec(update(Run).where(Run.id == run_id).values(project_id=2))
+            if i % 3 == 0:
+                s.exec(update(Run).where(Run.id == run_id).values(status="failed"))
             if i % 11 == 7:  # only a finished run is deleted
                 s.exec(update(Run).where(Run.id == run_id).values(status="failed"))
                 delete_run(s, run_id)
@@ -47,36 +51,37 @@ def _fill(engine) -> list[int]:
 
 
 def _expected_rows(engine) -> set[tuple]:
-    """run_gram as it should be: every run's trigrams of its database-lowered name, with its key."""
+    """run_gram as it should be: every run's trigrams of its database-lowered name, with its key and that name."""
     with engine.connect() as conn:
         runs = conn.execute(text("SELECT id, lower(name), project_id, archived, created_at FROM run")).all()
-    return {(g, project, bool(archived), str(created), run_id)
+    return {(g, project, bool(archived), str(created), run_id, name)
             for run_id, name, project, archived, created in runs for g in trigrams(name)}
 
 
 def test_run_gram_holds_every_runs_trigrams_and_nothing_else(db_engine):
     _fill(db_engine)
     with db_engine.connect() as conn:
-        rows = conn.execute(text("SELECT gram, project_id, archived, created_at, run_id FROM run_gram")).all()
-    got = {(g, p, bool(a), str(c), r) for g, p, a, c, r in rows}
+        rows = conn.execute(text("SELECT gram, project_id, archived, created_at, run_id, name FROM run_gram")).all()
+    got = {(g, p, bool(a), str(c), r, name) for g, p, a, c, r, name in rows}
     assert len(rows) == len(got)  # no row twice
     assert got == _expected_rows(db_engine)
     assert any(len(g) == 3 and g.startswith("é") for g, *_ in got)  # lowered by the database, as it matches names
 
 
-def _walk(session, needle: str, order: str, archived, limit: int) -> tuple[list[int], list[int]]:
+def _walk(session, needle: str, order: str, archived, limit: int, **also) -> tuple[list[int], list[int]]:
     """Every id a cursor walk of the list visits, forward to the end, then back from the last page to the first."""
-    forward, pages = [], [runs_page(session, name_contains=needle, order=order, archived=archived, limit=limit)]
+    forward, pages = [], [runs_page(session, name_contains=needle, order=order, archived=archived, limit=limit,
+                                    **also)]
     while True:
         forward += [r.id for r in pages[-1].items]
         if not pages[-1].next_cursor:
             break
         pages.append(runs_page(session, name_contains=needle, order=order, archived=archived, limit=limit,
-                               cursor=pages[-1].next_cursor))
+                               cursor=pages[-1].next_cursor, **also))
     back, page = [], pages[-1]
     while page.prev_cursor:
         page = runs_page(session, name_contains=needle, order=order, archived=archived, limit=limit,
-                         cursor=page.prev_cursor)
+                         cursor=page.prev_cursor, **also)
         back = [r.id for r in page.items] + back
     return forward, back + [r.id for r in pages[-1].items] if len(pages) > 1 else forward
 
@@ -85,7 +90,7 @@ def _walk(session, needle: str, order: str, archived, limit: int) -> tuple[list[
 def test_a_newest_first_name_walk_lists_what_the_name_index_finds(db_engine, monkeypatch, window):
     _fill(db_engine)
     with db_engine.connect() as conn:
-        every = conn.execute(text("SELECT id, name, project_id, archived, created_at FROM run")).all()
+        every = conn.execute(text("SELECT id, name, project_id, archived, created_at, status FROM run")).all()
     monkeypatch.setattr(run_list, "GRAM_WINDOW", window)
     walks, walk_grams = [], run_list._walk_grams
     monkeypatch.setattr(run_list, "_walk_grams", lambda *a: walks.append(a[4]) or walk_grams(*a))
@@ -94,22 +99,26 @@ def test_a_newest_first_name_walk_lists_what_the_name_index_finds(db_engine, mon
         for needle in NEEDLES:
             for project in (None, 2):
                 scope_session(s, project, None)
-                for archived in (False, True, None):
-                    for order in ("-created_at", "created_at", "-best_accuracy", "name"):
-                        monkeypatch.setattr(run_list, "DRIVE_LIMIT", 2_000)  # few match: the name index's rows, sorted
-                        indexed = _walk(s, needle, order, archived, 3)
-                        monkeypatch.setattr(run_list, "DRIVE_LIMIT", 0)  # as if many matched: walk a trigram
-                        walked = _walk(s, needle, order, archived, 3)
-                        assert walked == indexed, (needle, project, archived, order)
-                        assert walked[0] == walked[1]  # back again, page by page
-                        if "created_at" not in order:  # the other orders: a window of their index, or a drive
-                            continue
-                        want = sorted((r for r in every if needle.lower() in r.name.lower()  # any-case "contains"
-                                       and (project is None or r.project_id == project)
-                                       and archived in (None, bool(r.archived))),
-                                      key=lambda r: (r.created_at, r.id), reverse=order.startswith("-"))
-                        assert walked[0] == [r.id for r in want], (needle, project, archived, order)
-                        checked += bool(walked[0])
+                for archived, order, also in itertools.product(
+                        (False, True, None), ("-created_at", "created_at", "-best_accuracy", "name"),
+                        ({}, {"status": "failed"})):  # the name alone, or with a test of the run's row
+                    monkeypatch.setattr(run_list, "walkable", lambda needle: False)  # the FTS / trigram index
+                    monkeypatch.setattr(run_list, "DRIVE_LIMIT", 2_000)  # few match: the index's rows, sorted
+                    indexed = _walk(s, needle, order, archived, 3, **also)
+                    monkeypatch.setattr(run_list, "walkable", walkable)  # run_gram
+                    monkeypatch.setattr(run_list, "DRIVE_LIMIT", 0)  # other orders: a window of their index first
+                    walked = _walk(s, needle, order, archived, 3, **also)
+                    assert walked == indexed, (needle, project, archived, order, also)
+                    assert walked[0] == walked[1]  # back again, page by page
+                    if "created_at" not in order:  # the other orders: a window of their index, or a drive
+                        continue
+                    want = sorted((r for r in every if needle.lower() in r.name.lower()  # any-case "contains"
+                                   and (project is None or r.project_id == project)
+                                   and archived in (None, bool(r.archived))
+                                   and also.get("status", r.status) == r.status),
+                                  key=lambda r: (r.created_at, r.id), reverse=order.startswith("-"))
+                    assert walked[0] == [r.id for r in want], (needle, project, archived, order, also)
+                    checked += bool(walked[0])
     assert checked > 60  # most of the walks found runs
     assert len(walks) > 300  # through run_gram
 

@@ -1,9 +1,10 @@
 """Run-name search through an index: an FTS5 trigram table on SQLite, a pg_trgm GIN index on PostgreSQL, and on both
-run_gram, each run's name trigrams with its list key.
+run_gram, each run's name trigrams with its list key and its lowered name.
 
 The FTS / trigram index answers "name contains s" (any case) for s of three characters or more without reading every
 run, but not in any order. run_gram answers "the newest runs whose name contains s": walk one trigram of s through its
-rows (project_id, archived, created_at, run_id) newest first, test each run's name, stop at the page's last match;
+rows (project_id, archived, created_at, run_id) newest first, test the name each row carries (no look-up of the run
+unless another filter needs it), stop at the page's last match;
 the trigram walked is the rarest, judged from a sample of the runs' names (rarest_gram). On SQLite the FTS table and
 run_gram mirror run.name through triggers; a table rebuild in a later migration (Alembic's batch mode copies `run`
 and drops the old one) drops those triggers, so db.upgrade() puts them back after every migration.
@@ -14,7 +15,6 @@ import random
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
 
 import sqlalchemy as sa
 from sqlalchemy import text
@@ -41,7 +41,7 @@ POSITIONS = "run_gram_position"  # SQLite: the numbers 1..4096 (a trigger may no
 def _grams_of(row: str) -> str:
     """SQLite: SELECT the trigrams of a run row's lower-cased name with its key (row is new or old)."""
     return (f"SELECT DISTINCT substr(lower({row}.name), p, 3), {row}.project_id, {row}.archived, {row}.created_at, "
-            f"{row}.id FROM {POSITIONS} WHERE p <= length({row}.name) - 2")
+            f"{row}.id, lower({row}.name) FROM {POSITIONS} WHERE p <= length({row}.name) - 2")
 
 
 # Every column of the key compared by =, so each trigram's row is one look-up of the key (a row-value IN would use
@@ -49,7 +49,7 @@ def _grams_of(row: str) -> str:
 _DELETE_OLD = (f"DELETE FROM {GRAM_TABLE} WHERE run_id = old.id AND project_id = old.project_id "
                f"AND archived = old.archived AND created_at = old.created_at AND gram IN "
                f"(SELECT substr(lower(old.name), p, 3) FROM {POSITIONS} WHERE p <= length(old.name) - 2);")
-_INSERT_NEW = (f"INSERT OR IGNORE INTO {GRAM_TABLE} (gram, project_id, archived, created_at, run_id) "
+_INSERT_NEW = (f"INSERT OR IGNORE INTO {GRAM_TABLE} (gram, project_id, archived, created_at, run_id, name) "
                f"{_grams_of('new')};")
 _CHANGED = ("old.name IS NOT new.name OR old.project_id IS NOT new.project_id OR old.archived IS NOT new.archived "
             "OR old.created_at IS NOT new.created_at")
@@ -96,24 +96,9 @@ def is_index_table(name: str) -> bool:
 
 # --- the rarest trigram -------------------------------------------------------------------------------------------
 
-SAMPLE = 2_000  # runs whose names tell how common each trigram and fragment is
+SAMPLE = 2_000  # runs whose names tell how common each trigram is
 SAMPLE_SECONDS = 600.0  # a sample is taken again after this long
-
-
-@dataclass(frozen=True)
-class Sample:
-    """Some runs' database-lowered names, picked at random by id, and how many runs there are about."""
-
-    names: tuple[str, ...]
-    runs: int  # the span of ids: the runs there are, give or take the deleted
-    grams: Counter  # trigram -> sampled names holding it
-
-    def share(self, lowered: str) -> float:
-        """The share of sampled names that contain lowered."""
-        return sum(lowered in n for n in self.names) / len(self.names) if self.names else 0.0
-
-
-_samples: dict[str, tuple[float, Sample]] = {}  # database URL -> (when taken, its sample)
+_samples: dict[str, tuple[float, Counter]] = {}  # database URL -> (when taken, trigram -> sampled names holding it)
 _sampling = threading.Lock()
 
 
@@ -122,33 +107,28 @@ def trigrams(lowered: str) -> list[str]:
     return list(dict.fromkeys(lowered[i:i + 3] for i in range(len(lowered) - 2)))
 
 
-def _take(session) -> Sample:
-    """SAMPLE runs' names, picked at random by id (every run's when there are no more)."""
+def _take(session) -> Counter:
+    """Trigram -> how many of SAMPLE runs' (database-lowered) names, picked at random by id, hold it."""
     low, high = session.execute(sa.text("SELECT min(id), max(id) FROM run")).one()
     if low is None:
-        return Sample((), 0, Counter())
-    span = high - low + 1
-    ids = range(low, high + 1) if span <= SAMPLE else random.sample(range(low, high + 1), SAMPLE)
-    names = tuple(session.execute(sa.text("SELECT lower(name) FROM run WHERE id IN :ids").bindparams(
-        sa.bindparam("ids", expanding=True)), {"ids": list(ids)}).scalars())
-    return Sample(names, span, Counter(g for name in names for g in trigrams(name)))
+        return Counter()
+    ids = range(low, high + 1) if high - low < SAMPLE else random.sample(range(low, high + 1), SAMPLE)
+    names = session.execute(sa.text("SELECT lower(name) FROM run WHERE id IN :ids").bindparams(
+        sa.bindparam("ids", expanding=True)), {"ids": list(ids)}).scalars()
+    return Counter(g for name in names for g in trigrams(name))
 
 
-def sample(session) -> Sample:
-    """This database's sample of names, taken again once SAMPLE_SECONDS old (one per process and database)."""
+def rarest_gram(session, lowered: str) -> str:
+    """The trigram of lowered found in the fewest sampled names (ties: the later one); the sample is one per process
+    and database, taken again once SAMPLE_SECONDS old. The choice only sets how far a walk reads before its page is
+    full, never which runs it finds."""
     bind = session.get_bind()
     key = str(getattr(bind, "engine", bind).url)  # a session bound to a connection (a test's) has its engine
     with _sampling:
         taken = _samples.get(key)
         if taken is None or time.monotonic() - taken[0] > SAMPLE_SECONDS:
             taken = _samples[key] = (time.monotonic(), _take(session))
-    return taken[1]
-
-
-def rarest_gram(names: Sample, lowered: str) -> str:
-    """The trigram of lowered found in the fewest sampled names (ties: the later one). The choice only sets how far
-    a walk reads before its page is full, never which runs it finds."""
-    return min(reversed(trigrams(lowered)), key=lambda g: names.grams.get(g, 0))
+    return min(reversed(trigrams(lowered)), key=lambda g: taken[1].get(g, 0))
 
 
 def lowered(session, needle: str) -> str:

@@ -25,7 +25,6 @@ from fitboard.app.store.name_search import (
     indexable,
     lowered,
     rarest_gram,
-    sample,
     walkable,
 )
 
@@ -45,7 +44,7 @@ assert {f"ix_run_list_{order}" for order in ORDERS} <= set(LIST_INDEXES)  # ever
 NULLABLE = {"finished_at", "best_accuracy", "tta_accuracy"}
 _fts = sa.table(FTS_TABLE, sa.column("rowid"))
 _gram = sa.table(GRAM_TABLE, sa.column("gram"), sa.column("project_id"), sa.column("archived"),
-                 sa.column("created_at", UTCDateTime()), sa.column("run_id", sa.Integer()))
+                 sa.column("created_at", UTCDateTime()), sa.column("run_id", sa.Integer()), sa.column("name"))
 
 
 @dataclass(frozen=True)
@@ -60,8 +59,8 @@ class RunFilter:
     sweep_id: int | None = None
     search_id: int | None = None
     projects: tuple[int, ...] = ()  # the project whose runs these are (every project: page_runs lists them all)
-    name_gram: str | None = None  # name_contains's rarest trigram, lowered by the database (page_runs sets it)
-    name_walk: bool = False  # many runs' names hold name_contains, by a sample: count and walk through run_gram
+    # name_contains's rarest trigram, lowered by the database: its run_gram rows find the matches (page_runs sets it)
+    name_gram: str | None = None
 
     def narrows(self) -> bool:
         """Whether anything beyond archived filters the runs."""
@@ -140,14 +139,10 @@ def _ilike(name, needle: str):
                       escape="\\")
 
 
-def _name_match(dialect: str, needle: str, through_index: bool, name=Run.name, gram: str | None = None):
+def _name_match(dialect: str, needle: str, through_index: bool, name=Run.name):
     """SQL: the run's name (or the name column given) contains needle, any case; through the name index where it can
-    narrow the search (PostgreSQL's planner finds its trigram index for the ILIKE itself). gram: needle's rarest
-    trigram, which PostgreSQL's index is then asked for alone (the whole fragment would make it read every trigram's
-    posting list, and `run`, `un-` are in every name: 8-13 ms each at 1M runs), the fragment tested on the rows."""
+    narrow the search (PostgreSQL's planner finds its trigram index for the ILIKE itself)."""
     if dialect == "postgresql":
-        if through_index and gram:
-            return sa.and_(_ilike(name, gram), _ilike(name + sa.literal(""), needle))  # || '': no index for this one
         return _ilike(name, needle)
     if through_index and indexable(needle):
         return Run.id.in_(sa.select(_fts.c.rowid).where(sa.text(f"{FTS_TABLE} MATCH :phrase").bindparams(
@@ -177,23 +172,23 @@ def _where(f: RunFilter, variant: tuple, dialect: str) -> list:
         where.append(Run.search_id == f.search_id)
     if f.tag:
         where.append(Run.id.in_(_tagged(f, variant)))
-    if f.name_walk:  # the range's runs with the rarest trigram (run_gram is keyed by range), then the fragment
-        where += [Run.id.in_(sa.select(_gram.c.run_id).where(
-            _gram.c.gram == f.name_gram, _gram.c.project_id == project, _gram.c.archived == archived)),
-            _name_match(dialect, f.name_contains, False)]
+    if f.name_gram:  # the range's run_gram rows of the rarest trigram whose name holds the fragment (index only)
+        where.append(Run.id.in_(sa.select(_gram.c.run_id).where(
+            _gram.c.gram == f.name_gram, _gram.c.project_id == project, _gram.c.archived == archived,
+            _name_match(dialect, f.name_contains, False, _gram.c.name))))
     elif f.name_contains:
-        where.append(_name_match(dialect, f.name_contains, True, gram=f.name_gram))
+        where.append(_name_match(dialect, f.name_contains, True))
     return where
 
 
 def _count(session: Session, f: RunFilter, variant: tuple, cap: int) -> int:
     """How many runs of one range match, counting no further than cap."""
     dialect = session.get_bind().dialect.name
-    if f.name_walk:
+    if f.name_gram:
         counted = _count_grams(session, f, variant, cap)
         if counted is not None:
             return counted
-        f = replace(f, name_walk=False)  # the range holds more of the trigram than a window: the name index's way
+        f = replace(f, name_gram=None)  # the range holds more of the trigram than a window: the name index's way
     inner = sa.select(sa.literal(1))
     if f.tag and not (f.status or f.dataset is not None or f.name_contains or f.sweep_id is not None
                       or f.search_id is not None):
@@ -215,14 +210,17 @@ def _count(session: Session, f: RunFilter, variant: tuple, cap: int) -> int:
 def _gram_window(dialect: str, f: RunFilter, variant: tuple, descending: bool = True,
                  start: tuple | None = None):
     """The next GRAM_WINDOW run_gram rows of the fragment's rarest trigram in one range, in created_at order from
-    start (excluded), each joined to its run: (the postings' SELECT, the window as a subquery with the run's columns
-    a filter tests)."""
+    start (excluded), each with the columns the filter tests (the run's, found by id, where more than the name is
+    asked): (the rows' SELECT, the window as a subquery)."""
     where = [_gram.c.gram == f.name_gram, _gram.c.project_id == variant[0], _gram.c.archived == variant[1]]
     order = [_gram.c.created_at, _gram.c.run_id]
     if start is not None:  # created_at is never NULL: one phase
         bound = sa.tuple_(sa.bindparam(None, start[1], type_=UTCDateTime()), sa.bindparam(None, start[2]))
         where.append(sa.tuple_(*order) < bound if descending else sa.tuple_(*order) > bound)
     ranged = sa.select(*order).where(*where).order_by(*_ordered(order, descending)).limit(GRAM_WINDOW)
+    if not (variant[2] is not None or f.dataset is not None or f.sweep_id is not None or f.search_id is not None
+            or f.tag):  # the name alone: tested on the (lowered) name each row carries, read from the key's index
+        return ranged, ranged.add_columns(_gram.c.run_id.label("id"), _gram.c.name).subquery("grams")
     tested = (Run.id, Run.status, Run.dataset, Run.sweep_id, Run.search_id, Run.name)
     if dialect == "postgresql":
         # Each row's run found by id as the walk meets it: a LATERAL look-up (its LIMIT keeps the planner from
@@ -277,9 +275,9 @@ def count_runs(session: Session, f: RunFilter, order: str | None = None) -> tupl
     together they stop just past COUNT_LIMIT, but never below DRIVE_LIMIT + 1 (which says how to find its rows), or
     1 where a range is walked through run_gram whatever its count (a name fragment, created_at order)."""
     variants = _variants(f)
-    floor = 1 if f.name_walk and order is not None and order.lstrip("-") == "created_at" else DRIVE_LIMIT + 1
+    floor = 1 if f.name_gram and order is not None and order.lstrip("-") == "created_at" else DRIVE_LIMIT + 1
     # run_gram is keyed by range: each range counts its own rows (a small range reads few)
-    if indexable(f.name_contains) and not f.name_walk and not f.tag and len(variants) > 1:
+    if indexable(f.name_contains) and not f.name_gram and not f.tag and len(variants) > 1:
         per, every = _counts_together(session, f, variants, COUNT_LIMIT + 1)
         if every:
             return sum(per), per
@@ -452,9 +450,10 @@ def _merge(found: list[tuple], descending: bool, forward: bool, n: int) -> list[
 
 
 def _strategy(f: RunFilter, field: str, count: int) -> str:
-    """How to find a range's page: not at all (none match); its order's index alone (served); the filter's rows,
-    sorted (drive: at most DRIVE_LIMIT match); or a window of the order's index, each row tested (scan: many match,
-    so the window should hold a page; if it does not, they are all far down the order, and drive after all). The
+    """How to find a range's page: not at all (none match); its order's index alone (served); a name fragment's
+    run_gram rows in created_at order (grams); the filter's rows, sorted (drive: at most DRIVE_LIMIT match); or a
+    window of the order's index, each row tested (scan: many match, so the window should hold a page; if it does
+    not, they are all far down the order, and drive after all; likewise a grams walk that finds too few). The
     same on both databases: PostgreSQL's planner would make this choice from statistics that cannot say where in
     the order a filter's matches lie."""
     if count == 0:
@@ -463,7 +462,7 @@ def _strategy(f: RunFilter, field: str, count: int) -> str:
         return "served"
     # Newest (or oldest) first by name fragment: its trigram's rows are in that order (a window of the order's index
     # may hold none of the matches, all far down the order, and sorting every match cost 0.1-0.7 s at 1M runs).
-    if field == "created_at" and f.name_walk:
+    if field == "created_at" and f.name_gram:
         return "grams"
     return "drive" if count <= DRIVE_LIMIT else "scan"
 
@@ -493,9 +492,7 @@ def page_runs(session: Session, f: RunFilter, order: str = "-created_at", limit:
     if not f.projects:
         f = replace(f, projects=tuple(session.exec(sa.select(Project.id).order_by(Project.id)).scalars()))
     if walkable(f.name_contains):
-        needle, names = lowered(session, f.name_contains), sample(session)
-        many = names.share(needle) * names.runs >= DRIVE_LIMIT  # more than a drive sorts, by the sample
-        f = replace(f, name_gram=rarest_gram(names, needle), name_walk=many)
+        f = replace(f, name_gram=rarest_gram(session, lowered(session, f.name_contains)))
     total, counts = count_runs(session, f, order)
     forward, start = decode_cursor(cursor, order) if cursor else (True, None)
     if _sql_offset(f, field, counts, start, offset):  # the index skips them: 51 rows read, not 5,051

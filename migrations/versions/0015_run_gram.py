@@ -1,6 +1,7 @@
-"""run_gram: each run's name trigrams with its list key (project_id, archived, created_at, id), so a name fragment's
-newest matches are a walk of one trigram's rows in that order, stopping at the page's last match (the FTS5 / pg_trgm
-index answers "which runs" but not "which are newest": a fragment in a tenth of a million old runs sorted them all)
+"""run_gram: each run's name trigrams with its list key (project_id, archived, created_at, id) and its lowered name, so
+a name fragment's newest matches are a walk of one trigram's rows in that order, each tested on the name it carries,
+stopping at the page's last match (the FTS5 / pg_trgm index answers "which runs" but not "which are newest": a
+fragment in a tenth of a million old runs sorted them all)
 
 Revision ID: 0015
 Revises: 0014
@@ -25,7 +26,7 @@ MAX_POSITION = 4096  # a run's name is at most 200 characters (app.core.run_meta
 def _grams_of(row: str) -> str:
     """SQLite: SELECT the trigrams of a run row's lower-cased name with its key (row is new or old)."""
     return (f"SELECT DISTINCT substr(lower({row}.name), p, 3), {row}.project_id, {row}.archived, {row}.created_at, "
-            f"{row}.id FROM {POSITIONS} WHERE p <= length({row}.name) - 2")
+            f"{row}.id, lower({row}.name) FROM {POSITIONS} WHERE p <= length({row}.name) - 2")
 
 
 # Every column of the key compared by =, so each trigram's row is one look-up of the key (a row-value IN would use
@@ -33,7 +34,8 @@ def _grams_of(row: str) -> str:
 _DELETE_OLD = (f"DELETE FROM run_gram WHERE run_id = old.id AND project_id = old.project_id "
                f"AND archived = old.archived AND created_at = old.created_at AND gram IN "
                f"(SELECT substr(lower(old.name), p, 3) FROM {POSITIONS} WHERE p <= length(old.name) - 2);")
-_INSERT_NEW = f"INSERT OR IGNORE INTO run_gram (gram, project_id, archived, created_at, run_id) {_grams_of('new')};"
+_INSERT_NEW = (f"INSERT OR IGNORE INTO run_gram (gram, project_id, archived, created_at, run_id, name) "
+               f"{_grams_of('new')};")
 _CHANGED = ("old.name IS NOT new.name OR old.project_id IS NOT new.project_id OR old.archived IS NOT new.archived "
             "OR old.created_at IS NOT new.created_at")
 SQLITE_TRIGGERS = (
@@ -51,8 +53,9 @@ BEGIN
       AND gram IN (SELECT substr(lower(OLD.name), p, 3) FROM generate_series(1, length(OLD.name) - 2) AS p);
   END IF;
   IF TG_OP <> 'DELETE' THEN
-    INSERT INTO run_gram (gram, project_id, archived, created_at, run_id)
-      SELECT DISTINCT substr(lower(NEW.name), p, 3), NEW.project_id, NEW.archived, NEW.created_at, NEW.id
+    INSERT INTO run_gram (gram, project_id, archived, created_at, run_id, name)
+      SELECT DISTINCT substr(lower(NEW.name), p, 3), NEW.project_id, NEW.archived, NEW.created_at, NEW.id,
+        lower(NEW.name)
       FROM generate_series(1, length(NEW.name) - 2) AS p
       ON CONFLICT DO NOTHING;
   END IF;
@@ -68,7 +71,7 @@ PG_TRIGGERS = (
 )
 COLUMNS = (sa.Column('gram', sa.String(3), nullable=False), sa.Column('project_id', sa.Integer(), nullable=False),
            sa.Column('archived', sa.Boolean(), nullable=False), sa.Column('created_at', sa.DateTime(), nullable=False),
-           sa.Column('run_id', sa.Integer(), nullable=False))
+           sa.Column('run_id', sa.Integer(), nullable=False), sa.Column('name', sa.String(200), nullable=False))
 KEY = ['gram', 'project_id', 'archived', 'created_at', 'run_id']
 
 
@@ -77,23 +80,26 @@ def upgrade() -> None:
     if op.get_bind().dialect.name == 'postgresql':
         # Filled without its key, then the key built once over the rows: faster than a B-tree grown row by row.
         op.create_table('run_gram', *COLUMNS)
-        op.execute("INSERT INTO run_gram (gram, project_id, archived, created_at, run_id) "
-                   "SELECT DISTINCT substr(lower(name), p, 3), project_id, archived, created_at, id "
+        op.execute("INSERT INTO run_gram (gram, project_id, archived, created_at, run_id, name) "
+                   "SELECT DISTINCT substr(lower(name), p, 3), project_id, archived, created_at, id, lower(name) "
                    "FROM run, generate_series(1, length(name) - 2) AS p")
-        op.create_primary_key('pk_run_gram', 'run_gram', KEY)
+        # The name rides in the key's index: a walk tests it there (an index-only scan), not in the table
+        op.execute(f"ALTER TABLE run_gram ADD CONSTRAINT pk_run_gram PRIMARY KEY ({', '.join(KEY)}) INCLUDE (name)")
         op.execute(PG_FUNCTION)
         for ddl in PG_TRIGGERS:
             op.execute(ddl)
         op.execute("ANALYZE run_gram")
         return
-    # SQLite: a WITHOUT ROWID table is its key's B-tree; rows arrive sorted, so each lands at its end.
+    # SQLite: a WITHOUT ROWID table is its key's B-tree (the name beside each key); rows arrive sorted, so each
+    # lands at its end.
     op.create_table('run_gram', *COLUMNS, sa.PrimaryKeyConstraint(*KEY, name='pk_run_gram'),
                     sqlite_with_rowid=False)
     op.execute(f"CREATE TABLE {POSITIONS} (p INTEGER PRIMARY KEY)")
     op.execute(f"INSERT INTO {POSITIONS} (p) WITH RECURSIVE n(p) AS (SELECT 1 UNION ALL SELECT p + 1 FROM n "
                f"WHERE p < {MAX_POSITION}) SELECT p FROM n")
-    op.execute(f"INSERT INTO run_gram (gram, project_id, archived, created_at, run_id) "
-               f"SELECT DISTINCT substr(lower(r.name), p, 3), r.project_id, r.archived, r.created_at, r.id "
+    op.execute(f"INSERT INTO run_gram (gram, project_id, archived, created_at, run_id, name) "
+               f"SELECT DISTINCT substr(lower(r.name), p, 3), r.project_id, r.archived, r.created_at, r.id, "
+               f"lower(r.name) "
                f"FROM run AS r, {POSITIONS} WHERE p <= length(r.name) - 2 ORDER BY 1, 2, 3, 4, 5")
     for ddl in SQLITE_TRIGGERS:
         op.execute(ddl)
