@@ -59,8 +59,10 @@ class RunFilter:
     sweep_id: int | None = None
     search_id: int | None = None
     projects: tuple[int, ...] = ()  # the project whose runs these are (every project: page_runs lists them all)
-    # name_contains's rarest trigram, lowered by the database: its run_gram rows find the matches (page_runs sets it)
+    # name_contains's rarest trigram and name_contains itself, lowered by the database: the trigram's run_gram rows
+    # find the matches, each tested on the lowered name it carries (page_runs sets them)
     name_gram: str | None = None
+    name_lowered: str | None = None
 
     def narrows(self) -> bool:
         """Whether anything beyond archived filters the runs."""
@@ -133,10 +135,19 @@ def _variants(f: RunFilter) -> list[tuple]:
     return [(p, a, s) for p in f.projects for a in archived for s in statuses]
 
 
+def _pattern(needle: str) -> str:
+    """A LIKE pattern for "contains needle", its wildcards escaped (escape character: backslash)."""
+    return "%" + needle.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
 def _ilike(name, needle: str):
-    """SQL: name contains needle, any case (PostgreSQL's ILIKE, needle's wildcards escaped)."""
-    return name.ilike("%" + needle.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%",
-                      escape="\\")
+    """SQL: name contains needle, any case (PostgreSQL's ILIKE)."""
+    return name.ilike(_pattern(needle), escape="\\")
+
+
+def _holds(lowered_name, lowered: str):
+    """SQL: an already lowered name contains an already lowered fragment (a plain LIKE: no case to fold)."""
+    return lowered_name.like(_pattern(lowered), escape="\\")
 
 
 def _name_match(dialect: str, needle: str, through_index: bool, name=Run.name):
@@ -175,7 +186,7 @@ def _where(f: RunFilter, variant: tuple, dialect: str) -> list:
     if f.name_gram:  # the range's run_gram rows of the rarest trigram whose name holds the fragment (index only)
         where.append(Run.id.in_(sa.select(_gram.c.run_id).where(
             _gram.c.gram == f.name_gram, _gram.c.project_id == project, _gram.c.archived == archived,
-            _name_match(dialect, f.name_contains, False, _gram.c.name))))
+            _holds(_gram.c.name, f.name_lowered))))
     elif f.name_contains:
         where.append(_name_match(dialect, f.name_contains, True))
     return where
@@ -220,7 +231,7 @@ def _gram_window(dialect: str, f: RunFilter, variant: tuple, descending: bool = 
     ranged = sa.select(*order).where(*where).order_by(*_ordered(order, descending)).limit(GRAM_WINDOW)
     if not (variant[2] is not None or f.dataset is not None or f.sweep_id is not None or f.search_id is not None
             or f.tag):  # the name alone: tested on the (lowered) name each row carries, read from the key's index
-        return ranged, ranged.add_columns(_gram.c.run_id.label("id"), _gram.c.name).subquery("grams")
+        return ranged, ranged.add_columns(_gram.c.run_id.label("id"), _gram.c.name.label("lname")).subquery("grams")
     tested = (Run.id, Run.status, Run.dataset, Run.sweep_id, Run.search_id, Run.name)
     if dialect == "postgresql":
         # Each row's run found by id as the walk meets it: a LATERAL look-up (its LIMIT keeps the planner from
@@ -394,7 +405,9 @@ def _tests(f: RunFilter, variant: tuple, window, dialect: str) -> list:
         tests.append(window.c.sweep_id == f.sweep_id)
     if f.search_id is not None:
         tests.append(window.c.search_id == f.search_id)
-    if f.name_contains:
+    if "lname" in window.c:  # a window of run_gram rows alone: the name each carries, lowered
+        tests.append(_holds(window.c.lname, f.name_lowered))
+    elif f.name_contains:
         tests.append(_name_match(dialect, f.name_contains, False, window.c.name))
     if f.tag:
         tests.append(sa.exists().where(RunTag.run_id == window.c.id, RunTag.tag == f.tag))
@@ -492,7 +505,8 @@ def page_runs(session: Session, f: RunFilter, order: str = "-created_at", limit:
     if not f.projects:
         f = replace(f, projects=tuple(session.exec(sa.select(Project.id).order_by(Project.id)).scalars()))
     if walkable(f.name_contains):
-        f = replace(f, name_gram=rarest_gram(session, lowered(session, f.name_contains)))
+        needle = lowered(session, f.name_contains)
+        f = replace(f, name_gram=rarest_gram(session, needle), name_lowered=needle)
     total, counts = count_runs(session, f, order)
     forward, start = decode_cursor(cursor, order) if cursor else (True, None)
     if _sql_offset(f, field, counts, start, offset):  # the index skips them: 51 rows read, not 5,051
