@@ -129,8 +129,3 @@ def rarest_gram(session, lowered: str) -> str:
         if taken is None or time.monotonic() - taken[0] > SAMPLE_SECONDS:
             taken = _samples[key] = (time.monotonic(), _take(session))
     return min(reversed(trigrams(lowered)), key=lambda g: taken[1].get(g, 0))
-
-
-def lowered(session, needle: str) -> str:
-    """needle lower-cased by the database, as its triggers lower the names (SQLite's lower() folds ASCII only)."""
-    return session.execute(sa.text("SELECT lower(:s)"), {"s": needle}).scalar_one()

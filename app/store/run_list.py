@@ -23,7 +23,6 @@ from fitboard.app.store.name_search import (
     GRAM_TABLE,
     fts_phrase,
     indexable,
-    lowered,
     rarest_gram,
     walkable,
 )
@@ -504,8 +503,8 @@ def page_runs(session: Session, f: RunFilter, order: str = "-created_at", limit:
         raise ValueError(f"offset is at most {MAX_OFFSET}; go further with the cursor")
     if not f.projects:
         f = replace(f, projects=tuple(session.exec(sa.select(Project.id).order_by(Project.id)).scalars()))
-    if walkable(f.name_contains):
-        needle = lowered(session, f.name_contains)
+    if walkable(f.name_contains):  # ASCII: lower() in Python, SQLite and PostgreSQL alike
+        needle = f.name_contains.lower()
         f = replace(f, name_gram=rarest_gram(session, needle), name_lowered=needle)
     total, counts = count_runs(session, f, order)
     forward, start = decode_cursor(cursor, order) if cursor else (True, None)
