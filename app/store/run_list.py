@@ -58,8 +58,8 @@ class RunFilter:
     sweep_id: int | None = None
     search_id: int | None = None
     projects: tuple[int, ...] = ()  # the project whose runs these are (every project: page_runs lists them all)
-    # name_contains's rarest trigram and name_contains itself, lowered by the database: the trigram's run_gram rows
-    # find the matches, each tested on the lowered name it carries (page_runs sets them)
+    # name_contains's rarest trigram and name_contains lower-cased (a walked fragment is ASCII): the trigram's
+    # run_gram rows find the matches, each tested on the lowered name it carries (page_runs sets them)
     name_gram: str | None = None
     name_lowered: str | None = None
 
@@ -440,8 +440,9 @@ def _scan(session: Session, f: RunFilter, variant: tuple, arm: tuple, keys: list
 def _walk_grams(session: Session, f: RunFilter, variant: tuple, arm: tuple, keys: list,
                 n: int) -> list[tuple] | None:
     """The first n matches of a name fragment in created_at order: the run_gram rows of its rarest trigram walked
-    in that order (at most GRAM_WINDOW), each run's row tested as the walk meets it, the walk stopping at the n-th
-    match; None when the window held fewer than n and more rows were left (as _scan)."""
+    in that order (at most GRAM_WINDOW), each tested as the walk meets it (on the name it carries, or on its run's
+    row where another filter asks), the walk stopping at the n-th match; None when the window held fewer than n and
+    more rows were left (as _scan)."""
     dialect = session.get_bind().dialect.name
     ranged, window = _gram_window(dialect, f, variant, arm[2], arm[3])
     stmt = sa.select(window.c.created_at, window.c.id).where(*_tests(f, variant, window, dialect)).limit(n)
