@@ -4,10 +4,10 @@ run_gram, each run's name trigrams with its list key and its lowered name.
 The FTS / trigram index answers "name contains s" (any case) for s of three characters or more without reading every
 run, but not in any order. run_gram answers "the newest runs whose name contains s": walk one trigram of s through its
 rows (project_id, archived, created_at, run_id) newest first, test the name each row carries (no look-up of the run
-unless another filter needs it), stop at the page's last match;
-the trigram walked is the rarest, judged from a sample of the runs' names (rarest_gram). On SQLite the FTS table and
-run_gram mirror run.name through triggers; a table rebuild in a later migration (Alembic's batch mode copies `run`
-and drops the old one) drops those triggers, so db.upgrade() puts them back after every migration.
+unless another filter needs it), stop at the page's last match. The trigram walked is the rarest, judged from a sample
+of the runs' names (rarest_gram). Triggers keep both in step with run.name on SQLite, and run_gram on PostgreSQL; a
+table rebuild in a later migration (Alembic's batch mode copies `run` and drops the old one) drops SQLite's
+triggers, so db.upgrade() puts them back after every migration.
 """
 from __future__ import annotations
 
