@@ -4,17 +4,12 @@ run_gram, each run's name trigrams with its list key and its lowered name.
 The FTS / trigram index answers "name contains s" (any case) for s of three characters or more without reading every
 run, but not in any order. run_gram answers "the newest runs whose name contains s": walk one trigram of s through its
 rows (project_id, archived, created_at, run_id) newest first, test the name each row carries (no look-up of the run
-unless another filter needs it), stop at the page's last match. The trigram walked is the rarest, judged from a sample
-of the runs' names (rarest_gram). Triggers keep both in step with run.name on SQLite, and run_gram on PostgreSQL; a
-table rebuild in a later migration (Alembic's batch mode copies `run` and drops the old one) drops SQLite's
-triggers, so db.upgrade() puts them back after every migration.
+unless another filter needs it), stop at the page's last match. The trigram walked is the rarest among the range's
+newest runs, judged from run_gram itself (rarest_gram). Triggers keep both in step with run.name on SQLite, and
+run_gram on PostgreSQL; a table rebuild in a later migration (Alembic's batch mode copies `run` and drops the old one)
+drops SQLite's triggers, so db.upgrade() puts them back after every migration.
 """
 from __future__ import annotations
-
-import random
-import threading
-import time
-from collections import Counter
 
 import sqlalchemy as sa
 from sqlalchemy import text
@@ -96,10 +91,8 @@ def is_index_table(name: str) -> bool:
 
 # --- the rarest trigram -------------------------------------------------------------------------------------------
 
-SAMPLE = 2_000  # runs whose names tell how common each trigram is
-SAMPLE_SECONDS = 600.0  # a sample is taken again after this long
-_samples: dict[str, tuple[float, Counter]] = {}  # database URL -> (when taken, trigram -> sampled names holding it)
-_sampling = threading.Lock()
+PROBE_DEPTH = 1_000  # a trigram's rows stepped over, newest first, to see how far back its newest ones reach
+PROBE_GRAMS = 12  # trigrams of a long fragment that are probed, spread along it
 
 
 def trigrams(lowered: str) -> list[str]:
@@ -107,25 +100,30 @@ def trigrams(lowered: str) -> list[str]:
     return list(dict.fromkeys(lowered[i:i + 3] for i in range(len(lowered) - 2)))
 
 
-def _take(session) -> Counter:
-    """Trigram -> how many of SAMPLE runs' (database-lowered) names, picked at random by id, hold it."""
-    low, high = session.execute(sa.text("SELECT min(id), max(id) FROM run")).one()
-    if low is None:
-        return Counter()
-    ids = range(low, high + 1) if high - low < SAMPLE else random.sample(range(low, high + 1), SAMPLE)
-    names = session.execute(sa.text("SELECT lower(name) FROM run WHERE id IN :ids").bindparams(
-        sa.bindparam("ids", expanding=True)), {"ids": list(ids)}).scalars()
-    return Counter(g for name in names for g in trigrams(name))
+def _probe(session, gram: str, project: int, archived: bool, oldest_first: bool) -> tuple[int, tuple | None]:
+    """A trigram's rows in one range: (how many, when fewer than PROBE_DEPTH, None) or (PROBE_DEPTH, the key of its
+    PROBE_DEPTH-th row from the newest end, or the oldest end for an oldest-first list)."""
+    where = "gram = :g AND project_id = :p AND archived = :a"
+    params = {"g": gram, "p": project, "a": archived, "k": PROBE_DEPTH}
+    way = "ASC" if oldest_first else "DESC"
+    deep = session.execute(sa.text(f"SELECT created_at, run_id FROM {GRAM_TABLE} WHERE {where} "
+                                   f"ORDER BY created_at {way}, run_id {way} LIMIT 1 OFFSET :k"), params).first()
+    if deep is not None:
+        return PROBE_DEPTH, tuple(deep)
+    return session.execute(sa.text(f"SELECT count(*) FROM (SELECT 1 FROM {GRAM_TABLE} WHERE {where} LIMIT :k) "
+                                   f"AS few"), params).scalar_one(), None
 
 
-def rarest_gram(session, lowered: str) -> str:
-    """The trigram of lowered found in the fewest sampled names (ties: the later one); the sample is one per process
-    and database, taken again once SAMPLE_SECONDS old. The choice only sets how far a walk reads before its page is
-    full, never which runs it finds."""
-    bind = session.get_bind()
-    key = str(getattr(bind, "engine", bind).url)  # a session bound to a connection (a test's) has its engine
-    with _sampling:
-        taken = _samples.get(key)
-        if taken is None or time.monotonic() - taken[0] > SAMPLE_SECONDS:
-            taken = _samples[key] = (time.monotonic(), _take(session))
-    return min(reversed(trigrams(lowered)), key=lambda g: taken[1].get(g, 0))
+def rarest_gram(session, lowered: str, project: int, archived: bool, oldest_first: bool = False) -> str:
+    """The trigram of lowered with the fewest rows in a range, or, where each has PROBE_DEPTH or more, the one whose
+    PROBE_DEPTH-th row from the newest end (the oldest, for an oldest-first list) lies furthest in: read from
+    run_gram's key alone, a fraction of a millisecond a trigram. It sets how far a walk reads before its page is
+    full, never which runs it finds: a common trigram (`run`, in every name) would be walked past every recent run."""
+    grams = trigrams(lowered)
+    if len(grams) > PROBE_GRAMS:
+        grams = [grams[i * len(grams) // PROBE_GRAMS] for i in range(PROBE_GRAMS)]
+    probes = {g: _probe(session, g, project, archived, oldest_first) for g in grams}
+    few = [g for g in grams if probes[g][1] is None]
+    if few:
+        return min(few, key=lambda g: probes[g][0])
+    return (max if oldest_first else min)(grams, key=lambda g: probes[g][1])

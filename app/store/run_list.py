@@ -504,9 +504,10 @@ def page_runs(session: Session, f: RunFilter, order: str = "-created_at", limit:
         raise ValueError(f"offset is at most {MAX_OFFSET}; go further with the cursor")
     if not f.projects:
         f = replace(f, projects=tuple(session.exec(sa.select(Project.id).order_by(Project.id)).scalars()))
-    if walkable(f.name_contains):  # ASCII: lower() in Python, SQLite and PostgreSQL alike
-        needle = f.name_contains.lower()
-        f = replace(f, name_gram=rarest_gram(session, needle), name_lowered=needle)
+    if walkable(f.name_contains) and f.projects:  # ASCII: lower() in Python, SQLite and PostgreSQL alike
+        needle, (project, archived, _) = f.name_contains.lower(), _variants(f)[0]
+        gram = rarest_gram(session, needle, project, archived, oldest_first=order == "created_at")
+        f = replace(f, name_gram=gram, name_lowered=needle)
     total, counts = count_runs(session, f, order)
     forward, start = decode_cursor(cursor, order) if cursor else (True, None)
     if _sql_offset(f, field, counts, start, offset):  # the index skips them: 51 rows read, not 5,051
