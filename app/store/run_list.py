@@ -252,13 +252,25 @@ def _window_full(session: Session, ranged) -> bool:
         ranged.with_only_columns(sa.literal(1)).subquery())).scalar_one() >= GRAM_WINDOW
 
 
+FEW = 100  # a range whose run_gram window holds at most this many matches keeps their keys for its page
+_FOUND = "fitboard.run_list.grams"  # session.info: (filter, range) -> the keys of every match, newest first
+
+
 def _count_grams(session: Session, f: RunFilter, variant: tuple, cap: int) -> int | None:
     """How many runs of one range match a filter with a name fragment, counting no further than cap, from the
     range's rows of the fragment's rarest trigram (a small range, such as the archived runs, has few); None when
-    GRAM_WINDOW of them held fewer than cap matches and more were left (the caller counts the other way)."""
+    GRAM_WINDOW of them held fewer than cap matches and more were left (the caller counts the other way). At most
+    FEW matches in all: their keys are kept for the page (_walk_grams), which then reads nothing again."""
     dialect = session.get_bind().dialect.name
     ranged, window = _gram_window(dialect, f, variant)
-    matched = sa.select(sa.literal(1)).select_from(window).where(*_tests(f, variant, window, dialect)).limit(cap)
+    tests = _tests(f, variant, window, dialect)
+    few = session.exec(sa.select(window.c.created_at, window.c.id).where(*tests).limit(FEW + 1)).all()
+    if len(few) <= FEW:
+        if _window_full(session, ranged):
+            return None if len(few) < cap else cap
+        session.info.setdefault(_FOUND, {})[(f, variant)] = [tuple(r) for r in few]
+        return min(len(few), cap)
+    matched = sa.select(sa.literal(1)).select_from(window).where(*tests).limit(cap)
     counted = session.exec(sa.select(sa.func.count()).select_from(matched.subquery())).scalar_one()
     return None if counted < cap and _window_full(session, ranged) else counted
 
@@ -443,6 +455,9 @@ def _walk_grams(session: Session, f: RunFilter, variant: tuple, arm: tuple, keys
     in that order (at most GRAM_WINDOW), each tested as the walk meets it (on the name it carries, or on its run's
     row where another filter asks), the walk stopping at the n-th match; None when the window held fewer than n and
     more rows were left (as _scan)."""
+    found = session.info.get(_FOUND, {}).get((f, variant))
+    if found is not None and arm[3] is None:  # the count found every match: the first page is theirs
+        return (found if arm[2] else found[::-1])[:n]
     dialect = session.get_bind().dialect.name
     ranged, window = _gram_window(dialect, f, variant, arm[2], arm[3])
     stmt = sa.select(window.c.created_at, window.c.id).where(*_tests(f, variant, window, dialect)).limit(n)
@@ -508,19 +523,23 @@ def page_runs(session: Session, f: RunFilter, order: str = "-created_at", limit:
         needle, (project, archived, _) = f.name_contains.lower(), _variants(f)[0]
         gram = rarest_gram(session, needle, project, archived, oldest_first=order == "created_at")
         f = replace(f, name_gram=gram, name_lowered=needle)
-    total, counts = count_runs(session, f, order)
-    forward, start = decode_cursor(cursor, order) if cursor else (True, None)
-    if _sql_offset(f, field, counts, start, offset):  # the index skips them: 51 rows read, not 5,051
-        got = _walk(session, f, order, forward, start, limit + 1, counts, skip=offset)
-    else:
-        got = _walk(session, f, order, forward, start, offset + limit + 1, counts)[offset:]
-    more, got = len(got) > limit, got[:limit]
-    if not forward:
-        got = got[::-1]
-    items = _load(session, got, field)
-    if not got:
-        return RunsPage(items, total, None, None)
-    after = encode_cursor(order, True, got[-1]) if (more or not forward) else None
-    before = encode_cursor(order, False, got[0]) if (start is not None and forward) or offset or (
-        more and not forward) else None
-    return RunsPage(items, total, after, before)
+    session.info[_FOUND] = {}  # a count that found every match of a range keeps them for this page only
+    try:
+        total, counts = count_runs(session, f, order)
+        forward, start = decode_cursor(cursor, order) if cursor else (True, None)
+        if _sql_offset(f, field, counts, start, offset):  # the index skips them: 51 rows read, not 5,051
+            got = _walk(session, f, order, forward, start, limit + 1, counts, skip=offset)
+        else:
+            got = _walk(session, f, order, forward, start, offset + limit + 1, counts)[offset:]
+        more, got = len(got) > limit, got[:limit]
+        if not forward:
+            got = got[::-1]
+        items = _load(session, got, field)
+        if not got:
+            return RunsPage(items, total, None, None)
+        after = encode_cursor(order, True, got[-1]) if (more or not forward) else None
+        before = encode_cursor(order, False, got[0]) if (start is not None and forward) or offset or (
+            more and not forward) else None
+        return RunsPage(items, total, after, before)
+    finally:
+        session.info.pop(_FOUND, None)
