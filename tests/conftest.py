@@ -25,7 +25,8 @@ TINY_IMAGES = 300  # enough for every class in both splits, small enough to trai
 # `make test`) go first; the rest keep their order and fill the gaps.
 LONGEST_FIRST = ("test_searches.py", "test_e2e_browser.py", "test_queue.py", "test_recovery.py", "test_fleet.py",
                  "test_packaging.py", "test_engine.py", "test_fuzz_api.py", "test_cli.py", "test_fair_queue.py",
-                 "test_browser_every_page.py", "test_list_plans.py", "test_access_matrix.py", "test_e2e_api.py")
+                 "test_browser_every_page.py", "test_list_plans.py", "test_name_walk.py", "test_access_matrix.py",
+                 "test_e2e_api.py")
 
 
 def pytest_collection_modifyitems(session, config, items):
