@@ -1,6 +1,7 @@
-"""run_gram, each run's name trigrams with its list key, kept by triggers: its rows are exactly the runs' after
-creates, renames, archiving, deletes and project moves, and a newest-first name search walked through it (the path
-for a fragment many runs match) lists exactly the runs the name index finds, page by page in both directions."""
+"""run_gram, each run's name trigrams with its list key and lowered name, kept by triggers: its rows are exactly the
+runs' after creates, renames, archiving, deletes and project moves, and a name search through it (every ASCII
+fragment of three characters or more) lists exactly the runs the FTS / trigram index finds, page by page in both
+directions."""
 from __future__ import annotations
 
 import itertools
