@@ -139,9 +139,9 @@ def _pattern(needle: str) -> str:
     return "%" + needle.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
-def _ilike(name, needle: str):
-    """SQL: name contains needle, any case (PostgreSQL's ILIKE)."""
-    return name.ilike(_pattern(needle), escape="\\")
+def _gram_rows(f: RunFilter, project: int, archived: bool) -> list:
+    """SQL: one range's run_gram rows of the fragment's rarest trigram."""
+    return [_gram.c.gram == f.name_gram, _gram.c.project_id == project, _gram.c.archived == archived]
 
 
 def _holds(lowered_name, lowered: str):
@@ -153,7 +153,7 @@ def _name_match(dialect: str, needle: str, through_index: bool, name=Run.name):
     """SQL: the run's name (or the name column given) contains needle, any case; through the name index where it can
     narrow the search (PostgreSQL's planner finds its trigram index for the ILIKE itself)."""
     if dialect == "postgresql":
-        return _ilike(name, needle)
+        return name.ilike(_pattern(needle), escape="\\")
     if through_index and indexable(needle):
         return Run.id.in_(sa.select(_fts.c.rowid).where(sa.text(f"{FTS_TABLE} MATCH :phrase").bindparams(
             phrase=fts_phrase(needle))))
@@ -184,8 +184,7 @@ def _where(f: RunFilter, variant: tuple, dialect: str) -> list:
         where.append(Run.id.in_(_tagged(f, variant)))
     if f.name_gram:  # the range's run_gram rows of the rarest trigram whose name holds the fragment (index only)
         where.append(Run.id.in_(sa.select(_gram.c.run_id).where(
-            _gram.c.gram == f.name_gram, _gram.c.project_id == project, _gram.c.archived == archived,
-            _holds(_gram.c.name, f.name_lowered))))
+            *_gram_rows(f, project, archived), _holds(_gram.c.name, f.name_lowered))))
     elif f.name_contains:
         where.append(_name_match(dialect, f.name_contains, True))
     return where
@@ -222,7 +221,7 @@ def _gram_window(dialect: str, f: RunFilter, variant: tuple, descending: bool = 
     """The next GRAM_WINDOW run_gram rows of the fragment's rarest trigram in one range, in created_at order from
     start (excluded), each with the columns the filter tests (the run's, found by id, where more than the name is
     asked): (the rows' SELECT, the window as a subquery)."""
-    where = [_gram.c.gram == f.name_gram, _gram.c.project_id == variant[0], _gram.c.archived == variant[1]]
+    where = _gram_rows(f, variant[0], variant[1])
     order = [_gram.c.created_at, _gram.c.run_id]
     if start is not None:  # created_at is never NULL: one phase
         bound = sa.tuple_(sa.bindparam(None, start[1], type_=UTCDateTime()), sa.bindparam(None, start[2]))
