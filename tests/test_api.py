@@ -100,6 +100,21 @@ def test_list_runs_filters_and_pages(client, engine):
     assert [r["id"] for r in client.get("/api/v1/runs", params={"sweep": 1}).json()["items"]] == []
 
 
+def test_a_listed_run_says_what_its_own_page_says(client, engine):
+    """The list reads summaries (without recipe, result, progress, traceback) and builds them its own way: each
+    item is the run's GET /runs/{id} cut to RunSummary's fields, and in detail the whole of it."""
+    from fitboard.app.services.serializers import RunSummary
+    ids = [stored_run(engine, status, epochs=2, name=f"same-{status}") for status in ("succeeded", "running", "queued")]
+    client.patch(f"/api/v1/runs/{ids[0]}", json={"tags": ["x", "kept"], "notes": "noted", "archived": False})
+    full = {i: client.get(f"/api/v1/runs/{i}").json() for i in ids}
+    listed = client.get("/api/v1/runs", params={"name": "same-"}).json()["items"]
+    assert [r["id"] for r in listed] == ids[::-1] and all(set(r) == set(RunSummary.model_fields) for r in listed)
+    assert all(r == {k: full[r["id"]][k] for k in RunSummary.model_fields} for r in listed)
+    assert listed[0]["queue_position"] == 1 and listed[2]["tags"] == ["x", "kept"]  # values, not just their keys
+    detailed = client.get("/api/v1/runs", params={"name": "same-", "detail": "true"}).json()["items"]
+    assert detailed == [full[i] for i in ids[::-1]] and detailed[2]["result"]["tta"]["accuracy"] == 0.72
+
+
 def test_run_detail_result_epochs_csv_lr_finds(client, engine):
     run_id = stored_run(engine, "succeeded", epochs=2)
     run = client.get(f"/api/v1/runs/{run_id}").json()

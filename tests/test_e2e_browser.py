@@ -55,12 +55,14 @@ def _true_now(page, expression: str) -> bool:
 
 
 def launch_from_form(page, served, name: str, preset: int, epochs: list[int]) -> int:
-    """Fill the new-run form from a preset, edit the stage epochs and the name, queue it; returns the run id."""
+    """Fill the new-run form from a preset, edit the stage epochs, the first stage's LR finder steps (20, not the
+    preset's 100: three quarters of the run's time on two shared cores) and the name, queue it; returns the run id."""
     page.goto(f"{served.url}/runs/new")
     page.select_option("#dataset", "digits")
     page.click(f'button[data-preset="{preset}"]')
     for i, n in enumerate(epochs):
         page.fill(f"#f-stages-{i}-epochs", str(n))
+    page.fill("#f-stages-0-lr_find_iters", "20")
     page.fill('input[name="name"]', name)
     page.click("button.primary.big")
     page.wait_for_url(f"{served.url}/runs/*")
@@ -74,8 +76,9 @@ def test_launch_watch_live_rows_and_cancel(browser, served):
     run_id = launch_from_form(page, served, "e2e-progressive", preset=1, epochs=[1, 1])
     assert page.locator("h1").inner_text().startswith("e2e-progressive")
     assert page.locator("#notice").inner_text() == f"Run {run_id} queued."
+    assert api(served, f"/api/v1/runs/{run_id}")["spec"]["stages"][0]["lr_find_iters"] == 20  # the edited field
     rows_while_running, progress_seen, banner_gone = 0, set(), False
-    deadline = time.monotonic() + 420  # two shared CPU cores: a 100-step LR finder and two epochs, with room
+    deadline = time.monotonic() + 420  # two shared CPU cores: a 20-step LR finder and two epochs, with room
     while time.monotonic() < deadline:
         status = api(served, f"/api/v1/runs/{run_id}")["status"]
         if status != "running" and status != "queued":

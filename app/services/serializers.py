@@ -332,17 +332,33 @@ def _run_result(run: Run) -> dict | None:
             "error": run.error}
 
 
+# The fields each run shape reads from a Run (the rest, such as queue_position, come from elsewhere or default).
+_RUN_FIELDS = {model: tuple(name for name in model.model_fields if hasattr(Run, name))
+               for model in (RunSummary, RunOut)}
+
+
+def _run_values(run: Run, model: type[_Out]) -> dict:
+    """The run's values for model's fields: loaded columns straight from the instance's state, the rest (properties,
+    expired columns) read as attributes. Reading each of a page's 50 x 30 values through SQLAlchemy's attribute
+    machinery (and pydantic's from_attributes) cost more than the page's query: 7.5 ms against 2 ms this way."""
+    state = run.__dict__
+    return {name: state[name] if name in state else getattr(run, name) for name in _RUN_FIELDS[model]}
+
+
 def serialize_run(run: Run, full: bool = True, place: dict | None = None) -> dict:
     """A run as the API returns it; full adds spec, progress, result and traceback; place: its queue_position and
     estimated_start while queued (fitboard.app.services.dispatch.places)."""
     place = place or {}
-    who = {"project": owner_names(run)[0], "launched_by": owner_names(run)[1],
-           "priority": run.priority or "normal", "queue": run.queue or "fitboard",
-           "queue_position": place.get("queue_position"), "estimated_start": place.get("estimated_start")}
-    if not full:
-        return _dump(RunSummary, run, tags=run.tag_list, kind=run.kind or "queued", **who)
-    data = _dump(RunOut, run, tags=run.tag_list, kind=run.kind or "queued", result=_run_result(run), **who)
-    data.pop("queued_note")  # said only by the 202 of a submit whose broker was down
+    project, launcher = owner_names(run)
+    model = RunOut if full else RunSummary
+    values = {**_run_values(run, model), "project": project, "launched_by": launcher,
+              "priority": run.priority or "normal", "queue": run.queue or "fitboard",
+              "queue_position": place.get("queue_position"), "estimated_start": place.get("estimated_start"),
+              "tags": run.tag_list, "kind": run.kind or "queued"}
+    if full:
+        values["result"] = _run_result(run)
+    data = model.model_validate(values).model_dump(mode="json")
+    data.pop("queued_note", None)  # said only by the 202 of a submit whose broker was down
     return data
 
 

@@ -501,16 +501,27 @@ def _sql_offset(f: RunFilter, field: str, counts: list[int], start: tuple | None
         f, field, counts[0]) == "served"
 
 
-def _load(session: Session, positions: list[tuple], field: str) -> list[Run]:
-    """The runs at these positions, in their order (the id is the key's last value)."""
+# What a summary of a run never shows: its largest columns, left unread (and unparsed, three of them JSON) when the
+# caller asks for summaries; reading one anyway raises instead of costing a query per run.
+FULL_ONLY = (Run.spec, Run.result, Run.progress, Run.traceback)
+
+
+def _load(session: Session, positions: list[tuple], summary: bool) -> list[Run]:
+    """The runs at these positions, in their order (the id is the key's last value); summary: without FULL_ONLY."""
     ids = [p[-1] for p in positions]
-    rows = {r.id: r for r in session.exec(sa.select(Run).where(Run.id.in_(ids))).scalars()} if ids else {}
+    if not ids:
+        return []
+    query = sa.select(Run).where(Run.id.in_(ids))
+    if summary:
+        query = query.options(*(sa.orm.defer(column, raiseload=True) for column in FULL_ONLY))
+    rows = {r.id: r for r in session.exec(query).scalars()}
     return [rows[i] for i in ids if i in rows]
 
 
 def page_runs(session: Session, f: RunFilter, order: str = "-created_at", limit: int = 50, offset: int = 0,
-              cursor: str | None = None) -> RunsPage:
-    """A page of runs in order: from the start, offset rows in (at most MAX_OFFSET) or at a cursor."""
+              cursor: str | None = None, summary: bool = False) -> RunsPage:
+    """A page of runs in order: from the start, offset rows in (at most MAX_OFFSET) or at a cursor; summary: the runs
+    without their recipe, result, progress and traceback (FULL_ONLY)."""
     field = order.lstrip("-")
     if field not in ORDERS:
         raise ValueError(f"cannot order runs by {field!r}; choose one of {', '.join(ORDERS)}")
@@ -533,7 +544,7 @@ def page_runs(session: Session, f: RunFilter, order: str = "-created_at", limit:
         more, got = len(got) > limit, got[:limit]
         if not forward:
             got = got[::-1]
-        items = _load(session, got, field)
+        items = _load(session, got, summary)
         if not got:
             return RunsPage(items, total, None, None)
         after = encode_cursor(order, True, got[-1]) if (more or not forward) else None

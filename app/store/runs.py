@@ -304,14 +304,16 @@ def delete_run(session: Session, run_id: int) -> None:
 def runs_page(session: Session, status: str | list[str] | None = None, dataset: str | None = None,
               name_contains: str | None = None, limit: int = 50, offset: int = 0,
               order: str = "-created_at", tag: str | None = None, archived: bool | None = None,
-              sweep_id: int | None = None, search_id: int | None = None, cursor: str | None = None) -> RunsPage:
+              sweep_id: int | None = None, search_id: int | None = None, cursor: str | None = None,
+              summary: bool = False) -> RunsPage:
     """A page of runs matching the filters with its count and cursors (see run_list.page_runs); order is a column,
-    "-" for descending. archived: None lists all, False hides archived runs, True lists only them."""
+    "-" for descending. archived: None lists all, False hides archived runs, True lists only them. summary: the runs
+    without their recipe, result, progress and traceback."""
     statuses = () if status is None else tuple(dict.fromkeys([status] if isinstance(status, str) else status))
     f = RunFilter(status=tuple(str(s) for s in statuses), dataset=dataset, name_contains=name_contains or None,
                   tag=tag or None, archived=archived, sweep_id=sweep_id, search_id=search_id,
                   projects=() if scoped_project(session) is None else (scoped_project(session),))
-    return page_runs(session, f, order=order, limit=limit, offset=offset, cursor=cursor)
+    return page_runs(session, f, order=order, limit=limit, offset=offset, cursor=cursor, summary=summary)
 
 
 def list_runs(session: Session, **filters) -> tuple[list[Run], int | None]:

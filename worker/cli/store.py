@@ -102,7 +102,7 @@ def local_runs(args) -> int:
     def work(session, _settings) -> tuple[list[dict], int | None]:
         in_project(session, args)
         found = runs.page(session, status=args.status, limit=args.limit, tag=args.tag,
-                          archived=runs.ARCHIVED[args.archived])
+                          archived=runs.ARCHIVED[args.archived], summary=True)
         return [serialize_run(r, full=False) for r in found.items], found.total
 
     return _on_store(args, work, lambda page: print_runs(*page, args.wide), (NotFound,))
