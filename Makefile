@@ -51,10 +51,11 @@ docs: setup
 
 # pytest-xdist spreads the test files over $(TEST_PROCS) processes: most tests wait on worker processes, servers or
 # chromium, so four keep two cores busy (three left a third of the machine idle); --dist loadfile keeps a file's
-# tests (and its module fixtures) together.
+# tests (and its module fixtures) together, and --no-loadscope-reorder hands the files out longest first
+# (tests/conftest.py: LONGEST_FIRST) instead of by their number of tests.
 TEST_PROCS ?= 4
 test: setup services lint docs
-	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_PROCS) --dist loadfile
+	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_PROCS) --dist loadfile --no-loadscope-reorder
 
 # Benchmarks print figures; the load benchmark's Locust comes from the bench extra.
 bench: setup
