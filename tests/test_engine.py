@@ -6,6 +6,8 @@ import json
 import shutil
 import threading
 import time
+from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 import torch
@@ -254,10 +256,25 @@ RESUMABLE = tiny_recipe(name="resumable", keep_best="accuracy", stages=[
     {"epochs": 2, "size": 32, "bs": 32, "lr": [1e-4, 1e-3], "mixup": 0.2}])
 
 
+class Straight(NamedTuple):
+    """RESUMABLE trained without interruption: what every resumed attempt below must reproduce."""
+
+    reporter: ListReporter
+    seen: list  # (stage, epoch) as a callback ordered after the checkpoint callback saw them (AfterCheckpoint)
+    model: Path
+
+
+@pytest.fixture(scope="module")
+def straight(data_root, tmp_path_factory) -> Straight:
+    """RESUMABLE trained once for the module (each resume test compares with it; it trained three times before)."""
+    folder, reporter, after = tmp_path_factory.mktemp("straight"), ListReporter(), AfterCheckpoint()
+    run_recipe(parse_spec(RESUMABLE), reporter, data_root, folder, num_workers=0, checkpoints=True, extra_cbs=(after,))
+    return Straight(reporter, after.seen, folder / "model.pkl")
+
+
 @pytest.mark.parametrize("lost_after", [2, 3], ids=["mid-stage", "stage-boundary"])
-def test_a_resumed_run_reproduces_the_uninterrupted_losses(data_root, tmp_path, lost_after):
-    straight = ListReporter()
-    run_recipe(parse_spec(RESUMABLE), straight, data_root, tmp_path / "straight", num_workers=0, checkpoints=True)
+def test_a_resumed_run_reproduces_the_uninterrupted_losses(data_root, tmp_path, lost_after, straight):
+    straight = straight.reporter
     first, second = ListReporter(), ListReporter()
     with pytest.raises(KeyboardInterrupt):
         run_recipe(parse_spec(RESUMABLE), first, data_root, tmp_path / "lost", num_workers=0, checkpoints=True,
@@ -301,10 +318,8 @@ def _weights(path):
     return {k: v.clone() for k, v in load_learner(path).model.state_dict().items()}
 
 
-def test_a_callback_after_the_checkpoint_callback_keeps_a_resume_exact(data_root, tmp_path):
-    straight, after = ListReporter(), AfterCheckpoint()
-    run_recipe(parse_spec(RESUMABLE), straight, data_root, tmp_path / "straight", num_workers=0, checkpoints=True,
-               extra_cbs=(after,))
+def test_a_callback_after_the_checkpoint_callback_keeps_a_resume_exact(data_root, tmp_path, straight):
+    model, after_seen, straight = straight.model, straight.seen, straight.reporter
     first, second, lost_after, resumed_after = ListReporter(), ListReporter(), AfterCheckpoint(), AfterCheckpoint()
     with pytest.raises(KeyboardInterrupt):
         run_recipe(parse_spec(RESUMABLE), first, data_root, tmp_path / "lost", num_workers=0, checkpoints=True,
@@ -313,13 +328,13 @@ def test_a_callback_after_the_checkpoint_callback_keeps_a_resume_exact(data_root
         time.sleep(0.05)
     run_recipe(parse_spec(RESUMABLE), second, data_root, tmp_path / "lost", num_workers=0, checkpoints=True,
                resume=True, extra_cbs=(resumed_after,))
-    assert after.seen == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1)]
-    assert lost_after.seen + resumed_after.seen == after.seen  # the resumed attempt starts at stage 0 epoch 2
+    assert after_seen == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1)]
+    assert lost_after.seen + resumed_after.seen == after_seen  # the resumed attempt starts at stage 0 epoch 2
     rows = {(e.stage, e.epoch): (e.train_loss, e.valid_loss) for e in first.of("epoch") + second.of("epoch")}
     assert rows.keys() == {(e.stage, e.epoch) for e in straight.of("epoch")}
     for e in straight.of("epoch"):
         assert rows[(e.stage, e.epoch)] == pytest.approx((e.train_loss, e.valid_loss), abs=1e-6)
-    expected, got = _weights(tmp_path / "straight" / "model.pkl"), _weights(tmp_path / "lost" / "model.pkl")
+    expected, got = _weights(model), _weights(tmp_path / "lost" / "model.pkl")
     assert expected.keys() == got.keys()
     for name, tensor in expected.items():  # the same model, weight for weight
         assert torch.allclose(got[name].float(), tensor.float(), atol=1e-6), name

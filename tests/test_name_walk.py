@@ -87,44 +87,49 @@ def _walk(session, needle: str, order: str, archived, limit: int, **also) -> tup
     return forward, back + [r.id for r in pages[-1].items] if len(pages) > 1 else forward
 
 
-@pytest.mark.parametrize("window, few", [(20_000, run_list.FEW), (20_000, 1), (2, run_list.FEW)],
-                         ids=["walk", "walk-counts-many", "walk-falls-back"])
-def test_a_newest_first_name_walk_lists_what_the_name_index_finds(db_engine, monkeypatch, window, few):
+# How run_gram is read: (window of a trigram's rows, most matches a count keeps for the page). At most FEW matches
+# are kept by the count; 1 makes the walk find them itself; a window of 2 makes a range fall back to the name index.
+WAYS = {"walk": (20_000, run_list.FEW), "walk-counts-many": (20_000, 1), "walk-falls-back": (2, run_list.FEW)}
+
+
+def test_a_newest_first_name_walk_lists_what_the_name_index_finds(db_engine, monkeypatch):
     _fill(db_engine)
     with db_engine.connect() as conn:
         every = conn.execute(text("SELECT id, name, project_id, archived, created_at, status FROM run")).all()
-    monkeypatch.setattr(run_list, "GRAM_WINDOW", window)
-    monkeypatch.setattr(run_list, "FEW", few)  # at most this many matches: the count keeps them for the page
-    # Other orders find the fragment's rows through run_gram too (a drive), whatever the window
-    orders = ("-created_at", "created_at") + (("-best_accuracy", "name") if window > 2 and few > 1 else ())
     walks, walk_grams = [], run_list._walk_grams
     monkeypatch.setattr(run_list, "_walk_grams", lambda *a: walks.append(a[4]) or walk_grams(*a))
     checked = 0
     with session_scope(db_engine) as s:
-        for needle in NEEDLES:
-            for project in (None, 2):
-                scope_session(s, project, None)
-                for archived, order, also in itertools.product(
-                        (False, True, None), orders, ({}, {"status": "failed"})):  # the name, or the run's row too
-                    monkeypatch.setattr(run_list, "walkable", lambda needle: False)  # the FTS / trigram index
-                    monkeypatch.setattr(run_list, "DRIVE_LIMIT", 2_000)  # few match: the index's rows, sorted
-                    indexed = _walk(s, needle, order, archived, 3, **also)
-                    monkeypatch.setattr(run_list, "walkable", walkable)  # run_gram
-                    monkeypatch.setattr(run_list, "DRIVE_LIMIT", 0)  # other orders: a window of their index first
-                    walked = _walk(s, needle, order, archived, 3, **also)
-                    assert walked == indexed, (needle, project, archived, order, also)
-                    assert walked[0] == walked[1]  # back again, page by page
-                    if "created_at" not in order:  # the other orders: a window of their index, or a drive
-                        continue
-                    want = sorted((r for r in every if needle.lower() in r.name.lower()  # any-case "contains"
-                                   and (project is None or r.project_id == project)
-                                   and archived in (None, bool(r.archived))
-                                   and also.get("status", r.status) == r.status),
-                                  key=lambda r: (r.created_at, r.id), reverse=order.startswith("-"))
-                    assert walked[0] == [r.id for r in want], (needle, project, archived, order, also)
-                    checked += bool(walked[0])
+        for needle, project, archived, order, also in itertools.product(
+                NEEDLES, (None, 2), (False, True, None), ("-created_at", "created_at", "-best_accuracy", "name"),
+                ({}, {"status": "failed"})):  # the name, or the run's row too
+            scope_session(s, project, None)
+            where = (needle, project, archived, order, also)
+            monkeypatch.setattr(run_list, "walkable", lambda needle: False)  # the FTS / trigram index
+            monkeypatch.setattr(run_list, "DRIVE_LIMIT", 2_000)  # few match: the index's rows, sorted
+            indexed = _walk(s, needle, order, archived, 3, **also)
+            monkeypatch.setattr(run_list, "walkable", walkable)  # run_gram
+            monkeypatch.setattr(run_list, "DRIVE_LIMIT", 0)  # other orders: a window of their index first
+            for way, (window, few) in WAYS.items():
+                # Other orders find the fragment's rows through run_gram too (a drive), whatever the window: asked
+                # the first way only
+                if "created_at" not in order and way != "walk":
+                    continue
+                monkeypatch.setattr(run_list, "GRAM_WINDOW", window)
+                monkeypatch.setattr(run_list, "FEW", few)
+                walked = _walk(s, needle, order, archived, 3, **also)
+                assert walked == indexed, (way, *where)
+                assert walked[0] == walked[1], (way, *where)  # back again, page by page
+            if "created_at" not in order:  # the other orders: a window of their index, or a drive
+                continue
+            want = sorted((r for r in every if needle.lower() in r.name.lower()  # any-case "contains"
+                           and (project is None or r.project_id == project) and archived in (None, bool(r.archived))
+                           and also.get("status", r.status) == r.status),
+                          key=lambda r: (r.created_at, r.id), reverse=order.startswith("-"))
+            assert indexed[0] == [r.id for r in want], where
+            checked += bool(indexed[0])
     assert checked > 60  # most of the walks found runs
-    assert len(walks) > 300  # through run_gram
+    assert len(walks) > 900  # through run_gram
 
 
 @pytest.mark.parametrize("by", [{"tag": "keep"}, {"name_contains": "run"}], ids=["tag", "name"])
