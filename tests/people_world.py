@@ -104,8 +104,11 @@ def _things(client: TestClient, csrf: str, engine, home) -> dict:
 def build(tmp_path, sqlite_template, data_root) -> World:
     """The world on a fresh copy of the migrated database."""
     shutil.copyfile(sqlite_template, tmp_path / "fitboard.db")
+    # auth_failures_per_minute: the matrix sends hundreds of dead tokens on purpose. stream_lifetime: each caller's
+    # TestClient runs the app on an event loop of its own, and a stream's wake-up comes from another's, so a stream
+    # (of a finished run: 0.1 s on a real server) waited out PING_SECONDS (15 s) for each of five callers.
     settings = Settings(home=tmp_path, database_url=f"sqlite:///{tmp_path / 'fitboard.db'}", data_root=data_root,
-                        auth_failures_per_minute=100_000)  # the matrix sends hundreds of dead tokens on purpose
+                        auth_failures_per_minute=100_000, stream_lifetime=1.0)
     app = create_app(settings)
     world = World(app, settings)
     world.tokens = _people(app.state.engine)
