@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	bash scripts/torch_cache.sh $(PY) "$(TORCH)"  # once per machine, shared by every checkout (see the script)
-	$(PY) -m pip install -q --no-compile -e '.[train,test]'  # train brings the server's packages too (fitboard[server])
+	bash scripts/install_deps.sh $(PY) train,test  # train brings the server's packages too; wheels kept per machine
 	$(PY) -c 'import fitboard.worker.engine, fitboard.app.web.app'  # the bytecode every process needs, written once
 	touch $(STAMP)
 
