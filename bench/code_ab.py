@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -22,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
 import httpx  # noqa: E402
-from web import fitboard_env, free_port, stop_process, wait_http  # noqa: E402
+from web import fitboard_env, free_port, spawn, stop_process, wait_http  # noqa: E402
 
 
 def serve(checkout: Path, db_url: str, work: Path):
@@ -30,8 +29,7 @@ def serve(checkout: Path, db_url: str, work: Path):
     puts its working folder first on the path, and a checkout there would win over PYTHONPATH."""
     port, home = free_port(), Path(tempfile.mkdtemp(dir=work))
     env = {**fitboard_env(home, db_url, home / "data"), "PYTHONPATH": str(checkout.resolve())}
-    proc = subprocess.Popen([sys.executable, "-m", "fitboard.worker.cli", "web", "--port", str(port)], cwd=work,
-                            env=env, stdout=open(home / "web.log", "w"), stderr=subprocess.STDOUT)
+    proc = spawn(["web", "--port", str(port)], env, home / "web.log", cwd=work)
     base = f"http://127.0.0.1:{port}"
     wait_http(f"{base}/healthz", proc, home / "web.log")
     return proc, base

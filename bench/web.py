@@ -98,9 +98,9 @@ def settings_for(home: Path, db_url: str, data_root: Path) -> Settings:
     return Settings(home=home, database_url=db_url, data_root=data_root, broker_url=None, api_token=None)
 
 
-def spawn(args: list[str], env: dict, log_path: Path) -> subprocess.Popen:
-    """Start `python -m fitboard.worker.cli ARGS` from the repository root, logging to log_path."""
-    return subprocess.Popen([sys.executable, "-m", "fitboard.worker.cli", *args], cwd=ROOT, env=env,
+def spawn(args: list[str], env: dict, log_path: Path, cwd: Path = ROOT) -> subprocess.Popen:
+    """Start `python -m fitboard.worker.cli ARGS` in cwd (the repository root by default), logging to log_path."""
+    return subprocess.Popen([sys.executable, "-m", "fitboard.worker.cli", *args], cwd=cwd, env=env,
                             stdout=open(log_path, "w"), stderr=subprocess.STDOUT)
 
 
