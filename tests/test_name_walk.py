@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import text, update
 
 from fitboard.app.store import run_list
-from fitboard.app.store.db import session_scope
+from fitboard.app.store.db import make_engine, session_scope, upgrade
 from fitboard.app.store.models import Project, Run
 from fitboard.app.store.name_search import trigrams, walkable
 from fitboard.app.store.ownership import scope_session
@@ -67,6 +67,29 @@ def test_run_gram_holds_every_runs_trigrams_and_nothing_else(db_engine):
     assert len(rows) == len(got)  # no row twice
     assert got == _expected_rows(db_engine)
     assert any(len(g) == 3 and g.startswith("é") for g, *_ in got)  # lowered by the database, as it matches names
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_the_migration_fills_run_gram_from_the_runs_already_there(backend, tmp_path, request):
+    url = f"sqlite:///{tmp_path / 'old.db'}" if backend == "sqlite" else request.getfixturevalue("postgres_empty_url")
+    upgrade(url, "0014")
+    names = ["aaaaaaa", "Run-RUN-run-1", "ab", "ÉLAN-élan", "x" * 200, "run-1", "run-1"]  # repeats, short, twins
+    engine = make_engine(url)
+    try:
+        with engine.begin() as conn:
+            for i, name in enumerate(names):
+                conn.execute(text("INSERT INTO run (name, dataset, spec, status, cancel_requested, created_at, "
+                                  "attempt, techniques, archived) VALUES (:n, 'pets', '{}', 'succeeded', FALSE, "
+                                  ":t, 1, '[]', :a)"), {"n": name, "t": f"2026-01-0{i + 1} 00:00:00", "a": i % 2 == 1})
+        upgrade(url)
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT gram, project_id, archived, created_at, run_id, name FROM run_gram")).all()
+        got = {(g, p, bool(a), str(c), r, name) for g, p, a, c, r, name in rows}
+        assert len(rows) == len(got) == len(_expected_rows(engine))  # each run's distinct trigrams, none twice
+        assert got == _expected_rows(engine)
+        assert sum(1 for g, *_ in got if g == "aaa") == 1 and not any(r[5] == "ab" for r in got)
+    finally:
+        engine.dispose()
 
 
 def _walk(session, needle: str, order: str, archived, limit: int, **also) -> tuple[list[int], list[int]]:

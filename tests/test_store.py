@@ -96,6 +96,16 @@ def test_migrations_create_every_table_and_match_the_models(db_url, db_engine):
     upgrade(db_url)  # a second upgrade (every process start) is a no-op
 
 
+@pytest.mark.parametrize("column", ["priority", "status"])
+def test_the_migrated_database_refuses_a_value_outside_a_columns_choices(db_engine, column):
+    run_id = _new_run(db_engine)
+    with db_engine.connect() as conn, pytest.raises(IntegrityError, match=f"ck_run_{column}"):
+        conn.execute(text(f"UPDATE run SET {column} = 'urgent' WHERE id = :id"), {"id": run_id})
+    with db_engine.connect() as conn:
+        assert conn.execute(text(f"SELECT {column} FROM run WHERE id = :id"), {"id": run_id}).scalar_one() in (
+            "normal", "queued")
+
+
 def test_sqlite_connections_get_wal_busy_timeout_and_foreign_keys(sqlite_engine):
     with sqlite_engine.connect() as conn:
         pragma = lambda name: conn.exec_driver_sql(f"PRAGMA {name}").scalar()  # noqa: E731

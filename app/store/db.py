@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import os
 import zlib
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,6 +25,8 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 # Any fixed 64-bit key works; every fitboard process must agree on it.
 PG_MIGRATE_LOCK = zlib.crc32(b"fitboard.migrate")
 MIGRATE_CACHE_KIB = 256 * 1024
+# SQLite's sorter (index builds, run_gram's fill) merges on helper threads: 2 cut run_gram's 26 s to 22 s
+MIGRATE_SORT_THREADS = min(4, os.cpu_count() or 1)
 _READS = ("SELECT", "PRAGMA", "EXPLAIN")
 NOTIFY_CHANNEL = "fitboard_changes"  # PostgreSQL: every commit that wrote notifies it (app.web.changes listens)
 # fitboard's Alembic revision lives here; alembic_version belongs to Optuna's storage (searches share the database).
@@ -196,6 +199,7 @@ def upgrade(url: str | None = None, revision: str = "head") -> None:
             with engine.connect() as conn:
                 if engine.dialect.name == "sqlite":  # index builds sort in the page cache: 256 MiB, not 2 MiB
                     conn.exec_driver_sql(f"PRAGMA cache_size = -{MIGRATE_CACHE_KIB}")
+                    conn.exec_driver_sql(f"PRAGMA threads = {MIGRATE_SORT_THREADS}")
                 cfg.attributes["connection"] = conn
                 before = _revision(conn)
                 command.upgrade(cfg, revision)

@@ -91,14 +91,15 @@ def upgrade() -> None:
         op.execute("ANALYZE run_gram")
         return
     # SQLite: a WITHOUT ROWID table is its key's B-tree (the name beside each key); rows arrive sorted, so each
-    # lands at its end.
+    # lands at its end, and a name's repeated trigram meets its twin there (OR IGNORE): a DISTINCT would sort the
+    # 7.9 million rows of a million runs twice (51 s against 26 s).
     op.create_table('run_gram', *COLUMNS, sa.PrimaryKeyConstraint(*KEY, name='pk_run_gram'),
                     sqlite_with_rowid=False)
     op.execute(f"CREATE TABLE {POSITIONS} (p INTEGER PRIMARY KEY)")
     op.execute(f"INSERT INTO {POSITIONS} (p) WITH RECURSIVE n(p) AS (SELECT 1 UNION ALL SELECT p + 1 FROM n "
                f"WHERE p < {MAX_POSITION}) SELECT p FROM n")
-    op.execute(f"INSERT INTO run_gram (gram, project_id, archived, created_at, run_id, name) "
-               f"SELECT DISTINCT substr(lower(r.name), p, 3), r.project_id, r.archived, r.created_at, r.id, "
+    op.execute(f"INSERT OR IGNORE INTO run_gram (gram, project_id, archived, created_at, run_id, name) "
+               f"SELECT substr(lower(r.name), p, 3), r.project_id, r.archived, r.created_at, r.id, "
                f"lower(r.name) "
                f"FROM run AS r, {POSITIONS} WHERE p <= length(r.name) - 2 ORDER BY 1, 2, 3, 4, 5")
     for ddl in SQLITE_TRIGGERS:
