@@ -11,12 +11,13 @@ to that project (app.store.ownership): lists and counts show only its rows, and 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Annotated, Callable, Iterator
+from typing import Annotated, AsyncIterator, Callable
 from urllib.parse import urlencode
 
 from fastapi import Body, Depends, HTTPException, Path, Request, status
 from sqlalchemy import select
 from sqlmodel import Session
+from starlette.concurrency import run_in_threadpool
 
 from fitboard.app.core.errors import (
     NotFound,
@@ -31,6 +32,7 @@ from fitboard.app.core.schemas import MAX_ID
 from fitboard.app.store import people as people_store
 from fitboard.app.store.db import session_scope
 from fitboard.app.store.models import DEFAULT_PROJECT_ID, Prediction, Run, Search, Sweep
+from fitboard.app.web.deps import on_the_way_out
 from fitboard.app.web.principals import LOCAL_ADMIN, SITE_TOKEN, Principal
 from fitboard.app.web.security import TOO_MANY, check_csrf, client_address, form_data, logged_in, token_matches
 
@@ -253,21 +255,32 @@ def _audit_target(request: Request) -> str:
     return request.url.path
 
 
-def guard(request: Request) -> Iterator[Access]:
+def _checked(request: Request) -> Access:
+    """check() in a session of its own (run in a worker thread: it reads the database)."""
+    with session_scope(request.app.state.engine) as session:
+        return check(request, session)
+
+
+def _audit(request: Request, access: Access, notes: list[tuple[str, str]]) -> None:
+    """Write the audit rows of a route that succeeded."""
+    who = access.principal
+    with session_scope(request.app.state.engine) as session:
+        for action, target in notes:
+            people_store.record(session, who.name, who.person_id, action, target, access.project_id, access.address)
+
+
+async def guard(request: Request) -> AsyncIterator[Access]:
     """The access dependency: checks, hands the route its Access, then writes the audit rows of a route that
     succeeded (a route that raised records nothing)."""
-    with session_scope(request.app.state.engine) as session:
-        access = check(request, session)
+    # Async, each database step sent to a worker thread by itself: a sync generator dependency took two trips
+    # through the thread pool (in and out), and most routes write no audit row on the way out.
+    access = await run_in_threadpool(_checked, request)
     request.state.access = access
     yield access
     rule = rule_of(request.scope["route"].endpoint)
     notes = access.notes + ([(rule.audit, _audit_target(request))] if rule and rule.audit else [])
     if notes:
-        who = access.principal
-        with session_scope(request.app.state.engine) as session:
-            for action, target in notes:
-                people_store.record(session, who.name, who.person_id, action, target, access.project_id,
-                                    access.address)
+        await on_the_way_out(_audit, request, access, notes)
 
 
 # The route's own bound, checked here too: this dependency runs before the route's path parameter is validated.

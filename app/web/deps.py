@@ -2,25 +2,54 @@
 artifact store."""
 from __future__ import annotations
 
-from typing import Annotated, Iterator
+import functools
+from typing import Annotated, AsyncIterator, Callable
 
+import anyio.to_thread
+from anyio import CancelScope, CapacityLimiter
 from fastapi import Depends, Request
 from sqlmodel import Session
 
 from fitboard.app.core.artifacts import ArtifactStore, store_for
 from fitboard.app.core.settings import Settings
 from fitboard.app.services.queue import Publisher
-from fitboard.app.store.db import session_scope
 from fitboard.app.store.ownership import scope_session
 
 
-def get_session(request: Request) -> Iterator[Session]:
-    """One database session per request, committed and closed when the route function returns."""
-    with session_scope(request.app.state.engine) as session:
-        access = getattr(request.state, "access", None)  # set by the access check, which every route runs first
-        if access is not None:
-            scope_session(session, access.project_id, access.principal.person_id)
+async def get_session(request: Request) -> AsyncIterator[Session]:
+    """One database session per request, committed (rolled back if the route raised) and closed in a worker thread
+    when the route function returns."""
+    # Async: opening a session touches no database (it connects at its first query), so only its end needs a worker
+    # thread; as a sync generator dependency each end took a trip through the thread pool.
+    session = Session(request.app.state.engine, expire_on_commit=False)  # as session_scope's
+    access = getattr(request.state, "access", None)  # set by the access check, which every route runs first
+    if access is not None:
+        scope_session(session, access.project_id, access.principal.person_id)
+    try:
         yield session
+    except BaseException:
+        await on_the_way_out(_end, session, False)
+        raise
+    await on_the_way_out(_end, session, True)
+
+
+def _end(session: Session, commit: bool) -> None:
+    """Commit (or roll back) and close a request's session."""
+    try:
+        if commit:
+            session.commit()
+        else:
+            session.rollback()
+    finally:
+        session.close()
+
+
+async def on_the_way_out(fn: Callable[..., None], *args) -> None:
+    """Run a dependency's closing step in a worker thread, as FastAPI runs a sync dependency's: shielded from the
+    request's cancellation (a client gone mid-answer still gets its session closed) and outside the thread pool's
+    capacity (a closing step that waited for a thread held by requests waiting for its connection would deadlock)."""
+    with CancelScope(shield=True):
+        await anyio.to_thread.run_sync(functools.partial(fn, *args), limiter=CapacityLimiter(1))
 
 
 def get_settings_dep(request: Request) -> Settings:
