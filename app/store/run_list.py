@@ -504,6 +504,8 @@ def _sql_offset(f: RunFilter, field: str, counts: list[int], start: tuple | None
 # What a summary of a run never shows: its largest columns, left unread (and unparsed, three of them JSON) when the
 # caller asks for summaries; reading one anyway raises instead of costing a query per run.
 FULL_ONLY = (Run.spec, Run.result, Run.progress, Run.traceback)
+# Built once: loader options are immutable, and building four took a few per cent of a short list's time
+_SUMMARY_ONLY = tuple(sa.orm.defer(column, raiseload=True) for column in FULL_ONLY)
 
 
 def _load(session: Session, positions: list[tuple], summary: bool) -> list[Run]:
@@ -513,7 +515,7 @@ def _load(session: Session, positions: list[tuple], summary: bool) -> list[Run]:
         return []
     query = sa.select(Run).where(Run.id.in_(ids))
     if summary:
-        query = query.options(*(sa.orm.defer(column, raiseload=True) for column in FULL_ONLY))
+        query = query.options(*_SUMMARY_ONLY)
     rows = {r.id: r for r in session.exec(query).scalars()}
     return [rows[i] for i in ids if i in rows]
 
