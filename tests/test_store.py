@@ -299,6 +299,25 @@ def test_record_epoch_twice_keeps_one_row_with_the_last_values(db_engine):
     assert (rows[0].train_loss, rows[0].metrics["accuracy"]) == (0.4, 0.7)
 
 
+def test_epoch_and_progress_writes_commit_without_waiting_for_the_wal_and_other_writes_wait(postgres_engine):
+    run_id = _new_run(postgres_engine, claim_by="host:1")
+
+    def setting(s) -> str:
+        return s.connection().exec_driver_sql("SHOW synchronous_commit").scalar()
+
+    with session_scope(postgres_engine) as s:
+        runs.record_epoch(s, run_id, _epoch(0, 0))
+        assert setting(s) == "off"  # this transaction only (SET LOCAL): the row is written again by a resume
+    with session_scope(postgres_engine) as s:
+        runs.record_progress(s, run_id, {"batch": 1, "total": 2})
+        assert setting(s) == "off"
+    with session_scope(postgres_engine) as s:
+        assert setting(s) == "on"  # the next transaction on the pooled connection: state changes wait for the disk
+        assert runs.list_epochs(s, run_id)[0].epoch == 0
+    with session_scope(postgres_engine) as s, pytest.raises(errors.RunNotFound):
+        runs.record_epoch(s, 10**6, _epoch(0, 0))
+
+
 def test_epochs_list_in_training_order_and_diverged_losses_read_back_as_null(db_engine):
     run_id = _new_run(db_engine, claim_by="host:1")
     with session_scope(db_engine) as s:
