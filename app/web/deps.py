@@ -13,38 +13,29 @@ from sqlmodel import Session
 from fitboard.app.core.artifacts import ArtifactStore, store_for
 from fitboard.app.core.settings import Settings
 from fitboard.app.services.queue import Publisher
+from fitboard.app.store.db import session_scope
 from fitboard.app.store.ownership import scope_session
 
 
 async def get_session(request: Request) -> AsyncIterator[Session]:
-    """One database session per request, committed (rolled back if the route raised) and closed in a worker thread
-    when the route function returns."""
+    """One database session per request (session_scope's), committed (rolled back if the route raised) and closed in
+    a worker thread when the route function returns."""
     # Async: opening a session touches no database (it connects at its first query), so only its end needs a worker
     # thread; as a sync generator dependency each end took a trip through the thread pool.
-    session = Session(request.app.state.engine, expire_on_commit=False)  # as session_scope's
+    scope = session_scope(request.app.state.engine)
+    session = scope.__enter__()
     access = getattr(request.state, "access", None)  # set by the access check, which every route runs first
     if access is not None:
         scope_session(session, access.project_id, access.principal.person_id)
     try:
         yield session
-    except BaseException:
-        await on_the_way_out(_end, session, False)
+    except BaseException as exc:
+        await on_the_way_out(scope.__exit__, type(exc), exc, exc.__traceback__)
         raise
-    await on_the_way_out(_end, session, True)
+    await on_the_way_out(scope.__exit__, None, None, None)
 
 
-def _end(session: Session, commit: bool) -> None:
-    """Commit (or roll back) and close a request's session."""
-    try:
-        if commit:
-            session.commit()
-        else:
-            session.rollback()
-    finally:
-        session.close()
-
-
-async def on_the_way_out(fn: Callable[..., None], *args) -> None:
+async def on_the_way_out(fn: Callable[..., object], *args) -> None:
     """Run a dependency's closing step in a worker thread, as FastAPI runs a sync dependency's: shielded from the
     request's cancellation (a client gone mid-answer still gets its session closed) and outside the thread pool's
     capacity (a closing step that waited for a thread held by requests waiting for its connection would deadlock)."""
