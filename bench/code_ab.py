@@ -1,5 +1,6 @@
 """Two versions of fitboard side by side on one database: a `fitboard web` from each checkout, the same requests sent
-to each in turn (so both see the same load), p50 wall time of each and the ratio.
+to each in turn (so both see the same load), p50 wall time of each, the ratio, and each server's CPU time per request
+(less moved by other work on the machine than the wall time).
 
     git worktree add /tmp/before <commit>
     python bench/code_ab.py /tmp/before . sqlite:////tmp/scale/10k.db /api/v1/runs '/api/v1/runs?tag=x' /runs
@@ -21,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
 import httpx  # noqa: E402
-from web import fitboard_env, free_port, spawn, stop_process, wait_http  # noqa: E402
+from web import cpu_times, fitboard_env, free_port, spawn, stop_process, wait_http  # noqa: E402
 
 
 def serve(checkout: Path, db_url: str, work: Path):
@@ -53,17 +54,21 @@ def main() -> None:
                     response.raise_for_status()
                     return (time.perf_counter() - start) * 1000
 
-                print(f"{'path':55s} {'before':>9s} {'after':>9s}  after/before")
+                print(f"{'path':55s} {'before':>9s} {'after':>9s}  after/before   cpu ms/request before, after")
                 for path in args.paths:
                     for _, base in servers:
                         for _ in range(10):
                             timed(base, path)
                     times: list[list[float]] = [[], []]
+                    cpu_start = [sum(cpu_times(proc.pid)) for proc, _ in servers]
                     for _ in range(args.requests):
                         for i, (_, base) in enumerate(servers):
                             times[i].append(timed(base, path))
+                    cpu = [(sum(cpu_times(proc.pid)) - start) * 1000 / args.requests
+                           for (proc, _), start in zip(servers, cpu_start)]
                     before, after = statistics.median(times[0]), statistics.median(times[1])
-                    print(f"{path:55s} {before:6.1f} ms {after:6.1f} ms  x{after / before:.2f}")
+                    print(f"{path:55s} {before:6.1f} ms {after:6.1f} ms  x{after / before:.2f}"
+                          f"          {cpu[0]:5.1f}, {cpu[1]:5.1f} (x{cpu[1] / cpu[0]:.2f})")
         finally:
             for proc, _ in servers:
                 stop_process(proc)

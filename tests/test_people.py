@@ -357,8 +357,12 @@ def test_the_site_token_stays_a_site_admin_and_zero_config_ends_with_the_first_p
     with TestClient(create_app(open_settings)) as client:
         assert client.get("/api/v1/me").json()["via"] == "local"  # nobody configured: the local admin, no login
         assert client.post("/api/v1/runs", json=tiny_recipe()).status_code == 201
+        # "nobody has an account" is remembered per access generation: asked again, it is not read from the table
+        stranger = {"Authorization": "Bearer " + "x" * 40}
+        assert client.get("/api/v1/me", headers=stranger).json()["via"] == "local"
         add(sqlite_url, ("person", "root", "admin"))
         assert client.get("/api/v1/runs").status_code == 401  # the first person turns logins on
+        assert client.get("/api/v1/runs", headers=stranger).status_code == 401
         assert client.get("/runs", follow_redirects=False).headers["location"].startswith("/login")
     with TestClient(create_app(Settings(home=tmp_path, database_url=sqlite_url, data_root=data_root,
                                         api_token=TOKEN))) as client:

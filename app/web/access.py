@@ -102,7 +102,7 @@ def _unauthenticated(request: Request) -> HTTPException:
     return HTTPException(303, "log in first", headers={"Location": "/login?" + urlencode({"next": target})})
 
 
-def _bearer(request: Request, session: Session) -> Principal:
+def _bearer(request: Request, session: Session, generation: int) -> Principal:
     """The principal a bearer token stands for; 401 (counted by the throttle) for any other token."""
     state, header = request.app.state, request.headers.get("authorization", "")
     token, site = header[7:].strip(), state.settings.api_token
@@ -115,7 +115,7 @@ def _bearer(request: Request, session: Session) -> Principal:
     who = state.directory.by_token(session, token)
     if who is not None:
         return who
-    if not site and not state.directory.people_exist(session):
+    if not site and not state.directory.people_exist(session, generation):
         return LOCAL_ADMIN  # zero-config: nothing to check a token against
     throttle.fail(address)
     raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid, revoked or expired API token",
@@ -126,15 +126,15 @@ def identify(request: Request, session: Session) -> Principal | None:
     """Who is calling: a bearer token, a person's browser session, a site-token login, or the local admin when
     nobody is configured; None for an anonymous caller where logins are on."""
     state = request.app.state
-    state.directory.sync(session)
+    generation = state.directory.sync(session)
     if request.headers.get("authorization", "")[:7].lower() == "bearer ":
-        return _bearer(request, session)
+        return _bearer(request, session, generation)
     person, version = request.session.get("person"), request.session.get("version")
     if isinstance(person, int) and isinstance(version, int):
         return state.directory.by_session(session, person, version)
     if state.settings.api_token:
         return SITE_TOKEN if logged_in(request) else None
-    return None if state.directory.people_exist(session) else LOCAL_ADMIN
+    return None if state.directory.people_exist(session, generation) else LOCAL_ADMIN
 
 
 def _check_scope(request: Request, who: Principal, rule: Rule) -> None:

@@ -65,9 +65,10 @@ class Directory:
         self._touched: dict[int, float] = {}
         self._projects: dict[int, str] | None = None  # every project: id -> name
         self.people_seen: tuple[float, bool] = (0.0, False)  # (when checked, people exist) for the fast path
+        self._nobody_at: int | None = None  # a generation at which nobody had an account
 
-    def sync(self, session: Session) -> None:
-        """Read the generation; drop every cached principal when it moved."""
+    def sync(self, session: Session) -> int:
+        """Read the generation; drop every cached principal when it moved. Returns the generation read."""
         current = store.generation(session)
         with self._lock:
             if current != self._generation:
@@ -75,6 +76,7 @@ class Directory:
                 self._sessions.clear()
                 self._projects = None
                 self._generation = current
+        return current
 
     def projects(self, session: Session) -> dict[int, str]:
         """Every project: id -> name (a new project moves the generation, so this is never stale past a sync)."""
@@ -82,9 +84,18 @@ class Directory:
             self._projects = store.projects(session)
         return self._projects
 
-    def people_exist(self, session: Session) -> bool:
-        """True once any person exists (then every caller must identify); remembered for the fast path."""
-        exist = self.people_seen[1] or store.people_exist(session)  # a person is never removed, only disabled
+    def people_exist(self, session: Session, generation: int | None = None) -> bool:
+        """True once any person exists (then every caller must identify); remembered for the fast path. generation:
+        the one this session read (sync) before asking, so "nobody" read at that generation need not be asked again:
+        adding a person moves the generation in the same transaction, and a person is never removed, only disabled."""
+        if self.people_seen[1]:
+            exist = True
+        elif generation is not None and generation == self._nobody_at:
+            exist = False
+        else:
+            exist = store.people_exist(session)
+            if not exist and generation is not None:
+                self._nobody_at = generation
         self.people_seen = (time.monotonic(), exist)
         return exist
 
