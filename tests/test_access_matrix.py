@@ -8,11 +8,18 @@ site admin gets for the same request (a 422 for the deliberately empty bodies, a
 """
 from __future__ import annotations
 
+import re
+
 import pytest
+from fastapi import Depends, HTTPException, Request
 from fastapi.routing import iter_route_contexts
 from fastapi.testclient import TestClient
+from sqlalchemy import event
 
-from fitboard.app.web.access import rule_of
+from fitboard.app.core.settings import Settings
+from fitboard.app.web.access import AccessDep, needs, rule_of
+from fitboard.app.web.app import create_app
+from fitboard.app.web.deps import SessionDep
 from tests.people_world import build
 from tests.store_fixtures import *  # noqa: F401,F403
 
@@ -203,3 +210,41 @@ def test_the_matrix(world):
 @pytest.mark.parametrize("method,path", sorted(PUBLIC))
 def test_public_routes_answer_anyone(world, method, path):
     assert TestClient(world.app).request(method, path).status_code == 200
+
+
+def test_a_request_takes_one_connection_and_every_route_gives_it_back(sqlite_url, tmp_path, data_root):
+    """The access check's session is the route's own: a list checks out one connection, not one for the check and
+    one for the route; and every route gives it back, whether it answers, refuses, or is refused before the step
+    that takes the session over (a 404, a 422 for a bad path, query or body)."""
+    app = create_app(Settings(home=tmp_path, database_url=sqlite_url, data_root=data_root))
+    pool, checkouts = app.state.engine.pool, []
+    event.listen(pool, "checkout", lambda *_: checkouts.append(1))
+    client = TestClient(app, follow_redirects=False)  # no lifespan: no reconciler thread shares the pool
+    assert client.get("/api/v1/runs").json()["total"] == 0
+    checkouts.clear()  # the first request also asked, in front of the routes, whether anyone has an account
+    assert client.get("/api/v1/runs").json()["total"] == 0
+    assert len(checkouts) == 1
+    assert client.get("/api/v1/runs?limit=0").status_code == 422
+    answered = set()
+    for method, path, _ in routes(app):
+        filled = re.sub(r"\{(\w+)\}", lambda m: "0" if m[1] == "k" else "999999" if m[1].endswith("_id") else "nope",
+                        path)
+        for target in (filled, filled.replace("999999", "x")):
+            answered.add(client.request(method, target).status_code)
+            assert pool.checkedout() == 0, f"{method} {target} kept its connection"
+    assert {200, 404, 422} <= answered
+    # A dependency that refuses the request before the route's session is asked for: the check's session, handed
+    # on, is never taken, and the access dependency ends it (the request's state is kept, so that the garbage
+    # collector cannot give the connection back instead).
+    kept = []
+
+    def refuse(request: Request) -> None:
+        kept.append(request.state)
+        raise HTTPException(409, "refused before the session")
+
+    @app.get("/refused-first")
+    @needs("read")
+    def refused_first(access: AccessDep, refused=Depends(refuse), session: SessionDep = None) -> dict:
+        return {}
+    assert client.get("/refused-first").status_code == 409
+    assert kept and pool.checkedout() == 0

@@ -32,7 +32,7 @@ from fitboard.app.core.schemas import MAX_ID
 from fitboard.app.store import people as people_store
 from fitboard.app.store.db import session_scope
 from fitboard.app.store.models import DEFAULT_PROJECT_ID, Prediction, Run, Search, Sweep
-from fitboard.app.web.deps import on_the_way_out
+from fitboard.app.web.deps import get_session, on_the_way_out
 from fitboard.app.web.principals import LOCAL_ADMIN, SITE_TOKEN, Principal
 from fitboard.app.web.security import TOO_MANY, check_csrf, client_address, form_data, logged_in, token_matches
 
@@ -255,10 +255,30 @@ def _audit_target(request: Request) -> str:
     return request.url.path
 
 
-def _checked(request: Request) -> Access:
-    """check() in a session of its own (run in a worker thread: it reads the database)."""
-    with session_scope(request.app.state.engine) as session:
-        return check(request, session)
+def _checked(request: Request, keep: bool) -> tuple[Access, tuple | None]:
+    """check() in a new session (run in a worker thread: it reads the database); keep: the route asks for the
+    request's session, so this one is handed on (with its scope, to end it) instead of closed here."""
+    scope = session_scope(request.app.state.engine)
+    session = scope.__enter__()
+    try:
+        access = check(request, session)
+    except BaseException as exc:
+        scope.__exit__(type(exc), exc, exc.__traceback__)
+        raise
+    if not keep:
+        scope.__exit__(None, None, None)
+        return access, None
+    return access, (scope, session)
+
+
+def _asks_session(route) -> bool:
+    """Whether the route's dependencies include get_session, at any depth (found once, kept on the route)."""
+    def walk(dependant) -> bool:
+        return any(d.call is get_session or walk(d) for d in dependant.dependencies)
+    asks = getattr(route, "fitboard_asks_session", None)
+    if asks is None:
+        asks = route.fitboard_asks_session = walk(route.dependant)
+    return asks
 
 
 def _audit(request: Request, access: Access, notes: list[tuple[str, str]]) -> None:
@@ -274,10 +294,19 @@ async def guard(request: Request) -> AsyncIterator[Access]:
     succeeded (a route that raised records nothing)."""
     # Async, each database step sent to a worker thread by itself: a sync generator dependency took two trips
     # through the thread pool (in and out), and most routes write no audit row on the way out.
-    access = await run_in_threadpool(_checked, request)
-    request.state.access = access
-    yield access
-    rule = rule_of(request.scope["route"].endpoint)
+    # The check's session becomes the route's own (get_session takes it): one connection a request, not two, which
+    # on PostgreSQL saves a checkout's ping, a BEGIN and a COMMIT.
+    route = request.scope["route"]
+    access, handed = await run_in_threadpool(_checked, request, _asks_session(route))
+    request.state.access, request.state.handed_session = access, handed
+    try:
+        yield access
+    finally:
+        # The route never took it (a dependency before get_session refused the request): ended here.
+        if (left := request.state.handed_session) is not None:
+            request.state.handed_session = None
+            await on_the_way_out(left[0].__exit__, None, None, None)
+    rule = rule_of(route.endpoint)
     notes = access.notes + ([(rule.audit, _audit_target(request))] if rule and rule.audit else [])
     if notes:
         await on_the_way_out(_audit, request, access, notes)

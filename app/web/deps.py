@@ -22,8 +22,13 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
     a worker thread when the route function returns."""
     # Async: opening a session touches no database (it connects at its first query), so only its end needs a worker
     # thread; as a sync generator dependency each end took a trip through the thread pool.
-    scope = session_scope(request.app.state.engine)
-    session = scope.__enter__()
+    handed = getattr(request.state, "handed_session", None)  # the access check's session, already connected
+    if handed is not None:
+        request.state.handed_session = None
+        scope, session = handed
+    else:
+        scope = session_scope(request.app.state.engine)
+        session = scope.__enter__()
     access = getattr(request.state, "access", None)  # set by the access check, which every route runs first
     if access is not None:
         scope_session(session, access.project_id, access.principal.person_id)

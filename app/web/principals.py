@@ -149,7 +149,10 @@ class Directory:
     def _touch(self, session: Session, token_id: int | None, now: float) -> None:
         if token_id is not None and self._touched.get(token_id, -TOUCH_EVERY) < now - TOUCH_EVERY:
             self._touched[token_id] = now
-            store.touch_token(session, token_id)
+            # In a transaction of its own: the check's session goes on to serve the route, which must not start
+            # holding SQLite's write lock (or lose the write to its own rollback) because of this.
+            with session_scope(session.get_bind()) as own:
+                store.touch_token(own, token_id)
 
     def by_session(self, session: Session, person_id: int, version: int) -> Principal | None:
         """The person a browser session stands for, or None once they were disabled or the session was ended."""
