@@ -8,7 +8,7 @@ import subprocess
 import sys
 import threading
 import traceback
-from datetime import timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -288,8 +288,11 @@ def test_session_scope_rolls_back_when_the_block_raises(db_engine):
 
 def test_record_epoch_twice_keeps_one_row_with_the_last_values(db_engine):
     run_id = _new_run(db_engine, claim_by="host:1")
+    before = datetime.now(timezone.utc)
     with session_scope(db_engine) as s:
         runs.record_epoch(s, run_id, _epoch(0, 0, loss=0.9, acc=0.5))
+    with session_scope(db_engine) as s:
+        first_written = runs.list_epochs(s, run_id)[0].created_at
     with session_scope(db_engine) as s:
         runs.record_epoch(s, run_id, _epoch(0, 0, loss=0.4, acc=0.7))  # a redelivery with newer values
         runs.record_epoch(s, run_id, _epoch(1, 0, loss=0.3, acc=0.8))
@@ -297,6 +300,8 @@ def test_record_epoch_twice_keeps_one_row_with_the_last_values(db_engine):
         rows = runs.list_epochs(s, run_id)
     assert [(r.stage, r.epoch) for r in rows] == [(0, 0), (1, 0)]
     assert (rows[0].train_loss, rows[0].metrics["accuracy"]) == (0.4, 0.7)
+    # stored in UTC when first written, and kept by the redelivery
+    assert before <= first_written == rows[0].created_at <= rows[1].created_at <= datetime.now(timezone.utc)
 
 
 def test_epoch_and_progress_writes_commit_without_waiting_for_the_wal_and_other_writes_wait(postgres_engine):

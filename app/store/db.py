@@ -95,6 +95,11 @@ def _notify_on_commit(engine: Engine) -> None:
         conn.info.pop("fitboard_wrote", None)
 
 
+def notify_sent(conn) -> None:
+    """A statement of this transaction sent its NOTIFY itself (in its own round trip): the commit sends none."""
+    conn.info.pop("fitboard_wrote", None)
+
+
 def driver_url(url: str) -> str:
     """A bare postgresql:// means psycopg2 here, the driver fitboard ships (SQLAlchemy 2.1 would pick psycopg 3)."""
     return ("postgresql+psycopg2://" + url.split("://", 1)[1] if url.startswith(("postgresql://", "postgres://"))

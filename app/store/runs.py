@@ -22,6 +22,7 @@ from fitboard.app.core.redact import redact
 from fitboard.app.core.run_meta import tags_column
 from fitboard.app.core.status import FINISHED, LIVE, RunStatus
 from fitboard.app.store.attempts import end_attempt, start_attempt
+from fitboard.app.store.db import NOTIFY_CHANNEL, json_dumps, notify_sent
 from fitboard.app.store.models import Artifact, EpochRow, LRFind, Run, RunAttempt, RunTag, Worker, utcnow
 from fitboard.app.store.ownership import scoped_project
 from fitboard.app.store.run_list import RunFilter, RunsPage, page_runs
@@ -127,15 +128,42 @@ def telemetry_commit(session: Session) -> None:
         session.connection().exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
 
 
+_EPOCH_KEYS, _EPOCH_KEPT = ("run_id", "stage", "epoch"), ("created_at",)
+
+
+def _pg_epoch_write() -> str:
+    """PostgreSQL: an epoch row's whole write as one round trip (the pool's ping, BEGIN and COMMIT aside): the
+    telemetry commit, the NOTIFY that wakes the event streams, and the upsert, which stores nothing when the run
+    does not exist (its rowcount says which). Every worker sends it every epoch: seven round trips took 1.2-1.4 ms."""
+    table = EpochRow.__table__
+    names = [c.name for c in table.c]
+    values = ", ".join(f"%({n})s::json" if n == "metrics" else f"%({n})s" for n in names)
+    changed = ", ".join(f"{n} = excluded.{n}" for n in names if n not in _EPOCH_KEYS + _EPOCH_KEPT)
+    return (f"SET LOCAL synchronous_commit TO OFF; NOTIFY {NOTIFY_CHANNEL}; "
+            f"INSERT INTO {table.name} ({', '.join(names)}) SELECT {values} "
+            f"WHERE EXISTS (SELECT 1 FROM {Run.__table__.name} WHERE id = %(run_id)s) "
+            f"ON CONFLICT ({', '.join(_EPOCH_KEYS)}) DO UPDATE SET {changed}")
+
+
+_PG_EPOCH_WRITE = _pg_epoch_write()
+
+
 def record_epoch(session: Session, run_id: int, row: EpochEvent) -> None:
     """Store one epoch row; a repeat of the same (stage, epoch) overwrites it, so redelivery never duplicates."""
-    telemetry_commit(session)
-    _status(session, run_id)
     values = {"run_id": run_id, "stage": row.stage, "epoch": row.epoch, "train_loss": finite_float(row.train_loss),
               "valid_loss": finite_float(row.valid_loss), "metrics": dict(row.metrics),
               "seconds": finite_float(row.seconds),
               "created_at": utcnow()}
-    upsert(session, EpochRow, values, keys=("run_id", "stage", "epoch"), keep=("created_at",))
+    conn = session.connection()
+    if conn.dialect.name == "postgresql":
+        stored = conn.exec_driver_sql(_PG_EPOCH_WRITE, {**values, "metrics": json_dumps(values["metrics"]),
+                                                        "created_at": values["created_at"].replace(tzinfo=None)})
+        notify_sent(conn)
+        if stored.rowcount != 1:
+            raise RunNotFound(run_id)
+        return
+    _status(session, run_id)
+    upsert(session, EpochRow, values, keys=_EPOCH_KEYS, keep=_EPOCH_KEPT)
 
 
 def record_epochs(session: Session, run_id: int, rows: list[EpochEvent]) -> None:

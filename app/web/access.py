@@ -33,7 +33,7 @@ from fitboard.app.store import people as people_store
 from fitboard.app.store.db import session_scope
 from fitboard.app.store.models import DEFAULT_PROJECT_ID, Prediction, Run, Search, Sweep
 from fitboard.app.web.deps import get_session, on_the_way_out
-from fitboard.app.web.principals import LOCAL_ADMIN, SITE_TOKEN, Principal
+from fitboard.app.web.principals import LOCAL_ADMIN, SITE_TOKEN, WROTE, Principal
 from fitboard.app.web.security import TOO_MANY, check_csrf, client_address, form_data, logged_in, token_matches
 
 LEVELS = ("open", "self", "read", "member", "admin", "site")
@@ -265,7 +265,9 @@ def _checked(request: Request, keep: bool) -> tuple[Access, tuple | None]:
     except BaseException as exc:
         scope.__exit__(type(exc), exc, exc.__traceback__)
         raise
-    if not keep:
+    # A check that wrote (a token's last use, once a minute) commits it now: handed on, its write lock (SQLite) or
+    # row lock (PostgreSQL) would be held for as long as the route runs.
+    if not keep or session.info.get(WROTE):
         scope.__exit__(None, None, None)
         return access, None
     return access, (scope, session)

@@ -24,6 +24,7 @@ from fitboard.app.store.people_models import Person
 CACHE_SECONDS = 5.0
 TOUCH_EVERY = 60.0  # a token's last_used is written at most this often (a write per request would be a hot spot)
 MAX_CACHED = 10_000
+WROTE = "fitboard_access_wrote"  # session.info: the check wrote (a token's last use), so it commits before the route
 PEOPLE_FRESH = 1.0  # seconds "nobody has an account" is trusted before any request (the header gate, the fast path)
 LEVELS = {"viewer": 1, "member": 2, "admin": 3}
 
@@ -149,10 +150,8 @@ class Directory:
     def _touch(self, session: Session, token_id: int | None, now: float) -> None:
         if token_id is not None and self._touched.get(token_id, -TOUCH_EVERY) < now - TOUCH_EVERY:
             self._touched[token_id] = now
-            # In a transaction of its own: the check's session goes on to serve the route, which must not start
-            # holding SQLite's write lock (or lose the write to its own rollback) because of this.
-            with session_scope(session.get_bind()) as own:
-                store.touch_token(own, token_id)
+            store.touch_token(session, token_id)
+            session.info[WROTE] = True
 
     def by_session(self, session: Session, person_id: int, version: int) -> Principal | None:
         """The person a browser session stands for, or None once they were disabled or the session was ended."""
