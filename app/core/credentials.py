@@ -1,6 +1,7 @@
 """Passwords (argon2id hashes) and person API tokens (random, kept as SHA-256 digests), and the names people pick."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import secrets
@@ -15,8 +16,20 @@ MIN_PASSWORD = 8
 MAX_PASSWORD = 1024  # argon2 hashes any length; a bound keeps a login request cheap to refuse
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 _hasher = PasswordHasher()
-# A hash of nothing, verified when the account does not exist, so a wrong name takes as long as a wrong password.
-_DUMMY = _hasher.hash("fitboard: no such account")
+
+
+@functools.cache
+def _dummy() -> str:
+    """A hash of nothing, verified when the account does not exist, so a wrong name takes as long as a wrong password.
+    Made on first use, not on import: an argon2 hash costs 0.2-0.3 s of CPU, paid by every process that imports the
+    web app (each CLI command, worker and server) though few of them ever check a password; create_app makes it."""
+    return _hasher.hash("fitboard: no such account")
+
+
+def prepare_dummy() -> None:
+    """Make the dummy hash now (the web app, at start), so that even a process's first login to an unknown name
+    takes no longer than a wrong password."""
+    _dummy()
 
 
 def check_name(name: str, field: str = "name") -> str:
@@ -44,7 +57,7 @@ def verify_password(stored: str | None, password: str) -> bool:
     if not isinstance(password, str) or len(password) > MAX_PASSWORD:
         return False
     try:
-        return _hasher.verify(stored or _DUMMY, password) and stored is not None
+        return _hasher.verify(stored or _dummy(), password) and stored is not None
     except (VerificationError, InvalidHashError):
         return False
 

@@ -17,6 +17,7 @@ from fitboard.app.api import searches as api_searches
 from fitboard.app.api import sweeps as api_sweeps
 from fitboard.app.api import tracked as api_tracked
 from fitboard.app.api import workers as api_workers
+from fitboard.app.core.credentials import prepare_dummy
 from fitboard.app.core.redact import install_log_redaction
 from fitboard.app.core.resources import static_dir
 from fitboard.app.core.settings import Settings, get_settings
@@ -62,6 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app: schema brought up to date, database engine and publisher on app.state."""
     settings = settings or get_settings()
     check_token_strength(settings)
+    prepare_dummy()
     install_log_redaction()
     private_home(settings)
     url = default_database_url(settings)
