@@ -9,15 +9,10 @@ import subprocess
 import sys
 import threading
 
-import uvicorn
-
 from fitboard.app.core.settings import Settings
 from fitboard.app.services.datasets import ensure_demo_dataset
 from fitboard.app.services.queue import DEFAULT_QUEUE
 from fitboard.app.store.db import session_scope
-from fitboard.app.web.app import create_app
-from fitboard.app.web.handoff import HandingOver, fork_stream_process
-from fitboard.app.web.security import MIN_TOKEN_CHARS
 from fitboard.worker.cli.common import EXIT_INVALID, EXIT_OK, add_data_root, settings_from, store_engine
 from fitboard.worker.cli.people import accounts_on
 
@@ -61,6 +56,8 @@ def refuse_open_network(settings: Settings, host: str, insecure: bool) -> bool:
     """Without an API token or accounts the server is open: only loopback, unless the operator insists (says why on
     stderr).
     A token shorter than 32 characters is refused outright."""
+    from fitboard.app.web.security import MIN_TOKEN_CHARS  # the web app's modules: only for the commands that serve
+
     if settings.api_token is not None and len(settings.api_token) < MIN_TOKEN_CHARS:
         print(f"refusing to start: FITBOARD_API_TOKEN has {len(settings.api_token)} characters; use at least "
               f"{MIN_TOKEN_CHARS}, e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))'", file=sys.stderr)
@@ -82,6 +79,13 @@ def without_reconciler(app):
 
 def serve(settings: Settings, host: str, port: int) -> None:
     """Run the web app under uvicorn until Ctrl-C or SIGTERM; the bound host joins the allowed Host names."""
+    # Imported here, not with the module: every fitboard command builds its parser from this module, and the web
+    # app's import (routes, schemas, pages: half a second of CPU) is only for the commands that serve it.
+    import uvicorn
+
+    from fitboard.app.web.app import create_app
+    from fitboard.app.web.handoff import HandingOver, fork_stream_process
+
     settings = settings.model_copy(update={"bind_host": host})
     app = create_app(settings)  # migrated, session secret written: the stream process forks a copy of it
     quiet = {"log_level": "warning", "access_log": False}
