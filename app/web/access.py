@@ -255,9 +255,10 @@ def _audit_target(request: Request) -> str:
     return request.url.path
 
 
-def _checked(request: Request, keep: bool) -> tuple[Access, tuple | None]:
+def _checked(request: Request, keep: bool) -> Access:
     """check() in a new session (run in a worker thread: it reads the database); keep: the route asks for the
-    request's session, so this one is handed on (with its scope, to end it) instead of closed here."""
+    request's session, so this one is handed on (request.state.handed_session, with its scope, to end it) instead of
+    closed here."""
     scope = session_scope(request.app.state.engine)
     session = scope.__enter__()
     try:
@@ -269,8 +270,9 @@ def _checked(request: Request, keep: bool) -> tuple[Access, tuple | None]:
     # row lock (PostgreSQL) would be held for as long as the route runs.
     if not keep or session.info.get(WROTE):
         scope.__exit__(None, None, None)
-        return access, None
-    return access, (scope, session)
+    else:  # on the request, not returned: a request cancelled while this thread ran still finds it to end
+        request.state.handed_session = (scope, session)
+    return access
 
 
 def _asks_session(route) -> bool:
@@ -299,12 +301,13 @@ async def guard(request: Request) -> AsyncIterator[Access]:
     # The check's session becomes the route's own (get_session takes it): one connection a request, not two, which
     # on PostgreSQL saves a checkout's ping, a BEGIN and a COMMIT.
     route = request.scope["route"]
-    access, handed = await run_in_threadpool(_checked, request, _asks_session(route))
-    request.state.access, request.state.handed_session = access, handed
+    request.state.handed_session = None
     try:
+        access = request.state.access = await run_in_threadpool(_checked, request, _asks_session(route))
         yield access
     finally:
-        # The route never took it (a dependency before get_session refused the request): ended here.
+        # The route never took it (a dependency before get_session refused the request, or the request was
+        # cancelled): ended here.
         if (left := request.state.handed_session) is not None:
             request.state.handed_session = None
             await on_the_way_out(left[0].__exit__, None, None, None)
