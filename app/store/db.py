@@ -29,6 +29,8 @@ MIGRATE_CACHE_KIB = 256 * 1024
 MIGRATE_SORT_THREADS = min(4, os.cpu_count() or 1)
 _READS = ("SELECT", "PRAGMA", "EXPLAIN")
 NOTIFY_CHANNEL = "fitboard_changes"  # PostgreSQL: every commit that wrote notifies it (app.web.changes listens)
+NOTIFY = f"NOTIFY {NOTIFY_CHANNEL}"
+_WROTE = "fitboard_wrote"  # conn.info: this transaction wrote, so its commit notifies
 # fitboard's Alembic revision lives here; alembic_version belongs to Optuna's storage (searches share the database).
 VERSION_TABLE = "fitboard_alembic_version"
 
@@ -82,22 +84,23 @@ def _notify_on_commit(engine: Engine) -> None:
     @event.listens_for(engine, "before_cursor_execute")
     def _note_write(conn, cursor, statement, params, context, executemany):
         if not statement.lstrip().upper().startswith(_READS):
-            conn.info["fitboard_wrote"] = True
+            conn.info[_WROTE] = True
 
     @event.listens_for(engine, "commit")
     def _notify(conn):
-        if conn.info.pop("fitboard_wrote", False):
+        if conn.info.pop(_WROTE, False):
             with conn.connection.dbapi_connection.cursor() as cur:
-                cur.execute(f"NOTIFY {NOTIFY_CHANNEL}")
+                cur.execute(NOTIFY)
 
     @event.listens_for(engine, "rollback")
     def _forget(conn):
-        conn.info.pop("fitboard_wrote", None)
+        conn.info.pop(_WROTE, None)
 
 
 def notify_sent(conn) -> None:
-    """A statement of this transaction sent its NOTIFY itself (in its own round trip): the commit sends none."""
-    conn.info.pop("fitboard_wrote", None)
+    """A statement of this transaction sent its NOTIFY itself (with its write, in one round trip): the commit sends
+    none."""
+    conn.info.pop(_WROTE, None)
 
 
 def driver_url(url: str) -> str:

@@ -22,7 +22,7 @@ from fitboard.app.core.redact import redact
 from fitboard.app.core.run_meta import tags_column
 from fitboard.app.core.status import FINISHED, LIVE, RunStatus
 from fitboard.app.store.attempts import end_attempt, start_attempt
-from fitboard.app.store.db import NOTIFY_CHANNEL, json_dumps, notify_sent
+from fitboard.app.store.db import NOTIFY, json_dumps, notify_sent
 from fitboard.app.store.models import Artifact, EpochRow, LRFind, Run, RunAttempt, RunTag, Worker, utcnow
 from fitboard.app.store.ownership import scoped_project
 from fitboard.app.store.run_list import RunFilter, RunsPage, page_runs
@@ -119,13 +119,16 @@ def claim_run(session: Session, run_id: int, worker: str) -> Run | None:
     return run
 
 
+ASYNC_COMMIT = "SET LOCAL synchronous_commit TO OFF"  # this transaction's commit does not wait for the WAL
+
+
 def telemetry_commit(session: Session) -> None:
     """PostgreSQL: this transaction's commit does not wait for its WAL to reach the disk (an fsync per epoch row is
     most of a 4 ms write). Safe for rows a resume writes again: the WAL is replayed in order, so a crash that loses
     this commit loses every later one too (the checkpoint that would skip the row included), and the resumed
     attempt trains and writes the row again. SQLite in WAL mode with synchronous=NORMAL already works this way."""
     if session.get_bind().dialect.name == "postgresql":
-        session.connection().exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
+        session.connection().exec_driver_sql(ASYNC_COMMIT)
 
 
 _EPOCH_KEYS, _EPOCH_KEPT = ("run_id", "stage", "epoch"), ("created_at",)
@@ -139,7 +142,7 @@ def _pg_epoch_write() -> str:
     names = [c.name for c in table.c]
     values = ", ".join(f"%({n})s::json" if n == "metrics" else f"%({n})s" for n in names)
     changed = ", ".join(f"{n} = excluded.{n}" for n in names if n not in _EPOCH_KEYS + _EPOCH_KEPT)
-    return (f"SET LOCAL synchronous_commit TO OFF; NOTIFY {NOTIFY_CHANNEL}; "
+    return (f"{ASYNC_COMMIT}; {NOTIFY}; "
             f"INSERT INTO {table.name} ({', '.join(names)}) SELECT {values} "
             f"WHERE EXISTS (SELECT 1 FROM {Run.__table__.name} WHERE id = %(run_id)s) "
             f"ON CONFLICT ({', '.join(_EPOCH_KEYS)}) DO UPDATE SET {changed}")
