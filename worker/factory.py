@@ -70,15 +70,23 @@ def create_worker(settings: Settings | None = None) -> Worker:
         """Claim a queued run and train it (resuming after its last checkpoint)."""
         return tasks.train_run(worker, run_id)
 
+    consumers = []  # this worker's Celery consumer, once it consumes
+
     @signals.worker_shutting_down.connect(weak=False)
     def stop_current_run(**_) -> None:
-        """Warm shutdown would wait for the whole run; stop it cooperatively instead, within a batch."""
+        """Warm shutdown would wait for the whole run; stop it cooperatively instead, within a batch. An idle
+        worker's wait for a message (the embedded broker's) ends at once instead of after two 2 s polls."""
         worker.stopping.set()
+        for consumer in consumers:
+            transport = getattr(consumer.connection, "transport", None)
+            if hasattr(transport, "stop_waiting"):
+                transport.stop_waiting()
 
     @signals.worker_ready.connect(weak=False)
     def start_heartbeat(sender=None, **_) -> None:
         """Begin heartbeating once this worker's app consumes."""
         if getattr(sender, "app", celery) is celery:
+            consumers.append(sender)
             worker.start_heartbeat()
 
     return worker

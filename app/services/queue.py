@@ -10,28 +10,35 @@ from fitboard.app.core.settings import Settings, get_settings
 from fitboard.app.store.runs import DEFAULT_QUEUE
 
 TRAIN_TASK = "fitboard.train_run"
+SQLA = "sqla+"  # a broker URL for kombu's SQLAlchemy transport, the embedded broker's
+# That transport with a wait a stopping worker cuts short; named, not imported: kombu imports it on first connection.
+EMBEDDED_TRANSPORT = "fitboard.app.services.embedded_broker:Transport"
 
 
 def broker_url(settings: Settings) -> str:
     """FITBOARD_BROKER_URL, else the embedded broker: kombu's SQLAlchemy transport on a SQLite file."""
-    return settings.broker_url or f"sqla+sqlite:///{settings.home / 'broker.sqlite'}"
+    return settings.broker_url or f"{SQLA}sqlite:///{settings.home / 'broker.sqlite'}"
 
 
 def make_celery(settings: Settings) -> Celery:
     """A Celery app with fitboard's delivery guarantees: JSON only, late acks, one task at a time."""
     settings.home.mkdir(parents=True, exist_ok=True)
-    url = broker_url(settings)
+    url, kind = broker_url(settings), None
     transport = {"visibility_timeout": settings.visibility_timeout}
-    if url.startswith("sqla+sqlite"):
-        transport = {"connect_args": {"timeout": 30}}  # SQLite busy timeout: several workers poll one file
+    if url.startswith(SQLA):
+        # our subclass of kombu's SQLAlchemy transport: kombu takes a transport's class only by name, not from a URL
+        url, kind = url.removeprefix(SQLA), EMBEDDED_TRANSPORT
+        if url.startswith("sqlite"):
+            transport = {"connect_args": {"timeout": 30}}  # SQLite busy timeout: several workers poll one file
     app = Celery("fitboard", broker=url, set_as_current=False)
+    app.fitboard_embedded = kind is not None
     app.fitboard_settings = settings  # the dispatcher's policy settings travel with the publisher
     app.conf.update(
         task_serializer="json", accept_content=["json"], result_serializer="json",
         task_ignore_result=True, task_acks_late=True, task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1, task_default_queue=DEFAULT_QUEUE,
         broker_transport_options=transport, broker_connection_retry_on_startup=True,
-        worker_hijack_root_logger=False, worker_send_task_events=False,
+        worker_hijack_root_logger=False, worker_send_task_events=False, broker_transport=kind,
     )
     return app
 
@@ -74,7 +81,7 @@ def declare_queues(celery: Celery, queues: list[str], tries: int = 5) -> None:
     own process only: two workers started together on a new queue both insert it, and one dies of the
     IntegrityError (kombu_queue.name). Declared here first, a retry finds the row the other process made. Redis and
     AMQP declare idempotently: nothing to do there."""
-    if not str(celery.conf.broker_url).startswith("sqla+"):
+    if not getattr(celery, "fitboard_embedded", False):
         return
     for attempt in range(tries):
         try:
