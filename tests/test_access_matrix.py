@@ -112,20 +112,21 @@ def routes(app) -> list[tuple[str, str, object]]:
     return out
 
 
-def url(world, method: str, path: str) -> str:
-    """The path with alpha's things in it, and ?project=alpha."""
-    ids, pick = world.ids, RUN_FOR.get(path, "run")
+def url(world, method: str, path: str, ids: dict | None = None, project: str = "alpha") -> str:
+    """The path with alpha's things in it (or the ids given), and ?project=alpha (or the project given)."""
+    ids, pick = ids or world.ids, RUN_FOR.get(path, "run")
     pick = pick.get(method, "run") if isinstance(pick, dict) else pick
     values = {"run_id": ids[pick], "sweep_id": ids["sweep"], "search_id": ids["search"], "k": 0,
-              "prediction_id": ids["prediction"], "name": "alpha-data", "token_id": 999999, "project": "alpha",
+              "prediction_id": ids["prediction"], "name": "alpha-data", "token_id": 999999, "project": project,
               "person": "nobody"}
     filled = path.format(**{k: v for k, v in values.items() if "{" + k + "}" in path})
     extra = f"&ids={ids['run']},{ids['run2']}" if path.endswith("/compare") else ""
-    return f"{filled}?project=alpha{extra}"
+    return f"{filled}?project={project}{extra}"
 
 
-def call(world, caller: str, method: str, path: str):
-    """The caller's answer: the status, or "login" for a redirect to the login page."""
+def call(world, caller: str, method: str, path: str, ids: dict | None = None, project: str = "alpha"):
+    """The caller's answer (ids, project: in place of alpha's): the status, or "login" for a redirect to the login
+    page."""
     level = ROWS[(method, path)]
     kwargs = dict(BODIES.get((method, path), {}))
     if caller in world.clients and level != "open":
@@ -140,7 +141,7 @@ def call(world, caller: str, method: str, path: str):
             headers["Authorization"] = f"Bearer {token}"
         if not path.startswith("/api/") and method == "POST":
             kwargs["data"] = {"csrf_token": "none"}
-    r = client.request(method, url(world, method, path), headers=headers, **kwargs)
+    r = client.request(method, url(world, method, path, ids, project), headers=headers, **kwargs)
     login = r.status_code == 303 and r.headers.get("location", "").startswith("/login")
     return "login" if login else r.status_code
 
@@ -205,6 +206,21 @@ def test_the_matrix(world):
             if got != want:
                 surprises.append(f"{method} {path} as {caller}: {got}, expected {want}")
     assert not surprises, "\n".join(surprises)
+
+
+def test_another_projects_thing_and_one_that_does_not_exist_answer_alike(world):
+    """bo (member of beta, asking in beta) calls each route that names one of alpha's things, then the same route
+    with ids no thing has: with the matrix's bad bodies, and a role too low for some routes, both must answer 404,
+    or the answer tells him which ids exist in projects he cannot see."""
+    told = []
+    for method, path, _ in routes(world.app):
+        if (method, path) in PUBLIC or not re.search(r"\{(run|sweep|search|prediction)_id\}|/compare$", path):
+            continue
+        foreign = call(world, "bo", method, path, project="beta")
+        nothing = call(world, "bo", method, path, ids=dict.fromkeys(world.ids, 999999), project="beta")
+        if (foreign, nothing) != (404, 404):
+            told.append(f"{method} {path}: {foreign} for alpha's, {nothing} for none")
+    assert not told, "\n".join(told)
 
 
 @pytest.mark.parametrize("method,path", sorted(PUBLIC))

@@ -160,8 +160,8 @@ def _compare_ids(request: Request) -> list[int]:
     return [i for i in (_int(p.strip()) for p in parts) if i is not None][:100]
 
 
-def _resource_projects(request: Request, session: Session) -> list[tuple[int, Exception]]:
-    """(project id, its 404) of each existing thing the path (or a compare's ids) names."""
+def _resource_projects(request: Request, session: Session) -> list[tuple[int | None, Exception]]:
+    """(project id, its 404) of each thing the path (or a compare's ids) names; None for one that does not exist."""
     found = []
     for key, (model, missing) in RESOURCES.items():
         if (rid := _int(request.path_params.get(key))) is not None:
@@ -175,8 +175,7 @@ def _resource_projects(request: Request, session: Session) -> list[tuple[int, Ex
         ids = _compare_ids(request)
         rows = dict(session.exec(select(Run.id, Run.project_id).where(Run.id.in_(ids))).all()) if ids else {}
         found += [(rows.get(i), RunNotFound(i)) for i in ids]
-    # One that does not exist is left to the route, which answers it exactly as before (404, or 422 for bad input).
-    return [(pid, missing) for pid, missing in found if pid is not None]
+    return found
 
 
 def _default_project(who: Principal) -> int | None:
@@ -200,7 +199,9 @@ def _project(request: Request, session: Session, who: Principal) -> tuple[int, d
     and every project the caller can see."""
     found = _resource_projects(request, session)
     for pid, missing in found:
-        if who.level(pid) < 1:
+        # One that does not exist answers here too, before the role and the body are looked at: left to the route, a
+        # bad body (422) or a role too low (403) told it apart from another project's thing (404).
+        if pid is None or who.level(pid) < 1:
             raise missing
     visible = {i: n for i, n in request.app.state.directory.projects(session).items() if who.level(i) >= 1}
     if found:
