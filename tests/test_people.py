@@ -116,6 +116,18 @@ def test_a_foreign_dataset_name_and_a_foreign_workers_run_are_not_told(team, sql
     assert "gpu0:1" in page and f"/runs/{run}" not in page
 
 
+def test_the_queue_page_names_only_the_quotas_of_projects_the_caller_sees(sqlite_url, tmp_path, data_root):
+    """FITBOARD_PROJECT_QUOTAS names projects: bo (member of beta) must not learn from the queue page that alpha
+    exists; the site admin reads every quota."""
+    root, bo = add(sqlite_url, ("person", "root", "admin"), ("person", "bo"), ("project", "alpha"),
+                   ("project", "beta"), ("grant", "beta", "bo", "member"), ("token", "root"), ("token", "bo"))
+    settings = Settings(home=tmp_path, database_url=sqlite_url, data_root=data_root, project_quotas="alpha=1,beta=2")
+    with TestClient(create_app(settings)) as client:
+        page = client.get("/queue", headers=bearer(bo)).text
+        assert "beta 2" in page and "alpha" not in page
+        assert "alpha 1, beta 2" in client.get("/queue", headers=bearer(root)).text
+
+
 def test_dataset_names_are_per_project_and_each_projects_run_uses_its_own(team, sqlite_url):
     client, tokens, _ = team
     add(sqlite_url, ("grant", "alpha", "mia", "admin"), ("grant", "beta", "bo", "admin"))

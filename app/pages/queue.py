@@ -16,5 +16,7 @@ router = APIRouter()
 def get_queue(request: Request, access: AccessDep, session: SessionDep, settings: SettingsDep):
     """Each worker queue's line: position, run, person, project, priority, estimated start."""
     visible = None if access.principal.site_admin else set(access.projects)
+    # FITBOARD_PROJECT_QUOTAS names projects: only those the caller sees are shown, or the page tells others exist
+    quotas = {n: c for n, c in settings.quotas.items() if visible is None or n in access.projects.values()}
     return render(request, "queue.html", queues=overview(session.get_bind(), settings, visible),
-                  mode=settings.fair_share, half_life=settings.fair_share_half_life, quotas=settings.quotas)
+                  mode=settings.fair_share, half_life=settings.fair_share_half_life, quotas=quotas)
