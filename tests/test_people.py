@@ -19,6 +19,7 @@ from fitboard.app.services import people
 from fitboard.app.store.db import alembic_config, make_engine, session_scope, upgrade
 from fitboard.app.store.models import Run, Worker
 from fitboard.app.web.app import create_app
+from fitboard.app.web.sse import resume_point
 from tests.helpers import BEARER, TOKEN, tiny_recipe
 from tests.people_world import CSRF, PASSWORD
 from tests.store_fixtures import *  # noqa: F401,F403
@@ -114,6 +115,27 @@ def test_a_foreign_dataset_name_and_a_foreign_workers_run_are_not_told(team, sql
     assert [w["current_run_id"] for w in seen["mia"]] == [run] and [w["current_run_id"] for w in seen["bo"]] == [None]
     page = client.get("/workers", headers=bearer(tokens["bo"])).text
     assert "gpu0:1" in page and f"/runs/{run}" not in page
+
+
+def test_a_superscript_digit_where_a_number_goes_is_refused_never_a_500(team):
+    """'²' passes str.isdigit() and int() refuses it: each id, count and day field that checked with isdigit before
+    converting answered 500; a 4xx now, or the field's default."""
+    client, _, _ = team
+    csrf = CSRF.search(client.get("/login").text).group(1)
+    client.post("/login", data={"name": "mia", "password": PASSWORD, "csrf_token": csrf})
+    run = client.post("/api/v1/runs", json=tiny_recipe(), headers={"X-CSRF-Token": csrf}).json()["id"]
+    two = "\u00b2"
+    assert resume_point(two) == 0  # a Last-Event-ID that is no row ordinal: the stream starts over
+    answers = {
+        "GET /api/v1/runs/²": client.get(f"/api/v1/runs/{two}"), "GET /runs/²": client.get(f"/runs/{two}"),
+        "GET /compare": client.get(f"/compare?ids={run},{run}&baseline={two}"),
+        "POST /runs/bulk": client.post("/runs/bulk", data={"csrf_token": csrf, "action": "archive", "ids": two}),
+        "POST ablate": client.post(f"/runs/{run}/ablate", data={"csrf_token": csrf, "seeds": two}),
+        "POST search": client.post(f"/runs/{run}/search", data={"csrf_token": csrf, "max_trials": two}),
+        "POST /runs/new": client.post("/runs/new", data={"csrf_token": csrf, "clone_of": two}),
+        "POST /account/tokens": client.post("/account/tokens", data={"csrf_token": csrf, "expires_days": two}),
+    }
+    assert {k: r.status_code for k, r in answers.items() if not 200 <= r.status_code < 500} == {}
 
 
 def test_the_queue_page_names_only_the_quotas_of_projects_the_caller_sees(sqlite_url, tmp_path, data_root):

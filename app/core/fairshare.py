@@ -116,7 +116,7 @@ def parse_quotas(text: str | None) -> dict[str, int]:
     quotas = {}
     for part in filter(None, (p.strip() for p in (text or "").split(","))):
         name, _, limit = part.partition("=")
-        if not name.strip() or not limit.strip().isdigit() or int(limit) < 1:
+        if not name.strip() or not limit.strip().isdecimal() or int(limit) < 1:
             raise ValueError(f"project_quotas: {part!r} is not NAME=N with N a whole number of at least 1")
         quotas[name.strip()] = int(limit)
     return quotas

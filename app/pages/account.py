@@ -67,7 +67,7 @@ def post_account_tokens(request: Request, access: AccessDep, session: SessionDep
 
     def create(person: Person):
         token, row = people.create_token(session, person, data.get("label") or "", data.get("scope") or "write",
-                                         int(days) if days.isdigit() else None if not days else -1)
+                                         int(days) if days.isdecimal() else None if not days else -1)
         session.commit()
         access.note("token.create", f"token {row.prefix}… ({row.scope}) of {person.name}")
         return _account(request, access, session, 201, new_token=token)

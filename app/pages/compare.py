@@ -122,7 +122,7 @@ def get_compare(request: Request, session: SessionDep, settings: SettingsDep, fi
         return render(request, "compare.html", data=None, message="Pick two or more runs on the runs list to compare.")
     try:
         # No chart series here: compare.js fetches them from the API, so this page stays small and quick.
-        data = compare(session, joined, int(baseline) if baseline.strip().isdigit() else None, curves=False,
+        data = compare(session, joined, int(baseline) if baseline.strip().isdecimal() else None, curves=False,
                        files=files, offset=offset)
     except RecipeError as exc:
         return render(request, "compare.html", 422, data=None, message=exc.problems[0]["msg"])

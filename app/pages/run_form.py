@@ -43,7 +43,7 @@ def _form_page(request: Request, session, settings, form: dict | None = None, er
 
 def _clone_source(session, value: str | None) -> Run | None:
     """The run a re-posted clone form was cloned from (its hidden clone_of field), if it still exists."""
-    if not value or not value.isdigit() or not 1 <= int(value) <= MAX_ID:
+    if not value or not value.isdecimal() or not 1 <= int(value) <= MAX_ID:
         return None
     try:
         return runs.get(session, int(value))

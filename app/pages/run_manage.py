@@ -18,7 +18,7 @@ MAX_PICKED = 200  # ticked runs in one list action: a page holds at most 200
 
 def _ids(values: list[str]) -> list[int]:
     """The ticked run ids that are ids at all (a tampered form loses the rest), in order, at most MAX_PICKED."""
-    ids = [int(v) for v in values if v.isdigit() and 1 <= int(v) <= MAX_ID]
+    ids = [int(v) for v in values if v.isdecimal() and 1 <= int(v) <= MAX_ID]
     return list(dict.fromkeys(ids))[:MAX_PICKED]
 
 

@@ -90,7 +90,7 @@ def _options(form: dict) -> tuple[dict, list[str]]:
         text = form[key].strip()
         if not text:
             continue
-        if not text.isdigit() or len(text) > 6:
+        if not text.isdecimal() or len(text) > 6:
             errors.append(f"{key}: give a whole number; got {text[:20]!r}.")
         else:
             options[key] = int(text)

@@ -15,7 +15,7 @@ def stage_epochs(data, stages: list[dict]) -> tuple[list[str], list[int] | None,
     typed = [(data.get(f"epochs-{i}") or "").strip() or str(s.get("epochs", "")) for i, s in enumerate(stages)]
     values, errors = [], []
     for i, text in enumerate(typed):
-        n = int(text) if text.isdigit() and len(text) <= 5 else None
+        n = int(text) if text.isdecimal() and len(text) <= 5 else None
         if n is None or not 1 <= n <= MAX_EPOCHS:
             errors.append(f"stage {i + 1} epochs: give a whole number from 1 to {MAX_EPOCHS}; got {text[:20]!r}.")
         values.append(n)

@@ -81,7 +81,7 @@ def _current(spec: dict, path: str):
 def _seed_count(text: str | None, least: int = 1) -> int | None:
     """A seed count from least to MAX_SEEDS, or None."""
     text = (text or "").strip()
-    return int(text) if text.isdigit() and len(text) <= 3 and least <= int(text) <= MAX_SEEDS else None
+    return int(text) if text.isdecimal() and len(text) <= 3 and least <= int(text) <= MAX_SEEDS else None
 
 
 @router.get("/runs/{run_id}/ablate")

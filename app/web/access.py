@@ -146,7 +146,7 @@ def _check_scope(request: Request, who: Principal, rule: Rule) -> None:
 
 
 def _int(raw) -> int | None:
-    return int(raw) if isinstance(raw, str) and raw.isdigit() and 1 <= int(raw) <= MAX_ID else None
+    return int(raw) if isinstance(raw, str) and raw.isdecimal() and 1 <= int(raw) <= MAX_ID else None
 
 
 # path parameter -> (table, the 404 its route raises for an unknown one)

@@ -194,7 +194,7 @@ async def stream_slot(request: Request):
 def resume_point(last_event_id: str | None) -> int:
     """The epoch-row ordinal a reconnecting client saw last; 0 (from the start) for anything that is not one."""
     value = (last_event_id or "").strip()
-    return int(value) if value.isdigit() and len(value) <= 15 and int(value) <= MAX_EVENT_ID else 0
+    return int(value) if value.isdecimal() and len(value) <= 15 and int(value) <= MAX_EVENT_ID else 0
 
 
 async def run_events(hub: StreamHub, run_id: int, after: int = 0):
