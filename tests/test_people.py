@@ -117,6 +117,18 @@ def test_a_foreign_dataset_name_and_a_foreign_workers_run_are_not_told(team, sql
     assert "gpu0:1" in page and f"/runs/{run}" not in page
 
 
+def test_the_queue_keeps_a_hidden_runs_place_and_tells_nothing_else_of_it(team):
+    """bo sees that a run of another project waits ahead of his, never its name, id, person, project or when it was
+    submitted."""
+    client, tokens, _ = team
+    assert client.post("/api/v1/runs", json=tiny_recipe(), headers=bearer(tokens["mia"])).status_code == 201
+    assert client.post("/api/v1/runs?project=beta", json=tiny_recipe(), headers=bearer(tokens["bo"])).status_code == 201
+    hidden, mine = client.get("/api/v1/queue", headers=bearer(tokens["bo"])).json()[0]["runs"]
+    assert mine["person"] == "bo" and mine["waiting_since"] is not None
+    assert {k for k, v in hidden.items() if v is not None} <= {"position", "priority", "sent", "held_by_quota",
+                                                                "estimated_start"}, hidden
+
+
 def test_a_superscript_digit_where_a_number_goes_is_refused_never_a_500(team):
     """'²' passes str.isdigit() and int() refuses it: each id, count and day field that checked with isdigit before
     converting answered 500; a 4xx now, or the field's default."""

@@ -257,7 +257,7 @@ def run_json(engine: Engine, settings: Settings, run: Run) -> dict:
 def overview(engine: Engine, settings: Settings, visible: set[int] | None, limit: int = 200) -> list[dict]:
     """Every queue with a waiting run or a live worker: its workers and its line (the first `limit` runs), each
     run with its person, project, priority and estimated start; runs of projects outside `visible` (None: all) are
-    counted but not named."""
+    counted but not named, nor is when they were submitted."""
     with session_scope(engine) as session:
         live_queues = {q for w in store.live_worker_queues(session, settings.worker_lost_after) for q in w.split(",")}
         queues = sorted(set(store.busy_queues(session)) | live_queues)
@@ -279,7 +279,7 @@ def overview(engine: Engine, settings: Settings, visible: set[int] | None, limit
                             "project": projects.get(q.run.project) if shown else None,
                             "sent": q.published, "held_by_quota": q.run.id in found.held,
                             "estimated_start": _iso_in(found.start_in[i]),
-                            "waiting_since": row.created_at.isoformat() if row is not None else None})
+                            "waiting_since": row.created_at.isoformat() if shown else None})
         out.append({"queue": found.queue, "workers": found.live, "idle_workers": found.idle,
                     "waiting": len(found.order), "runs": entries})
     return out
