@@ -158,7 +158,7 @@ def test_the_queue_page_names_only_the_quotas_of_projects_the_caller_sees(sqlite
     settings = Settings(home=tmp_path, database_url=sqlite_url, data_root=data_root, project_quotas="alpha=1,beta=2")
     with TestClient(create_app(settings)) as client:
         page = client.get("/queue", headers=bearer(bo)).text
-        assert "beta 2" in page and "alpha" not in page
+        assert "beta 2. A run is sent" in page and "alpha" not in page
         assert "alpha 1, beta 2" in client.get("/queue", headers=bearer(root)).text
 
 
