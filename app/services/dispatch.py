@@ -16,6 +16,7 @@ import socket
 import threading
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
@@ -78,11 +79,29 @@ def queue_line(session: Session, settings: Settings, queue: str) -> Line:
     sent = sorted((w for w in (*eligible, *held) if by_id[w.id].published), key=lambda w: (by_id[w.id].sent_at, w.id))
     eligible = [*sent, *(w for w in eligible if not by_id[w.id].published)]
     held = [w for w in held if not by_id[w.id].published]
+    if quotas:
+        eligible, held = _quota_again(eligible, held, quotas, Counter(store.running_by_project(session))
+                                      + Counter(store.sent_by_project(session, queue)), len(sent))
     live, busy = store.fleet(session, queue, settings.worker_lost_after)
     idle = len(live) - len(busy)
     free_in = [*store.running_left(session, queue, typical), *([0.0] * idle)][:len(live)]
     starts = start_in(len(eligible), free_in, typical) + [None] * len(held)
     return Line(queue, [by_id[w.id] for w in (*eligible, *held)], {w.id for w in held}, starts, len(live), idle)
+
+
+def _quota_again(eligible: list, held: list, quotas: dict[int, int], started: Counter, n_sent: int):
+    """(eligible, held) once the runs already sent count against their project's quota before any other: the
+    policy may have placed an unsent run (a higher priority) ahead of a sent one, and it does not see the runs
+    sent to the other queues; neither may start a project past its quota."""
+    kept, more = [], []
+    for i, w in enumerate(eligible):
+        limit = quotas.get(w.project)
+        if i >= n_sent and limit is not None and started[w.project] >= limit:
+            more.append(w)
+            continue
+        kept.append(w)
+        started[w.project] += 1
+    return kept, [*more, *held]
 
 
 def _choose(session: Session, settings: Settings, queue: str) -> list[int]:

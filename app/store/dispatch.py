@@ -71,6 +71,13 @@ def running_by_project(session: Session) -> dict[int, int]:
     return dict(session.exec(stmt).all())
 
 
+def sent_by_project(session: Session, other_than: str) -> dict[int, int]:
+    """project id -> its runs whose message is in the broker of another queue than other_than (each starts soon)."""
+    stmt = (select(Run.project_id, func.count()).where(*_waiting_where(), Run.queue != other_than,
+                                                       Run.published_at.is_not(None)).group_by(Run.project_id))
+    return dict(session.exec(stmt).all())
+
+
 def project_ids(session: Session, names: dict[str, int]) -> dict[int, int]:
     """Quotas by project name -> by project id (names of no project are left out)."""
     if not names:
