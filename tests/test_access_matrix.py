@@ -220,6 +220,12 @@ def test_another_projects_thing_and_one_that_does_not_exist_answer_alike(world):
         nothing = call(world, "bo", method, path, ids=dict.fromkeys(world.ids, 999999), project="beta")
         if (foreign, nothing) != (404, 404):
             told.append(f"{method} {path}: {foreign} for alpha's, {nothing} for none")
+    headers = {"Authorization": f"Bearer {world.tokens['write']}"}  # mia's: she sees alpha, not beta
+    client, (run, run2) = TestClient(world.app), (world.ids["run"], world.ids["run2"])
+    assert client.get(f"/api/v1/compare?ids={run},{run2}&baseline=x", headers=headers).status_code == 422
+    for ids in (f"{run},{run2}", "999998,999999"):  # a bad baseline does not tell them apart either
+        answer = world.clients["bo"][0].get(f"/api/v1/compare?ids={ids}&baseline=x")
+        assert answer.status_code == 404, (ids, answer.text)
     assert not told, "\n".join(told)
 
 
