@@ -150,6 +150,20 @@ def test_a_superscript_digit_where_a_number_goes_is_refused_never_a_500(team):
     assert {k: r.status_code for k, r in answers.items() if not 200 <= r.status_code < 500} == {}
 
 
+def test_a_token_label_refuses_control_and_bidi_characters(team):
+    """`fitboard tokens list` prints a label in a tab-separated row: a line break in it forged a row (another
+    person's, a site admin's) in the site admin's terminal; labels are refused such characters as names are."""
+    client, tokens, _ = team
+    for label in ("laptop\nroot\tsite-admin", "\x1b[2Jx", "abc\u202etxt"):
+        r = client.post("/api/v1/tokens", json={"label": label, "scope": "read"}, headers=bearer(tokens["mia"]))
+        assert r.status_code == 422 and [p["loc"] for p in r.json()["detail"]] == ["label"], r.text
+    csrf = CSRF.search(client.get("/login").text).group(1)
+    client.post("/login", data={"name": "mia", "password": PASSWORD, "csrf_token": csrf})
+    page = client.post("/account/tokens", data={"csrf_token": csrf, "label": "a\nb", "scope": "read"})
+    assert page.status_code == 422 and "control" in page.text
+    assert [t["label"] for t in client.get("/api/v1/tokens", headers=bearer(tokens["mia"])).json()] == ["laptop"]
+
+
 def test_the_queue_page_names_only_the_quotas_of_projects_the_caller_sees(sqlite_url, tmp_path, data_root):
     """FITBOARD_PROJECT_QUOTAS names projects: bo (member of beta) must not learn from the queue page that alpha
     exists; the site admin reads every quota."""

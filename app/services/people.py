@@ -17,6 +17,7 @@ from fitboard.app.core.errors import Conflict, NotFound, RecipeError
 from fitboard.app.store import people as store
 from fitboard.app.store.models import Project, utcnow
 from fitboard.app.store.people_models import ROLES, SCOPES, ApiToken, Person
+from fitboard.text import first_control
 
 MAX_TOKEN_DAYS = 3650
 MAX_LABEL = 100
@@ -84,6 +85,8 @@ def create_token(session: Session, owner: Person, label: str = "", scope: str = 
     label = (label or "").strip()
     if len(label) > MAX_LABEL:
         raise RecipeError.one("label", f"at most {MAX_LABEL} characters")
+    if (found := first_control(label)) is not None:  # `fitboard tokens list` prints it in a tab-separated row
+        raise RecipeError.one("label", f"must not contain control or bidi characters (found {found})")
     if expires_days is not None and not (isinstance(expires_days, int) and 1 <= expires_days <= MAX_TOKEN_DAYS):
         raise RecipeError.one("expires_days", f"a whole number of days from 1 to {MAX_TOKEN_DAYS}")
     token, digest, prefix = new_token()

@@ -5,7 +5,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from fitboard.app.core.schemas import text
 from fitboard.app.services.serializers import IsoTime
+
+Label = text(100)  # a token's: printed by `fitboard tokens list` and the account page, so no control characters
 
 
 class _Out(BaseModel):
@@ -47,7 +50,7 @@ class TokenIn(BaseModel):
     """A token to create: for yourself, or (site admins) for the person named."""
 
     model_config = ConfigDict(extra="forbid")
-    label: str = Field("", max_length=100)
+    label: Label = ""
     scope: Literal["read", "write", "worker"] = "write"
     expires_days: int | None = Field(None, ge=1, le=3650, description="null: never expires")
     person: str | None = Field(None, max_length=64, description="site admins: whose token (default: yours)")
