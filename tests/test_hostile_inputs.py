@@ -196,3 +196,12 @@ def test_a_nul_in_the_query_is_a_422_naming_the_parameter(client, path):
     assert r.status_code == 422, r.text
     assert r.json()["detail"] == [{"loc": f"query.{name}", "msg": "a NUL character is not allowed"}]
     assert client.get("/api/v1/runs?name=abcd").status_code == 200  # the same question without it answers
+
+
+def test_an_id_that_does_not_parse_is_named_once_where_a_check_reads_it_too(client):
+    """PATCH's access check reads run_id as the route does: FastAPI validated it twice and listed the problem twice."""
+    for method, path, body in (("PATCH", "/api/v1/runs/abc", {"priority": "low"}), ("GET", "/api/v1/runs/abc", None),
+                               ("PATCH", "/api/v1/runs/0", {"priority": "low"})):
+        r = client.request(method, path, json=body)
+        assert r.status_code == 422, r.text
+        assert locs(r) == ["path.run_id"], r.text

@@ -52,6 +52,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     def validation_error(request: Request, exc: RequestValidationError):
-        problems = _public_problems(request, [{"loc": _body_loc(tuple(e["loc"])), "msg": e["msg"]}
-                                              for e in exc.errors()])
+        # once each: a path parameter that a dependency reads too (the access checks' run_id) is validated twice
+        seen = {(_body_loc(tuple(e["loc"])), e["msg"]): None for e in exc.errors()}
+        problems = _public_problems(request, [{"loc": loc, "msg": msg} for loc, msg in seen])
         return JSONResponse({"detail": problems}, status_code=422)
