@@ -9,6 +9,7 @@ site admin gets for the same request (a 422 for the deliberately empty bodies, a
 from __future__ import annotations
 
 import re
+import traceback
 
 import pytest
 from fastapi import Depends, HTTPException, Request
@@ -20,6 +21,7 @@ from fitboard.app.core.settings import Settings
 from fitboard.app.web.access import AccessDep, needs, rule_of
 from fitboard.app.web.app import create_app
 from fitboard.app.web.deps import SessionDep
+from tests.helpers import tiny_recipe
 from tests.people_world import build
 from tests.store_fixtures import *  # noqa: F401,F403
 
@@ -234,13 +236,40 @@ def test_public_routes_answer_anyone(world, method, path):
     assert TestClient(world.app).request(method, path).status_code == 200
 
 
+def _origin() -> str:
+    """The outermost fitboard function on the stack: whose step checked a connection out."""
+    return next((f.name for f in traceback.extract_stack() if "/fitboard/app/" in f.filename), "?")
+
+
+def test_a_members_priority_change_is_checked_in_the_routes_session(world):
+    """may_set_priority reads the run (who launched it, its priority) for a member: in the session the access check
+    handed to the route, not one of its own. The route's other sessions are its own by design: the queue line's (it
+    reads every project's runs) and the audit row's (written after the answer)."""
+    mia = {"Authorization": f"Bearer {world.tokens['write']}"}
+    run_id = world.clients["root"][0].post("/api/v1/runs?project=alpha", json=tiny_recipe(name="mine"),
+                                           headers=mia).json()["id"]
+    checkouts = []
+    listen = lambda *_: checkouts.append(_origin())  # noqa: E731
+    event.listen(world.app.state.engine.pool, "checkout", listen)
+    try:
+        # a member lowers (or keeps) their own run's priority, never raises it; the first request may also write
+        # the token's last use, after which the check's session is closed, not handed on
+        for i, (priority, code) in enumerate((("low", 200), ("low", 200), ("high", 403))):
+            checkouts.clear()
+            r = world.clients["root"][0].patch(f"/api/v1/runs/{run_id}", json={"priority": priority}, headers=mia)
+            assert r.status_code == code, r.text
+            assert i == 0 or ("_checked" in checkouts and "checked_patch" not in checkouts), checkouts
+    finally:
+        event.remove(world.app.state.engine.pool, "checkout", listen)
+
+
 def test_a_request_takes_one_connection_and_every_route_gives_it_back(sqlite_url, tmp_path, data_root):
     """The access check's session is the route's own: a list checks out one connection, not one for the check and
     one for the route; and every route gives it back, whether it answers, refuses, or is refused before the step
     that takes the session over (a 404, a 422 for a bad path, query or body)."""
     app = create_app(Settings(home=tmp_path, database_url=sqlite_url, data_root=data_root))
     pool, checkouts = app.state.engine.pool, []
-    event.listen(pool, "checkout", lambda *_: checkouts.append(1))
+    event.listen(pool, "checkout", lambda *_: checkouts.append(_origin()))
     client = TestClient(app, follow_redirects=False)  # no lifespan: no reconciler thread shares the pool
     assert client.get("/api/v1/runs").json()["total"] == 0
     checkouts.clear()  # the first request also asked, in front of the routes, whether anyone has an account

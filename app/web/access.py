@@ -33,7 +33,7 @@ from fitboard.app.services.compare import MAX_COMPARE
 from fitboard.app.store import people as people_store
 from fitboard.app.store.db import session_scope
 from fitboard.app.store.models import DEFAULT_PROJECT_ID, Prediction, Run, Search, Sweep
-from fitboard.app.web.deps import get_session, on_the_way_out
+from fitboard.app.web.deps import SessionDep, get_session, on_the_way_out
 from fitboard.app.web.principals import LOCAL_ADMIN, SITE_TOKEN, WROTE, Principal
 from fitboard.app.web.security import TOO_MANY, check_csrf, client_address, form_data, logged_in, token_matches
 
@@ -342,16 +342,18 @@ def may_set_priority(access: Access, run_id: int, priority: str, session: Sessio
                                                        f"raise it ({current} to {priority}); ask an admin")
 
 
-def checked_patch(run_id: BoundedId, request: Request, access: Annotated[Access, Depends(guard)],
-                  patch: RunPatch = Body(...)) -> RunPatch:
+# These two read the run in the route's own session: SessionDep exactly as the route asks for it, so that FastAPI
+# gives both the one session (a Depends(get_session) of another scope was a second one, a second connection).
+def checked_patch(run_id: BoundedId, access: Annotated[Access, Depends(guard)],
+                  session: SessionDep, patch: RunPatch = Body(...)) -> RunPatch:
     """PATCH /runs/{id}'s body, once the caller may make its changes (a priority change: may_set_priority)."""
     if patch.priority is not None:
-        with session_scope(request.app.state.engine) as session:
-            may_set_priority(access, run_id, patch.priority, session)
+        may_set_priority(access, run_id, patch.priority, session)
     return patch
 
 
-def checked_priority(run_id: BoundedId, request: Request, access: Annotated[Access, Depends(guard)],
+def checked_priority(run_id: BoundedId, access: Annotated[Access, Depends(guard)],
+                     session: SessionDep,
                      data: Annotated[dict, Depends(form_data)]) -> str:
     """A page form's priority for a run: the form CSRF-checked first (a forged or missing token is 403 whatever
     else it holds), then 422 for a bad value, then whether the caller may set it (may_set_priority)."""
@@ -359,8 +361,7 @@ def checked_priority(run_id: BoundedId, request: Request, access: Annotated[Acce
     if priority not in RANK:
         shown = priority[:40] if priority is not None else None
         raise RecipeError.one("priority", f"priority is one of high, normal, low; got {shown!r}")
-    with session_scope(request.app.state.engine) as session:
-        may_set_priority(access, run_id, priority, session)
+    may_set_priority(access, run_id, priority, session)
     return priority
 
 
