@@ -174,6 +174,10 @@ def test_the_queue_page_names_only_the_quotas_of_projects_the_caller_sees(sqlite
         page = client.get("/queue", headers=bearer(bo)).text
         assert "beta 2. A run is sent" in page and "alpha" not in page
         assert "alpha 1, beta 2" in client.get("/queue", headers=bearer(root)).text
+        assert "the person who used the fewest GPU-seconds" in page
+    by_project = Settings(home=tmp_path, database_url=sqlite_url, data_root=data_root, fair_share="project")
+    with TestClient(create_app(by_project)) as client:
+        assert "the project that used the fewest GPU-seconds" in client.get("/queue", headers=bearer(bo)).text
 
 
 def test_dataset_names_are_per_project_and_each_projects_run_uses_its_own(team, sqlite_url):
