@@ -61,16 +61,23 @@ def logged_in_client(app) -> tuple[TestClient, str]:
 
 def test_every_page_post_refuses_a_logged_in_browser_without_its_csrf_token(settings):
     app = create_app(settings.model_copy(update={"api_token": TOKEN}))
+    bearer = {"Authorization": f"Bearer {TOKEN}"}
     with TestClient(app) as setup:
-        run = setup.post("/api/v1/runs", json=tiny_recipe(), headers={"Authorization": f"Bearer {TOKEN}"}).json()
+        run = setup.post("/api/v1/runs", json=tiny_recipe(), headers=bearer).json()
+        sweep = setup.post("/api/v1/sweeps", json={"base": tiny_recipe(), "vary": {"stages[0].mixup": [0.2]},
+                                                   "seeds": [0, 1, 2]}, headers=bearer).json()
+        search = setup.post("/api/v1/searches", headers=bearer, json={
+            "base": tiny_recipe(), "space": {"stages[0].bs": {"int": [16, 32]}}, "options": {"max_trials": 2}}).json()
     routes = page_post_routes(app)
     assert len(routes) >= 10 and "/searches/{search_id}/cancel" in routes
+    # every placeholder names a thing that exists (an id of nothing answers 404 in the access check, as another
+    # project's thing does, before any form is read); a project by its name
+    names = {"project": "default", "run_id": run["id"], "sweep_id": sweep["id"], "search_id": search["id"]}
     client, csrf = logged_in_client(app)
     with client:
         for route in routes:
-            # a project by its name; every other placeholder an id (the run's: a sweep or search id need not exist,
-            # the CSRF check answers first)
-            path = re.sub(r"\{([^}]+)\}", lambda m: "default" if m[1] == "project" else str(run["id"]), route)
+            # an id the access check does not look up (a token's): any number, the form's CSRF check answers first
+            path = re.sub(r"\{([^}]+)\}", lambda m: str(names.get(m[1], run["id"])), route)
             for data in ({}, {"csrf_token": "forged"}):
                 r = client.post(path, data=data, follow_redirects=False)
                 assert r.status_code == 403 and "CSRF" in r.text, (route, data, r.status_code, r.text[:300])
