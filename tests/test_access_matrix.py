@@ -241,6 +241,31 @@ def _origin() -> str:
     return next((f.name for f in traceback.extract_stack() if "/fitboard/app/" in f.filename), "?")
 
 
+def test_a_browser_refused_gets_a_page_saying_why_and_a_script_the_json(world):
+    """A viewer's Cancel, a member raising a priority, a forged form, a bad id, a path no route serves: a browser
+    (it asks for HTML) gets a page with the reason and a way back, never the API's JSON; other clients keep JSON."""
+    run_id = world.ids["live"]
+    page = {"Accept": "text/html,application/xhtml+xml", "Referer": f"http://testserver/runs/{run_id}"}
+    vera, vera_csrf = world.clients["vera"]
+    mia, mia_csrf = world.clients["mia"]
+    cases = [
+        (vera, f"/runs/{run_id}/cancel", {"csrf_token": vera_csrf}, 403, "this needs the member role in project"),
+        (mia, f"/runs/{run_id}/priority", {"csrf_token": mia_csrf, "priority": "high"}, 403,
+         "only an admin may change the priority of a run someone else launched"),
+        (mia, f"/runs/{run_id}/cancel", {"csrf_token": "forged"}, 403, "missing or invalid CSRF token"),
+        (mia, "/runs/abc/cancel", {"csrf_token": mia_csrf}, 422, "path.run_id"),
+        (mia, "/no-such-page/<b>x</b>", None, 404, "There is no page at /no-such-page/&lt;b&gt;x&lt;/b&gt;."),
+    ]
+    for client, path, form, code, reason in cases:
+        r = client.post(path, data=form, headers=page) if form else client.get(path, headers=page)
+        assert r.status_code == code and r.headers["content-type"].startswith("text/html"), (path, r.text[:300])
+        assert reason in r.text and "<b>" not in r.text, (path, r.text[-1500:])
+        assert f'<a href="/runs/{run_id}">Back</a>' in r.text  # where the form was
+        script = client.post(path, data=form) if form else client.get(path)  # Accept: */*
+        assert script.status_code == code and "detail" in script.json(), path
+    assert world.clients["root"][0].get(f"/api/v1/runs/{run_id}").json()["status"] == "queued"  # nothing changed
+
+
 def test_a_members_priority_change_is_checked_in_the_routes_session(world):
     """may_set_priority reads the run (who launched it, its priority) for a member: in the session the access check
     handed to the route, not one of its own. The route's other sessions are its own by design: the queue line's (it
