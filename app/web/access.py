@@ -29,7 +29,7 @@ from fitboard.app.core.errors import (
 from fitboard.app.core.fairshare import RANK
 from fitboard.app.core.run_meta import RunPatch
 from fitboard.app.core.schemas import MAX_ID
-from fitboard.app.services.compare import MAX_COMPARE
+from fitboard.app.services.compare import parse_ids
 from fitboard.app.store import people as people_store
 from fitboard.app.store.db import session_scope
 from fitboard.app.store.models import DEFAULT_PROJECT_ID, Prediction, Run, Search, Sweep
@@ -156,9 +156,13 @@ RESOURCES = {"run_id": (Run, RunNotFound), "sweep_id": (Sweep, SweepNotFound), "
 
 
 def _compare_ids(request: Request) -> list[int]:
-    """The run ids a compare names (ids=3,5 or ids=3&ids=5); what does not parse is left to the route's 422."""
-    parts = ",".join(request.query_params.getlist("ids")).split(",")
-    return [i for i in (_int(p.strip()) for p in parts) if i is not None]
+    """The run ids a compare names (ids=3,5 or ids=3&ids=5), read as its route reads them; none when the route
+    refuses the list whatever it names (422: a malformed id, one run, past MAX_COMPARE), so that its answer is the
+    same for ids of a hidden project and ids of nothing."""
+    try:
+        return parse_ids(",".join(request.query_params.getlist("ids")))
+    except RecipeError:
+        return []
 
 
 def _resource_projects(request: Request, session: Session) -> list[tuple[int | None, Exception]]:
@@ -173,9 +177,7 @@ def _resource_projects(request: Request, session: Session) -> list[tuple[int | N
     # A dataset's name is no such key: names are unique per project, so /datasets/NAME means the one of the request's
     # project (?project=NAME or the default), and the route's scoped session finds it or answers 404.
     ids = _compare_ids(request) if request.url.path in ("/compare", f"{API}v1/compare") else []
-    # A count the route refuses whatever the ids name (one run, or past MAX_COMPARE) is left to it, so that its
-    # answer is the same for ids of a hidden project and ids of nothing.
-    if 2 <= len(ids) <= MAX_COMPARE:
+    if ids:
         rows = dict(session.exec(select(Run.id, Run.project_id).where(Run.id.in_(ids))).all())
         found += [(rows.get(i), RunNotFound(i)) for i in ids]
     return found
