@@ -324,3 +324,31 @@ def test_a_request_takes_one_connection_and_every_route_gives_it_back(sqlite_url
         return {}
     assert client.get("/refused-first").status_code == 409
     assert kept and pool.checkedout() == 0
+
+
+def test_a_bulk_delete_of_another_projects_runs_tells_nothing_and_deletes_nothing(world):
+    """/runs/bulk takes its ids from the form, past the access check: an admin of beta ticking alpha's ids must read
+    "not found" for them, as for ids nobody has (it said "run 1 is succeeded", "run 3 is queued"), and alpha keeps
+    every row."""
+    from fitboard.app.services import people
+    from fitboard.app.store.db import session_scope
+    from tests.people_world import PASSWORD, log_in
+
+    with session_scope(world.app.state.engine) as s:
+        people.add_person(s, "cy", PASSWORD)
+        people.grant(s, "beta", "cy", "admin")
+    cy, csrf = log_in(world.app, "cy")
+    root = world.clients["root"][0]
+    rows_before = root.get(f"/api/v1/runs/{world.ids['run']}/epochs").json()
+    notices = []
+    try:
+        for run_id in (world.ids["run"], world.ids["live"], 999999):
+            r = cy.post("/runs/bulk?project=beta", data={"csrf_token": csrf, "action": "delete", "ids": str(run_id)})
+            assert r.status_code == 303, r.text
+            notices.append(re.search(r"Not done: ([^<]*)", cy.get("/runs?project=beta").text)[1])
+    finally:
+        cy.__exit__(None, None, None)
+    assert notices == [f"run {world.ids['run']} not found.", f"run {world.ids['live']} not found.",
+                       "run 999999 not found."]
+    assert root.get(f"/api/v1/runs/{world.ids['run']}/epochs").json() == rows_before
+    assert root.get(f"/api/v1/runs/{world.ids['live']}").json()["status"] == "queued"

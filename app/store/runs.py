@@ -78,8 +78,13 @@ _STATUS = select(Run.status).where(Run.id == sa.bindparam("run_id"))
 
 
 def _status(session: Session, run_id: int) -> str:
-    """The run's status (one column, read on the session's connection: no ORM work), or RunNotFound."""
-    status = session.connection().execute(_STATUS, {"run_id": run_id}).scalar_one_or_none()
+    """The run's status (one column, read on the session's connection: no ORM work), or RunNotFound; a session
+    scoped to a project sees only its runs."""
+    # The connection skips the ORM's project criteria: without this, a bulk delete of another project's ids (taken
+    # from the form, past the access check) answered "run 3 is queued" where an unknown id is "not found".
+    project = scoped_project(session)
+    stmt = _STATUS if project is None else _STATUS.where(Run.project_id == project)
+    status = session.connection().execute(stmt, {"run_id": run_id}).scalar_one_or_none()
     if status is None:
         raise RunNotFound(run_id)
     return status
