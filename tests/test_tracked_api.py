@@ -112,3 +112,22 @@ def test_reaper_leaves_tracked_runs_alone_and_silence_fails_them(client, sqlite_
         assert fail_silent_tracked(s, lost_after=3600) == [rid]
     run = client.get(f"/api/v1/runs/{rid}").json()
     assert run["status"] == "failed" and "no word from the notebook for 3600 s" in run["error"]
+
+
+@pytest.mark.parametrize("body,field", [
+    ({"metrics": {"accuracy": 2.5}}, "metrics.accuracy"),
+    ({"metrics": {"error_rate": -0.1}}, "metrics.error_rate"),
+    ({"confusion": {"labels": ["0", "1"], "matrix": [[1, 2, 3], [4], [5, 6]]}}, "confusion"),
+    ({"confusion": {"labels": ["0", "1", "2"], "matrix": [[1, 2], [3, 4]]}}, "confusion"),
+])
+def test_finish_refuses_an_accuracy_outside_0_1_and_a_confusion_matrix_that_is_not_labels_by_labels(
+        client, body, field):
+    """A finish with accuracy 2.5 made the run's best_accuracy 2.5 (first in every list sorted by accuracy), and a
+    ragged matrix was stored for the pages to draw; both are 422 naming the field, and the run stays running."""
+    rid = open_run(client)["id"]
+    r = client.post(f"/api/v1/tracked/{rid}/finish", json=body)
+    assert r.status_code == 422 and [p["loc"] for p in r.json()["detail"]] == [field], r.text
+    assert client.get(f"/api/v1/runs/{rid}").json()["status"] == "running"
+    ok = client.post(f"/api/v1/tracked/{rid}/finish", json={"metrics": {"accuracy": 1.0, "error_rate": 0.0},
+                                                            "confusion": {"labels": [], "matrix": []}})
+    assert ok.status_code == 200 and ok.json()["best_accuracy"] == 1.0, ok.text

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from fitboard.app.core.errors import RecipeError
 from fitboard.app.core.events import BestEpoch, Confusion, EpochEvent, FinalMetrics, LRFindEvent, ProgressEvent, TopLoss
@@ -29,6 +29,7 @@ Stage = Annotated[int, Field(ge=0, lt=MAX_TRACKED_STAGES)]
 Epoch = Annotated[int, Field(ge=0, lt=MAX_EPOCHS)]
 Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
 Seconds = Annotated[float, Field(ge=0, le=MAX_SECONDS)]
+Fraction = Annotated[float, Field(ge=0, le=1)]
 Metrics = Annotated[dict[Short, float | None], Field(max_length=MAX_METRICS)]
 
 
@@ -124,12 +125,20 @@ class TrackedBest(_EpochKey, BestEpoch):
 
 
 class TrackedConfusion(Confusion):
-    """A confusion matrix of at most MAX_CLASSES classes."""
+    """A confusion matrix of at most MAX_CLASSES classes: a row per label, a count per label in each row."""
 
     model_config = STRICT
 
     labels: Annotated[list[Short], Field(max_length=MAX_CLASSES)]
     matrix: Annotated[list[Annotated[list[Count], Field(max_length=MAX_CLASSES)]], Field(max_length=MAX_CLASSES)]
+
+    @model_validator(mode="after")
+    def _square(self) -> "TrackedConfusion":
+        """The pages and compare draw it as labels x labels: a ragged or mismatched matrix is refused here."""
+        n = len(self.labels)
+        if len(self.matrix) != n or any(len(row) != n for row in self.matrix):
+            raise ValueError(f"the matrix must have {n} rows of {n} counts, one per label")
+        return self
 
 
 class TrackedTopLoss(TopLoss):
@@ -153,9 +162,13 @@ class TrackedBatch(_Strict):
 
 
 class TrackedMetrics(FinalMetrics):
-    """Validation metrics of the final (or best) weights."""
+    """Validation metrics of the final (or best) weights; accuracy and error rate are fractions in [0, 1]."""
 
     model_config = STRICT
+
+    # Bounded: accuracy becomes the run's best_accuracy, which sorts lists and compares (2.5 ranked first).
+    accuracy: Fraction | None = None
+    error_rate: Fraction | None = None
 
 
 class TrackedFinish(_Strict):
