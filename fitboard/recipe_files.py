@@ -15,13 +15,14 @@ MAX_RECIPE_BYTES = 64 * 1024  # a recipe pasted or uploaded in the browser; real
 
 
 class _RecipeLoader(yaml.SafeLoader):
-    """YAML without aliases: a recipe needs none, and *alias trees ("billion laughs") blow up when walked."""
+    """YAML without aliases: a recipe or a search space needs none, and *alias trees ("billion laughs") blow up
+    when walked."""
 
     def compose_node(self, parent, index):
         """Refuse an alias where PyYAML would reuse the anchored node."""
         if self.check_event(yaml.AliasEvent):
             mark = self.peek_event().start_mark
-            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed in a recipe", mark)
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed", mark)
         return super().compose_node(parent, index)
 
 
@@ -32,22 +33,29 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
     return f"line {mark.line + 1}, column {mark.column + 1}: {what}" if mark else what
 
 
+def parse_text(text: str | bytes, source: str, as_json: bool = False, failed: str = "cannot parse recipe"):
+    """JSON, or YAML without aliases, as plain data; a RecipeFileError naming source (its message starting with
+    `failed`) for bad syntax, deep nesting or a number Python cannot convert."""
+    try:
+        if as_json:
+            return json.loads(text)
+        return yaml.load(text, Loader=_RecipeLoader)  # noqa: S506 - a SafeLoader subclass
+    except json.JSONDecodeError as exc:
+        where = f"line {exc.lineno}, column {exc.colno}"
+        raise RecipeFileError(source, f"{failed}: {where}: {exc.msg}") from None
+    except yaml.YAMLError as exc:
+        raise RecipeFileError(source, f"{failed}: {_yaml_problem(exc)}") from None
+    except RecursionError:
+        raise RecipeFileError(source, f"{failed}: nested too deeply") from None
+    except ValueError as exc:  # an integer of thousands of digits (Python's limit on converting them)
+        raise RecipeFileError(source, f"{failed}: a number is out of range ({str(exc)[:80]})") from None
+
+
 def parse_recipe_text(text: str, source: str, as_json: bool = False) -> dict:
     """A recipe's text (YAML, or JSON) as a dict; bad syntax, too much text or a non-mapping is a RecipeFileError."""
     if len(text.encode()) > MAX_RECIPE_BYTES:
         raise RecipeFileError(source, f"a recipe may have at most {MAX_RECIPE_BYTES // 1024} KB")
-    try:
-        if as_json:
-            data = json.loads(text)
-        else:
-            data = yaml.load(text, Loader=_RecipeLoader)  # noqa: S506 - a SafeLoader subclass
-    except json.JSONDecodeError as exc:
-        where = f"line {exc.lineno}, column {exc.colno}"
-        raise RecipeFileError(source, f"cannot parse recipe: {where}: {exc.msg}") from None
-    except yaml.YAMLError as exc:
-        raise RecipeFileError(source, f"cannot parse recipe: {_yaml_problem(exc)}") from None
-    except RecursionError:
-        raise RecipeFileError(source, "cannot parse recipe: nested too deeply") from None
+    data = parse_text(text, source, as_json)
     if not isinstance(data, dict):
         raise RecipeFileError(source, "a recipe must hold a mapping of fields (name: ..., stages: ...)")
     return data

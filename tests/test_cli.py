@@ -172,3 +172,39 @@ def test_project_option_and_fitboard_project_choose_where_the_cli_and_the_client
     local = fitboard("runs", "--project", "beta", "--limit", "100",
                      env={"FITBOARD_DATABASE_URL": sqlite_url, "FITBOARD_URL": "", "FITBOARD_HOME": str(tmp_path)})
     assert local.returncode == 0 and local.stdout.splitlines()[-1] == "10 of 10 runs", local.stdout + local.stderr
+
+
+HUGE_INT = "9" * 5000  # past Python's 4,300-digit limit on converting a string to an int
+
+
+@pytest.mark.parametrize("name,text,message", [
+    ("laughs.yaml", "a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1]\n" + "".join(
+        f"{b}: &{b} [{', '.join([f'*{a}'] * 9)}]\n" for a, b in zip("abcdefgh", "bcdefghi")) + "seed: *i\n",
+     "aliases (*name) are not allowed"),
+    ("deep.yaml", "seed: " + "[" * 50000 + "]" * 50000 + "\n", "nested too deeply"),
+    ("huge.yaml", f"seed: [1, {HUGE_INT}]\n", "a number is out of range"),
+])
+def test_search_refuses_a_space_file_of_aliases_deep_nesting_or_huge_ints_in_one_line(tmp_path, name, text, message):
+    """The space file went through yaml.safe_load: nine lines of *aliases hung the command (the client expanded them
+    into 9**9 values), deep nesting and a 5,000-digit number ended in a traceback. Read as recipes are: exit 2."""
+    space = tmp_path / name
+    space.write_text(text)
+    proc = fitboard("search", write(tmp_path, tiny_recipe()), "--space", str(space), "--trials", "2",
+                    "--url", "http://127.0.0.1:9", timeout=60)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert proc.stderr.startswith(f"refused: {space}: not valid YAML") and message in proc.stderr, proc.stderr
+
+
+def test_a_recipe_with_a_5000_digit_number_is_refused_in_one_line(tmp_path):
+    """`fitboard submit` and Client.submit(path) raised ValueError from PyYAML (or json) converting the number."""
+    from fitboard import Client
+    from fitboard.errors import RecipeFileError
+
+    for name, text in (("r.yaml", f"name: x\nseed: {HUGE_INT}\n"), ("r.json", '{"name": "x", "seed": %s}' % HUGE_INT)):
+        path = tmp_path / name
+        path.write_text(text)
+        proc = fitboard("submit", str(path), "--url", "http://127.0.0.1:9", timeout=60)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+        assert proc.stderr.startswith(f"refused: {path}: cannot parse recipe: a number is out of range"), proc.stderr
+        with pytest.raises(RecipeFileError, match="a number is out of range"):
+            Client(url="http://127.0.0.1:9").submit(str(path))

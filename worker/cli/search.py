@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 import time
 
-import yaml
-
 from fitboard.errors import FitboardError, RecipeFileError
-from fitboard.recipe_files import read_recipe_file
+from fitboard.recipe_files import parse_text, read_recipe_file
 from fitboard.worker.cli.common import EXIT_FAILED, EXIT_OK, add_project, add_url, client_for, refused, say
 
 POLL_SECONDS = 3.0
@@ -25,10 +23,9 @@ def _read_space(path: str) -> dict:
         raise RecipeFileError(path, f"cannot read the space file: {exc.strerror}") from None
     if len(text) > MAX_SPACE_BYTES:
         raise RecipeFileError(path, "the space file is over 1 MB")
-    try:
-        space = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise RecipeFileError(path, f"not valid YAML: {str(exc).splitlines()[0]}") from None
+    # The recipes' loader: yaml.safe_load expanded a few lines of *aliases until the command hung, and a deeply nested
+    # or 5,000-digit value ended in a traceback.
+    space = parse_text(text, path, failed="not valid YAML")
     if not isinstance(space, dict) or not space:
         raise RecipeFileError(path, "a space file holds a mapping: {field path: [choices] or {int|float|log: "
                                     "[low, high]}}")
