@@ -166,3 +166,22 @@ def test_variants_are_named_in_words_from_the_techniques_the_recipe_knows():
            "stages[0].size": [32], "stages[9].bs": 8, "augment": {"flip": False}}
     assert variant_words(odd, one_stage) == ("label smoothing 0.1, MixUp [1], lr fast, TTA 3, normalize 7, "
                                              'size [32] px, batch size 8, augment {"flip": false}')  # never a 500
+
+
+@pytest.mark.parametrize("value,loc", [
+    ({"layout": "csv", "path": "/etc"}, "vary.dataset ({'layout': 'csv', 'path': '/etc'}): dataset.path"),
+    ({"layout": "tsv"}, "vary.dataset ({'layout': 'tsv'}): layout"),
+    (5, "vary (dataset=5): dataset"),
+    (None, "vary (dataset=null): dataset"),
+])
+def test_a_sweep_over_datasets_refuses_a_bad_inline_spec_or_type_naming_it(client, value, loc):
+    """Varying `dataset` over anything but a name was a 500: the value went to the registry's query as is."""
+    r = client.post("/api/v1/sweeps", json={"base": tiny_recipe(), "vary": {"dataset": [value]}, "seeds": [0, 1, 2]})
+    assert r.status_code == 422 and loc in [p["loc"] for p in r.json()["detail"]], r.text
+    assert client.get("/api/v1/runs").json()["total"] == 0
+
+
+def test_a_sweep_may_vary_over_an_inline_dataset(client):
+    inline = {"layout": "csv", "path": "digits", "images": "train_images", "label_map": "label_num_to_disease_map.json"}
+    r = client.post("/api/v1/sweeps", json={"base": tiny_recipe(), "vary": {"dataset": [inline]}, "seeds": [0, 1, 2]})
+    assert r.status_code == 201 and len(r.json()["queued"]) == 6, r.text

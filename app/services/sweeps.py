@@ -3,11 +3,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import ValidationError
 from sqlmodel import Session
 
 from fitboard.app.core.datasets import resolve_dataset
 from fitboard.app.core.errors import RecipeError
 from fitboard.app.core.fairshare import check_priority
+from fitboard.app.core.schemas import DatasetSpec, problems_from
 from fitboard.app.core.stats import MIN_SEEDS, verdict
 from fitboard.app.core.sweep_plan import check_seeds, check_size, check_vary, plan_variants, variant_specs
 from fitboard.app.core.variant_words import variant_words
@@ -21,11 +23,27 @@ MODES = ("grid", "one_at_a_time")
 BATCH = 32  # runs stored and published per transaction: a big sweep never holds the database for long
 
 
+def _inline_dataset(value: dict) -> DatasetSpec:
+    """A varied inline dataset as a DatasetSpec; RecipeError naming its bad fields."""
+    try:
+        return DatasetSpec.model_validate(value)
+    except ValidationError as exc:
+        raise RecipeError(problems_from(exc)) from None
+
+
 def _check_datasets(session: Session, vary: dict, data_root: Path) -> None:
     """Datasets a sweep varies over are validated here, like the base's, before anything is stored."""
     for value in vary.get("dataset", []):
         try:
-            resolve_dataset(value, data_root, registry=registry_for(session))
+            # As a recipe's dataset field reads it: a name, or an inline spec (a dict went to the registry's query as
+            # a bound value: 500). Any other type is left to the variants' validation, which names it.
+            if isinstance(value, dict):
+                ref = _inline_dataset(value)
+            elif isinstance(value, str):
+                ref = value
+            else:
+                continue
+            resolve_dataset(ref, data_root, registry=registry_for(session))
         except RecipeError as exc:
             raise RecipeError([{"loc": f"vary.dataset ({value!r}): {p['loc']}", "msg": p["msg"]}
                                for p in exc.problems]) from None
