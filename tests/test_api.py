@@ -180,6 +180,13 @@ def test_sse_sends_stored_rows_then_status_and_resumes_by_last_event_id(client, 
     assert [(i, e, d.get("epoch")) for i, e, d in resumed] == [("3", "epoch", 2), (None, "status", None)]
 
 
+def test_a_too_long_last_event_id_header_is_a_422_naming_the_header(client, engine):
+    """The 422 said loc "header": a header's name (Last-Event-ID) is no identifier, and the field path dropped it."""
+    run_id = stored_run(engine, "succeeded", epochs=1)
+    r = client.get(f"/api/v1/runs/{run_id}/events", headers={"Last-Event-ID": "1" * 65})
+    assert r.status_code == 422 and [p["loc"] for p in r.json()["detail"]] == ["header.Last-Event-ID"], r.text
+
+
 def test_sse_streams_new_rows_and_progress_live(client, engine):
     run_id = stored_run(engine, "running", epochs=1)
     progress_sent = threading.Event()

@@ -22,6 +22,8 @@ TITLES = {403: "Not allowed", 404: "Not found", 405: "Not allowed here", 409: "N
 
 def _body_loc(loc: tuple) -> str:
     """A request-validation location as a field path, without FastAPI's leading 'body'."""
+    if loc[:1] == ("header",) and len(loc) == 2:
+        return f"header.{loc[1]}"  # a header's name (Last-Event-ID) is no identifier: field_path would drop it
     return field_path(tuple(loc[1:] if loc[:1] == ("body",) else loc))
 
 
