@@ -83,6 +83,9 @@ def test_a_search_is_an_optuna_study_in_fitboards_database_starting_from_the_bas
     ({"options": {"sampler": "grid"}}, "sampler"),  # a float range has no grid
     ({"space": {"stages[3].lr": [0.1]}}, "space.stages[3].lr"),
     ({"space": {"label_smoothing": {"log": [0, 1]}}}, "space.label_smoothing"),
+    # a key that is a path with brackets was dropped from the location ("space.log[0]", "space")
+    ({"space": {"stages[*].lr": {"log": [0, 1]}}}, "space.stages[*].lr.log[0]"),
+    ({"space": {"stages[0].size": list(range(100))}}, "space.stages[0].size"),
     ({"options": {"first": [{"label_smoothing": 0.9}]}}, "first[0].label_smoothing"),
     ({"options": {"surprise": 1}}, "surprise"),
 ])

@@ -185,3 +185,10 @@ def test_a_sweep_may_vary_over_an_inline_dataset(client):
     inline = {"layout": "csv", "path": "digits", "images": "train_images", "label_map": "label_num_to_disease_map.json"}
     r = client.post("/api/v1/sweeps", json={"base": tiny_recipe(), "vary": {"dataset": [inline]}, "seeds": [0, 1, 2]})
     assert r.status_code == 201 and len(r.json()["queued"]) == 6, r.text
+
+
+def test_too_many_values_for_a_bracketed_field_name_it(client):
+    """The location dropped a vary key with brackets: the 422 said only "vary"."""
+    r = client.post("/api/v1/sweeps", json={"base": tiny_recipe(), "vary": {"stages[0].lr": [0.1] * 1000},
+                                            "seeds": [0, 1, 2]})
+    assert r.status_code == 422 and [p["loc"] for p in r.json()["detail"]] == ["vary.stages[0].lr"], r.text

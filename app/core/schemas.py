@@ -1,6 +1,7 @@
 """The recipe contract (RunSpec): pure pydantic, shared by the API, the form, recipe files and the worker."""
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal, Union
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -61,12 +62,18 @@ DataPath = Annotated[str, Field(min_length=1, max_length=MAX_PATH_CHARS), AfterV
 INT_FIELDS = ("epochs", "size", "presize", "bs")
 
 
+# A recipe field path used as a key (a sweep's vary, a search's space): stages[0].size, stages[*].lr
+PATH_KEY = re.compile(r"[a-z_]\w*(\[(\d+|\*)\])*(\.[a-z_]\w*(\[(\d+|\*)\])*)*")
+
+
 def field_path(parts: tuple) -> str:
     """Render a pydantic location as a field path such as stages[1].lr (union member tags dropped)."""
     out = ""
     for part in parts:
         if isinstance(part, int):
             out += f"[{part}]"
+        elif PATH_KEY.fullmatch(str(part)) and not str(part).isidentifier():
+            out += ("." if out else "") + str(part)  # space.stages[*].lr: the key said which field, so it stays
         elif not str(part).isidentifier() or str(part)[:1].isupper():
             continue  # 'constrained-str', 'DatasetSpec', 'function-after[...]': pydantic's union tags
         else:
