@@ -131,3 +131,18 @@ def test_finish_refuses_an_accuracy_outside_0_1_and_a_confusion_matrix_that_is_n
     ok = client.post(f"/api/v1/tracked/{rid}/finish", json={"metrics": {"accuracy": 1.0, "error_rate": 0.0},
                                                             "confusion": {"labels": [], "matrix": []}})
     assert ok.status_code == 200 and ok.json()["best_accuracy"] == 1.0, ok.text
+
+
+def test_a_tracked_run_offers_no_ablate_or_search_and_their_forms_say_why(client):
+    """The run page offered Ablate and Search for a tracked run; both forms then failed with "tracked: Extra inputs
+    are not permitted" (its spec is what the notebook told, not a recipe). Now: no buttons, and a 409 in words."""
+    rid = open_run(client)["id"]
+    client.post(f"/api/v1/tracked/{rid}/rows", json={"stages": [{"stage": 0, "epochs": 2, "size": 32, "lr": 0.001}]})
+    assert client.post(f"/api/v1/tracked/{rid}/finish", json={}).status_code == 200
+    page = client.get(f"/runs/{rid}").text
+    assert f"/runs/{rid}/ablate" not in page and f"/runs/{rid}/search" not in page and f"/runs/{rid}/clone" in page
+    csrf = page.split('name="csrf-token" content="')[1].split('"')[0]
+    for path in (f"/runs/{rid}/ablate", f"/runs/{rid}/search"):
+        for r in (client.get(path), client.post(path, data={"csrf_token": csrf, "seeds": "3"})):
+            assert r.status_code == 409 and "trained outside fitboard (tracked)" in r.text, r.text[-2000:]
+            assert "Extra inputs" not in r.text

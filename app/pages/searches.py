@@ -75,7 +75,7 @@ def _form_page(request: Request, run: Run, form: dict, errors: list[str] | None 
 @needs("member")
 def get_search_form(request: Request, session: SessionDep, run_id: PageId):
     """Search around this run's recipe: pick a space (or a preset), a budget and a pruner."""
-    run = runs.get(session, run_id)
+    run = runs.with_recipe(session, run_id)
     first = next(iter(_preset_texts().values()))
     return _form_page(request, run, {"name": f"search: {run.name}", "space": first, "pruner": "asha",
                                      "sampler": "tpe", "metric": "accuracy", "epochs": run_epochs(run.spec),
@@ -103,7 +103,7 @@ def post_search(request: Request, access: AccessDep, session: SessionDep, settin
                 publisher: PublisherDep, run_id: PageId,
                 data: FormData):
     """Start the search and show it."""
-    run = runs.get(session, run_id)
+    run = runs.with_recipe(session, run_id)
     form = {k: str(data.get(k) or "") for k in ("name", "space", "pruner", "sampler", "metric", *NUMBERS)}
     form["name"] = form["name"].strip() or f"search: {run.name}"[:MAX_NAME]
     form["priority"] = priority_of(data)

@@ -88,7 +88,7 @@ def _seed_count(text: str | None, least: int = 1) -> int | None:
 @needs("member")
 def get_ablate(request: Request, session: SessionDep, run_id: PageId):
     """Tick the techniques to toggle against this run; each becomes a variant run for several seeds."""
-    run = runs.get(session, run_id)
+    run = runs.with_recipe(session, run_id)
     return _ablate_page(request, run, {"name": run.name, "seeds": "3", "mode": "one_at_a_time", "picked": [],
                                        "epochs": run_epochs(run.spec)})
 
@@ -99,7 +99,7 @@ def post_ablate(request: Request, access: AccessDep, session: SessionDep, settin
                 publisher: PublisherDep, run_id: PageId,
                 data: FormData):
     """Store the sweep, queue one run per variant and seed, and show it."""
-    run = runs.get(session, run_id)
+    run = runs.with_recipe(session, run_id)
     toggles = [t for t in ablation_toggles(run.spec or {}) if not t["problem"]]
     picked = [t for t in toggles if data.get(f"vary:{t['key']}")]  # values come from the run, never from the form
     stages = (run.spec or {}).get("stages", [])

@@ -10,7 +10,7 @@ from sqlmodel import Session
 
 from fitboard.app.core.artifacts import ArtifactStore, store_for
 from fitboard.app.core.datasets import ResolvedDataset, resolve_dataset
-from fitboard.app.core.errors import NotFound
+from fitboard.app.core.errors import Conflict, NotFound
 from fitboard.app.core.fairshare import check_priority
 from fitboard.app.core.run_meta import RunPatch
 from fitboard.app.core.schemas import DatasetSpec, RunSpec, parse_spec
@@ -24,6 +24,7 @@ from fitboard.app.store.models import EpochRow, LRFind, Run, RunAttempt
 from fitboard.app.store.recovery import retry_run
 from fitboard.app.store.registry import get_dataset_spec
 from fitboard.app.store.run_list import RunsPage
+from fitboard.app.store.tracked import TRACKED
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,15 @@ def submit(session: Session, publisher: Publisher, data: dict | RunSpec, data_ro
 def get(session: Session, run_id: int) -> Run:
     """One run; RunNotFound if none."""
     return store.get_run(session, run_id)
+
+
+def with_recipe(session: Session, run_id: int) -> Run:
+    """A run whose recipe can train again (the base of an ablation or a search); Conflict for a tracked run."""
+    run = store.get_run(session, run_id)
+    if run.kind == TRACKED:  # its spec is what the notebook told: no recipe (the forms failed on its `tracked` field)
+        raise Conflict(f"run {run_id} was trained outside fitboard (tracked): there is no recipe to ablate or search "
+                       "around; clone it, and ablate or search around the clone once it has run")
+    return run
 
 
 def page(session: Session, **filters) -> RunsPage:
