@@ -29,6 +29,15 @@ def discard_export(model: str) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def _trimmed(finish: dict) -> dict | None:
+    """A refused finish without its details (confusion, top losses, best), then without its metrics, then none: the
+    run still ends with its status and error."""
+    for keys in (("confusion", "top_losses", "best"), ("metrics",)):
+        if any(k in finish for k in keys):
+            return {k: v for k, v in finish.items() if k not in keys}
+    return None
+
+
 class Tracker:
     """Posts one tracked run's rows from a daemon thread; `put_*` only enqueue."""
 
@@ -191,6 +200,10 @@ class Tracker:
         self.epochs.clear()
         self.finds.clear()
         self.stages.clear()
+        if self.finish is not None and exc.path.endswith("/finish"):
+            # Kept whole, a refused finish (a confusion of 1,001 classes) was posted until close() timed out, saying
+            # the dashboard did not answer, and the run stayed running until failed as lost.
+            self.finish = _trimmed(self.finish)
         if self.run_id is None:
             self.stopped = True
 

@@ -2,6 +2,7 @@
 reaper, the reconciler and retry leaving them alone while a silent one is failed by its own rule."""
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import pytest
@@ -146,3 +147,25 @@ def test_a_tracked_run_offers_no_ablate_or_search_and_their_forms_say_why(client
         for r in (client.get(path), client.post(path, data={"csrf_token": csrf, "seeds": "3"})):
             assert r.status_code == 409 and "trained outside fitboard (tracked)" in r.text, r.text[-2000:]
             assert "Extra inputs" not in r.text
+
+
+def test_a_refused_finish_still_ends_the_run_without_the_refused_details(tmp_path, sqlite_url, data_root):
+    """A finish the dashboard refused (a confusion matrix of 1,001 classes) was posted again until close() timed
+    out, said the dashboard "did not answer", and left the run running until it was failed as lost an hour later.
+    The tracker now sends the finish again without its details, then without its metrics."""
+    from fitboard.tracker import Tracker
+    from tests.live import live_app
+
+    settings = Settings(home=tmp_path, database_url=sqlite_url, data_root=data_root)
+    with live_app(settings) as (url, _app):
+        for finish, best in (({"metrics": {"accuracy": 0.5}, "confusion": {"labels": ["x"] * 1001, "matrix": []}},
+                              0.5), ({"metrics": {"accuracy": 2.5}}, None)):
+            said = []
+            tracker = Tracker("refused", url=url, flush_every=0.05, say=said.append)
+            tracker.put("epoch", {"stage": 0, "epoch": 0, "metrics": {"accuracy": 0.5}})
+            tracker.put("finish", {"status": "succeeded", **finish})
+            started = time.monotonic()
+            assert tracker.close(timeout=20) and time.monotonic() - started < 5, said
+            run = TestClient(_app).get(f"/api/v1/runs/{tracker.run_id}").json()
+            assert (run["status"], run["best_accuracy"]) == ("succeeded", best), said
+            assert any("refused" in s for s in said) and not any("did not answer" in s for s in said), said
