@@ -203,6 +203,7 @@ def test_cli_with_only_fitboard_url_asks_that_server_and_opens_no_database(setti
         assert listed.stdout.splitlines()[-1] == "2 of 2 runs"
         shown = cli("show", str(done)).stdout
         assert f"run {done} 'on-the-server': succeeded" in shown and "stage 1 · epoch 2: train_loss" in shown
+        assert "worker None" not in shown  # a run no worker holds says nothing of one
         assert "validation: loss 0.8000  accuracy 0.7000" in shown
         assert cli("cancel", str(queued)).stdout.strip() == f"run {queued}: cancelled"
         retried = cli("retry", str(queued))

@@ -39,7 +39,8 @@ def print_runs(items: list[dict], total: int | None, wide: bool) -> None:
 
 def print_run(data: dict) -> None:
     """One run in words (the API's JSON with its epoch rows under "epochs"): status, each epoch, how it ended."""
-    say(f"run {data['id']} {data['name']!r}: {data['status']} (dataset {data['dataset']}, worker {data['worker']})")
+    held_by = f", worker {data['worker']}" if data.get("worker") else ""  # none while queued
+    say(f"run {data['id']} {data['name']!r}: {data['status']} (dataset {data['dataset']}{held_by})")
     for e in data["epochs"]:
         m = e.get("metrics") or {}
         say(f"  {where(e['stage'], e['epoch'])}: train_loss {_f4(e['train_loss'])} valid_loss "
