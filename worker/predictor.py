@@ -121,7 +121,8 @@ class Predictor:
             purge_predictions(session)
 
     def serve(self, stop: threading.Event) -> None:
-        """Claim and answer requests until stop is set; a database outage is waited out, not fatal."""
+        """Claim and answer requests until stop is set; a database outage is waited out, not fatal. stop: an Event, or
+        anything with is_set() and wait(seconds) (the CLI's SignalStop)."""
         last_beat, last_request = 0.0, float("-inf")
         try:
             while not stop.is_set():

@@ -7,7 +7,7 @@ import os
 import signal
 import subprocess
 import sys
-import threading
+import time
 
 from fitboard.app.core.settings import Settings
 from fitboard.app.services.datasets import ensure_demo_dataset
@@ -27,6 +27,30 @@ def cmd_worker(args) -> int:
     return EXIT_OK
 
 
+class SignalStop:
+    """A stop request that a signal handler makes: a plain flag, no lock. threading.Event.set takes the event's lock,
+    and a signal landing while the main thread held that lock inside Event.wait left the predictor hung for good on
+    SIGTERM. wait() sleeps in short slices that look at the flag."""
+
+    SLICE = 0.1  # seconds: how late a stop request may be noticed
+
+    def __init__(self):
+        self.requested = False
+
+    def set(self, *_signal) -> None:
+        self.requested = True
+
+    def is_set(self) -> bool:
+        return self.requested
+
+    def wait(self, timeout: float) -> bool:
+        """Sleep up to timeout seconds, less once a stop is requested; whether one was."""
+        end = time.monotonic() + timeout
+        while not self.requested and (left := end - time.monotonic()) > 0:
+            time.sleep(min(self.SLICE, left))
+        return self.requested
+
+
 def cmd_predictor(args) -> int:
     """Answer prediction requests with succeeded runs' models until Ctrl-C or SIGTERM."""
     if args.gpu is not None:
@@ -34,9 +58,9 @@ def cmd_predictor(args) -> int:
     from fitboard.worker.predictor import Predictor  # imports torch and fastai
 
     settings = settings_from(args)
-    stop = threading.Event()
+    stop = SignalStop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, stop.set)
     print("fitboard predictor: answering prediction requests (Ctrl-C stops)", flush=True)
     Predictor(store_engine(settings), settings).serve(stop)
     return EXIT_OK
