@@ -192,3 +192,16 @@ def test_too_many_values_for_a_bracketed_field_name_it(client):
     r = client.post("/api/v1/sweeps", json={"base": tiny_recipe(), "vary": {"stages[0].lr": [0.1] * 1000},
                                             "seeds": [0, 1, 2]})
     assert r.status_code == 422 and [p["loc"] for p in r.json()["detail"]] == ["vary.stages[0].lr"], r.text
+
+
+def test_a_repeated_value_is_refused_naming_its_field(client):
+    """[0.1, 0.1] made two identical variants, each trained for every seed."""
+    for values, shown in (([0.1, 0.1], "0.1"), ([[1e-4, 1e-3], 0.01, [1e-4, 1e-3]], "[0.0001, 0.001]")):
+        r = client.post("/api/v1/sweeps", json={"base": tiny_recipe(), "vary": {"stages[0].lr": values},
+                                                "seeds": [0, 1, 2]})
+        assert r.status_code == 422 and r.json()["detail"] == [
+            {"loc": "vary.stages[0].lr", "msg": f"values must be distinct; {shown} repeats"}], r.text
+    assert client.get("/api/v1/runs").json()["total"] == 0
+    ok = client.post("/api/v1/sweeps", json={"base": tiny_recipe(), "vary": {"stages[0].lr": [0.1, 0.01]},
+                                             "seeds": [0, 1, 2]})
+    assert ok.status_code == 201 and len(ok.json()["queued"]) == 9, ok.text

@@ -120,6 +120,8 @@ def test_reaper_leaves_tracked_runs_alone_and_silence_fails_them(client, sqlite_
     ({"metrics": {"error_rate": -0.1}}, "metrics.error_rate"),
     ({"confusion": {"labels": ["0", "1"], "matrix": [[1, 2, 3], [4], [5, 6]]}}, "confusion"),
     ({"confusion": {"labels": ["0", "1", "2"], "matrix": [[1, 2], [3, 4]]}}, "confusion"),
+    ({"top_losses": [{"image_id": "a.png", "actual": "0", "predicted": "1", "probability": 7}]},
+     "top_losses[0].probability"),
 ])
 def test_finish_refuses_an_accuracy_outside_0_1_and_a_confusion_matrix_that_is_not_labels_by_labels(
         client, body, field):
@@ -132,6 +134,18 @@ def test_finish_refuses_an_accuracy_outside_0_1_and_a_confusion_matrix_that_is_n
     ok = client.post(f"/api/v1/tracked/{rid}/finish", json={"metrics": {"accuracy": 1.0, "error_rate": 0.0},
                                                             "confusion": {"labels": [], "matrix": []}})
     assert ok.status_code == 200 and ok.json()["best_accuracy"] == 1.0, ok.text
+
+
+def test_an_lr_finder_curve_needs_one_loss_per_rate(client):
+    """The run page plots loss against learning rate: unequal lists were stored and drawn half-empty."""
+    rid = open_run(client)["id"]
+    curve = {"stage": 0, "lrs": [1e-4, 1e-3, 1e-2], "losses": [2.0, 1.5], "suggestion": 1e-3}
+    r = client.post(f"/api/v1/tracked/{rid}/rows", json={"lr_finds": [curve]})
+    assert r.status_code == 422 and [p["loc"] for p in r.json()["detail"]] == ["lr_finds[0]"], r.text
+    assert "one loss per rate" in r.text and client.get(f"/api/v1/runs/{rid}/lr_finds").json() == []
+    ok = client.post(f"/api/v1/tracked/{rid}/rows", json={"lr_finds": [{**curve, "losses": [2.0, 1.5, 1.8]}]})
+    assert ok.status_code == 200, ok.text
+    assert client.get(f"/api/v1/runs/{rid}/lr_finds").json()[0]["losses"] == [2.0, 1.5, 1.8]
 
 
 def test_a_tracked_run_offers_no_ablate_or_search_and_their_forms_say_why(client):

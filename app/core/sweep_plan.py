@@ -87,7 +87,7 @@ def check_size(vary: dict, mode: str, n_seeds: int, max_runs: int) -> None:
 
 
 def check_vary(base: dict, vary: dict) -> None:
-    """Every varied path must exist in the base recipe and come with 1 to MAX_VALUES values."""
+    """Every varied path must exist in the base recipe and come with 1 to MAX_VALUES distinct values."""
     problems = []
     for path, values in vary.items():
         if isinstance(values, list) and len(values) > MAX_VALUES:
@@ -100,6 +100,11 @@ def check_vary(base: dict, vary: dict) -> None:
             continue
         if not isinstance(values, list) or not values:
             problems.append({"loc": f"vary.{path}", "msg": "give a non-empty list of values"})
+            continue
+        texts = [json.dumps(v, sort_keys=True) for v in values]  # [0.1, 0.1] made two identical variants
+        if len(set(texts)) != len(texts):
+            again = next(t for i, t in enumerate(texts) if t in texts[:i])
+            problems.append({"loc": f"vary.{path}", "msg": f"values must be distinct; {again[:40]} repeats"})
     if problems:
         raise RecipeError(problems)
 

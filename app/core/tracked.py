@@ -91,6 +91,14 @@ class Curve(LRFindEvent):
     lrs: Annotated[list[float | None], Field(max_length=MAX_CURVE_POINTS)]
     losses: Annotated[list[float | None], Field(max_length=MAX_CURVE_POINTS)]
 
+    @model_validator(mode="after")
+    def _paired(self) -> "Curve":
+        """The run page plots loss against learning rate: one loss per rate."""
+        if len(self.lrs) != len(self.losses):
+            raise ValueError(f"lrs and losses must be as long as each other (one loss per rate); got "
+                             f"{len(self.lrs)} and {len(self.losses)}")
+        return self
+
 
 class _EpochKey(_Strict):
     """An event's (stage, epoch) in range: stage below MAX_TRACKED_STAGES, epoch below MAX_EPOCHS."""
@@ -142,13 +150,14 @@ class TrackedConfusion(Confusion):
 
 
 class TrackedTopLoss(TopLoss):
-    """A validation image the model got most wrong, its strings bounded."""
+    """A validation image the model got most wrong, its strings bounded, its probability a fraction."""
 
     model_config = STRICT
 
     image_id: ImageId
     actual: Short
     predicted: Short
+    probability: Fraction | None = None  # the model's probability for its prediction
 
 
 class TrackedBatch(_Strict):
