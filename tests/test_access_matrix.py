@@ -266,6 +266,29 @@ def test_a_browser_refused_gets_a_page_saying_why_and_a_script_the_json(world):
     assert world.clients["root"][0].get(f"/api/v1/runs/{run_id}").json()["status"] == "queued"  # nothing changed
 
 
+def test_the_run_page_offers_only_the_priorities_its_reader_may_set(world):
+    """Admins any; a member their own run's priority and lower; nobody else a form (may_set_priority's rule, through
+    priorities_allowed, so the page cannot offer what the POST refuses)."""
+    mia = {"Authorization": f"Bearer {world.tokens['write']}"}
+    own = world.clients["root"][0].post("/api/v1/runs?project=alpha", json=tiny_recipe(name="mia-own"),
+                                        headers=mia).json()["id"]
+    others = world.ids["live"]  # launched by root
+
+    def offered(who: str, run_id: int) -> list[str] | None:
+        page = world.clients[who][0].get(f"/runs/{run_id}").text
+        assert 'id="queue-position"' in page, page[-2000:]  # queued: the place-in-line card is there
+        form = re.search(rf'action="/runs/{run_id}/priority".*?</form>', page, re.S)
+        return re.findall(r"<option[^>]*>(\w+)</option>", form[0]) if form else None
+
+    assert offered("root", others) == ["high", "normal", "low"] and offered("ada", own) == ["high", "normal", "low"]
+    assert offered("mia", own) == ["normal", "low"]
+    assert offered("mia", others) is None and offered("vera", own) is None
+    r = world.clients["mia"][0].post(f"/runs/{own}/priority", data={"csrf_token": world.clients["mia"][1],
+                                                                    "priority": "low"}, follow_redirects=False)
+    assert r.status_code == 303
+    assert offered("mia", own) is None  # at low there is nothing lower to offer
+
+
 def test_a_members_priority_change_is_checked_in_the_routes_session(world):
     """may_set_priority reads the run (who launched it, its priority) for a member: in the session the access check
     handed to the route, not one of its own. The route's other sessions are its own by design: the queue line's (it

@@ -17,7 +17,7 @@ from fitboard.app.services import datasets, dispatch, error_images, runs, sweeps
 from fitboard.app.services.serializers import serialize_epoch, serialize_lr_find
 from fitboard.app.store.models import utcnow
 from fitboard.app.store.run_list import COUNT_LIMIT, MAX_CURSOR, MAX_OFFSET, BadCursor
-from fitboard.app.web.access import AccessDep, CheckedPriority, needs
+from fitboard.app.web.access import AccessDep, CheckedPriority, needs, priorities_allowed
 from fitboard.app.web.deps import PublisherDep, SessionDep, SettingsDep
 
 router = APIRouter()
@@ -116,7 +116,10 @@ def run_page(request: Request, session, run_id: int, message: str | None = None,
             "statuses": {s.name: s.value for s in RunStatus}, "finished_statuses": [s.value for s in FINISHED]}
     attempts = runs.attempts(session, run_id)
     place = dispatch.places(session.get_bind(), request.app.state.settings, [run]).get(run.id)
+    access = getattr(request.state, "access", None)
+    priorities = priorities_allowed(access, run.launched_by, run.priority) if access else ()
     return render(request, "run.html", status_code, run=run, spec=spec, result=result, progress=progress, place=place,
+                  priorities=priorities,
                   attempts=attempts, attempt_ending=attempt_ending,
                   total_seconds=attempts_seconds(attempts, run.finished_at),
                   stages=stages, techniques=describe_techniques(spec) if spec else [], epochs=epochs,

@@ -26,7 +26,7 @@ from fitboard.app.core.errors import (
     SearchNotFound,
     SweepNotFound,
 )
-from fitboard.app.core.fairshare import RANK
+from fitboard.app.core.fairshare import PRIORITIES, RANK
 from fitboard.app.core.run_meta import RunPatch
 from fitboard.app.core.schemas import MAX_ID
 from fitboard.app.services.compare import parse_ids
@@ -327,19 +327,29 @@ async def guard(request: Request) -> AsyncIterator[Access]:
 BoundedId = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 
+def priorities_allowed(access: Access, launched_by: int | None, current: str | None) -> tuple[str, ...]:
+    """The priorities this caller may give a run: any for admins (of its project, or the site); for a member, the
+    run's own and lower ones when they launched it; none otherwise (the run page offers just these)."""
+    if access.can("admin"):
+        return PRIORITIES
+    if not access.can("member") or launched_by is None or launched_by != access.principal.person_id:
+        return ()
+    return PRIORITIES[RANK[current or "normal"]:]
+
+
 def may_set_priority(access: Access, run_id: int, priority: str, session: Session) -> None:
-    """Admins (of the run's project, or the site) set any priority; a member only lowers (or keeps) the priority of
-    a run they launched themselves; 403 saying so otherwise."""
+    """The caller may give the run this priority (priorities_allowed); 403 saying why otherwise."""
     if access.can("admin"):
         return
     row = session.exec(select(Run.launched_by, Run.priority).where(Run.id == run_id)).one_or_none()
     if row is None:
         return  # the route answers its 404
     launched_by, current = row
-    if launched_by is None or launched_by != access.principal.person_id:
+    allowed = priorities_allowed(access, launched_by, current)
+    if not allowed:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "only an admin may change the priority of a run someone "
                                                        "else launched")
-    if RANK[priority] < RANK[current or "normal"]:
+    if priority not in allowed:
         raise HTTPException(status.HTTP_403_FORBIDDEN, f"a member may lower the priority of their own runs, not "
                                                        f"raise it ({current} to {priority}); ask an admin")
 
