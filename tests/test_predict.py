@@ -232,7 +232,7 @@ def test_the_exported_model_loaded_fresh_answers_the_same_every_time_and_as_get_
 # lock the interrupted wait() holds), as `fitboard predictor` once hung on SIGTERM in the suite.
 STORM = """
 import signal, sys, time
-from fitboard.worker.cli.serve import SignalStop
+from fitboard.app.core.signal_stop import SignalStop
 stop, woken = SignalStop(), 0
 signal.signal(signal.SIGALRM, stop.set)
 signal.setitimer(signal.ITIMER_REAL, 0.002, 0.002)

@@ -122,7 +122,7 @@ class Predictor:
 
     def serve(self, stop: threading.Event) -> None:
         """Claim and answer requests until stop is set; a database outage is waited out, not fatal. stop: an Event, or
-        anything with is_set() and wait(seconds) (the CLI's SignalStop)."""
+        anything with is_set() and wait(seconds) (app.core.signal_stop.SignalStop, as the CLI's)."""
         last_beat, last_request = 0.0, float("-inf")
         try:
             while not stop.is_set():

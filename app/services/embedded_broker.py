@@ -13,32 +13,32 @@ from queue import Empty
 
 from kombu.transport import sqlalchemy
 
-SLICE = 0.1  # seconds: how late a stop request may be noticed while waiting
+from fitboard.app.core.signal_stop import SignalStop
 
 
 class Transport(sqlalchemy.Transport):
     """kombu's SQLAlchemy transport with a wait that a stop request cuts short."""
 
-    stopping = False  # a plain flag: it is set inside a signal handler, which must not take a lock
+    def __init__(self, client, **kwargs):
+        super().__init__(client, **kwargs)
+        self.stop = SignalStop()  # set inside a signal handler, which must not take a lock
 
     def stop_waiting(self) -> None:
         """From now on, return from drain_events at once (signal-safe)."""
-        self.stopping = True
+        self.stop.set()
 
     def drain_events(self, connection, timeout=None):
-        """kombu's virtual drain loop, its poll sleep cut into slices that look at the stop flag."""
+        """kombu's virtual drain loop, its poll sleep a wait that the stop request ends."""
         started = time.monotonic()
         poll = self.polling_interval or 0
         if timeout is not None:
             poll = min(poll, timeout)
-        while not self.stopping:
+        while not self.stop.is_set():
             try:
                 self.cycle.get(self._deliver, timeout=timeout)
                 return
             except Empty:
                 if timeout is not None and time.monotonic() - started >= timeout:
                     break
-            wake = time.monotonic() + poll
-            while not self.stopping and (left := wake - time.monotonic()) > 0:
-                time.sleep(min(SLICE, left))
+            self.stop.wait(poll)
         raise socket.timeout()

@@ -7,9 +7,9 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 from fitboard.app.core.settings import Settings
+from fitboard.app.core.signal_stop import SignalStop
 from fitboard.app.services.datasets import ensure_demo_dataset
 from fitboard.app.services.queue import DEFAULT_QUEUE
 from fitboard.app.store.db import session_scope
@@ -25,30 +25,6 @@ def cmd_worker(args) -> int:
 
     create_worker(settings_from(args)).run(args.queue)
     return EXIT_OK
-
-
-class SignalStop:
-    """A stop request that a signal handler makes: a plain flag, no lock. threading.Event.set takes the event's lock,
-    and a signal landing while the main thread held that lock inside Event.wait left the predictor hung for good on
-    SIGTERM. wait() sleeps in short slices that look at the flag."""
-
-    SLICE = 0.1  # seconds: how late a stop request may be noticed
-
-    def __init__(self):
-        self.requested = False
-
-    def set(self, *_signal) -> None:
-        self.requested = True
-
-    def is_set(self) -> bool:
-        return self.requested
-
-    def wait(self, timeout: float) -> bool:
-        """Sleep up to timeout seconds, less once a stop is requested; whether one was."""
-        end = time.monotonic() + timeout
-        while not self.requested and (left := end - time.monotonic()) > 0:
-            time.sleep(min(self.SLICE, left))
-        return self.requested
 
 
 def cmd_predictor(args) -> int:
