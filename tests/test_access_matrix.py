@@ -307,6 +307,7 @@ def test_a_members_priority_change_is_checked_in_the_routes_session(world):
             r = world.clients["root"][0].patch(f"/api/v1/runs/{run_id}", json={"priority": priority}, headers=mia)
             assert r.status_code == code, r.text
             assert i == 0 or ("_checked" in checkouts and "checked_patch" not in checkouts), checkouts
+            assert world.clients["root"][0].get(f"/api/v1/runs/{run_id}").json()["priority"] == "low"  # as shown
     finally:
         event.remove(world.app.state.engine.pool, "checkout", listen)
 
